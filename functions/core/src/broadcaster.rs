@@ -1,0 +1,228 @@
+//! The fan-out policy: deliver each new log event to every active connection,
+//! concurrently but bounded, pruning connections API Gateway reports gone, and
+//! say which stream records must be retried (partial batch failure).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::archive;
+use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
+use crate::ports::{Archive, Clock, ConnectionStore, PostError, SessionLog, SocketPoster, list_all_connections};
+use crate::protocol::event_frame;
+
+/// How hard to push and when to give up.
+#[derive(Clone, Debug)]
+pub struct FanoutConfig {
+    /// Posts in flight at once for one event.
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+    /// Above this share of recipients failing (after retries), the record is
+    /// reported for retry. Below it, a few broken sockets do not make everyone
+    /// receive the message again.
+    pub max_failed_share: f64,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 64, retry: RetryPolicy::default(), max_failed_share: 0.5 }
+    }
+}
+
+/// Capped exponential backoff with full jitter, for throttling and transient errors.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Tries per post, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(2) }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before try `attempt + 1`: uniform in `0..=min(max, base * 2^attempt)`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// A decoded stream record: the log event and the sequence number that
+/// identifies it in a partial batch failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencedEvent {
+    pub sequence_number: String,
+    pub event: LogEvent,
+}
+
+/// What one batch did. `failed` holds the sequence numbers to report in
+/// `batchItemFailures`: the first record that could not be delivered and every
+/// record after it (the stream retries from the lowest one anyway).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub failed: Vec<String>,
+    pub delivered: usize,
+    pub pruned: usize,
+    pub undeliverable: usize,
+}
+
+/// Outcome of one post after retries.
+enum Delivery {
+    Delivered,
+    Gone,
+    Failed(PostError),
+}
+
+/// The broadcaster's ports and policy. Built once per Lambda cold start.
+pub struct Broadcaster {
+    pub connections: Arc<dyn ConnectionStore>,
+    pub sessions: Arc<dyn SessionLog>,
+    pub poster: Arc<dyn SocketPoster>,
+    pub archive: Option<Arc<dyn Archive>>,
+    pub clock: Arc<dyn Clock>,
+    pub config: FanoutConfig,
+}
+
+impl Broadcaster {
+    /// Archives the batch (if configured), then delivers its events in order.
+    pub async fn broadcast(&self, batch: &[SequencedEvent]) -> BatchReport {
+        let mut report = BatchReport::default();
+        if batch.is_empty() {
+            return report;
+        }
+        let every_record = || batch.iter().map(|r| r.sequence_number.clone()).collect();
+
+        if let Err(error) = self.archive_batch(batch).await {
+            tracing::error!(%error, "archiving the batch failed; the whole batch will be retried");
+            report.failed = every_record();
+            return report;
+        }
+        let mut recipients = match list_all_connections(self.connections.as_ref()).await {
+            Ok(connections) => connections,
+            Err(error) => {
+                tracing::error!(%error, "listing connections failed; the whole batch will be retried");
+                report.failed = every_record();
+                return report;
+            }
+        };
+
+        for (index, record) in batch.iter().enumerate() {
+            let outcome = self.deliver(&record.event, &recipients).await;
+            report.delivered += outcome.delivered;
+            report.undeliverable += outcome.failed;
+            if !outcome.gone.is_empty() {
+                report.pruned += outcome.gone.len();
+                recipients.retain(|c| !outcome.gone.iter().any(|g| g.connection_id == c.connection_id));
+                self.prune(&outcome.gone).await;
+            }
+            let failed_share = outcome.failed as f64 / outcome.attempted.max(1) as f64;
+            if outcome.failed > 0 && failed_share > self.config.max_failed_share {
+                tracing::warn!(
+                    message_id = %record.event.message_id,
+                    failed = outcome.failed,
+                    attempted = outcome.attempted,
+                    "too many deliveries failed; this record and the rest of the batch will be retried"
+                );
+                report.failed = batch[index..].iter().map(|r| r.sequence_number.clone()).collect();
+                break;
+            }
+        }
+        report
+    }
+
+    async fn archive_batch(&self, batch: &[SequencedEvent]) -> Result<(), crate::ports::StoreError> {
+        let Some(archive) = &self.archive else { return Ok(()) };
+        let events: Vec<LogEvent> = batch.iter().map(|r| r.event.clone()).collect();
+        let Some(key) = archive::batch_key(&events) else { return Ok(()) };
+        archive.put(&key, archive::to_jsonl(&events)).await?;
+        tracing::info!(%key, events = events.len(), "batch archived");
+        Ok(())
+    }
+
+    /// Posts one event to every recipient, at most `max_in_flight` at a time.
+    /// A join is announced to everyone but the joiner.
+    async fn deliver(&self, event: &LogEvent, recipients: &[Connection]) -> FanoutOutcome {
+        let started = Instant::now();
+        let frame = event_frame(event);
+        let frame = frame.as_slice();
+        let skip = (event.kind == EventKind::Join).then_some(event.connection_id.as_str());
+        let targets = recipients.iter().filter(|c| Some(c.connection_id.as_str()) != skip);
+
+        let outcome = futures::stream::iter(targets)
+            .map(|connection| async move { (connection, self.post_with_retry(&connection.connection_id, frame).await) })
+            .buffer_unordered(self.config.max_in_flight.max(1))
+            .fold(FanoutOutcome::default(), |mut outcome, (connection, delivery)| async move {
+                outcome.attempted += 1;
+                match delivery {
+                    Delivery::Delivered => outcome.delivered += 1,
+                    Delivery::Gone => outcome.gone.push(connection.clone()),
+                    Delivery::Failed(error) => {
+                        tracing::warn!(connection_id = %connection.connection_id, %error, "delivery failed");
+                        outcome.failed += 1;
+                    }
+                }
+                outcome
+            })
+            .await;
+        tracing::info!(
+            message_id = %event.message_id,
+            kind = ?event.kind,
+            delivered = outcome.delivered,
+            gone = outcome.gone.len(),
+            failed = outcome.failed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "event fanned out"
+        );
+        outcome
+    }
+
+    async fn post_with_retry(&self, connection_id: &str, frame: &[u8]) -> Delivery {
+        let policy = &self.config.retry;
+        let mut attempt = 0;
+        loop {
+            match self.poster.post(connection_id, frame).await {
+                Ok(()) => return Delivery::Delivered,
+                Err(PostError::Gone) => return Delivery::Gone,
+                Err(error @ PostError::PayloadTooLarge) => return Delivery::Failed(error),
+                Err(error) if attempt + 1 >= policy.max_attempts => return Delivery::Failed(error),
+                Err(_) => {
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Forgets connections API Gateway says are closed and completes their
+    /// sessions. Failures are logged only: the TTL removes the rows eventually.
+    async fn prune(&self, gone: &[Connection]) {
+        let now = self.clock.now();
+        futures::stream::iter(gone)
+            .for_each_concurrent(self.config.max_in_flight.max(1), |connection| async move {
+                let id = &connection.connection_id;
+                if let Err(error) = self.connections.delete(id).await {
+                    tracing::warn!(connection_id = %id, %error, "could not delete a gone connection");
+                }
+                let end = SessionEnd::new(id, connection.connected_at, now);
+                if let Err(error) = self.sessions.close(&end).await {
+                    tracing::warn!(connection_id = %id, %error, "could not close a gone connection's session");
+                }
+                tracing::info!(connection_id = %id, "pruned gone connection");
+            })
+            .await;
+    }
+}
+
+#[derive(Default)]
+struct FanoutOutcome {
+    attempted: usize,
+    delivered: usize,
+    failed: usize,
+    gone: Vec<Connection>,
+}

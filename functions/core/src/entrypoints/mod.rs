@@ -1,0 +1,5 @@
+//! The edges shared by the Lambda binaries and the local stack: each takes the
+//! exact `aws_lambda_events` type AWS delivers and returns what AWS expects back.
+
+pub mod stream;
+pub mod websocket;

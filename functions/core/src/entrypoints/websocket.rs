@@ -1,0 +1,99 @@
+//! API Gateway WebSocket proxy events in, proxy responses out.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use chrono::{DateTime, Utc};
+
+use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
+use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
+use crate::time::from_epoch_millis;
+
+/// `$connect`: 200 opens the socket; an error refuses the upgrade.
+pub async fn on_connect(
+    event: &ApiGatewayWebsocketProxyRequest,
+    connections: &dyn ConnectionStore,
+    sessions: &dyn SessionLog,
+    log: &dyn MessageLog,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let request = ConnectRequest {
+        connection_id: connection_id(event)?.to_owned(),
+        source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
+        connected_at: connected_at(event)?,
+    };
+    handlers::connect(&request, connections, sessions, log).await?;
+    Ok(response(None))
+}
+
+/// `$disconnect`.
+pub async fn on_disconnect(
+    event: &ApiGatewayWebsocketProxyRequest,
+    connections: &dyn ConnectionStore,
+    sessions: &dyn SessionLog,
+    log: &dyn MessageLog,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let request = DisconnectRequest {
+        connection_id: connection_id(event)?.to_owned(),
+        connected_at: connected_at(event)?,
+        disconnected_at: request_time(event)?,
+    };
+    handlers::disconnect(&request, connections, sessions, log).await?;
+    Ok(response(None))
+}
+
+/// `sendmessage`: the reply (pong or a refusal) is the route response body.
+pub async fn on_send_message(
+    event: &ApiGatewayWebsocketProxyRequest,
+    log: &dyn MessageLog,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let request = MessageRequest {
+        connection_id: connection_id(event)?.to_owned(),
+        body: event.body.clone().unwrap_or_default(),
+        received_at: request_time(event)?,
+    };
+    let reply = handlers::send_message(&request, log).await?;
+    Ok(response(reply))
+}
+
+/// `$default`: history, or the seed's error, posted to the sender.
+pub async fn on_default(
+    event: &ApiGatewayWebsocketProxyRequest,
+    log: &dyn MessageLog,
+    poster: &dyn SocketPoster,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let body = event.body.as_deref().unwrap_or_default();
+    handlers::default_route(connection_id(event)?, body, log, poster).await?;
+    Ok(response(None))
+}
+
+fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {
+    event
+        .request_context
+        .connection_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| HandlerError::MalformedEvent("requestContext.connectionId is missing".into()))
+}
+
+fn connected_at(event: &ApiGatewayWebsocketProxyRequest) -> Result<DateTime<Utc>, HandlerError> {
+    epoch_millis(event.request_context.connected_at, "connectedAt")
+}
+
+fn request_time(event: &ApiGatewayWebsocketProxyRequest) -> Result<DateTime<Utc>, HandlerError> {
+    epoch_millis(event.request_context.request_time_epoch, "requestTimeEpoch")
+}
+
+fn epoch_millis(millis: i64, field: &str) -> Result<DateTime<Utc>, HandlerError> {
+    if millis <= 0 {
+        return Err(HandlerError::MalformedEvent(format!("requestContext.{field} is missing")));
+    }
+    from_epoch_millis(millis)
+        .ok_or_else(|| HandlerError::MalformedEvent(format!("requestContext.{field} is out of range")))
+}
+
+/// A 200 proxy response, with `reply` as the route response body if given.
+pub fn response(reply: Option<Vec<u8>>) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = 200;
+    response.body = reply.map(|frame| Body::Text(String::from_utf8(frame).expect("frames are JSON text")));
+    response
+}

@@ -1,0 +1,73 @@
+use chrono::{DateTime, Utc};
+
+use super::HandlerError;
+use crate::model::{Connection, LogEvent, Session};
+use crate::ports::{ConnectionStore, MessageLog, SessionLog};
+
+/// What `$connect` needs to know about the new socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectRequest {
+    pub connection_id: String,
+    pub source_ip: String,
+    pub connected_at: DateTime<Utc>,
+}
+
+/// Registers the connection for broadcasts, opens its session and logs a `join`
+/// (which the broadcaster announces to everyone else).
+pub async fn connect(
+    request: &ConnectRequest,
+    connections: &dyn ConnectionStore,
+    sessions: &dyn SessionLog,
+    log: &dyn MessageLog,
+) -> Result<(), HandlerError> {
+    let connection = Connection::new(&request.connection_id, &request.source_ip, request.connected_at);
+    connections.put(&connection).await?;
+    sessions.open(&Session::opened(&connection)).await?;
+    log.append(&LogEvent::join(&request.connection_id, request.connected_at)).await?;
+    tracing::info!(connection_id = %request.connection_id, source_ip = %request.source_ip, "connected");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::testing::at;
+    use crate::memory::{MemoryConnections, MemoryLog, MemorySessions};
+    use crate::model::EventKind;
+
+    #[tokio::test]
+    async fn records_connection_session_and_join() {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        let request = ConnectRequest {
+            connection_id: "CXzQ2cJjoAMCJ6g=".into(),
+            source_ip: "203.0.113.7".into(),
+            connected_at: at("2026-11-24T10:15:30Z"),
+        };
+        connect(&request, &connections, &sessions, &log).await.unwrap();
+
+        let row = connections.get("CXzQ2cJjoAMCJ6g=").unwrap();
+        assert_eq!(row.source_ip, "203.0.113.7");
+        assert_eq!(row.expires_at, at("2026-11-24T12:30:30Z").timestamp());
+        let session = sessions.get("CXzQ2cJjoAMCJ6g=").unwrap();
+        assert_eq!(session.connected_at, request.connected_at);
+        assert_eq!(session.disconnected_at, None);
+        let events = log.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Join);
+        assert_eq!(events[0].message, "A new user has joined the chat - CXzQ2cJjoAMCJ6g=");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_fails_the_connect() {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        log.outage.set(true);
+        let request = ConnectRequest {
+            connection_id: "c".into(),
+            source_ip: "ip".into(),
+            connected_at: at("2026-11-24T10:15:30Z"),
+        };
+        assert!(connect(&request, &connections, &sessions, &log).await.is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The chat domain: what a connection, a session and a log event are, how frames
+//! look on the wire, the ports the handlers need, and the handlers themselves.
+//!
+//! Nothing here talks to AWS. The Lambda binaries and the local stack both call
+//! the same [`entrypoints`], so behaviour cannot drift between the two.
+
+pub mod archive;
+pub mod broadcaster;
+pub mod entrypoints;
+pub mod handlers;
+pub mod memory;
+pub mod model;
+pub mod ports;
+pub mod protocol;
+pub mod time;
+
+pub use model::{Connection, EventKind, LogEvent, Session, SessionEnd};
+pub use ports::{Archive, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, StoreError};

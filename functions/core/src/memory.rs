@@ -1,0 +1,317 @@
+//! In-memory implementations of every port: for tests, benchmarks and a
+//! storage-free local run. Each can be switched to fail, to exercise outages.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::{Connection, LogEvent, Session, SessionEnd};
+use crate::ports::{
+    Archive, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
+};
+
+/// A switch that makes a store answer [`StoreError::Unavailable`].
+#[derive(Debug, Default)]
+pub struct Outage(AtomicBool);
+
+impl Outage {
+    pub fn set(&self, down: bool) {
+        self.0.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) { Err(StoreError::Unavailable("simulated outage".into())) } else { Ok(()) }
+    }
+}
+
+/// ActiveConnections in a sorted map, listed in pages of `page_size`.
+#[derive(Debug)]
+pub struct MemoryConnections {
+    rows: Mutex<BTreeMap<String, Connection>>,
+    page_size: usize,
+    pub outage: Outage,
+}
+
+impl Default for MemoryConnections {
+    fn default() -> Self {
+        Self::with_page_size(1000)
+    }
+}
+
+impl MemoryConnections {
+    pub fn with_page_size(page_size: usize) -> Self {
+        Self { rows: Mutex::default(), page_size: page_size.max(1), outage: Outage::default() }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.rows.lock().unwrap().keys().cloned().collect()
+    }
+
+    pub fn get(&self, connection_id: &str) -> Option<Connection> {
+        self.rows.lock().unwrap().get(connection_id).cloned()
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryConnections {
+    async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.rows.lock().unwrap().insert(connection.connection_id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.rows.lock().unwrap().remove(connection_id);
+        Ok(())
+    }
+
+    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+        self.outage.check()?;
+        let rows = self.rows.lock().unwrap();
+        let start = match &after {
+            Some(key) => rows.range::<String, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
+            None => rows.range::<String, _>(..),
+        };
+        let items: Vec<Connection> = start.take(self.page_size).map(|(_, c)| c.clone()).collect();
+        let next = match items.last() {
+            Some(last)
+                if rows
+                    .range::<String, _>((std::ops::Bound::Excluded(&last.connection_id), std::ops::Bound::Unbounded))
+                    .next()
+                    .is_some() =>
+            {
+                Some(last.connection_id.clone())
+            }
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+}
+
+/// SessionHistory in a map.
+#[derive(Debug, Default)]
+pub struct MemorySessions {
+    rows: Mutex<HashMap<String, Session>>,
+    pub outage: Outage,
+}
+
+impl MemorySessions {
+    pub fn get(&self, connection_id: &str) -> Option<Session> {
+        self.rows.lock().unwrap().get(connection_id).cloned()
+    }
+}
+
+#[async_trait]
+impl SessionLog for MemorySessions {
+    async fn open(&self, session: &Session) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.rows.lock().unwrap().insert(session.connection_id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        let mut rows = self.rows.lock().unwrap();
+        match rows.get_mut(&end.connection_id) {
+            Some(session) if session.disconnected_at.is_none() => {
+                session.disconnected_at = Some(end.disconnected_at);
+                session.duration_seconds = Some(end.duration_seconds);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// MessageHistory as a vector in append order.
+#[derive(Debug, Default)]
+pub struct MemoryLog {
+    events: Mutex<Vec<LogEvent>>,
+    pub outage: Outage,
+}
+
+impl MemoryLog {
+    pub fn events(&self) -> Vec<LogEvent> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// Applies a [`LogQuery`] to events sorted by id; shared by every log that holds
+/// its events in memory.
+pub fn select(sorted: &[LogEvent], query: &LogQuery) -> Vec<LogEvent> {
+    match &query.after {
+        Some(cursor) => sorted.iter().filter(|e| cursor.is_before(e)).take(query.limit).cloned().collect(),
+        None => sorted[sorted.len().saturating_sub(query.limit)..].to_vec(),
+    }
+}
+
+#[async_trait]
+impl MessageLog for MemoryLog {
+    async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.events.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+
+    async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
+        self.outage.check()?;
+        let mut sorted = self.events();
+        sorted.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        Ok(select(&sorted, query))
+    }
+}
+
+/// A poster that records every delivered frame and answers from a script:
+/// per-connection queues of failures to return before succeeding, ids that are
+/// gone for good, an optional latency, and a count of the most posts in flight.
+#[derive(Debug, Default)]
+pub struct RecordingPoster {
+    delivered: Mutex<Vec<(String, Vec<u8>)>>,
+    scripted: Mutex<HashMap<String, VecDeque<PostError>>>,
+    gone: Mutex<Vec<String>>,
+    refused: Mutex<Vec<(String, PostError)>>,
+    latency: Option<Duration>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+impl RecordingPoster {
+    pub fn with_latency(latency: Duration) -> Self {
+        Self { latency: Some(latency), ..Self::default() }
+    }
+
+    /// Posts to `connection_id` answer 410 from now on.
+    pub fn mark_gone(&self, connection_id: &str) {
+        self.gone.lock().unwrap().push(connection_id.to_owned());
+    }
+
+    /// The next posts to `connection_id` fail with `errors`, in order.
+    pub fn fail_next(&self, connection_id: &str, errors: impl IntoIterator<Item = PostError>) {
+        self.scripted.lock().unwrap().entry(connection_id.to_owned()).or_default().extend(errors);
+    }
+
+    /// Every post of a frame containing `needle` fails with `error`, to anyone.
+    pub fn refuse_frames_containing(&self, needle: &str, error: PostError) {
+        self.refused.lock().unwrap().push((needle.to_owned(), error));
+    }
+
+    pub fn delivered(&self) -> Vec<(String, Vec<u8>)> {
+        self.delivered.lock().unwrap().clone()
+    }
+
+    /// The frames `connection_id` received, parsed as JSON.
+    pub fn frames_to(&self, connection_id: &str) -> Vec<serde_json::Value> {
+        self.delivered()
+            .into_iter()
+            .filter(|(to, _)| to == connection_id)
+            .map(|(_, frame)| serde_json::from_slice(&frame).expect("frames are JSON"))
+            .collect()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl SocketPoster for RecordingPoster {
+    async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if let Some(latency) = self.latency {
+            tokio::time::sleep(latency).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+
+        if self.gone.lock().unwrap().iter().any(|id| id == connection_id) {
+            return Err(PostError::Gone);
+        }
+        let refused = self.refused.lock().unwrap().iter().find_map(|(needle, error)| {
+            frame.windows(needle.len()).any(|w| w == needle.as_bytes()).then(|| error.clone())
+        });
+        if let Some(error) = refused {
+            return Err(error);
+        }
+        let scripted = self.scripted.lock().unwrap().get_mut(connection_id).and_then(VecDeque::pop_front);
+        if let Some(error) = scripted {
+            return Err(error);
+        }
+        self.delivered.lock().unwrap().push((connection_id.to_owned(), frame.to_vec()));
+        Ok(())
+    }
+}
+
+/// An archive that keeps objects in a map.
+#[derive(Debug, Default)]
+pub struct MemoryArchive {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub outage: Outage,
+}
+
+impl MemoryArchive {
+    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        self.objects.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Archive for MemoryArchive {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.objects.lock().unwrap().insert(key.to_owned(), body);
+        Ok(())
+    }
+}
+
+/// A clock that stands still until moved.
+#[derive(Debug)]
+pub struct FixedClock(Mutex<DateTime<Utc>>);
+
+impl FixedClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Mutex::new(now))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::list_all_connections;
+    use crate::time::from_epoch_millis;
+
+    #[tokio::test]
+    async fn listing_walks_every_page() {
+        let store = MemoryConnections::with_page_size(2);
+        let at = from_epoch_millis(0).unwrap();
+        for i in 0..5 {
+            store.put(&Connection::new(&format!("c{i}"), "ip", at)).await.unwrap();
+        }
+        let first = store.list(None).await.unwrap();
+        assert_eq!(first.items.len(), 2);
+        assert!(first.next.is_some());
+        let all = list_all_connections(&store).await.unwrap();
+        let ids: Vec<_> = all.iter().map(|c| c.connection_id.as_str()).collect();
+        assert_eq!(ids, ["c0", "c1", "c2", "c3", "c4"]);
+    }
+}

@@ -1,0 +1,185 @@
+//! The records the product stores. Field names are the DynamoDB attribute names
+//! of the seed's tables (`../shared/spec/protocol.md`), so serde_dynamo maps them
+//! one to one.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::time::iso_seconds;
+
+/// API Gateway closes every connection after 2 h; the TTL adds slack so a row
+/// orphaned by a lost `$disconnect` expires soon after the socket is surely gone.
+pub const CONNECTION_TTL: Duration = Duration::minutes(2 * 60 + 15);
+
+/// A row of ActiveConnections: a socket that may receive broadcasts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    #[serde(with = "iso_seconds")]
+    pub connected_at: DateTime<Utc>,
+    #[serde(default)]
+    pub source_ip: String,
+    /// Epoch seconds; the table's TTL attribute.
+    pub expires_at: i64,
+}
+
+impl Connection {
+    pub fn new(connection_id: &str, source_ip: &str, connected_at: DateTime<Utc>) -> Self {
+        Self {
+            connection_id: connection_id.to_owned(),
+            connected_at,
+            source_ip: source_ip.to_owned(),
+            expires_at: (connected_at + CONNECTION_TTL).timestamp(),
+        }
+    }
+}
+
+/// A row of SessionHistory: one connection's life, completed on disconnect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub connection_id: String,
+    pub source_ip: String,
+    #[serde(with = "iso_seconds")]
+    pub connected_at: DateTime<Utc>,
+    #[serde(default, with = "optional_iso_seconds", skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+}
+
+impl Session {
+    pub fn opened(connection: &Connection) -> Self {
+        Self {
+            connection_id: connection.connection_id.clone(),
+            source_ip: connection.source_ip.clone(),
+            connected_at: connection.connected_at,
+            disconnected_at: None,
+            duration_seconds: None,
+        }
+    }
+}
+
+/// What completing a session writes: the end time and the whole-second duration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub connection_id: String,
+    pub disconnected_at: DateTime<Utc>,
+    pub duration_seconds: i64,
+}
+
+impl SessionEnd {
+    pub fn new(connection_id: &str, connected_at: DateTime<Utc>, disconnected_at: DateTime<Utc>) -> Self {
+        Self {
+            connection_id: connection_id.to_owned(),
+            disconnected_at,
+            duration_seconds: (disconnected_at - connected_at).num_seconds().max(0),
+        }
+    }
+}
+
+/// What happened: a chat line, or someone joining or leaving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Chat,
+    Join,
+    Leave,
+}
+
+/// A row of MessageHistory, the event log every broadcast and replay comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// UUIDv7, so ids sort by time and clients can dedupe redeliveries.
+    pub message_id: String,
+    pub connection_id: String,
+    /// The chat text, or for join/leave the notice a plain reader of the table sees.
+    pub message: String,
+    #[serde(with = "iso_seconds")]
+    pub timestamp: DateTime<Utc>,
+    /// Rows written by the seed have no kind; they are all chat lines.
+    #[serde(default = "chat_kind")]
+    pub kind: EventKind,
+}
+
+fn chat_kind() -> EventKind {
+    EventKind::Chat
+}
+
+impl LogEvent {
+    pub fn chat(connection_id: &str, text: &str, at: DateTime<Utc>) -> Self {
+        Self::new(EventKind::Chat, connection_id, text.to_owned(), at)
+    }
+
+    pub fn join(connection_id: &str, at: DateTime<Utc>) -> Self {
+        Self::new(EventKind::Join, connection_id, crate::protocol::join_notice(connection_id), at)
+    }
+
+    pub fn leave(connection_id: &str, at: DateTime<Utc>) -> Self {
+        Self::new(EventKind::Leave, connection_id, crate::protocol::leave_notice(connection_id), at)
+    }
+
+    fn new(kind: EventKind, connection_id: &str, message: String, at: DateTime<Utc>) -> Self {
+        Self {
+            message_id: Uuid::now_v7().to_string(),
+            connection_id: connection_id.to_owned(),
+            message,
+            timestamp: at,
+            kind,
+        }
+    }
+}
+
+mod optional_iso_seconds {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => super::iso_seconds::serialize(at, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::iso_seconds")] DateTime<Utc>);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(at)| at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::from_epoch_millis;
+
+    #[test]
+    fn connection_expires_after_the_gateway_limit_plus_slack() {
+        let at = from_epoch_millis(1_795_515_330_123).unwrap();
+        let c = Connection::new("CXzQ2cJjoAMCJ6g=", "203.0.113.7", at);
+        assert_eq!(c.expires_at - at.timestamp(), 2 * 3600 + 15 * 60);
+    }
+
+    #[test]
+    fn session_duration_is_whole_seconds_and_never_negative() {
+        let start = from_epoch_millis(1_795_515_330_123).unwrap();
+        let end = from_epoch_millis(1_795_515_400_870).unwrap();
+        assert_eq!(SessionEnd::new("c", start, end).duration_seconds, 70);
+        assert_eq!(SessionEnd::new("c", end, start).duration_seconds, 0);
+    }
+
+    #[test]
+    fn log_ids_sort_by_creation() {
+        let at = from_epoch_millis(0).unwrap();
+        let first = LogEvent::chat("a", "x", at);
+        let second = LogEvent::chat("a", "y", at);
+        assert!(first.message_id < second.message_id);
+    }
+
+    #[test]
+    fn seed_rows_without_kind_are_chat() {
+        let row = r#"{"message_id":"m","connection_id":"c","message":"hi","timestamp":"2026-11-24T10:15:32Z"}"#;
+        let event: LogEvent = serde_json::from_str(row).unwrap();
+        assert_eq!(event.kind, EventKind::Chat);
+    }
+}

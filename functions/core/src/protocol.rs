@@ -1,0 +1,320 @@
+//! The wire protocol (`../shared/spec/protocol.md`): inbound JSON frames parsed
+//! into a typed [`Command`], outbound frames rendered exactly as the seed's
+//! clients expect (`{"message": "..."}` plus optional fields richer clients use).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::{EventKind, LogEvent};
+use crate::ports::LogCursor;
+use crate::time::{format_iso, parse_iso};
+
+/// The seed's heartbeat text; answered with [`PONG`] and never stored.
+pub const PING: &str = "ping";
+/// API Gateway refuses @connections posts over 128 KiB.
+pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+/// Longest chat text accepted (one 32 KB API Gateway message unit).
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Default and maximum number of events one `history` request returns.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+pub const MAX_HISTORY_LIMIT: usize = 200;
+
+/// What a client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `{"action":"sendmessage","message":"..."}` (or `"data"`, the AWS sample's name).
+    SendMessage { text: String },
+    /// `{"action":"sendmessage","message":"ping"}`, the seed page's heartbeat.
+    Ping,
+    /// `{"action":"history","limit":50,"since":"<id or ISO time>"}`.
+    History { limit: usize, since: Option<LogCursor> },
+    /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
+    Unknown,
+}
+
+/// A well-routed frame whose fields are wrong; answered with an error frame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("Field \"message\" (text) is required.")]
+    MissingText,
+    #[error("Message must not be empty.")]
+    EmptyText,
+    #[error("Message is {0} bytes as JSON; the limit is {MAX_TEXT_BYTES}.")]
+    TextTooLong(usize),
+    #[error("Field \"{0}\" has the wrong type.")]
+    WrongType(&'static str),
+    #[error("Field \"limit\" must be between 1 and {MAX_HISTORY_LIMIT}.")]
+    BadLimit,
+    #[error("Field \"since\" must be a message id or an ISO-8601 time.")]
+    BadSince,
+}
+
+/// Parses one inbound text frame.
+///
+/// ```
+/// use chat_core::protocol::{parse_command, Command};
+/// assert_eq!(parse_command(r#"{"action":"sendmessage","message":"ping"}"#), Ok(Command::Ping));
+/// assert_eq!(parse_command("not json"), Ok(Command::Unknown));
+/// ```
+pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(body) else {
+        return Ok(Command::Unknown);
+    };
+    match route_key(&fields) {
+        Some("sendmessage") => parse_send_message(&fields),
+        Some("history") => parse_history(&fields),
+        _ => Ok(Command::Unknown),
+    }
+}
+
+/// The route API Gateway selects with `$request.body.action`, if the frame names one.
+pub fn route_key(fields: &Map<String, Value>) -> Option<&str> {
+    fields.get("action").and_then(Value::as_str)
+}
+
+fn parse_send_message(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let text = match (fields.get("message"), fields.get("data")) {
+        (Some(Value::String(text)), _) | (None, Some(Value::String(text))) => text,
+        (None, None) | (Some(Value::Null), None) => return Err(ProtocolError::MissingText),
+        (Some(_), _) => return Err(ProtocolError::WrongType("message")),
+        (None, Some(_)) => return Err(ProtocolError::WrongType("data")),
+    };
+    if text == PING {
+        return Ok(Command::Ping);
+    }
+    validate_text(text)?;
+    Ok(Command::SendMessage { text: text.clone() })
+}
+
+fn validate_text(text: &str) -> Result<(), ProtocolError> {
+    if text.trim().is_empty() {
+        return Err(ProtocolError::EmptyText);
+    }
+    // Measured escaped, so that the text (which a chat frame carries twice) can
+    // never push a frame past what @connections accepts.
+    let encoded = encoded_len(text);
+    if encoded > MAX_TEXT_BYTES {
+        return Err(ProtocolError::TextTooLong(encoded));
+    }
+    Ok(())
+}
+
+fn encoded_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(usize::MAX, |quoted| quoted.len() - 2)
+}
+
+fn parse_history(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let limit = match fields.get("limit") {
+        None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
+        Some(Value::Number(n)) => {
+            n.as_u64().filter(|n| (1..=MAX_HISTORY_LIMIT as u64).contains(n)).ok_or(ProtocolError::BadLimit)? as usize
+        }
+        Some(_) => return Err(ProtocolError::WrongType("limit")),
+    };
+    let since = match fields.get("since") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_cursor(s).ok_or(ProtocolError::BadSince)?),
+        Some(_) => return Err(ProtocolError::WrongType("since")),
+    };
+    Ok(Command::History { limit, since })
+}
+
+/// Reads a log position: an ISO-8601 time, or a message id (a UUID).
+pub fn parse_cursor(text: &str) -> Option<LogCursor> {
+    if let Some(at) = parse_iso(text) {
+        return Some(LogCursor::Time(at));
+    }
+    uuid::Uuid::parse_str(text).ok().map(|id| LogCursor::MessageId(id.to_string()))
+}
+
+/// The seed's join notice.
+pub fn join_notice(connection_id: &str) -> String {
+    format!("A new user has joined the chat - {connection_id}")
+}
+
+/// The seed's leave notice.
+pub fn leave_notice(connection_id: &str) -> String {
+    format!("User {connection_id} has left the chat.")
+}
+
+/// The seed's chat line: `[<time> - UTC]\n <sender>  <text>\n`.
+pub fn chat_line(event: &LogEvent) -> String {
+    format!("[{} - UTC]\n {}  {}\n", format_iso(&event.timestamp), event.connection_id, event.message)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventFrame<'a> {
+    message: String,
+    id: &'a str,
+    connection_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    timestamp: String,
+    kind: EventKind,
+}
+
+/// Renders the frame every connection receives for `event`. Old clients read only
+/// `message`; the other fields let richer clients dedupe by `id` and style by `kind`.
+pub fn event_frame(event: &LogEvent) -> Vec<u8> {
+    let (message, text) = match event.kind {
+        EventKind::Chat => (chat_line(event), Some(event.message.as_str())),
+        EventKind::Join => (join_notice(&event.connection_id), None),
+        EventKind::Leave => (leave_notice(&event.connection_id), None),
+    };
+    let frame = EventFrame {
+        message,
+        id: &event.message_id,
+        connection_id: &event.connection_id,
+        text,
+        timestamp: format_iso(&event.timestamp),
+        kind: event.kind,
+    };
+    serde_json::to_vec(&frame).expect("a struct of strings always serializes")
+}
+
+/// The heartbeat answer, `{"message":"pong"}`.
+pub fn pong_frame() -> Vec<u8> {
+    br#"{"message":"pong"}"#.to_vec()
+}
+
+/// The seed's answer to anything `$default` receives.
+pub fn invalid_request_frame() -> Vec<u8> {
+    error_frame("Invalid request", "The requested action is not recognized. Please check your WebSocket commands.")
+}
+
+/// `{"error": kind, "message": detail}`, the shape of every error the sender gets.
+pub fn error_frame(kind: &str, detail: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": kind, "message": detail })).expect("strings always serialize")
+}
+
+/// The error frame for a malformed but routed command.
+pub fn protocol_error_frame(error: &ProtocolError) -> Vec<u8> {
+    error_frame("Invalid message", &error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(text: &str) -> Result<Command, ProtocolError> {
+        parse_command(&serde_json::json!({"action":"sendmessage","message":text}).to_string())
+    }
+
+    #[test]
+    fn parses_seed_and_aws_sample_sends() {
+        assert_eq!(send("hello"), Ok(Command::SendMessage { text: "hello".into() }));
+        assert_eq!(
+            parse_command(r#"{"action":"sendmessage","data":"hi"}"#),
+            Ok(Command::SendMessage { text: "hi".into() })
+        );
+        assert_eq!(send("ping"), Ok(Command::Ping));
+        assert_eq!(send(" ping "), Ok(Command::SendMessage { text: " ping ".into() }));
+    }
+
+    #[test]
+    fn rejects_bad_send_fields() {
+        assert_eq!(parse_command(r#"{"action":"sendmessage"}"#), Err(ProtocolError::MissingText));
+        assert_eq!(parse_command(r#"{"action":"sendmessage","message":5}"#), Err(ProtocolError::WrongType("message")));
+        assert_eq!(send("  \n\t"), Err(ProtocolError::EmptyText));
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert_eq!(send(&long), Err(ProtocolError::TextTooLong(MAX_TEXT_BYTES + 1)));
+        let quotes = "\"".repeat(MAX_TEXT_BYTES / 2 + 1);
+        assert_eq!(send(&quotes), Err(ProtocolError::TextTooLong(MAX_TEXT_BYTES + 2)));
+        assert!(send(&"x".repeat(MAX_TEXT_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn unroutable_frames_are_unknown() {
+        for body in ["", "hello", "[1,2]", "{}", r#"{"action":5}"#, r#"{"action":"dance"}"#] {
+            assert_eq!(parse_command(body), Ok(Command::Unknown), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn parses_history_with_defaults_and_bounds() {
+        assert_eq!(
+            parse_command(r#"{"action":"history"}"#),
+            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: None })
+        );
+        assert_eq!(
+            parse_command(r#"{"action":"history","limit":3,"since":"2026-11-24T00:00:00Z"}"#),
+            Ok(Command::History { limit: 3, since: Some(LogCursor::Time(parse_iso("2026-11-24T00:00:00Z").unwrap())) })
+        );
+        let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
+        assert_eq!(
+            parse_command(&format!(r#"{{"action":"history","since":"{id}"}}"#)),
+            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: Some(LogCursor::MessageId(id.into())) })
+        );
+        assert_eq!(parse_command(r#"{"action":"history","since":"last tuesday"}"#), Err(ProtocolError::BadSince));
+        for bad in ["0", "201", "-1", "1.5"] {
+            let body = format!(r#"{{"action":"history","limit":{bad}}}"#);
+            assert_eq!(parse_command(&body), Err(ProtocolError::BadLimit), "{bad}");
+        }
+        assert_eq!(parse_command(r#"{"action":"history","limit":"9"}"#), Err(ProtocolError::WrongType("limit")));
+    }
+
+    fn event(kind: EventKind, message: &str) -> LogEvent {
+        LogEvent {
+            message_id: "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55".into(),
+            connection_id: "CXzQ2cJjoAMCJ6g=".into(),
+            message: message.into(),
+            timestamp: parse_iso("2026-11-24T10:15:30Z").unwrap(),
+            kind,
+        }
+    }
+
+    fn frame_json(event: &LogEvent) -> Value {
+        serde_json::from_slice(&event_frame(event)).unwrap()
+    }
+
+    #[test]
+    fn chat_frame_is_seed_exact_with_extra_fields() {
+        let frame = frame_json(&event(EventKind::Chat, "hello"));
+        assert_eq!(frame["message"], "[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hello\n");
+        assert_eq!(frame["id"], "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55");
+        assert_eq!(frame["connectionId"], "CXzQ2cJjoAMCJ6g=");
+        assert_eq!(frame["text"], "hello");
+        assert_eq!(frame["timestamp"], "2026-11-24T10:15:30Z");
+        assert_eq!(frame["kind"], "chat");
+    }
+
+    #[test]
+    fn notices_are_seed_exact() {
+        let join = frame_json(&event(EventKind::Join, "ignored"));
+        assert_eq!(join["message"], "A new user has joined the chat - CXzQ2cJjoAMCJ6g=");
+        assert_eq!(join["kind"], "join");
+        assert!(join.get("text").is_none());
+        let leave = frame_json(&event(EventKind::Leave, "ignored"));
+        assert_eq!(leave["message"], "User CXzQ2cJjoAMCJ6g= has left the chat.");
+    }
+
+    #[test]
+    fn fixed_frames_are_seed_exact() {
+        assert_eq!(pong_frame(), br#"{"message":"pong"}"#);
+        let error: Value = serde_json::from_slice(&invalid_request_frame()).unwrap();
+        assert_eq!(
+            error,
+            serde_json::json!({"error":"Invalid request","message":"The requested action is not recognized. Please check your WebSocket commands."})
+        );
+    }
+
+    #[test]
+    fn user_text_is_escaped_not_injected() {
+        let frame = frame_json(&event(EventKind::Chat, "\"},{\"kind\":\"join"));
+        assert_eq!(frame["text"], "\"},{\"kind\":\"join");
+        assert_eq!(frame["kind"], "chat");
+    }
+
+    #[test]
+    fn largest_accepted_text_fits_one_post_even_when_escaped() {
+        // A control character escapes to six bytes, and a chat frame carries the text twice.
+        for unit in ["x", "\"", "\u{1}", "é"] {
+            let fit = MAX_TEXT_BYTES / encoded_len(unit);
+            assert!(send(&unit.repeat(fit + 1)).is_err(), "{unit:?}");
+            let text = unit.repeat(fit);
+            assert!(send(&text).is_ok(), "{unit:?}");
+            assert!(event_frame(&event(EventKind::Chat, &text)).len() <= MAX_FRAME_BYTES);
+        }
+    }
+}

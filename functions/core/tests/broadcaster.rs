@@ -1,0 +1,222 @@
+//! The broadcaster's fan-out policy against in-memory ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::broadcaster::{Broadcaster, FanoutConfig, RetryPolicy, SequencedEvent};
+use chat_core::memory::{FixedClock, MemoryArchive, MemoryConnections, MemorySessions, RecordingPoster};
+use chat_core::ports::{ConnectionStore, PostError, SessionLog};
+use chat_core::time::parse_iso;
+use chat_core::{Connection, LogEvent, Session, archive};
+
+struct Fixture {
+    connections: Arc<MemoryConnections>,
+    sessions: Arc<MemorySessions>,
+    poster: Arc<RecordingPoster>,
+    archive: Arc<MemoryArchive>,
+}
+
+const T0: &str = "2026-11-24T10:15:30Z";
+
+impl Fixture {
+    async fn with_connections(n: usize) -> Self {
+        Self::build(n, RecordingPoster::default(), 7).await
+    }
+
+    async fn build(n: usize, poster: RecordingPoster, page_size: usize) -> Self {
+        let fixture = Self {
+            connections: Arc::new(MemoryConnections::with_page_size(page_size)),
+            sessions: Arc::new(MemorySessions::default()),
+            poster: Arc::new(poster),
+            archive: Arc::new(MemoryArchive::default()),
+        };
+        for i in 0..n {
+            let connection = Connection::new(&id(i), "198.51.100.1", parse_iso(T0).unwrap());
+            fixture.connections.put(&connection).await.unwrap();
+            fixture.sessions.open(&Session::opened(&connection)).await.unwrap();
+        }
+        fixture
+    }
+
+    fn broadcaster(&self, config: FanoutConfig, archived: bool) -> Broadcaster {
+        Broadcaster {
+            connections: self.connections.clone(),
+            sessions: self.sessions.clone(),
+            poster: self.poster.clone(),
+            archive: archived.then(|| self.archive.clone() as Arc<dyn chat_core::Archive>),
+            clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
+            config,
+        }
+    }
+}
+
+fn fast() -> FanoutConfig {
+    FanoutConfig {
+        max_in_flight: 16,
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+        },
+        max_failed_share: 0.5,
+    }
+}
+
+fn id(i: usize) -> String {
+    format!("conn{i:05}=")
+}
+
+fn record(seq: u64, event: LogEvent) -> SequencedEvent {
+    SequencedEvent { sequence_number: format!("{seq:028}"), event }
+}
+
+fn chat(from: usize, text: &str) -> LogEvent {
+    LogEvent::chat(&id(from), text, parse_iso(T0).unwrap())
+}
+
+#[tokio::test]
+async fn every_connection_gets_every_event_once_sender_included() {
+    let f = Fixture::with_connections(50).await;
+    let batch = [record(1, chat(0, "first")), record(2, chat(3, "second"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert!(report.failed.is_empty());
+    assert_eq!(report.delivered, 100);
+    for i in 0..50 {
+        let texts: Vec<_> = f.poster.frames_to(&id(i)).iter().map(|f| f["text"].clone()).collect();
+        assert_eq!(texts, ["first", "second"], "connection {i} gets both, in order");
+    }
+}
+
+#[tokio::test]
+async fn a_join_is_announced_to_everyone_but_the_joiner() {
+    let f = Fixture::with_connections(3).await;
+    let join = LogEvent::join(&id(1), parse_iso(T0).unwrap());
+    f.broadcaster(fast(), false).broadcast(&[record(1, join)]).await;
+
+    assert!(f.poster.frames_to(&id(1)).is_empty());
+    for other in [0, 2] {
+        let frames = f.poster.frames_to(&id(other));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["message"], format!("A new user has joined the chat - {}", id(1)));
+    }
+}
+
+#[tokio::test]
+async fn gone_connections_are_pruned_exactly_and_their_sessions_closed() {
+    let f = Fixture::with_connections(10).await;
+    f.poster.mark_gone(&id(2));
+    f.poster.mark_gone(&id(7));
+    let batch = [record(1, chat(0, "a")), record(2, chat(0, "b"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert!(report.failed.is_empty());
+    assert_eq!(report.pruned, 2);
+    let remaining = f.connections.ids();
+    assert_eq!(remaining.len(), 8);
+    assert!(!remaining.contains(&id(2)) && !remaining.contains(&id(7)));
+    for gone in [2, 7] {
+        let session = f.sessions.get(&id(gone)).unwrap();
+        assert_eq!(session.disconnected_at, parse_iso("2026-11-24T10:20:00Z"));
+        assert_eq!(session.duration_seconds, Some(270));
+    }
+    assert!(f.sessions.get(&id(3)).unwrap().disconnected_at.is_none());
+    // Pruned after the first event, so the second is not even tried on them.
+    assert_eq!(f.poster.attempts(), 10 + 8);
+}
+
+#[tokio::test]
+async fn throttled_posts_are_retried_then_delivered() {
+    let f = Fixture::with_connections(4).await;
+    f.poster.fail_next(&id(1), [PostError::Throttled, PostError::Throttled]);
+    f.poster.fail_next(&id(2), [PostError::Other("502".into())]);
+    let report = f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "hi"))]).await;
+
+    assert!(report.failed.is_empty());
+    assert_eq!(report.delivered, 4);
+    assert_eq!(f.poster.attempts(), 4 + 3);
+    assert_eq!(f.poster.frames_to(&id(1)).len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_outage_reports_every_record_for_retry() {
+    let f = Fixture::with_connections(3).await;
+    f.connections.outage.set(true);
+    let batch = [record(11, chat(0, "a")), record(12, chat(0, "b")), record(13, chat(0, "c"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert_eq!(report.failed, [format!("{:028}", 11), format!("{:028}", 12), format!("{:028}", 13)]);
+    assert!(f.poster.delivered().is_empty());
+}
+
+#[tokio::test]
+async fn mass_post_failure_reports_that_record_and_the_rest() {
+    let f = Fixture::with_connections(4).await;
+    f.poster.refuse_frames_containing("doomed", PostError::Other("500".into()));
+    let batch = [record(1, chat(0, "fine")), record(2, chat(0, "doomed")), record(3, chat(0, "later"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert_eq!(report.failed, [format!("{:028}", 2), format!("{:028}", 3)]);
+    let texts: Vec<_> = f.poster.frames_to(&id(1)).iter().map(|f| f["text"].clone()).collect();
+    assert_eq!(texts, ["fine"], "records after the failed one are left for the retry");
+    assert_eq!(f.poster.attempts(), 4 + 4 * 4, "the doomed posts were each tried max_attempts times");
+}
+
+#[tokio::test]
+async fn a_few_broken_sockets_do_not_fail_the_record() {
+    let f = Fixture::with_connections(10).await;
+    f.poster.fail_next(&id(4), std::iter::repeat_n(PostError::Other("500".into()), 4));
+    f.poster.fail_next(&id(5), [PostError::PayloadTooLarge]);
+    let report = f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "hi"))]).await;
+
+    assert!(report.failed.is_empty());
+    assert_eq!((report.delivered, report.undeliverable), (8, 2));
+    assert_eq!(f.connections.ids().len(), 10, "failures are not gone: nothing pruned");
+}
+
+#[tokio::test]
+async fn concurrency_stays_within_the_bound_and_reaches_it() {
+    let f = Fixture::build(200, RecordingPoster::with_latency(Duration::from_millis(3)), 1000).await;
+    let config = FanoutConfig { max_in_flight: 8, ..fast() };
+    let report = f.broadcaster(config, false).broadcast(&[record(1, chat(0, "hi"))]).await;
+
+    assert_eq!(report.delivered, 200);
+    assert_eq!(f.poster.max_in_flight(), 8);
+}
+
+#[tokio::test]
+async fn the_batch_is_archived_under_a_deterministic_key() {
+    let f = Fixture::with_connections(2).await;
+    let batch = [record(1, chat(0, "a")), record(2, chat(1, "b"))];
+    let broadcaster = f.broadcaster(fast(), true);
+    broadcaster.broadcast(&batch).await;
+    broadcaster.broadcast(&batch).await;
+
+    let objects = f.archive.objects();
+    assert_eq!(objects.len(), 1, "a retried batch overwrites its object");
+    let events: Vec<_> = batch.iter().map(|r| r.event.clone()).collect();
+    let (key, body) = objects.into_iter().next().unwrap();
+    assert_eq!(Some(key), archive::batch_key(&events));
+    assert_eq!(archive::from_jsonl(&body).unwrap(), events);
+}
+
+#[tokio::test]
+async fn an_archive_outage_retries_the_batch_before_anyone_is_posted() {
+    let f = Fixture::with_connections(2).await;
+    f.archive.outage.set(true);
+    let report = f.broadcaster(fast(), true).broadcast(&[record(5, chat(0, "a"))]).await;
+    assert_eq!(report.failed, [format!("{:028}", 5)]);
+    assert!(f.poster.delivered().is_empty());
+}
+
+#[test]
+fn backoff_grows_and_stays_capped() {
+    let policy =
+        RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(100) };
+    for attempt in 0..20 {
+        let ceiling = Duration::from_millis(10 * (1u64 << attempt.min(16))).min(Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(policy.delay(attempt) <= ceiling);
+        }
+    }
+}

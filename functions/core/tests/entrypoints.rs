@@ -1,0 +1,151 @@
+//! The shared entrypoints fed the exact JSON shapes AWS delivers
+//! (fixtures copied from `../shared/spec/events/`).
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use aws_lambda_events::dynamodb::Event;
+use aws_lambda_events::encodings::Body;
+use chat_core::broadcaster::{Broadcaster, FanoutConfig};
+use chat_core::entrypoints::{stream, websocket};
+use chat_core::memory::{FixedClock, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::ports::ConnectionStore;
+use chat_core::time::{format_iso, parse_iso};
+use chat_core::{Connection, EventKind};
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ws_event(name: &str) -> ApiGatewayWebsocketProxyRequest {
+    serde_json::from_value(fixture(name)).unwrap()
+}
+
+const CONNECTION: &str = "CXzQ2cJjoAMCJ6g=";
+
+#[tokio::test]
+async fn a_session_from_connect_to_disconnect() {
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+
+    let response = websocket::on_connect(&ws_event("connect.json"), &connections, &sessions, &log).await.unwrap();
+    assert_eq!(response.status_code, 200);
+    let row = connections.get(CONNECTION).unwrap();
+    assert_eq!(row.source_ip, "203.0.113.7");
+    assert_eq!(format_iso(&row.connected_at), "2026-11-24T10:15:30Z");
+
+    let response = websocket::on_send_message(&ws_event("message.json"), &log).await.unwrap();
+    assert_eq!(response.body, None, "a chat line is not echoed by the send handler");
+
+    websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
+    assert!(connections.get(CONNECTION).is_none());
+    let session = sessions.get(CONNECTION).unwrap();
+    assert_eq!(session.duration_seconds, Some(70));
+    assert_eq!(session.disconnected_at.map(|t| format_iso(&t)).as_deref(), Some("2026-11-24T10:16:40Z"));
+
+    let kinds: Vec<_> = log.events().iter().map(|e| (e.kind, e.message.clone())).collect();
+    assert_eq!(kinds[1], (EventKind::Chat, "hello".to_owned()));
+    assert_eq!(kinds[0].0, EventKind::Join);
+    assert_eq!(kinds[2].0, EventKind::Leave);
+    assert_eq!(format_iso(&log.events()[1].timestamp), "2026-11-24T10:15:32Z");
+}
+
+#[tokio::test]
+async fn ping_is_answered_in_the_route_response() {
+    let log = MemoryLog::default();
+    let mut event = ws_event("message.json");
+    event.body = Some(r#"{"action":"sendmessage","message":"ping"}"#.into());
+    let response = websocket::on_send_message(&event, &log).await.unwrap();
+    assert_eq!(response.body, Some(Body::Text(r#"{"message":"pong"}"#.into())));
+    assert!(log.events().is_empty());
+}
+
+#[tokio::test]
+async fn default_posts_the_error_to_the_sender() {
+    let (log, poster) = (MemoryLog::default(), RecordingPoster::default());
+    let mut event = ws_event("message.json");
+    event.body = Some(r#"{"action":"nope"}"#.into());
+    websocket::on_default(&event, &log, &poster).await.unwrap();
+    assert_eq!(poster.frames_to(CONNECTION)[0]["error"], "Invalid request");
+}
+
+#[tokio::test]
+async fn an_event_without_connection_id_is_an_error() {
+    let mut raw = fixture("message.json");
+    raw["requestContext"].as_object_mut().unwrap().remove("connectionId");
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
+    let error = websocket::on_send_message(&event, &MemoryLog::default()).await.unwrap_err();
+    assert!(error.to_string().contains("connectionId"), "{error}");
+}
+
+fn broadcaster(connections: Arc<MemoryConnections>, poster: Arc<RecordingPoster>) -> Broadcaster {
+    Broadcaster {
+        connections,
+        sessions: Arc::new(MemorySessions::default()),
+        poster,
+        archive: None,
+        clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
+        config: FanoutConfig::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_insert_reaches_every_connection() {
+    let connections = Arc::new(MemoryConnections::default());
+    let poster = Arc::new(RecordingPoster::default());
+    for id in [CONNECTION, "other0000000000="] {
+        connections.put(&Connection::new(id, "ip", parse_iso("2026-11-24T10:00:00Z").unwrap())).await.unwrap();
+    }
+    let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
+    let response = stream::on_stream(event, &broadcaster(connections, poster.clone())).await;
+
+    assert!(response.batch_item_failures.is_empty());
+    for id in [CONNECTION, "other0000000000="] {
+        let frames = poster.frames_to(id);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["message"], "[2026-11-24T10:15:32Z - UTC]\n CXzQ2cJjoAMCJ6g=  hello\n");
+        assert_eq!(frames[0]["id"], "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55");
+    }
+}
+
+#[tokio::test]
+async fn malformed_records_are_skipped_and_the_rest_delivered() {
+    let connections = Arc::new(MemoryConnections::default());
+    let poster = Arc::new(RecordingPoster::default());
+    connections
+        .put(&Connection::new("reader000000000=", "ip", parse_iso("2026-11-24T10:00:00Z").unwrap()))
+        .await
+        .unwrap();
+
+    let mut raw = fixture("stream-insert.json");
+    let good = raw["Records"][0].clone();
+    let mut no_text = good.clone();
+    no_text["dynamodb"]["NewImage"].as_object_mut().unwrap().remove("message");
+    no_text["dynamodb"]["SequenceNumber"] = json!("100");
+    let mut bad_time = good.clone();
+    bad_time["dynamodb"]["NewImage"]["timestamp"] = json!({"S": "yesterday"});
+    let mut removal = good.clone();
+    removal["eventName"] = json!("REMOVE");
+    raw["Records"] = json!([no_text, bad_time, removal, good]);
+
+    let event: Event = serde_json::from_value(raw).unwrap();
+    let response = stream::on_stream(event, &broadcaster(connections, poster.clone())).await;
+
+    assert!(response.batch_item_failures.is_empty(), "malformed records are never retried");
+    let frames = poster.frames_to("reader000000000=");
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["text"], "hello");
+}
+
+#[tokio::test]
+async fn failures_name_the_stream_sequence_numbers() {
+    let connections = Arc::new(MemoryConnections::default());
+    connections.outage.set(true);
+    let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
+    let response = stream::on_stream(event, &broadcaster(connections, Arc::new(RecordingPoster::default()))).await;
+    let ids: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(ids, [Some("4421584500000000017450439091".to_owned())]);
+    let wire = serde_json::to_value(&response).unwrap();
+    assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "4421584500000000017450439091");
+}
