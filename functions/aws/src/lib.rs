@@ -1,1 +1,27 @@
-//! AWS adapters.
+//! AWS implementations of the chat ports: DynamoDB tables through serde_dynamo,
+//! socket posts through the API Gateway Management API, the archive on S3.
+//!
+//! Every client honours the SDK's standard endpoint overrides (`AWS_ENDPOINT_URL`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, ...), which is how tests point them at moto or
+//! the local stack.
+
+pub mod connections_api;
+pub mod dynamodb;
+pub mod s3;
+
+pub use connections_api::{ApiGatewayPoster, management_endpoint};
+pub use dynamodb::{DynamoConnections, DynamoLog, DynamoSessions, TableNames};
+pub use s3::S3Archive;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use chat_core::StoreError;
+
+/// Loads region and credentials the standard way (env, profile, Lambda role).
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An SDK failure as the ports report it, with the full error chain in the text.
+pub(crate) fn unavailable(error: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(error).to_string())
+}

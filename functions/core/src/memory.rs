@@ -141,15 +141,6 @@ impl MemoryLog {
     }
 }
 
-/// Applies a [`LogQuery`] to events sorted by id; shared by every log that holds
-/// its events in memory.
-pub fn select(sorted: &[LogEvent], query: &LogQuery) -> Vec<LogEvent> {
-    match &query.after {
-        Some(cursor) => sorted.iter().filter(|e| cursor.is_before(e)).take(query.limit).cloned().collect(),
-        None => sorted[sorted.len().saturating_sub(query.limit)..].to_vec(),
-    }
-}
-
 #[async_trait]
 impl MessageLog for MemoryLog {
     async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
@@ -162,7 +153,7 @@ impl MessageLog for MemoryLog {
         self.outage.check()?;
         let mut sorted = self.events();
         sorted.sort_by(|a, b| a.message_id.cmp(&b.message_id));
-        Ok(select(&sorted, query))
+        Ok(query.select(&sorted))
     }
 }
 

@@ -64,6 +64,16 @@ pub struct LogQuery {
     pub limit: usize,
 }
 
+impl LogQuery {
+    /// Applies the query to events sorted by id; for logs that read everything anyway.
+    pub fn select(&self, sorted: &[LogEvent]) -> Vec<LogEvent> {
+        match &self.after {
+            Some(cursor) => sorted.iter().filter(|e| cursor.is_before(e)).take(self.limit).cloned().collect(),
+            None => sorted[sorted.len().saturating_sub(self.limit)..].to_vec(),
+        }
+    }
+}
+
 /// A position in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogCursor {

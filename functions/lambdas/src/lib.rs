@@ -1,1 +1,87 @@
-//! Lambda wiring.
+//! Wiring shared by the Lambda binaries: each binary builds its adapters once per
+//! cold start with [`init`], then hands every event to a `chat_core` entrypoint.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoLog, DynamoSessions, S3Archive, TableNames};
+use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
+
+pub use chat_core::entrypoints::{stream, websocket};
+pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+/// A WebSocket route invocation.
+pub type WebsocketEvent = LambdaEvent<ApiGatewayWebsocketProxyRequest>;
+
+/// The AWS configuration and DynamoDB client a function shares across invocations.
+pub struct Aws {
+    pub sdk: aws_config::SdkConfig,
+    pub tables: TableNames,
+    dynamodb: aws_sdk_dynamodb::Client,
+}
+
+/// Starts logging (JSON when the function's log format is JSON) and loads the SDK config.
+pub async fn init() -> Aws {
+    lambda_runtime::tracing::init_default_subscriber();
+    let sdk = chat_aws::load_sdk_config().await;
+    Aws { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), tables: TableNames::from_env(), sdk }
+}
+
+impl Aws {
+    pub fn connections(&self) -> DynamoConnections {
+        DynamoConnections::new(self.dynamodb.clone(), &self.tables.connections)
+    }
+
+    pub fn sessions(&self) -> DynamoSessions {
+        DynamoSessions::new(self.dynamodb.clone(), &self.tables.sessions)
+    }
+
+    pub fn log(&self) -> DynamoLog {
+        DynamoLog::new(self.dynamodb.clone(), &self.tables.messages)
+    }
+
+    pub fn poster(&self, endpoint: &str) -> ApiGatewayPoster {
+        ApiGatewayPoster::new(&self.sdk, endpoint)
+    }
+
+    /// The S3 archive, when `ARCHIVE_BUCKET` names one.
+    pub fn archive(&self) -> Option<S3Archive> {
+        std::env::var("ARCHIVE_BUCKET").ok().filter(|b| !b.is_empty()).map(|bucket| S3Archive::new(&self.sdk, bucket))
+    }
+}
+
+/// The @connections endpoint: `CONNECTIONS_ENDPOINT` if set, else built from the
+/// event's API id and stage and the function's region.
+pub fn connections_endpoint(event: &ApiGatewayWebsocketProxyRequest) -> String {
+    if let Ok(endpoint) = std::env::var("CONNECTIONS_ENDPOINT") {
+        return endpoint;
+    }
+    let context = &event.request_context;
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    chat_aws::management_endpoint(
+        context.apiid.as_deref().unwrap_or_default(),
+        &region,
+        context.stage.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The broadcaster's policy from `FANOUT_CONCURRENCY`, `FANOUT_MAX_ATTEMPTS` and
+/// `FANOUT_MAX_FAILED_SHARE`, each defaulting to [`FanoutConfig::default`].
+pub fn fanout_config_from_env() -> FanoutConfig {
+    let defaults = FanoutConfig::default();
+    FanoutConfig {
+        max_in_flight: env_or("FANOUT_CONCURRENCY", defaults.max_in_flight),
+        retry: RetryPolicy {
+            max_attempts: env_or("FANOUT_MAX_ATTEMPTS", defaults.retry.max_attempts),
+            ..defaults.retry
+        },
+        max_failed_share: env_or("FANOUT_MAX_FAILED_SHARE", defaults.max_failed_share),
+    }
+}
+
+/// The variable parsed as `T`; unset or unparsable (logged) gives `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let Ok(text) = std::env::var(name) else { return default };
+    text.parse().unwrap_or_else(|_| {
+        tracing::warn!(name, value = %text, "ignoring unparsable setting");
+        default
+    })
+}
