@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use crate::archive;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
@@ -154,22 +155,20 @@ impl Broadcaster {
         let skip = (event.kind == EventKind::Join).then_some(event.connection_id.as_str());
         let targets = recipients.iter().filter(|c| Some(c.connection_id.as_str()) != skip);
 
-        let outcome = futures::stream::iter(targets)
-            .map(|connection| async move { (connection, self.post_with_retry(&connection.connection_id, frame).await) })
-            .buffer_unordered(self.config.max_in_flight.max(1))
-            .fold(FanoutOutcome::default(), |mut outcome, (connection, delivery)| async move {
-                outcome.attempted += 1;
-                match delivery {
-                    Delivery::Delivered => outcome.delivered += 1,
-                    Delivery::Gone => outcome.gone.push(connection.clone()),
-                    Delivery::Failed(error) => {
-                        tracing::warn!(connection_id = %connection.connection_id, %error, "delivery failed");
-                        outcome.failed += 1;
-                    }
+        let mut outcome = FanoutOutcome::default();
+        let posts = targets.map(|connection| self.post_one(connection, frame));
+        for_each_bounded(posts, self.config.max_in_flight, |(connection, delivery)| {
+            outcome.attempted += 1;
+            match delivery {
+                Delivery::Delivered => outcome.delivered += 1,
+                Delivery::Gone => outcome.gone.push(connection.clone()),
+                Delivery::Failed(error) => {
+                    tracing::warn!(connection_id = %connection.connection_id, %error, "delivery failed");
+                    outcome.failed += 1;
                 }
-                outcome
-            })
-            .await;
+            }
+        })
+        .await;
         tracing::info!(
             message_id = %event.message_id,
             kind = ?event.kind,
@@ -180,6 +179,10 @@ impl Broadcaster {
             "event fanned out"
         );
         outcome
+    }
+
+    async fn post_one<'c>(&self, connection: &'c Connection, frame: &[u8]) -> (&'c Connection, Delivery) {
+        (connection, self.post_with_retry(&connection.connection_id, frame).await)
     }
 
     async fn post_with_retry(&self, connection_id: &str, frame: &[u8]) -> Delivery {
@@ -203,19 +206,39 @@ impl Broadcaster {
     /// sessions. Failures are logged only: the TTL removes the rows eventually.
     async fn prune(&self, gone: &[Connection]) {
         let now = self.clock.now();
-        futures::stream::iter(gone)
-            .for_each_concurrent(self.config.max_in_flight.max(1), |connection| async move {
-                let id = &connection.connection_id;
-                if let Err(error) = self.connections.delete(id).await {
-                    tracing::warn!(connection_id = %id, %error, "could not delete a gone connection");
-                }
-                let end = SessionEnd::new(id, connection.connected_at, now);
-                if let Err(error) = self.sessions.close(&end).await {
-                    tracing::warn!(connection_id = %id, %error, "could not close a gone connection's session");
-                }
-                tracing::info!(connection_id = %id, "pruned gone connection");
-            })
-            .await;
+        let prunes = gone.iter().map(|connection| self.prune_one(connection, now));
+        for_each_bounded(prunes, self.config.max_in_flight, |()| {}).await;
+    }
+
+    async fn prune_one(&self, connection: &Connection, now: chrono::DateTime<chrono::Utc>) {
+        let id = &connection.connection_id;
+        if let Err(error) = self.connections.delete(id).await {
+            tracing::warn!(connection_id = %id, %error, "could not delete a gone connection");
+        }
+        let end = SessionEnd::new(id, connection.connected_at, now);
+        if let Err(error) = self.sessions.close(&end).await {
+            tracing::warn!(connection_id = %id, %error, "could not close a gone connection's session");
+        }
+        tracing::info!(connection_id = %id, "pruned gone connection");
+    }
+}
+
+/// Drives the futures `tasks` yields with at most `limit` of them in flight,
+/// handing each result to `done` as it completes.
+async fn for_each_bounded<F: Future>(tasks: impl Iterator<Item = F>, limit: usize, mut done: impl FnMut(F::Output)) {
+    let mut tasks = tasks.fuse();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < limit.max(1) {
+            match tasks.next() {
+                Some(task) => in_flight.push(task),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(result) => done(result),
+            None => return,
+        }
     }
 }
 

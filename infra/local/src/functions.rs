@@ -1,0 +1,61 @@
+//! The deployed Lambda functions, in-process: the route table the SAM template
+//! declares, mapped onto the same `chat_core` entrypoints the binaries call.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use chat_core::entrypoints::websocket;
+use chat_core::handlers::HandlerError;
+
+use crate::sockets::LocalPoster;
+use crate::store::SqliteStore;
+
+/// Custom routes and whether each has a route response (its returned body goes
+/// back to the caller). Everything else goes to `$default`.
+pub const ROUTES: &[(&str, bool)] = &[("sendmessage", true)];
+
+/// The route key API Gateway selects with `$request.body.action`, and whether
+/// that route returns its response body to the caller.
+pub fn select_route(body: &str) -> (String, bool) {
+    let action = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_owned));
+    match action.and_then(|a| ROUTES.iter().find(|(key, _)| *key == a)) {
+        Some((key, route_response)) => ((*key).to_owned(), *route_response),
+        None => ("$default".to_owned(), false),
+    }
+}
+
+/// The functions and the ports they were given.
+#[derive(Clone)]
+pub struct Functions {
+    pub store: SqliteStore,
+    pub poster: LocalPoster,
+}
+
+impl Functions {
+    /// Invokes the function integrated with the event's route.
+    pub async fn invoke(
+        &self,
+        event: &ApiGatewayWebsocketProxyRequest,
+    ) -> Result<ApiGatewayProxyResponse, HandlerError> {
+        let store = &self.store;
+        match event.request_context.route_key.as_deref().unwrap_or("$default") {
+            "$connect" => websocket::on_connect(event, store, store, store).await,
+            "$disconnect" => websocket::on_disconnect(event, store, store, store).await,
+            "sendmessage" => websocket::on_send_message(event, store).await,
+            _ => websocket::on_default(event, store, &self.poster).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_action_like_api_gateway() {
+        assert_eq!(select_route(r#"{"action":"sendmessage","message":"x"}"#), ("sendmessage".into(), true));
+        for body in ["", "nope", "{}", r#"{"action":"history"}"#, r#"{"action":7}"#] {
+            assert_eq!(select_route(body), ("$default".into(), false), "{body}");
+        }
+    }
+}

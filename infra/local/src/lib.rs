@@ -1,0 +1,110 @@
+//! The whole chat on one machine, running the Lambdas' own handler code: an API
+//! Gateway WebSocket emulator, the @connections API, SQLite as the tables with
+//! its message table as the stream, and the stream → broadcaster event source.
+
+pub mod events;
+pub mod functions;
+pub mod gateway;
+pub mod management;
+pub mod sockets;
+pub mod store;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chat_core::broadcaster::{Broadcaster, FanoutConfig};
+use chat_core::ports::SystemClock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::services::ServeDir;
+
+use crate::functions::Functions;
+use crate::sockets::{LocalPoster, ServerClose, Sockets};
+use crate::store::SqliteStore;
+use crate::stream::StreamSettings;
+
+/// Everything the stack can be told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub stage: String,
+    pub api_id: String,
+    pub database: PathBuf,
+    pub frontend: Option<PathBuf>,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub stream: StreamSettings,
+    pub fanout: FanoutConfig,
+}
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub config: Config,
+    pub sockets: Sockets,
+    pub functions: Functions,
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes every socket
+/// (each gets its `$disconnect`) and stops the stream emulator.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.database)?;
+    let sockets = Sockets::default();
+    let poster = LocalPoster(sockets.clone());
+    let broadcaster = Arc::new(Broadcaster {
+        connections: Arc::new(store.clone()),
+        sessions: Arc::new(store.clone()),
+        poster: Arc::new(poster.clone()),
+        archive: None,
+        clock: Arc::new(SystemClock),
+        config: config.fanout.clone(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let stream = tokio::spawn(stream::run(store.clone(), broadcaster, config.stream.clone(), stopped));
+
+    let stage = config.stage.clone();
+    let frontend = config.frontend.clone();
+    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions: Functions { store, poster } });
+    let mut app = Router::new()
+        .route(&format!("/{stage}"), get(gateway::upgrade))
+        .route(
+            &format!("/{stage}/{{segment}}/{{connection_id}}"),
+            post(management::post).get(management::get).delete(management::delete),
+        )
+        .with_state(state);
+    if let Some(dir) = frontend {
+        app = app.fallback_service(ServeDir::new(dir));
+    }
+
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            close_all(&sockets).await;
+        })
+        .await?;
+    stop.send(true).ok();
+    stream.await.ok();
+    Ok(())
+}
+
+/// Closes every socket with 1001 and waits (briefly) for their `$disconnect`s.
+async fn close_all(sockets: &Sockets) {
+    for id in sockets.ids() {
+        sockets.close(&id, ServerClose::Shutdown);
+    }
+    for _ in 0..50 {
+        if sockets.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the last $disconnect handlers finish their writes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}

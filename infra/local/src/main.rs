@@ -1,0 +1,97 @@
+//! `cargo run --release`: the local chat stack.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chat_core::broadcaster::FanoutConfig;
+use chat_local::Config;
+use chat_local::stream::StreamSettings;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// A faithful local API Gateway WebSocket chat: the same handler code as the
+/// Lambdas, SQLite for the tables, and its message log as the DynamoDB Stream.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (loopback by default).
+    #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port for WebSockets, the @connections API and the web page (0 picks a free one).
+    #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
+    port: u16,
+    /// API stage: clients connect to ws://HOST:PORT/STAGE.
+    #[arg(long, env = "CHAT_STAGE", default_value = "dev")]
+    stage: String,
+    /// SQLite database file (created if missing; `:memory:` for a throwaway run).
+    #[arg(long, env = "CHAT_DB", default_value = "chat-local.db")]
+    db: PathBuf,
+    /// Directory of the web chat served at http://HOST:PORT/.
+    #[arg(long, env = "CHAT_FRONTEND", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../frontend"))]
+    frontend: PathBuf,
+    /// Close sockets idle this long, with 1001 (API Gateway: 600).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Close sockets this old, with 1001 (API Gateway: 7200).
+    #[arg(long, env = "CHAT_MAX_LIFETIME_SECS", default_value_t = 7200)]
+    max_lifetime_secs: u64,
+    /// Stream event source: records per broadcaster invocation (1–10000).
+    #[arg(long, env = "CHAT_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    batch_size: u16,
+    /// Stream event source: milliseconds to gather a batch before invoking.
+    #[arg(long, env = "CHAT_BATCHING_WINDOW_MS", default_value_t = 0)]
+    batching_window_ms: u64,
+    /// Stream event source: retries of a failing record before it is given up.
+    #[arg(long, env = "CHAT_MAX_RETRIES", default_value_t = 5)]
+    max_retries: u32,
+    /// Broadcaster: posts in flight at once per message.
+    #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 64)]
+    fanout_concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,chat_core=info".into()),
+        )
+        .with_target(false)
+        .init();
+    let args = Args::parse();
+    let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let address = listener.local_addr()?;
+    let frontend = args.frontend.is_dir().then_some(args.frontend.clone());
+    let config = Config {
+        stage: args.stage.clone(),
+        api_id: "local".into(),
+        database: args.db.clone(),
+        frontend,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        max_lifetime: Duration::from_secs(args.max_lifetime_secs),
+        stream: StreamSettings {
+            batch_size: args.batch_size.into(),
+            batching_window: Duration::from_millis(args.batching_window_ms),
+            max_retries: args.max_retries,
+        },
+        fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
+    };
+    // Tests and scripts read this first line to find the endpoint.
+    println!("websocket: ws://{address}/{}", args.stage);
+    println!("web chat:  http://{address}/");
+    println!("@connections: http://{address}/{}/@connections/{{connection_id}}", args.stage);
+    println!("database:  {}", args.db.display());
+    serve_until_ctrl_c(config, listener).await
+}
+
+async fn serve_until_ctrl_c(config: Config, listener: TcpListener) -> anyhow::Result<()> {
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: closing sockets");
+    };
+    chat_local::serve(config, listener, shutdown).await
+}

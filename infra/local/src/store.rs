@@ -1,0 +1,328 @@
+//! The embedded store: SQLite (one file, WAL) holding the three tables, with the
+//! message table's row order doubling as the MessageHistory stream.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chat_core::ports::{ConnectionStore, LogQuery, MessageLog, Page, SessionLog, StoreError};
+use chat_core::time::{format_iso, parse_iso};
+use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Notify;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS active_connections (
+    connection_id TEXT PRIMARY KEY,
+    connected_at  TEXT NOT NULL,
+    source_ip     TEXT NOT NULL,
+    expires_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_history (
+    connection_id    TEXT PRIMARY KEY,
+    source_ip        TEXT NOT NULL,
+    connected_at     TEXT NOT NULL,
+    disconnected_at  TEXT,
+    duration_seconds INTEGER
+);
+-- seq is the stream's sequence number: the order events were appended.
+CREATE TABLE IF NOT EXISTS message_history (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL UNIQUE,
+    connection_id TEXT NOT NULL,
+    message       TEXT NOT NULL,
+    timestamp     TEXT NOT NULL,
+    kind          TEXT NOT NULL
+);
+-- How far the stream → broadcaster emulator has got, so a restart resumes there.
+CREATE TABLE IF NOT EXISTS stream_checkpoint (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+";
+
+/// Page size of connection listings, like a DynamoDB Scan page.
+const LIST_PAGE: usize = 1000;
+
+/// One SQLite database implementing every storage port. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Arc<Mutex<rusqlite::Connection>>,
+    appended: Arc<Notify>,
+}
+
+/// A message table row with its sequence number; the event fails to decode if the row is corrupt.
+pub type StreamRow = (i64, Result<LogEvent, StoreError>);
+
+fn unavailable(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Chat => "chat",
+        EventKind::Join => "join",
+        EventKind::Leave => "leave",
+    }
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
+    let seq: i64 = row.get(0)?;
+    let (message_id, connection_id, message, timestamp, kind): (String, String, String, String, String) =
+        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?);
+    let kind = match kind.as_str() {
+        "chat" => Some(EventKind::Chat),
+        "join" => Some(EventKind::Join),
+        "leave" => Some(EventKind::Leave),
+        _ => None,
+    };
+    let event = match (parse_iso(&timestamp), kind) {
+        (Some(timestamp), Some(kind)) => Ok(LogEvent { message_id, connection_id, message, timestamp, kind }),
+        _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
+    };
+    Ok((seq, event))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`; `:memory:` for a throwaway one.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = rusqlite::Connection::open(path).map_err(unavailable)?;
+        db.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()) })
+    }
+
+    /// Runs `f` with the database. Statements are short; the lock is never held across an await.
+    fn with<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let db = self.db.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+        f(&db).map_err(unavailable)
+    }
+
+    /// Signalled after every append: the stream emulator waits on it instead of polling.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Up to `limit` log entries after sequence number `after`, in append order.
+    /// Malformed rows are returned as errors so the caller can log and skip them.
+    pub fn stream_after(&self, after: i64, limit: usize) -> Result<Vec<StreamRow>, StoreError> {
+        self.with(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT seq, message_id, connection_id, message, timestamp, kind
+                 FROM message_history WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], event_from_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn checkpoint(&self) -> Result<i64, StoreError> {
+        self.with(|db| {
+            db.query_row("SELECT seq FROM stream_checkpoint WHERE id = 1", [], |r| r.get(0))
+                .optional()
+                .map(|seq| seq.unwrap_or(0))
+        })
+    }
+
+    pub fn set_checkpoint(&self, seq: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO stream_checkpoint (id, seq) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+                params![seq],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn session(&self, connection_id: &str) -> Result<Option<Session>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT source_ip, connected_at, disconnected_at, duration_seconds
+                 FROM session_history WHERE connection_id = ?1",
+                params![connection_id],
+                |r| {
+                    let (source_ip, connected_at, disconnected_at, duration_seconds): (
+                        String,
+                        String,
+                        Option<String>,
+                        Option<i64>,
+                    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                    Ok(Session {
+                        connection_id: connection_id.to_owned(),
+                        source_ip,
+                        connected_at: parse_iso(&connected_at).unwrap_or_default(),
+                        disconnected_at: disconnected_at.as_deref().and_then(parse_iso),
+                        duration_seconds,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for SqliteStore {
+    async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "INSERT OR REPLACE INTO active_connections (connection_id, connected_at, source_ip, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                connection.connection_id,
+                format_iso(&connection.connected_at),
+                connection.source_ip,
+                connection.expires_at
+            ])
+            .map(drop)
+        })
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached("DELETE FROM active_connections WHERE connection_id = ?1")?
+                .execute(params![connection_id])
+                .map(drop)
+        })
+    }
+
+    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+        let mut items: Vec<Connection> = self.with(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT connection_id, connected_at, source_ip, expires_at FROM active_connections
+                 WHERE connection_id > ?1 ORDER BY connection_id LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after.unwrap_or_default(), LIST_PAGE as i64 + 1], |r| {
+                let connected_at: String = r.get(1)?;
+                Ok(Connection {
+                    connection_id: r.get(0)?,
+                    connected_at: parse_iso(&connected_at).unwrap_or_default(),
+                    source_ip: r.get(2)?,
+                    expires_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })?;
+        let next = (items.len() > LIST_PAGE).then(|| {
+            items.truncate(LIST_PAGE);
+            items[LIST_PAGE - 1].connection_id.clone()
+        });
+        Ok(Page { items, next })
+    }
+}
+
+#[async_trait]
+impl SessionLog for SqliteStore {
+    async fn open(&self, session: &Session) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![session.connection_id, session.source_ip, format_iso(&session.connected_at)])
+            .map(drop)
+        })
+    }
+
+    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "UPDATE session_history SET disconnected_at = ?2, duration_seconds = ?3
+                 WHERE connection_id = ?1 AND disconnected_at IS NULL",
+            )?
+            .execute(params![end.connection_id, format_iso(&end.disconnected_at), end.duration_seconds])
+            .map(|changed| changed == 1)
+        })
+    }
+}
+
+#[async_trait]
+impl MessageLog for SqliteStore {
+    /// Ignores an id already in the log, so re-publishing is idempotent.
+    async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                event.message_id,
+                event.connection_id,
+                event.message,
+                format_iso(&event.timestamp),
+                kind_name(event.kind)
+            ])
+            .map(drop)
+        })?;
+        self.appended.notify_one();
+        Ok(())
+    }
+
+    async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
+        let rows = self.stream_after(0, usize::MAX >> 1)?;
+        let mut events: Vec<LogEvent> = rows.into_iter().filter_map(|(_, event)| event.ok()).collect();
+        events.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        Ok(query.select(&events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_core::time::parse_iso;
+
+    fn at(iso: &str) -> chrono::DateTime<chrono::Utc> {
+        parse_iso(iso).unwrap()
+    }
+
+    #[tokio::test]
+    async fn survives_reopening() {
+        let dir = std::env::temp_dir().join(format!("chat-local-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chat.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.append(&LogEvent::chat("c", "kept", at("2026-11-24T10:00:00Z"))).await.unwrap();
+            store.set_checkpoint(1).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let entries = store.stream_after(0, 10).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].1.as_ref().unwrap().message, "kept");
+        assert_eq!(store.checkpoint().unwrap(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn append_is_idempotent_by_id() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let event = LogEvent::chat("c", "once", at("2026-11-24T10:00:00Z"));
+        store.append(&event).await.unwrap();
+        store.append(&event).await.unwrap();
+        assert_eq!(store.stream_after(0, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_close_once() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let connection = Connection::new("c", "ip", at("2026-11-24T10:00:00Z"));
+        store.open(&Session::opened(&connection)).await.unwrap();
+        let end = SessionEnd::new("c", connection.connected_at, at("2026-11-24T10:01:00Z"));
+        assert!(store.close(&end).await.unwrap());
+        assert!(!store.close(&end).await.unwrap());
+        assert_eq!(store.session("c").unwrap().unwrap().duration_seconds, Some(60));
+    }
+
+    #[tokio::test]
+    async fn connections_list_in_pages() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        for i in 0..(LIST_PAGE + 5) {
+            store.put(&Connection::new(&format!("c{i:05}"), "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+        }
+        let all = chat_core::ports::list_all_connections(&store).await.unwrap();
+        assert_eq!(all.len(), LIST_PAGE + 5);
+    }
+}

@@ -1,0 +1,155 @@
+//! Starting the real `chat-local` binary on a free port, and WebSocket clients for it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The `chat-local` binary cargo built next to this test.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("chat-local");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("output").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running local stack. Killed (by PID) when dropped, even if the test panics.
+pub struct Stack {
+    child: Child,
+    pub ws_url: String,
+    pub http_url: String,
+    pub db: PathBuf,
+}
+
+impl Stack {
+    pub async fn start(db: &Path, extra: &[&str]) -> Stack {
+        let mut child = Command::new(binary())
+            .args(["--port", "0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chat-local");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(WAIT, lines.next_line()).await.expect("stack prints its address in time");
+        let first = first.unwrap().expect("stack printed its address");
+        let ws_url = first.strip_prefix("websocket: ").expect("first line names the websocket URL").to_owned();
+        let http_url = ws_url.replacen("ws://", "http://", 1);
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Stack { child, ws_url, http_url, db: db.to_owned() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("stack still running")
+    }
+
+    /// SIGTERM and wait: the graceful path (sockets closed, $disconnect run).
+    pub async fn stop(mut self) {
+        let status = std::process::Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(WAIT, self.child.wait()).await.expect("stack stops in time").unwrap();
+        assert!(exit.success(), "stack exited with {exit}");
+    }
+
+    /// SIGKILL: the process dies with its sockets and without any $disconnect.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub socket: Socket,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, response) =
+            tokio::time::timeout(WAIT, connect_async(url)).await.expect("connect in time").unwrap();
+        assert_eq!(response.status(), 101);
+        Client { socket }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.socket.send(Message::text(value.to_string())).await.unwrap();
+    }
+
+    pub async fn say(&mut self, text: &str) {
+        self.send_json(serde_json::json!({"action": "sendmessage", "message": text})).await;
+    }
+
+    /// The next text frame, as JSON.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("socket still open")
+                .unwrap();
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).expect("frames are JSON");
+            }
+        }
+    }
+
+    /// Reads frames until one satisfies `wanted`, returning it.
+    pub async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if wanted(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    /// The chat frame carrying `text`.
+    pub async fn chat(&mut self, text: &str) -> Value {
+        self.until(|f| f["kind"] == "chat" && f["text"] == text).await
+    }
+
+    /// Sends a chat line and reads its broadcast back, learning our connection id.
+    pub async fn my_id(&mut self) -> String {
+        let marker = format!("whoami-{}", std::process::id() as u64 * 1000 + fastrand_u16() as u64);
+        self.say(&marker).await;
+        self.chat(&marker).await["connectionId"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for the server to close the socket, returning the close code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await.expect("closed in time") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f: CloseFrame| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+fn fastrand_u16() -> u16 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 65_000) as u16
+}

@@ -1,0 +1,137 @@
+//! The local stack end to end: the real binary, real WebSocket clients.
+
+mod common;
+
+use common::{Client, Stack, scratch};
+use futures::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn three_clients_chat_in_the_seed_format() {
+    let dir = scratch("three_clients");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut alice = Client::connect(&stack.ws_url).await;
+    let alice_id = alice.my_id().await;
+    let mut bob = Client::connect(&stack.ws_url).await;
+    let join = alice.until(|f| f["kind"] == "join").await;
+    let bob_id = join["connectionId"].as_str().unwrap().to_owned();
+    assert_eq!(join["message"], format!("A new user has joined the chat - {bob_id}"));
+    let mut carol = Client::connect(&stack.ws_url).await;
+    let carol_joins = alice.until(|f| f["kind"] == "join").await;
+    assert_eq!(bob.until(|f| f["kind"] == "join").await, carol_joins);
+
+    alice.say("hello, <b>world</b>").await;
+    let mut seen = Vec::new();
+    for client in [&mut alice, &mut bob, &mut carol] {
+        seen.push(client.chat("hello, <b>world</b>").await);
+    }
+    let frame = &seen[0];
+    assert_eq!(seen[1], *frame);
+    assert_eq!(seen[2], *frame);
+    assert_eq!(frame["connectionId"], alice_id.as_str());
+    let timestamp = frame["timestamp"].as_str().unwrap();
+    assert_eq!(frame["message"], format!("[{timestamp} - UTC]\n {alice_id}  hello, <b>world</b>\n"));
+    assert!(frame["id"].as_str().unwrap().len() == 36, "a UUID message id");
+
+    // Bob leaves: the others are told.
+    bob.socket.close(None).await.unwrap();
+    let leave = alice.until(|f| f["kind"] == "leave").await;
+    assert_eq!(leave["message"], format!("User {bob_id} has left the chat."));
+    assert_eq!(carol.until(|f| f["kind"] == "leave").await, leave);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeat_and_unknown_actions() {
+    let dir = scratch("heartbeat");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut client = Client::connect(&stack.ws_url).await;
+    client.say("ping").await;
+    assert_eq!(client.next_json().await, json!({"message": "pong"}));
+
+    let error = json!({"error":"Invalid request","message":"The requested action is not recognized. Please check your WebSocket commands."});
+    client.send_json(json!({"action": "dance"})).await;
+    assert_eq!(client.next_json().await, error);
+    client.socket.send(Message::text("not json")).await.unwrap();
+    assert_eq!(client.next_json().await, error);
+    client.send_json(json!({"action": "sendmessage", "message": "   "})).await;
+    assert_eq!(client.next_json().await["error"], "Invalid message");
+
+    // The pings and refusals were never logged: history holds only the join.
+    client.send_json(json!({"action": "history"})).await;
+    assert_eq!(client.next_json().await["kind"], "join");
+    client.say("after").await;
+    assert_eq!(client.next_json().await["text"], "after", "nothing else was queued");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_and_binary_frames_close_the_socket() {
+    let dir = scratch("limits");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+
+    let mut big = Client::connect(&stack.ws_url).await;
+    big.say(&"x".repeat(129 * 1024)).await;
+    assert_eq!(big.close_code().await, Some(1009));
+
+    let mut binary = Client::connect(&stack.ws_url).await;
+    binary.socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(binary.close_code().await, Some(1003));
+
+    // The stack is unharmed.
+    let mut fine = Client::connect(&stack.ws_url).await;
+    fine.say("still here").await;
+    fine.chat("still here").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart() {
+    let dir = scratch("restart");
+    let db = dir.join("chat.db");
+    let stack = Stack::start(&db, &[]).await;
+    let mut client = Client::connect(&stack.ws_url).await;
+    for text in ["one", "two", "three"] {
+        client.say(text).await;
+        client.chat(text).await;
+    }
+    stack.stop().await;
+
+    let stack = Stack::start(&db, &[]).await;
+    let mut client = Client::connect(&stack.ws_url).await;
+    client.send_json(json!({"action": "history", "limit": 200})).await;
+    let mut texts = Vec::new();
+    while texts.len() < 3 {
+        let frame = client.next_json().await;
+        if frame["kind"] == "chat" {
+            texts.push(frame["text"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(texts, ["one", "two", "three"]);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_without_disconnect_is_pruned_by_the_next_broadcast() {
+    let dir = scratch("prune");
+    let db = dir.join("chat.db");
+    let stack = Stack::start(&db, &[]).await;
+    let mut ghost = Client::connect(&stack.ws_url).await;
+    let ghost_id = ghost.my_id().await;
+    // The process dies: no $disconnect ever runs for the ghost.
+    stack.kill().await;
+
+    let stack = Stack::start(&db, &[]).await;
+    let mut live = Client::connect(&stack.ws_url).await;
+    live.say("anyone there?").await;
+    live.chat("anyone there?").await;
+    stack.stop().await;
+
+    let store = chat_local::store::SqliteStore::open(&db).unwrap();
+    let ids: Vec<String> =
+        chat_core::ports::list_all_connections(&store).await.unwrap().into_iter().map(|c| c.connection_id).collect();
+    assert!(!ids.contains(&ghost_id), "the 410 pruned the ghost: {ids:?}");
+    let session = store.session(&ghost_id).unwrap().expect("the ghost had a session");
+    assert!(session.disconnected_at.is_some(), "pruning closed the ghost's session");
+}
