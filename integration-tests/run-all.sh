@@ -11,6 +11,16 @@ for component in rustfmt clippy; do
   rustup component list --installed | grep -q "^$component" || rustup component add "$component"
 done
 
+step "wscat (npm) for the terminal-client test"
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+tools=integration-tests/.tools
+if [ ! -x "$tools/node_modules/.bin/wscat" ]; then
+  npm install --prefix "$tools" --no-audit --no-fund --no-save wscat@6
+fi
+"$tools/node_modules/.bin/wscat" --version
+
 # Tests only ever talk to loopback with fake credentials.
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export CARGO_TERM_COLOR=never
