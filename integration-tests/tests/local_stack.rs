@@ -135,3 +135,23 @@ async fn a_connection_lost_without_disconnect_is_pruned_by_the_next_broadcast() 
     let session = store.session(&ghost_id).unwrap().expect("the ghost had a session");
     assert!(session.disconnected_at.is_some(), "pruning closed the ghost's session");
 }
+
+#[tokio::test]
+async fn a_failing_connect_integration_refuses_the_upgrade_with_502() {
+    let dir = scratch("refusal");
+    let db = dir.join("chat.db");
+    // A table the connect handler cannot write to: its integration fails.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, unrelated TEXT);")
+        .unwrap();
+    let stack = Stack::start(&db, &[]).await;
+    match tokio_tungstenite::connect_async(&stack.ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 502),
+        other => panic!("expected a refused upgrade, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // The gateway itself is still serving.
+    let frontend = tokio_tungstenite::connect_async(format!("{}x", stack.ws_url)).await;
+    assert!(frontend.is_err(), "only the stage path upgrades");
+    stack.stop().await;
+}

@@ -132,7 +132,54 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::broadcaster::FanoutConfig;
+    use chat_core::memory::{FixedClock, RecordingPoster};
+    use chat_core::ports::{ConnectionStore, MessageLog, PostError};
     use chat_core::time::parse_iso;
+
+    #[tokio::test]
+    async fn a_failing_record_is_retried_then_given_up_and_the_stream_moves_on() {
+        let store = SqliteStore::open(std::path::Path::new(":memory:")).unwrap();
+        let at = parse_iso("2026-11-24T10:15:32Z").unwrap();
+        store.put(&chat_core::Connection::new("reader", "ip", at)).await.unwrap();
+        let poster = Arc::new(RecordingPoster::default());
+        poster.refuse_frames_containing("poison", PostError::Other("500".into()));
+        let mut fanout = FanoutConfig::default();
+        fanout.retry.max_attempts = 1;
+        let broadcaster = Arc::new(Broadcaster {
+            connections: Arc::new(store.clone()),
+            sessions: Arc::new(store.clone()),
+            poster: poster.clone(),
+            archive: None,
+            clock: Arc::new(FixedClock::at(at)),
+            config: fanout,
+        });
+        for text in ["before", "poison", "after"] {
+            store.append(&LogEvent::chat("writer", text, at)).await.unwrap();
+        }
+        let settings = StreamSettings { batch_size: 10, batching_window: Duration::ZERO, max_retries: 2 };
+        let (stop, stopped) = watch::channel(false);
+        let emulator = tokio::spawn(run(store.clone(), broadcaster, settings, stopped));
+
+        let texts = || -> Vec<String> {
+            poster.frames_to("reader").iter().map(|f| f["text"].as_str().unwrap().to_owned()).collect()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !texts().contains(&"after".to_owned()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the stream moves past the poison record");
+        stop.send(true).unwrap();
+        emulator.await.unwrap();
+
+        // Delivered once before the failure; the poison record tried 1 + 2 retries times.
+        assert_eq!(texts(), ["before", "after"]);
+        let poison_tries = poster.attempts() - 2;
+        assert_eq!(poison_tries, 3);
+        assert_eq!(store.checkpoint().unwrap(), 3);
+    }
 
     #[test]
     fn records_have_the_lambda_shape() {
