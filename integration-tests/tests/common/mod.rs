@@ -16,12 +16,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The `chat-local` binary cargo built next to this test.
+/// The `chat-local` binary, built (once per test process) by the same cargo, with
+/// the same profile and target directory as this test, so it is never stale.
+/// `cargo test` builds only the binaries of the package under test, hence this.
 pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("chat-local");
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "chat-local", "--bin", "chat-local"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build for chat-local");
+            assert!(status.success(), "building chat-local failed");
+            let exe = std::env::current_exe().unwrap();
+            let path = exe.parent().unwrap().parent().unwrap().join("chat-local");
+            assert!(path.exists(), "{} is missing after building it", path.display());
+            path
+        })
+        .clone()
 }
 
 /// A fresh directory for one test's files.
