@@ -52,43 +52,55 @@ fn from_item<T: DeserializeOwned>(item: HashMap<String, AttributeValue>) -> Resu
     serde_dynamo::from_item(item).map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
+/// A table and the client that reaches it.
+#[derive(Clone, Debug)]
+struct Table {
+    client: Client,
+    name: String,
+}
+
+impl Table {
+    /// Writes `value` as one item, replacing any with the same key.
+    async fn put<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
+        let item = to_item(value)?;
+        self.client.put_item().table_name(&self.name).set_item(Some(item)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 fn string_key(name: &str, value: &str) -> (String, AttributeValue) {
     (name.to_owned(), AttributeValue::S(value.to_owned()))
 }
 
 /// ActiveConnections (`connection_id` partition key).
 #[derive(Clone, Debug)]
-pub struct DynamoConnections {
-    client: Client,
-    table: String,
-}
+pub struct DynamoConnections(Table);
 
 impl DynamoConnections {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self(Table { client, name: table.into() })
     }
 }
 
 #[async_trait]
 impl ConnectionStore for DynamoConnections {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
-        let item = to_item(connection)?;
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
-        Ok(())
+        self.0.put(connection).await
     }
 
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
         let (name, value) = string_key("connection_id", connection_id);
-        self.client.delete_item().table_name(&self.table).key(name, value).send().await.map_err(unavailable)?;
+        self.0.client.delete_item().table_name(&self.0.name).key(name, value).send().await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
         let start = after.map(|id| HashMap::from([string_key("connection_id", &id)]));
         let output = self
+            .0
             .client
             .scan()
-            .table_name(&self.table)
+            .table_name(&self.0.name)
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -109,31 +121,27 @@ impl ConnectionStore for DynamoConnections {
 
 /// SessionHistory (`connection_id` partition key).
 #[derive(Clone, Debug)]
-pub struct DynamoSessions {
-    client: Client,
-    table: String,
-}
+pub struct DynamoSessions(Table);
 
 impl DynamoSessions {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self(Table { client, name: table.into() })
     }
 }
 
 #[async_trait]
 impl SessionLog for DynamoSessions {
     async fn open(&self, session: &Session) -> Result<(), StoreError> {
-        let item = to_item(session)?;
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
-        Ok(())
+        self.0.put(session).await
     }
 
     async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
         let (name, value) = string_key("connection_id", &end.connection_id);
         let result = self
+            .0
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.0.name)
             .key(name, value)
             .update_expression("SET disconnected_at = :at, duration_seconds = :secs")
             .condition_expression("attribute_exists(connection_id) AND attribute_not_exists(disconnected_at)")
@@ -153,14 +161,11 @@ impl SessionLog for DynamoSessions {
 
 /// MessageHistory (`message_id` partition key, a UUIDv7).
 #[derive(Clone, Debug)]
-pub struct DynamoLog {
-    client: Client,
-    table: String,
-}
+pub struct DynamoLog(Table);
 
 impl DynamoLog {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self(Table { client, name: table.into() })
     }
 
     /// Every event in the table, oldest first.
@@ -169,9 +174,10 @@ impl DynamoLog {
         let mut start = None;
         loop {
             let output = self
+                .0
                 .client
                 .scan()
-                .table_name(&self.table)
+                .table_name(&self.0.name)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -198,9 +204,10 @@ impl MessageLog for DynamoLog {
     async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
         let item = to_item(event)?;
         let result = self
+            .0
             .client
             .put_item()
-            .table_name(&self.table)
+            .table_name(&self.0.name)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(message_id)")
             .send()
