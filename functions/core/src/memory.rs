@@ -2,6 +2,7 @@
 //! storage-free local run. Each can be switched to fail, to exercise outages.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -73,22 +74,14 @@ impl ConnectionStore for MemoryConnections {
     async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
         self.outage.check()?;
         let rows = self.rows.lock().unwrap();
-        let start = match &after {
-            Some(key) => rows.range::<String, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
-            None => rows.range::<String, _>(..),
-        };
-        let items: Vec<Connection> = start.take(self.page_size).map(|(_, c)| c.clone()).collect();
-        let next = match items.last() {
-            Some(last)
-                if rows
-                    .range::<String, _>((std::ops::Bound::Excluded(&last.connection_id), std::ops::Bound::Unbounded))
-                    .next()
-                    .is_some() =>
-            {
-                Some(last.connection_id.clone())
-            }
-            _ => None,
-        };
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        // One row past the page tells whether another page follows.
+        let mut items: Vec<Connection> =
+            rows.range((lower, Bound::Unbounded)).take(self.page_size + 1).map(|(_, c)| c.clone()).collect();
+        let next = (items.len() > self.page_size).then(|| {
+            items.truncate(self.page_size);
+            items[self.page_size - 1].connection_id.clone()
+        });
         Ok(Page { items, next })
     }
 }
