@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chat_core::ports::{ConnectionStore, LogQuery, MessageLog, Page, SessionLog, StoreError};
+use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
 use rusqlite::{OptionalExtension, params};
@@ -68,6 +68,17 @@ fn kind_name(kind: EventKind) -> &'static str {
     }
 }
 
+/// The columns [`event_from_row`] reads, in its order.
+const EVENT_COLUMNS: &str = "SELECT seq, message_id, connection_id, message, timestamp, kind FROM message_history";
+
+fn select_events(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<StreamRow>> {
+    db.prepare_cached(sql)?.query_map(params, event_from_row)?.collect()
+}
+
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
     let seq: i64 = row.get(0)?;
     let (message_id, connection_id, message, timestamp, kind): (String, String, String, String, String) =
@@ -108,12 +119,11 @@ impl SqliteStore {
     /// Malformed rows are returned as errors so the caller can log and skip them.
     pub fn stream_after(&self, after: i64, limit: usize) -> Result<Vec<StreamRow>, StoreError> {
         self.with(|db| {
-            let mut statement = db.prepare_cached(
-                "SELECT seq, message_id, connection_id, message, timestamp, kind
-                 FROM message_history WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![after, limit as i64], event_from_row)?;
-            rows.collect()
+            select_events(
+                db,
+                &format!("{EVENT_COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                params![after, limit as i64],
+            )
         })
     }
 
@@ -260,11 +270,34 @@ impl MessageLog for SqliteStore {
         Ok(())
     }
 
+    /// Answered by SQL on the message id index: a history request on every
+    /// connect must not read the whole log.
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
-        let rows = self.stream_after(0, usize::MAX >> 1)?;
-        let mut events: Vec<LogEvent> = rows.into_iter().filter_map(|(_, event)| event.ok()).collect();
-        events.sort_by(|a, b| a.message_id.cmp(&b.message_id));
-        Ok(query.select(&events))
+        let limit = query.limit as i64;
+        let rows = self.with(|db| match &query.after {
+            Some(LogCursor::MessageId(id)) => select_events(
+                db,
+                &format!("{EVENT_COLUMNS} WHERE message_id > ?1 ORDER BY message_id LIMIT ?2"),
+                params![id, limit],
+            ),
+            // Stored times are whole seconds, so a string comparison is exact.
+            Some(LogCursor::Time(at)) => select_events(
+                db,
+                &format!("{EVENT_COLUMNS} WHERE timestamp > ?1 ORDER BY message_id LIMIT ?2"),
+                params![format_iso(at), limit],
+            ),
+            None => select_events(db, &format!("{EVENT_COLUMNS} ORDER BY message_id DESC LIMIT ?1"), params![limit])
+                .map(|mut newest_first| {
+                    newest_first.reverse();
+                    newest_first
+                }),
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, event)| {
+                event.map_err(|error| tracing::warn!(seq, %error, "skipping malformed message_history row")).ok()
+            })
+            .collect())
     }
 }
 
@@ -303,6 +336,30 @@ mod tests {
         store.append(&event).await.unwrap();
         store.append(&event).await.unwrap();
         assert_eq!(store.stream_after(0, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reads_answer_each_kind_of_query_like_the_memory_log() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let reference = chat_core::memory::MemoryLog::default();
+        for (i, time) in ["10:00:00", "10:00:01", "10:00:01", "10:00:02", "10:00:03"].iter().enumerate() {
+            let event = LogEvent::chat("c", &format!("m{i}"), at(&format!("2026-11-24T{time}Z")));
+            store.append(&event).await.unwrap();
+            reference.append(&event).await.unwrap();
+        }
+        let second = reference.events()[1].message_id.clone();
+        let queries = [
+            LogQuery { after: None, limit: 2 },
+            LogQuery { after: None, limit: 50 },
+            LogQuery { after: Some(LogCursor::MessageId(second)), limit: 2 },
+            LogQuery { after: Some(LogCursor::Time(at("2026-11-24T10:00:00Z"))), limit: 50 },
+            LogQuery { after: Some(LogCursor::Time(at("2026-11-24T10:00:01Z"))), limit: 1 },
+        ];
+        for query in queries {
+            let expected = reference.read(&query).await.unwrap();
+            assert!(!expected.is_empty());
+            assert_eq!(store.read(&query).await.unwrap(), expected, "{query:?}");
+        }
     }
 
     #[tokio::test]
