@@ -2,6 +2,7 @@
 // rendered with textContent, never as HTML.
 
 const HEARTBEAT_MS = 30_000;
+const HISTORY_WAIT_MS = 5_000;
 const MAX_TEXT_BYTES = 32 * 1024;
 const STORAGE_KEY = "websocket-chat-url";
 
@@ -18,6 +19,7 @@ let connectedAt = null;
 let timers = [];
 let userClosed = false;
 let reconnectDelay = 1000;
+let historyPending = false;
 const seen = new Set();
 
 function setStatus(state) {
@@ -52,7 +54,12 @@ function render(frame) {
     if (seen.has(frame.id)) return; // delivery is at least once
     seen.add(frame.id);
   }
-  if (frame.error) return addLine({ text: `${frame.error}: ${frame.message}`, cls: "error" });
+  if (frame.error) {
+    // A server without `history` answers our request with "Invalid request": not the user's error.
+    if (historyPending) return void (historyPending = false);
+    return addLine({ text: `${frame.error}: ${frame.message}`, cls: "error" });
+  }
+  if (frame.id) historyPending = false;
   if (frame.message === "pong") return;
   if (frame.kind === "join" || frame.kind === "leave") return addLine({ text: frame.message, cls: "notice" });
   if (frame.kind === "chat") {
@@ -74,12 +81,17 @@ function connect(url) {
   notice("");
   const ws = new WebSocket(url);
   socket = ws;
+  let opened = false;
   ws.onopen = () => {
+    opened = true;
+    myId = null; // a new connection has a new id
     reconnectDelay = 1000;
     connectedAt = new Date();
     ui.connectedAt.textContent = connectedAt.toISOString().replace(/\.\d+Z$/, "Z");
     setStatus("connected");
+    historyPending = true;
     ws.send(JSON.stringify({ action: "history", limit: 50 }));
+    setTimeout(() => { historyPending = false; }, HISTORY_WAIT_MS);
     timers.push(setInterval(() => ws.send(JSON.stringify({ action: "sendmessage", message: "ping" })), HEARTBEAT_MS));
     timers.push(setInterval(tick, 1000));
   };
@@ -92,7 +104,8 @@ function connect(url) {
   ws.onclose = () => {
     clearTimers();
     socket = null;
-    setStatus("disconnected");
+    connectedAt = null;
+    setStatus(opened ? "disconnected" : "error");
     if (!userClosed) {
       notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
       const delay = reconnectDelay;

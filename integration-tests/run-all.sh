@@ -11,13 +11,21 @@ for component in rustfmt clippy; do
   rustup component list --installed | grep -q "^$component" || rustup component add "$component"
 done
 
-step "wscat (npm) for the terminal-client test"
-if ! command -v npm >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq nodejs npm
-fi
+step "Chromium (apt) for the browser test"
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@"
+}
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+chromium --version
+
+step "wscat and playwright-core (npm) for the terminal and browser tests"
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 tools=integration-tests/.tools
-if [ ! -x "$tools/node_modules/.bin/wscat" ]; then
-  npm install --prefix "$tools" --no-audit --no-fund --no-save wscat@6
+if [ ! -x "$tools/node_modules/.bin/wscat" ] || [ ! -d "$tools/node_modules/playwright-core" ]; then
+  # One install for both: a second `npm install --no-save` would prune the first.
+  npm install --prefix "$tools" --no-audit --no-fund --no-save wscat@6 playwright-core@1.64
 fi
 "$tools/node_modules/.bin/wscat" --version
 

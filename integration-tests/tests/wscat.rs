@@ -6,19 +6,14 @@ mod common;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{Stack, WAIT, scratch};
+use common::{Stack, WAIT, prerequisite, scratch};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn wscat() -> PathBuf {
     let path = std::env::var_os("WSCAT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin/wscat"));
-    assert!(
-        path.exists(),
-        "wscat not found at {}: run integration-tests/run-all.sh, which installs it",
-        path.display()
-    );
-    path
+    prerequisite(path, "wscat")
 }
 
 #[tokio::test]

@@ -37,6 +37,16 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// A tool the tests need, installed by `run-all.sh`: its path, or a loud failure.
+pub fn prerequisite(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run integration-tests/run-all.sh, which installs it",
+        path.display()
+    );
+    path
+}
+
 /// A fresh directory for one test's files.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("output").join(name);

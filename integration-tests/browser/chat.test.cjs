@@ -1,0 +1,165 @@
+// The web chat in headless Chromium against a running local stack.
+// Usage: node chat.test.cjs <stack websocket url> <output dir>
+// Run by integration-tests/tests/browser.rs, which starts and stops the stack.
+"use strict";
+
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const { chromium } = require(path.join(__dirname, "..", ".tools", "node_modules", "playwright-core"));
+
+const [wsUrl, outputDir] = process.argv.slice(2);
+if (!wsUrl || !outputDir) throw new Error("usage: node chat.test.cjs <ws://host:port/stage> <output dir>");
+const stackUrl = new URL(wsUrl.replace(/^ws/, "http")); // the stack serves the page and @connections too
+const pageUrl = stackUrl.origin + "/";
+const WAIT = { timeout: 10_000 };
+const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+
+const step = (text) => console.log(`browser: ${text}`);
+
+async function openChat(browser, viewport = { width: 900, height: 700 }) {
+  // One context per user: separate localStorage, like two people.
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => { throw new Error(`page error: ${error.message}`); });
+  await page.goto(pageUrl);
+  return page;
+}
+
+const status = (page) => page.locator("#status");
+const line = (page, text) => page.locator("#messages li", { hasText: text });
+
+async function waitForStatus(page, state) {
+  await page.waitForFunction((s) => document.getElementById("status").dataset.state === s, state, WAIT);
+}
+
+async function connect(page) {
+  await page.click("#connect");
+  await waitForStatus(page, "connected");
+}
+
+async function say(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    step("the page served by the stack is pre-filled with the stack's endpoint");
+    const alice = await openChat(browser);
+    assert.equal(await alice.inputValue("#url"), wsUrl);
+    assert.equal(await status(alice).getAttribute("data-state"), "disconnected");
+    assert.ok(await alice.isDisabled("#disconnect"), "Disconnect is disabled until connected");
+
+    step("connect: status, connected-at in UTC, a running duration, no second connection");
+    await connect(alice);
+    assert.ok(await alice.isDisabled("#connect"), "Connect is disabled while connected");
+    const connectedAt = await alice.textContent("#connected-at");
+    assert.match(connectedAt, ISO_UTC);
+    assert.ok(Math.abs(Date.parse(connectedAt) - Date.now()) < 60_000, `connected-at ${connectedAt} is now`);
+    await alice.waitForFunction(() => parseInt(document.getElementById("duration").textContent, 10) >= 2, null, WAIT);
+
+    // Alice may see her own join too (history is read after it was logged): count up.
+    const joinsBefore = await line(alice, "has joined the chat").count();
+    const bob = await openChat(browser);
+    await connect(bob);
+    await alice.waitForFunction(
+      (n) => [...document.querySelectorAll("#messages li.notice")].filter((li) => li.textContent.includes("has joined")).length > n,
+      joinsBefore, WAIT);
+
+    step("a line sent from one page shows in both, marked as mine on the sender's");
+    await say(alice, "hello from alice");
+    await line(alice, "hello from alice").waitFor(WAIT);
+    await line(bob, "hello from alice").waitFor(WAIT);
+    await alice.locator("#messages li.mine", { hasText: "hello from alice" }).waitFor(WAIT);
+    assert.equal(await bob.locator("#messages li.mine").count(), 0, "bob did not send it");
+    const aliceId = (await line(bob, "hello from alice").locator(".meta").textContent()).split(" · ")[0];
+    assert.match(aliceId, /^\S+=?$/, "bob sees alice's connection id as the sender");
+    assert.equal(await alice.inputValue("#text"), "", "the input is cleared after sending");
+
+    step("HTML in a message is shown as text, never run");
+    const attack = `<img src=x onerror="window.__pwned=1">`;
+    await say(bob, attack);
+    for (const page of [alice, bob]) {
+      const item = line(page, "onerror");
+      await item.waitFor(WAIT);
+      assert.ok((await item.textContent()).includes(attack), "the markup is visible as text");
+      assert.equal(await page.locator("#messages img").count(), 0, "no element was created");
+      assert.equal(await page.evaluate(() => window.__pwned), undefined, "no script ran");
+    }
+    await say(bob, "hi alice, that markup above is plain text");
+    await line(alice, "plain text").waitFor(WAIT);
+    await alice.screenshot({ path: path.join(outputDir, "chat.png") });
+
+    step("heartbeat pongs are not shown; empty and oversize messages are not sent");
+    const before = await alice.locator("#messages li").count();
+    await say(alice, "ping");
+    await say(alice, "   ");
+    await say(alice, "x".repeat(33 * 1024));
+    await alice.waitForFunction(() => document.getElementById("notice").textContent.includes("too long"), null, WAIT);
+    await say(alice, "after the refusals");
+    await line(bob, "after the refusals").waitFor(WAIT);
+    await line(alice, "after the refusals").waitFor(WAIT);
+    assert.equal(await alice.locator("#messages li").count(), before + 1, "only the last line was shown");
+
+    step("reconnecting asks for history without duplicating lines already shown");
+    await alice.click("#disconnect");
+    await waitForStatus(alice, "disconnected");
+    await line(bob, `User ${aliceId} has left the chat.`).waitFor(WAIT);
+    await connect(alice);
+    await line(alice, "after the refusals").waitFor(WAIT);
+    await alice.waitForFunction(() => document.querySelectorAll("#messages li").length > 0, null, WAIT);
+    // A round trip after the history request proves the history answer has arrived.
+    await say(alice, "back again");
+    await line(alice, "back again").waitFor(WAIT);
+    assert.equal(await line(alice, "hello from alice").count(), 1, "history lines are deduplicated by id");
+
+    step("a reload auto-connects to the remembered URL and shows history");
+    await alice.reload();
+    await waitForStatus(alice, "connected");
+    await line(alice, "hello from alice").waitFor(WAIT);
+    assert.equal(await line(alice, "hello from alice").count(), 1);
+
+    step("a server-side close reconnects with backoff; a user disconnect does not");
+    await say(alice, "who am i");
+    const newId = (await line(bob, "who am i").locator(".meta").textContent()).split(" · ")[0];
+    const deleted = await fetch(`${stackUrl.href}/@connections/${encodeURIComponent(newId)}`, { method: "DELETE" });
+    assert.equal(deleted.status, 204);
+    await alice.waitForFunction(() => document.getElementById("notice").textContent.includes("reconnecting"), null, WAIT);
+    await waitForStatus(alice, "connected");
+    await alice.click("#disconnect");
+    await waitForStatus(alice, "disconnected");
+    await alice.waitForTimeout(1_500); // longer than the first backoff: it must stay down
+    assert.equal(await status(alice).getAttribute("data-state"), "disconnected");
+
+    step("auto-disconnect after the chosen number of seconds");
+    await alice.fill("#auto-seconds", "2");
+    await alice.check("#auto-disconnect");
+    await connect(alice);
+    await waitForStatus(alice, "disconnected");
+    assert.match(await alice.textContent("#notice"), /Auto-disconnected after 2s/);
+    await alice.waitForTimeout(1_500);
+    assert.equal(await status(alice).getAttribute("data-state"), "disconnected", "no reconnect after auto-disconnect");
+
+    step("a phone-sized screen has no horizontal scrolling");
+    const phone = await openChat(browser, { width: 375, height: 667 });
+    await waitForStatus(phone, "disconnected");
+    await connect(phone);
+    await line(phone, "hello from alice").waitFor(WAIT);
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
+    await phone.screenshot({ path: path.join(outputDir, "chat-phone.png") });
+    step("all checks passed");
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
