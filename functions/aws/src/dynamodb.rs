@@ -201,7 +201,7 @@ impl DynamoLog {
 #[async_trait]
 impl MessageLog for DynamoLog {
     /// Conditional on the id being new, so re-publishing a replayed event is a no-op.
-    async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
         let item = to_item(event)?;
         let result = self
             .0
@@ -213,8 +213,10 @@ impl MessageLog for DynamoLog {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(false)
+            }
             Err(error) => Err(unavailable(error)),
         }
     }

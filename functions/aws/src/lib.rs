@@ -7,11 +7,14 @@
 
 pub mod connections_api;
 pub mod dynamodb;
+pub mod provision;
 pub mod s3;
+pub mod streams;
 
 pub use connections_api::{ApiGatewayPoster, management_endpoint};
 pub use dynamodb::{DynamoConnections, DynamoLog, DynamoSessions, TableNames};
 pub use s3::S3Archive;
+pub use streams::{StartingPosition, StreamBatch, StreamReader};
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use chat_core::StoreError;

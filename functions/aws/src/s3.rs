@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
+use chat_core::LogEvent;
+use chat_core::archive::from_jsonl;
 use chat_core::ports::{Archive, StoreError};
 
 use crate::unavailable;
@@ -27,6 +29,25 @@ impl S3Archive {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// Every object key under `prefix`, in key order (by date, then first id).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(unavailable)?;
+            keys.extend(page.contents().iter().filter_map(|object| object.key().map(str::to_owned)));
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The events of one archive object.
+    pub async fn read(&self, key: &str) -> Result<Vec<LogEvent>, StoreError> {
+        let object = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(unavailable)?;
+        let body = object.body.collect().await.map_err(unavailable)?.into_bytes();
+        from_jsonl(&body).map_err(|error| StoreError::Malformed(format!("{key}: {error}")))
     }
 }
 

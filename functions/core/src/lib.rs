@@ -12,6 +12,7 @@ pub mod memory;
 pub mod model;
 pub mod ports;
 pub mod protocol;
+pub mod replay;
 pub mod time;
 
 pub use model::{Connection, EventKind, LogEvent, Session, SessionEnd};

@@ -136,10 +136,14 @@ impl MemoryLog {
 
 #[async_trait]
 impl MessageLog for MemoryLog {
-    async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
         self.outage.check()?;
-        self.events.lock().unwrap().push(event.clone());
-        Ok(())
+        let mut events = self.events.lock().unwrap();
+        if events.iter().any(|e| e.message_id == event.message_id) {
+            return Ok(false);
+        }
+        events.push(event.clone());
+        Ok(true)
     }
 
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {

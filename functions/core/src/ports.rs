@@ -96,7 +96,9 @@ impl LogCursor {
 /// MessageHistory: the append-only event log.
 #[async_trait]
 pub trait MessageLog: Send + Sync {
-    async fn append(&self, event: &LogEvent) -> Result<(), StoreError>;
+    /// Appends `event` unless its id is already logged, so re-publishing is a
+    /// no-op. `true` if the event is new.
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError>;
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError>;
 }
 

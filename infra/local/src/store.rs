@@ -250,9 +250,8 @@ impl SessionLog for SqliteStore {
 
 #[async_trait]
 impl MessageLog for SqliteStore {
-    /// Ignores an id already in the log, so re-publishing is idempotent.
-    async fn append(&self, event: &LogEvent) -> Result<(), StoreError> {
-        self.with(|db| {
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        let new = self.with(|db| {
             db.prepare_cached(
                 "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -264,10 +263,12 @@ impl MessageLog for SqliteStore {
                 format_iso(&event.timestamp),
                 kind_name(event.kind)
             ])
-            .map(drop)
+            .map(|inserted| inserted == 1)
         })?;
-        self.appended.notify_one();
-        Ok(())
+        if new {
+            self.appended.notify_one();
+        }
+        Ok(new)
     }
 
     /// Answered by SQL on the message id index: a history request on every
@@ -333,8 +334,8 @@ mod tests {
     async fn append_is_idempotent_by_id() {
         let store = SqliteStore::open(Path::new(":memory:")).unwrap();
         let event = LogEvent::chat("c", "once", at("2026-11-24T10:00:00Z"));
-        store.append(&event).await.unwrap();
-        store.append(&event).await.unwrap();
+        assert!(store.append(&event).await.unwrap(), "new");
+        assert!(!store.append(&event).await.unwrap(), "already logged");
         assert_eq!(store.stream_after(0, 10).unwrap().len(), 1);
     }
 
