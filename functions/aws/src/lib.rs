@@ -24,6 +24,16 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// The standard config with every service pointed at `endpoint` (moto, DynamoDB
+/// Local, MinIO) when one is given.
+pub async fn sdk_config_for(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let sdk = load_sdk_config().await;
+    match endpoint {
+        Some(url) => sdk.to_builder().endpoint_url(url).build(),
+        None => sdk,
+    }
+}
+
 /// An SDK failure as the ports report it, with the full error chain in the text.
 pub(crate) fn unavailable(error: impl std::error::Error) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(error).to_string())

@@ -134,18 +134,19 @@ impl StreamReader {
         self.shards.iter().any(|s| Some(s.id.as_str()) == parent && s.iterator.is_some())
     }
 
-    /// Up to `limit` records from the next shard that has any; an empty batch
-    /// when none has. Looks for new shards once one is drained.
-    pub async fn next_batch(&mut self, limit: usize) -> Result<StreamBatch, StoreError> {
+    /// Up to `limit` records from the next shard that has any (or only from
+    /// `shard`, to grow a batch); an empty batch when none has. Looks for new
+    /// shards once one is drained.
+    pub async fn next_batch(&mut self, limit: usize, shard: Option<&str>) -> Result<StreamBatch, StoreError> {
         let mut drained = false;
         for _ in 0..self.shards.len() {
             let index = self.next % self.shards.len();
             self.next = index + 1;
-            let shard = &self.shards[index];
-            let Some(iterator) = shard.iterator.clone() else { continue };
-            if self.waits_for_parent(shard) {
+            let candidate = &self.shards[index];
+            if shard.is_some_and(|wanted| wanted != candidate.id) || self.waits_for_parent(candidate) {
                 continue;
             }
+            let Some(iterator) = candidate.iterator.clone() else { continue };
             let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
             let output =
                 self.client.get_records().shard_iterator(iterator).limit(limit).send().await.map_err(unavailable)?;

@@ -98,7 +98,7 @@ async fn a_stream_insert_reaches_every_connection() {
         connections.put(&Connection::new(id, "ip", parse_iso("2026-11-24T10:00:00Z").unwrap())).await.unwrap();
     }
     let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
-    let response = stream::on_stream(event, &broadcaster(connections, poster.clone())).await;
+    let response = stream::on_stream(&event, &broadcaster(connections, poster.clone())).await;
 
     assert!(response.batch_item_failures.is_empty());
     for id in [CONNECTION, "other0000000000="] {
@@ -130,7 +130,7 @@ async fn malformed_records_are_skipped_and_the_rest_delivered() {
     raw["Records"] = json!([no_text, bad_time, removal, good]);
 
     let event: Event = serde_json::from_value(raw).unwrap();
-    let response = stream::on_stream(event, &broadcaster(connections, poster.clone())).await;
+    let response = stream::on_stream(&event, &broadcaster(connections, poster.clone())).await;
 
     assert!(response.batch_item_failures.is_empty(), "malformed records are never retried");
     let frames = poster.frames_to("reader000000000=");
@@ -143,7 +143,7 @@ async fn failures_name_the_stream_sequence_numbers() {
     let connections = Arc::new(MemoryConnections::default());
     connections.outage.set(true);
     let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
-    let response = stream::on_stream(event, &broadcaster(connections, Arc::new(RecordingPoster::default()))).await;
+    let response = stream::on_stream(&event, &broadcaster(connections, Arc::new(RecordingPoster::default()))).await;
     let ids: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(ids, [Some("4421584500000000017450439091".to_owned())]);
     let wire = serde_json::to_value(&response).unwrap();

@@ -1,12 +1,14 @@
 //! The deployed Lambda functions, in-process: the route table the SAM template
 //! declares, mapped onto the same `chat_core` entrypoints the binaries call.
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::entrypoints::websocket;
 use chat_core::handlers::HandlerError;
+use chat_core::ports::{ConnectionStore, MessageLog, SessionLog};
 
 use crate::sockets::LocalPoster;
-use crate::store::SqliteStore;
 
 /// Custom routes and whether each has a route response (its returned body goes
 /// back to the caller). Everything else goes to `$default`.
@@ -24,10 +26,18 @@ pub fn select_route(body: &str) -> (String, bool) {
     }
 }
 
+/// ActiveConnections, SessionHistory and MessageHistory, whichever store holds them.
+#[derive(Clone)]
+pub struct Tables {
+    pub connections: Arc<dyn ConnectionStore>,
+    pub sessions: Arc<dyn SessionLog>,
+    pub log: Arc<dyn MessageLog>,
+}
+
 /// The functions and the ports they were given.
 #[derive(Clone)]
 pub struct Functions {
-    pub store: SqliteStore,
+    pub tables: Tables,
     pub poster: LocalPoster,
 }
 
@@ -37,12 +47,12 @@ impl Functions {
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-        let store = &self.store;
+        let Tables { connections, sessions, log } = &self.tables;
         match event.request_context.route_key.as_deref().unwrap_or("$default") {
-            "$connect" => websocket::on_connect(event, store, store, store).await,
-            "$disconnect" => websocket::on_disconnect(event, store, store, store).await,
-            "sendmessage" => websocket::on_send_message(event, store).await,
-            _ => websocket::on_default(event, store, &self.poster).await,
+            "$connect" => websocket::on_connect(event, &**connections, &**sessions, &**log).await,
+            "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
+            "sendmessage" => websocket::on_send_message(event, &**log).await,
+            _ => websocket::on_default(event, &**log, &self.poster).await,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! Gateway WebSocket emulator, the @connections API, SQLite as the tables with
 //! its message table as the stream, and the stream → broadcaster event source.
 
+pub mod dynamo;
 pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod management;
+pub mod replay;
 pub mod sockets;
 pub mod store;
 pub mod stream;
@@ -18,27 +20,39 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
-use chat_core::ports::SystemClock;
+use chat_core::ports::{Archive, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
-use crate::functions::Functions;
+pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
+use crate::functions::{Functions, Tables};
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
-use crate::stream::StreamSettings;
+use crate::stream::{SqliteSource, StreamSettings};
 
 /// Everything the stack can be told.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub stage: String,
     pub api_id: String,
-    pub database: PathBuf,
+    pub backend: Backend,
+    /// The broadcaster's S3 archive, if any.
+    pub archive: Option<ArchiveSettings>,
     pub frontend: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
+}
+
+/// Where the three tables live.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A SQLite file (`:memory:` for a throwaway one); its message table is the stream.
+    Embedded { database: PathBuf },
+    /// Any DynamoDB API, through the AWS adapters, with the table's real stream.
+    DynamoDb(DynamoSettings),
 }
 
 /// Shared by every request handler.
@@ -50,28 +64,56 @@ pub struct AppState {
 
 /// Serves on `listener` until `shutdown` resolves, then closes every socket
 /// (each gets its `$disconnect`) and stops the stream emulator.
+/// `ready` runs once the tables and the stream are open, just before the first
+/// request is accepted.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    ready: impl FnOnce(&Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.database)?;
     let sockets = Sockets::default();
     let poster = LocalPoster(sockets.clone());
-    let broadcaster = Arc::new(Broadcaster {
-        connections: Arc::new(store.clone()),
-        sessions: Arc::new(store.clone()),
-        poster: Arc::new(poster.clone()),
-        archive: None,
-        clock: Arc::new(SystemClock),
-        config: config.fanout.clone(),
-    });
+    let archive: Option<Arc<dyn Archive>> = match &config.archive {
+        Some(settings) => Some(Arc::new(dynamo::archive(settings).await?)),
+        None => None,
+    };
+    let broadcaster = |tables: &Tables| {
+        Arc::new(Broadcaster {
+            connections: tables.connections.clone(),
+            sessions: tables.sessions.clone(),
+            poster: Arc::new(poster.clone()),
+            archive: archive.clone(),
+            clock: Arc::new(SystemClock),
+            config: config.fanout.clone(),
+        })
+    };
     let (stop, stopped) = watch::channel(false);
-    let stream = tokio::spawn(stream::run(store.clone(), broadcaster, config.stream.clone(), stopped));
+    let settings = config.stream.clone();
+    let (tables, stream) = match &config.backend {
+        Backend::Embedded { database } => {
+            let store = SqliteStore::open(database)?;
+            let tables = Tables {
+                connections: Arc::new(store.clone()),
+                sessions: Arc::new(store.clone()),
+                log: Arc::new(store.clone()),
+            };
+            let source = SqliteSource::new(store)?;
+            let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
+            (tables, stream)
+        }
+        Backend::DynamoDb(dynamo) => {
+            let (tables, source) = dynamo::open(dynamo).await?;
+            let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
+            (tables, stream)
+        }
+    };
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions: Functions { store, poster } });
+    let functions = Functions { tables, poster };
+    ready(&config);
+    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions });
     let mut app = Router::new()
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(

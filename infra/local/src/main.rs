@@ -3,14 +3,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chat_aws::TableNames;
 use chat_core::broadcaster::FanoutConfig;
-use chat_local::Config;
 use chat_local::stream::StreamSettings;
+use chat_local::{ArchiveSettings, Backend, Config, DynamoSettings};
 use clap::Parser;
 use tokio::net::TcpListener;
 
 /// A faithful local API Gateway WebSocket chat: the same handler code as the
 /// Lambdas, SQLite for the tables, and its message log as the DynamoDB Stream.
+/// With --dynamodb-endpoint, the Lambdas' DynamoDB adapters and the table's real
+/// stream instead.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -47,6 +50,53 @@ struct Args {
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 64)]
     fanout_concurrency: usize,
+    /// Use this DynamoDB API (moto, DynamoDB Local, AWS) through the AWS adapters
+    /// instead of SQLite; the broadcaster then reads the table's real stream.
+    #[arg(long, env = "CHAT_DYNAMODB_ENDPOINT", value_name = "URL")]
+    dynamodb_endpoint: Option<String>,
+    /// Use the AWS account of the environment's credentials (no endpoint override).
+    #[arg(long, env = "CHAT_DYNAMODB", conflicts_with = "dynamodb_endpoint")]
+    dynamodb: bool,
+    /// DynamoDB mode: create missing tables (and the archive bucket).
+    #[arg(long, env = "CHAT_CREATE_TABLES")]
+    create_tables: bool,
+    /// DynamoDB mode: the ActiveConnections table.
+    #[arg(long, env = "CONNECTIONS_TABLE", default_value = "ActiveConnections")]
+    connections_table: String,
+    /// DynamoDB mode: the SessionHistory table.
+    #[arg(long, env = "SESSIONS_TABLE", default_value = "SessionHistory")]
+    sessions_table: String,
+    /// DynamoDB mode: the MessageHistory table (with a NEW_IMAGE stream).
+    #[arg(long, env = "MESSAGES_TABLE", default_value = "MessageHistory")]
+    messages_table: String,
+    /// Archive every broadcast batch as JSON Lines to this S3 bucket.
+    #[arg(long, env = "ARCHIVE_BUCKET")]
+    archive_bucket: Option<String>,
+    /// The S3 API for the archive (moto, MinIO); default: AWS.
+    #[arg(long, env = "CHAT_S3_ENDPOINT", value_name = "URL", requires = "archive_bucket")]
+    s3_endpoint: Option<String>,
+}
+
+impl Args {
+    fn backend(&self) -> Backend {
+        if self.dynamodb_endpoint.is_none() && !self.dynamodb {
+            return Backend::Embedded { database: self.db.clone() };
+        }
+        Backend::DynamoDb(DynamoSettings {
+            endpoint: self.dynamodb_endpoint.clone(),
+            tables: TableNames {
+                connections: self.connections_table.clone(),
+                sessions: self.sessions_table.clone(),
+                messages: self.messages_table.clone(),
+            },
+            create_tables: self.create_tables,
+        })
+    }
+
+    fn archive(&self) -> Option<ArchiveSettings> {
+        let bucket = self.archive_bucket.clone()?;
+        Some(ArchiveSettings { bucket, endpoint: self.s3_endpoint.clone(), create_bucket: self.create_tables })
+    }
 }
 
 #[tokio::main]
@@ -66,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         stage: args.stage.clone(),
         api_id: "local".into(),
-        database: args.db.clone(),
+        backend: args.backend(),
+        archive: args.archive(),
         frontend,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_lifetime: Duration::from_secs(args.max_lifetime_secs),
@@ -77,15 +128,24 @@ async fn main() -> anyhow::Result<()> {
         },
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
     };
-    // Tests and scripts read this first line to find the endpoint.
-    println!("websocket: ws://{address}/{}", args.stage);
-    println!("web chat:  http://{address}/");
-    println!("@connections: http://{address}/{}/@connections/{{connection_id}}", args.stage);
-    println!("database:  {}", args.db.display());
-    serve_until_ctrl_c(config, listener).await
+    let ready = move |config: &Config| print_endpoints(address, config);
+    serve_until_ctrl_c(config, listener, ready).await
 }
 
-async fn serve_until_ctrl_c(config: Config, listener: TcpListener) -> anyhow::Result<()> {
+/// Tests and scripts read the first line to find the endpoint, so it is printed
+/// only once the stack accepts connections.
+fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
+    let stage = &config.stage;
+    println!("websocket: ws://{address}/{stage}");
+    println!("web chat:  http://{address}/");
+    println!("@connections: http://{address}/{stage}/@connections/{{connection_id}}");
+    match &config.backend {
+        Backend::Embedded { database } => println!("database:  {}", database.display()),
+        Backend::DynamoDb(dynamo) => println!("dynamodb:  {}", dynamo.endpoint.as_deref().unwrap_or("AWS")),
+    }
+}
+
+async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl FnOnce(&Config)) -> anyhow::Result<()> {
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
@@ -95,5 +155,5 @@ async fn serve_until_ctrl_c(config: Config, listener: TcpListener) -> anyhow::Re
         }
         tracing::info!("shutting down: closing sockets");
     };
-    chat_local::serve(config, listener, shutdown).await
+    chat_local::serve(config, listener, ready, shutdown).await
 }

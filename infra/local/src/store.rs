@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+PRAGMA busy_timeout = 5000;
 CREATE TABLE IF NOT EXISTS active_connections (
     connection_id TEXT PRIMARY KEY,
     connected_at  TEXT NOT NULL,

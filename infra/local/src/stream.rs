@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_lambda_events::dynamodb::{Event, EventRecord, StreamViewType};
-use chat_core::LogEvent;
+use aws_lambda_events::streams::DynamoDbEventResponse;
 use chat_core::broadcaster::{Broadcaster, RetryPolicy};
 use chat_core::entrypoints::stream::on_stream;
-use tokio::sync::watch;
+use chat_core::{LogEvent, StoreError};
+use tokio::sync::{Notify, watch};
 
 use crate::store::SqliteStore;
 
@@ -54,77 +56,169 @@ fn record(seq: i64, event: &LogEvent, table_arn: &str) -> EventRecord {
     record
 }
 
-/// Runs until `stop` turns true.
-pub async fn run(
+/// Where the event source mapping reads records: the embedded store's message
+/// table, or a real DynamoDB Stream. A source keeps a read position (ahead of
+/// what is done while a batch is in flight) and moves it when told.
+#[async_trait]
+pub trait RecordSource: Send {
+    /// Up to `max` records after the read position; empty when there are none yet.
+    async fn poll(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Returns when a poll may find new records.
+    async fn wait(&mut self);
+    /// Continue after `record`: it was delivered, or given up.
+    async fn resume_after(&mut self, record: &EventRecord) -> Result<(), StoreError>;
+    /// Continue at `record`: it is retried.
+    async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError>;
+}
+
+/// How often a source with no wake-up signal (or written by another process) is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The embedded store's message table; its row numbers are the sequence numbers.
+pub struct SqliteSource {
     store: SqliteStore,
+    appended: Arc<Notify>,
+    position: i64,
+}
+
+const LOCAL_TABLE_ARN: &str = "arn:aws:dynamodb:local:000000000000:table/MessageHistory";
+
+impl SqliteSource {
+    /// Resumes from the persisted checkpoint.
+    pub fn new(store: SqliteStore) -> Result<Self, StoreError> {
+        let position = store.checkpoint()?;
+        Ok(Self { appended: store.appended(), store, position })
+    }
+
+    fn checkpoint_at(&mut self, seq: i64) -> Result<(), StoreError> {
+        self.position = seq;
+        self.store.set_checkpoint(seq)
+    }
+}
+
+fn seq_of(record: &EventRecord) -> Result<i64, StoreError> {
+    let number = record.change.sequence_number.as_deref().unwrap_or_default();
+    number.parse().map_err(|_| StoreError::Malformed(format!("sequence number {number:?}")))
+}
+
+#[async_trait]
+impl RecordSource for SqliteSource {
+    async fn poll(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = self.store.stream_after(self.position, max)?;
+        let mut records = Vec::with_capacity(rows.len());
+        for (seq, row) in rows {
+            self.position = seq;
+            match row {
+                Ok(event) => records.push(record(seq, &event, LOCAL_TABLE_ARN)),
+                Err(error) => tracing::error!(seq, %error, "stream: skipping unreadable row"),
+            }
+        }
+        Ok(records)
+    }
+
+    async fn wait(&mut self) {
+        // Appends in this process wake us at once; the poll catches other writers (replay).
+        tokio::select! {
+            () = self.appended.notified() => {}
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+
+    async fn resume_after(&mut self, record: &EventRecord) -> Result<(), StoreError> {
+        self.checkpoint_at(seq_of(record)?)
+    }
+
+    async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError> {
+        self.checkpoint_at(seq_of(record)? - 1)
+    }
+}
+
+/// What the mapping does after an invocation.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Everything delivered: continue after the last record.
+    Advance,
+    /// Retry from the record at this index of the batch.
+    Retry(usize),
+}
+
+/// Lambda's rules for a partial batch response: retry from the lowest failed
+/// record; an identifier that is not in the batch fails the whole batch.
+fn next_step(batch: &[EventRecord], response: &DynamoDbEventResponse) -> Next {
+    let mut lowest = None;
+    for failure in &response.batch_item_failures {
+        let id = failure.item_identifier.as_deref();
+        match batch.iter().position(|r| r.change.sequence_number.as_deref() == id) {
+            Some(index) => lowest = Some(lowest.map_or(index, |l: usize| l.min(index))),
+            None => {
+                tracing::error!(?id, "stream: an unknown batchItemFailures identifier fails the whole batch");
+                return Next::Retry(0);
+            }
+        }
+    }
+    lowest.map_or(Next::Advance, Next::Retry)
+}
+
+/// The event source mapping: batches from `source` into the broadcaster until
+/// `stop` turns true.
+pub async fn run(
+    mut source: impl RecordSource,
     broadcaster: Arc<Broadcaster>,
     settings: StreamSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let appended = store.appended();
-    let table_arn = "arn:aws:dynamodb:local:000000000000:table/MessageHistory";
     let backoff =
         RetryPolicy { max_attempts: 0, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) };
     let mut retries = 0u32;
     while !*stop.borrow() {
-        let checkpoint = match store.checkpoint() {
-            Ok(seq) => seq,
+        let mut batch = match source.poll(settings.batch_size).await {
+            Ok(batch) => batch,
             Err(error) => {
-                tracing::error!(%error, "stream: cannot read the checkpoint");
+                tracing::error!(%error, "stream: cannot read records");
                 tokio::time::sleep(backoff.max_delay).await;
                 continue;
             }
         };
-        let mut rows = store.stream_after(checkpoint, settings.batch_size).unwrap_or_default();
-        if rows.is_empty() {
+        if batch.is_empty() {
             tokio::select! {
-                () = appended.notified() => {}
+                () = source.wait() => {}
                 _ = stop.changed() => {}
             }
             continue;
         }
-        if !settings.batching_window.is_zero() && rows.len() < settings.batch_size {
+        if !settings.batching_window.is_zero() && batch.len() < settings.batch_size {
             tokio::time::sleep(settings.batching_window).await;
-            rows = store.stream_after(checkpoint, settings.batch_size).unwrap_or_default();
+            match source.poll(settings.batch_size - batch.len()).await {
+                Ok(more) => batch.extend(more),
+                Err(error) => tracing::warn!(%error, "stream: invoking with the records read so far"),
+            }
         }
-        let last = rows.last().map_or(checkpoint, |(seq, _)| *seq);
         let mut event = Event::default();
-        for (seq, row) in &rows {
-            match row {
-                Ok(log_event) => event.records.push(record(*seq, log_event, table_arn)),
-                Err(error) => tracing::error!(seq, %error, "stream: skipping unreadable row"),
-            }
-        }
-        let in_batch: Vec<String> = event.records.iter().filter_map(|r| r.change.sequence_number.clone()).collect();
-        let response = on_stream(event, &broadcaster).await;
-
-        let failed: Vec<&String> =
-            response.batch_item_failures.iter().filter_map(|f| f.item_identifier.as_ref()).collect();
-        let lowest_failed = if failed.iter().any(|id| !in_batch.contains(id)) {
-            tracing::error!("stream: an unknown batchItemFailures identifier fails the whole batch");
-            Some(checkpoint + 1)
-        } else {
-            failed.iter().filter_map(|id| id.parse::<i64>().ok()).min()
-        };
-        let next_checkpoint = match lowest_failed {
-            None => {
+        event.records = batch;
+        let response = on_stream(&event, &broadcaster).await;
+        let batch = event.records;
+        let moved = match next_step(&batch, &response) {
+            Next::Advance => {
                 retries = 0;
-                last
+                source.resume_after(batch.last().expect("batch is not empty")).await
             }
-            Some(seq) if retries >= settings.max_retries => {
+            Next::Retry(index) if retries >= settings.max_retries => {
+                let record = &batch[index];
+                let seq = record.change.sequence_number.as_deref().unwrap_or_default();
                 tracing::error!(seq, retries, "stream: record given up after retries (on-failure destination)");
                 retries = 0;
-                seq
+                source.resume_after(record).await
             }
-            Some(seq) => {
+            Next::Retry(index) => {
                 retries += 1;
+                let seq = batch[index].change.sequence_number.as_deref().unwrap_or_default();
                 tracing::warn!(seq, retries, "stream: retrying from a failed record");
                 tokio::time::sleep(backoff.delay(retries)).await;
-                seq - 1
+                source.resume_at(&batch[index]).await
             }
         };
-        if let Err(error) = store.set_checkpoint(next_checkpoint) {
-            tracing::error!(%error, "stream: cannot save the checkpoint");
+        if let Err(error) = moved {
+            tracing::error!(%error, "stream: cannot move the read position; the batch will be read again");
         }
     }
 }
@@ -159,7 +253,8 @@ mod tests {
         }
         let settings = StreamSettings { batch_size: 10, batching_window: Duration::ZERO, max_retries: 2 };
         let (stop, stopped) = watch::channel(false);
-        let emulator = tokio::spawn(run(store.clone(), broadcaster, settings, stopped));
+        let source = SqliteSource::new(store.clone()).unwrap();
+        let emulator = tokio::spawn(run(source, broadcaster, settings, stopped));
 
         let texts = || -> Vec<String> {
             poster.frames_to("reader").iter().map(|f| f["text"].as_str().unwrap().to_owned()).collect()

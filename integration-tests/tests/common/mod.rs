@@ -20,21 +20,24 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// the same profile and target directory as this test, so it is never stale.
 /// `cargo test` builds only the binaries of the package under test, hence this.
 pub fn binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "chat-local", "--bin", "chat-local"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build for chat-local");
-            assert!(status.success(), "building chat-local failed");
-            let exe = std::env::current_exe().unwrap();
-            let path = exe.parent().unwrap().parent().unwrap().join("chat-local");
-            assert!(path.exists(), "{} is missing after building it", path.display());
-            path
-        })
-        .clone()
+    package_binary("chat-local")
+}
+
+/// One of the `chat-local` package's binaries (`chat-local`, `replay`).
+pub fn package_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "chat-local", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for chat-local");
+        assert!(status.success(), "building chat-local failed");
+    });
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(path.exists(), "{} is missing after building it", path.display());
+    path
 }
 
 /// A tool the tests need, installed by `run-all.sh`: its path, or a loud failure.
@@ -175,4 +178,56 @@ impl Client {
 
 fn fastrand_u16() -> u16 {
     (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 65_000) as u16
+}
+
+/// moto's server (every AWS API on one port), installed by `run-all.sh` in a
+/// virtualenv. Killed (by PID) when dropped.
+pub struct Moto {
+    _child: Child,
+    pub url: String,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let exe = prerequisite(here.join(".tools/venv/bin/moto_server"), "moto_server");
+        let mut child = Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server");
+        // Werkzeug names the port it bound once it listens.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(at) = line.find("Running on http://") {
+                    return line[at + "Running on ".len()..].trim().to_owned();
+                }
+            }
+            panic!("moto_server exited before listening");
+        })
+        .await
+        .expect("moto_server listens in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Moto { _child: child, url }
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await
+    }
+}
+
+/// Runs a `chat-local` package binary to completion, returning its stdout.
+pub async fn run_binary(name: &str, args: &[&str]) -> String {
+    let output = Command::new(package_binary(name)).args(args).stderr(Stdio::inherit()).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output).await.expect("finishes in time").unwrap();
+    assert!(output.status.success(), "{name} {args:?} failed with {}", output.status);
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }

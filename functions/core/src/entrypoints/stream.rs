@@ -28,7 +28,7 @@ pub fn decode(record: &EventRecord) -> Result<Option<SequencedEvent>, RecordErro
 
 /// Broadcasts a stream batch. Malformed records are logged and skipped: retrying
 /// them could never succeed and would block the shard for 24 hours.
-pub async fn on_stream(event: Event, broadcaster: &Broadcaster) -> DynamoDbEventResponse {
+pub async fn on_stream(event: &Event, broadcaster: &Broadcaster) -> DynamoDbEventResponse {
     let batch: Vec<SequencedEvent> = event
         .records
         .iter()

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         config: fanout_config_from_env(),
     };
     run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(stream::on_stream(event.payload, broadcaster).await)
+        Ok::<_, Error>(stream::on_stream(&event.payload, broadcaster).await)
     }))
     .await
 }

@@ -1,0 +1,105 @@
+//! DynamoDB-endpoint mode: the handlers use the AWS adapters (the very code the
+//! Lambdas deploy) against any DynamoDB API — moto, DynamoDB Local or AWS — and
+//! the broadcaster is driven by the MessageHistory table's real stream.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_lambda_events::dynamodb::EventRecord;
+use chat_aws::provision::{create_bucket, create_tables};
+use chat_aws::{DynamoConnections, DynamoLog, DynamoSessions, S3Archive, StartingPosition, StreamReader, TableNames};
+use chat_core::StoreError;
+
+use crate::functions::Tables;
+use crate::stream::{POLL_INTERVAL, RecordSource};
+
+/// Where the tables are.
+#[derive(Clone, Debug)]
+pub struct DynamoSettings {
+    /// `None`: the SDK's own resolution (AWS, or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    pub tables: TableNames,
+    pub create_tables: bool,
+}
+
+/// Where the broadcaster archives each batch.
+#[derive(Clone, Debug)]
+pub struct ArchiveSettings {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub create_bucket: bool,
+}
+
+/// The three tables through the AWS adapters, and the message table's stream
+/// (read from records written from now on, like a new `LATEST` mapping).
+pub async fn open(settings: &DynamoSettings) -> Result<(Tables, DynamoSource), StoreError> {
+    let sdk = chat_aws::sdk_config_for(settings.endpoint.as_deref()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    if settings.create_tables {
+        create_tables(&client, &settings.tables).await?;
+    }
+    let names = &settings.tables;
+    let tables = Tables {
+        connections: Arc::new(DynamoConnections::new(client.clone(), &names.connections)),
+        sessions: Arc::new(DynamoSessions::new(client.clone(), &names.sessions)),
+        log: Arc::new(DynamoLog::new(client.clone(), &names.messages)),
+    };
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let reader = StreamReader::open(&client, streams, &names.messages, StartingPosition::Latest).await?;
+    tracing::info!(stream = reader.stream_arn(), "reading the MessageHistory stream");
+    Ok((tables, DynamoSource { reader, in_flight: None }))
+}
+
+/// The S3 archive, its bucket created first if asked.
+pub async fn archive(settings: &ArchiveSettings) -> Result<S3Archive, StoreError> {
+    let archive = S3Archive::new(&chat_aws::sdk_config_for(settings.endpoint.as_deref()).await, &settings.bucket);
+    if settings.create_bucket {
+        create_bucket(archive.client(), &settings.bucket).await?;
+    }
+    Ok(archive)
+}
+
+/// A DynamoDB Stream as the mapping's record source.
+pub struct DynamoSource {
+    reader: StreamReader,
+    /// The shard of the batch being gathered or invoked, and its last record.
+    in_flight: Option<(String, String)>,
+}
+
+fn sequence_number(record: &EventRecord) -> Result<&str, StoreError> {
+    record
+        .change
+        .sequence_number
+        .as_deref()
+        .ok_or_else(|| StoreError::Malformed("record without a sequence number".into()))
+}
+
+#[async_trait]
+impl RecordSource for DynamoSource {
+    async fn poll(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        // A batch grows only from its own shard.
+        let shard = self.in_flight.as_ref().map(|(shard, _)| shard.as_str());
+        let batch = self.reader.next_batch(max, shard).await?;
+        if let Some(last) = batch.records.last() {
+            self.in_flight = Some((batch.shard_id, sequence_number(last)?.to_owned()));
+        }
+        Ok(batch.records)
+    }
+
+    async fn wait(&mut self) {
+        // GetRecords allows five calls a second per shard; Lambda polls four times.
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    async fn resume_after(&mut self, record: &EventRecord) -> Result<(), StoreError> {
+        let Some((shard, last_read)) = self.in_flight.take() else { return Ok(()) };
+        let seq = sequence_number(record)?;
+        // After a whole batch the shard iterator already points past it.
+        if seq == last_read { Ok(()) } else { self.reader.seek(&shard, seq, false).await }
+    }
+
+    async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError> {
+        let Some((shard, _)) = self.in_flight.take() else { return Ok(()) };
+        self.reader.seek(&shard, sequence_number(record)?, true).await
+    }
+}
