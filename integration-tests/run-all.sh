@@ -29,6 +29,14 @@ if [ ! -x "$tools/node_modules/.bin/wscat" ] || [ ! -d "$tools/node_modules/play
 fi
 "$tools/node_modules/.bin/wscat" --version
 
+step "moto (pip, in a virtualenv) for the DynamoDB-endpoint tests"
+venv=integration-tests/.tools/venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6"
+fi
+"$venv/bin/python" -c 'import moto; print("moto", moto.__version__)'
+
 # Tests only ever talk to loopback with fake credentials.
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export CARGO_TERM_COLOR=never

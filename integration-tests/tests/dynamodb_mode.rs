@@ -110,5 +110,14 @@ async fn chat_through_moto_tables_stream_and_archive() {
     let expected: Vec<&Value> = from_table.iter().filter(|e| e["message_id"].as_str().unwrap() > after).collect();
     assert_eq!(json_lines(&tail).iter().collect::<Vec<_>>(), expected);
     assert!(!expected.is_empty());
+
+    // Re-publishing the archive into the table it came from changes nothing.
+    let summary = run_binary(
+        "replay",
+        &[&["--from", &format!("s3:{BUCKET}"), "--publish", "dynamodb:MessageHistory"][..], &endpoints].concat(),
+    )
+    .await;
+    assert!(summary.contains(&format!("0 appended, {} already in the log", from_table.len())), "{summary}");
+    assert_eq!(scan(&dynamodb, "MessageHistory").await.len(), messages.len());
     stack.stop().await;
 }

@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let events = filter.apply(read(&args.from, &endpoints).await?);
     if let Some(target) = &args.publish {
         let published = publish(target, &events, &endpoints).await?;
-        eprintln!(
+        println!(
             "replayed {} events: {} appended, {} already in the log",
             events.len(),
             published.appended,
