@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::error::DisplayErrorContext;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use chat_core::ports::{PostError, SocketPoster};
+use chat_core::ports::{Bytes, PostError, SocketPoster};
 
 /// `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`, built from the
 /// API id rather than the event's domainName, which is wrong behind a custom domain.
@@ -27,8 +27,9 @@ impl ApiGatewayPoster {
 
 #[async_trait]
 impl SocketPoster for ApiGatewayPoster {
-    async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
-        let result = self.client.post_to_connection().connection_id(connection_id).data(Blob::new(frame)).send().await;
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
+        let data = Blob::new(frame.to_vec());
+        let result = self.client.post_to_connection().connection_id(connection_id).data(data).send().await;
         let Err(error) = result else { return Ok(()) };
         // Classified by the x-amzn-ErrorType the service sends, never by message text.
         Err(match error.as_service_error() {

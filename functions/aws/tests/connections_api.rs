@@ -2,7 +2,7 @@
 //! Gateway sends them. A one-route HTTP server on loopback plays the service.
 
 use chat_aws::ApiGatewayPoster;
-use chat_core::ports::{PostError, SocketPoster};
+use chat_core::ports::{Bytes, PostError, SocketPoster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -52,7 +52,7 @@ async fn poster(endpoint: &str) -> ApiGatewayPoster {
 #[tokio::test]
 async fn a_post_reaches_the_stage_path_with_the_raw_frame() {
     let (endpoint, server) = serve(200, None).await;
-    poster(&endpoint).await.post("CXzQ2cJjoAMCJ6g=", br#"{"message":"hi"}"#).await.unwrap();
+    poster(&endpoint).await.post("CXzQ2cJjoAMCJ6g=", &Bytes::from_static(br#"{"message":"hi"}"#)).await.unwrap();
     let request = server.await.unwrap();
     let request_line = request.lines().next().unwrap();
     // The SDK keeps `@` and percent-encodes the id's `=`: the local stack must decode it.
@@ -68,7 +68,7 @@ async fn service_errors_map_to_typed_post_errors() {
         (413, "PayloadTooLargeException", PostError::PayloadTooLarge),
     ] {
         let (endpoint, server) = serve(status, Some(error_type)).await;
-        let result = poster(&endpoint).await.post("abc=", b"x").await;
+        let result = poster(&endpoint).await.post("abc=", &Bytes::from_static(b"x")).await;
         assert_eq!(result, Err(expected), "{status} {error_type}");
         server.abort();
     }
@@ -77,7 +77,7 @@ async fn service_errors_map_to_typed_post_errors() {
 #[tokio::test]
 async fn an_unlabelled_error_is_other_not_gone() {
     let (endpoint, server) = serve(410, None).await;
-    let result = poster(&endpoint).await.post("abc=", b"x").await;
+    let result = poster(&endpoint).await.post("abc=", &Bytes::from_static(b"x")).await;
     assert!(matches!(result, Err(PostError::Other(_))), "{result:?}");
     server.abort();
 }

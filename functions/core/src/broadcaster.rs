@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::archive;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
-use crate::ports::{Archive, Clock, ConnectionStore, PostError, SessionLog, SocketPoster, list_all_connections};
+use crate::ports::{Archive, Bytes, Clock, ConnectionStore, PostError, SessionLog, SocketPoster, list_all_connections};
 use crate::protocol::event_frame;
 
 /// How hard to push and when to give up.
@@ -150,8 +150,9 @@ impl Broadcaster {
     /// A join is announced to everyone but the joiner.
     async fn deliver(&self, event: &LogEvent, recipients: &[Connection]) -> FanoutOutcome {
         let started = Instant::now();
-        let frame = event_frame(event);
-        let frame = frame.as_slice();
+        // Rendered once; every post shares it.
+        let frame = Bytes::from(event_frame(event));
+        let frame = &frame;
         let skip = (event.kind == EventKind::Join).then_some(event.connection_id.as_str());
         let targets = recipients.iter().filter(|c| Some(c.connection_id.as_str()) != skip);
 
@@ -181,11 +182,11 @@ impl Broadcaster {
         outcome
     }
 
-    async fn post_one<'c>(&self, connection: &'c Connection, frame: &[u8]) -> (&'c Connection, Delivery) {
+    async fn post_one<'c>(&self, connection: &'c Connection, frame: &Bytes) -> (&'c Connection, Delivery) {
         (connection, self.post_with_retry(&connection.connection_id, frame).await)
     }
 
-    async fn post_with_retry(&self, connection_id: &str, frame: &[u8]) -> Delivery {
+    async fn post_with_retry(&self, connection_id: &str, frame: &Bytes) -> Delivery {
         let policy = &self.config.retry;
         let mut attempt = 0;
         loop {

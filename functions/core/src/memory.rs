@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{Connection, LogEvent, Session, SessionEnd};
 use crate::ports::{
-    Archive, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
+    Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
 };
 
 /// A switch that makes a store answer [`StoreError::Unavailable`].
@@ -213,7 +213,7 @@ impl RecordingPoster {
 
 #[async_trait]
 impl SocketPoster for RecordingPoster {
-    async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);

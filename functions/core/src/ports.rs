@@ -3,6 +3,7 @@
 //! in `chat-aws`, and an embedded one in the local stack.
 
 use async_trait::async_trait;
+pub use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::model::{Connection, LogEvent, Session, SessionEnd};
@@ -122,7 +123,8 @@ pub enum PostError {
 /// The @connections management API, reduced to what the product does with it.
 #[async_trait]
 pub trait SocketPoster: Send + Sync {
-    async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError>;
+    /// `frame` is shared by every recipient of a broadcast: cloning it is cheap.
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError>;
 }
 
 /// Where batches of the log are archived (S3 when deployed).

@@ -108,13 +108,23 @@ async fn run_socket(
 ) {
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
-        while let Some(out) = queued.recv().await {
-            let message = match out {
-                Outbound::Text(text) => Message::Text(text.into()),
-                Outbound::Close { code, reason } => Message::Close(Some(CloseFrame { code, reason: reason.into() })),
-            };
-            let is_close = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || is_close {
+        'writing: while let Some(first) = queued.recv().await {
+            // Everything already queued goes out with one flush: one write, not one per frame.
+            let mut next = Some(first);
+            while let Some(out) = next {
+                let message = match out {
+                    Outbound::Text(text) => Message::Text(text),
+                    Outbound::Close { code, reason } => {
+                        Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+                    }
+                };
+                let is_close = matches!(message, Message::Close(_));
+                if sink.feed(message).await.is_err() || is_close {
+                    break 'writing;
+                }
+                next = queued.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }
@@ -193,6 +203,6 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
         }
     };
     if let Some(reply) = reply {
-        outbound.send(Outbound::Text(reply)).await.ok();
+        outbound.send(Outbound::Text(reply.into())).await.ok();
     }
 }

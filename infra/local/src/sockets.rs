@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use chat_core::ports::Bytes;
 use chat_core::ports::{PostError, SocketPoster};
 use chat_core::protocol::MAX_FRAME_BYTES;
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +18,7 @@ pub const SEND_QUEUE: usize = 1024;
 /// What the gateway's writer task is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
-    Text(String),
+    Text(Utf8Bytes),
     Close { code: u16, reason: &'static str },
 }
 
@@ -89,11 +91,12 @@ impl Sockets {
 
     /// Queues a frame, answering as @connections would: 410 for an unknown id,
     /// 413 over 128 KiB. A client whose queue is full is closed and reported gone.
-    pub fn send(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
+    pub fn send(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         if frame.len() > MAX_FRAME_BYTES {
             return Err(PostError::PayloadTooLarge);
         }
-        let text = String::from_utf8(frame.to_vec()).map_err(|_| PostError::Other("frame is not UTF-8".into()))?;
+        // Shares the broadcast's one copy of the frame; only checks it is text.
+        let text = Utf8Bytes::try_from(frame.clone()).map_err(|_| PostError::Other("frame is not UTF-8".into()))?;
         let outcome = {
             let open = self.open.read().unwrap();
             let Some(socket) = open.get(connection_id) else { return Err(PostError::Gone) };
@@ -117,7 +120,7 @@ pub struct LocalPoster(pub Sockets);
 
 #[async_trait]
 impl SocketPoster for LocalPoster {
-    async fn post(&self, connection_id: &str, frame: &[u8]) -> Result<(), PostError> {
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.0.send(connection_id, frame)
     }
 }

@@ -1,5 +1,5 @@
 use super::HandlerError;
-use crate::ports::{LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
+use crate::ports::{Bytes, LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
 use crate::protocol::{Command, event_frame, invalid_request_frame, parse_command, protocol_error_frame};
 
 /// `$default`: everything API Gateway could not route. `history` is served here
@@ -17,7 +17,7 @@ pub async fn default_route(
         Err(refusal) => protocol_error_frame(&refusal),
     };
     tracing::info!(connection_id, "unrecognized request");
-    reply_to(connection_id, &reply, poster).await
+    reply_to(connection_id, &Bytes::from(reply), poster).await
 }
 
 /// Sends the sender past events in log order, each as the frame the broadcaster
@@ -32,12 +32,12 @@ pub async fn history(
     let events = log.read(&LogQuery { after: since, limit }).await?;
     tracing::info!(connection_id, count = events.len(), "history served");
     for event in &events {
-        reply_to(connection_id, &event_frame(event), poster).await?;
+        reply_to(connection_id, &Bytes::from(event_frame(event)), poster).await?;
     }
     Ok(())
 }
 
-async fn reply_to(connection_id: &str, frame: &[u8], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
+async fn reply_to(connection_id: &str, frame: &Bytes, poster: &dyn SocketPoster) -> Result<(), HandlerError> {
     match poster.post(connection_id, frame).await {
         // The sender left meanwhile: nobody to tell.
         Ok(()) | Err(PostError::Gone) => Ok(()),
