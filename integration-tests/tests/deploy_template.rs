@@ -44,6 +44,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "send_message", entrypoint: "websocket::on_send_message" },
     Function { binary: "default", entrypoint: "websocket::on_default" },
     Function { binary: "broadcaster", entrypoint: "stream::on_stream" },
+    Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
 ];
 
 /// `(port trait, method)` pairs a run called.
@@ -191,6 +192,12 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
             let response = stream::on_stream(event, &broadcaster).await;
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
+        }
+        "authorizer" => {
+            // Pure verification: it calls no port (and so needs no grant but its logs).
+            let mut request = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest::default();
+            request.method_arn = Some("arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/$connect".into());
+            chat_core::entrypoints::authorizer::on_authorize(&request, b"a-test-secret-that-is-32-bytes!!", 0);
         }
         other => panic!("no scenario for {other}"),
     }
@@ -533,7 +540,7 @@ async fn every_role_grants_exactly_what_its_code_calls() {
         "the template deploys every Lambda binary and nothing else"
     );
     for archive in [false, true] {
-        let conditions = HashMap::from([("ArchiveEnabled", archive)]);
+        let conditions = HashMap::from([("ArchiveEnabled", archive), ("AuthorizerEnabled", true)]);
         let template = resolve(&raw, &conditions).unwrap();
         let deployed = functions(&template);
         for function in FUNCTIONS {
@@ -699,4 +706,22 @@ fn the_stream_event_source_reports_partial_failures_and_gives_up() {
         assert_eq!(get("Architectures"), serde_yaml::from_str::<Value>("[arm64]").unwrap());
         assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
     }
+}
+
+#[test]
+fn the_authorizer_guards_connect_only_when_enabled() {
+    let raw = template();
+    for enabled in [false, true] {
+        let conditions = HashMap::from([("ArchiveEnabled", false), ("AuthorizerEnabled", enabled)]);
+        let template = resolve(&raw, &conditions).unwrap();
+        let route = &template["Resources"]["ConnectRoute"]["Properties"];
+        assert_eq!(route["AuthorizationType"], if enabled { "CUSTOM" } else { "NONE" });
+        assert_eq!(route.get("AuthorizerId").is_some(), enabled);
+    }
+    for resource in ["ConnectAuthorizer", "AuthorizerFunction", "AuthorizerRole", "AuthorizerLogGroup"] {
+        assert_eq!(raw["Resources"][resource]["Condition"], "AuthorizerEnabled", "{resource} exists only when enabled");
+    }
+    let authorizer = &raw["Resources"]["ConnectAuthorizer"]["Properties"];
+    assert_eq!(authorizer["IdentitySource"][0], "route.request.querystring.Authorization");
+    assert_eq!(raw["Parameters"]["JwtSecret"]["NoEcho"], true);
 }
