@@ -5,6 +5,7 @@
 //! the same [`entrypoints`], so behaviour cannot drift between the two.
 
 pub mod archive;
+pub mod auth;
 pub mod broadcaster;
 pub mod entrypoints;
 pub mod handlers;

@@ -85,3 +85,13 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         default
     })
 }
+
+/// The authorizer's HS256 secret from `JWT_SECRET`; refuses one shorter than the
+/// 32 bytes HS256 calls for, so a misconfigured stack fails at cold start.
+pub fn jwt_secret() -> Result<Vec<u8>, Error> {
+    let secret = std::env::var("JWT_SECRET").map_err(|_| "JWT_SECRET must hold the HS256 secret")?;
+    if secret.len() < 32 {
+        return Err("JWT_SECRET must be at least 32 bytes".into());
+    }
+    Ok(secret.into_bytes())
+}

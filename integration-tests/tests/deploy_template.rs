@@ -1,0 +1,728 @@
+//! `infra/template.yaml` against the code it deploys, offline.
+//!
+//! Least privilege is checked from both ends:
+//! 1. Which port methods each function calls is *recorded*: the same `chat_core`
+//!    entrypoint its binary calls runs against recording in-memory ports.
+//! 2. Which SDK operations each of those methods makes is *read from the adapter
+//!    sources* in `functions/aws/src` (parsed with `syn`, following calls into the
+//!    crate's own helpers); an operation missing from [`SDK_ACTIONS`] fails loudly.
+//! 3. The role's statements in the template must then equal exactly those
+//!    actions on the resources the function's environment names, plus what the
+//!    runtime needs (its log group; the stream and failure queue of its events).
+//!
+//! Adding an SDK call without its permission, or granting one nobody calls, fails.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use aws_lambda_events::dynamodb::Event;
+use chat_core::broadcaster::{Broadcaster, FanoutConfig};
+use chat_core::entrypoints::{stream, websocket};
+use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::ports::{
+    Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
+    SystemClock,
+};
+use chat_core::{Connection, LogEvent, Session, SessionEnd};
+use serde_yaml::Value;
+use syn::visit::Visit;
+
+// ------------------------------------------------------------ the functions
+
+/// A deployed function: its binary, the entrypoint that binary calls, and a run
+/// of that entrypoint through its paths against recording ports.
+struct Function {
+    binary: &'static str,
+    entrypoint: &'static str,
+}
+
+const FUNCTIONS: &[Function] = &[
+    Function { binary: "connect", entrypoint: "websocket::on_connect" },
+    Function { binary: "disconnect", entrypoint: "websocket::on_disconnect" },
+    Function { binary: "send_message", entrypoint: "websocket::on_send_message" },
+    Function { binary: "default", entrypoint: "websocket::on_default" },
+    Function { binary: "broadcaster", entrypoint: "stream::on_stream" },
+    Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
+];
+
+/// `(port trait, method)` pairs a run called.
+type Calls = BTreeSet<(&'static str, &'static str)>;
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Calls>>);
+
+impl Seen {
+    fn note(&self, port: &'static str, method: &'static str) {
+        self.0.lock().unwrap().insert((port, method));
+    }
+    fn take(&self) -> Calls {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// An in-memory port that notes every call before delegating.
+struct Recorded<T> {
+    inner: T,
+    seen: Seen,
+}
+
+fn recorded<T: Default>(seen: &Seen) -> Recorded<T> {
+    Recorded { inner: T::default(), seen: seen.clone() }
+}
+
+#[async_trait]
+impl ConnectionStore for Recorded<MemoryConnections> {
+    async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+        self.seen.note("ConnectionStore", "put");
+        self.inner.put(connection).await
+    }
+    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+        self.seen.note("ConnectionStore", "delete");
+        self.inner.delete(connection_id).await
+    }
+    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+        self.seen.note("ConnectionStore", "list");
+        self.inner.list(after).await
+    }
+}
+
+#[async_trait]
+impl SessionLog for Recorded<MemorySessions> {
+    async fn open(&self, session: &Session) -> Result<(), StoreError> {
+        self.seen.note("SessionLog", "open");
+        self.inner.open(session).await
+    }
+    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+        self.seen.note("SessionLog", "close");
+        self.inner.close(end).await
+    }
+}
+
+#[async_trait]
+impl MessageLog for Recorded<MemoryLog> {
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        self.seen.note("MessageLog", "append");
+        self.inner.append(event).await
+    }
+    async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
+        self.seen.note("MessageLog", "read");
+        self.inner.read(query).await
+    }
+}
+
+#[async_trait]
+impl SocketPoster for Recorded<RecordingPoster> {
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
+        self.seen.note("SocketPoster", "post");
+        self.inner.post(connection_id, frame).await
+    }
+}
+
+#[async_trait]
+impl Archive for Recorded<MemoryArchive> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.seen.note("Archive", "put");
+        self.inner.put(key, body).await
+    }
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = repo().join("functions/core/tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ws_event(name: &str, body: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
+    let mut event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(fixture(name)).unwrap();
+    if let Some(body) = body {
+        event.body = Some(body.to_owned());
+    }
+    event
+}
+
+/// Runs `function`'s entrypoint through every path it has (success, refusals,
+/// history, 410 pruning, archive) and returns the port methods it called.
+async fn port_calls(function: &str, archive: bool) -> Calls {
+    let seen = Seen::default();
+    let connections = recorded::<MemoryConnections>(&seen);
+    let sessions = recorded::<MemorySessions>(&seen);
+    let log = recorded::<MemoryLog>(&seen);
+    let poster = recorded::<RecordingPoster>(&seen);
+    let (connect, message) = (ws_event("connect.json", None), |body: &str| ws_event("message.json", Some(body)));
+    match function {
+        "connect" => {
+            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+        }
+        "disconnect" => {
+            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            seen.take();
+            websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
+        }
+        "send_message" => {
+            for body in [r#"{"action":"sendmessage","message":"hi"}"#, r#"{"action":"sendmessage","message":"ping"}"#] {
+                websocket::on_send_message(&message(body), &log).await.unwrap();
+            }
+            websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &log).await.ok();
+        }
+        "default" => {
+            websocket::on_send_message(&message(r#"{"action":"sendmessage","message":"hi"}"#), &log).await.unwrap();
+            seen.take();
+            for body in [r#"{"action":"history","limit":5}"#, r#"{"action":"dance"}"#, "not json"] {
+                websocket::on_default(&message(body), &log, &poster).await.unwrap();
+            }
+        }
+        "broadcaster" => {
+            let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+            for id in ["alive", "gone"] {
+                let connection = Connection::new(id, "203.0.113.7", at);
+                connections.put(&connection).await.unwrap();
+                sessions.open(&Session::opened(&connection)).await.unwrap();
+            }
+            poster.inner.mark_gone("gone");
+            seen.take();
+            let broadcaster = Broadcaster {
+                connections: Arc::new(connections),
+                sessions: Arc::new(sessions),
+                poster: Arc::new(poster),
+                archive: archive.then(|| Arc::new(recorded::<MemoryArchive>(&seen)) as Arc<dyn Archive>),
+                clock: Arc::new(SystemClock),
+                config: FanoutConfig::default(),
+            };
+            let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
+            let response = stream::on_stream(&event, &broadcaster).await;
+            assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
+        }
+        "authorizer" => {
+            // Pure verification: it calls no port (and so needs no grant but its logs).
+            let mut request = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest::default();
+            request.method_arn = Some("arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/$connect".into());
+            chat_core::entrypoints::authorizer::on_authorize(&request, b"a-test-secret-that-is-32-bytes!!", 0);
+        }
+        other => panic!("no scenario for {other}"),
+    }
+    seen.take()
+}
+
+// ------------------------------------------------------ SDK calls per adapter
+
+/// Every SDK operation the adapters may call, and the IAM action it needs.
+/// The @connections operations also carry the HTTP method in their resource.
+const SDK_ACTIONS: &[(&str, &str)] = &[
+    ("put_item", "dynamodb:PutItem"),
+    ("get_item", "dynamodb:GetItem"),
+    ("update_item", "dynamodb:UpdateItem"),
+    ("delete_item", "dynamodb:DeleteItem"),
+    ("scan", "dynamodb:Scan"),
+    ("query", "dynamodb:Query"),
+    ("batch_get_item", "dynamodb:BatchGetItem"),
+    ("batch_write_item", "dynamodb:BatchWriteItem"),
+    ("post_to_connection", "execute-api:ManageConnections POST"),
+    ("get_connection", "execute-api:ManageConnections GET"),
+    ("delete_connection", "execute-api:ManageConnections DELETE"),
+    ("put_object", "s3:PutObject"),
+    ("get_object", "s3:GetObject"),
+];
+
+/// The environment variable each adapter's resource comes from (see chat-lambdas' lib.rs).
+const ADAPTER_ENV: &[(&str, &str)] = &[
+    ("DynamoConnections", "CONNECTIONS_TABLE"),
+    ("DynamoSessions", "SESSIONS_TABLE"),
+    ("DynamoLog", "MESSAGES_TABLE"),
+    ("ApiGatewayPoster", "CONNECTIONS_ENDPOINT"),
+    ("S3Archive", "ARCHIVE_BUCKET"),
+];
+
+/// A function body of the adapter crate, and what it belongs to.
+struct Body {
+    self_type: Option<String>,
+    port: Option<String>,
+    name: String,
+    block: syn::Block,
+}
+
+/// Every fn in `functions/aws/src`, with the type and trait it implements.
+fn adapter_sources() -> Vec<Body> {
+    let mut bodies = Vec::new();
+    let dir = repo().join("functions/aws/src");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = syn::parse_file(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for item in file.items {
+            match item {
+                syn::Item::Fn(f) => {
+                    bodies.push(Body { self_type: None, port: None, name: f.sig.ident.to_string(), block: *f.block })
+                }
+                syn::Item::Impl(imp) => {
+                    let self_type = last_ident(&imp.self_ty);
+                    let port = imp.trait_.as_ref().and_then(|(_, p, _)| p.segments.last()).map(|s| s.ident.to_string());
+                    for item in imp.items {
+                        if let syn::ImplItem::Fn(f) = item {
+                            bodies.push(Body {
+                                self_type: self_type.clone(),
+                                port: port.clone(),
+                                name: f.sig.ident.to_string(),
+                                block: f.block,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    bodies
+}
+
+fn last_ident(ty: &syn::Type) -> Option<String> {
+    match ty {
+        syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        _ => None,
+    }
+}
+
+/// Method names, plain function calls, and the operation of each `.send()` chain in a body.
+#[derive(Default)]
+struct CallsIn {
+    methods: BTreeSet<String>,
+    functions: BTreeSet<String>,
+    sent: BTreeSet<String>,
+}
+
+impl<'ast> Visit<'ast> for CallsIn {
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        self.methods.insert(call.method.to_string());
+        if call.method == "send" {
+            // `client.<operation>().<setters>()...send()`: the innermost call is the operation.
+            // A `client()` accessor before it is not the operation.
+            let mut chain = Vec::new();
+            let mut receiver = &call.receiver;
+            while let syn::Expr::MethodCall(inner) = &**receiver {
+                chain.push(inner.method.to_string());
+                receiver = &inner.receiver;
+            }
+            if let Some(op) = chain.into_iter().rev().find(|name| name != "client") {
+                self.sent.insert(op);
+            }
+        }
+        syn::visit::visit_expr_method_call(self, call);
+    }
+    fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
+        if let syn::Expr::Path(p) = &*call.func
+            && let Some(ident) = p.path.get_ident()
+        {
+            self.functions.insert(ident.to_string());
+        }
+        syn::visit::visit_expr_call(self, call);
+    }
+}
+
+/// The SDK operations `body` makes, directly or through the crate's own
+/// inherent methods and free functions of the same name (all of them, if several).
+fn sdk_operations(bodies: &[Body], body: &Body, seen: &mut BTreeSet<*const Body>) -> BTreeSet<String> {
+    let mut ops = BTreeSet::new();
+    if !seen.insert(body as *const Body) {
+        return ops;
+    }
+    let mut calls = CallsIn::default();
+    calls.visit_block(&body.block);
+    for op in &calls.sent {
+        assert!(
+            SDK_ACTIONS.iter().any(|(name, _)| name == op),
+            "{}::{} sends the SDK operation `{op}`: add it to SDK_ACTIONS and grant it in infra/template.yaml",
+            body.self_type.as_deref().unwrap_or("fn"),
+            body.name
+        );
+    }
+    for method in &calls.methods {
+        if SDK_ACTIONS.iter().any(|(name, _)| name == method) {
+            ops.insert(method.clone());
+        }
+    }
+    let helpers = bodies.iter().filter(|b| {
+        (b.port.is_none() && b.self_type.is_some() && calls.methods.contains(&b.name))
+            || (b.self_type.is_none() && calls.functions.contains(&b.name))
+    });
+    for helper in helpers {
+        ops.extend(sdk_operations(bodies, helper, seen));
+    }
+    ops
+}
+
+/// `(adapter type, IAM action)` for a port method, from the adapter implementing that port.
+fn iam_actions(bodies: &[Body], port: &str, method: &str) -> BTreeSet<(String, String)> {
+    let implementations: Vec<&Body> =
+        bodies.iter().filter(|b| b.port.as_deref() == Some(port) && b.name == method).collect();
+    assert_eq!(implementations.len(), 1, "exactly one AWS adapter implements {port}::{method}");
+    let body = implementations[0];
+    let adapter = body.self_type.clone().unwrap();
+    sdk_operations(bodies, body, &mut BTreeSet::new())
+        .into_iter()
+        .map(|op| (adapter.clone(), SDK_ACTIONS.iter().find(|(name, _)| *name == op).unwrap().1.to_owned()))
+        .collect()
+}
+
+// ------------------------------------------------------------- the template
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo().join("infra/template.yaml")).unwrap()).unwrap()
+}
+
+/// The template with every `Fn::If` decided by `conditions` and `AWS::NoValue` dropped.
+fn resolve(value: &Value, conditions: &HashMap<&str, bool>) -> Option<Value> {
+    match value {
+        Value::Tagged(t) if t.tag == "If" => {
+            let args = t.value.as_sequence().expect("!If takes a list");
+            let chosen = conditions[args[0].as_str().unwrap()];
+            resolve(&args[if chosen { 1 } else { 2 }], conditions)
+        }
+        Value::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some("AWS::NoValue") => None,
+        Value::Mapping(m) if m.contains_key("Fn::If") => panic!("use the short !If form in the template: {m:?}"),
+        Value::Mapping(m) => {
+            Some(Value::Mapping(m.iter().filter_map(|(k, v)| resolve(v, conditions).map(|v| (k.clone(), v))).collect()))
+        }
+        Value::Sequence(s) => Some(Value::Sequence(s.iter().filter_map(|v| resolve(v, conditions)).collect())),
+        other => Some(other.clone()),
+    }
+}
+
+/// A resource expression as comparable text: `GetAtt:X.Arn`, `Sub:...`, `Ref:X`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Tagged(t) => format!("{}:{}", t.tag.to_string().trim_start_matches('!'), text(&t.value)),
+        other => panic!("unexpected expression {other:?}"),
+    }
+}
+
+fn list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(s) => s.iter().collect(),
+        one => vec![one],
+    }
+}
+
+/// Every `(action, resource)` the role grants; panics on anything but plain Allow statements.
+fn granted(template: &Value, role: &str) -> BTreeSet<(String, String)> {
+    let role = &template["Resources"][role];
+    assert_eq!(role["Type"], "AWS::IAM::Role");
+    assert!(role["Properties"].get("ManagedPolicyArns").is_none(), "managed policies are not checked: inline only");
+    let mut grants = BTreeSet::new();
+    for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
+        for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+            assert_eq!(statement["Effect"], "Allow");
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
+            for action in list(&statement["Action"]) {
+                let action = action.as_str().unwrap();
+                assert!(!action.contains('*'), "wildcard action {action}");
+                for resource in list(&statement["Resource"]) {
+                    assert_ne!(text(resource), "*", "{action} on every resource");
+                    grants.insert((action.to_owned(), text(resource)));
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// What the template's function needs: the code's SDK calls on the resources its
+/// environment names, its log group, and its event sources' stream and failure queue.
+fn needed(template: &Value, function: &Value, code: &BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    let env = |name: &str| {
+        let value = function["Properties"]["Environment"]["Variables"].get(name).or_else(|| globals.get(name));
+        value.unwrap_or_else(|| panic!("the function's code needs {name}")).clone()
+    };
+    let logical = |value: &Value| text(value).trim_start_matches("Ref:").to_owned();
+    let mut needs = BTreeSet::new();
+    for (adapter, action) in code {
+        let variable = ADAPTER_ENV.iter().find(|(a, _)| a == adapter).expect("adapter has an env variable").1;
+        let resource = match adapter.as_str() {
+            "DynamoConnections" | "DynamoSessions" | "DynamoLog" => format!("GetAtt:{}.Arn", logical(&env(variable))),
+            "S3Archive" => format!("Sub:${{{}.Arn}}/*", logical(&env(variable))),
+            "ApiGatewayPoster" => {
+                let endpoint = text(&env(variable));
+                let stage = endpoint
+                    .strip_prefix("Sub:https://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/")
+                    .expect("the endpoint is this API's stage");
+                let method = action.rsplit(' ').next().unwrap();
+                format!(
+                    "Sub:arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{WebSocketApi}}/{stage}/{method}/@connections/*"
+                )
+            }
+            other => panic!("no resource rule for {other}"),
+        };
+        needs.insert((action.split(' ').next().unwrap().to_owned(), resource));
+    }
+    let log_group = logical(&function["Properties"]["LoggingConfig"]["LogGroup"]);
+    for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
+        needs.insert((action.to_owned(), format!("GetAtt:{log_group}.Arn")));
+    }
+    if let Some(events) = function["Properties"].get("Events").and_then(Value::as_mapping) {
+        for event in events.values() {
+            assert_eq!(event["Type"], "DynamoDB", "only stream events are modelled");
+            let table = text(&event["Properties"]["Stream"]);
+            let table = table.strip_prefix("GetAtt:").and_then(|t| t.strip_suffix(".StreamArn")).unwrap();
+            for action in
+                ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+            {
+                needs.insert((action.to_owned(), format!("Sub:${{{table}.Arn}}/stream/*")));
+            }
+            let queue = text(&event["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]);
+            needs.insert(("sqs:SendMessage".to_owned(), queue));
+        }
+    }
+    needs
+}
+
+/// The template's functions by binary name.
+fn functions(template: &Value) -> BTreeMap<String, Value> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .map(|r| (r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+/// The adapter types a binary builds through `Aws`'s accessors in chat-lambdas' lib.rs.
+fn adapters_built(binary: &str) -> BTreeSet<String> {
+    let lib = syn::parse_file(&std::fs::read_to_string(repo().join("functions/lambdas/src/lib.rs")).unwrap()).unwrap();
+    let adapters: BTreeSet<&str> = ADAPTER_ENV.iter().map(|(a, _)| *a).collect();
+    let mut accessors = HashMap::new();
+    for item in &lib.items {
+        let syn::Item::Impl(imp) = item else { continue };
+        for item in &imp.items {
+            let syn::ImplItem::Fn(f) = item else { continue };
+            let syn::ReturnType::Type(_, ty) = &f.sig.output else { continue };
+            let ty = quote_type(ty);
+            if let Some(adapter) = adapters.iter().find(|a| ty.contains(**a)) {
+                accessors.insert(f.sig.ident.to_string(), adapter.to_string());
+            }
+        }
+    }
+    let source = std::fs::read_to_string(repo().join(format!("functions/lambdas/src/bin/{binary}.rs"))).unwrap();
+    let mut calls = CallsIn::default();
+    calls.visit_file(&syn::parse_file(&source).unwrap());
+    calls.methods.iter().filter_map(|m| accessors.get(m).cloned()).collect()
+}
+
+fn quote_type(ty: &syn::Type) -> String {
+    let mut names = CallsInType::default();
+    names.visit_type(ty);
+    names.0.join(" ")
+}
+
+#[derive(Default)]
+struct CallsInType(Vec<String>);
+
+impl<'ast> Visit<'ast> for CallsInType {
+    fn visit_ident(&mut self, ident: &'ast syn::Ident) {
+        self.0.push(ident.to_string());
+    }
+}
+
+// ---------------------------------------------------------------- the tests
+
+#[tokio::test]
+async fn every_role_grants_exactly_what_its_code_calls() {
+    let raw = template();
+    let bodies = adapter_sources();
+    let deployed = functions(&raw);
+    assert_eq!(
+        deployed.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        FUNCTIONS.iter().map(|f| f.binary).collect::<BTreeSet<_>>(),
+        "the template deploys every Lambda binary and nothing else"
+    );
+    for archive in [false, true] {
+        let conditions = HashMap::from([("ArchiveEnabled", archive), ("AuthorizerEnabled", true)]);
+        let template = resolve(&raw, &conditions).unwrap();
+        let deployed = functions(&template);
+        for function in FUNCTIONS {
+            let source =
+                std::fs::read_to_string(repo().join(format!("functions/lambdas/src/bin/{}.rs", function.binary)));
+            assert!(source.unwrap().contains(function.entrypoint), "{} calls {}", function.binary, function.entrypoint);
+
+            let ports = port_calls(function.binary, archive).await;
+            let code: BTreeSet<(String, String)> =
+                ports.iter().flat_map(|(port, method)| iam_actions(&bodies, port, method)).collect();
+            let used: BTreeSet<String> = code.iter().map(|(adapter, _)| adapter.clone()).collect();
+            let mut built = adapters_built(function.binary);
+            if !archive {
+                built.remove("S3Archive");
+            }
+            assert_eq!(built, used, "{}: adapters built vs adapters the entrypoint calls", function.binary);
+
+            let resource = &deployed[function.binary];
+            let role = text(&resource["Properties"]["Role"]);
+            let role = role.strip_prefix("GetAtt:").and_then(|r| r.strip_suffix(".Arn")).expect("Role: !GetAtt X.Arn");
+            assert!(resource["Properties"].get("Policies").is_none(), "grants live in the role only");
+            let needs = needed(&template, resource, &code);
+            let grants = granted(&template, role);
+            let missing: Vec<_> = needs.difference(&grants).collect();
+            let extra: Vec<_> = grants.difference(&needs).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{} (archive {archive}): role {role} is missing {missing:?} and grants unused {extra:?}",
+                function.binary
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_recorded_calls_are_the_ones_the_handlers_document() {
+    // Guards the recording itself: a scenario that silently stopped exercising a
+    // path would shrink the expected grants.
+    let expect = |calls: &[(&'static str, &'static str)]| calls.iter().copied().collect::<Calls>();
+    assert_eq!(
+        port_calls("connect", false).await,
+        expect(&[("ConnectionStore", "put"), ("SessionLog", "open"), ("MessageLog", "append")])
+    );
+    assert_eq!(
+        port_calls("disconnect", false).await,
+        expect(&[("ConnectionStore", "delete"), ("SessionLog", "close"), ("MessageLog", "append")])
+    );
+    assert_eq!(port_calls("send_message", false).await, expect(&[("MessageLog", "append")]));
+    assert_eq!(port_calls("default", false).await, expect(&[("MessageLog", "read"), ("SocketPoster", "post")]));
+    assert_eq!(
+        port_calls("broadcaster", true).await,
+        expect(&[
+            ("ConnectionStore", "list"),
+            ("ConnectionStore", "delete"),
+            ("SessionLog", "close"),
+            ("SocketPoster", "post"),
+            ("Archive", "put"),
+        ])
+    );
+}
+
+#[test]
+fn the_adapter_scan_finds_each_sdk_call() {
+    let bodies = adapter_sources();
+    let actions = |port, method| iam_actions(&bodies, port, method).into_iter().map(|(_, a)| a).collect::<Vec<_>>();
+    assert_eq!(actions("ConnectionStore", "put"), ["dynamodb:PutItem"], "through the Table helper");
+    assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Scan"]);
+    assert_eq!(actions("MessageLog", "read"), ["dynamodb:Scan"], "through scan_all");
+    assert_eq!(actions("SessionLog", "close"), ["dynamodb:UpdateItem"]);
+    assert_eq!(actions("SocketPoster", "post"), ["execute-api:ManageConnections POST"]);
+    assert_eq!(actions("Archive", "put"), ["s3:PutObject"]);
+}
+
+#[test]
+fn tables_are_keyed_as_the_adapters_write_them() {
+    let template = template();
+    let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+    let connection = Connection::new("c1", "203.0.113.7", at);
+    let rows = [
+        ("CONNECTIONS_TABLE", serde_json::to_value(&connection).unwrap()),
+        ("SESSIONS_TABLE", serde_json::to_value(Session::opened(&connection)).unwrap()),
+        ("MESSAGES_TABLE", serde_json::to_value(LogEvent::chat("c1", "hi", at)).unwrap()),
+    ];
+    for (variable, row) in rows {
+        let table = text(&template["Globals"]["Function"]["Environment"]["Variables"][variable]);
+        let table = &template["Resources"][table.trim_start_matches("Ref:")]["Properties"];
+        assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+        let keys = table["KeySchema"].as_sequence().unwrap();
+        assert_eq!(keys.len(), 1, "{variable}: a partition key only");
+        let key = keys[0]["AttributeName"].as_str().unwrap();
+        assert!(row.get(key).is_some_and(serde_json::Value::is_string), "{variable}: rows carry their key {key}");
+        if let Some(ttl) = table.get("TimeToLiveSpecification") {
+            let attribute = ttl["AttributeName"].as_str().unwrap();
+            assert!(
+                row.get(attribute).is_some_and(serde_json::Value::is_i64),
+                "{variable}: TTL {attribute} is epoch seconds"
+            );
+        }
+    }
+    let messages = &template["Resources"]["MessagesTable"]["Properties"];
+    assert_eq!(messages["StreamSpecification"]["StreamViewType"], "NEW_IMAGE");
+    assert_eq!(
+        template["Resources"]["ConnectionsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"],
+        "expires_at"
+    );
+    for table in ["SessionsTable", "MessagesTable"] {
+        let pitr = &template["Resources"][table]["Properties"]["PointInTimeRecoverySpecification"];
+        assert_eq!(pitr["PointInTimeRecoveryEnabled"], true, "{table} has point-in-time recovery");
+    }
+}
+
+#[test]
+fn routes_match_the_local_stack() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let api = resources.values().find(|r| r["Type"] == "AWS::ApiGatewayV2::Api").unwrap();
+    assert_eq!(api["Properties"]["RouteSelectionExpression"], "$request.body.action");
+    let routes: BTreeMap<String, (String, bool)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::ApiGatewayV2::Route")
+        .map(|(id, r)| {
+            let two_way = resources.values().any(|rr| {
+                rr["Type"] == "AWS::ApiGatewayV2::RouteResponse"
+                    && text(&rr["Properties"]["RouteId"]) == format!("Ref:{}", id.as_str().unwrap())
+            });
+            (r["Properties"]["RouteKey"].as_str().unwrap().to_owned(), (id.as_str().unwrap().to_owned(), two_way))
+        })
+        .collect();
+    let mut expected: BTreeMap<String, bool> =
+        ["$connect", "$disconnect", "$default"].iter().map(|k| (k.to_string(), false)).collect();
+    for (key, route_response) in chat_local::functions::ROUTES {
+        expected.insert(key.to_string(), *route_response);
+    }
+    let actual: BTreeMap<String, bool> = routes.iter().map(|(k, (_, two_way))| (k.clone(), *two_way)).collect();
+    assert_eq!(actual, expected, "route keys and route responses as infra/local's ROUTES");
+    let (sendmessage, _) = &routes["sendmessage"];
+    assert_eq!(
+        template["Resources"][sendmessage.as_str()]["Properties"]["RouteResponseSelectionExpression"],
+        "$default"
+    );
+}
+
+#[test]
+fn the_stream_event_source_reports_partial_failures_and_gives_up() {
+    let template = template();
+    let broadcaster = &functions(&template)["broadcaster"];
+    let stream = &broadcaster["Properties"]["Events"]["MessageStream"]["Properties"];
+    assert_eq!(stream["FunctionResponseTypes"], serde_yaml::from_str::<Value>("[ReportBatchItemFailures]").unwrap());
+    assert_eq!(stream["BisectBatchOnFunctionError"], true);
+    for bounded in ["MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "BatchSize", "MaximumBatchingWindowInSeconds"]
+    {
+        let parameter = text(&stream[bounded]);
+        let parameter = &template["Parameters"][parameter.trim_start_matches("Ref:")];
+        assert!(parameter.get("MaxValue").is_some(), "{bounded} is a bounded parameter");
+    }
+    let retries = &template["Parameters"]["StreamMaximumRetryAttempts"];
+    assert!(retries["Default"].as_i64().unwrap() <= 10, "failing batches are given up soon");
+    for function in functions(&template).values() {
+        let properties = &function["Properties"];
+        let globals = &template["Globals"]["Function"];
+        let get = |key: &str| properties.get(key).unwrap_or(&globals[key]).clone();
+        assert_eq!(get("Runtime"), "provided.al2023");
+        assert_eq!(get("Architectures"), serde_yaml::from_str::<Value>("[arm64]").unwrap());
+        assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda");
+    }
+}
+
+#[test]
+fn the_authorizer_guards_connect_only_when_enabled() {
+    let raw = template();
+    for enabled in [false, true] {
+        let conditions = HashMap::from([("ArchiveEnabled", false), ("AuthorizerEnabled", enabled)]);
+        let template = resolve(&raw, &conditions).unwrap();
+        let route = &template["Resources"]["ConnectRoute"]["Properties"];
+        assert_eq!(route["AuthorizationType"], if enabled { "CUSTOM" } else { "NONE" });
+        assert_eq!(route.get("AuthorizerId").is_some(), enabled);
+    }
+    for resource in ["ConnectAuthorizer", "AuthorizerFunction", "AuthorizerRole", "AuthorizerLogGroup"] {
+        assert_eq!(raw["Resources"][resource]["Condition"], "AuthorizerEnabled", "{resource} exists only when enabled");
+    }
+    let authorizer = &raw["Resources"]["ConnectAuthorizer"]["Properties"];
+    assert_eq!(authorizer["IdentitySource"][0], "route.request.querystring.Authorization");
+    assert_eq!(raw["Parameters"]["JwtSecret"]["NoEcho"], true);
+}
