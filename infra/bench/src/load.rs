@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use crate::procstat::{Monitor, ProcessReport};
+use crate::procstat::{Monitor, ProcessReport, machine_percent, machine_ticks};
 use crate::stats::{Percentiles, cdf, micros_histogram, record_nanos};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -89,6 +89,11 @@ pub struct RunReport {
     pub target: Option<ProcessReport>,
     /// The load generator itself: it shares the machine's cores with the target.
     pub loadgen: ProcessReport,
+    /// Every process on the machine during the measured phase, % of one core.
+    pub machine_cpu_percent: f64,
+    /// Of that, neither the target nor the load generator (other programs skew the run).
+    pub others_cpu_percent: f64,
+    pub cores: usize,
 }
 
 struct Shared {
@@ -381,6 +386,7 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
         target.mark_measure_start();
     }
     me.mark_measure_start();
+    let machine_start = machine_ticks();
     let start = Instant::now();
     let start_ns = shared.now_ns();
     let senders: Vec<_> = sinks
@@ -419,6 +425,14 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
     }
     let target = target.map(Monitor::finish);
     let loadgen = me.finish();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let machine_cpu_percent = match (machine_start, machine_ticks()) {
+        (Some(start), Some(end)) => machine_percent(start, end, cores),
+        _ => 0.0,
+    };
+    let others_cpu_percent =
+        (machine_cpu_percent - loadgen.cpu_percent_measure - target.as_ref().map_or(0.0, |t| t.cpu_percent_measure))
+            .max(0.0);
     stop.send(true).ok();
 
     let mut messages_sent = 0;
@@ -475,5 +489,8 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
         max_send_lag_ms: max_lag_ns as f64 / 1e6,
         target,
         loadgen,
+        machine_cpu_percent,
+        others_cpu_percent,
+        cores,
     })
 }

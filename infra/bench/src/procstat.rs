@@ -53,6 +53,29 @@ fn clock_ticks_per_second() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
+/// Busy and total CPU time of the whole machine (all cores) from `/proc/stat`,
+/// in ticks: other programs on the same cores skew any benchmark, so runs say how
+/// busy the machine was.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// CPU the whole machine spent between two [`machine_ticks`] readings, in percent
+/// of one core (so up to 100 × cores).
+pub fn machine_percent(start: (u64, u64), end: (u64, u64), cores: usize) -> f64 {
+    let total = end.1.saturating_sub(start.1);
+    if total == 0 {
+        return 0.0;
+    }
+    100.0 * cores as f64 * end.0.saturating_sub(start.0) as f64 / total as f64
+}
+
 /// What the report says about one process over a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcessReport {
@@ -141,6 +164,12 @@ mod tests {
         let status = "Name:\tx\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
         assert_eq!(status_kib(status, "VmHWM:"), Some(20480));
         assert_eq!(status_kib(status, "VmRSS:"), Some(10240));
+    }
+
+    #[test]
+    fn machine_share_is_per_core() {
+        assert_eq!(machine_percent((0, 0), (50, 100), 2), 100.0);
+        assert!(machine_ticks().is_some_and(|(busy, total)| busy <= total));
     }
 
     #[test]

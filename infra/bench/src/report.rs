@@ -67,6 +67,11 @@ fn rows(run: &RunReport) -> Vec<(&'static str, String, f64)> {
             t.map_or(f64::NAN, |t| t.cpu_seconds_connect),
         ),
         ("loadgen CPU % (measured phase)", format!("{:.0}", run.loadgen.cpu_percent_measure), f64::NAN),
+        (
+            "other processes CPU % (measured phase)",
+            format!("{:.0} of {}", run.others_cpu_percent, 100 * run.cores),
+            f64::NAN,
+        ),
     ]
 }
 

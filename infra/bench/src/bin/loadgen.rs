@@ -141,7 +141,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
     /// When saturating: a sender's messages not yet delivered back to it.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 16)]
     window: usize,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 32)]
