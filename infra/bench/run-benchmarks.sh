@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every number in BENCHMARKS.md, from one command: release builds, the three
+# loads against the local stack and the reference, the fan-out simulation, the
+# cost model and the criterion micro-benchmarks. JSON lands in infra/bench/results/.
+# Run it on a quiet machine: each table reports how much CPU other programs took.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=infra/bench/results
+mkdir -p "$out"
+target="${CARGO_TARGET_DIR:-target}"
+loadgen="$target/release/loadgen"
+
+step() { printf '\n==> %s   (load average: %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
+
+step "release builds"
+cargo build --release -p chat-local -p chat-bench
+
+step "100 clients, 10 senders, 10 msg/s in total"
+"$loadgen" compare --clients 100 --senders 10 --messages 30 --rate 10 --json "$out/compare-100-rate10.json"
+step "1000 clients, 10 senders, 100 msg/s in total"
+"$loadgen" compare --clients 1000 --senders 10 --messages 50 --rate 100 --json "$out/compare-1000-rate100.json"
+step "1000 clients, 10 senders, saturating"
+"$loadgen" compare --clients 1000 --senders 10 --messages 100 --rate 0 --window 16 --json "$out/compare-1000-saturating.json"
+
+step "fan-out simulation: 20 ms ± 5 ms posts, 1 % 410, 1 % 429"
+"$loadgen" fanout --json "$out/fanout.json"
+step "fan-out simulation without failures (what pruning costs)"
+"$loadgen" fanout --connections 10000,100000 --concurrency 1024 --gone 0 --throttled 0 --json "$out/fanout-no-failures.json"
+
+step "cost model"
+"$loadgen" cost --json "$out/cost.json"
+
+step "criterion: hot paths"
+cargo bench -p chat-core --bench hot_paths

@@ -1,0 +1,359 @@
+//! `loadgen`: load, latency and cost benchmarks of the chat. See `BENCHMARKS.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chat_bench::cost::{self, Assumptions};
+use chat_bench::fanout::{self, CaseReport, PosterModel};
+use chat_bench::load::{self, LoadConfig};
+use chat_bench::report::{self, Comparison};
+use chat_bench::target::{Binaries, Kind, Server};
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmarks of the chat: WebSocket load against the local stack and the
+/// in-memory reference, the broadcaster's fan-out at scale, and a cost model.
+///
+/// Tables go to stdout (Markdown), progress to stderr, everything measured to
+/// the `--json` file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load one server: a running one at --url, or one this command starts (--spawn).
+    Run {
+        /// WebSocket URL of a running server, e.g. ws://127.0.0.1:8080/dev.
+        #[arg(long, required_unless_present = "spawn", conflicts_with = "spawn")]
+        url: Option<String>,
+        /// PID of that server, to report its memory and CPU (local processes only).
+        #[arg(long, requires = "url")]
+        pid: Option<u32>,
+        /// Start this server on a free port instead, and stop it afterwards.
+        #[arg(long, value_enum)]
+        spawn: Option<Kind>,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Start the local stack and the reference one after the other, put the same
+    /// load on each, and report both with their ratio.
+    Compare {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Simulate the broadcaster alone: time per message against room size and
+    /// concurrency bound, with a simulated @connections API. Each case runs in its
+    /// own process so that its peak RSS is its own.
+    Fanout {
+        /// Room sizes (connections in ActiveConnections).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        connections: Vec<usize>,
+        /// Posts in flight at once (FANOUT_CONCURRENCY).
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
+        concurrency: Vec<usize>,
+        #[command(flatten)]
+        poster: PosterArgs,
+        /// Messages to time per case (fewer for slow cases, see --budget-secs).
+        #[arg(long, default_value_t = 5)]
+        messages: usize,
+        /// Time one case may take, roughly: slow cases time fewer messages (at least one).
+        #[arg(long, default_value_t = 20)]
+        budget_secs: u64,
+        /// Run the cases in this process (peak RSS is then the largest so far).
+        #[arg(long)]
+        in_process: bool,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One fan-out case; prints its JSON report (used by `fanout`).
+    #[command(hide = true)]
+    FanoutCase {
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        concurrency: usize,
+        #[command(flatten)]
+        poster: PosterArgs,
+        #[arg(long)]
+        messages: usize,
+    },
+    /// Price a million messages of the deployed design at several room sizes.
+    Cost {
+        /// Room sizes (connections receiving every message).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        room_sizes: Vec<usize>,
+        /// Chat messages priced.
+        #[arg(long, default_value_t = 1e6)]
+        messages: f64,
+        /// Bytes of text per message.
+        #[arg(long, default_value_t = 100)]
+        text_bytes: usize,
+        /// Messages the whole room sends per minute (sets connection-minutes).
+        #[arg(long, default_value_t = 60.0)]
+        room_messages_per_minute: f64,
+        /// Heartbeat period of the seed page (0: leave pings out).
+        #[arg(long, default_value_t = 30.0)]
+        heartbeat_secs: f64,
+        /// Lambda memory size.
+        #[arg(long, default_value_t = 128.0)]
+        lambda_memory_mb: f64,
+        /// Stream records per broadcaster invocation.
+        #[arg(long, default_value_t = 1.0)]
+        stream_batch: f64,
+        /// Time the Lambda waits for one DynamoDB call.
+        #[arg(long, default_value_t = 5.0)]
+        dynamodb_call_ms: f64,
+        /// The broadcaster's FANOUT_CONCURRENCY.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// @connections post latency for the simulated broadcaster time.
+        #[arg(long, default_value_t = 20.0)]
+        latency_ms: f64,
+        #[arg(long, default_value_t = 5.0)]
+        jitter_ms: f64,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct LoadArgs {
+    /// Clients connected; each receives every message.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Clients that send.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 30)]
+    messages: usize,
+    /// Total messages per second over all senders; 0 saturates (see --window).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// When saturating: a sender's messages not yet delivered back to it.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 32)]
+    connect_concurrency: usize,
+    /// End the run when nothing was sent or delivered for this long.
+    #[arg(long, default_value_t = 10)]
+    idle_timeout_secs: u64,
+    /// Limit for connecting, the pong and the sync message.
+    #[arg(long, default_value_t = 180)]
+    setup_timeout_secs: u64,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    fn config(&self) -> LoadConfig {
+        LoadConfig {
+            clients: self.clients,
+            senders: self.senders,
+            messages: self.messages,
+            rate: (self.rate > 0.0).then_some(self.rate),
+            window: self.window,
+            connect_concurrency: self.connect_concurrency,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            setup_timeout: Duration::from_secs(self.setup_timeout_secs),
+            progress: !self.quiet,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServerArgs {
+    /// The chat-local binary (default: beside this one; build with cargo build --release -p chat-local).
+    #[arg(long)]
+    stack_bin: Option<PathBuf>,
+    /// The reference binary (default: beside this one).
+    #[arg(long)]
+    reference_bin: Option<PathBuf>,
+    /// RUST_LOG for the servers started (their logs go to a scratch file).
+    #[arg(long, default_value = "warn")]
+    server_log: String,
+}
+
+impl ServerArgs {
+    fn binaries(&self) -> Binaries {
+        let beside = Binaries::beside_this_executable();
+        Binaries {
+            stack: self.stack_bin.clone().unwrap_or(beside.stack),
+            reference: self.reference_bin.clone().unwrap_or(beside.reference),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct PosterArgs {
+    /// Mean @connections post latency.
+    #[arg(long, default_value_t = 20.0)]
+    latency_ms: f64,
+    /// Each post takes latency ± jitter.
+    #[arg(long, default_value_t = 5.0)]
+    jitter_ms: f64,
+    /// Share of posts answered 410 Gone.
+    #[arg(long, default_value_t = 0.01)]
+    gone: f64,
+    /// Share of posts answered 429 (retried).
+    #[arg(long, default_value_t = 0.01)]
+    throttled: f64,
+}
+
+impl PosterArgs {
+    fn model(&self) -> PosterModel {
+        PosterModel {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            gone: self.gone,
+            throttled: self.throttled,
+        }
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--latency-ms={}", self.latency_ms),
+            format!("--jitter-ms={}", self.jitter_ms),
+            format!("--gone={}", self.gone),
+            format!("--throttled={}", self.throttled),
+        ]
+    }
+}
+
+fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(value)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Starts `kind`, loads it, stops it (always, even if the load failed).
+async fn load_spawned(
+    kind: Kind,
+    binaries: &Binaries,
+    log: &str,
+    config: &LoadConfig,
+) -> anyhow::Result<load::RunReport> {
+    let server = Server::start(kind, binaries, log).await?;
+    if config.progress {
+        eprintln!("[{}] pid {} at {} (log: {})", kind.name(), server.pid, server.url, server.log_path().display());
+    }
+    let result = load::run(kind.name(), &server.url, Some(server.pid), config).await;
+    server.stop().await?;
+    result
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run { url, pid, spawn, load, servers } => {
+            let config = load.config();
+            let report = match (url, spawn) {
+                (Some(url), _) => load::run("target", &url, pid, &config).await?,
+                (None, Some(kind)) => load_spawned(kind, &servers.binaries(), &servers.server_log, &config).await?,
+                (None, None) => bail!("give --url or --spawn"),
+            };
+            print!("{}", report::run_table(&report));
+            write_json(load.json.as_deref(), &report)?;
+        }
+        Command::Compare { load, servers } => {
+            let config = load.config();
+            let binaries = servers.binaries();
+            let reference = load_spawned(Kind::Reference, &binaries, &servers.server_log, &config).await?;
+            let stack = load_spawned(Kind::Stack, &binaries, &servers.server_log, &config).await?;
+            let comparison = Comparison::new(stack, reference);
+            print!("{}", report::comparison_table(&comparison));
+            write_json(load.json.as_deref(), &comparison)?;
+        }
+        Command::Fanout { connections, concurrency, poster, messages, budget_secs, in_process, json } => {
+            let mut cases: Vec<CaseReport> = Vec::new();
+            for &n in &connections {
+                for &c in &concurrency {
+                    let runs =
+                        fanout::messages_within(Duration::from_secs(budget_secs), messages, n, c, poster.latency_ms);
+                    eprintln!("fan-out: {n} connections, concurrency {c}, {runs} message(s)");
+                    let case = if in_process {
+                        fanout::run_case(n, c, poster.model(), runs).await
+                    } else {
+                        run_case_process(n, c, &poster, runs).await?
+                    };
+                    cases.push(case);
+                }
+            }
+            print!("{}", report::fanout_table(&cases));
+            write_json(json.as_deref(), &cases)?;
+        }
+        Command::FanoutCase { connections, concurrency, poster, messages } => {
+            let case = fanout::run_case(connections, concurrency, poster.model(), messages).await;
+            println!("{}", serde_json::to_string(&case)?);
+        }
+        Command::Cost {
+            room_sizes,
+            messages,
+            text_bytes,
+            room_messages_per_minute,
+            heartbeat_secs,
+            lambda_memory_mb,
+            stream_batch,
+            dynamodb_call_ms,
+            concurrency,
+            latency_ms,
+            jitter_ms,
+            json,
+        } => {
+            let assumptions = Assumptions {
+                messages,
+                text_bytes,
+                room_messages_per_minute,
+                heartbeat_secs,
+                lambda_memory_mb,
+                stream_batch,
+                dynamodb_call_ms,
+                poster: PosterModel { latency_ms, jitter_ms, gone: 0.0, throttled: 0.0 },
+                fanout_concurrency: concurrency,
+            };
+            let report = cost::model(assumptions, &room_sizes, 3).await;
+            print!("{}", report::cost_table(&report));
+            write_json(json.as_deref(), &report)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one fan-out case in a child process of this binary, for its own peak RSS.
+async fn run_case_process(n: usize, c: usize, poster: &PosterArgs, messages: usize) -> anyhow::Result<CaseReport> {
+    let exe = std::env::current_exe()?;
+    let output = tokio::process::Command::new(exe)
+        .arg("fanout-case")
+        .arg(format!("--connections={n}"))
+        .arg(format!("--concurrency={c}"))
+        .arg(format!("--messages={messages}"))
+        .args(poster.to_args())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!("fan-out case {n}/{c} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    serde_json::from_slice(&output.stdout).context("reading the fan-out case's report")
+}

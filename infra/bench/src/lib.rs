@@ -1,0 +1,19 @@
+//! Benchmarks of the chat: how fast the local stack fans messages out compared
+//! with the least any server speaking the protocol must do, how the broadcaster
+//! scales with the room, and what the deployed design costs.
+//!
+//! - [`load`]: the load generator's measurement (`loadgen run`, `loadgen compare`)
+//! - [`reference`]: the in-memory reference server (the `reference` binary)
+//! - [`target`]: starting and stopping those servers as child processes
+//! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
+//! - [`cost`]: the price of a million messages (`loadgen cost`)
+//! - [`procstat`], [`stats`], [`report`]: RSS/CPU from `/proc`, histograms, tables
+
+pub mod cost;
+pub mod fanout;
+pub mod load;
+pub mod procstat;
+pub mod reference;
+pub mod report;
+pub mod stats;
+pub mod target;

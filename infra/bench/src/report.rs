@@ -1,0 +1,186 @@
+//! Markdown tables of the results (they paste straight into BENCHMARKS.md).
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::cost::CostReport;
+use crate::fanout::CaseReport;
+use crate::load::RunReport;
+
+/// The local stack and the reference under the same load.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub stack: RunReport,
+    pub reference: RunReport,
+    /// local stack / reference.
+    pub ratio_p50: f64,
+    pub ratio_p99: f64,
+    pub ratio_deliveries_per_s: f64,
+}
+
+impl Comparison {
+    pub fn new(stack: RunReport, reference: RunReport) -> Self {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        Self {
+            ratio_p50: ratio(stack.latency_ms.p50, reference.latency_ms.p50),
+            ratio_p99: ratio(stack.latency_ms.p99, reference.latency_ms.p99),
+            ratio_deliveries_per_s: ratio(stack.deliveries_per_s, reference.deliveries_per_s),
+            stack,
+            reference,
+        }
+    }
+}
+
+/// `(label, value)` rows of one run, formatted.
+fn rows(run: &RunReport) -> Vec<(&'static str, String, f64)> {
+    let l = &run.latency_ms;
+    let c = &run.connect_ms;
+    let t = run.target.as_ref();
+    let na = || "n/a".to_owned();
+    vec![
+        ("connect p50 / p99 ms", format!("{:.2} / {:.2}", c.p50, c.p99), c.p99),
+        ("latency p50 ms", format!("{:.2}", l.p50), l.p50),
+        ("latency p90 ms", format!("{:.2}", l.p90), l.p90),
+        ("latency p99 ms", format!("{:.2}", l.p99), l.p99),
+        ("latency p99.9 ms", format!("{:.2}", l.p999), l.p999),
+        ("latency max ms", format!("{:.2}", l.max), l.max),
+        ("deliveries/s", format!("{:.0}", run.deliveries_per_s), run.deliveries_per_s),
+        ("messages/s sent", format!("{:.1}", run.send_rate), run.send_rate),
+        ("delivered / expected", format!("{} / {}", run.delivered, run.expected_deliveries), f64::NAN),
+        ("lost / duplicated", format!("{} / {}", run.lost, run.duplicated), f64::NAN),
+        ("clients closed by server", run.clients_closed.to_string(), f64::NAN),
+        ("first send → last delivery s", format!("{:.2}", run.duration_s), run.duration_s),
+        (
+            "server peak RSS MiB",
+            t.map_or_else(na, |t| format!("{:.1}", t.peak_rss_mib)),
+            t.map_or(f64::NAN, |t| t.peak_rss_mib),
+        ),
+        (
+            "server CPU % (measured phase)",
+            t.map_or_else(na, |t| format!("{:.0}", t.cpu_percent_measure)),
+            t.map_or(f64::NAN, |t| t.cpu_percent_measure),
+        ),
+        (
+            "server CPU s (connect phase)",
+            t.map_or_else(na, |t| format!("{:.2}", t.cpu_seconds_connect)),
+            t.map_or(f64::NAN, |t| t.cpu_seconds_connect),
+        ),
+        ("loadgen CPU % (measured phase)", format!("{:.0}", run.loadgen.cpu_percent_measure), f64::NAN),
+        (
+            "other processes CPU % (measured phase)",
+            format!("{:.0} of {}", run.others_cpu_percent, 100 * run.cores),
+            f64::NAN,
+        ),
+    ]
+}
+
+fn describe(run: &RunReport) -> String {
+    let c = &run.config;
+    let load = c.rate.map_or(format!("saturating, window {} per sender", c.window), |r| format!("{r} msg/s total"));
+    format!("{} clients, {} senders × {} messages, {load}", c.clients, c.senders, c.messages)
+}
+
+pub fn run_table(run: &RunReport) -> String {
+    let mut out = format!("{} at {}: {}\n\n| metric | value |\n| --- | ---: |\n", run.label, run.url, describe(run));
+    for (name, value, _) in rows(run) {
+        writeln!(out, "| {name} | {value} |").ok();
+    }
+    out
+}
+
+pub fn comparison_table(comparison: &Comparison) -> String {
+    let mut out = format!(
+        "{}\n\n| metric | local stack | reference | local / reference |\n| --- | ---: | ---: | ---: |\n",
+        describe(&comparison.stack)
+    );
+    for ((name, stack, a), (_, reference, b)) in rows(&comparison.stack).into_iter().zip(rows(&comparison.reference)) {
+        let ratio = if a.is_finite() && b.is_finite() && b > 0.0 { format!("{:.2}×", a / b) } else { String::new() };
+        writeln!(out, "| {name} | {stack} | {reference} | {ratio} |").ok();
+    }
+    out
+}
+
+pub fn fanout_table(cases: &[CaseReport]) -> String {
+    let mut out = String::from(
+        "| connections | concurrency | messages timed | ms / message (mean) | max | bound alone | list ms | posts / message | pruned / message | peak RSS MiB | 10k under 1 s? |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    for c in cases {
+        let target =
+            if c.connections == 10_000 { if c.mean_ms_per_message < 1_000.0 { "yes" } else { "no" } } else { "" };
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {target} |",
+            c.connections,
+            c.concurrency,
+            c.messages,
+            c.mean_ms_per_message,
+            c.max_ms_per_message,
+            c.ideal_ms,
+            c.list_ms,
+            c.posts_per_message,
+            c.pruned_per_message,
+            c.peak_rss_mib
+        )
+        .ok();
+    }
+    out
+}
+
+pub fn cost_table(report: &CostReport) -> String {
+    let rooms = &report.rooms;
+    let mut out = format!(
+        "Per {} chat messages (USD, list prices, us-east-1)\n\n| | {} |\n| --- |{}\n",
+        report.assumptions.messages,
+        rooms.iter().map(|r| format!("{} connections", r.connections)).collect::<Vec<_>>().join(" | "),
+        " ---: |".repeat(rooms.len())
+    );
+    let line = |out: &mut String, name: &str, value: &dyn Fn(&crate::cost::RoomCost) -> String| {
+        let cells: Vec<String> = rooms.iter().map(value).collect();
+        writeln!(out, "| {name} | {} |", cells.join(" | ")).ok();
+    };
+    let millions = |x: f64| format!("{:.2} M", x / 1e6);
+    let usd = |x: f64| format!("${x:.2}");
+    line(&mut out, "API Gateway messages", &|r| millions(r.apigw_messages));
+    line(&mut out, "API Gateway connection-minutes", &|r| millions(r.apigw_connection_minutes));
+    line(&mut out, "Lambda requests", &|r| millions(r.lambda_requests));
+    line(&mut out, "broadcaster ms / message (simulated)", &|r| format!("{:.0}", r.broadcaster_ms_per_message));
+    line(&mut out, "Lambda GB-seconds", &|r| format!("{:.0}", r.lambda_gb_seconds));
+    line(&mut out, "DynamoDB write units", &|r| millions(r.dynamodb_write_units));
+    line(&mut out, "DynamoDB read units", &|r| millions(r.dynamodb_read_units));
+    line(&mut out, "**$ API Gateway messages**", &|r| usd(r.usd_apigw_messages));
+    line(&mut out, "**$ API Gateway connection-minutes**", &|r| usd(r.usd_apigw_connection_minutes));
+    line(&mut out, "**$ Lambda requests**", &|r| usd(r.usd_lambda_requests));
+    line(&mut out, "**$ Lambda duration**", &|r| usd(r.usd_lambda_duration));
+    line(&mut out, "**$ DynamoDB**", &|r| usd(r.usd_dynamodb));
+    line(&mut out, "**$ total**", &|r| usd(r.usd_total));
+    line(&mut out, "$ per million deliveries", &|r| format!("${:.3}", r.usd_per_million_deliveries));
+    let a = &report.assumptions;
+    write!(
+        out,
+        "\nAssumptions: {} bytes of text → {}-byte frames (1 unit of 32 KB) and {}-byte MessageHistory items \
+         (1 write unit); {}-byte ActiveConnections items; the room sends {} messages/minute in total; \
+         heartbeat every {} s (ping in + pong out, one send_message invocation each; 0 = none); \
+         Lambda arm64 at {} MB, billed per 1 ms; {} stream record(s) per broadcaster invocation; \
+         each DynamoDB call {} ms; send_message CPU {:.4} ms (measured); broadcaster time from the fan-out \
+         simulation at concurrency {} with posts of {} ± {} ms, no failures; Scan eventually consistent \
+         (0.5 read unit per 4 KB); stream reads by Lambda are free; joins, leaves, $connect/$disconnect and \
+         SessionHistory writes are per session and left out; no S3 archive.\n",
+        a.text_bytes,
+        report.frame_bytes,
+        report.message_item_bytes,
+        report.connection_item_bytes,
+        a.room_messages_per_minute,
+        a.heartbeat_secs,
+        a.lambda_memory_mb,
+        a.stream_batch,
+        a.dynamodb_call_ms,
+        report.send_handler_cpu_ms,
+        a.fanout_concurrency,
+        a.poster.latency_ms,
+        a.poster.jitter_ms,
+    )
+    .ok();
+    out
+}

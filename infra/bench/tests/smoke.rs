@@ -1,0 +1,164 @@
+//! The benchmarks in miniature: `loadgen compare` against the reference and the
+//! real local stack with a handful of clients, then the fan-out simulation and
+//! the cost model on tiny rooms. Checks that they measure something sensible,
+//! not how fast anything is.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `chat-local` binary, built by the same cargo, profile and target
+/// directory as this test (`cargo test` builds only this package's binaries).
+fn chat_local() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "chat-local", "--bin", "chat-local"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build for chat-local");
+    assert!(status.success(), "building chat-local failed");
+    let path = Path::new(env!("CARGO_BIN_EXE_loadgen")).with_file_name("chat-local");
+    assert!(path.exists(), "{} is missing after building it", path.display());
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-bench-smoke").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs loadgen to completion; kills exactly that child (by its handle) if it hangs.
+fn loadgen(args: &[&str]) -> Output {
+    let child: Child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    let pid = child.id();
+    let started = Instant::now();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()).ok());
+    loop {
+        match result.recv_timeout(Duration::from_millis(200)) {
+            Ok(output) => return output.expect("loadgen output"),
+            Err(_) if started.elapsed() > Duration::from_secs(120) => {
+                // Only our own child: SIGKILL by its PID, which it still holds (not yet reaped).
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                panic!("loadgen {args:?} did not finish in 120 s");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn check_run(run: &Value, name: &str) {
+    let number = |field: &str| run[field].as_u64().unwrap_or_else(|| panic!("{name}: {field} in {run}"));
+    assert_eq!(number("messages_sent"), 10, "{name}");
+    assert_eq!(number("expected_deliveries"), 50, "{name}: 10 messages × 5 clients");
+    assert_eq!(number("delivered"), 50, "{name}");
+    assert_eq!(number("lost"), 0, "{name}");
+    assert_eq!(number("duplicated"), 0, "{name}");
+    assert_eq!(number("clients_closed"), 0, "{name}");
+    let latency = &run["latency_ms"];
+    assert_eq!(latency["count"], 50, "{name}");
+    assert!(latency["p50"].as_f64().unwrap() > 0.0, "{name}: {latency}");
+    assert!(latency["max"].as_f64().unwrap() >= latency["p50"].as_f64().unwrap(), "{name}");
+    assert!(run["connect_ms"]["p50"].as_f64().unwrap() > 0.0, "{name}");
+    assert!(run["deliveries_per_s"].as_f64().unwrap() > 0.0, "{name}");
+    let target = &run["target"];
+    assert!(target["pid"].as_u64().unwrap() > 0, "{name}: the server's own PID is reported");
+    assert!(target["peak_rss_mib"].as_f64().unwrap() > 0.0, "{name}: {target}");
+}
+
+#[test]
+fn loadgen_compares_the_local_stack_with_the_reference() {
+    let dir = scratch("compare");
+    let json = dir.join("compare.json");
+    let stack = chat_local();
+    let reference = Path::new(env!("CARGO_BIN_EXE_reference"));
+    let output = loadgen(&[
+        "compare",
+        "--clients=5",
+        "--senders=2",
+        "--messages=5",
+        "--rate=0",
+        "--quiet",
+        "--idle-timeout-secs=20",
+        "--stack-bin",
+        stack.to_str().unwrap(),
+        "--reference-bin",
+        reference.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("| latency p99 ms |"), "{table}");
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    check_run(&report["stack"], "local stack");
+    check_run(&report["reference"], "reference");
+    assert!(report["ratio_p99"].as_f64().unwrap() > 0.0);
+    assert!(report["ratio_deliveries_per_s"].as_f64().unwrap() > 0.0);
+    // loadgen stopped both servers it started: their PIDs run neither binary any more.
+    for side in ["stack", "reference"] {
+        let pid = report[side]["target"]["pid"].as_u64().unwrap();
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!cmdline.contains("chat-local") && !cmdline.contains("reference"), "{side} (pid {pid}) still runs");
+    }
+}
+
+#[test]
+fn fanout_simulation_and_cost_model_report_tables_and_json() {
+    let dir = scratch("fanout");
+    let fanout_json = dir.join("fanout.json");
+    let output = loadgen(&[
+        "fanout",
+        "--connections=100,1000",
+        "--concurrency=16,64",
+        "--latency-ms=1",
+        "--jitter-ms=0.5",
+        "--messages=2",
+        "--json",
+        fanout_json.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let cases: Value = serde_json::from_slice(&std::fs::read(&fanout_json).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        assert!(case["mean_ms_per_message"].as_f64().unwrap() > 0.0, "{case}");
+        assert!(case["max_in_flight"].as_u64().unwrap() <= case["concurrency"].as_u64().unwrap(), "{case}");
+        assert!(case["peak_rss_mib"].as_f64().unwrap() > 0.0, "{case}");
+    }
+
+    let cost_json = dir.join("cost.json");
+    let output = loadgen(&[
+        "cost",
+        "--room-sizes=10,100",
+        "--latency-ms=1",
+        "--jitter-ms=0",
+        "--json",
+        cost_json.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let cost: Value = serde_json::from_slice(&std::fs::read(&cost_json).unwrap()).unwrap();
+    let rooms = cost["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 2);
+    assert!(rooms[1]["usd_total"].as_f64().unwrap() > rooms[0]["usd_total"].as_f64().unwrap());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("$ total"));
+}
