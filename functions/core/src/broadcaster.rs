@@ -2,6 +2,7 @@
 //! concurrently but bounded, pruning connections API Gateway reports gone, and
 //! say which stream records must be retried (partial batch failure).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,7 +120,8 @@ impl Broadcaster {
             report.undeliverable += outcome.failed;
             if !outcome.gone.is_empty() {
                 report.pruned += outcome.gone.len();
-                recipients.retain(|c| !outcome.gone.iter().any(|g| g.connection_id == c.connection_id));
+                let gone: HashSet<&str> = outcome.gone.iter().map(|g| g.connection_id.as_str()).collect();
+                recipients.retain(|c| !gone.contains(c.connection_id.as_str()));
                 self.prune(&outcome.gone).await;
             }
             let failed_share = outcome.failed as f64 / outcome.attempted.max(1) as f64;

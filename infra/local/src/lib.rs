@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::ports::{Archive, SystemClock};
 use tokio::net::TcpListener;
@@ -125,6 +126,12 @@ pub async fn serve(
         app = app.fallback_service(ServeDir::new(dir));
     }
 
+    // Chat frames are small and latency-bound: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
