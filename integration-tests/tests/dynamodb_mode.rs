@@ -7,7 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 
+use aws_lambda_events::dynamodb::EventRecord;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chat_aws::TableNames;
+use chat_core::LogEvent;
+use chat_local::DynamoSettings;
+use chat_local::stream::RecordSource;
 use common::{Client, Moto, Stack, WAIT, run_binary, scratch};
 use serde_json::Value;
 
@@ -120,4 +125,56 @@ async fn chat_through_moto_tables_stream_and_archive() {
     assert!(summary.contains(&format!("0 appended, {} already in the log", from_table.len())), "{summary}");
     assert_eq!(scan(&dynamodb, "MessageHistory").await.len(), messages.len());
     stack.stop().await;
+}
+
+/// Polls until `count` records have arrived (a stream hands them over as they come).
+async fn poll_records(source: &mut impl RecordSource, count: usize) -> Vec<EventRecord> {
+    let mut records = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while records.len() < count {
+            let batch = source.poll(100).await.unwrap();
+            if batch.is_empty() {
+                source.wait().await;
+            }
+            records.extend(batch);
+        }
+    })
+    .await
+    .expect("records arrive in time");
+    records
+}
+
+fn seq(record: &EventRecord) -> &str {
+    record.change.sequence_number.as_deref().unwrap()
+}
+
+/// The event-source rules the broadcaster relies on, on moto's real stream: a
+/// retried record is read again, a given-up one is skipped, a finished batch is not
+/// read twice.
+#[tokio::test]
+async fn the_stream_source_rereads_retried_records_and_skips_given_up_ones() {
+    let moto = Moto::start().await;
+    let settings =
+        DynamoSettings { endpoint: Some(moto.url.clone()), tables: TableNames::default(), create_tables: true };
+    let (tables, mut source) = chat_local::dynamo::open(&settings).await.unwrap();
+    let at = chrono::Utc::now();
+    for text in ["one", "two", "three"] {
+        tables.log.append(&LogEvent::chat("writer", text, at)).await.unwrap();
+    }
+    let first = poll_records(&mut source, 3).await;
+    assert_eq!(first.len(), 3);
+
+    source.resume_at(&first[1]).await.unwrap();
+    let retried = poll_records(&mut source, 2).await;
+    assert_eq!(retried.iter().map(seq).collect::<Vec<_>>(), [seq(&first[1]), seq(&first[2])]);
+
+    source.resume_after(&retried[0]).await.unwrap(); // given up mid-batch
+    let rest = poll_records(&mut source, 1).await;
+    assert_eq!(seq(&rest[0]), seq(&first[2]));
+
+    source.resume_after(&rest[0]).await.unwrap(); // the whole batch is done
+    tables.log.append(&LogEvent::chat("writer", "four", at)).await.unwrap();
+    let next = poll_records(&mut source, 1).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].change.new_image.get("message"), Some(&serde_dynamo::AttributeValue::S("four".into())));
 }
