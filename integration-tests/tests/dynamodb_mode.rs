@@ -156,7 +156,7 @@ async fn the_stream_source_rereads_retried_records_and_skips_given_up_ones() {
     let moto = Moto::start().await;
     let settings =
         DynamoSettings { endpoint: Some(moto.url.clone()), tables: TableNames::default(), create_tables: true };
-    let (tables, mut source) = chat_local::dynamo::open(&settings).await.unwrap();
+    let (tables, mut source) = chat_local::dynamo::open_with(&moto.sdk_config().await, &settings).await.unwrap();
     let at = chrono::Utc::now();
     for text in ["one", "two", "three"] {
         tables.log.append(&LogEvent::chat("writer", text, at)).await.unwrap();

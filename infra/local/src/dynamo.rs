@@ -33,8 +33,15 @@ pub struct ArchiveSettings {
 /// The three tables through the AWS adapters, and the message table's stream
 /// (read from records written from now on, like a new `LATEST` mapping).
 pub async fn open(settings: &DynamoSettings) -> Result<(Tables, DynamoSource), StoreError> {
-    let sdk = chat_aws::sdk_config_for(settings.endpoint.as_deref()).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    open_with(&chat_aws::sdk_config_for(settings.endpoint.as_deref()).await, settings).await
+}
+
+/// [`open`] with an SDK config of the caller's (credentials, region, endpoint).
+pub async fn open_with(
+    sdk: &aws_config::SdkConfig,
+    settings: &DynamoSettings,
+) -> Result<(Tables, DynamoSource), StoreError> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
     if settings.create_tables {
         create_tables(&client, &settings.tables).await?;
     }
@@ -44,7 +51,7 @@ pub async fn open(settings: &DynamoSettings) -> Result<(Tables, DynamoSource), S
         sessions: Arc::new(DynamoSessions::new(client.clone(), &names.sessions)),
         log: Arc::new(DynamoLog::new(client.clone(), &names.messages)),
     };
-    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
     let reader = StreamReader::open(&client, streams, &names.messages, StartingPosition::Latest).await?;
     tracing::info!(stream = reader.stream_arn(), "reading the MessageHistory stream");
     Ok((tables, DynamoSource { reader, in_flight: None }))

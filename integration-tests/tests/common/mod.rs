@@ -58,6 +58,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Fake credentials for every AWS SDK client a test's child process makes: tests
+/// only ever talk to loopback (moto, the local stack).
+const FAKE_AWS: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
 /// A running local stack. Killed (by PID) when dropped, even if the test panics.
 pub struct Stack {
     child: Child,
@@ -73,6 +82,7 @@ impl Stack {
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(FAKE_AWS)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -226,7 +236,12 @@ impl Moto {
 
 /// Runs a `chat-local` package binary to completion, returning its stdout.
 pub async fn run_binary(name: &str, args: &[&str]) -> String {
-    let output = Command::new(package_binary(name)).args(args).stderr(Stdio::inherit()).kill_on_drop(true).output();
+    let output = Command::new(package_binary(name))
+        .args(args)
+        .envs(FAKE_AWS)
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output();
     let output = tokio::time::timeout(Duration::from_secs(60), output).await.expect("finishes in time").unwrap();
     assert!(output.status.success(), "{name} {args:?} failed with {}", output.status);
     String::from_utf8(output.stdout).expect("UTF-8 output")
