@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_RETRIES", default_value_t = 5)]
     max_retries: u32,
     /// Broadcaster: posts in flight at once per message.
-    #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
     /// Use this DynamoDB API (moto, DynamoDB Local, AWS) through the AWS adapters
     /// instead of SQLite; the broadcaster then reads the table's real stream.

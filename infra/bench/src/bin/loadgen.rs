@@ -113,7 +113,7 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         dynamodb_call_ms: f64,
         /// The broadcaster's FANOUT_CONCURRENCY.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = chat_core::broadcaster::FanoutConfig::default().max_in_flight)]
         concurrency: usize,
         /// @connections post latency for the simulated broadcaster time.
         #[arg(long, default_value_t = 20.0)]
