@@ -11,7 +11,7 @@ use chat_aws::{DynamoConnections, DynamoLog, DynamoSessions, S3Archive, Starting
 use chat_core::StoreError;
 
 use crate::functions::Tables;
-use crate::stream::{POLL_INTERVAL, RecordSource};
+use crate::stream::{POLL_INTERVAL, RecordSource, record_sequence};
 
 /// Where the tables are.
 #[derive(Clone, Debug)]
@@ -73,14 +73,6 @@ pub struct DynamoSource {
     in_flight: Option<(String, String)>,
 }
 
-fn sequence_number(record: &EventRecord) -> Result<&str, StoreError> {
-    record
-        .change
-        .sequence_number
-        .as_deref()
-        .ok_or_else(|| StoreError::Malformed("record without a sequence number".into()))
-}
-
 #[async_trait]
 impl RecordSource for DynamoSource {
     async fn poll(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -88,7 +80,7 @@ impl RecordSource for DynamoSource {
         let shard = self.in_flight.as_ref().map(|(shard, _)| shard.as_str());
         let batch = self.reader.next_batch(max, shard).await?;
         if let Some(last) = batch.records.last() {
-            self.in_flight = Some((batch.shard_id, sequence_number(last)?.to_owned()));
+            self.in_flight = Some((batch.shard_id, record_sequence(last)?.to_owned()));
         }
         Ok(batch.records)
     }
@@ -100,13 +92,13 @@ impl RecordSource for DynamoSource {
 
     async fn resume_after(&mut self, record: &EventRecord) -> Result<(), StoreError> {
         let Some((shard, last_read)) = self.in_flight.take() else { return Ok(()) };
-        let seq = sequence_number(record)?;
+        let seq = record_sequence(record)?;
         // After a whole batch the shard iterator already points past it.
         if seq == last_read { Ok(()) } else { self.reader.seek(&shard, seq, false).await }
     }
 
     async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError> {
         let Some((shard, _)) = self.in_flight.take() else { return Ok(()) };
-        self.reader.seek(&shard, sequence_number(record)?, true).await
+        self.reader.seek(&shard, record_sequence(record)?, true).await
     }
 }

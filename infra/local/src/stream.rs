@@ -96,8 +96,17 @@ impl SqliteSource {
     }
 }
 
+/// The record's sequence number, which every source positions itself by.
+pub fn record_sequence(record: &EventRecord) -> Result<&str, StoreError> {
+    record
+        .change
+        .sequence_number
+        .as_deref()
+        .ok_or_else(|| StoreError::Malformed("record without a sequence number".into()))
+}
+
 fn seq_of(record: &EventRecord) -> Result<i64, StoreError> {
-    let number = record.change.sequence_number.as_deref().unwrap_or_default();
+    let number = record_sequence(record)?;
     number.parse().map_err(|_| StoreError::Malformed(format!("sequence number {number:?}")))
 }
 
