@@ -83,9 +83,17 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "delete");
         self.inner.delete(connection_id).await
     }
-    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        self.seen.note("ConnectionStore", "get");
+        ConnectionStore::get(&self.inner, connection_id).await
+    }
+    async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "list");
-        self.inner.list(after).await
+        self.inner.list(room, after, limit).await
+    }
+    async fn count(&self, room: &str) -> Result<usize, StoreError> {
+        self.seen.note("ConnectionStore", "count");
+        self.inner.count(room).await
     }
 }
 
@@ -95,7 +103,7 @@ impl SessionLog for Recorded<MemorySessions> {
         self.seen.note("SessionLog", "open");
         self.inner.open(session).await
     }
-    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+    async fn close(&self, end: &SessionEnd) -> Result<Option<Session>, StoreError> {
         self.seen.note("SessionLog", "close");
         self.inner.close(end).await
     }
@@ -161,16 +169,22 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
         }
         "send_message" => {
+            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            seen.take();
             for body in [r#"{"action":"sendmessage","message":"hi"}"#, r#"{"action":"sendmessage","message":"ping"}"#] {
-                websocket::on_send_message(&message(body), &log).await.unwrap();
+                websocket::on_send_message(&message(body), &connections, &log).await.unwrap();
             }
-            websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &log).await.ok();
+            websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &connections, &log).await.ok();
         }
         "default" => {
-            websocket::on_send_message(&message(r#"{"action":"sendmessage","message":"hi"}"#), &log).await.unwrap();
+            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
+            websocket::on_send_message(&hi, &connections, &log).await.unwrap();
             seen.take();
-            for body in [r#"{"action":"history","limit":5}"#, r#"{"action":"dance"}"#, "not json"] {
-                websocket::on_default(&message(body), &log, &poster).await.unwrap();
+            for body in
+                [r#"{"action":"history","limit":5}"#, r#"{"action":"who"}"#, r#"{"action":"dance"}"#, "not json"]
+            {
+                websocket::on_default(&message(body), &connections, &log, &poster).await.unwrap();
             }
         }
         "broadcaster" => {
@@ -443,6 +457,10 @@ fn needed(template: &Value, function: &Value, code: &BTreeSet<(String, String)>)
     for (adapter, action) in code {
         let variable = ADAPTER_ENV.iter().find(|(a, _)| a == adapter).expect("adapter has an env variable").1;
         let resource = match adapter.as_str() {
+            // Queries read the room GSI, and only it.
+            "DynamoConnections" | "DynamoSessions" | "DynamoLog" if action == "dynamodb:Query" => {
+                format!("Sub:${{{}.Arn}}/index/room-index", logical(&env(variable)))
+            }
             "DynamoConnections" | "DynamoSessions" | "DynamoLog" => format!("GetAtt:{}.Arn", logical(&env(variable))),
             "S3Archive" => format!("Sub:${{{}.Arn}}/*", logical(&env(variable))),
             "ApiGatewayPoster" => {
@@ -589,8 +607,20 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("disconnect", false).await,
         expect(&[("ConnectionStore", "delete"), ("SessionLog", "close"), ("MessageLog", "append")])
     );
-    assert_eq!(port_calls("send_message", false).await, expect(&[("MessageLog", "append")]));
-    assert_eq!(port_calls("default", false).await, expect(&[("MessageLog", "read"), ("SocketPoster", "post")]));
+    assert_eq!(
+        port_calls("send_message", false).await,
+        expect(&[("ConnectionStore", "get"), ("MessageLog", "append")])
+    );
+    assert_eq!(
+        port_calls("default", false).await,
+        expect(&[
+            ("ConnectionStore", "get"),
+            ("ConnectionStore", "count"),
+            ("ConnectionStore", "list"),
+            ("MessageLog", "read"),
+            ("SocketPoster", "post")
+        ])
+    );
     assert_eq!(
         port_calls("broadcaster", true).await,
         expect(&[
@@ -603,13 +633,26 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
     );
 }
 
+#[tokio::test]
+async fn no_request_or_broadcast_path_scans_a_table() {
+    let bodies = adapter_sources();
+    for function in FUNCTIONS {
+        let calls = port_calls(function.binary, true).await;
+        let actions: BTreeSet<String> =
+            calls.iter().flat_map(|(port, method)| iam_actions(&bodies, port, method)).map(|(_, a)| a).collect();
+        assert!(!actions.contains("dynamodb:Scan"), "{} scans: {actions:?}", function.binary);
+    }
+}
+
 #[test]
 fn the_adapter_scan_finds_each_sdk_call() {
     let bodies = adapter_sources();
     let actions = |port, method| iam_actions(&bodies, port, method).into_iter().map(|(_, a)| a).collect::<Vec<_>>();
     assert_eq!(actions("ConnectionStore", "put"), ["dynamodb:PutItem"], "through the Table helper");
-    assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Scan"]);
-    assert_eq!(actions("MessageLog", "read"), ["dynamodb:Scan"], "through scan_all");
+    assert_eq!(actions("ConnectionStore", "get"), ["dynamodb:GetItem"]);
+    assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Query"]);
+    assert_eq!(actions("ConnectionStore", "count"), ["dynamodb:Query"]);
+    assert_eq!(actions("MessageLog", "read"), ["dynamodb:Query"]);
     assert_eq!(actions("SessionLog", "close"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("SocketPoster", "post"), ["execute-api:ManageConnections POST"]);
     assert_eq!(actions("Archive", "put"), ["s3:PutObject"]);

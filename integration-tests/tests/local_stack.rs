@@ -61,6 +61,7 @@ async fn heartbeat_and_unknown_actions() {
     // The pings and refusals were never logged: history holds only the join.
     client.send_json(json!({"action": "history"})).await;
     assert_eq!(client.next_json().await["kind"], "join");
+    assert_eq!(client.next_json().await, json!({"kind": "history", "room": "lobby", "count": 1, "more": false}));
     client.say("after").await;
     assert_eq!(client.next_json().await["text"], "after", "nothing else was queued");
     stack.stop().await;
@@ -129,8 +130,12 @@ async fn a_connection_lost_without_disconnect_is_pruned_by_the_next_broadcast() 
     stack.stop().await;
 
     let store = chat_local::store::SqliteStore::open(&db).unwrap();
-    let ids: Vec<String> =
-        chat_core::ports::list_all_connections(&store).await.unwrap().into_iter().map(|c| c.connection_id).collect();
+    let ids: Vec<String> = chat_core::ports::list_all_connections(&store, "lobby")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.connection_id)
+        .collect();
     assert!(!ids.contains(&ghost_id), "the 410 pruned the ghost: {ids:?}");
     let session = store.session(&ghost_id).unwrap().expect("the ghost had a session");
     assert!(session.disconnected_at.is_some(), "pruning closed the ghost's session");

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
-use chat_core::ports::{ConnectionStore, LogQuery, MessageLog, Page, SessionLog, StoreError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
+use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -52,6 +52,23 @@ fn from_item<T: DeserializeOwned>(item: HashMap<String, AttributeValue>) -> Resu
     serde_dynamo::from_item(item).map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
+/// The global secondary index ActiveConnections and MessageHistory both have:
+/// partition key `room`, sort key the table's own key. Every request and
+/// broadcast path reads one room through it; none scans a table.
+pub const ROOM_INDEX: &str = "room-index";
+
+/// Items of a page, skipping (and logging) rows that do not decode: one bad
+/// row must not stop every broadcast or history answer.
+fn decode_items<T: DeserializeOwned>(items: Option<Vec<HashMap<String, AttributeValue>>>, table: &str) -> Vec<T> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|item| {
+            from_item(item).map_err(|error| tracing::warn!(%error, table, "skipping malformed row")).ok()
+        })
+        .collect()
+}
+
 /// A table and the client that reaches it.
 #[derive(Clone, Debug)]
 struct Table {
@@ -94,28 +111,71 @@ impl ConnectionStore for DynamoConnections {
         Ok(())
     }
 
-    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
-        let start = after.map(|id| HashMap::from([string_key("connection_id", &id)]));
+    /// Strongly consistent: the row was written by `$connect` moments ago.
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        let (name, value) = string_key("connection_id", connection_id);
         let output = self
             .0
             .client
-            .scan()
+            .get_item()
             .table_name(&self.0.name)
+            .key(name, value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.map(from_item).transpose()
+    }
+
+    /// A Query on the room GSI (eventually consistent: a socket connected a few
+    /// milliseconds ago may miss an event; clients recover it from history).
+    async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
+        let start = after.map(|id| HashMap::from([string_key("room", room), string_key("connection_id", &id)]));
+        let output = self
+            .0
+            .client
+            .query()
+            .table_name(&self.0.name)
+            .index_name(ROOM_INDEX)
+            .key_condition_expression("#room = :room")
+            .expression_attribute_names("#room", "room")
+            .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+            .limit(limit.clamp(1, i32::MAX as usize) as i32)
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(unavailable)?;
-        let mut items = Vec::with_capacity(output.items().len());
-        for item in output.items.unwrap_or_default() {
-            // One bad row must not stop every broadcast.
-            match from_item::<Connection>(item) {
-                Ok(connection) => items.push(connection),
-                Err(error) => tracing::warn!(%error, "skipping malformed ActiveConnections row"),
-            }
-        }
+        let items = decode_items(output.items, &self.0.name);
         let next =
             output.last_evaluated_key.and_then(|key| key.get("connection_id").and_then(|v| v.as_s().ok()).cloned());
         Ok(Page { items, next })
+    }
+
+    /// Counts on the room GSI, page by page (a Query reads at most 1 MB at a time).
+    async fn count(&self, room: &str) -> Result<usize, StoreError> {
+        let mut count = 0;
+        let mut start = None;
+        loop {
+            let output = self
+                .0
+                .client
+                .query()
+                .table_name(&self.0.name)
+                .index_name(ROOM_INDEX)
+                .key_condition_expression("#room = :room")
+                .expression_attribute_names("#room", "room")
+                .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            count += output.count.max(0) as usize;
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
     }
 }
 
@@ -135,7 +195,8 @@ impl SessionLog for DynamoSessions {
         self.0.put(session).await
     }
 
-    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+    /// Conditional, so exactly one caller completes the session and learns its room.
+    async fn close(&self, end: &SessionEnd) -> Result<Option<Session>, StoreError> {
         let (name, value) = string_key("connection_id", &end.connection_id);
         let result = self
             .0
@@ -147,12 +208,13 @@ impl SessionLog for DynamoSessions {
             .condition_expression("attribute_exists(connection_id) AND attribute_not_exists(disconnected_at)")
             .expression_attribute_values(":at", AttributeValue::S(chat_core::time::format_iso(&end.disconnected_at)))
             .expression_attribute_values(":secs", AttributeValue::N(end.duration_seconds.to_string()))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
+                Ok(None)
             }
             Err(error) => Err(unavailable(error)),
         }
@@ -168,7 +230,8 @@ impl DynamoLog {
         Self(Table { client, name: table.into() })
     }
 
-    /// Every event in the table, oldest first.
+    /// Every event in the table, oldest first. For replay and export only: no
+    /// request or broadcast path scans.
     pub async fn scan_all(&self) -> Result<Vec<LogEvent>, StoreError> {
         let mut events = Vec::new();
         let mut start = None;
@@ -182,12 +245,7 @@ impl DynamoLog {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            for item in output.items.unwrap_or_default() {
-                match from_item::<LogEvent>(item) {
-                    Ok(event) => events.push(event),
-                    Err(error) => tracing::warn!(%error, "skipping malformed MessageHistory row"),
-                }
-            }
+            events.extend(decode_items::<LogEvent>(output.items, &self.0.name));
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => break,
@@ -221,9 +279,53 @@ impl MessageLog for DynamoLog {
         }
     }
 
-    /// The table has only a hash key, so reading a range is a full scan; fine for
-    /// a chat room's history, and the S3 archive serves bulk replay.
+    /// One Query on the room GSI: the newest `limit` (read backwards), or
+    /// forward from a cursor. A time cursor ranges over ids from a little before
+    /// that time and filters on `timestamp`, so its pages are walked until full.
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
-        Ok(query.select(&self.scan_all().await?))
+        let limit = query.limit.clamp(1, i32::MAX as usize);
+        let mut names = HashMap::from([("#room".to_owned(), "room".to_owned())]);
+        let mut values = HashMap::from([(":room".to_owned(), AttributeValue::S(query.room.clone()))]);
+        let mut condition = "#room = :room";
+        if let Some(cursor) = &query.after {
+            condition = "#room = :room AND message_id > :after";
+            values.insert(":after".into(), AttributeValue::S(cursor.id_floor()));
+        }
+        let mut filter = None;
+        if let Some(LogCursor::Time(at)) = &query.after {
+            filter = Some("#timestamp > :at");
+            names.insert("#timestamp".into(), "timestamp".into());
+            values.insert(":at".into(), AttributeValue::S(chat_core::time::format_iso(at)));
+        }
+        let mut events: Vec<LogEvent> = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .0
+                .client
+                .query()
+                .table_name(&self.0.name)
+                .index_name(ROOM_INDEX)
+                .key_condition_expression(condition)
+                .set_filter_expression(filter.map(str::to_owned))
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(query.after.is_some())
+                .limit(limit as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            events.extend(decode_items::<LogEvent>(output.items, &self.0.name));
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && events.len() < limit => start = Some(key),
+                _ => break,
+            }
+        }
+        events.truncate(limit);
+        if query.after.is_none() {
+            events.reverse();
+        }
+        Ok(events)
     }
 }

@@ -6,19 +6,22 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
 };
 use chat_core::StoreError;
 
 use crate::TableNames;
+use crate::dynamodb::ROOM_INDEX;
 use crate::unavailable;
 
-/// Creates each missing table and waits until all three are active.
+/// Creates each missing table (and each missing room GSI) and waits until all
+/// three tables and their indexes are active.
 pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), StoreError> {
-    create_table(client, &names.connections, "connection_id", false).await?;
-    create_table(client, &names.sessions, "connection_id", false).await?;
-    create_table(client, &names.messages, "message_id", true).await?;
+    create_table(client, &names.connections, "connection_id", false, true).await?;
+    create_table(client, &names.sessions, "connection_id", false, false).await?;
+    create_table(client, &names.messages, "message_id", true, true).await?;
     for name in [&names.connections, &names.sessions, &names.messages] {
         wait_until_active(client, name).await?;
     }
@@ -36,28 +39,63 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
     Ok(())
 }
 
-async fn create_table(client: &Client, name: &str, key: &str, stream: bool) -> Result<(), StoreError> {
+fn malformed(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Malformed(e.to_string())
+}
+
+fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(malformed)
+}
+
+fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(malformed)
+}
+
+/// The room GSI as the template declares it: `room` then the table's key, all attributes projected.
+fn room_index(table_key: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(ROOM_INDEX)
+        .key_schema(key("room", KeyType::Hash)?)
+        .key_schema(key(table_key, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(malformed)
+}
+
+async fn create_table(
+    client: &Client,
+    name: &str,
+    table_key: &str,
+    stream: bool,
+    with_room_index: bool,
+) -> Result<(), StoreError> {
     let described = client.describe_table().table_name(name).send().await;
     match described {
-        Ok(_) => return Ok(()),
+        Ok(output) => {
+            let indexes = output.table.map(|t| t.global_secondary_indexes.unwrap_or_default()).unwrap_or_default();
+            let has_index = indexes.iter().any(|i| i.index_name() == Some(ROOM_INDEX));
+            if with_room_index && !has_index {
+                add_room_index(client, name, table_key).await?;
+            }
+            return Ok(());
+        }
         Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
         Err(error) => return Err(unavailable(error)),
     }
-    let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
     let mut request = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(malformed)?,
-        )
-        .key_schema(
-            KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build().map_err(malformed)?,
-        );
+        .attribute_definitions(string_attribute(table_key)?)
+        .key_schema(key(table_key, KeyType::Hash)?);
+    if with_room_index {
+        request =
+            request.attribute_definitions(string_attribute("room")?).global_secondary_indexes(room_index(table_key)?);
+    }
     if stream {
         request = request.stream_specification(
             StreamSpecification::builder()
@@ -78,10 +116,37 @@ async fn create_table(client: &Client, name: &str, key: &str, stream: bool) -> R
     }
 }
 
+/// A table made before rooms gains the room GSI (DynamoDB backfills it).
+async fn add_room_index(client: &Client, name: &str, table_key: &str) -> Result<(), StoreError> {
+    let index = room_index(table_key)?;
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(ROOM_INDEX)
+        .set_key_schema(Some(index.key_schema().to_vec()))
+        .set_projection(index.projection().cloned())
+        .build()
+        .map_err(malformed)?;
+    client
+        .update_table()
+        .table_name(name)
+        .attribute_definitions(string_attribute(table_key)?)
+        .attribute_definitions(string_attribute("room")?)
+        .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+        .send()
+        .await
+        .map_err(unavailable)?;
+    tracing::info!(table = name, index = ROOM_INDEX, "added the room index");
+    Ok(())
+}
+
+/// Waits until the table and every index on it are active (an index is
+/// backfilled after the table itself is active).
 async fn wait_until_active(client: &Client, name: &str) -> Result<(), StoreError> {
     for _ in 0..120 {
         let described = client.describe_table().table_name(name).send().await.map_err(unavailable)?;
-        if described.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+        let table = described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+        let indexes_active =
+            table.global_secondary_indexes().iter().all(|i| i.index_status() == Some(&IndexStatus::Active));
+        if table.table_status() == Some(&TableStatus::Active) && indexes_active {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,8 +1,8 @@
-//! The fan-out policy: deliver each new log event to every active connection,
-//! concurrently but bounded, pruning connections API Gateway reports gone, and
-//! say which stream records must be retried (partial batch failure).
+//! The fan-out policy: deliver each new log event to every active connection of
+//! its room, concurrently but bounded, pruning connections API Gateway reports
+//! gone, and say which stream records must be retried (partial batch failure).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,30 +94,36 @@ pub struct Broadcaster {
 }
 
 impl Broadcaster {
-    /// Archives the batch (if configured), then delivers its events in order.
+    /// Archives the batch (if configured), then delivers its events in order,
+    /// each to its own room. A room's connections are listed once per batch.
     pub async fn broadcast(&self, batch: &[SequencedEvent]) -> BatchReport {
         let mut report = BatchReport::default();
         if batch.is_empty() {
             return report;
         }
-        let every_record = || batch.iter().map(|r| r.sequence_number.clone()).collect();
+        let from = |index: usize| batch[index..].iter().map(|r| r.sequence_number.clone()).collect();
 
         if let Err(error) = self.archive_batch(batch).await {
             tracing::error!(%error, "archiving the batch failed; the whole batch will be retried");
-            report.failed = every_record();
+            report.failed = from(0);
             return report;
         }
-        let mut recipients = match list_all_connections(self.connections.as_ref()).await {
-            Ok(connections) => connections,
-            Err(error) => {
-                tracing::error!(%error, "listing connections failed; the whole batch will be retried");
-                report.failed = every_record();
-                return report;
-            }
-        };
+        let mut rooms: HashMap<&str, Vec<Connection>> = HashMap::new();
 
         for (index, record) in batch.iter().enumerate() {
-            let outcome = self.deliver(&record.event, &recipients).await;
+            let room = record.event.room.as_str();
+            if !rooms.contains_key(room) {
+                match list_all_connections(self.connections.as_ref(), room).await {
+                    Ok(connections) => rooms.insert(room, connections),
+                    Err(error) => {
+                        tracing::error!(%error, room, "listing the room failed; this record and the rest will be retried");
+                        report.failed = from(index);
+                        break;
+                    }
+                };
+            }
+            let recipients = rooms.get_mut(room).expect("listed above");
+            let outcome = self.deliver(&record.event, recipients).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
             if !outcome.gone.is_empty() {
@@ -134,7 +140,7 @@ impl Broadcaster {
                     attempted = outcome.attempted,
                     "too many deliveries failed; this record and the rest of the batch will be retried"
                 );
-                report.failed = batch[index..].iter().map(|r| r.sequence_number.clone()).collect();
+                report.failed = from(index);
                 break;
             }
         }
@@ -177,6 +183,7 @@ impl Broadcaster {
         tracing::info!(
             message_id = %event.message_id,
             kind = ?event.kind,
+            room = %event.room,
             delivered = outcome.delivered,
             gone = outcome.gone.len(),
             failed = outcome.failed,

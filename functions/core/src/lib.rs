@@ -14,6 +14,7 @@ pub mod model;
 pub mod ports;
 pub mod protocol;
 pub mod replay;
+pub mod room;
 pub mod time;
 
 pub use model::{Connection, EventKind, LogEvent, Session, SessionEnd};

@@ -71,18 +71,34 @@ impl ConnectionStore for MemoryConnections {
         Ok(())
     }
 
-    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.outage.check()?;
+        Ok(MemoryConnections::get(self, connection_id))
+    }
+
+    async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
+        self.outage.check()?;
+        let page_size = limit.min(self.page_size).max(1);
         let rows = self.rows.lock().unwrap();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         // One row past the page tells whether another page follows.
-        let mut items: Vec<Connection> =
-            rows.range((lower, Bound::Unbounded)).take(self.page_size + 1).map(|(_, c)| c.clone()).collect();
-        let next = (items.len() > self.page_size).then(|| {
-            items.truncate(self.page_size);
-            items[self.page_size - 1].connection_id.clone()
+        let mut items: Vec<Connection> = rows
+            .range((lower, Bound::Unbounded))
+            .map(|(_, c)| c)
+            .filter(|c| c.room == room)
+            .take(page_size + 1)
+            .cloned()
+            .collect();
+        let next = (items.len() > page_size).then(|| {
+            items.truncate(page_size);
+            items[page_size - 1].connection_id.clone()
         });
         Ok(Page { items, next })
+    }
+
+    async fn count(&self, room: &str) -> Result<usize, StoreError> {
+        self.outage.check()?;
+        Ok(self.rows.lock().unwrap().values().filter(|c| c.room == room).count())
     }
 }
 
@@ -107,16 +123,16 @@ impl SessionLog for MemorySessions {
         Ok(())
     }
 
-    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+    async fn close(&self, end: &SessionEnd) -> Result<Option<Session>, StoreError> {
         self.outage.check()?;
         let mut rows = self.rows.lock().unwrap();
         match rows.get_mut(&end.connection_id) {
             Some(session) if session.disconnected_at.is_none() => {
                 session.disconnected_at = Some(end.disconnected_at);
                 session.duration_seconds = Some(end.duration_seconds);
-                Ok(true)
+                Ok(Some(session.clone()))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 }
@@ -294,12 +310,14 @@ mod tests {
         let at = from_epoch_millis(0).unwrap();
         for i in 0..5 {
             store.put(&Connection::new(&format!("c{i}"), "ip", at)).await.unwrap();
+            store.put(&Connection::new(&format!("c{i}x"), "ip", at).in_room("other")).await.unwrap();
         }
-        let first = store.list(None).await.unwrap();
+        let first = store.list("lobby", None, 100).await.unwrap();
         assert_eq!(first.items.len(), 2);
         assert!(first.next.is_some());
-        let all = list_all_connections(&store).await.unwrap();
+        let all = list_all_connections(&store, "lobby").await.unwrap();
         let ids: Vec<_> = all.iter().map(|c| c.connection_id.as_str()).collect();
         assert_eq!(ids, ["c0", "c1", "c2", "c3", "c4"]);
+        assert_eq!(store.count("other").await.unwrap(), 5);
     }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::room::DEFAULT_ROOM;
 use crate::time::iso_seconds;
 
 /// API Gateway closes every connection after 2 h; the TTL adds slack so a row
@@ -22,17 +23,32 @@ pub struct Connection {
     pub source_ip: String,
     /// Epoch seconds; the table's TTL attribute.
     pub expires_at: i64,
+    /// The one room this connection hears; the partition key of the `room-index` GSI.
+    #[serde(default = "default_room")]
+    pub room: String,
 }
 
 impl Connection {
+    /// A connection in the default room; see [`Connection::in_room`].
     pub fn new(connection_id: &str, source_ip: &str, connected_at: DateTime<Utc>) -> Self {
         Self {
             connection_id: connection_id.to_owned(),
             connected_at,
             source_ip: source_ip.to_owned(),
             expires_at: (connected_at + CONNECTION_TTL).timestamp(),
+            room: DEFAULT_ROOM.to_owned(),
         }
     }
+
+    pub fn in_room(mut self, room: &str) -> Self {
+        room.clone_into(&mut self.room);
+        self
+    }
+}
+
+/// Rows written before rooms existed were all in the one chat there was.
+fn default_room() -> String {
+    DEFAULT_ROOM.to_owned()
 }
 
 /// A row of SessionHistory: one connection's life, completed on disconnect.
@@ -46,6 +62,9 @@ pub struct Session {
     pub disconnected_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
+    /// Kept here so whoever ends the session knows where to announce the leave.
+    #[serde(default = "default_room")]
+    pub room: String,
 }
 
 impl Session {
@@ -56,6 +75,7 @@ impl Session {
             connected_at: connection.connected_at,
             disconnected_at: None,
             duration_seconds: None,
+            room: connection.room.clone(),
         }
     }
 }
@@ -100,6 +120,9 @@ pub struct LogEvent {
     /// Rows written by the seed have no kind; they are all chat lines.
     #[serde(default = "chat_kind")]
     pub kind: EventKind,
+    /// Where it was said; the partition key of the `room-index` GSI.
+    #[serde(default = "default_room")]
+    pub room: String,
 }
 
 fn chat_kind() -> EventKind {
@@ -112,11 +135,17 @@ impl LogEvent {
     }
 
     pub fn join(connection_id: &str, at: DateTime<Utc>) -> Self {
-        Self::new(EventKind::Join, connection_id, crate::protocol::join_notice(connection_id), at)
+        Self::new(EventKind::Join, connection_id, join_notice(connection_id), at)
     }
 
     pub fn leave(connection_id: &str, at: DateTime<Utc>) -> Self {
-        Self::new(EventKind::Leave, connection_id, crate::protocol::leave_notice(connection_id), at)
+        Self::new(EventKind::Leave, connection_id, leave_notice(connection_id), at)
+    }
+
+    /// The same event said in `room` (constructors start in the default room).
+    pub fn in_room(mut self, room: &str) -> Self {
+        room.clone_into(&mut self.room);
+        self
     }
 
     fn new(kind: EventKind, connection_id: &str, message: String, at: DateTime<Utc>) -> Self {
@@ -126,8 +155,19 @@ impl LogEvent {
             message,
             timestamp: at,
             kind,
+            room: DEFAULT_ROOM.to_owned(),
         }
     }
+}
+
+/// The seed's join notice.
+pub fn join_notice(connection_id: &str) -> String {
+    format!("A new user has joined the chat - {connection_id}")
+}
+
+/// The seed's leave notice.
+pub fn leave_notice(connection_id: &str) -> String {
+    format!("User {connection_id} has left the chat.")
 }
 
 mod optional_iso_seconds {
@@ -181,5 +221,15 @@ mod tests {
         let row = r#"{"message_id":"m","connection_id":"c","message":"hi","timestamp":"2026-11-24T10:15:32Z"}"#;
         let event: LogEvent = serde_json::from_str(row).unwrap();
         assert_eq!(event.kind, EventKind::Chat);
+        assert_eq!(event.room, "lobby", "the seed had one chat: the default room");
+    }
+
+    #[test]
+    fn sessions_remember_the_room_of_their_connection() {
+        let at = from_epoch_millis(0).unwrap();
+        let connection = Connection::new("c", "ip", at).in_room("ops");
+        assert_eq!(Session::opened(&connection).room, "ops");
+        let seed_row = r#"{"connection_id":"c","connected_at":"2026-11-24T10:15:32Z","expires_at":1}"#;
+        assert_eq!(serde_json::from_str::<Connection>(seed_row).unwrap().room, "lobby");
     }
 }

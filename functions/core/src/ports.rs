@@ -24,22 +24,31 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// ActiveConnections: who receives broadcasts.
+/// ActiveConnections: who receives broadcasts, by room.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError>;
+    /// The row of one connection, read consistently: how a handler learns its
+    /// sender's room (API Gateway repeats neither the query string nor the room).
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
     /// Deleting an unknown id is not an error (disconnects repeat and race with pruning).
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError>;
-    /// One page of connections; pass the previous page's `next` to continue.
-    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError>;
+    /// Up to `limit` of `room`'s connections in id order, after the previous
+    /// page's `next`. A store may return fewer (DynamoDB stops at 1 MB).
+    async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError>;
+    /// How many connections `room` has.
+    async fn count(&self, room: &str) -> Result<usize, StoreError>;
 }
 
-/// Collects every page of [`ConnectionStore::list`].
-pub async fn list_all_connections(store: &dyn ConnectionStore) -> Result<Vec<Connection>, StoreError> {
+/// Connections per page when a caller wants them all.
+pub const LIST_PAGE: usize = 1000;
+
+/// Collects every page of [`ConnectionStore::list`] for `room`.
+pub async fn list_all_connections(store: &dyn ConnectionStore, room: &str) -> Result<Vec<Connection>, StoreError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list(after).await?;
+        let page = store.list(room, after, LIST_PAGE).await?;
         all.extend(page.items);
         match page.next {
             Some(next) => after = Some(next),
@@ -52,14 +61,16 @@ pub async fn list_all_connections(store: &dyn ConnectionStore) -> Result<Vec<Con
 #[async_trait]
 pub trait SessionLog: Send + Sync {
     async fn open(&self, session: &Session) -> Result<(), StoreError>;
-    /// Completes an open session. Returns `false` (not an error) when there is no
-    /// open session for the id, so repeated disconnects stay harmless.
-    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError>;
+    /// Completes an open session and returns it as completed. `None` (not an
+    /// error) when there is no open session for the id: exactly one caller
+    /// completes a session, so repeated or racing disconnects stay harmless.
+    async fn close(&self, end: &SessionEnd) -> Result<Option<Session>, StoreError>;
 }
 
-/// Which slice of the log to read, oldest first.
+/// Which slice of one room's log to read, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogQuery {
+    pub room: String,
     /// Only events after this point; `None` means the newest `limit` events.
     pub after: Option<LogCursor>,
     pub limit: usize,
@@ -68,9 +79,14 @@ pub struct LogQuery {
 impl LogQuery {
     /// Applies the query to events sorted by id; for logs that read everything anyway.
     pub fn select(&self, sorted: &[LogEvent]) -> Vec<LogEvent> {
+        let in_room = sorted.iter().filter(|e| e.room == self.room);
         match &self.after {
-            Some(cursor) => sorted.iter().filter(|e| cursor.is_before(e)).take(self.limit).cloned().collect(),
-            None => sorted[sorted.len().saturating_sub(self.limit)..].to_vec(),
+            Some(cursor) => in_room.filter(|e| cursor.is_before(e)).take(self.limit).cloned().collect(),
+            None => {
+                let mut newest: Vec<LogEvent> = in_room.rev().take(self.limit).cloned().collect();
+                newest.reverse();
+                newest
+            }
         }
     }
 }
@@ -92,7 +108,24 @@ impl LogCursor {
             LogCursor::Time(at) => event.timestamp > *at,
         }
     }
+
+    /// A message id below every event this cursor selects, for stores that can
+    /// only range over the id (a DynamoDB key condition): a message id is made a
+    /// moment after the request time its event carries, and hosts' clocks differ,
+    /// so the bound starts [`ID_CLOCK_SLACK`] earlier and the time is then filtered.
+    pub fn id_floor(&self) -> String {
+        match self {
+            LogCursor::MessageId(id) => id.clone(),
+            LogCursor::Time(at) => {
+                let millis = (*at - ID_CLOCK_SLACK).timestamp_millis().max(0) as u64;
+                uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid().to_string()
+            }
+        }
+    }
 }
+
+/// How far apart an event's id time and its `timestamp` may be (see [`LogCursor::id_floor`]).
+pub const ID_CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 
 /// MessageHistory: the append-only event log.
 #[async_trait]

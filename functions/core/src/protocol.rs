@@ -5,7 +5,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::{EventKind, LogEvent};
+use crate::model::{Connection, EventKind, LogEvent};
+pub use crate::model::{join_notice, leave_notice};
 use crate::ports::LogCursor;
 use crate::time::{format_iso, parse_iso};
 
@@ -18,6 +19,10 @@ pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 /// Default and maximum number of events one `history` request returns.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 pub const MAX_HISTORY_LIMIT: usize = 200;
+/// Members per `who` answer; more come with a `next` cursor.
+pub const PRESENCE_PAGE: usize = 100;
+/// Longest `next` cursor accepted from a client (cursors are connection ids).
+const MAX_CURSOR_LEN: usize = 128;
 
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +33,8 @@ pub enum Command {
     Ping,
     /// `{"action":"history","limit":50,"since":"<id or ISO time>"}`.
     History { limit: usize, since: Option<LogCursor> },
+    /// `{"action":"who","next":"<cursor>"}`: who is in the sender's room.
+    Who { after: Option<String> },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -47,6 +54,8 @@ pub enum ProtocolError {
     BadLimit,
     #[error("Field \"since\" must be a message id or an ISO-8601 time.")]
     BadSince,
+    #[error("Field \"next\" must be the cursor a previous answer gave.")]
+    BadCursor,
 }
 
 /// Parses one inbound text frame.
@@ -63,6 +72,7 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
     match route_key(&fields) {
         Some("sendmessage") => parse_send_message(&fields),
         Some("history") => parse_history(&fields),
+        Some("who") => parse_who(&fields),
         _ => Ok(Command::Unknown),
     }
 }
@@ -119,22 +129,22 @@ fn parse_history(fields: &Map<String, Value>) -> Result<Command, ProtocolError> 
     Ok(Command::History { limit, since })
 }
 
+fn parse_who(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let after = match fields.get("next") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if (1..=MAX_CURSOR_LEN).contains(&s.len()) => Some(s.clone()),
+        Some(Value::String(_)) => return Err(ProtocolError::BadCursor),
+        Some(_) => return Err(ProtocolError::WrongType("next")),
+    };
+    Ok(Command::Who { after })
+}
+
 /// Reads a log position: an ISO-8601 time, or a message id (a UUID).
 pub fn parse_cursor(text: &str) -> Option<LogCursor> {
     if let Some(at) = parse_iso(text) {
         return Some(LogCursor::Time(at));
     }
     uuid::Uuid::parse_str(text).ok().map(|id| LogCursor::MessageId(id.to_string()))
-}
-
-/// The seed's join notice.
-pub fn join_notice(connection_id: &str) -> String {
-    format!("A new user has joined the chat - {connection_id}")
-}
-
-/// The seed's leave notice.
-pub fn leave_notice(connection_id: &str) -> String {
-    format!("User {connection_id} has left the chat.")
 }
 
 /// The seed's chat line: `[<time> - UTC]\n <sender>  <text>\n`.
@@ -152,6 +162,7 @@ struct EventFrame<'a> {
     text: Option<&'a str>,
     timestamp: String,
     kind: EventKind,
+    room: &'a str,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
@@ -169,8 +180,37 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         text,
         timestamp: format_iso(&event.timestamp),
         kind: event.kind,
+        room: &event.room,
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
+}
+
+/// One page of `who`: `{"kind":"presence","room","count","members":[…],"next"?}`,
+/// `count` being the whole room's.
+pub fn presence_frame(room: &str, count: usize, members: &[Connection], next: Option<&str>) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Member<'a> {
+        connection_id: &'a str,
+        connected_at: String,
+    }
+    let members: Vec<Member> = members
+        .iter()
+        .map(|c| Member { connection_id: &c.connection_id, connected_at: format_iso(&c.connected_at) })
+        .collect();
+    let mut frame = serde_json::json!({ "kind": "presence", "room": room, "count": count, "members": members });
+    if let Some(next) = next {
+        frame["next"] = next.into();
+    }
+    serde_json::to_vec(&frame).expect("strings and numbers always serialize")
+}
+
+/// Ends a `history` answer: `{"kind":"history","room","count","more"}`. `more`
+/// says a further request (`since` the last id) has events to give, so a client
+/// recovering a gap knows when it has caught up.
+pub fn history_end_frame(room: &str, count: usize, more: bool) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "kind": "history", "room": room, "count": count, "more": more }))
+        .expect("strings and numbers always serialize")
 }
 
 /// The heartbeat answer, `{"message":"pong"}`.
@@ -261,6 +301,7 @@ mod tests {
             message: message.into(),
             timestamp: parse_iso("2026-11-24T10:15:30Z").unwrap(),
             kind,
+            room: "lobby".into(),
         }
     }
 
@@ -277,6 +318,36 @@ mod tests {
         assert_eq!(frame["text"], "hello");
         assert_eq!(frame["timestamp"], "2026-11-24T10:15:30Z");
         assert_eq!(frame["kind"], "chat");
+        assert_eq!(frame["room"], "lobby");
+    }
+
+    #[test]
+    fn parses_who_and_refuses_garbage_cursors() {
+        assert_eq!(parse_command(r#"{"action":"who"}"#), Ok(Command::Who { after: None }));
+        assert_eq!(
+            parse_command(r#"{"action":"who","next":"abc=","junk":[1]}"#),
+            Ok(Command::Who { after: Some("abc=".into()) })
+        );
+        assert_eq!(parse_command(r#"{"action":"who","next":5}"#), Err(ProtocolError::WrongType("next")));
+        assert_eq!(parse_command(r#"{"action":"who","next":""}"#), Err(ProtocolError::BadCursor));
+        let long = format!(r#"{{"action":"who","next":"{}"}}"#, "x".repeat(129));
+        assert_eq!(parse_command(&long), Err(ProtocolError::BadCursor));
+    }
+
+    #[test]
+    fn presence_and_history_end_frames() {
+        let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
+        let members = [Connection::new("a", "ip", at).in_room("ops")];
+        let frame: Value = serde_json::from_slice(&presence_frame("ops", 101, &members, Some("a"))).unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({"kind":"presence","room":"ops","count":101,
+                "members":[{"connectionId":"a","connectedAt":"2026-11-24T10:15:30Z"}],"next":"a"})
+        );
+        let last: Value = serde_json::from_slice(&presence_frame("ops", 1, &members, None)).unwrap();
+        assert!(last.get("next").is_none());
+        let end: Value = serde_json::from_slice(&history_end_frame("ops", 3, false)).unwrap();
+        assert_eq!(end, serde_json::json!({"kind":"history","room":"ops","count":3,"more":false}));
     }
 
     #[test]

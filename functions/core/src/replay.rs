@@ -15,6 +15,8 @@ pub struct ReplayFilter {
     pub until: Option<LogCursor>,
     /// Only events of this connection.
     pub connection: Option<String>,
+    /// Only events said in this room.
+    pub room: Option<String>,
 }
 
 impl ReplayFilter {
@@ -22,6 +24,7 @@ impl ReplayFilter {
         self.after.as_ref().is_none_or(|after| after.is_before(event))
             && self.until.as_ref().is_none_or(|until| !until.is_before(event))
             && self.connection.as_ref().is_none_or(|id| *id == event.connection_id)
+            && self.room.as_ref().is_none_or(|room| *room == event.room)
     }
 
     /// The matching events in log order (UUIDv7 ids sort by time), each id once:
@@ -34,7 +37,7 @@ impl ReplayFilter {
     }
 }
 
-/// One line per event for a terminal: `<time>  <id>  <sender>  <text>`, with the
+/// One line per event for a terminal: `<time>  <id>  <room>  <sender>  <text>`, with the
 /// text's newlines escaped so that every event stays on one line.
 pub fn text_line(event: &LogEvent) -> String {
     let text = match event.kind {
@@ -42,7 +45,8 @@ pub fn text_line(event: &LogEvent) -> String {
         EventKind::Join => join_notice(&event.connection_id),
         EventKind::Leave => leave_notice(&event.connection_id),
     };
-    format!("{}  {}  {}  {}", format_iso(&event.timestamp), event.message_id, event.connection_id, text)
+    let (at, id, room, sender) = (format_iso(&event.timestamp), &event.message_id, &event.room, &event.connection_id);
+    format!("{at}  {id}  {room}  {sender}  {text}")
 }
 
 #[cfg(test)]
@@ -58,6 +62,7 @@ mod tests {
             LogEvent::chat("a", "one", at("2026-11-24T10:00:01Z")),
             LogEvent::chat("b", "two", at("2026-11-24T10:00:02Z")),
             LogEvent::chat("a", "three", at("2026-11-24T10:00:03Z")),
+            LogEvent::chat("c", "elsewhere", at("2026-11-24T10:00:04Z")).in_room("ops"),
         ]
     }
 
@@ -72,7 +77,7 @@ mod tests {
         shuffled.push(base[1].clone()); // the same event twice
         shuffled.extend(log()); // the same texts with new ids: distinct events
         let all = ReplayFilter::default().apply(shuffled);
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 10);
         assert!(all.windows(2).all(|w| w[0].message_id < w[1].message_id));
     }
 
@@ -83,20 +88,25 @@ mod tests {
             after: Some(LogCursor::MessageId(log[0].message_id.clone())),
             until: parse_cursor("2026-11-24T10:00:02Z"),
             connection: None,
+            room: None,
         };
         assert_eq!(texts(&range.apply(log.clone())), ["one", "two"]);
         let by_a = ReplayFilter { connection: Some("a".into()), ..Default::default() };
         assert_eq!(texts(&by_a.apply(log.clone()))[1..], ["one", "three"]);
         let until_id =
             ReplayFilter { until: Some(LogCursor::MessageId(log[2].message_id.clone())), ..Default::default() };
-        assert_eq!(until_id.apply(log).len(), 3);
+        assert_eq!(until_id.apply(log.clone()).len(), 3);
+        let ops = ReplayFilter { room: Some("ops".into()), ..Default::default() };
+        assert_eq!(texts(&ops.apply(log.clone())), ["elsewhere"]);
+        let lobby = ReplayFilter { room: Some("lobby".into()), ..Default::default() };
+        assert_eq!(lobby.apply(log).len(), 4);
     }
 
     #[test]
     fn text_lines_stay_on_one_line() {
         let event = LogEvent::chat("a", "two\nlines", parse_iso("2026-11-24T10:00:00Z").unwrap());
         let line = text_line(&event);
-        assert_eq!(line, format!("2026-11-24T10:00:00Z  {}  a  two\\nlines", event.message_id));
+        assert_eq!(line, format!("2026-11-24T10:00:00Z  {}  lobby  a  two\\nlines", event.message_id));
         assert!(text_line(&log()[0]).ends_with("A new user has joined the chat - a"));
     }
 }

@@ -89,6 +89,39 @@ async fn every_connection_gets_every_event_once_sender_included() {
 }
 
 #[tokio::test]
+async fn each_event_reaches_exactly_its_room() {
+    // Connections 0..10 in the lobby, 10..16 in "ops" (pages of 7 straddle both).
+    let f = Fixture::with_connections(10).await;
+    for i in 10..16 {
+        f.connections
+            .put(&Connection::new(&id(i), "198.51.100.1", parse_iso(T0).unwrap()).in_room("ops"))
+            .await
+            .unwrap();
+    }
+    let batch = [
+        record(1, chat(0, "lobby-1")),
+        record(2, chat(10, "ops-1").in_room("ops")),
+        record(3, chat(1, "lobby-2")),
+        record(4, chat(11, "nowhere").in_room("empty-room")),
+    ];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert!(report.failed.is_empty());
+    assert_eq!(report.delivered, 2 * 10 + 6);
+    for i in 0..16 {
+        let texts: Vec<_> = f.poster.frames_to(&id(i)).iter().map(|f| f["text"].clone()).collect();
+        let frames = f.poster.frames_to(&id(i));
+        if i < 10 {
+            assert_eq!(texts, ["lobby-1", "lobby-2"], "lobby connection {i}");
+            assert!(frames.iter().all(|f| f["room"] == "lobby"));
+        } else {
+            assert_eq!(texts, ["ops-1"], "ops connection {i}");
+            assert_eq!(frames[0]["room"], "ops");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_join_is_announced_to_everyone_but_the_joiner() {
     let f = Fixture::with_connections(3).await;
     let join = LogEvent::join(&id(1), parse_iso(T0).unwrap());

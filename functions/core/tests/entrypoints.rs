@@ -35,7 +35,7 @@ async fn a_session_from_connect_to_disconnect() {
     assert_eq!(row.source_ip, "203.0.113.7");
     assert_eq!(format_iso(&row.connected_at), "2026-11-24T10:15:30Z");
 
-    let response = websocket::on_send_message(&ws_event("message.json"), &log).await.unwrap();
+    let response = websocket::on_send_message(&ws_event("message.json"), &connections, &log).await.unwrap();
     assert_eq!(response.body, None, "a chat line is not echoed by the send handler");
 
     websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
@@ -52,11 +52,42 @@ async fn a_session_from_connect_to_disconnect() {
 }
 
 #[tokio::test]
+async fn the_room_query_parameter_places_the_connection_and_its_lines() {
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let mut connect = fixture("connect.json");
+    connect["queryStringParameters"]["room"] = json!("rust-users");
+    let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
+    assert_eq!(websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap().status_code, 200);
+    assert_eq!(connections.get(CONNECTION).unwrap().room, "rust-users");
+    websocket::on_send_message(&ws_event("message.json"), &connections, &log).await.unwrap();
+    websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
+    let rooms: Vec<_> = log.events().iter().map(|e| (e.kind, e.room.clone())).collect();
+    let room = || "rust-users".to_owned();
+    assert_eq!(rooms, [(EventKind::Join, room()), (EventKind::Chat, room()), (EventKind::Leave, room())]);
+}
+
+#[tokio::test]
+async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
+    for room in ["", "has space", "../etc", &"x".repeat(65)] {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        let mut connect = fixture("connect.json");
+        connect["queryStringParameters"]["room"] = json!(room);
+        let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
+        let response = websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+        assert_eq!(response.status_code, 400, "{room:?}");
+        let Some(Body::Text(body)) = response.body else { panic!("a reason") };
+        assert!(body.contains("Room must be"), "{body}");
+        assert!(connections.ids().is_empty() && log.events().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn ping_is_answered_in_the_route_response() {
     let log = MemoryLog::default();
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"sendmessage","message":"ping"}"#.into());
-    let response = websocket::on_send_message(&event, &log).await.unwrap();
+    let response = websocket::on_send_message(&event, &MemoryConnections::default(), &log).await.unwrap();
     assert_eq!(response.body, Some(Body::Text(r#"{"message":"pong"}"#.into())));
     assert!(log.events().is_empty());
 }
@@ -66,7 +97,7 @@ async fn default_posts_the_error_to_the_sender() {
     let (log, poster) = (MemoryLog::default(), RecordingPoster::default());
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"nope"}"#.into());
-    websocket::on_default(&event, &log, &poster).await.unwrap();
+    websocket::on_default(&event, &MemoryConnections::default(), &log, &poster).await.unwrap();
     assert_eq!(poster.frames_to(CONNECTION)[0]["error"], "Invalid request");
 }
 
@@ -75,7 +106,8 @@ async fn an_event_without_connection_id_is_an_error() {
     let mut raw = fixture("message.json");
     raw["requestContext"].as_object_mut().unwrap().remove("connectionId");
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let error = websocket::on_send_message(&event, &MemoryLog::default()).await.unwrap_err();
+    let error =
+        websocket::on_send_message(&event, &MemoryConnections::default(), &MemoryLog::default()).await.unwrap_err();
     assert!(error.to_string().contains("connectionId"), "{error}");
 }
 

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use chat_core::handlers::{MessageRequest, send_message};
-use chat_core::memory::MemoryLog;
+use chat_core::memory::{MemoryConnections, MemoryLog};
+use chat_core::ports::ConnectionStore;
 use chat_core::protocol::event_frame;
 use chat_core::{Connection, LogEvent};
 use serde::Serialize;
@@ -109,13 +110,15 @@ fn billed_seconds(ms: f64) -> f64 {
 }
 
 async fn send_handler_cpu_ms(text: &str) -> f64 {
-    let log = MemoryLog::default();
+    let (connections, log) = (MemoryConnections::default(), MemoryLog::default());
+    let sender = "CXzQ2cJjoAMCJ6g=";
+    connections.put(&Connection::new(sender, "198.51.100.7", chrono::Utc::now())).await.ok();
     let body = serde_json::json!({"action": "sendmessage", "message": text}).to_string();
-    let request = MessageRequest { connection_id: "CXzQ2cJjoAMCJ6g=".into(), body, received_at: chrono::Utc::now() };
+    let request = MessageRequest { connection_id: sender.into(), body, received_at: chrono::Utc::now() };
     let rounds = 2_000;
     let started = Instant::now();
     for _ in 0..rounds {
-        send_message(&request, &log).await.ok();
+        send_message(&request, &connections, &log).await.ok();
     }
     started.elapsed().as_secs_f64() * 1e3 / rounds as f64
 }

@@ -125,7 +125,7 @@ pub async fn run_case(connections: usize, concurrency: usize, model: PosterModel
     };
 
     let listed = Instant::now();
-    let _ = list_all_connections(store.as_ref()).await;
+    let _ = list_all_connections(store.as_ref(), chat_core::room::DEFAULT_ROOM).await;
     let list_ms = listed.elapsed().as_secs_f64() * 1e3;
 
     let mut times = Vec::with_capacity(messages);

@@ -74,7 +74,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        Ok(Command::History { .. } | Command::Unknown) => Some(invalid_request_frame()),
+                        Ok(Command::History { .. } | Command::Who { .. } | Command::Unknown) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),
                     },
                     Some(Ok(Message::Close(_))) | None => break Ok(()),

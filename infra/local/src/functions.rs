@@ -51,8 +51,8 @@ impl Functions {
         match event.request_context.route_key.as_deref().unwrap_or("$default") {
             "$connect" => websocket::on_connect(event, &**connections, &**sessions, &**log).await,
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
-            "sendmessage" => websocket::on_send_message(event, &**log).await,
-            _ => websocket::on_default(event, &**log, &self.poster).await,
+            "sendmessage" => websocket::on_send_message(event, &**connections, &**log).await,
+            _ => websocket::on_default(event, &**connections, &**log, &self.poster).await,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+#[cfg(test)]
+use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
@@ -19,14 +21,16 @@ CREATE TABLE IF NOT EXISTS active_connections (
     connection_id TEXT PRIMARY KEY,
     connected_at  TEXT NOT NULL,
     source_ip     TEXT NOT NULL,
-    expires_at    INTEGER NOT NULL
+    expires_at    INTEGER NOT NULL,
+    room          TEXT NOT NULL DEFAULT 'lobby'
 );
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
     source_ip        TEXT NOT NULL,
     connected_at     TEXT NOT NULL,
     disconnected_at  TEXT,
-    duration_seconds INTEGER
+    duration_seconds INTEGER,
+    room             TEXT NOT NULL DEFAULT 'lobby'
 );
 -- seq is the stream's sequence number: the order events were appended.
 CREATE TABLE IF NOT EXISTS message_history (
@@ -35,7 +39,8 @@ CREATE TABLE IF NOT EXISTS message_history (
     connection_id TEXT NOT NULL,
     message       TEXT NOT NULL,
     timestamp     TEXT NOT NULL,
-    kind          TEXT NOT NULL
+    kind          TEXT NOT NULL,
+    room          TEXT NOT NULL DEFAULT 'lobby'
 );
 -- How far the stream → broadcaster emulator has got, so a restart resumes there.
 CREATE TABLE IF NOT EXISTS stream_checkpoint (
@@ -44,8 +49,24 @@ CREATE TABLE IF NOT EXISTS stream_checkpoint (
 );
 ";
 
-/// Page size of connection listings, like a DynamoDB Scan page.
-const LIST_PAGE: usize = 1000;
+/// The tables' `room` GSIs: history and fan-out read one room, never the whole table.
+/// Created after [`add_room_columns`] so databases from before rooms get them too.
+const ROOM_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS message_history_room ON message_history (room, message_id);
+CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, connection_id);
+";
+
+/// A database written before rooms existed gains the column, every old row in the default room.
+fn add_room_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    for table in ["active_connections", "session_history", "message_history"] {
+        let has_room: bool =
+            db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'room'"))?.exists([])?;
+        if !has_room {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN room TEXT NOT NULL DEFAULT 'lobby'"))?;
+        }
+    }
+    Ok(())
+}
 
 /// One SQLite database implementing every storage port. Cheap to clone.
 #[derive(Clone)]
@@ -70,7 +91,8 @@ fn kind_name(kind: EventKind) -> &'static str {
 }
 
 /// The columns [`event_from_row`] reads, in its order.
-const EVENT_COLUMNS: &str = "SELECT seq, message_id, connection_id, message, timestamp, kind FROM message_history";
+const EVENT_COLUMNS: &str =
+    "SELECT seq, message_id, connection_id, message, timestamp, kind, room FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -82,8 +104,8 @@ fn select_events(
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
     let seq: i64 = row.get(0)?;
-    let (message_id, connection_id, message, timestamp, kind): (String, String, String, String, String) =
-        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?);
+    let (message_id, connection_id, message, timestamp, kind, room): (String, String, String, String, String, String) =
+        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?);
     let kind = match kind.as_str() {
         "chat" => Some(EventKind::Chat),
         "join" => Some(EventKind::Join),
@@ -91,10 +113,41 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
         _ => None,
     };
     let event = match (parse_iso(&timestamp), kind) {
-        (Some(timestamp), Some(kind)) => Ok(LogEvent { message_id, connection_id, message, timestamp, kind }),
+        (Some(timestamp), Some(kind)) => Ok(LogEvent { message_id, connection_id, message, timestamp, kind, room }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
     Ok((seq, event))
+}
+
+/// The columns [`session_from_row`] reads, in its order.
+const SESSION_COLUMNS: &str =
+    "SELECT connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room FROM session_history";
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    let (connected_at, disconnected_at): (String, Option<String>) = (r.get(2)?, r.get(3)?);
+    Ok(Session {
+        connection_id: r.get(0)?,
+        source_ip: r.get(1)?,
+        connected_at: parse_iso(&connected_at).unwrap_or_default(),
+        disconnected_at: disconnected_at.as_deref().and_then(parse_iso),
+        duration_seconds: r.get(4)?,
+        room: r.get(5)?,
+    })
+}
+
+/// The columns [`connection_from_row`] reads, in its order.
+const CONNECTION_COLUMNS: &str =
+    "SELECT connection_id, connected_at, source_ip, expires_at, room FROM active_connections";
+
+fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
+    let connected_at: String = r.get(1)?;
+    Ok(Connection {
+        connection_id: r.get(0)?,
+        connected_at: parse_iso(&connected_at).unwrap_or_default(),
+        source_ip: r.get(2)?,
+        expires_at: r.get(3)?,
+        room: r.get(4)?,
+    })
 }
 
 impl SqliteStore {
@@ -102,6 +155,8 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = rusqlite::Connection::open(path).map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_room_columns(&db).map_err(unavailable)?;
+        db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
         Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()) })
     }
 
@@ -150,24 +205,9 @@ impl SqliteStore {
     pub fn session(&self, connection_id: &str) -> Result<Option<Session>, StoreError> {
         self.with(|db| {
             db.query_row(
-                "SELECT source_ip, connected_at, disconnected_at, duration_seconds
-                 FROM session_history WHERE connection_id = ?1",
+                &format!("{SESSION_COLUMNS} WHERE connection_id = ?1"),
                 params![connection_id],
-                |r| {
-                    let (source_ip, connected_at, disconnected_at, duration_seconds): (
-                        String,
-                        String,
-                        Option<String>,
-                        Option<i64>,
-                    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                    Ok(Session {
-                        connection_id: connection_id.to_owned(),
-                        source_ip,
-                        connected_at: parse_iso(&connected_at).unwrap_or_default(),
-                        disconnected_at: disconnected_at.as_deref().and_then(parse_iso),
-                        duration_seconds,
-                    })
-                },
+                session_from_row,
             )
             .optional()
         })
@@ -179,16 +219,25 @@ impl ConnectionStore for SqliteStore {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached(
-                "INSERT OR REPLACE INTO active_connections (connection_id, connected_at, source_ip, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO active_connections (connection_id, connected_at, source_ip, expires_at, room)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 connection.connection_id,
                 format_iso(&connection.connected_at),
                 connection.source_ip,
-                connection.expires_at
+                connection.expires_at,
+                connection.room
             ])
             .map(drop)
+        })
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE connection_id = ?1"))?
+                .query_row(params![connection_id], connection_from_row)
+                .optional()
         })
     }
 
@@ -200,28 +249,30 @@ impl ConnectionStore for SqliteStore {
         })
     }
 
-    async fn list(&self, after: Option<String>) -> Result<Page<Connection>, StoreError> {
+    /// On the `(room, connection_id)` index, like a Query on the room GSI.
+    async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
+        let limit = limit.max(1);
         let mut items: Vec<Connection> = self.with(|db| {
-            let mut statement = db.prepare_cached(
-                "SELECT connection_id, connected_at, source_ip, expires_at FROM active_connections
-                 WHERE connection_id > ?1 ORDER BY connection_id LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![after.unwrap_or_default(), LIST_PAGE as i64 + 1], |r| {
-                let connected_at: String = r.get(1)?;
-                Ok(Connection {
-                    connection_id: r.get(0)?,
-                    connected_at: parse_iso(&connected_at).unwrap_or_default(),
-                    source_ip: r.get(2)?,
-                    expires_at: r.get(3)?,
-                })
-            })?;
-            rows.collect()
+            db.prepare_cached(&format!(
+                "{CONNECTION_COLUMNS} WHERE room = ?1 AND connection_id > ?2 ORDER BY connection_id LIMIT ?3"
+            ))?
+            .query_map(params![room, after.unwrap_or_default(), limit as i64 + 1], connection_from_row)?
+            .collect()
         })?;
-        let next = (items.len() > LIST_PAGE).then(|| {
-            items.truncate(LIST_PAGE);
-            items[LIST_PAGE - 1].connection_id.clone()
+        // One row past the page tells whether another page follows.
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items[limit - 1].connection_id.clone()
         });
         Ok(Page { items, next })
+    }
+
+    async fn count(&self, room: &str) -> Result<usize, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT COUNT(*) FROM active_connections WHERE room = ?1")?
+                .query_row(params![room], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+        })
     }
 }
 
@@ -230,21 +281,27 @@ impl SessionLog for SqliteStore {
     async fn open(&self, session: &Session) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached(
-                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at, room)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![session.connection_id, session.source_ip, format_iso(&session.connected_at)])
+            .execute(params![session.connection_id, session.source_ip, format_iso(&session.connected_at), session.room])
             .map(drop)
         })
     }
 
-    async fn close(&self, end: &SessionEnd) -> Result<bool, StoreError> {
+    /// One conditional UPDATE … RETURNING: whoever completes the session gets it, once.
+    async fn close(&self, end: &SessionEnd) -> Result<Option<Session>, StoreError> {
         self.with(|db| {
             db.prepare_cached(
                 "UPDATE session_history SET disconnected_at = ?2, duration_seconds = ?3
-                 WHERE connection_id = ?1 AND disconnected_at IS NULL",
+                 WHERE connection_id = ?1 AND disconnected_at IS NULL
+                 RETURNING connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room",
             )?
-            .execute(params![end.connection_id, format_iso(&end.disconnected_at), end.duration_seconds])
-            .map(|changed| changed == 1)
+            .query_row(
+                params![end.connection_id, format_iso(&end.disconnected_at), end.duration_seconds],
+                session_from_row,
+            )
+            .optional()
         })
     }
 }
@@ -254,15 +311,16 @@ impl MessageLog for SqliteStore {
     async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
         let new = self.with(|db| {
             db.prepare_cached(
-                "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 event.message_id,
                 event.connection_id,
                 event.message,
                 format_iso(&event.timestamp),
-                kind_name(event.kind)
+                kind_name(event.kind),
+                event.room
             ])
             .map(|inserted| inserted == 1)
         })?;
@@ -272,27 +330,31 @@ impl MessageLog for SqliteStore {
         Ok(new)
     }
 
-    /// Answered by SQL on the message id index: a history request on every
-    /// connect must not read the whole log.
+    /// Answered on the `(room, message_id)` index, like a Query on the room GSI:
+    /// a history request on every connect must not read the whole log.
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
-        let limit = query.limit as i64;
+        let (room, limit) = (&query.room, query.limit as i64);
         let rows = self.with(|db| match &query.after {
             Some(LogCursor::MessageId(id)) => select_events(
                 db,
-                &format!("{EVENT_COLUMNS} WHERE message_id > ?1 ORDER BY message_id LIMIT ?2"),
-                params![id, limit],
+                &format!("{EVENT_COLUMNS} WHERE room = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3"),
+                params![room, id, limit],
             ),
             // Stored times are whole seconds, so a string comparison is exact.
             Some(LogCursor::Time(at)) => select_events(
                 db,
-                &format!("{EVENT_COLUMNS} WHERE timestamp > ?1 ORDER BY message_id LIMIT ?2"),
-                params![format_iso(at), limit],
+                &format!("{EVENT_COLUMNS} WHERE room = ?1 AND timestamp > ?2 ORDER BY message_id LIMIT ?3"),
+                params![room, format_iso(at), limit],
             ),
-            None => select_events(db, &format!("{EVENT_COLUMNS} ORDER BY message_id DESC LIMIT ?1"), params![limit])
-                .map(|mut newest_first| {
-                    newest_first.reverse();
-                    newest_first
-                }),
+            None => select_events(
+                db,
+                &format!("{EVENT_COLUMNS} WHERE room = ?1 ORDER BY message_id DESC LIMIT ?2"),
+                params![room, limit],
+            )
+            .map(|mut newest_first| {
+                newest_first.reverse();
+                newest_first
+            }),
         })?;
         Ok(rows
             .into_iter()
@@ -346,16 +408,22 @@ mod tests {
         let reference = chat_core::memory::MemoryLog::default();
         for (i, time) in ["10:00:00", "10:00:01", "10:00:01", "10:00:02", "10:00:03"].iter().enumerate() {
             let event = LogEvent::chat("c", &format!("m{i}"), at(&format!("2026-11-24T{time}Z")));
-            store.append(&event).await.unwrap();
-            reference.append(&event).await.unwrap();
+            let elsewhere = LogEvent::chat("o", &format!("o{i}"), at(&format!("2026-11-24T{time}Z"))).in_room("ops");
+            for event in [event, elsewhere] {
+                store.append(&event).await.unwrap();
+                reference.append(&event).await.unwrap();
+            }
         }
-        let second = reference.events()[1].message_id.clone();
+        let second = reference.events()[2].message_id.clone();
+        let query = |room: &str, after, limit| LogQuery { room: room.into(), after, limit };
         let queries = [
-            LogQuery { after: None, limit: 2 },
-            LogQuery { after: None, limit: 50 },
-            LogQuery { after: Some(LogCursor::MessageId(second)), limit: 2 },
-            LogQuery { after: Some(LogCursor::Time(at("2026-11-24T10:00:00Z"))), limit: 50 },
-            LogQuery { after: Some(LogCursor::Time(at("2026-11-24T10:00:01Z"))), limit: 1 },
+            query("lobby", None, 2),
+            query("lobby", None, 50),
+            query("ops", None, 3),
+            query("lobby", Some(LogCursor::MessageId(second.clone())), 2),
+            query("ops", Some(LogCursor::MessageId(second)), 50),
+            query("lobby", Some(LogCursor::Time(at("2026-11-24T10:00:00Z"))), 50),
+            query("ops", Some(LogCursor::Time(at("2026-11-24T10:00:01Z"))), 1),
         ];
         for query in queries {
             let expected = reference.read(&query).await.unwrap();
@@ -370,9 +438,36 @@ mod tests {
         let connection = Connection::new("c", "ip", at("2026-11-24T10:00:00Z"));
         store.open(&Session::opened(&connection)).await.unwrap();
         let end = SessionEnd::new("c", connection.connected_at, at("2026-11-24T10:01:00Z"));
-        assert!(store.close(&end).await.unwrap());
-        assert!(!store.close(&end).await.unwrap());
-        assert_eq!(store.session("c").unwrap().unwrap().duration_seconds, Some(60));
+        let closed = store.close(&end).await.unwrap().expect("the first close completes it");
+        assert_eq!((closed.duration_seconds, closed.room.as_str()), (Some(60), "lobby"));
+        assert_eq!(store.close(&end).await.unwrap(), None);
+        assert_eq!(store.session("c").unwrap().unwrap(), closed);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_rooms_gains_them_with_every_row_in_the_lobby() {
+        let dir = std::env::temp_dir().join(format!("chat-local-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let old = rusqlite::Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, connected_at TEXT NOT NULL,
+                     source_ip TEXT NOT NULL, expires_at INTEGER NOT NULL);
+                 CREATE TABLE message_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+                     connection_id TEXT NOT NULL, message TEXT NOT NULL, timestamp TEXT NOT NULL, kind TEXT NOT NULL);
+                 INSERT INTO active_connections VALUES ('old', '2026-11-24T10:00:00Z', 'ip', 1);
+                 INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
+                     VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'old', 'before rooms', '2026-11-24T10:00:00Z', 'chat');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("old").await.unwrap().unwrap().room, "lobby");
+        let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
+        assert_eq!(history[0].message, "before rooms");
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[tokio::test]
@@ -380,8 +475,13 @@ mod tests {
         let store = SqliteStore::open(Path::new(":memory:")).unwrap();
         for i in 0..(LIST_PAGE + 5) {
             store.put(&Connection::new(&format!("c{i:05}"), "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+            let elsewhere = Connection::new(&format!("c{i:05}x"), "ip", at("2026-11-24T10:00:00Z")).in_room("ops");
+            store.put(&elsewhere).await.unwrap();
         }
-        let all = chat_core::ports::list_all_connections(&store).await.unwrap();
+        let all = chat_core::ports::list_all_connections(&store, "lobby").await.unwrap();
         assert_eq!(all.len(), LIST_PAGE + 5);
+        assert!(all.iter().all(|c| c.room == "lobby"));
+        assert_eq!(store.count("ops").await.unwrap(), LIST_PAGE + 5);
+        assert_eq!(store.get("c00003x").await.unwrap().unwrap().room, "ops");
     }
 }

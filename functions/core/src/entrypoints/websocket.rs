@@ -6,19 +6,29 @@ use chrono::{DateTime, Utc};
 
 use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
 use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
+use crate::room::room_or_default;
 use crate::time::from_epoch_millis;
 
-/// `$connect`: 200 opens the socket; an error refuses the upgrade.
+/// `$connect`: 200 opens the socket; 400 refuses a malformed `room` query
+/// parameter (nothing is stored); an error refuses the upgrade.
 pub async fn on_connect(
     event: &ApiGatewayWebsocketProxyRequest,
     connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let room = match room_or_default(event.query_string_parameters.first("room")) {
+        Ok(room) => room.to_owned(),
+        Err(refusal) => {
+            tracing::info!(connection_id = ?event.request_context.connection_id, %refusal, "connection refused");
+            return Ok(refuse(400, &refusal.to_string()));
+        }
+    };
     let request = ConnectRequest {
         connection_id: connection_id(event)?.to_owned(),
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
         connected_at: connected_at(event)?,
+        room,
     };
     handlers::connect(&request, connections, sessions, log).await?;
     Ok(response(None))
@@ -43,6 +53,7 @@ pub async fn on_disconnect(
 /// `sendmessage`: the reply (pong or a refusal) is the route response body.
 pub async fn on_send_message(
     event: &ApiGatewayWebsocketProxyRequest,
+    connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let request = MessageRequest {
@@ -50,18 +61,19 @@ pub async fn on_send_message(
         body: event.body.clone().unwrap_or_default(),
         received_at: request_time(event)?,
     };
-    let reply = handlers::send_message(&request, log).await?;
+    let reply = handlers::send_message(&request, connections, log).await?;
     Ok(response(reply))
 }
 
-/// `$default`: history, or the seed's error, posted to the sender.
+/// `$default`: history, presence, or the seed's error, posted to the sender.
 pub async fn on_default(
     event: &ApiGatewayWebsocketProxyRequest,
+    connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let body = event.body.as_deref().unwrap_or_default();
-    handlers::default_route(connection_id(event)?, body, log, poster).await?;
+    handlers::default_route(connection_id(event)?, body, connections, log, poster).await?;
     Ok(response(None))
 }
 
@@ -88,6 +100,14 @@ fn epoch_millis(millis: i64, field: &str) -> Result<DateTime<Utc>, HandlerError>
     }
     from_epoch_millis(millis)
         .ok_or_else(|| HandlerError::MalformedEvent(format!("requestContext.{field} is out of range")))
+}
+
+/// A refusal: API Gateway answers the upgrade with `status` and this body.
+fn refuse(status: i64, reason: &str) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response.body = Some(Body::Text(serde_json::json!({ "message": reason }).to_string()));
+    response
 }
 
 /// A 200 proxy response, with `reply` as the route response body if given.

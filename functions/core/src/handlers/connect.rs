@@ -10,21 +10,24 @@ pub struct ConnectRequest {
     pub connection_id: String,
     pub source_ip: String,
     pub connected_at: DateTime<Utc>,
+    /// Already checked ([`crate::room::room_or_default`]).
+    pub room: String,
 }
 
-/// Registers the connection for broadcasts, opens its session and logs a `join`
-/// (which the broadcaster announces to everyone else).
+/// Registers the connection for its room's broadcasts, opens its session and logs
+/// a `join` (which the broadcaster announces to everyone else in the room).
 pub async fn connect(
     request: &ConnectRequest,
     connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
 ) -> Result<(), HandlerError> {
-    let connection = Connection::new(&request.connection_id, &request.source_ip, request.connected_at);
+    let connection =
+        Connection::new(&request.connection_id, &request.source_ip, request.connected_at).in_room(&request.room);
     connections.put(&connection).await?;
     sessions.open(&Session::opened(&connection)).await?;
-    log.append(&LogEvent::join(&request.connection_id, request.connected_at)).await?;
-    tracing::info!(connection_id = %request.connection_id, source_ip = %request.source_ip, "connected");
+    log.append(&LogEvent::join(&request.connection_id, request.connected_at).in_room(&request.room)).await?;
+    tracing::info!(connection_id = %request.connection_id, source_ip = %request.source_ip, room = %request.room, "connected");
     Ok(())
 }
 
@@ -43,18 +46,22 @@ mod tests {
             connection_id: "CXzQ2cJjoAMCJ6g=".into(),
             source_ip: "203.0.113.7".into(),
             connected_at: at("2026-11-24T10:15:30Z"),
+            room: "ops".into(),
         };
         connect(&request, &connections, &sessions, &log).await.unwrap();
 
         let row = connections.get("CXzQ2cJjoAMCJ6g=").unwrap();
         assert_eq!(row.source_ip, "203.0.113.7");
+        assert_eq!(row.room, "ops");
         assert_eq!(row.expires_at, at("2026-11-24T12:30:30Z").timestamp());
         let session = sessions.get("CXzQ2cJjoAMCJ6g=").unwrap();
         assert_eq!(session.connected_at, request.connected_at);
         assert_eq!(session.disconnected_at, None);
+        assert_eq!(session.room, "ops");
         let events = log.events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Join);
+        assert_eq!(events[0].room, "ops");
         assert_eq!(events[0].message, "A new user has joined the chat - CXzQ2cJjoAMCJ6g=");
     }
 
@@ -67,6 +74,7 @@ mod tests {
             connection_id: "c".into(),
             source_ip: "ip".into(),
             connected_at: at("2026-11-24T10:15:30Z"),
+            room: "lobby".into(),
         };
         assert!(connect(&request, &connections, &sessions, &log).await.is_err());
     }

@@ -12,7 +12,7 @@ pub struct DisconnectRequest {
     pub disconnected_at: DateTime<Utc>,
 }
 
-/// Removes the connection, completes its session and logs a `leave`.
+/// Removes the connection, completes its session and logs a `leave` in its room.
 ///
 /// Idempotent: a repeated disconnect, or one for a connection already pruned by
 /// the broadcaster, finds no open session and logs nothing.
@@ -24,14 +24,14 @@ pub async fn disconnect(
 ) -> Result<(), HandlerError> {
     connections.delete(&request.connection_id).await?;
     let end = SessionEnd::new(&request.connection_id, request.connected_at, request.disconnected_at);
-    let was_open = sessions.close(&end).await?;
-    if was_open {
-        log.append(&LogEvent::leave(&request.connection_id, request.disconnected_at)).await?;
+    let closed = sessions.close(&end).await?;
+    if let Some(session) = &closed {
+        log.append(&LogEvent::leave(&request.connection_id, request.disconnected_at).in_room(&session.room)).await?;
     }
     tracing::info!(
         connection_id = %request.connection_id,
         duration_seconds = end.duration_seconds,
-        was_open,
+        was_open = closed.is_some(),
         "disconnected"
     );
     Ok(())
@@ -50,7 +50,8 @@ mod tests {
         let (connections, sessions, log) =
             (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
         let connected_at = at("2026-11-24T10:15:30Z");
-        let hello = ConnectRequest { connection_id: "c1".into(), source_ip: "ip".into(), connected_at };
+        let hello =
+            ConnectRequest { connection_id: "c1".into(), source_ip: "ip".into(), connected_at, room: "ops".into() };
         connect(&hello, &connections, &sessions, &log).await.unwrap();
 
         let bye =
@@ -65,6 +66,7 @@ mod tests {
         let kinds: Vec<_> = log.events().iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Join, EventKind::Leave]);
         assert_eq!(log.events()[1].message, "User c1 has left the chat.");
+        assert_eq!(log.events()[1].room, "ops", "the leave is said where the join was");
     }
 
     #[tokio::test]

@@ -11,7 +11,20 @@ pub use default_route::{default_route, history};
 pub use disconnect::{DisconnectRequest, disconnect};
 pub use send_message::{MessageRequest, send_message};
 
-use crate::ports::{PostError, StoreError};
+use crate::ports::{ConnectionStore, PostError, StoreError};
+use crate::protocol::error_frame;
+
+/// The room a connection was admitted to, from its row. `None` when the row is
+/// gone (pruned or expired): the sender is told to reconnect rather than have
+/// its line land in a room it may not be in.
+async fn room_of(connection_id: &str, connections: &dyn ConnectionStore) -> Result<Option<String>, StoreError> {
+    Ok(connections.get(connection_id).await?.map(|c| c.room))
+}
+
+/// The answer to a sender whose connection row is gone.
+fn not_registered_frame() -> Vec<u8> {
+    error_frame("Not connected", "This connection is no longer registered; reconnect to keep chatting.")
+}
 
 /// A handler could not do its work; the edge turns this into a Lambda error
 /// (a refused upgrade on `$connect`, an `Internal server error` frame otherwise).

@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 
-use super::HandlerError;
+use super::{HandlerError, not_registered_frame, room_of};
 use crate::model::LogEvent;
-use crate::ports::MessageLog;
+use crate::ports::{ConnectionStore, MessageLog};
 use crate::protocol::{Command, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
 
 /// An inbound frame on the `sendmessage` route.
@@ -14,24 +14,35 @@ pub struct MessageRequest {
 }
 
 /// Appends a chat line to the log and nothing else: the broadcaster delivers it,
-/// to the sender too, once the log's stream carries it.
+/// to the sender's room (sender included), once the log's stream carries it.
+/// The room comes from the sender's connection row (one consistent read).
 ///
 /// Returns the frame to send back to the sender alone (pong, or why the message
 /// was refused). API Gateway delivers it as the route response, which is why this
 /// function needs no permission to post to sockets.
-pub async fn send_message(request: &MessageRequest, log: &dyn MessageLog) -> Result<Option<Vec<u8>>, HandlerError> {
+pub async fn send_message(
+    request: &MessageRequest,
+    connections: &dyn ConnectionStore,
+    log: &dyn MessageLog,
+) -> Result<Option<Vec<u8>>, HandlerError> {
     let text = match parse_command(&request.body) {
         Ok(Command::SendMessage { text }) => text,
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
-        Ok(Command::History { .. } | Command::Unknown) => return Ok(Some(invalid_request_frame())),
+        Ok(Command::History { .. } | Command::Who { .. } | Command::Unknown) => {
+            return Ok(Some(invalid_request_frame()));
+        }
         Err(refusal) => {
             tracing::info!(connection_id = %request.connection_id, %refusal, "message refused");
             return Ok(Some(protocol_error_frame(&refusal)));
         }
     };
-    let event = LogEvent::chat(&request.connection_id, &text, request.received_at);
+    let Some(room) = room_of(&request.connection_id, connections).await? else {
+        tracing::warn!(connection_id = %request.connection_id, "message from an unregistered connection refused");
+        return Ok(Some(not_registered_frame()));
+    };
+    let event = LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(&room);
     log.append(&event).await?;
-    tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, "message logged");
+    tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, %room, "message logged");
     Ok(None)
 }
 
@@ -39,10 +50,19 @@ pub async fn send_message(request: &MessageRequest, log: &dyn MessageLog) -> Res
 mod tests {
     use super::*;
     use crate::handlers::testing::at;
-    use crate::memory::MemoryLog;
+    use crate::memory::{MemoryConnections, MemoryLog};
+    use crate::model::Connection;
+    use crate::ports::ConnectionStore;
 
     fn request(body: &str) -> MessageRequest {
         MessageRequest { connection_id: "c1".into(), body: body.into(), received_at: at("2026-11-24T10:15:32Z") }
+    }
+
+    /// The store with the sender, `c1`, connected to room `ops`.
+    async fn connections() -> MemoryConnections {
+        let store = MemoryConnections::default();
+        store.put(&Connection::new("c1", "ip", at("2026-11-24T10:15:00Z")).in_room("ops")).await.unwrap();
+        store
     }
 
     fn reply_json(reply: Option<Vec<u8>>) -> serde_json::Value {
@@ -52,18 +72,33 @@ mod tests {
     #[tokio::test]
     async fn chat_is_appended_with_no_reply() {
         let log = MemoryLog::default();
-        let reply = send_message(&request(r#"{"action":"sendmessage","message":"hello"}"#), &log).await.unwrap();
+        let reply = send_message(&request(r#"{"action":"sendmessage","message":"hello"}"#), &connections().await, &log)
+            .await
+            .unwrap();
         assert_eq!(reply, None);
         let events = log.events();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].connection_id.as_str(), events[0].message.as_str()), ("c1", "hello"));
         assert_eq!(events[0].timestamp, at("2026-11-24T10:15:32Z"));
+        assert_eq!(events[0].room, "ops", "said in the sender's room");
+    }
+
+    #[tokio::test]
+    async fn a_sender_without_a_row_is_told_to_reconnect_and_nothing_is_logged() {
+        let log = MemoryLog::default();
+        let body = r#"{"action":"sendmessage","message":"hello"}"#;
+        let reply = reply_json(send_message(&request(body), &MemoryConnections::default(), &log).await.unwrap());
+        assert_eq!(reply["error"], "Not connected");
+        assert!(log.events().is_empty());
     }
 
     #[tokio::test]
     async fn ping_gets_pong_and_is_not_stored() {
         let log = MemoryLog::default();
-        let reply = send_message(&request(r#"{"action":"sendmessage","message":"ping"}"#), &log).await.unwrap();
+        let reply =
+            send_message(&request(r#"{"action":"sendmessage","message":"ping"}"#), &MemoryConnections::default(), &log)
+                .await
+                .unwrap();
         assert_eq!(reply_json(reply), serde_json::json!({"message":"pong"}));
         assert!(log.events().is_empty());
     }
@@ -76,7 +111,7 @@ mod tests {
             r#"{"action":"sendmessage"}"#.to_owned(),
             serde_json::json!({"action":"sendmessage","message":"x".repeat(40_000)}).to_string(),
         ] {
-            let reply = reply_json(send_message(&request(&body), &log).await.unwrap());
+            let reply = reply_json(send_message(&request(&body), &connections().await, &log).await.unwrap());
             assert_eq!(reply["error"], "Invalid message", "{reply}");
         }
         assert!(log.events().is_empty());
@@ -86,6 +121,7 @@ mod tests {
     async fn a_log_outage_is_an_error_not_a_lost_message() {
         let log = MemoryLog::default();
         log.outage.set(true);
-        assert!(send_message(&request(r#"{"action":"sendmessage","message":"hi"}"#), &log).await.is_err());
+        let body = r#"{"action":"sendmessage","message":"hi"}"#;
+        assert!(send_message(&request(body), &connections().await, &log).await.is_err());
     }
 }

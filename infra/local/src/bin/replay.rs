@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 ///   replay --from dynamodb:MessageHistory --dynamodb-endpoint http://127.0.0.1:5000 --format json
 ///   replay --from s3:my-archive --since 2026-11-24T10:00:00Z --until 2026-11-24T11:00:00Z
 ///   replay --from s3:my-archive --publish sqlite:chat-local.db
+///   replay --from sqlite:chat-local.db --room rust-users
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -32,6 +33,9 @@ struct Args {
     /// Only events of this connection.
     #[arg(long, value_name = "CONNECTION_ID")]
     connection: Option<String>,
+    /// Only events said in this room (rows from before rooms are in `lobby`).
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
     /// How to print: one line per event, or the JSON Lines archive format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -66,8 +70,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let endpoints = Endpoints { dynamodb: args.dynamodb_endpoint.clone(), s3: args.s3_endpoint.clone() };
-    let filter =
-        ReplayFilter { after: args.since.clone(), until: args.until.clone(), connection: args.connection.clone() };
+    let filter = ReplayFilter {
+        after: args.since.clone(),
+        until: args.until.clone(),
+        connection: args.connection.clone(),
+        room: args.room.clone(),
+    };
 
     let events = filter.apply(read(&args.from, &endpoints).await?);
     if let Some(target) = &args.publish {
