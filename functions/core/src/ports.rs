@@ -181,3 +181,22 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_iso;
+
+    #[test]
+    fn a_time_cursor_floors_ids_a_minute_early_and_an_id_cursor_is_itself() {
+        let at = parse_iso("2026-11-24T10:00:00Z").unwrap();
+        let floor = LogCursor::Time(at).id_floor();
+        let id_at = |t: DateTime<Utc>| {
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, t.timestamp() as u64, 0)).to_string()
+        };
+        assert!(floor < id_at(at - ID_CLOCK_SLACK + chrono::Duration::milliseconds(1)));
+        assert!(floor > id_at(at - ID_CLOCK_SLACK - chrono::Duration::seconds(1)));
+        let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
+        assert_eq!(LogCursor::MessageId(id.into()).id_floor(), id);
+    }
+}
