@@ -3,28 +3,23 @@
 
 mod common;
 
-use common::{Client, Stack, WAIT, scratch};
+use common::{Client, Stack, WAIT, run_binary, scratch};
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-/// Chat texts a client receives until (and without) `sentinel`, with each frame's
-/// room; the id-learning lines of [`Client::my_id`] are left out.
-async fn chat_until(client: &mut Client, sentinel: &str) -> Vec<(String, String)> {
-    let mut seen = Vec::new();
+/// Appends the chat texts (with each frame's room) a client receives, up to and
+/// including `last`, to `seen`; the id-learning lines of [`Client::my_id`] are left out.
+async fn collect_until(client: &mut Client, last: &str, seen: &mut Vec<(String, String)>) {
     loop {
         let frame = client.next_json().await;
-        if frame["kind"] != "chat" {
-            continue;
+        let Some(text) = frame["text"].as_str().filter(|_| frame["kind"] == "chat") else { continue };
+        if !text.starts_with("whoami-") {
+            seen.push((text.to_owned(), frame["room"].as_str().unwrap().to_owned()));
         }
-        let text = frame["text"].as_str().unwrap().to_owned();
-        if text == sentinel {
-            return seen;
+        if text == last {
+            return;
         }
-        if text.starts_with("whoami-") {
-            continue; // another member learning its id
-        }
-        seen.push((text, frame["room"].as_str().unwrap().to_owned()));
     }
 }
 
@@ -46,26 +41,32 @@ async fn each_line_reaches_exactly_its_room_and_who_lists_it() {
     let mut seed = Client::connect(&stack.ws_url).await; // no room: the lobby, as the seed page
     let seed_id = seed.my_id().await;
 
+    // Each speaker waits for its own line, so the log's order is the order spoken.
+    let (mut red_saw, mut red2_saw, mut blue_saw, mut seed_saw) = (vec![], vec![], vec![], vec![]);
     red.say("red says hi").await;
+    collect_until(&mut red, "red says hi", &mut red_saw).await;
     blue.say("blue says hi").await;
+    collect_until(&mut blue, "blue says hi", &mut blue_saw).await;
     seed.say("seed says hi").await;
+    collect_until(&mut seed, "seed says hi", &mut seed_saw).await;
     red2.say("red2 says hi").await;
-    // A sentinel per room, sent last: everything before it has been delivered.
-    for (client, sentinel) in [(&mut red, "end-red"), (&mut blue, "end-blue"), (&mut seed, "end-lobby")] {
-        client.say(sentinel).await;
-    }
-    let red_saw = chat_until(&mut red, "end-red").await;
-    let red2_saw = chat_until(&mut red2, "end-red").await;
-    let blue_saw = chat_until(&mut blue, "end-blue").await;
-    let seed_saw = chat_until(&mut seed, "end-lobby").await;
+    // A last line per room: everything before it has been delivered.
+    red2.say("end").await;
+    collect_until(&mut red2, "end", &mut red2_saw).await;
+    collect_until(&mut red, "end", &mut red_saw).await;
+    blue.say("end").await;
+    collect_until(&mut blue, "end", &mut blue_saw).await;
+    seed.say("end").await;
+    collect_until(&mut seed, "end", &mut seed_saw).await;
 
-    assert_eq!(texts(&red_saw), ["red says hi", "red2 says hi"]);
-    assert_eq!(red2_saw, red_saw);
-    assert!(red_saw.iter().all(|(_, room)| room == "red"));
-    assert_eq!(texts(&blue_saw), ["blue says hi"]);
-    assert_eq!(blue_saw[0].1, "blue");
-    assert_eq!(texts(&seed_saw), ["seed says hi"]);
-    assert_eq!(seed_saw[0].1, "lobby");
+    assert_eq!(texts(&red_saw), ["red says hi", "red2 says hi", "end"]);
+    assert_eq!(red2_saw[1..], red_saw[1..], "red2 had read nothing yet when red spoke");
+    assert_eq!(texts(&red2_saw), ["red says hi", "red2 says hi", "end"]);
+    assert!(red_saw.iter().chain(&red2_saw).all(|(_, room)| room == "red"));
+    assert_eq!(texts(&blue_saw), ["blue says hi", "end"]);
+    assert!(blue_saw.iter().all(|(_, room)| room == "blue"));
+    assert_eq!(texts(&seed_saw), ["seed says hi", "end"]);
+    assert!(seed_saw.iter().all(|(_, room)| room == "lobby"));
 
     // The seed client's frames keep the seed's exact `message` line.
     seed.say("plain").await;
@@ -130,6 +131,17 @@ async fn history_never_leaks_another_rooms_events() {
     assert!(answered.iter().all(|f| f["room"] == "red"), "{answered:?}");
     let chat: Vec<&str> = answered.iter().filter_map(|f| f["text"].as_str()).collect();
     assert_eq!(chat, ["red one", "red two"]);
+
+    // replay --room reads one room back from the store.
+    let db = format!("sqlite:{}", stack.db.display());
+    let red_log = run_binary("replay", &["--from", &db, "--room", "red", "--format", "json"]).await;
+    let red_log: Vec<Value> = red_log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(red_log.iter().all(|e| e["room"] == "red"));
+    let red_texts: Vec<&str> =
+        red_log.iter().filter(|e| e["kind"] == "chat").map(|e| e["message"].as_str().unwrap()).collect();
+    assert_eq!(red_texts, ["red one", "red two"]);
+    let everything = run_binary("replay", &["--from", &db]).await;
+    assert!(everything.contains("  blue  ") && everything.contains("blue secret"), "{everything}");
 
     for garbage in [json!({"action":"who","next":{"$gt":""}}), json!({"action":"history","since":["x"]})] {
         red.send_json(garbage).await;
