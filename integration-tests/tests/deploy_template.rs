@@ -199,6 +199,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let broadcaster = Broadcaster {
                 connections: Arc::new(connections),
                 sessions: Arc::new(sessions),
+                log: Arc::new(log),
                 poster: Arc::new(poster),
                 archive: archive.then(|| Arc::new(recorded::<MemoryArchive>(&seen)) as Arc<dyn Archive>),
                 clock: Arc::new(SystemClock),
@@ -627,6 +628,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "list"),
             ("ConnectionStore", "delete"),
             ("SessionLog", "close"),
+            ("MessageLog", "append"),
             ("SocketPoster", "post"),
             ("Archive", "put"),
         ])

@@ -72,6 +72,7 @@ fn fanout(c: &mut Criterion) {
         let broadcaster = Broadcaster {
             connections: store,
             sessions: Arc::new(MemorySessions::default()),
+            log: Arc::new(chat_core::memory::MemoryLog::default()),
             poster: Arc::new(InstantPoster),
             archive: None,
             clock: Arc::new(SystemClock),

@@ -10,8 +10,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::archive;
+use crate::handlers::depart;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
-use crate::ports::{Archive, Bytes, Clock, ConnectionStore, PostError, SessionLog, SocketPoster, list_all_connections};
+use crate::ports::{
+    Archive, Bytes, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, list_all_connections,
+};
 use crate::protocol::event_frame;
 
 /// How hard to push and when to give up.
@@ -87,6 +90,8 @@ enum Delivery {
 pub struct Broadcaster {
     pub connections: Arc<dyn ConnectionStore>,
     pub sessions: Arc<dyn SessionLog>,
+    /// Where the leave of a pruned connection is announced.
+    pub log: Arc<dyn MessageLog>,
     pub poster: Arc<dyn SocketPoster>,
     pub archive: Option<Arc<dyn Archive>>,
     pub clock: Arc<dyn Clock>,
@@ -214,9 +219,10 @@ impl Broadcaster {
         }
     }
 
-    /// Forgets connections API Gateway says are closed and completes their
-    /// sessions. Failures are logged only: the TTL removes the rows eventually.
-    async fn prune(&self, gone: &[Connection]) {
+    /// Forgets connections API Gateway says are closed, completes their sessions
+    /// and announces each departure (once, see [`depart`]). Failures are logged
+    /// only: the TTL removes the rows eventually.
+    pub async fn prune(&self, gone: &[Connection]) {
         let now = self.clock.now();
         let prunes = gone.iter().map(|connection| self.prune_one(connection, now));
         for_each_bounded(prunes, self.config.max_in_flight, |()| {}).await;
@@ -228,10 +234,10 @@ impl Broadcaster {
             tracing::warn!(connection_id = %id, %error, "could not delete a gone connection");
         }
         let end = SessionEnd::new(id, connection.connected_at, now);
-        if let Err(error) = self.sessions.close(&end).await {
-            tracing::warn!(connection_id = %id, %error, "could not close a gone connection's session");
+        match depart(&end, self.sessions.as_ref(), self.log.as_ref()).await {
+            Ok(ended) => tracing::info!(connection_id = %id, announced = ended.is_some(), "pruned gone connection"),
+            Err(error) => tracing::warn!(connection_id = %id, %error, "could not end a gone connection's session"),
         }
-        tracing::info!(connection_id = %id, "pruned gone connection");
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::broadcaster::{Broadcaster, FanoutConfig, RetryPolicy, SequencedEvent};
-use chat_core::memory::{FixedClock, MemoryArchive, MemoryConnections, MemorySessions, RecordingPoster};
+use chat_core::memory::{FixedClock, MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{ConnectionStore, PostError, SessionLog};
 use chat_core::time::parse_iso;
 use chat_core::{Connection, LogEvent, Session, archive};
@@ -12,6 +12,7 @@ use chat_core::{Connection, LogEvent, Session, archive};
 struct Fixture {
     connections: Arc<MemoryConnections>,
     sessions: Arc<MemorySessions>,
+    log: Arc<MemoryLog>,
     poster: Arc<RecordingPoster>,
     archive: Arc<MemoryArchive>,
 }
@@ -27,6 +28,7 @@ impl Fixture {
         let fixture = Self {
             connections: Arc::new(MemoryConnections::with_page_size(page_size)),
             sessions: Arc::new(MemorySessions::default()),
+            log: Arc::new(MemoryLog::default()),
             poster: Arc::new(poster),
             archive: Arc::new(MemoryArchive::default()),
         };
@@ -42,6 +44,7 @@ impl Fixture {
         Broadcaster {
             connections: self.connections.clone(),
             sessions: self.sessions.clone(),
+            log: self.log.clone(),
             poster: self.poster.clone(),
             archive: archived.then(|| self.archive.clone() as Arc<dyn chat_core::Archive>),
             clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
@@ -156,6 +159,37 @@ async fn gone_connections_are_pruned_exactly_and_their_sessions_closed() {
     assert!(f.sessions.get(&id(3)).unwrap().disconnected_at.is_none());
     // Pruned after the first event, so the second is not even tried on them.
     assert_eq!(f.poster.attempts(), 10 + 8);
+    // Each departure is announced, once, in the room the connection was in.
+    let leaves: Vec<(String, String)> =
+        f.log.events().iter().map(|e| (e.connection_id.clone(), e.room.clone())).collect();
+    assert_eq!(leaves, [(id(2), "lobby".to_owned()), (id(7), "lobby".to_owned())]);
+    assert!(f.log.events().iter().all(|e| e.kind == chat_core::EventKind::Leave));
+}
+
+#[tokio::test]
+async fn a_departure_seen_by_both_the_pruner_and_disconnect_is_announced_once() {
+    use chat_core::handlers::{DisconnectRequest, disconnect};
+    for pruner_first in [true, false] {
+        let f = Fixture::with_connections(3).await;
+        f.poster.mark_gone(&id(1));
+        let bye = DisconnectRequest {
+            connection_id: id(1),
+            connected_at: parse_iso(T0).unwrap(),
+            disconnected_at: parse_iso("2026-11-24T10:19:00Z").unwrap(),
+        };
+        let broadcaster = f.broadcaster(fast(), false);
+        let (connections, sessions, log) = (f.connections.as_ref(), f.sessions.as_ref(), f.log.as_ref());
+        if pruner_first {
+            broadcaster.broadcast(&[record(1, chat(0, "hi"))]).await;
+            disconnect(&bye, connections, sessions, log).await.unwrap();
+        } else {
+            disconnect(&bye, connections, sessions, log).await.unwrap();
+            // The row is gone already, so nothing is posted or pruned.
+            broadcaster.broadcast(&[record(1, chat(0, "hi"))]).await;
+        }
+        let leaves = f.log.events().iter().filter(|e| e.kind == chat_core::EventKind::Leave).count();
+        assert_eq!(leaves, 1, "pruner first: {pruner_first}");
+    }
 }
 
 #[tokio::test]

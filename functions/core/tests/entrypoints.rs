@@ -115,6 +115,7 @@ fn broadcaster(connections: Arc<MemoryConnections>, poster: Arc<RecordingPoster>
     Broadcaster {
         connections,
         sessions: Arc::new(MemorySessions::default()),
+        log: Arc::new(MemoryLog::default()),
         poster,
         archive: None,
         clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),

@@ -118,6 +118,7 @@ pub async fn run_case(connections: usize, concurrency: usize, model: PosterModel
     let broadcaster = Broadcaster {
         connections: store.clone(),
         sessions: Arc::new(MemorySessions::default()),
+        log: Arc::new(chat_core::memory::MemoryLog::default()),
         poster: poster.clone(),
         archive: None,
         clock: Arc::new(SystemClock),

@@ -83,6 +83,7 @@ pub async fn serve(
         Arc::new(Broadcaster {
             connections: tables.connections.clone(),
             sessions: tables.sessions.clone(),
+            log: tables.log.clone(),
             poster: Arc::new(poster.clone()),
             archive: archive.clone(),
             clock: Arc::new(SystemClock),
@@ -99,8 +100,20 @@ pub async fn serve(
                 sessions: Arc::new(store.clone()),
                 log: Arc::new(store.clone()),
             };
+            let broadcaster = broadcaster(&tables);
+            // No socket outlives this process: rows a crash left behind are
+            // departures nobody announced yet. Announced now, once each.
+            match store.all_connections() {
+                Ok(stale) if !stale.is_empty() => {
+                    tracing::info!(count = stale.len(), "ending the connections of the previous run");
+                    broadcaster.prune(&stale).await;
+                }
+                Ok(_) => {}
+                // Not fatal: the TTL still retires the rows; the requests will report the store.
+                Err(error) => tracing::error!(%error, "cannot read the previous run's connections"),
+            }
             let source = SqliteSource::new(store)?;
-            let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
+            let stream = tokio::spawn(stream::run(source, broadcaster, settings, stopped));
             (tables, stream)
         }
         Backend::DynamoDb(dynamo) => {

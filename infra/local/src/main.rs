@@ -146,12 +146,14 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
 }
 
 async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl FnOnce(&Config)) -> anyhow::Result<()> {
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before the ready line is printed: a SIGTERM sent the moment a
+    // script sees it must still stop the stack gracefully, not kill it.
+    let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
         tracing::info!("shutting down: closing sockets");
     };

@@ -183,6 +183,12 @@ impl SqliteStore {
         })
     }
 
+    /// Every row of active_connections, whatever its room: at start-up they are
+    /// all stale (see `serve`). Not a request path, so reading the table is fine.
+    pub fn all_connections(&self) -> Result<Vec<Connection>, StoreError> {
+        self.with(|db| db.prepare(CONNECTION_COLUMNS)?.query_map([], connection_from_row)?.collect())
+    }
+
     pub fn checkpoint(&self) -> Result<i64, StoreError> {
         self.with(|db| {
             db.query_row("SELECT seq FROM stream_checkpoint WHERE id = 1", [], |r| r.get(0))

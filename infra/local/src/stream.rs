@@ -252,6 +252,7 @@ mod tests {
         let broadcaster = Arc::new(Broadcaster {
             connections: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
+            log: Arc::new(store.clone()),
             poster: poster.clone(),
             archive: None,
             clock: Arc::new(FixedClock::at(at)),

@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 
 use super::HandlerError;
-use crate::model::{LogEvent, SessionEnd};
-use crate::ports::{ConnectionStore, MessageLog, SessionLog};
+use crate::model::{LogEvent, Session, SessionEnd};
+use crate::ports::{ConnectionStore, MessageLog, SessionLog, StoreError};
 
 /// What `$disconnect` knows: API Gateway repeats the connect time in every event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct DisconnectRequest {
 /// Removes the connection, completes its session and logs a `leave` in its room.
 ///
 /// Idempotent: a repeated disconnect, or one for a connection already pruned by
-/// the broadcaster, finds no open session and logs nothing.
+/// the broadcaster, finds no open session and logs nothing (the pruner did).
 pub async fn disconnect(
     request: &DisconnectRequest,
     connections: &dyn ConnectionStore,
@@ -24,10 +24,7 @@ pub async fn disconnect(
 ) -> Result<(), HandlerError> {
     connections.delete(&request.connection_id).await?;
     let end = SessionEnd::new(&request.connection_id, request.connected_at, request.disconnected_at);
-    let closed = sessions.close(&end).await?;
-    if let Some(session) = &closed {
-        log.append(&LogEvent::leave(&request.connection_id, request.disconnected_at).in_room(&session.room)).await?;
-    }
+    let closed = depart(&end, sessions, log).await?;
     tracing::info!(
         connection_id = %request.connection_id,
         duration_seconds = end.duration_seconds,
@@ -35,6 +32,21 @@ pub async fn disconnect(
         "disconnected"
     );
     Ok(())
+}
+
+/// Ends a session and announces the departure, exactly once whoever notices it
+/// first (`$disconnect`, the broadcaster's 410 prune, the local stack's start-up
+/// sweep): the session's conditional close picks one winner, and only the winner
+/// logs the `leave`, in the room the session was in. `None` if another caller
+/// had already ended it.
+pub async fn depart(
+    end: &SessionEnd,
+    sessions: &dyn SessionLog,
+    log: &dyn MessageLog,
+) -> Result<Option<Session>, StoreError> {
+    let Some(session) = sessions.close(end).await? else { return Ok(None) };
+    log.append(&LogEvent::leave(&end.connection_id, end.disconnected_at).in_room(&session.room)).await?;
+    Ok(Some(session))
 }
 
 #[cfg(test)]

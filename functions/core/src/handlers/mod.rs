@@ -8,7 +8,7 @@ mod send_message;
 
 pub use connect::{ConnectRequest, connect};
 pub use default_route::{default_route, history};
-pub use disconnect::{DisconnectRequest, disconnect};
+pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use send_message::{MessageRequest, send_message};
 
 use crate::ports::{ConnectionStore, PostError, StoreError};

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     let broadcaster = &Broadcaster {
         connections: Arc::new(aws.connections()),
         sessions: Arc::new(aws.sessions()),
+        log: Arc::new(aws.log()),
         poster: Arc::new(aws.poster(&endpoint)),
         archive: aws.archive().map(|a| Arc::new(a) as Arc<dyn Archive>),
         clock: Arc::new(SystemClock),
