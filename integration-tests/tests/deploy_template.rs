@@ -115,6 +115,10 @@ impl MessageLog for Recorded<MemoryLog> {
         self.seen.note("MessageLog", "append");
         self.inner.append(event).await
     }
+    async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        self.seen.note("MessageLog", "append_once");
+        self.inner.append_once(event, client_message_id).await
+    }
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
         self.seen.note("MessageLog", "read");
         self.inner.read(query).await
@@ -171,7 +175,11 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
         "send_message" => {
             websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
             seen.take();
-            for body in [r#"{"action":"sendmessage","message":"hi"}"#, r#"{"action":"sendmessage","message":"ping"}"#] {
+            let acked =
+                r#"{"action":"sendmessage","message":"hi","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"}"#;
+            for body in
+                [r#"{"action":"sendmessage","message":"hi"}"#, r#"{"action":"sendmessage","message":"ping"}"#, acked]
+            {
                 websocket::on_send_message(&message(body), &connections, &log).await.unwrap();
             }
             websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &connections, &log).await.ok();
@@ -233,6 +241,8 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
     ("query", "dynamodb:Query"),
     ("batch_get_item", "dynamodb:BatchGetItem"),
     ("batch_write_item", "dynamodb:BatchWriteItem"),
+    // Its conditional Puts need PutItem on their table (there are no other kinds of item here).
+    ("transact_write_items", "dynamodb:PutItem"),
     ("post_to_connection", "execute-api:ManageConnections POST"),
     ("get_connection", "execute-api:ManageConnections GET"),
     ("delete_connection", "execute-api:ManageConnections DELETE"),
@@ -610,7 +620,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
     );
     assert_eq!(
         port_calls("send_message", false).await,
-        expect(&[("ConnectionStore", "get"), ("MessageLog", "append")])
+        expect(&[("ConnectionStore", "get"), ("MessageLog", "append"), ("MessageLog", "append_once")])
     );
     assert_eq!(
         port_calls("default", false).await,

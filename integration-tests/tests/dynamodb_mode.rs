@@ -279,3 +279,45 @@ async fn rooms_fan_out_through_moto_s_stream() {
     assert_eq!(texts, ["red line", "red again"]);
     stack.stop().await;
 }
+
+/// On DynamoDB the receipt is a second item of MessageHistory written in one
+/// transaction with the line: resends are acked with the first id, and neither
+/// the stream, history nor replay ever treats the receipt as an event.
+#[tokio::test]
+async fn acknowledged_sends_are_stored_once_on_moto() {
+    let moto = Moto::start().await;
+    let dir = scratch("dynamodb-mode-acks");
+    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
+    let mut sender = Client::connect(&stack.ws_url).await;
+    let send = serde_json::json!({"action":"sendmessage","message":"once","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"});
+    let mut acks = Vec::new();
+    for _ in 0..3 {
+        sender.send_json(send.clone()).await;
+        acks.push(sender.until(|f| f.get("ack").is_some()).await);
+    }
+    assert!(acks.windows(2).all(|w| w[0] == w[1]), "{acks:?}");
+    let line = sender.chat("once").await;
+    assert_eq!(line["id"], acks[0]["ack"]);
+    sender.say("after").await;
+    let next = sender.until(|f| f["kind"] == "chat").await;
+    assert_eq!(next["text"], "after", "broadcast once: {line} then {next}");
+
+    sender.send_json(serde_json::json!({"action":"history"})).await;
+    let mut texts = Vec::new();
+    loop {
+        let frame = sender.next_json().await;
+        if frame["kind"] == "history" {
+            break;
+        }
+        texts.extend(frame["text"].as_str().map(str::to_owned));
+    }
+    assert_eq!(texts, ["once", "after"]);
+    let endpoints = ["--dynamodb-endpoint", moto.url.as_str()];
+    let replayed =
+        run_binary("replay", &[&["--from", "dynamodb:MessageHistory", "--format", "json"][..], &endpoints].concat())
+            .await;
+    let once = json_lines(&replayed).iter().filter(|e| e["message"] == "once").count();
+    assert_eq!(once, 1);
+    assert!(!replayed.contains("client#"), "receipts are not events: {replayed}");
+    stack.stop().await;
+}

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
+use chat_core::model::RECEIPT_KEY_PREFIX;
 use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
 use serde::Serialize;
@@ -67,6 +69,11 @@ fn decode_items<T: DeserializeOwned>(items: Option<Vec<HashMap<String, Attribute
             from_item(item).map_err(|error| tracing::warn!(%error, table, "skipping malformed row")).ok()
         })
         .collect()
+}
+
+/// A receipt of an acknowledged send, not an event (see [`RECEIPT_KEY_PREFIX`]).
+fn is_receipt(item: &HashMap<String, AttributeValue>) -> bool {
+    item.get("message_id").and_then(|v| v.as_s().ok()).is_some_and(|key| key.starts_with(RECEIPT_KEY_PREFIX))
 }
 
 /// A table and the client that reaches it.
@@ -230,6 +237,22 @@ impl DynamoLog {
         Self(Table { client, name: table.into() })
     }
 
+    /// The line id a receipt points at, read consistently.
+    async fn receipt(&self, receipt_key: &str) -> Result<Option<String>, StoreError> {
+        let (name, value) = string_key("message_id", receipt_key);
+        let output = self
+            .0
+            .client
+            .get_item()
+            .table_name(&self.0.name)
+            .key(name, value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item.and_then(|item| item.get("event_id").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
     /// Every event in the table, oldest first. For replay and export only: no
     /// request or broadcast path scans.
     pub async fn scan_all(&self) -> Result<Vec<LogEvent>, StoreError> {
@@ -245,7 +268,8 @@ impl DynamoLog {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            events.extend(decode_items::<LogEvent>(output.items, &self.0.name));
+            let items = output.items.map(|items| items.into_iter().filter(|item| !is_receipt(item)).collect());
+            events.extend(decode_items::<LogEvent>(items, &self.0.name));
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => break,
@@ -275,6 +299,56 @@ impl MessageLog for DynamoLog {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(false)
             }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// The line and its receipt (`message_id` = `client#<id>`, `event_id` = the
+    /// line's id) in one transaction, each conditional on being new. A resend is
+    /// answered from the receipt, read first: cheaper than a cancelled transaction
+    /// (which still consumes write units), and the transaction's condition still
+    /// decides two racing sends. Receipts have no `room`, so the room index never
+    /// holds them, and the stream decoder skips them.
+    async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        let receipt_key = format!("{RECEIPT_KEY_PREFIX}{client_message_id}");
+        if let Some(stored) = self.receipt(&receipt_key).await? {
+            return Ok(stored);
+        }
+        let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
+        let line = Put::builder()
+            .table_name(&self.0.name)
+            .set_item(Some(to_item(event)?))
+            .condition_expression("attribute_not_exists(message_id)")
+            .build()
+            .map_err(malformed)?;
+        let receipt = Put::builder()
+            .table_name(&self.0.name)
+            .item("message_id", AttributeValue::S(receipt_key.clone()))
+            .item("event_id", AttributeValue::S(event.message_id.clone()))
+            .condition_expression("attribute_not_exists(message_id)")
+            .build()
+            .map_err(malformed)?;
+        let result = self
+            .0
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(line).build())
+            .transact_items(TransactWriteItem::builder().put(receipt).build())
+            .send()
+            .await;
+        let lost_the_race = |error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, _>| {
+            matches!(
+                error.as_service_error(),
+                Some(TransactWriteItemsError::TransactionCanceledException(e))
+                    if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+            )
+        };
+        match result {
+            Ok(_) => Ok(event.message_id.clone()),
+            Err(error) if lost_the_race(&error) => self
+                .receipt(&receipt_key)
+                .await?
+                .ok_or_else(|| StoreError::Unavailable(format!("receipt {receipt_key} not readable yet"))),
             Err(error) => Err(unavailable(error)),
         }
     }

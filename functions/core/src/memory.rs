@@ -137,10 +137,12 @@ impl SessionLog for MemorySessions {
     }
 }
 
-/// MessageHistory as a vector in append order.
+/// MessageHistory as a vector in append order, with the receipts of
+/// acknowledged sends (client message id → message id).
 #[derive(Debug, Default)]
 pub struct MemoryLog {
     events: Mutex<Vec<LogEvent>>,
+    receipts: Mutex<HashMap<String, String>>,
     pub outage: Outage,
 }
 
@@ -160,6 +162,17 @@ impl MessageLog for MemoryLog {
         }
         events.push(event.clone());
         Ok(true)
+    }
+
+    async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        self.outage.check()?;
+        let mut receipts = self.receipts.lock().unwrap();
+        if let Some(stored) = receipts.get(client_message_id) {
+            return Ok(stored.clone());
+        }
+        self.events.lock().unwrap().push(event.clone());
+        receipts.insert(client_message_id.to_owned(), event.message_id.clone());
+        Ok(event.message_id.clone())
     }
 
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {

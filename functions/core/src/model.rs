@@ -107,6 +107,12 @@ pub enum EventKind {
     Leave,
 }
 
+/// Key prefix of the receipts of acknowledged sends (client message id → message
+/// id). Where a store keeps them in MessageHistory itself (DynamoDB: one
+/// transaction with the line), readers of the table and its stream skip them:
+/// they are not events.
+pub const RECEIPT_KEY_PREFIX: &str = "client#";
+
 /// A row of MessageHistory, the event log every broadcast and replay comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEvent {

@@ -27,8 +27,10 @@ const MAX_CURSOR_LEN: usize = 128;
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `{"action":"sendmessage","message":"..."}` (or `"data"`, the AWS sample's name).
-    SendMessage { text: String },
+    /// `{"action":"sendmessage","message":"..."}` (or `"data"`, the AWS sample's name),
+    /// with an optional `"clientMessageId"` (a UUID) that asks for an ack and makes
+    /// a resend idempotent.
+    SendMessage { text: String, client_message_id: Option<String> },
     /// `{"action":"sendmessage","message":"ping"}`, the seed page's heartbeat.
     Ping,
     /// `{"action":"history","limit":50,"since":"<id or ISO time>"}`.
@@ -56,6 +58,8 @@ pub enum ProtocolError {
     BadSince,
     #[error("Field \"next\" must be the cursor a previous answer gave.")]
     BadCursor,
+    #[error("Field \"clientMessageId\" must be a UUID.")]
+    BadClientMessageId,
 }
 
 /// Parses one inbound text frame.
@@ -93,7 +97,15 @@ fn parse_send_message(fields: &Map<String, Value>) -> Result<Command, ProtocolEr
         return Ok(Command::Ping);
     }
     validate_text(text)?;
-    Ok(Command::SendMessage { text: text.clone() })
+    let client_message_id = match fields.get("clientMessageId") {
+        None | Some(Value::Null) => None,
+        // Normalized, so "ABC…" and "abc…" are the same send.
+        Some(Value::String(id)) => {
+            Some(uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadClientMessageId)?.to_string())
+        }
+        Some(_) => return Err(ProtocolError::WrongType("clientMessageId")),
+    };
+    Ok(Command::SendMessage { text: text.clone(), client_message_id })
 }
 
 fn validate_text(text: &str) -> Result<(), ProtocolError> {
@@ -213,6 +225,13 @@ pub fn history_end_frame(room: &str, count: usize, more: bool) -> Vec<u8> {
         .expect("strings and numbers always serialize")
 }
 
+/// The route response to a send that carried a `clientMessageId`, once the line
+/// is in the log: `{"ack":"<message id>","clientMessageId":"…"}`.
+pub fn ack_frame(message_id: &str, client_message_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "ack": message_id, "clientMessageId": client_message_id }))
+        .expect("strings always serialize")
+}
+
 /// The heartbeat answer, `{"message":"pong"}`.
 pub fn pong_frame() -> Vec<u8> {
     br#"{"message":"pong"}"#.to_vec()
@@ -243,13 +262,27 @@ mod tests {
 
     #[test]
     fn parses_seed_and_aws_sample_sends() {
-        assert_eq!(send("hello"), Ok(Command::SendMessage { text: "hello".into() }));
-        assert_eq!(
-            parse_command(r#"{"action":"sendmessage","data":"hi"}"#),
-            Ok(Command::SendMessage { text: "hi".into() })
-        );
+        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None });
+        assert_eq!(send("hello"), chat("hello"));
+        assert_eq!(parse_command(r#"{"action":"sendmessage","data":"hi"}"#), chat("hi"));
         assert_eq!(send("ping"), Ok(Command::Ping));
-        assert_eq!(send(" ping "), Ok(Command::SendMessage { text: " ping ".into() }));
+        assert_eq!(send(" ping "), chat(" ping "));
+    }
+
+    #[test]
+    fn a_client_message_id_is_a_normalized_uuid() {
+        let id = "0192F3A4-5B6C-7D8E-9F01-23456789ABCD";
+        let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":"{id}"}}"#);
+        assert_eq!(
+            parse_command(&body),
+            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()) })
+        );
+        for bad in [r#""nope""#, r#""""#, "7"] {
+            let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":{bad}}}"#);
+            assert!(parse_command(&body).is_err(), "{bad}");
+        }
+        let ack: Value = serde_json::from_slice(&ack_frame("m1", "c1")).unwrap();
+        assert_eq!(ack, serde_json::json!({"ack":"m1","clientMessageId":"c1"}));
     }
 
     #[test]

@@ -160,7 +160,13 @@ async fn malformed_records_are_skipped_and_the_rest_delivered() {
     bad_time["dynamodb"]["NewImage"]["timestamp"] = json!({"S": "yesterday"});
     let mut removal = good.clone();
     removal["eventName"] = json!("REMOVE");
-    raw["Records"] = json!([no_text, bad_time, removal, good]);
+    // The receipt an acknowledged send writes beside its line: not an event.
+    let mut receipt = good.clone();
+    receipt["dynamodb"]["NewImage"] = json!({
+        "message_id": {"S": "client#0192f3a4-5b6c-7d8e-9f01-23456789abcd"},
+        "event_id": {"S": "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55"}
+    });
+    raw["Records"] = json!([no_text, bad_time, removal, receipt, good]);
 
     let event: Event = serde_json::from_value(raw).unwrap();
     let response = stream::on_stream(&event, &broadcaster(connections, poster.clone())).await;

@@ -69,7 +69,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
             incoming = source.next() => {
                 let reply = match incoming {
                     Some(Ok(Message::Text(body))) => match parse_command(body.as_str()) {
-                        Ok(Command::SendMessage { text }) => {
+                        Ok(Command::SendMessage { text, .. }) => {
                             room.send(render(&LogEvent::chat(&id, &text, chrono::Utc::now()))).ok();
                             None
                         }

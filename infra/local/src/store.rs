@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS message_history (
     kind          TEXT NOT NULL,
     room          TEXT NOT NULL DEFAULT 'lobby'
 );
+-- Receipts of acknowledged sends: a resent clientMessageId finds its line here.
+CREATE TABLE IF NOT EXISTS client_messages (
+    client_message_id TEXT PRIMARY KEY,
+    message_id        TEXT NOT NULL
+);
 -- How far the stream → broadcaster emulator has got, so a restart resumes there.
 CREATE TABLE IF NOT EXISTS stream_checkpoint (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
@@ -117,6 +122,23 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
     Ok((seq, event))
+}
+
+/// Inserts `event` unless its id is logged already; `true` if it is new.
+fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result<bool> {
+    db.prepare_cached(
+        "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        event.message_id,
+        event.connection_id,
+        event.message,
+        format_iso(&event.timestamp),
+        kind_name(event.kind),
+        event.room
+    ])
+    .map(|inserted| inserted == 1)
 }
 
 /// The columns [`session_from_row`] reads, in its order.
@@ -315,25 +337,37 @@ impl SessionLog for SqliteStore {
 #[async_trait]
 impl MessageLog for SqliteStore {
     async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
-        let new = self.with(|db| {
-            db.prepare_cached(
-                "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                event.message_id,
-                event.connection_id,
-                event.message,
-                format_iso(&event.timestamp),
-                kind_name(event.kind),
-                event.room
-            ])
-            .map(|inserted| inserted == 1)
-        })?;
+        let new = self.with(|db| insert_event(db, event))?;
         if new {
             self.appended.notify_one();
         }
         Ok(new)
+    }
+
+    /// The receipt and the line in one transaction: both or neither.
+    async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        let (stored, new) = self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            let claimed = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO client_messages (client_message_id, message_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![client_message_id, event.message_id])?
+                == 1;
+            let stored = if claimed {
+                insert_event(&tx, event)?;
+                event.message_id.clone()
+            } else {
+                tx.prepare_cached("SELECT message_id FROM client_messages WHERE client_message_id = ?1")?
+                    .query_row(params![client_message_id], |r| r.get(0))?
+            };
+            tx.commit()?;
+            Ok((stored, claimed))
+        })?;
+        if new {
+            self.appended.notify_one();
+        }
+        Ok(stored)
     }
 
     /// Answered on the `(room, message_id)` index, like a Query on the room GSI:
@@ -397,6 +431,20 @@ mod tests {
         assert_eq!(entries[0].1.as_ref().unwrap().message, "kept");
         assert_eq!(store.checkpoint().unwrap(), 1);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_client_message_id_is_appended_once() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let first = LogEvent::chat("c", "once", at("2026-11-24T10:00:00Z"));
+        let resent = LogEvent::chat("c2", "once", at("2026-11-24T10:00:05Z"));
+        assert_eq!(store.append_once(&first, "k").await.unwrap(), first.message_id);
+        assert_eq!(store.append_once(&resent, "k").await.unwrap(), first.message_id, "the first line's id");
+        let other = LogEvent::chat("c", "other", at("2026-11-24T10:00:06Z"));
+        assert_eq!(store.append_once(&other, "k2").await.unwrap(), other.message_id);
+        let logged: Vec<String> =
+            store.stream_after(0, 10).unwrap().into_iter().map(|(_, e)| e.unwrap().message).collect();
+        assert_eq!(logged, ["once", "other"]);
     }
 
     #[tokio::test]

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Generous: CI shares two cores between the stack, moto and the test itself.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The `chat-local` binary, built (once per test process) by the same cargo, with
 /// the same profile and target directory as this test, so it is never stale.

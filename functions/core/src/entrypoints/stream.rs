@@ -4,7 +4,7 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use crate::broadcaster::{Broadcaster, SequencedEvent};
-use crate::model::LogEvent;
+use crate::model::{LogEvent, RECEIPT_KEY_PREFIX};
 
 /// Why a stream record was skipped rather than delivered.
 #[derive(Debug, thiserror::Error)]
@@ -16,14 +16,22 @@ pub enum RecordError {
 }
 
 /// Decodes a MessageHistory stream record. `Ok(None)` for records that are not
-/// new events (MODIFY, REMOVE, e.g. TTL deletes): nothing to broadcast.
+/// new events (MODIFY, REMOVE, e.g. TTL deletes; receipts of acknowledged
+/// sends): nothing to broadcast.
 pub fn decode(record: &EventRecord) -> Result<Option<SequencedEvent>, RecordError> {
-    if record.event_name != "INSERT" {
+    if record.event_name != "INSERT" || is_receipt(record) {
         return Ok(None);
     }
     let sequence_number = record.change.sequence_number.clone().ok_or(RecordError::NoSequenceNumber)?;
     let event: LogEvent = serde_dynamo::from_item(record.change.new_image.clone())?;
     Ok(Some(SequencedEvent { sequence_number, event }))
+}
+
+fn is_receipt(record: &EventRecord) -> bool {
+    matches!(
+        record.change.new_image.get("message_id"),
+        Some(serde_dynamo::AttributeValue::S(key)) if key.starts_with(RECEIPT_KEY_PREFIX)
+    )
 }
 
 /// Broadcasts a stream batch. Malformed records are logged and skipped: retrying

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use super::{HandlerError, not_registered_frame, room_of};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
-use crate::protocol::{Command, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
+use crate::protocol::{Command, ack_frame, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
 
 /// An inbound frame on the `sendmessage` route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,16 +17,18 @@ pub struct MessageRequest {
 /// to the sender's room (sender included), once the log's stream carries it.
 /// The room comes from the sender's connection row (one consistent read).
 ///
-/// Returns the frame to send back to the sender alone (pong, or why the message
-/// was refused). API Gateway delivers it as the route response, which is why this
-/// function needs no permission to post to sockets.
+/// Returns the frame to send back to the sender alone (pong, an ack when the send
+/// carried a `clientMessageId`, or why the message was refused). API Gateway
+/// delivers it as the route response, which is why this function needs no
+/// permission to post to sockets. A resend with the same `clientMessageId` is
+/// stored once (a conditional write) and acked with the first line's id.
 pub async fn send_message(
     request: &MessageRequest,
     connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<Option<Vec<u8>>, HandlerError> {
-    let text = match parse_command(&request.body) {
-        Ok(Command::SendMessage { text }) => text,
+    let (text, client_message_id) = match parse_command(&request.body) {
+        Ok(Command::SendMessage { text, client_message_id }) => (text, client_message_id),
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
         Ok(Command::History { .. } | Command::Who { .. } | Command::Unknown) => {
             return Ok(Some(invalid_request_frame()));
@@ -41,9 +43,20 @@ pub async fn send_message(
         return Ok(Some(not_registered_frame()));
     };
     let event = LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(&room);
-    log.append(&event).await?;
-    tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, %room, "message logged");
-    Ok(None)
+    let Some(client_message_id) = client_message_id else {
+        log.append(&event).await?;
+        tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, %room, "message logged");
+        return Ok(None);
+    };
+    let stored = log.append_once(&event, &client_message_id).await?;
+    tracing::info!(
+        connection_id = %request.connection_id,
+        message_id = %stored,
+        %client_message_id,
+        resent = stored != event.message_id,
+        "message logged and acked"
+    );
+    Ok(Some(ack_frame(&stored, &client_message_id)))
 }
 
 #[cfg(test)]
@@ -81,6 +94,25 @@ mod tests {
         assert_eq!((events[0].connection_id.as_str(), events[0].message.as_str()), ("c1", "hello"));
         assert_eq!(events[0].timestamp, at("2026-11-24T10:15:32Z"));
         assert_eq!(events[0].room, "ops", "said in the sender's room");
+    }
+
+    #[tokio::test]
+    async fn a_resent_client_message_id_is_stored_once_and_acked_each_time() {
+        let (connections, log) = (connections().await, MemoryLog::default());
+        let body =
+            r#"{"action":"sendmessage","message":"once","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"}"#;
+        let mut acks = Vec::new();
+        for _ in 0..3 {
+            acks.push(reply_json(send_message(&request(body), &connections, &log).await.unwrap()));
+        }
+        let events = log.events();
+        assert_eq!(events.len(), 1, "stored once");
+        for ack in &acks {
+            assert_eq!(ack["ack"], events[0].message_id.as_str());
+            assert_eq!(ack["clientMessageId"], "0192f3a4-5b6c-7d8e-9f01-23456789abcd");
+        }
+        let plain = send_message(&request(r#"{"action":"sendmessage","message":"x"}"#), &connections, &log).await;
+        assert_eq!(plain.unwrap(), None, "no clientMessageId: no ack, as the seed expects");
     }
 
     #[tokio::test]
