@@ -1,43 +1,82 @@
-// The web chat. Speaks the seed's protocol; every user-supplied string is
-// rendered with textContent, never as HTML.
+// The web chat. Speaks the seed's protocol plus rooms, `who` and `history`;
+// every user-supplied string is rendered with textContent, never as HTML.
+// Members (members.js) and gap-free recovery (recovery.js) have their own files.
 
+import { Members } from "./members.js";
+import { CatchUp, Positions } from "./recovery.js";
+
+// Tests may set window.CHAT_TUNING before the page loads (smaller pages, a cap).
+const TUNING = {
+  reconnectMs: 1000, // the first reconnect delay; doubles up to 30 s
+  pageLimit: 200, // events per recovery page (the server's maximum)
+  maxPages: 25, // recovery cap: past it, show the newest events instead
+  firstVisit: 50, // events shown on a first visit to a room
+  overlapMs: 5000, // recovery starts this long before the last event shown
+  ...globalThis.CHAT_TUNING,
+};
 const HEARTBEAT_MS = 30_000;
-const HISTORY_WAIT_MS = 5_000;
+const ANSWER_WAIT_MS = 5_000; // an older server may never answer `who` or end `history`
 const MAX_TEXT_BYTES = 32 * 1024;
-const STORAGE_KEY = "websocket-chat-url";
+const ROOM_RULE = /^[A-Za-z0-9_-]{1,64}$/;
+const URL_KEY = "websocket-chat-url";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  url: $("url"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
+  url: $("url"), room: $("room"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
 };
+const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
+const positions = new Positions();
 
 let socket = null;
+let room = null; // the room whose lines are on the page
 let myId = null;
+const myIds = new Set(); // this page's connection ids, one per connection
 let connectedAt = null;
 let timers = [];
 let userClosed = false;
-let reconnectDelay = 1000;
-let historyPending = false;
-const seen = new Set();
+let reconnectDelay = TUNING.reconnectMs;
+const seen = new Set(); // ids on the page
+let newest = null; // {id, timestamp} of the newest event on the page
+let waiting = null; // "who" or "history": the answer that decides what comes next
+let watchdog = null;
+let catchUp = null; // a CatchUp while history is loading
+let caughtUp = false; // this connection's catch-up is done: only then is `newest` gap-free
+let progressShown = false;
+globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
   ui.status.textContent = state;
   ui.status.dataset.state = state;
   const open = state === "connected";
-  const busy = state === "connected" || state === "connecting";
-  ui.connect.disabled = busy;
+  const busy = open || state === "connecting";
+  // While connected, Connect stays usable to switch to another room.
+  ui.connect.disabled = busy && !(open && ui.room.value.trim() !== room);
   ui.disconnect.disabled = !busy;
   ui.text.disabled = !open;
   ui.send.disabled = !open;
 }
 
-function notice(text) { ui.notice.textContent = text; }
+function notice(text, tone = "error") {
+  ui.notice.textContent = text;
+  ui.notice.dataset.tone = tone;
+  progressShown = false;
+}
 
-function addLine({ text, meta, cls }) {
+function progress(text) {
+  notice(text, "info");
+  progressShown = true;
+}
+
+function send(command) { socket?.send(JSON.stringify(command)); }
+
+// Lines with an id sit in id order (ids are UUIDv7: they sort by time); lines
+// without one (seed frames, errors) are appended.
+function addLine({ id, kind, text, meta, cls }) {
   const item = document.createElement("li");
   if (cls) item.className = cls;
+  if (kind) item.dataset.kind = kind;
   if (meta) {
     const m = document.createElement("span");
     m.className = "meta";
@@ -45,73 +84,213 @@ function addLine({ text, meta, cls }) {
     item.append(m);
   }
   item.append(document.createTextNode(text));
-  ui.messages.append(item);
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  let before = null;
+  if (id) {
+    item.dataset.id = id;
+    for (let li = ui.messages.lastElementChild; li; li = li.previousElementSibling) {
+      if (!li.dataset.id) continue;
+      if (li.dataset.id < id) break;
+      before = li;
+    }
+  }
+  const atBottom = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 40;
+  ui.messages.insertBefore(item, before);
+  if (atBottom || !before) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function clearLines() {
+  ui.messages.replaceChildren();
+  seen.clear();
+  newest = null;
 }
 
 function render(frame) {
+  if (frame.room && frame.room !== room) return; // not this room's (a late frame)
+  if (frame.error) return refused(frame);
+  if (frame.kind === "presence") return presence(frame);
+  if (frame.kind === "history") return historyEnd(frame);
   if (frame.id) {
+    catchUp?.saw(frame.id); // before dedupe: it tells where a history page ended
     if (seen.has(frame.id)) return; // delivery is at least once
     seen.add(frame.id);
+    if (!newest || frame.id > newest.id) newest = { id: frame.id, timestamp: frame.timestamp };
+    remember();
   }
-  if (frame.error) {
-    // A server without `history` answers our request with "Invalid request": not the user's error.
-    if (historyPending) return void (historyPending = false);
-    return addLine({ text: `${frame.error}: ${frame.message}`, cls: "error" });
-  }
-  if (frame.id) historyPending = false;
   if (frame.message === "pong") return;
-  if (frame.kind === "join" || frame.kind === "leave") return addLine({ text: frame.message, cls: "notice" });
+  if (frame.kind === "join" || frame.kind === "leave") {
+    members.event(frame.kind, frame.connectionId, frame.timestamp);
+    return addLine({ id: frame.id, kind: frame.kind, text: frame.message, cls: "notice" });
+  }
   if (frame.kind === "chat") {
-    const mine = frame.connectionId === myId;
+    const mine = myIds.has(frame.connectionId);
     const who = mine ? "you" : frame.connectionId;
-    return addLine({ text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
+    return addLine({ id: frame.id, kind: "chat", text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
   }
   // A seed-era server: only `message`.
   addLine({ text: String(frame.message ?? "") });
 }
 
+// An error frame. A server without `who` or `history` answers "Invalid request":
+// not the user's error, so that step is skipped silently.
+function refused(frame) {
+  if (!waiting || frame.error !== "Invalid request") return addLine({ text: `${frame.error}: ${frame.message}`, cls: "error" });
+  if (waiting === "who") {
+    members.unavailable();
+    startCatchUp();
+  } else finishCatchUp();
+}
+
+function presence(frame) {
+  members.snapshot(frame.members);
+  if (frame.next) send({ action: "who", next: frame.next });
+  if (waiting === "who") startCatchUp();
+}
+
+// ---- Catching up: after `who` is answered, `history` until caught up.
+function expect(what) {
+  waiting = what;
+  clearTimeout(watchdog);
+  if (what) watchdog = setTimeout(() => (what === "who" ? startCatchUp() : finishCatchUp()), ANSWER_WAIT_MS);
+}
+
+function startCatchUp() {
+  catchUp = new CatchUp({ emptyPage: seen.size === 0, mark: positions.get(room), tuning: TUNING });
+  request();
+}
+
+function request() {
+  const command = catchUp.next();
+  if (!command) return finishCatchUp();
+  expect("history");
+  send(command);
+}
+
+function historyEnd(frame) {
+  if (!catchUp?.current) return;
+  const outcome = catchUp.ended(frame);
+  if (outcome === "too-far") {
+    clearLines();
+    notice(`More than ${catchUp.cap} events were missed while you were away; showing the most recent.`, "warn");
+  } else if (outcome === "page") progress(`Catching up… ${catchUp.events} events`);
+  request();
+}
+
+function finishCatchUp() {
+  expect(null);
+  if (catchUp) globalThis.chatStats = catchUp.stats();
+  catchUp = null;
+  caughtUp = true;
+  ui.messages.setAttribute("aria-busy", "false");
+  if (progressShown) notice("");
+  remember();
+}
+
+// The connection ended: an unfinished catch-up is redone on the next one.
+function dropCatchUp() {
+  expect(null);
+  catchUp = null;
+  caughtUp = false;
+  ui.messages.setAttribute("aria-busy", "false");
+}
+
+// Remembers the newest event shown, but only when caught up: then everything
+// before it is on the page too (a live line seen earlier may lie past a gap).
+function remember() {
+  if (caughtUp && room && newest) positions.set(room, newest);
+}
+
+// ---- Connections.
+function roomProblem(name) {
+  if (!name) return "Enter a room name.";
+  if (name.length > 64) return `A room name has at most 64 characters; this one has ${name.length}.`;
+  if (!ROOM_RULE.test(name)) return "A room name may only use letters, digits, - and _ (no spaces or other signs).";
+  return null;
+}
+
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
-function connect(url) {
-  if (socket) return; // never two connections
+// The user's Connect: checks the room, switches rooms if connected to another one.
+function connect() {
+  const base = ui.url.value.trim();
+  const name = ui.room.value.trim();
+  const problem = roomProblem(name);
+  ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
+  if (problem) return notice(`Not connected: ${problem}`);
+  if (socket && name === room) return; // never two connections
+  if (socket) retire();
+  reconnectDelay = TUNING.reconnectMs;
+  open(base, name, false);
+}
+
+// Drops the current socket without the close handling (no reconnect, no status).
+function retire() {
+  const old = socket;
+  old.onopen = old.onmessage = old.onerror = old.onclose = null;
+  old.close(1000);
+  socket = null;
+  clearTimers();
+  dropCatchUp();
+}
+
+function open(base, name, reconnecting) {
+  let url;
+  try {
+    url = new URL(base);
+    url.searchParams.set("room", name);
+    if (!/^wss?:$/.test(url.protocol)) throw new Error();
+  } catch {
+    return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
+  }
   userClosed = false;
-  localStorage.setItem(STORAGE_KEY, url);
+  localStorage.setItem(URL_KEY, base);
+  history.replaceState(null, "", `#room=${name}`);
+  if (name !== room) {
+    room = name;
+    clearLines();
+    members.enter(room);
+  }
   setStatus("connecting");
   notice("");
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(url.href);
   socket = ws;
   let opened = false;
   ws.onopen = () => {
     opened = true;
     myId = null; // a new connection has a new id
-    reconnectDelay = 1000;
+    reconnectDelay = TUNING.reconnectMs;
     connectedAt = new Date();
     ui.connectedAt.textContent = connectedAt.toISOString().replace(/\.\d+Z$/, "Z");
     setStatus("connected");
-    historyPending = true;
-    ws.send(JSON.stringify({ action: "history", limit: 50 }));
-    setTimeout(() => { historyPending = false; }, HISTORY_WAIT_MS);
-    timers.push(setInterval(() => ws.send(JSON.stringify({ action: "sendmessage", message: "ping" })), HEARTBEAT_MS));
+    members.forget(); // a fresh snapshot for this connection
+    ui.messages.setAttribute("aria-busy", "true"); // until caught up: `who`, then `history`
+    expect("who");
+    send({ action: "who" });
+    timers.push(setInterval(() => send({ action: "sendmessage", message: "ping" }), HEARTBEAT_MS));
     timers.push(setInterval(tick, 1000));
   };
   ws.onmessage = (event) => {
     let frame;
     try { frame = JSON.parse(event.data); } catch { return addLine({ text: String(event.data) }); }
+    if (waiting) expect(waiting); // still answering: wait on
     render(frame);
   };
   ws.onerror = () => setStatus("error");
   ws.onclose = () => {
     clearTimers();
+    dropCatchUp();
     socket = null;
     connectedAt = null;
     setStatus(opened ? "disconnected" : "error");
-    if (!userClosed) {
-      notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
-      const delay = reconnectDelay;
-      reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-      setTimeout(() => { if (!socket && !userClosed) connect(ui.url.value); }, delay);
+    if (userClosed) return;
+    if (!opened && !reconnecting) {
+      // A browser cannot see the HTTP status: a refused upgrade (a bad room, a
+      // wrong stage) and an unreachable host look alike. Do not retry either.
+      return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. Check the URL and the room name.`);
     }
+    notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
+    const delay = reconnectDelay;
+    reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
+    setTimeout(() => { if (!socket && !userClosed) open(base, name, true); }, delay);
   };
 }
 
@@ -134,8 +313,9 @@ function disconnect() {
 
 $("connect-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  connect(ui.url.value.trim());
+  connect();
 });
+ui.room.addEventListener("input", () => setStatus(ui.status.dataset.state));
 ui.disconnect.addEventListener("click", disconnect);
 $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -144,32 +324,45 @@ $("send-form").addEventListener("submit", (event) => {
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
   if (!myId) learnId(text);
-  socket.send(JSON.stringify({ action: "sendmessage", message: text }));
+  send({ action: "sendmessage", message: text });
   ui.text.value = "";
   notice("");
 });
 
 // Our connection id is the sender of the first line we sent.
 function learnId(text) {
+  const ws = socket;
   const watch = (event) => {
     try {
       const frame = JSON.parse(event.data);
       if (frame.kind === "chat" && frame.text === text && !myId) {
         myId = frame.connectionId;
+        myIds.add(myId);
         ui.messages.querySelectorAll("li").forEach((li) => {
           const meta = li.querySelector(".meta");
           if (meta && meta.textContent.startsWith(myId)) { li.classList.add("mine"); meta.textContent = meta.textContent.replace(myId, "you"); }
         });
-        socket?.removeEventListener("message", watch);
+        members.setMe(myId);
+        ws.removeEventListener("message", watch);
       }
     } catch { /* not JSON */ }
   };
-  socket.addEventListener("message", watch);
+  ws.addEventListener("message", watch);
 }
 
-// Served by the local stack: default to its endpoint.
-const stored = localStorage.getItem(STORAGE_KEY);
+// The room comes from the address (#room=NAME); the local stack's page defaults
+// to its own endpoint.
+function roomFromHash() {
+  const match = /^#room=(.*)$/.exec(location.hash);
+  try { return match ? decodeURIComponent(match[1]) : null; } catch { return match[1]; }
+}
+window.addEventListener("hashchange", () => {
+  ui.room.value = roomFromHash() ?? "lobby";
+  if (socket) connect();
+});
+const stored = localStorage.getItem(URL_KEY);
 const local = location.protocol.startsWith("http") ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/dev` : "";
 ui.url.value = stored || local;
+ui.room.value = roomFromHash() ?? "lobby";
 setStatus("disconnected");
-if (stored) connect(stored);
+if (stored) connect();

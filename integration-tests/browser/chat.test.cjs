@@ -5,49 +5,18 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { chromium } = require(path.join(__dirname, "..", ".tools", "node_modules", "playwright-core"));
+const { WAIT, step, launch, openChat: open, status, line, waitForStatus, connect, say } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node chat.test.cjs <ws://host:port/stage> <output dir>");
 const stackUrl = new URL(wsUrl.replace(/^ws/, "http")); // the stack serves the page and @connections too
 const pageUrl = stackUrl.origin + "/";
-const WAIT = { timeout: 10_000 };
 const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 
-const step = (text) => console.log(`browser: ${text}`);
-
-async function openChat(browser, viewport = { width: 900, height: 700 }) {
-  // One context per user: separate localStorage, like two people.
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  page.on("pageerror", (error) => { throw new Error(`page error: ${error.message}`); });
-  await page.goto(pageUrl);
-  return page;
-}
-
-const status = (page) => page.locator("#status");
-const line = (page, text) => page.locator("#messages li", { hasText: text });
-
-async function waitForStatus(page, state) {
-  await page.waitForFunction((s) => document.getElementById("status").dataset.state === s, state, WAIT);
-}
-
-async function connect(page) {
-  await page.click("#connect");
-  await waitForStatus(page, "connected");
-}
-
-async function say(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
+const openChat = (browser, viewport) => open(browser, pageUrl, { viewport });
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     step("the page served by the stack is pre-filled with the stack's endpoint");
     const alice = await openChat(browser);

@@ -1,5 +1,5 @@
 //! The web chat in a real browser: headless Chromium, driven by playwright-core
-//! (`browser/chat.test.cjs`), against the real local stack serving `frontend/`.
+//! (`browser/*.test.cjs`), against the real local stack serving `frontend/`.
 //! `run-all.sh` installs Chromium (apt) and playwright-core (npm).
 
 mod common;
@@ -8,34 +8,59 @@ use std::path::{Path, PathBuf};
 
 use common::{Stack, prerequisite, scratch};
 
-#[tokio::test]
-async fn two_pages_chat_in_headless_chromium() {
+/// Starts a stack on a fresh database, runs one browser script against it
+/// (`node <script> <ws url> <output dir>`), and hands the stack back to check the store.
+async fn run_script(script: &str, output: &str) -> (Stack, PathBuf) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     prerequisite(here.join(".tools/node_modules/playwright-core"), "playwright-core");
     let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let chromium = prerequisite(chromium, "Chromium");
 
-    let dir = scratch("browser");
+    let dir = scratch(output);
     let stack = Stack::start(&dir.join("chat.db"), &[]).await;
     let run = tokio::process::Command::new("node")
-        .arg(here.join("browser/chat.test.cjs"))
+        .arg(here.join("browser").join(script))
         .arg(&stack.ws_url)
         .arg(&dir)
         .env("CHROMIUM", chromium)
         .kill_on_drop(true)
         .status();
-    let status = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+    // Generous: the machine may be busy compiling; a run takes ~15 s when idle.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(240), run)
         .await
         .expect("the browser test finishes in time")
         .expect("node runs");
-    assert!(status.success(), "browser checks failed (see the output above)");
+    assert!(status.success(), "browser checks in {script} failed (see the output above)");
+    (stack, dir)
+}
+
+fn count(stack: &Stack, sql: &str) -> i64 {
+    let db = rusqlite::Connection::open(&stack.db).unwrap();
+    db.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn two_pages_chat_in_headless_chromium() {
+    let (stack, dir) = run_script("chat.test.cjs", "browser").await;
     assert!(dir.join("chat.png").exists(), "the screenshot was saved");
 
     // What the browser showed was persisted: the log holds the page's lines.
-    let db = rusqlite::Connection::open(&stack.db).unwrap();
-    let stored: i64 = db
-        .query_row("SELECT count(*) FROM message_history WHERE message = 'hello from alice'", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(stored, 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'hello from alice'"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_members_and_recovery_in_headless_chromium() {
+    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms").await;
+    assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
+
+    // The pages' lines went to their own rooms; the missed lines were stored once.
+    let in_room = |room: &str, like: &str| {
+        count(&stack, &format!("SELECT count(*) FROM message_history WHERE room = '{room}' AND message LIKE '{like}'"))
+    };
+    assert_eq!(in_room("red", "red: %"), 3);
+    assert_eq!(in_room("blue", "blue: %"), 1);
+    assert_eq!(in_room("red", "r-%"), 120);
+    assert_eq!(in_room("blue", "r-%"), 0);
     stack.stop().await;
 }

@@ -1,0 +1,73 @@
+// Who is in the room: a `who` snapshot (paged with `next`), then kept current by
+// the room's join and leave frames. A leave is final (connection ids are never
+// reused), so a snapshot answered late, or a replayed join, cannot bring one back.
+
+export class Members {
+  constructor({ box, roomName, count, list }) {
+    Object.assign(this, { box, roomName, count, list });
+    this.members = new Map(); // connectionId -> connectedAt
+    this.left = new Set();
+    this.me = null;
+  }
+
+  // Another room: nobody known yet.
+  enter(room) {
+    this.roomName.textContent = room;
+    this.members.clear();
+    this.left.clear();
+    this.render();
+  }
+
+  // A new connection asks again; what we knew of leaves still holds.
+  forget() {
+    this.members.clear();
+    this.render();
+  }
+
+  snapshot(members) {
+    this.box.hidden = false;
+    for (const m of members ?? []) this.add(m.connectionId, m.connectedAt);
+    this.render();
+  }
+
+  // A join or leave frame: live, or replayed by history.
+  event(kind, id, at) {
+    if (!id) return;
+    if (kind === "leave") {
+      this.left.add(id);
+      this.members.delete(id);
+    } else this.add(id, at);
+    this.render();
+  }
+
+  setMe(id) {
+    this.me = id;
+    this.render();
+  }
+
+  // A server without `who`: nobody to list.
+  unavailable() { this.box.hidden = true; }
+
+  add(id, at) {
+    if (!this.left.has(id)) this.members.set(id, at);
+  }
+
+  render() {
+    this.count.textContent = String(this.members.size);
+    const me = this.me;
+    const sorted = [...this.members].sort(([a, at], [b, bt]) => (b === me) - (a === me) || String(at).localeCompare(String(bt)));
+    this.list.replaceChildren(...sorted.map(([id, at]) => {
+      const li = document.createElement("li");
+      li.dataset.id = id;
+      li.title = `connected at ${at}`;
+      li.textContent = id;
+      if (id === me) {
+        li.className = "me";
+        const you = document.createElement("span");
+        you.textContent = " (you)";
+        li.append(you);
+      }
+      return li;
+    }));
+  }
+}

@@ -1,0 +1,80 @@
+// Gap-free recovery. The page remembers, per room, the newest event it showed
+// while caught up. After any (re)connect it asks `history` from that event's time
+// minus an overlap (ids from concurrent writers are not strictly monotonic, so a
+// strict "after this id" could skip one), then page by page while `more`. Lines are
+// deduped and placed by id, so live lines arriving meanwhile can show at once.
+
+const KEY = "websocket-chat-last";
+
+// Per room, `{id, timestamp}` of the newest event shown while caught up; kept in
+// localStorage so that a reload recovers too.
+export class Positions {
+  constructor() {
+    try { this.byRoom = JSON.parse(localStorage.getItem(KEY)) ?? {}; } catch { this.byRoom = {}; }
+  }
+
+  get(room) { return this.byRoom[room] ?? null; }
+
+  set(room, event) {
+    this.byRoom[room] = event;
+    try { localStorage.setItem(KEY, JSON.stringify(this.byRoom)); } catch { /* storage full or disabled */ }
+  }
+}
+
+// One catch-up on one connection: `history` requests one at a time, each answer
+// closed by `{"kind":"history","count":K,"more":bool}`.
+export class CatchUp {
+  // emptyPage: nothing of the room is shown (first visit, reload): start with
+  // its newest events. mark: the remembered position, if any.
+  constructor({ emptyPage, mark, tuning }) {
+    this.tuning = tuning;
+    this.plan = [];
+    if (emptyPage) this.plan.push({ limit: tuning.firstVisit });
+    if (mark) this.plan.push({ limit: tuning.pageLimit, since: isoMinus(mark.timestamp, tuning.overlapMs), recover: true });
+    this.current = null;
+    this.pages = 0;
+    this.events = 0;
+    this.started = performance.now();
+  }
+
+  // The next command to send, or null when caught up.
+  next() {
+    const step = this.plan.shift();
+    this.current = step ? { ...step, ids: [] } : null;
+    return step ? { action: "history", limit: step.limit, ...(step.since && { since: step.since }) } : null;
+  }
+
+  // Any event frame that arrived, history or live, shown before or not.
+  saw(id) { this.current?.ids.push(id); }
+
+  // The closing frame of the current answer: "page" (a recovery page counted),
+  // "too-far" (past the cap: the caller clears the page; the newest come next), or null.
+  ended({ count, more }) {
+    const step = this.current;
+    this.current = null;
+    if (!step?.recover) return null;
+    this.pages += 1;
+    this.events += count;
+    if (!more) return "page";
+    if (this.pages >= this.tuning.maxPages) {
+      this.plan = [{ limit: this.tuning.firstVisit }];
+      return "too-far";
+    }
+    // The page holds the K smallest ids after `since`. Live frames that came
+    // meanwhile are newer, so the K-th smallest id received is the page's last
+    // (were a live one older, a few events are only asked for twice).
+    const ids = step.ids.filter((id) => id > (step.afterId ?? "")).sort();
+    const last = ids[Math.min(count, ids.length) - 1];
+    if (last) this.plan.unshift({ ...step, since: last, afterId: last });
+    return "page";
+  }
+
+  get cap() { return this.tuning.maxPages * this.tuning.pageLimit; }
+
+  stats() { return { pages: this.pages, events: this.events, ms: Math.round(performance.now() - this.started) }; }
+}
+
+function isoMinus(iso, ms) {
+  const at = Date.parse(iso);
+  return Number.isNaN(at) ? iso : new Date(at - ms).toISOString().replace(/\.\d+Z$/, "Z");
+}

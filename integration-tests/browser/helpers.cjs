@@ -1,0 +1,51 @@
+// What the browser tests share: launching Chromium, opening the page as one user,
+// and the few page actions every test needs. Waits have timeouts, never sleeps.
+"use strict";
+
+const path = require("node:path");
+
+const tools = path.join(__dirname, "..", ".tools", "node_modules");
+const { chromium } = require(path.join(tools, "playwright-core"));
+const WebSocket = require(path.join(tools, "ws")); // wscat's own client library
+
+const WAIT = { timeout: 10_000 };
+
+const step = (text) => console.log(`browser: ${text}`);
+
+function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+}
+
+// One context per user: separate localStorage, like two people. `tuning` is
+// handed to the page as window.CHAT_TUNING before it loads.
+async function openChat(browser, pageUrl, { viewport = { width: 900, height: 700 }, tuning } = {}) {
+  const context = await browser.newContext({ viewport });
+  if (tuning) await context.addInitScript((t) => { window.CHAT_TUNING = t; }, tuning);
+  const page = await context.newPage();
+  page.on("pageerror", (error) => { throw new Error(`page error: ${error.message}`); });
+  await page.goto(pageUrl);
+  return page;
+}
+
+const status = (page) => page.locator("#status");
+const line = (page, text) => page.locator("#messages li", { hasText: text });
+
+async function waitForStatus(page, state) {
+  await page.waitForFunction((s) => document.getElementById("status").dataset.state === s, state, WAIT);
+}
+
+async function connect(page) {
+  await page.click("#connect");
+  await waitForStatus(page, "connected");
+}
+
+async function say(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+module.exports = { WAIT, WebSocket, step, launch, openChat, status, line, waitForStatus, connect, say };
