@@ -321,3 +321,46 @@ async fn acknowledged_sends_are_stored_once_on_moto() {
     assert!(!replayed.contains("client#"), "receipts are not events: {replayed}");
     stack.stop().await;
 }
+
+/// A stalled DynamoDB (moto paused with SIGSTOP for 5 s): a send gets API
+/// Gateway's `Internal server error` within the SDK's timeout instead of hanging,
+/// and once DynamoDB is back the chat and the stream reader carry on, with every
+/// stored line delivered and in history.
+#[tokio::test]
+async fn a_paused_dynamodb_fails_sends_in_time_and_nothing_stored_is_lost() {
+    let moto = Moto::start().await;
+    let dir = scratch("dynamodb-mode-paused");
+    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
+    let mut alice = Client::connect(&stack.ws_url).await;
+    alice.say("before the pause").await;
+    alice.chat("before the pause").await;
+
+    moto.signal("STOP");
+    let paused = tokio::time::Instant::now();
+    alice.say("during the pause").await;
+    let answer = alice.next_json().await;
+    let waited = paused.elapsed();
+    // Resume before asserting, so that a failure does not leave moto stopped.
+    tokio::time::sleep(std::time::Duration::from_secs(5).saturating_sub(paused.elapsed())).await;
+    moto.signal("CONT");
+    assert_eq!(answer["message"], "Internal server error", "{answer}");
+    assert!(answer["requestId"].is_string() && answer["connectionId"].is_string(), "{answer}");
+    let bound = chat_aws::SDK_OPERATION_TIMEOUT + std::time::Duration::from_secs(2);
+    assert!(waited < bound, "answered after {waited:?}, the SDK's bound is {bound:?}");
+
+    alice.say("after the pause").await;
+    alice.chat("after the pause").await;
+    let mut bob = Client::connect(&stack.ws_url).await;
+    bob.send_json(serde_json::json!({"action": "history"})).await;
+    let mut texts = Vec::new();
+    loop {
+        let frame = bob.next_json().await;
+        if frame["kind"] == "history" {
+            break;
+        }
+        texts.extend(frame["text"].as_str().map(str::to_owned));
+    }
+    assert_eq!(texts, ["before the pause", "after the pause"], "the refused line was never stored");
+    stack.stop().await;
+    eprintln!("a send during the pause was refused after {waited:?}");
+}

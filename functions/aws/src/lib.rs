@@ -16,12 +16,30 @@ pub use dynamodb::{DynamoConnections, DynamoLog, DynamoSessions, TableNames};
 pub use s3::S3Archive;
 pub use streams::{StartingPosition, StreamBatch, StreamReader};
 
+use std::time::Duration;
+
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use chat_core::StoreError;
 
-/// Loads region and credentials the standard way (env, profile, Lambda role).
+/// How long an SDK call may take, all retries included: well inside the
+/// functions' 10 s Lambda timeout, so a stalled DynamoDB or @connections endpoint
+/// makes a handler fail (API Gateway's `Internal server error`, a retried stream
+/// batch) instead of hanging until Lambda kills it.
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connect 1 s, one attempt 2 s, the whole call [`SDK_OPERATION_TIMEOUT`].
+pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build()
+}
+
+/// Loads region and credentials the standard way (env, profile, Lambda role),
+/// with [`sdk_timeouts`].
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(sdk_timeouts()).load().await
 }
 
 /// The standard config with every service pointed at `endpoint` (moto, DynamoDB

@@ -194,7 +194,7 @@ fn fastrand_u16() -> u16 {
 /// moto's server (every AWS API on one port), installed by `run-all.sh` in a
 /// virtualenv. Killed (by PID) when dropped.
 pub struct Moto {
-    _child: Child,
+    child: Child,
     pub url: String,
 }
 
@@ -222,7 +222,17 @@ impl Moto {
         .await
         .expect("moto_server listens in time");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Moto { _child: child, url }
+        Moto { child, url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("moto still running")
+    }
+
+    /// Sends moto `signal` (`STOP` pauses it: every call to it hangs; `CONT` resumes).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(status.unwrap().success(), "kill -{signal} moto");
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
