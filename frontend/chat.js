@@ -1,8 +1,10 @@
 // The web chat. Speaks the seed's protocol plus rooms, `who` and `history`;
 // every user-supplied string is rendered with textContent, never as HTML.
-// Members (members.js) and gap-free recovery (recovery.js) have their own files.
+// Members (members.js), gap-free recovery (recovery.js) and the outbox of
+// unacknowledged lines (outbox.js) have their own files.
 
 import { Members } from "./members.js";
+import { Outbox } from "./outbox.js";
 import { CatchUp, Positions } from "./recovery.js";
 
 // Tests may set window.CHAT_TUNING before the page loads (smaller pages, a cap).
@@ -12,6 +14,7 @@ const TUNING = {
   maxPages: 25, // recovery cap: past it, show the newest events instead
   firstVisit: 50, // events shown on a first visit to a room
   overlapMs: 5000, // recovery starts this long before the last event shown
+  resendMs: 5000, // an unacknowledged line is sent again after this long
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
@@ -28,6 +31,7 @@ const ui = {
 };
 const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
 const positions = new Positions();
+const outbox = new Outbox();
 
 let socket = null;
 let room = null; // the room whose lines are on the page
@@ -44,6 +48,7 @@ let watchdog = null;
 let catchUp = null; // a CatchUp while history is loading
 let caughtUp = false; // this connection's catch-up is done: only then is `newest` gap-free
 let progressShown = false;
+let serverAcks = false; // the server acknowledges lines (a seed server does not)
 globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
@@ -54,8 +59,9 @@ function setStatus(state) {
   // While connected, Connect stays usable to switch to another room.
   ui.connect.disabled = busy && !(open && ui.room.value.trim() !== room);
   ui.disconnect.disabled = !busy;
-  ui.text.disabled = !open;
-  ui.send.disabled = !open;
+  // Lines typed while reconnecting wait in the outbox.
+  ui.text.disabled = !room;
+  ui.send.disabled = !room;
 }
 
 function notice(text, tone = "error") {
@@ -69,7 +75,9 @@ function progress(text) {
   progressShown = true;
 }
 
-function send(command) { socket?.send(JSON.stringify(command)); }
+function send(command) {
+  if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(command));
+}
 
 // Lines with an id sit in id order (ids are UUIDv7: they sort by time); lines
 // without one (seed frames, errors) are appended.
@@ -93,6 +101,8 @@ function addLine({ id, kind, text, meta, cls }) {
       before = li;
     }
   }
+  // Pending lines stay last until the server has them.
+  if (!before && !item.classList.contains("pending")) before = ui.messages.querySelector("li.pending");
   const atBottom = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 40;
   ui.messages.insertBefore(item, before);
   if (atBottom || !before) ui.messages.scrollTop = ui.messages.scrollHeight;
@@ -102,10 +112,31 @@ function clearLines() {
   ui.messages.replaceChildren();
   seen.clear();
   newest = null;
+  outbox.pending(room).forEach(showPending);
+}
+
+// ---- The outbox: a line is pending until acknowledged.
+function showPending(line) {
+  addLine({ text: line.text, meta: "you · sending…", cls: "mine pending" });
+  ui.messages.lastElementChild.dataset.clientMessageId = line.clientMessageId;
+}
+
+function unshow(line) {
+  ui.messages.querySelector(`li.pending[data-client-message-id="${line.clientMessageId}"]`)?.remove();
+}
+
+// Sends what is due: everything right after connecting, else lines unanswered for a while.
+function flush(afterMs) {
+  if (socket?.readyState !== WebSocket.OPEN) return;
+  outbox.due(room, afterMs).forEach((line) => send(outbox.command(line)));
+  const given = outbox.exhausted();
+  given.forEach(unshow);
+  if (given.length) notice(`Could not send ${given.length} line(s); the server never confirmed them.`);
 }
 
 function render(frame) {
   if (frame.room && frame.room !== room) return; // not this room's (a late frame)
+  if (frame.ack) return acked(frame);
   if (frame.error) return refused(frame);
   if (frame.kind === "presence") return presence(frame);
   if (frame.kind === "history") return historyEnd(frame);
@@ -123,11 +154,34 @@ function render(frame) {
   }
   if (frame.kind === "chat") {
     const mine = myIds.has(frame.connectionId);
+    echoed(frame.connectionId, frame.text);
     const who = mine ? "you" : frame.connectionId;
     return addLine({ id: frame.id, kind: "chat", text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
   }
-  // A seed-era server: only `message`.
+  // A seed-era server: only `message`, maybe a seed chat line.
+  const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
+  if (seedLine) echoed(seedLine[1], seedLine[2]);
   addLine({ text: String(frame.message ?? "") });
+}
+
+// `[<time> - UTC]\n <sender>  <text>\n`, the seed's chat line.
+const SEED_CHAT_LINE = /^\[[^\]]* - UTC\]\n (\S+) {2}([\s\S]*)\n$/;
+
+// Our own line is back: its pending copy goes (before our id is known, the first
+// line echoed with a pending text is ours). Without acks (a seed server), the
+// echo is the only confirmation there is.
+function echoed(sender, text) {
+  if (!myIds.has(sender) && myId) return;
+  const pending = outbox.pending(room).find((l) => l.text === text);
+  if (!pending) return;
+  unshow(pending);
+  if (!serverAcks) outbox.remove(pending);
+}
+
+function acked(frame) {
+  serverAcks = true;
+  const line = outbox.acked(frame.clientMessageId);
+  if (line) unshow(line); // the line itself comes (or came) with the broadcast
 }
 
 // An error frame. A server without `who` or `history` answers "Invalid request":
@@ -265,6 +319,8 @@ function open(base, name, reconnecting) {
     ui.messages.setAttribute("aria-busy", "true"); // until caught up: `who`, then `history`
     expect("who");
     send({ action: "who" });
+    flush(0);
+    timers.push(setInterval(() => flush(TUNING.resendMs), TUNING.resendMs));
     timers.push(setInterval(() => send({ action: "sendmessage", message: "ping" }), HEARTBEAT_MS));
     timers.push(setInterval(tick, 1000));
   };
@@ -320,11 +376,19 @@ ui.disconnect.addEventListener("click", disconnect);
 $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = ui.text.value;
-  if (!text.trim() || !socket) return;
+  if (!text.trim() || !room) return;
+  if (text === "ping") {
+    // The seed's heartbeat word: the server answers pong and stores nothing.
+    send({ action: "sendmessage", message: text });
+    ui.text.value = "";
+    return;
+  }
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
-  if (!myId) learnId(text);
-  send({ action: "sendmessage", message: text });
+  if (!myId && socket) learnId(text);
+  const line = outbox.add(room, text);
+  showPending(line);
+  if (socket?.readyState === WebSocket.OPEN) send(outbox.command(line));
   ui.text.value = "";
   notice("");
 });

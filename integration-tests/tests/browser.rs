@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{Stack, prerequisite, scratch};
 
 /// Starts a stack on a fresh database, runs one browser script against it
-/// (`node <script> <ws url> <output dir>`), and hands the stack back to check the store.
+/// (`node <script> <ws url> <output dir> <stack pid>`), and hands the stack back to check the store.
 async fn run_script(script: &str, output: &str) -> (Stack, PathBuf) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     prerequisite(here.join(".tools/node_modules/playwright-core"), "playwright-core");
@@ -22,7 +22,11 @@ async fn run_script(script: &str, output: &str) -> (Stack, PathBuf) {
         .arg(here.join("browser").join(script))
         .arg(&stack.ws_url)
         .arg(&dir)
+        .arg(stack.pid().to_string())
         .env("CHROMIUM", chromium)
+        // For scripts that restart the stack themselves.
+        .env("CHAT_LOCAL_BIN", common::binary())
+        .env("CHAT_DB", &stack.db)
         .kill_on_drop(true)
         .status();
     // Generous: the machine may be busy compiling; a run takes ~15 s when idle.
@@ -63,4 +67,19 @@ async fn rooms_members_and_recovery_in_headless_chromium() {
     assert_eq!(in_room("red", "r-%"), 120);
     assert_eq!(in_room("blue", "r-%"), 0);
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_outbox_survives_a_server_kill_and_a_reload() {
+    // The script SIGKILLs this stack (by the PID it is given) and starts the same
+    // binary again on the same port and database, stopping that one itself.
+    let (stack, dir) = run_script("outbox.test.cjs", "browser-outbox").await;
+    assert!(dir.join("restarted").exists(), "the script restarted the stack");
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE message = 'typed while the server was down'"),
+        1
+    );
+    // Both of the page's lines went with a clientMessageId.
+    assert_eq!(count(&stack, "SELECT count(*) FROM client_messages"), 2);
+    drop(stack); // already killed by the script
 }

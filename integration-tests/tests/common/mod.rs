@@ -78,8 +78,13 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(db: &Path, extra: &[&str]) -> Stack {
+        Self::start_on_port(db, 0, extra).await
+    }
+
+    /// [`Stack::start`] on a given port (0: a free one), e.g. to restart where clients reconnect.
+    pub async fn start_on_port(db: &Path, port: u16, extra: &[&str]) -> Stack {
         let mut child = Command::new(binary())
-            .args(["--port", "0", "--db"])
+            .args(["--port", &port.to_string(), "--db"])
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,77 @@
+// The outbox: lines the server has not acknowledged yet. Each send carries a
+// clientMessageId; the server stores a line once per id and answers
+// {"ack":"<message id>","clientMessageId":…} once it is in the log. Until then
+// the line stays here, shown as pending and kept in localStorage, and is sent
+// again (same id) after every reconnect and every few seconds while connected,
+// so a line typed just before a crash, a reload or a lost connection arrives once.
+
+const KEY = "websocket-chat-outbox";
+const MAX_TRIES = 20; // then the line is given up, and the user told
+
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // Pages opened from file:// are not a secure context: a v4 UUID by hand.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export class Outbox {
+  constructor() {
+    try { this.lines = JSON.parse(localStorage.getItem(KEY)) ?? []; } catch { this.lines = []; }
+  }
+
+  save() {
+    try { localStorage.setItem(KEY, JSON.stringify(this.lines)); } catch { /* storage full or disabled */ }
+  }
+
+  // A new line for `room`; returns it (send it with `command`).
+  add(room, text) {
+    const line = { clientMessageId: newId(), room, text, tries: 0, sentAt: 0 };
+    this.lines.push(line);
+    this.save();
+    return line;
+  }
+
+  pending(room) { return this.lines.filter((l) => l.room === room); }
+
+  command(line) {
+    line.tries += 1;
+    line.sentAt = Date.now();
+    this.save();
+    return { action: "sendmessage", message: line.text, clientMessageId: line.clientMessageId };
+  }
+
+  // Lines of `room` to send now: all after a (re)connect, else those unanswered for `afterMs`.
+  due(room, afterMs = 0) {
+    return this.pending(room).filter((l) => Date.now() - l.sentAt >= afterMs);
+  }
+
+  // The server has the line: forget it. Returns it, if it was here.
+  acked(clientMessageId) {
+    const line = this.lines.find((l) => l.clientMessageId === clientMessageId);
+    if (line) this.remove(line);
+    return line;
+  }
+
+  // A server without acks (the seed's) shows our own line instead: that is the ack.
+  echoed(room, text) {
+    const line = this.lines.find((l) => l.room === room && l.text === text);
+    if (line) this.remove(line);
+    return line;
+  }
+
+  // Lines tried too often: removed and returned, so the page can say so.
+  exhausted() {
+    const gone = this.lines.filter((l) => l.tries >= MAX_TRIES);
+    gone.forEach((l) => this.remove(l));
+    return gone;
+  }
+
+  remove(line) {
+    this.lines = this.lines.filter((l) => l !== line);
+    this.save();
+  }
+}
