@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod management;
 pub mod replay;
 pub mod sockets;
+pub mod throttle;
 pub mod store;
 pub mod stream;
 
