@@ -709,6 +709,24 @@ fn tables_are_keyed_as_the_adapters_write_them() {
 }
 
 #[test]
+fn the_stage_throttles_every_route_within_bounds() {
+    let template = template();
+    let stage = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"] == "AWS::ApiGatewayV2::Stage")
+        .expect("a stage");
+    let settings = &stage["Properties"]["DefaultRouteSettings"];
+    for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        let parameter = text(&settings[limit]);
+        let parameter = &template["Parameters"][parameter.trim_start_matches("Ref:")];
+        assert!(parameter["Default"].as_u64().is_some_and(|d| d > 0), "{limit} has a default");
+        assert!(parameter.get("MaxValue").is_some(), "{limit} is bounded");
+    }
+}
+
+#[test]
 fn routes_match_the_local_stack() {
     let template = template();
     let resources = template["Resources"].as_mapping().unwrap();

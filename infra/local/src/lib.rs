@@ -9,9 +9,9 @@ pub mod gateway;
 pub mod management;
 pub mod replay;
 pub mod sockets;
-pub mod throttle;
 pub mod store;
 pub mod stream;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
