@@ -9,6 +9,7 @@ pub mod auth;
 pub mod broadcaster;
 pub mod entrypoints;
 pub mod handlers;
+pub mod identity;
 pub mod memory;
 pub mod model;
 pub mod ports;
@@ -17,5 +18,5 @@ pub mod replay;
 pub mod room;
 pub mod time;
 
-pub use model::{Connection, EventKind, LogEvent, Session, SessionEnd};
+pub use model::{Connection, EventKind, Identity, LogEvent, Session, SessionEnd};
 pub use ports::{Archive, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, StoreError};

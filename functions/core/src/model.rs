@@ -9,6 +9,14 @@ use uuid::Uuid;
 use crate::room::DEFAULT_ROOM;
 use crate::time::iso_seconds;
 
+/// Who is behind a connection: a display name, from a verified token (the
+/// authorizer's context) or chosen by the client (`?name=`, unverified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub verified: bool,
+}
+
 /// API Gateway closes every connection after 2 h; the TTL adds slack so a row
 /// orphaned by a lost `$disconnect` expires soon after the socket is surely gone.
 pub const CONNECTION_TTL: Duration = Duration::minutes(2 * 60 + 15);
@@ -26,6 +34,11 @@ pub struct Connection {
     /// The one room this connection hears; the partition key of the `room-index` GSI.
     #[serde(default = "default_room")]
     pub room: String,
+    /// The display name, when the connection has one ([`Identity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 impl Connection {
@@ -37,6 +50,8 @@ impl Connection {
             source_ip: source_ip.to_owned(),
             expires_at: (connected_at + CONNECTION_TTL).timestamp(),
             room: DEFAULT_ROOM.to_owned(),
+            user: None,
+            verified: None,
         }
     }
 
@@ -44,6 +59,24 @@ impl Connection {
         room.clone_into(&mut self.room);
         self
     }
+
+    /// The same connection, of `identity` (none: anonymous, as the seed's).
+    pub fn of(mut self, identity: Option<&Identity>) -> Self {
+        (self.user, self.verified) = split(identity);
+        self
+    }
+
+    pub fn identity(&self) -> Option<Identity> {
+        joined(&self.user, self.verified)
+    }
+}
+
+fn split(identity: Option<&Identity>) -> (Option<String>, Option<bool>) {
+    identity.map_or((None, None), |i| (Some(i.user.clone()), Some(i.verified)))
+}
+
+fn joined(user: &Option<String>, verified: Option<bool>) -> Option<Identity> {
+    user.as_ref().map(|user| Identity { user: user.clone(), verified: verified.unwrap_or(false) })
 }
 
 /// Rows written before rooms existed were all in the one chat there was.
@@ -62,9 +95,13 @@ pub struct Session {
     pub disconnected_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
-    /// Kept here so whoever ends the session knows where to announce the leave.
+    /// Kept here so whoever ends the session knows where to announce the leave, and whose.
     #[serde(default = "default_room")]
     pub room: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 impl Session {
@@ -76,7 +113,13 @@ impl Session {
             disconnected_at: None,
             duration_seconds: None,
             room: connection.room.clone(),
+            user: connection.user.clone(),
+            verified: connection.verified,
         }
+    }
+
+    pub fn identity(&self) -> Option<Identity> {
+        joined(&self.user, self.verified)
     }
 }
 
@@ -129,6 +172,11 @@ pub struct LogEvent {
     /// Where it was said; the partition key of the `room-index` GSI.
     #[serde(default = "default_room")]
     pub room: String,
+    /// Whose it is, when the connection had an [`Identity`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 fn chat_kind() -> EventKind {
@@ -154,6 +202,12 @@ impl LogEvent {
         self
     }
 
+    /// The same event, said by `identity` (none: anonymous).
+    pub fn by(mut self, identity: Option<&Identity>) -> Self {
+        (self.user, self.verified) = split(identity);
+        self
+    }
+
     fn new(kind: EventKind, connection_id: &str, message: String, at: DateTime<Utc>) -> Self {
         Self {
             message_id: Uuid::now_v7().to_string(),
@@ -162,6 +216,8 @@ impl LogEvent {
             timestamp: at,
             kind,
             room: DEFAULT_ROOM.to_owned(),
+            user: None,
+            verified: None,
         }
     }
 }

@@ -175,6 +175,10 @@ struct EventFrame<'a> {
     timestamp: String,
     kind: EventKind,
     room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<bool>,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
@@ -193,6 +197,8 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         timestamp: format_iso(&event.timestamp),
         kind: event.kind,
         room: &event.room,
+        user: event.user.as_deref(),
+        verified: event.verified,
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
 }
@@ -205,10 +211,19 @@ pub fn presence_frame(room: &str, count: usize, members: &[Connection], next: Op
     struct Member<'a> {
         connection_id: &'a str,
         connected_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verified: Option<bool>,
     }
     let members: Vec<Member> = members
         .iter()
-        .map(|c| Member { connection_id: &c.connection_id, connected_at: format_iso(&c.connected_at) })
+        .map(|c| Member {
+            connection_id: &c.connection_id,
+            connected_at: format_iso(&c.connected_at),
+            user: c.user.as_deref(),
+            verified: c.verified,
+        })
         .collect();
     let mut frame = serde_json::json!({ "kind": "presence", "room": room, "count": count, "members": members });
     if let Some(next) = next {
@@ -335,6 +350,8 @@ mod tests {
             timestamp: parse_iso("2026-11-24T10:15:30Z").unwrap(),
             kind,
             room: "lobby".into(),
+            user: None,
+            verified: None,
         }
     }
 
@@ -352,6 +369,19 @@ mod tests {
         assert_eq!(frame["timestamp"], "2026-11-24T10:15:30Z");
         assert_eq!(frame["kind"], "chat");
         assert_eq!(frame["room"], "lobby");
+        assert!(frame.get("user").is_none() && frame.get("verified").is_none(), "anonymous: no name fields");
+    }
+
+    #[test]
+    fn named_lines_carry_the_user_and_keep_the_seed_line() {
+        let named =
+            event(EventKind::Chat, "hi").by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
+        let frame = frame_json(&named);
+        assert_eq!((frame["user"].as_str(), frame["verified"].as_bool()), (Some("Ada"), Some(false)));
+        assert_eq!(
+            frame["message"], "[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hi\n",
+            "the seed line is unchanged"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl ReplayFilter {
     }
 }
 
-/// One line per event for a terminal: `<time>  <id>  <room>  <sender>  <text>`, with the
+/// One line per event for a terminal: `<time>  <id>  <room>  <sender>  <text>`, the
+/// sender being the connection id, after its user's name when known (`name?` when
+/// unverified), with the
 /// text's newlines escaped so that every event stays on one line.
 pub fn text_line(event: &LogEvent) -> String {
     let text = match event.kind {
@@ -45,7 +47,12 @@ pub fn text_line(event: &LogEvent) -> String {
         EventKind::Join => join_notice(&event.connection_id),
         EventKind::Leave => leave_notice(&event.connection_id),
     };
-    let (at, id, room, sender) = (format_iso(&event.timestamp), &event.message_id, &event.room, &event.connection_id);
+    let (at, id, room) = (format_iso(&event.timestamp), &event.message_id, &event.room);
+    let sender = match (&event.user, event.verified) {
+        (Some(user), Some(true)) => format!("{user} ({})", event.connection_id),
+        (Some(user), _) => format!("{user}? ({})", event.connection_id),
+        (None, _) => event.connection_id.clone(),
+    };
     format!("{at}  {id}  {room}  {sender}  {text}")
 }
 
@@ -108,5 +115,7 @@ mod tests {
         let line = text_line(&event);
         assert_eq!(line, format!("2026-11-24T10:00:00Z  {}  lobby  a  two\\nlines", event.message_id));
         assert!(text_line(&log()[0]).ends_with("A new user has joined the chat - a"));
+        let named = event.clone().by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
+        assert!(text_line(&named).contains("  lobby  Ada? (a)  two\\nlines"), "{}", text_line(&named));
     }
 }

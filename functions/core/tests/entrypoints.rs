@@ -82,6 +82,39 @@ async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
     }
 }
 
+/// Connects with `query` and, if given, the authorizer context API Gateway attaches;
+/// returns the status and the stored join event's `(user, verified)`.
+async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<(Option<String>, Option<bool>)>) {
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let mut raw = fixture("connect.json");
+    raw["queryStringParameters"] = query;
+    if let Some(context) = authorizer {
+        raw["requestContext"]["authorizer"] = context;
+    }
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
+    let status = websocket::on_connect(&event, &connections, &sessions, &log).await.unwrap().status_code;
+    let join = log.events().first().map(|e| (e.user.clone(), e.verified));
+    (status, join)
+}
+
+#[tokio::test]
+async fn names_come_verified_from_the_authorizer_or_unverified_from_the_query() {
+    let named = |user: &str, verified| Some((Some(user.to_owned()), Some(verified)));
+    assert_eq!(connect_with(json!({"name": " Ada "}), None).await, (200, named("Ada", false)));
+    assert_eq!(connect_with(json!({}), None).await, (200, Some((None, None))), "anonymous, as the seed");
+    let context = json!({"principalId": "sub-123", "name": "grace"});
+    assert_eq!(
+        connect_with(json!({"name": "mallory"}), Some(context)).await,
+        (200, named("grace", true)),
+        "a verified name wins over a chosen one"
+    );
+    let no_name = json!({"principalId": "sub-123"});
+    assert_eq!(connect_with(json!({}), Some(no_name)).await, (200, named("sub-123", true)));
+    for bad in ["", "   ", "line\nbreak", &"x".repeat(33)] {
+        assert_eq!(connect_with(json!({"name": bad}), None).await, (400, None), "{bad:?}");
+    }
+}
+
 #[tokio::test]
 async fn ping_is_answered_in_the_route_response() {
     let log = MemoryLog::default();

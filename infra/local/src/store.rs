@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS active_connections (
     connected_at  TEXT NOT NULL,
     source_ip     TEXT NOT NULL,
     expires_at    INTEGER NOT NULL,
-    room          TEXT NOT NULL DEFAULT 'lobby'
+    room          TEXT NOT NULL DEFAULT 'lobby',
+    user          TEXT,
+    verified      INTEGER
 );
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
@@ -30,7 +32,9 @@ CREATE TABLE IF NOT EXISTS session_history (
     connected_at     TEXT NOT NULL,
     disconnected_at  TEXT,
     duration_seconds INTEGER,
-    room             TEXT NOT NULL DEFAULT 'lobby'
+    room             TEXT NOT NULL DEFAULT 'lobby',
+    user             TEXT,
+    verified         INTEGER
 );
 -- seq is the stream's sequence number: the order events were appended.
 CREATE TABLE IF NOT EXISTS message_history (
@@ -40,7 +44,9 @@ CREATE TABLE IF NOT EXISTS message_history (
     message       TEXT NOT NULL,
     timestamp     TEXT NOT NULL,
     kind          TEXT NOT NULL,
-    room          TEXT NOT NULL DEFAULT 'lobby'
+    room          TEXT NOT NULL DEFAULT 'lobby',
+    user          TEXT,
+    verified      INTEGER
 );
 -- Receipts of acknowledged sends: a resent clientMessageId finds its line here.
 CREATE TABLE IF NOT EXISTS client_messages (
@@ -55,19 +61,26 @@ CREATE TABLE IF NOT EXISTS stream_checkpoint (
 ";
 
 /// The tables' `room` GSIs: history and fan-out read one room, never the whole table.
-/// Created after [`add_room_columns`] so databases from before rooms get them too.
+/// Created after [`add_missing_columns`] so databases from before rooms get them too.
 const ROOM_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS message_history_room ON message_history (room, message_id);
 CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, connection_id);
 ";
 
-/// A database written before rooms existed gains the column, every old row in the default room.
-fn add_room_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+/// Columns added since the first schema; a database from before gains them, every
+/// old row in the default room and anonymous.
+const ADDED_COLUMNS: &[(&str, &str)] =
+    &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER")];
+
+fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     for table in ["active_connections", "session_history", "message_history"] {
-        let has_room: bool =
-            db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'room'"))?.exists([])?;
-        if !has_room {
-            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN room TEXT NOT NULL DEFAULT 'lobby'"))?;
+        for (column, declaration) in ADDED_COLUMNS {
+            let present: bool = db
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?
+                .exists([])?;
+            if !present {
+                db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+            }
         }
     }
     Ok(())
@@ -97,7 +110,7 @@ fn kind_name(kind: EventKind) -> &'static str {
 
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
-    "SELECT seq, message_id, connection_id, message, timestamp, kind, room FROM message_history";
+    "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -118,7 +131,16 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
         _ => None,
     };
     let event = match (parse_iso(&timestamp), kind) {
-        (Some(timestamp), Some(kind)) => Ok(LogEvent { message_id, connection_id, message, timestamp, kind, room }),
+        (Some(timestamp), Some(kind)) => Ok(LogEvent {
+            message_id,
+            connection_id,
+            message,
+            timestamp,
+            kind,
+            room,
+            user: row.get(7)?,
+            verified: row.get(8)?,
+        }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
     Ok((seq, event))
@@ -127,8 +149,8 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
 /// Inserts `event` unless its id is logged already; `true` if it is new.
 fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result<bool> {
     db.prepare_cached(
-        "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room, user, verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         event.message_id,
@@ -136,14 +158,16 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.message,
         format_iso(&event.timestamp),
         kind_name(event.kind),
-        event.room
+        event.room,
+        event.user,
+        event.verified
     ])
     .map(|inserted| inserted == 1)
 }
 
 /// The columns [`session_from_row`] reads, in its order.
-const SESSION_COLUMNS: &str =
-    "SELECT connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room FROM session_history";
+const SESSION_COLUMNS: &str = "SELECT connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room,
+     user, verified FROM session_history";
 
 fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let (connected_at, disconnected_at): (String, Option<String>) = (r.get(2)?, r.get(3)?);
@@ -154,12 +178,14 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         disconnected_at: disconnected_at.as_deref().and_then(parse_iso),
         duration_seconds: r.get(4)?,
         room: r.get(5)?,
+        user: r.get(6)?,
+        verified: r.get(7)?,
     })
 }
 
 /// The columns [`connection_from_row`] reads, in its order.
 const CONNECTION_COLUMNS: &str =
-    "SELECT connection_id, connected_at, source_ip, expires_at, room FROM active_connections";
+    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified FROM active_connections";
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
@@ -169,6 +195,8 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         source_ip: r.get(2)?,
         expires_at: r.get(3)?,
         room: r.get(4)?,
+        user: r.get(5)?,
+        verified: r.get(6)?,
     })
 }
 
@@ -177,7 +205,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = rusqlite::Connection::open(path).map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
-        add_room_columns(&db).map_err(unavailable)?;
+        add_missing_columns(&db).map_err(unavailable)?;
         db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
         Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()) })
     }
@@ -247,15 +275,18 @@ impl ConnectionStore for SqliteStore {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached(
-                "INSERT OR REPLACE INTO active_connections (connection_id, connected_at, source_ip, expires_at, room)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO active_connections
+                     (connection_id, connected_at, source_ip, expires_at, room, user, verified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 connection.connection_id,
                 format_iso(&connection.connected_at),
                 connection.source_ip,
                 connection.expires_at,
-                connection.room
+                connection.room,
+                connection.user,
+                connection.verified
             ])
             .map(drop)
         })
@@ -309,10 +340,17 @@ impl SessionLog for SqliteStore {
     async fn open(&self, session: &Session) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached(
-                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at, room)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at, room, user, verified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![session.connection_id, session.source_ip, format_iso(&session.connected_at), session.room])
+            .execute(params![
+                session.connection_id,
+                session.source_ip,
+                format_iso(&session.connected_at),
+                session.room,
+                session.user,
+                session.verified
+            ])
             .map(drop)
         })
     }
@@ -323,7 +361,7 @@ impl SessionLog for SqliteStore {
             db.prepare_cached(
                 "UPDATE session_history SET disconnected_at = ?2, duration_seconds = ?3
                  WHERE connection_id = ?1 AND disconnected_at IS NULL
-                 RETURNING connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room",
+                 RETURNING connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room, user, verified",
             )?
             .query_row(
                 params![end.connection_id, format_iso(&end.disconnected_at), end.duration_seconds],
@@ -462,7 +500,9 @@ mod tests {
         let reference = chat_core::memory::MemoryLog::default();
         for (i, time) in ["10:00:00", "10:00:01", "10:00:01", "10:00:02", "10:00:03"].iter().enumerate() {
             let event = LogEvent::chat("c", &format!("m{i}"), at(&format!("2026-11-24T{time}Z")));
-            let elsewhere = LogEvent::chat("o", &format!("o{i}"), at(&format!("2026-11-24T{time}Z"))).in_room("ops");
+            let ada = chat_core::Identity { user: "Ada".into(), verified: i % 2 == 0 };
+            let elsewhere =
+                LogEvent::chat("o", &format!("o{i}"), at(&format!("2026-11-24T{time}Z"))).in_room("ops").by(Some(&ada));
             for event in [event, elsewhere] {
                 store.append(&event).await.unwrap();
                 reference.append(&event).await.unwrap();

@@ -5,12 +5,16 @@ use aws_lambda_events::encodings::Body;
 use chrono::{DateTime, Utc};
 
 use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
+use crate::identity::chosen_identity;
+use crate::model::Identity;
 use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
 use crate::room::room_or_default;
 use crate::time::from_epoch_millis;
 
-/// `$connect`: 200 opens the socket; 400 refuses a malformed `room` query
-/// parameter (nothing is stored); an error refuses the upgrade.
+/// `$connect`: 200 opens the socket; 400 refuses a malformed `room` or `name`
+/// query parameter (nothing is stored); an error refuses the upgrade. The
+/// connection's name is the authorizer's verified one when an authorizer ran,
+/// else the one the client chose with `?name=` (unverified), else none.
 pub async fn on_connect(
     event: &ApiGatewayWebsocketProxyRequest,
     connections: &dyn ConnectionStore,
@@ -24,11 +28,22 @@ pub async fn on_connect(
             return Ok(refuse(400, &refusal.to_string()));
         }
     };
+    let identity = match authorized_identity(event) {
+        Some(identity) => Some(identity),
+        None => match chosen_identity(event.query_string_parameters.first("name")) {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                tracing::info!(connection_id = ?event.request_context.connection_id, %refusal, "connection refused");
+                return Ok(refuse(400, &refusal.to_string()));
+            }
+        },
+    };
     let request = ConnectRequest {
         connection_id: connection_id(event)?.to_owned(),
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
         connected_at: connected_at(event)?,
         room,
+        identity,
     };
     handlers::connect(&request, connections, sessions, log).await?;
     Ok(response(None))
@@ -75,6 +90,15 @@ pub async fn on_default(
     let body = event.body.as_deref().unwrap_or_default();
     handlers::default_route(connection_id(event)?, body, connections, log, poster).await?;
     Ok(response(None))
+}
+
+/// The verified identity the `$connect` authorizer returned: its context's `name`,
+/// else its `principalId`. API Gateway puts both in `requestContext.authorizer`.
+fn authorized_identity(event: &ApiGatewayWebsocketProxyRequest) -> Option<Identity> {
+    let context = &event.request_context.authorizer.fields;
+    let text = |key: &str| context.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let user = text("name").or_else(|| text("principalId"))?;
+    Some(Identity { user: user.to_owned(), verified: true })
 }
 
 fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {

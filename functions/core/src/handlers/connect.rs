@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use super::HandlerError;
-use crate::model::{Connection, LogEvent, Session};
+use crate::model::{Connection, Identity, LogEvent, Session};
 use crate::ports::{ConnectionStore, MessageLog, SessionLog};
 
 /// What `$connect` needs to know about the new socket.
@@ -12,6 +12,7 @@ pub struct ConnectRequest {
     pub connected_at: DateTime<Utc>,
     /// Already checked ([`crate::room::room_or_default`]).
     pub room: String,
+    pub identity: Option<Identity>,
 }
 
 /// Registers the connection for its room's broadcasts, opens its session and logs
@@ -22,11 +23,14 @@ pub async fn connect(
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
 ) -> Result<(), HandlerError> {
-    let connection =
-        Connection::new(&request.connection_id, &request.source_ip, request.connected_at).in_room(&request.room);
+    let identity = request.identity.as_ref();
+    let connection = Connection::new(&request.connection_id, &request.source_ip, request.connected_at)
+        .in_room(&request.room)
+        .of(identity);
     connections.put(&connection).await?;
     sessions.open(&Session::opened(&connection)).await?;
-    log.append(&LogEvent::join(&request.connection_id, request.connected_at).in_room(&request.room)).await?;
+    let join = LogEvent::join(&request.connection_id, request.connected_at).in_room(&request.room).by(identity);
+    log.append(&join).await?;
     tracing::info!(connection_id = %request.connection_id, source_ip = %request.source_ip, room = %request.room, "connected");
     Ok(())
 }
@@ -47,6 +51,7 @@ mod tests {
             source_ip: "203.0.113.7".into(),
             connected_at: at("2026-11-24T10:15:30Z"),
             room: "ops".into(),
+            identity: Some(Identity { user: "Ada".into(), verified: false }),
         };
         connect(&request, &connections, &sessions, &log).await.unwrap();
 
@@ -62,6 +67,8 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Join);
         assert_eq!(events[0].room, "ops");
+        assert_eq!((events[0].user.as_deref(), events[0].verified), (Some("Ada"), Some(false)));
+        assert_eq!(row.identity(), Some(Identity { user: "Ada".into(), verified: false }));
         assert_eq!(events[0].message, "A new user has joined the chat - CXzQ2cJjoAMCJ6g=");
     }
 
@@ -75,6 +82,7 @@ mod tests {
             source_ip: "ip".into(),
             connected_at: at("2026-11-24T10:15:30Z"),
             room: "lobby".into(),
+            identity: None,
         };
         assert!(connect(&request, &connections, &sessions, &log).await.is_err());
     }

@@ -1,4 +1,4 @@
-use super::{HandlerError, not_registered_frame, room_of};
+use super::{HandlerError, not_registered_frame, sender};
 use crate::ports::{Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
 use crate::protocol::{
     Command, PRESENCE_PAGE, event_frame, history_end_frame, invalid_request_frame, parse_command, presence_frame,
@@ -41,7 +41,7 @@ async fn sender_room(
     connections: &dyn ConnectionStore,
     poster: &dyn SocketPoster,
 ) -> Result<Option<String>, HandlerError> {
-    let room = room_of(connection_id, connections).await?;
+    let room = sender(connection_id, connections).await?.map(|c| c.room);
     if room.is_none() {
         reply_to(connection_id, &Bytes::from(not_registered_frame()), poster).await?;
     }

@@ -45,7 +45,8 @@ pub async fn depart(
     log: &dyn MessageLog,
 ) -> Result<Option<Session>, StoreError> {
     let Some(session) = sessions.close(end).await? else { return Ok(None) };
-    log.append(&LogEvent::leave(&end.connection_id, end.disconnected_at).in_room(&session.room)).await?;
+    let leave = LogEvent::leave(&end.connection_id, end.disconnected_at).in_room(&session.room);
+    log.append(&leave.by(session.identity().as_ref())).await?;
     Ok(Some(session))
 }
 
@@ -62,8 +63,13 @@ mod tests {
         let (connections, sessions, log) =
             (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
         let connected_at = at("2026-11-24T10:15:30Z");
-        let hello =
-            ConnectRequest { connection_id: "c1".into(), source_ip: "ip".into(), connected_at, room: "ops".into() };
+        let hello = ConnectRequest {
+            connection_id: "c1".into(),
+            source_ip: "ip".into(),
+            connected_at,
+            room: "ops".into(),
+            identity: Some(crate::model::Identity { user: "Ada".into(), verified: true }),
+        };
         connect(&hello, &connections, &sessions, &log).await.unwrap();
 
         let bye =
@@ -79,6 +85,7 @@ mod tests {
         assert_eq!(kinds, [EventKind::Join, EventKind::Leave]);
         assert_eq!(log.events()[1].message, "User c1 has left the chat.");
         assert_eq!(log.events()[1].room, "ops", "the leave is said where the join was");
+        assert_eq!(log.events()[1].user.as_deref(), Some("Ada"), "and by whom");
     }
 
     #[tokio::test]

@@ -11,14 +11,15 @@ pub use default_route::{default_route, history};
 pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use send_message::{MessageRequest, send_message};
 
+use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
 use crate::protocol::error_frame;
 
-/// The room a connection was admitted to, from its row. `None` when the row is
-/// gone (pruned or expired): the sender is told to reconnect rather than have
-/// its line land in a room it may not be in.
-async fn room_of(connection_id: &str, connections: &dyn ConnectionStore) -> Result<Option<String>, StoreError> {
-    Ok(connections.get(connection_id).await?.map(|c| c.room))
+/// The row of the connection a request came on: its room and identity. `None`
+/// when the row is gone (pruned or expired): the sender is told to reconnect
+/// rather than have its line land in a room it may not be in.
+async fn sender(connection_id: &str, connections: &dyn ConnectionStore) -> Result<Option<Connection>, StoreError> {
+    connections.get(connection_id).await
 }
 
 /// The answer to a sender whose connection row is gone.

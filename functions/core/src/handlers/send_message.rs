@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{HandlerError, not_registered_frame, room_of};
+use super::{HandlerError, not_registered_frame, sender};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
 use crate::protocol::{Command, ack_frame, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
@@ -38,11 +38,13 @@ pub async fn send_message(
             return Ok(Some(protocol_error_frame(&refusal)));
         }
     };
-    let Some(room) = room_of(&request.connection_id, connections).await? else {
+    let Some(sender) = sender(&request.connection_id, connections).await? else {
         tracing::warn!(connection_id = %request.connection_id, "message from an unregistered connection refused");
         return Ok(Some(not_registered_frame()));
     };
-    let event = LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(&room);
+    let room = &sender.room;
+    let event =
+        LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(room).by(sender.identity().as_ref());
     let Some(client_message_id) = client_message_id else {
         log.append(&event).await?;
         tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, %room, "message logged");
@@ -74,7 +76,11 @@ mod tests {
     /// The store with the sender, `c1`, connected to room `ops`.
     async fn connections() -> MemoryConnections {
         let store = MemoryConnections::default();
-        store.put(&Connection::new("c1", "ip", at("2026-11-24T10:15:00Z")).in_room("ops")).await.unwrap();
+        let ada = crate::model::Identity { user: "Ada".into(), verified: true };
+        store
+            .put(&Connection::new("c1", "ip", at("2026-11-24T10:15:00Z")).in_room("ops").of(Some(&ada)))
+            .await
+            .unwrap();
         store
     }
 
@@ -94,6 +100,7 @@ mod tests {
         assert_eq!((events[0].connection_id.as_str(), events[0].message.as_str()), ("c1", "hello"));
         assert_eq!(events[0].timestamp, at("2026-11-24T10:15:32Z"));
         assert_eq!(events[0].room, "ops", "said in the sender's room");
+        assert_eq!((events[0].user.as_deref(), events[0].verified), (Some("Ada"), Some(true)), "by its user");
     }
 
     #[tokio::test]
