@@ -22,10 +22,12 @@ const ANSWER_WAIT_MS = 5_000; // an older server may never answer `who` or end `
 const MAX_TEXT_BYTES = 32 * 1024;
 const ROOM_RULE = /^[A-Za-z0-9_-]{1,64}$/;
 const URL_KEY = "websocket-chat-url";
+const NAME_KEY = "websocket-chat-name";
+const MAX_NAME = 32;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  url: $("url"), room: $("room"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
+  url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
 };
@@ -149,14 +151,20 @@ function render(frame) {
   }
   if (frame.message === "pong") return;
   if (frame.kind === "join" || frame.kind === "leave") {
-    members.event(frame.kind, frame.connectionId, frame.timestamp);
+    members.event(frame.kind, frame.connectionId, frame.timestamp, displayName(frame));
     return addLine({ id: frame.id, kind: frame.kind, text: frame.message, cls: "notice" });
   }
   if (frame.kind === "chat") {
     const mine = myIds.has(frame.connectionId);
     echoed(frame.connectionId, frame.text);
-    const who = mine ? "you" : frame.connectionId;
-    return addLine({ id: frame.id, kind: "chat", text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
+    const who = mine ? "you" : displayName(frame) ?? frame.connectionId;
+    addLine({ id: frame.id, kind: "chat", text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
+    const item = ui.messages.querySelector(`li[data-id="${frame.id}"]`);
+    if (item) {
+      item.title = `connection ${frame.connectionId}`;
+      item.dataset.sender = frame.connectionId;
+    }
+    return;
   }
   // A seed-era server: only `message`, maybe a seed chat line.
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
@@ -182,6 +190,12 @@ function acked(frame) {
   serverAcks = true;
   const line = outbox.acked(frame.clientMessageId);
   if (line) unshow(line); // the line itself comes (or came) with the broadcast
+}
+
+// A user's name as the server gave it; a name the client chose itself says so.
+function displayName(frame) {
+  if (!frame.user) return null;
+  return frame.verified ? frame.user : `${frame.user} (unverified)`;
 }
 
 // An error frame. A server without `who` or `history` answers "Invalid request":
@@ -261,13 +275,20 @@ function roomProblem(name) {
   return null;
 }
 
+// An optional display name: what the server accepts (it refuses others with 400).
+function nameProblem(chosen) {
+  if ([...chosen].length > MAX_NAME) return `A name has at most ${MAX_NAME} characters.`;
+  if (/\p{Cc}/u.test(chosen)) return "A name cannot contain control characters.";
+  return null;
+}
+
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
 // The user's Connect: checks the room, switches rooms if connected to another one.
 function connect() {
   const base = ui.url.value.trim();
   const name = ui.room.value.trim();
-  const problem = roomProblem(name);
+  const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
   if (socket && name === room) return; // never two connections
@@ -291,6 +312,9 @@ function open(base, name, reconnecting) {
   try {
     url = new URL(base);
     url.searchParams.set("room", name);
+    const chosen = ui.name.value.trim();
+    if (chosen) url.searchParams.set("name", chosen);
+    localStorage.setItem(NAME_KEY, chosen);
     if (!/^wss?:$/.test(url.protocol)) throw new Error();
   } catch {
     return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
@@ -402,9 +426,10 @@ function learnId(text) {
       if (frame.kind === "chat" && frame.text === text && !myId) {
         myId = frame.connectionId;
         myIds.add(myId);
-        ui.messages.querySelectorAll("li").forEach((li) => {
+        ui.messages.querySelectorAll(`li[data-sender="${CSS.escape(myId)}"]`).forEach((li) => {
           const meta = li.querySelector(".meta");
-          if (meta && meta.textContent.startsWith(myId)) { li.classList.add("mine"); meta.textContent = meta.textContent.replace(myId, "you"); }
+          li.classList.add("mine");
+          if (meta) meta.textContent = `you · ${meta.textContent.split(" · ").slice(1).join(" · ")}`;
         });
         members.setMe(myId);
         ws.removeEventListener("message", watch);
@@ -428,5 +453,6 @@ const stored = localStorage.getItem(URL_KEY);
 const local = location.protocol.startsWith("http") ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/dev` : "";
 ui.url.value = stored || local;
 ui.room.value = roomFromHash() ?? "lobby";
+ui.name.value = localStorage.getItem(NAME_KEY) ?? "";
 setStatus("disconnected");
 if (stored) connect();

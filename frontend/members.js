@@ -5,7 +5,7 @@
 export class Members {
   constructor({ box, roomName, count, list }) {
     Object.assign(this, { box, roomName, count, list });
-    this.members = new Map(); // connectionId -> connectedAt
+    this.members = new Map(); // connectionId -> {at, name}
     this.left = new Set();
     this.me = null;
   }
@@ -26,17 +26,17 @@ export class Members {
 
   snapshot(members) {
     this.box.hidden = false;
-    for (const m of members ?? []) this.add(m.connectionId, m.connectedAt);
+    for (const m of members ?? []) this.add(m.connectionId, m.connectedAt, m.user && (m.verified ? m.user : `${m.user} (unverified)`));
     this.render();
   }
 
   // A join or leave frame: live, or replayed by history.
-  event(kind, id, at) {
+  event(kind, id, at, name) {
     if (!id) return;
     if (kind === "leave") {
       this.left.add(id);
       this.members.delete(id);
-    } else this.add(id, at);
+    } else this.add(id, at, name);
     this.render();
   }
 
@@ -48,19 +48,19 @@ export class Members {
   // A server without `who`: nobody to list.
   unavailable() { this.box.hidden = true; }
 
-  add(id, at) {
-    if (!this.left.has(id)) this.members.set(id, at);
+  add(id, at, name) {
+    if (!this.left.has(id)) this.members.set(id, { at, name });
   }
 
   render() {
     this.count.textContent = String(this.members.size);
     const me = this.me;
-    const sorted = [...this.members].sort(([a, at], [b, bt]) => (b === me) - (a === me) || String(at).localeCompare(String(bt)));
-    this.list.replaceChildren(...sorted.map(([id, at]) => {
+    const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));
+    this.list.replaceChildren(...sorted.map(([id, { at, name }]) => {
       const li = document.createElement("li");
       li.dataset.id = id;
-      li.title = `connected at ${at}`;
-      li.textContent = id;
+      li.title = `${name ? `connection ${id}, ` : ""}connected at ${at}`;
+      li.textContent = name ?? id;
       if (id === me) {
         li.className = "me";
         const you = document.createElement("span");

@@ -122,6 +122,22 @@ async function main() {
     const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
     await phone.screenshot({ path: path.join(outputDir, "chat-phone.png") });
+    step("a chosen name shows on lines and in the member list, marked unverified, as text");
+    const carol = await openChat(browser);
+    await carol.fill("#name", "<i>Carol</i>");
+    await connect(carol);
+    await say(carol, "named line");
+    const named = line(bob, "named line");
+    await named.waitFor(WAIT);
+    assert.match(await named.locator(".meta").textContent(), /^<i>Carol<\/i> \(unverified\) · /);
+    assert.equal(await bob.locator("#messages i").count(), 0, "the name is text, not markup");
+    await bob.waitForFunction(() => [...document.querySelectorAll("#members li")].some((li) => li.textContent === "<i>Carol</i> (unverified)"), null, WAIT);
+    assert.equal(await line(carol, "named line").locator(".meta").textContent().then((t) => t.split(" · ")[0]), "you");
+    await carol.fill("#name", "x".repeat(33));
+    await carol.click("#disconnect");
+    await waitForStatus(carol, "disconnected");
+    await carol.click("#connect");
+    await carol.waitForFunction(() => document.getElementById("notice").textContent.includes("at most 32"), null, WAIT);
     step("all checks passed");
   } finally {
     await browser.close();
