@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,7 +20,8 @@ use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
 use crate::sockets::{Outbound, SEND_QUEUE, ServerClose, SocketInfo};
 
-/// API Gateway's message size limit; larger messages close the socket with 1009.
+/// API Gateway's message size limit; a larger message (or any frame announcing
+/// more) closes the socket with 1009 as soon as its header arrives.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 
 /// `GET /{stage}` with an upgrade: runs `$connect`, and opens the socket only if it returns 2xx.
@@ -30,6 +32,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !valid_key(&headers) {
+        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response();
+    }
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let context = ConnectionContext {
         connection_id: aws_id(),
@@ -65,9 +70,17 @@ pub async fn upgrade(
         return status.into_response();
     }
     tracing::info!(connection_id = %context.connection_id, peer = %peer, "socket open");
-    ws.max_message_size(4 * MAX_MESSAGE_BYTES)
-        .max_frame_size(4 * MAX_MESSAGE_BYTES)
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_socket(app, context, info, socket, outbound, queued, closed))
+}
+
+/// RFC 6455 §4.2.1: the key is a nonce of 16 bytes in base64; axum only checks
+/// that the header is there, and an empty or short one is a bad upgrade (400).
+fn valid_key(headers: &HeaderMap) -> bool {
+    use base64::Engine;
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else { return false };
+    base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|nonce| nonce.len() == 16)
 }
 
 fn parse_query(query: &str) -> Vec<(String, String)> {
@@ -87,15 +100,54 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
 struct Ending {
     status_code: u16,
     reason: &'static str,
-    /// The close frame we send, if the server is the one closing.
-    close: Option<(u16, &'static str)>,
+    close: Closing,
+}
+
+/// What the server still sends before the TCP connection goes.
+enum Closing {
+    /// The client closed (tungstenite answers its close frame) or vanished.
+    Nothing,
+    /// An orderly close: what was queued first, then the close frame.
+    AfterQueued(u16, &'static str),
+    /// A failure (slow reader, protocol error, limit): queued frames are dropped
+    /// at once and only the close frame is tried.
+    Now(u16, &'static str),
 }
 
 impl Ending {
-    fn server(code: u16, reason: &'static str) -> Self {
-        Self { status_code: code, reason, close: Some((code, reason)) }
+    fn orderly(code: u16, reason: &'static str) -> Self {
+        Self { status_code: code, reason, close: Closing::AfterQueued(code, reason) }
+    }
+
+    fn failed(code: u16, reason: &'static str) -> Self {
+        Self { status_code: code, reason, close: Closing::Now(code, reason) }
+    }
+
+    fn lost() -> Self {
+        Self { status_code: 1006, reason: "Connection closed abnormally", close: Closing::Nothing }
+    }
+
+    /// Maps a read error to the close code RFC 6455 asks for (§7.4.1): 1009 over
+    /// the size limit, 1007 for invalid UTF-8, 1002 for any other protocol
+    /// violation; an I/O error or a vanished peer gets no frame (1006).
+    fn from_read_error(error: axum::Error) -> Self {
+        use tungstenite::error::{Error, ProtocolError};
+        let Ok(error) = error.into_inner().downcast::<Error>() else { return Self::lost() };
+        match *error {
+            Error::Capacity(_) => Self::failed(1009, "Message too big"),
+            Error::Utf8(_) => Self::failed(1007, "Invalid frame payload data"),
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Self::lost(),
+            Error::Protocol(_) => Self::failed(1002, "Protocol error"),
+            _ => Self::lost(),
+        }
     }
 }
+
+/// How long an orderly close may take to deliver its queued frames and close frame.
+const ORDERLY_CLOSE: Duration = Duration::from_secs(2);
+/// How long a failed socket's close frame may take; a reader that stopped
+/// reading never takes it, and its connection is cut after this.
+const FAILED_CLOSE: Duration = Duration::from_secs(1);
 
 async fn run_socket(
     app: Arc<AppState>,
@@ -103,33 +155,12 @@ async fn run_socket(
     info: Arc<SocketInfo>,
     socket: WebSocket,
     outbound: mpsc::Sender<Outbound>,
-    mut queued: mpsc::Receiver<Outbound>,
+    queued: mpsc::Receiver<Outbound>,
     mut closed: oneshot::Receiver<ServerClose>,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
-        'writing: while let Some(first) = queued.recv().await {
-            // Everything already queued goes out with one flush: one write, not one per frame.
-            let mut next = Some(first);
-            while let Some(out) = next {
-                let message = match out {
-                    Outbound::Text(text) => Message::Text(text),
-                    Outbound::Close { code, reason } => {
-                        Message::Close(Some(CloseFrame { code, reason: reason.into() }))
-                    }
-                };
-                let is_close = matches!(message, Message::Close(_));
-                if sink.feed(message).await.is_err() || is_close {
-                    break 'writing;
-                }
-                next = queued.try_recv().ok();
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        sink.close().await.ok();
-    });
+    let (sink, mut stream) = socket.split();
+    let (close_now, abandon) = oneshot::channel();
+    let mut writer = tokio::spawn(write_frames(sink, queued, abandon));
 
     let idle = app.config.idle_timeout;
     let lifetime = tokio::time::sleep(app.config.max_lifetime);
@@ -137,23 +168,27 @@ async fn run_socket(
     let ending = loop {
         tokio::select! {
             why = &mut closed => break match why {
-                Ok(ServerClose::Deleted) => Ending::server(1000, "Connection closed by DeleteConnection"),
-                Ok(ServerClose::TooSlow) => Ending::server(1008, "Client too slow"),
-                Ok(ServerClose::Shutdown) | Err(_) => Ending::server(1001, "Going away"),
+                Ok(ServerClose::Deleted) => Ending::orderly(1000, "Connection closed by DeleteConnection"),
+                Ok(ServerClose::TooSlow) => Ending::failed(1008, "Client too slow"),
+                Ok(ServerClose::Shutdown) | Err(_) => Ending::orderly(1001, "Going away"),
             },
-            () = &mut lifetime => break Ending::server(1001, "Going away"),
+            () = &mut lifetime => break Ending::orderly(1001, "Going away"),
             next = tokio::time::timeout(idle, stream.next()) => match next {
-                Err(_) => break Ending::server(1001, "Going away"),
-                Ok(None) | Ok(Some(Err(_))) => break Ending { status_code: 1006, reason: "Connection closed abnormally", close: None },
+                Err(_) => break Ending::orderly(1001, "Going away"),
+                Ok(None) => break Ending::lost(),
+                Ok(Some(Err(error))) => {
+                    tracing::info!(connection_id = %context.connection_id, %error, "bad frame or lost connection");
+                    break Ending::from_read_error(error);
+                }
                 Ok(Some(Ok(message))) => {
                     info.touch(now_ms());
                     match message {
-                        Message::Text(text) if text.len() > MAX_MESSAGE_BYTES => break Ending::server(1009, "Message too big"),
+                        // tungstenite enforces MAX_MESSAGE_BYTES (a read error, 1009).
                         Message::Text(text) => dispatch(&app, &context, text.as_str(), &outbound).await,
-                        Message::Binary(_) => break Ending::server(1003, "Binary frames are not supported"),
+                        Message::Binary(_) => break Ending::failed(1003, "Binary frames are not supported"),
                         Message::Close(frame) => break match frame {
-                            Some(frame) => Ending { status_code: frame.code, reason: "Client closed", close: None },
-                            None => Ending { status_code: 1005, reason: "Client-side close frame status not set", close: None },
+                            Some(frame) => Ending { status_code: frame.code, reason: "Client closed", close: Closing::Nothing },
+                            None => Ending { status_code: 1005, reason: "Client-side close frame status not set", close: Closing::Nothing },
                         },
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
@@ -163,19 +198,103 @@ async fn run_socket(
     };
 
     app.sockets.unregister(&context.connection_id);
-    if let Some((code, reason)) = ending.close {
-        outbound.try_send(Outbound::Close { code, reason }).ok();
-    }
+    let grace = match ending.close {
+        Closing::Nothing => ORDERLY_CLOSE,
+        Closing::AfterQueued(code, reason) => {
+            // A full queue means a reader that is not keeping up: close it as failed.
+            if outbound.try_send(Outbound::Close { code, reason }).is_err() {
+                close_now.send(CloseFrame { code, reason: reason.into() }).ok();
+            }
+            ORDERLY_CLOSE
+        }
+        Closing::Now(code, reason) => {
+            close_now.send(CloseFrame { code, reason: reason.into() }).ok();
+            FAILED_CLOSE
+        }
+    };
     drop(outbound);
     tracing::info!(connection_id = %context.connection_id, status = ending.status_code, "socket closed");
+
+    let too_slow = ending.status_code == 1008;
+    let hang_up = async {
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            tracing::warn!(connection_id = %context.connection_id, "close frame not delivered in time: cutting the connection");
+            writer.abort();
+            writer.await.ok();
+        }
+        // Both halves gone: the TCP connection closes now, not when the client leaves.
+        drop(stream);
+        if too_slow {
+            tokio::task::spawn_blocking(release_freed_memory);
+        }
+    };
     let event = websocket_event(
         &context,
         Route::Disconnect { status_code: ending.status_code, reason: ending.reason.to_owned() },
     );
-    if let Err(error) = app.functions.invoke(&event).await {
-        tracing::error!(connection_id = %context.connection_id, %error, "$disconnect failed");
+    let disconnect = async {
+        if let Err(error) = app.functions.invoke(&event).await {
+            tracing::error!(connection_id = %context.connection_id, %error, "$disconnect failed");
+        }
+    };
+    tokio::join!(hang_up, disconnect);
+}
+
+/// Hands freed heap pages back to the OS. A slow client's queue held up to 1024
+/// frames (tens of MiB); glibc would otherwise keep them in its arenas, and the
+/// process's RSS would stay as high as if the client were still connected.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
-    tokio::time::timeout(Duration::from_secs(5), writer).await.ok();
+}
+
+/// The socket's writer: sends queued frames until the queue ends or a close frame
+/// is sent; `abandon` makes it drop the queue and send just that close frame.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queued: mpsc::Receiver<Outbound>,
+    mut abandon: oneshot::Receiver<CloseFrame>,
+) {
+    let close = tokio::select! {
+        biased;
+        Ok(frame) = &mut abandon => Some(frame),
+        close = forward(&mut sink, &mut queued) => close,
+    };
+    // Frames nobody will read are freed now, however long the close frame takes.
+    drop(queued);
+    if let Some(frame) = close {
+        sink.send(Message::Close(Some(frame))).await.ok();
+    }
+    sink.close().await.ok();
+}
+
+/// Writes queued frames, everything already queued with one flush (one write, not
+/// one per frame). Returns the close frame to end with, if one was queued.
+async fn forward(
+    sink: &mut SplitSink<WebSocket, Message>,
+    queued: &mut mpsc::Receiver<Outbound>,
+) -> Option<CloseFrame> {
+    while let Some(first) = queued.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next {
+            match out {
+                Outbound::Text(text) => {
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        return None;
+                    }
+                }
+                Outbound::Close { code, reason } => return Some(CloseFrame { code, reason: reason.into() }),
+            }
+            next = queued.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return None;
+        }
+    }
+    None
 }
 
 /// Routes one inbound frame and invokes its function; a handler failure is
@@ -204,5 +323,60 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
     };
     if let Some(reply) = reply {
         outbound.send(Outbound::Text(reply.into())).await.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+
+    use super::*;
+
+    fn code_for(error: Error) -> (u16, Option<u16>) {
+        let ending = Ending::from_read_error(axum::Error::new(error));
+        let sent = match ending.close {
+            Closing::Now(code, _) | Closing::AfterQueued(code, _) => Some(code),
+            Closing::Nothing => None,
+        };
+        (ending.status_code, sent)
+    }
+
+    #[test]
+    fn read_errors_close_with_the_rfc_6455_code() {
+        let too_long = CapacityError::MessageTooLong { size: MAX_MESSAGE_BYTES + 1, max_size: MAX_MESSAGE_BYTES };
+        assert_eq!(code_for(Error::Capacity(too_long)), (1009, Some(1009)));
+        assert_eq!(code_for(Error::Utf8("invalid".into())), (1007, Some(1007)));
+        for violation in [
+            ProtocolError::UnmaskedFrameFromClient,
+            ProtocolError::NonZeroReservedBits,
+            ProtocolError::UnexpectedContinueFrame,
+            ProtocolError::ControlFrameTooBig,
+            ProtocolError::UnknownDataFrameType(3),
+            ProtocolError::InvalidCloseSequence,
+        ] {
+            assert_eq!(code_for(Error::Protocol(violation.clone())), (1002, Some(1002)), "{violation}");
+        }
+    }
+
+    #[test]
+    fn a_vanished_peer_gets_no_close_frame() {
+        assert_eq!(code_for(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)), (1006, None));
+        assert_eq!(code_for(Error::Io(std::io::ErrorKind::ConnectionReset.into())), (1006, None));
+        let unrelated = Ending::from_read_error(axum::Error::new(std::fmt::Error));
+        assert_eq!(unrelated.status_code, 1006);
+    }
+
+    #[test]
+    fn only_a_16_byte_base64_key_upgrades() {
+        let with_key = |key: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::SEC_WEBSOCKET_KEY, key.parse().unwrap());
+            valid_key(&headers)
+        };
+        assert!(with_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in ["", "abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZSEh", "!!!!!!!!!!!!!!!!!!!!!!=="] {
+            assert!(!with_key(bad), "{bad:?}");
+        }
+        assert!(!valid_key(&HeaderMap::new()));
     }
 }

@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
@@ -129,16 +133,20 @@ pub async fn serve(
     let functions = Functions { tables, poster };
     ready(&config);
     let state = Arc::new(AppState { config, sockets: sockets.clone(), functions });
-    let mut app = Router::new()
+    let app = Router::new()
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
             &format!("/{stage}/{{segment}}/{{connection_id}}"),
-            post(management::post).get(management::get).delete(management::delete),
+            post(management::post)
+                .get(management::get)
+                .delete(management::delete)
+                .fallback(management::no_route)
+                .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
         )
         .with_state(state);
-    if let Some(dir) = frontend {
-        app = app.fallback_service(ServeDir::new(dir));
-    }
+    let unrouted_prefix: Arc<str> = format!("/{stage}/").into();
+    let frontend = frontend.map(ServeDir::new);
+    let app = app.fallback(move |request: Request| unrouted(unrouted_prefix.clone(), frontend.clone(), request));
 
     // Chat frames are small and latency-bound: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -155,6 +163,22 @@ pub async fn serve(
     stop.send(true).ok();
     stream.await.ok();
     Ok(())
+}
+
+/// A request no route took: under the stage, API Gateway's own 403 (it never
+/// answers 404 there); anywhere else, a file of the web chat, if it is served.
+async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, request: Request) -> Response {
+    if request.uri().path().starts_with(&*stage_prefix) {
+        return management::no_route().await;
+    }
+    let Some(mut frontend) = frontend else { return StatusCode::NOT_FOUND.into_response() };
+    match frontend.try_call(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(error) => {
+            tracing::error!(%error, "cannot serve the web chat");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// Closes every socket with 1001 and waits (briefly) for their `$disconnect`s.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,13 @@ use crate::sockets::ServerClose;
 
 /// An error with the `x-amzn-ErrorType` header the SDKs classify by.
 fn service_error(status: StatusCode, error_type: &str) -> Response {
-    let body = serde_json::json!({ "message": error_type }).to_string();
+    error_with_message(status, error_type, error_type)
+}
+
+/// Every error this API sends, the web framework's own included, has this shape:
+/// a JSON `{"message": …}` and the `x-amzn-ErrorType` header.
+fn error_with_message(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "message": message }).to_string();
     (status, [("x-amzn-ErrorType", error_type), ("content-type", "application/json")], body).into_response()
 }
 
@@ -23,28 +30,52 @@ fn gone() -> Response {
     service_error(StatusCode::GONE, "GoneException")
 }
 
-/// A 403 unless the segment is `@connections` (the path extractor has already decoded `%40`).
-fn connections_path(segment: &str) -> Result<(), Box<Response>> {
+fn too_large() -> Response {
+    error_with_message(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "Request entity too large")
+}
+
+/// What API Gateway answers for a path or method it has no route for (it never says 404 or 405).
+pub async fn no_route() -> Response {
+    error_with_message(StatusCode::FORBIDDEN, "MissingAuthenticationTokenException", "Missing Authentication Token")
+}
+
+/// The connection id, or the error to answer with: 400 if the path does not
+/// decode (e.g. `%FF`), 403 unless the segment is `@connections` (the path
+/// extractor has already decoded `%40`).
+fn connection_id(path: Result<Path<(String, String)>, PathRejection>) -> Result<String, Box<Response>> {
+    let Path((segment, connection_id)) = path.map_err(|rejection| {
+        Box::new(error_with_message(StatusCode::BAD_REQUEST, "BadRequestException", &rejection.body_text()))
+    })?;
     if segment == "@connections" {
-        Ok(())
+        Ok(connection_id)
     } else {
         Err(Box::new(service_error(StatusCode::FORBIDDEN, "ForbiddenException")))
     }
 }
 
 /// `POST /{stage}/@connections/{id}`: the body is sent to the socket as a text frame.
+/// The body is limited to API Gateway's 128 KiB (`DefaultBodyLimit` on the route),
+/// and the extractor's refusals are answered in AWS's shape, not the framework's.
 pub async fn post(
     State(app): State<Arc<AppState>>,
-    Path((segment, connection_id)): Path<(String, String)>,
-    body: Bytes,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(refused) = connections_path(&segment) {
-        return *refused;
-    }
+    let connection_id = match connection_id(path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Err(rejection) => {
+            return error_with_message(StatusCode::BAD_REQUEST, "BadRequestException", &rejection.body_text());
+        }
+    };
     match app.sockets.send(&connection_id, &body) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(PostError::Gone) => gone(),
-        Err(PostError::PayloadTooLarge) => service_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException"),
+        Err(PostError::PayloadTooLarge) => too_large(),
         Err(PostError::Throttled) => service_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException"),
         Err(PostError::Other(_)) => service_error(StatusCode::BAD_REQUEST, "BadRequestException"),
     }
@@ -55,10 +86,11 @@ fn iso_millis(ms: i64) -> String {
 }
 
 /// `GET /{stage}/@connections/{id}`: when it connected, when it was last active, who it is.
-pub async fn get(State(app): State<Arc<AppState>>, Path((segment, connection_id)): Path<(String, String)>) -> Response {
-    if let Err(refused) = connections_path(&segment) {
-        return *refused;
-    }
+pub async fn get(State(app): State<Arc<AppState>>, path: Result<Path<(String, String)>, PathRejection>) -> Response {
+    let connection_id = match connection_id(path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     let Some(info) = app.sockets.info(&connection_id) else { return gone() };
     let body = serde_json::json!({
         "connectedAt": iso_millis(info.connected_at_ms),
@@ -69,13 +101,11 @@ pub async fn get(State(app): State<Arc<AppState>>, Path((segment, connection_id)
 }
 
 /// `DELETE /{stage}/@connections/{id}`: closes the socket (status 1000 in its `$disconnect`).
-pub async fn delete(
-    State(app): State<Arc<AppState>>,
-    Path((segment, connection_id)): Path<(String, String)>,
-) -> Response {
-    if let Err(refused) = connections_path(&segment) {
-        return *refused;
-    }
+pub async fn delete(State(app): State<Arc<AppState>>, path: Result<Path<(String, String)>, PathRejection>) -> Response {
+    let connection_id = match connection_id(path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     if app.sockets.close(&connection_id, ServerClose::Deleted) {
         StatusCode::NO_CONTENT.into_response()
     } else {

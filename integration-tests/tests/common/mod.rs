@@ -262,3 +262,201 @@ pub async fn run_binary(name: &str, args: &[&str]) -> String {
     assert!(output.status.success(), "{name} {args:?} failed with {}", output.status);
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
+
+/// A WebSocket client that writes frames by hand, for what well-behaved
+/// libraries refuse to send: protocol violations, unmasked or huge frames.
+pub struct RawSocket {
+    pub tcp: TcpStream,
+    /// Bytes read past the HTTP response head: the first frames.
+    pub pending: Vec<u8>,
+}
+
+/// The `host:port` of a stack URL.
+pub fn host_of(url: &str) -> String {
+    url.split("://").nth(1).and_then(|rest| rest.split('/').next()).expect("URL has a host").to_owned()
+}
+
+/// Sends an HTTP/1.1 request and reads the response head: the status code, the
+/// head's text, and whatever followed it.
+pub async fn raw_request(tcp: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(request).await.expect("send the request");
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk)).await.expect("a response in time").unwrap();
+        assert!(n > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buffer));
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head, buffer[end..].to_vec())
+}
+
+impl RawSocket {
+    /// Opens the TCP connection and sends an upgrade with this `Sec-WebSocket-Key`;
+    /// returns the HTTP status and, on 101, the socket.
+    pub async fn upgrade_with_key(ws_url: &str, key: &str) -> (u16, Option<RawSocket>) {
+        let host = host_of(ws_url);
+        let path = ws_url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into());
+        let mut tcp = TcpStream::connect(&host).await.expect("connect to the stack");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-key: {key}\r\n\r\n"
+        );
+        let (status, _, pending) = raw_request(&mut tcp, request.as_bytes()).await;
+        (status, (status == 101).then_some(RawSocket { tcp, pending }))
+    }
+
+    pub async fn connect(ws_url: &str) -> RawSocket {
+        let (status, socket) = Self::upgrade_with_key(ws_url, "dGhlIHNhbXBsZSBub25jZQ==").await;
+        assert_eq!(status, 101, "the upgrade is accepted");
+        socket.expect("an upgraded socket")
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(bytes).await
+    }
+
+    /// Reads frames until a close frame: its status code (`None` if it had
+    /// none), or `Err` with what came instead (EOF, a reset) before any close.
+    pub async fn close_code(&mut self) -> Result<Option<u16>, String> {
+        read_close_code(&mut self.tcp, &mut self.pending).await
+    }
+
+    /// Sends `bytes` while reading, since a server may answer (and hang up)
+    /// before a large write is done; returns the close code as [`Self::close_code`].
+    pub async fn send_and_close_code(&mut self, bytes: &[u8]) -> Result<Option<u16>, String> {
+        use tokio::io::AsyncWriteExt;
+        let (mut read, mut write) = self.tcp.split();
+        // A write refused mid-way (the server hung up) is expected here.
+        let sending = async { write.write_all(bytes).await.ok() };
+        let exchange = async { tokio::join!(sending, read_close_code(&mut read, &mut self.pending)).1 };
+        tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err("the write never ended".into()))
+    }
+
+    /// Waits until the server has shut the TCP connection down: EOF or a reset,
+    /// discarding whatever else arrives first. Returns the bytes discarded.
+    pub async fn until_closed(&mut self, deadline: Duration) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut discarded = std::mem::take(&mut self.pending).len();
+        let outcome = tokio::time::timeout(deadline, async {
+            loop {
+                match self.tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => discarded += n,
+                }
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "the server did not close the TCP connection within {deadline:?}");
+        discarded
+    }
+}
+
+async fn read_close_code(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    pending: &mut Vec<u8>,
+) -> Result<Option<u16>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while let Some((opcode, payload, used)) = parse_server_frame(pending) {
+            pending.drain(..used);
+            if opcode == 0x8 {
+                return Ok((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])));
+            }
+        }
+        match tokio::time::timeout(WAIT, reader.read(&mut chunk)).await {
+            Err(_) => return Err("no close frame in time".into()),
+            Ok(Ok(0)) => return Err("EOF before a close frame".into()),
+            Ok(Ok(n)) => pending.extend_from_slice(&chunk[..n]),
+            Ok(Err(error)) => return Err(format!("{error} before a close frame")),
+        }
+    }
+}
+
+/// One client frame: masked unless `mask` is `None`; `first` is FIN, RSV and opcode.
+pub fn client_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut frame = vec![first];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
+}
+
+/// A masked client frame, as every valid client sends.
+pub fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame(first, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
+}
+
+/// The next complete (unmasked) server frame in `bytes`: opcode, payload, bytes used.
+fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let opcode = bytes.first()? & 0x0f;
+    let (len, start) = match bytes.get(1)? & 0x7f {
+        126 => (u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize, 4),
+        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let payload = bytes.get(start..start + len)?;
+    Some((opcode, payload.to_vec(), start + len))
+}
+
+/// A process's resident memory, from `/proc/<pid>/status`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is running");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The kernel's view of one TCP connection (`/proc/net/tcp`), from its local end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpEntry {
+    /// 1 ESTABLISHED, 4 FIN_WAIT1, 7 CLOSE, … (`include/net/tcp_states.h`).
+    pub state: u8,
+    /// Bytes written but not yet acknowledged by the peer.
+    pub send_queue: u64,
+    /// 0 once no process holds the socket any more.
+    pub inode: u64,
+}
+
+/// The IPv4 loopback connection from `local_port` to `remote_port`, if the kernel still has it.
+pub fn tcp_entry(local_port: u16, remote_port: u16) -> Option<TcpEntry> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |address: &str| address.split(':').nth(1).and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 10 || port(fields[1])? != local_port || port(fields[2])? != remote_port {
+            return None;
+        }
+        Some(TcpEntry {
+            state: u8::from_str_radix(fields[3], 16).ok()?,
+            send_queue: u64::from_str_radix(fields[4].split(':').next()?, 16).ok()?,
+            inode: fields[9].parse().ok()?,
+        })
+    })
+}
