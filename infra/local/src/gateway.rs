@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::encodings::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -34,6 +35,11 @@ pub async fn upgrade(
 ) -> Response {
     if !valid_key(&headers) {
         return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response();
+    }
+    if !app.throttles.connect() {
+        // API Gateway's new-connections limit: the upgrade is refused before $connect.
+        let body = axum::Json(serde_json::json!({ "message": "Too Many Requests" }));
+        return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
     }
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let context = ConnectionContext {
@@ -302,7 +308,37 @@ async fn forward(
 async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbound: &mpsc::Sender<Outbound>) {
     let (route_key, route_response) = select_route(body);
     let event = websocket_event(context, Route::Message { route_key, body: body.to_owned() });
-    let reply = match app.functions.invoke(&event).await {
+    let reply = if !app.throttles.message() {
+        // Throttled by the stage: no function runs; the sender is told, as API Gateway
+        // tells it of its other refusals (same shape as `Internal server error`).
+        Some(gateway_error("Too Many Requests", context, &event))
+    } else {
+        invoke(app, context, &event, route_response).await
+    };
+    if let Some(reply) = reply {
+        outbound.send(Outbound::Text(reply.into())).await.ok();
+    }
+}
+
+/// `{"message": …, "connectionId": …, "requestId": …}`: how API Gateway answers a
+/// message it did not pass to the integration, or whose integration failed.
+fn gateway_error(message: &str, context: &ConnectionContext, event: &ApiGatewayWebsocketProxyRequest) -> String {
+    serde_json::json!({
+        "message": message,
+        "connectionId": context.connection_id,
+        "requestId": event.request_context.request_id,
+    })
+    .to_string()
+}
+
+/// Invokes the route's function; the reply to the sender, if any.
+async fn invoke(
+    app: &AppState,
+    context: &ConnectionContext,
+    event: &ApiGatewayWebsocketProxyRequest,
+    route_response: bool,
+) -> Option<String> {
+    match app.functions.invoke(event).await {
         Ok(response) if route_response => match response.body {
             Some(Body::Text(text)) => Some(text),
             Some(Body::Binary(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
@@ -311,18 +347,8 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
         Ok(_) => None,
         Err(error) => {
             tracing::error!(connection_id = %context.connection_id, %error, "integration failed");
-            Some(
-                serde_json::json!({
-                    "message": "Internal server error",
-                    "connectionId": context.connection_id,
-                    "requestId": event.request_context.request_id,
-                })
-                .to_string(),
-            )
+            Some(gateway_error("Internal server error", context, event))
         }
-    };
-    if let Some(reply) = reply {
-        outbound.send(Outbound::Text(reply.into())).await.ok();
     }
 }
 

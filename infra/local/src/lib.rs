@@ -36,6 +36,7 @@ use crate::functions::{Functions, Tables};
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
+use crate::throttle::{Limit, Throttles};
 
 /// Everything the stack can be told.
 #[derive(Clone, Debug)]
@@ -50,6 +51,10 @@ pub struct Config {
     pub max_lifetime: Duration,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
+    /// The stage's route throttling (every inbound message); `None`: off.
+    pub message_limit: Option<Limit>,
+    /// New connections per second; `None`: off.
+    pub connect_limit: Option<Limit>,
 }
 
 /// Where the three tables live.
@@ -66,6 +71,7 @@ pub struct AppState {
     pub config: Config,
     pub sockets: Sockets,
     pub functions: Functions,
+    pub throttles: Throttles,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every socket
@@ -132,7 +138,8 @@ pub async fn serve(
     let frontend = config.frontend.clone();
     let functions = Functions { tables, poster };
     ready(&config);
-    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions });
+    let throttles = Throttles::new(config.message_limit, config.connect_limit);
+    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles });
     let app = Router::new()
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(

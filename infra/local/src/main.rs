@@ -6,6 +6,7 @@ use std::time::Duration;
 use chat_aws::TableNames;
 use chat_core::broadcaster::FanoutConfig;
 use chat_local::stream::StreamSettings;
+use chat_local::throttle::Limit;
 use chat_local::{ArchiveSettings, Backend, Config, DynamoSettings};
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -47,6 +48,21 @@ struct Args {
     /// Stream event source: retries of a failing record before it is given up.
     #[arg(long, env = "CHAT_MAX_RETRIES", default_value_t = 5)]
     max_retries: u32,
+    /// Stage throttling, as API Gateway's route settings: inbound messages per
+    /// second (token bucket refill); excess messages are answered "Too Many
+    /// Requests" and not processed. Off unless set (the template sets 1000).
+    #[arg(long, env = "CHAT_THROTTLE_RATE", requires = "throttle_burst")]
+    throttle_rate: Option<f64>,
+    /// Stage throttling: messages accepted at once above the rate (the bucket size).
+    #[arg(long, env = "CHAT_THROTTLE_BURST", requires = "throttle_rate")]
+    throttle_burst: Option<u32>,
+    /// New connections per second (API Gateway: 500 per account and Region);
+    /// excess upgrades are refused with 429. Off unless set.
+    #[arg(long, env = "CHAT_CONNECT_RATE", requires = "connect_burst")]
+    connect_rate: Option<f64>,
+    /// New connections accepted at once above the rate.
+    #[arg(long, env = "CHAT_CONNECT_BURST", requires = "connect_rate")]
+    connect_burst: Option<u32>,
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
@@ -127,9 +143,15 @@ async fn main() -> anyhow::Result<()> {
             max_retries: args.max_retries,
         },
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
+        message_limit: limit(args.throttle_rate, args.throttle_burst),
+        connect_limit: limit(args.connect_rate, args.connect_burst),
     };
     let ready = move |config: &Config| print_endpoints(address, config);
     serve_until_ctrl_c(config, listener, ready).await
+}
+
+fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
+    Some(Limit { rate: rate?, burst: burst? })
 }
 
 /// Tests and scripts read the first line to find the endpoint, so it is printed
