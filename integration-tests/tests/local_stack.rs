@@ -160,3 +160,28 @@ async fn a_failing_connect_integration_refuses_the_upgrade_with_502() {
     assert!(wrong_stage.is_err());
     stack.stop().await;
 }
+
+/// The binary carries the web chat: copied anywhere, it still serves the page.
+#[tokio::test]
+async fn a_copied_binary_serves_the_built_in_page() {
+    let dir = scratch("copied_binary");
+    let copy = dir.join("chat-local");
+    std::fs::copy(common::binary(), &copy).unwrap();
+    let mut child = tokio::process::Command::new(&copy)
+        .args(["--port", "0", "--db", ":memory:"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let first = tokio::time::timeout(common::WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let address = first.trim_start_matches("websocket: ws://").trim_end_matches("/dev").to_owned();
+    for (path, expected) in [("/", "<title>WebSocket chat</title>"), ("/chat.js", "import { Outbox }")] {
+        let response = common::http_get(&address, path).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        assert!(response.contains(expected), "{path} is the page's own file");
+    }
+    child.kill().await.unwrap();
+}

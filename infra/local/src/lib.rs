@@ -12,6 +12,7 @@ pub mod sockets;
 pub mod store;
 pub mod stream;
 pub mod throttle;
+pub mod webpage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub struct Config {
     pub backend: Backend,
     /// The broadcaster's S3 archive, if any.
     pub archive: Option<ArchiveSettings>,
+    /// A directory to serve the web chat from; `None`: the page built into the binary.
     pub frontend: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
@@ -173,12 +175,12 @@ pub async fn serve(
 }
 
 /// A request no route took: under the stage, API Gateway's own 403 (it never
-/// answers 404 there); anywhere else, a file of the web chat, if it is served.
+/// answers 404 there); anywhere else, a file of the web chat.
 async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, request: Request) -> Response {
     if request.uri().path().starts_with(&*stage_prefix) {
         return management::no_route().await;
     }
-    let Some(mut frontend) = frontend else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(mut frontend) = frontend else { return webpage::serve(request.uri()) };
     match frontend.try_call(request).await {
         Ok(response) => response.map(Body::new),
         Err(error) => {

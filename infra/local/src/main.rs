@@ -30,9 +30,10 @@ struct Args {
     /// SQLite database file (created if missing; `:memory:` for a throwaway run).
     #[arg(long, env = "CHAT_DB", default_value = "chat-local.db")]
     db: PathBuf,
-    /// Directory of the web chat served at http://HOST:PORT/.
-    #[arg(long, env = "CHAT_FRONTEND", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../frontend"))]
-    frontend: PathBuf,
+    /// Serve the web chat at http://HOST:PORT/ from this directory (e.g. `frontend`,
+    /// to edit it without rebuilding) instead of the copy built into the binary.
+    #[arg(long, env = "CHAT_FRONTEND", value_name = "DIR")]
+    frontend: Option<PathBuf>,
     /// Close sockets idle this long, with 1001 (API Gateway: 600).
     #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 600)]
     idle_timeout_secs: u64,
@@ -128,7 +129,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
     let address = listener.local_addr()?;
-    let frontend = args.frontend.is_dir().then_some(args.frontend.clone());
+    if let Some(dir) = args.frontend.as_ref().filter(|dir| !dir.is_dir()) {
+        anyhow::bail!("--frontend {}: not a directory", dir.display());
+    }
+    let frontend = args.frontend.clone();
     let config = Config {
         stage: args.stage.clone(),
         api_id: "local".into(),

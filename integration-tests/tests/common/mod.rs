@@ -460,3 +460,14 @@ pub fn tcp_entry(local_port: u16, remote_port: u16) -> Option<TcpEntry> {
         })
     })
 }
+
+/// `GET path` on `host:port` with `Connection: close`: the whole response as text.
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
