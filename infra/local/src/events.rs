@@ -1,5 +1,7 @@
 //! Builds the exact `ApiGatewayWebsocketProxyRequest` API Gateway would deliver.
 
+use std::collections::HashMap;
+
 use aws_lambda_events::apigw::{ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext};
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -31,6 +33,9 @@ pub struct ConnectionContext {
     pub api_id: String,
     pub stage: String,
     pub domain_name: String,
+    /// What the `$connect` authorizer returned (`principalId` and its context):
+    /// API Gateway attaches it to every event of the connection.
+    pub authorizer: HashMap<String, serde_json::Value>,
 }
 
 /// The route an event is for.
@@ -58,6 +63,7 @@ pub fn websocket_event(context: &ConnectionContext, route: Route) -> ApiGatewayW
     rc.request_time_epoch = now;
     rc.identity.source_ip = Some(context.source_ip.clone());
     rc.identity.user_agent = Some(context.user_agent.clone());
+    rc.authorizer.fields = context.authorizer.clone();
 
     let mut event = ApiGatewayWebsocketProxyRequest::default();
     match route {
@@ -66,7 +72,7 @@ pub fn websocket_event(context: &ConnectionContext, route: Route) -> ApiGatewayW
             rc.event_type = Some("CONNECT".into());
             event.multi_value_headers = headers.clone();
             event.headers = headers;
-            let mut single = std::collections::HashMap::<String, Vec<String>>::new();
+            let mut single = HashMap::<String, Vec<String>>::new();
             for (key, value) in query {
                 single.entry(key).or_default().push(value);
             }
@@ -116,6 +122,7 @@ mod tests {
             api_id: "local".into(),
             stage: "dev".into(),
             domain_name: "127.0.0.1:8080".into(),
+            authorizer: HashMap::from([("principalId".to_owned(), "sub-1".into()), ("name".to_owned(), "ada".into())]),
         };
         let body = r#"{"action":"sendmessage","message":"hi"}"#.to_owned();
         let event = websocket_event(&context, Route::Message { route_key: "sendmessage".into(), body });
@@ -129,5 +136,6 @@ mod tests {
         assert_eq!(rc["requestId"], rc["extendedRequestId"]);
         assert_eq!(rc["identity"]["sourceIp"], "127.0.0.1");
         assert_eq!(json["body"], r#"{"action":"sendmessage","message":"hi"}"#);
+        assert_eq!(rc["authorizer"], serde_json::json!({"principalId": "sub-1", "name": "ada"}), "on every event");
     }
 }

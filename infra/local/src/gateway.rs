@@ -50,6 +50,7 @@ pub async fn upgrade(
         api_id: app.config.api_id.clone(),
         stage: app.config.stage.clone(),
         domain_name: header(header::HOST).to_owned(),
+        authorizer: Default::default(),
     };
     let info = Arc::new(SocketInfo {
         connected_at_ms: context.connected_at_ms,
