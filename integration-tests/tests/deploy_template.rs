@@ -45,6 +45,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "send_message", entrypoint: "websocket::on_send_message" },
     Function { binary: "default", entrypoint: "websocket::on_default" },
     Function { binary: "broadcaster", entrypoint: "stream::on_stream" },
+    Function { binary: "reaper", entrypoint: "expiry::on_expired_connections" },
     Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
 ];
 
@@ -216,6 +217,23 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
             let response = stream::on_stream(&event, &broadcaster).await;
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
+        }
+        "reaper" => {
+            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            seen.take();
+            let row =
+                serde_dynamo::to_item::<_, serde_dynamo::Item>(connections.inner.get("CXzQ2cJjoAMCJ6g=").unwrap());
+            let removal = serde_json::json!({"Records": [{
+                "eventID": "1", "eventName": "REMOVE", "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/ActiveConnections/stream/2026",
+                "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+                "dynamodb": {"OldImage": row.unwrap(), "SequenceNumber": "1", "SizeBytes": 90}
+            }]});
+            let removal: Event = serde_json::from_value(removal).unwrap();
+            let response =
+                chat_core::entrypoints::expiry::on_expired_connections(&removal, &sessions, &log, chrono::Utc::now())
+                    .await;
+            assert!(response.batch_item_failures.is_empty());
         }
         "authorizer" => {
             // Pure verification: it calls no port (and so needs no grant but its logs).
@@ -632,6 +650,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("SocketPoster", "post")
         ])
     );
+    assert_eq!(port_calls("reaper", false).await, expect(&[("SessionLog", "close"), ("MessageLog", "append")]));
     assert_eq!(
         port_calls("broadcaster", true).await,
         expect(&[

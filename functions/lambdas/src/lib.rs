@@ -5,7 +5,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoLog, DynamoSessions, S3Archive, TableNames};
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 
-pub use chat_core::entrypoints::{stream, websocket};
+pub use chat_core::entrypoints::{expiry, stream, websocket};
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 /// A WebSocket route invocation.

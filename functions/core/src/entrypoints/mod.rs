@@ -2,5 +2,6 @@
 //! exact `aws_lambda_events` type AWS delivers and returns what AWS expects back.
 
 pub mod authorizer;
+pub mod expiry;
 pub mod stream;
 pub mod websocket;
