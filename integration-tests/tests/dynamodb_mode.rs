@@ -265,17 +265,7 @@ async fn rooms_fan_out_through_moto_s_stream() {
     red.say("red again").await;
     assert_eq!(red.until(|f| f["kind"] == "chat").await["text"], "red again");
 
-    red.send_json(serde_json::json!({"action": "history", "limit": 10})).await;
-    let mut texts = Vec::new();
-    loop {
-        let frame = red.next_json().await;
-        if frame["kind"] == "history" {
-            break;
-        }
-        if let Some(text) = frame["text"].as_str() {
-            texts.push(text.to_owned());
-        }
-    }
+    let texts = red.history_texts(serde_json::json!({"action": "history", "limit": 10})).await;
     assert_eq!(texts, ["red line", "red again"]);
     stack.stop().await;
 }
@@ -302,15 +292,7 @@ async fn acknowledged_sends_are_stored_once_on_moto() {
     let next = sender.until(|f| f["kind"] == "chat").await;
     assert_eq!(next["text"], "after", "broadcast once: {line} then {next}");
 
-    sender.send_json(serde_json::json!({"action":"history"})).await;
-    let mut texts = Vec::new();
-    loop {
-        let frame = sender.next_json().await;
-        if frame["kind"] == "history" {
-            break;
-        }
-        texts.extend(frame["text"].as_str().map(str::to_owned));
-    }
+    let texts = sender.history_texts(serde_json::json!({"action": "history"})).await;
     assert_eq!(texts, ["once", "after"]);
     let endpoints = ["--dynamodb-endpoint", moto.url.as_str()];
     let replayed =
@@ -351,15 +333,7 @@ async fn a_paused_dynamodb_fails_sends_in_time_and_nothing_stored_is_lost() {
     alice.say("after the pause").await;
     alice.chat("after the pause").await;
     let mut bob = Client::connect(&stack.ws_url).await;
-    bob.send_json(serde_json::json!({"action": "history"})).await;
-    let mut texts = Vec::new();
-    loop {
-        let frame = bob.next_json().await;
-        if frame["kind"] == "history" {
-            break;
-        }
-        texts.extend(frame["text"].as_str().map(str::to_owned));
-    }
+    let texts = bob.history_texts(serde_json::json!({"action": "history"})).await;
     assert_eq!(texts, ["before the pause", "after the pause"], "the refused line was never stored");
     stack.stop().await;
     eprintln!("a send during the pause was refused after {waited:?}");

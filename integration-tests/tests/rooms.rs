@@ -116,18 +116,9 @@ async fn history_never_leaks_another_rooms_events() {
     red.chat("red two").await;
 
     // Asking history since blue's id answers from red's log only.
-    red.send_json(json!({"action": "history", "since": blue_id})).await;
-    let mut answered: Vec<Value> = Vec::new();
-    loop {
-        let frame = red.next_json().await;
-        if frame["kind"] == "history" {
-            assert_eq!(frame["room"], "red");
-            assert_eq!(frame["more"], false);
-            assert_eq!(frame["count"], answered.len());
-            break;
-        }
-        answered.push(frame);
-    }
+    let (answered, end) = red.history(json!({"action": "history", "since": blue_id})).await;
+    assert_eq!((end["room"].as_str(), end["more"].as_bool()), (Some("red"), Some(false)));
+    assert_eq!(end["count"], answered.len());
     assert!(answered.iter().all(|f| f["room"] == "red"), "{answered:?}");
     let chat: Vec<&str> = answered.iter().filter_map(|f| f["text"].as_str()).collect();
     assert_eq!(chat, ["red one", "red two"]);

@@ -84,6 +84,25 @@ struct Table {
 }
 
 impl Table {
+    /// The item with this string key, read consistently.
+    async fn get_consistent(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let (name, value) = string_key(key, value);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key(name, value)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
     /// Writes `value` as one item, replacing any with the same key.
     async fn put<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
         let item = to_item(value)?;
@@ -120,18 +139,7 @@ impl ConnectionStore for DynamoConnections {
 
     /// Strongly consistent: the row was written by `$connect` moments ago.
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
-        let (name, value) = string_key("connection_id", connection_id);
-        let output = self
-            .0
-            .client
-            .get_item()
-            .table_name(&self.0.name)
-            .key(name, value)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.map(from_item).transpose()
+        self.0.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
     }
 
     /// A Query on the room GSI (eventually consistent: a socket connected a few
@@ -239,18 +247,8 @@ impl DynamoLog {
 
     /// The line id a receipt points at, read consistently.
     async fn receipt(&self, receipt_key: &str) -> Result<Option<String>, StoreError> {
-        let (name, value) = string_key("message_id", receipt_key);
-        let output = self
-            .0
-            .client
-            .get_item()
-            .table_name(&self.0.name)
-            .key(name, value)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output.item.and_then(|item| item.get("event_id").and_then(|v| v.as_s().ok()).cloned()))
+        let receipt = self.0.get_consistent("message_id", receipt_key).await?;
+        Ok(receipt.and_then(|item| item.get("event_id").and_then(|v| v.as_s().ok()).cloned()))
     }
 
     /// Every event in the table, oldest first. For replay and export only: no

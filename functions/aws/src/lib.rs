@@ -27,11 +27,11 @@ use chat_core::StoreError;
 /// batch) instead of hanging until Lambda kills it.
 pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connect 1 s, one attempt 2 s, the whole call [`SDK_OPERATION_TIMEOUT`].
+/// Connect 1 s, one attempt 3 s (a loaded moto can be slow), the whole call [`SDK_OPERATION_TIMEOUT`].
 pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
         .operation_timeout(SDK_OPERATION_TIMEOUT)
         .build()
 }

@@ -168,6 +168,26 @@ impl Client {
         }
     }
 
+    /// Asks `history` (`request` is the whole command) and reads its answer: the
+    /// event frames, oldest first, and the closing `{"kind":"history",…}` frame.
+    pub async fn history(&mut self, request: Value) -> (Vec<Value>, Value) {
+        self.send_json(request).await;
+        let mut events = Vec::new();
+        loop {
+            let frame = self.next_json().await;
+            if frame["kind"] == "history" {
+                return (events, frame);
+            }
+            events.push(frame);
+        }
+    }
+
+    /// The chat texts of a `history` answer (see [`Client::history`]).
+    pub async fn history_texts(&mut self, request: Value) -> Vec<String> {
+        let (events, _) = self.history(request).await;
+        events.iter().filter_map(|f| f["text"].as_str().map(str::to_owned)).collect()
+    }
+
     /// The chat frame carrying `text`.
     pub async fn chat(&mut self, text: &str) -> Value {
         self.until(|f| f["kind"] == "chat" && f["text"] == text).await
