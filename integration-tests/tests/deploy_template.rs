@@ -239,7 +239,10 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             // Pure verification: it calls no port (and so needs no grant but its logs).
             let mut request = aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest::default();
             request.method_arn = Some("arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/$connect".into());
-            chat_core::entrypoints::authorizer::on_authorize(&request, b"a-test-secret-that-is-32-bytes!!", 0);
+            let secret = chat_core::auth::SharedSecret::new(b"a-test-secret-that-is-32-bytes!!");
+            let config = chat_core::auth::VerifierConfig::with_shared_secret(secret);
+            let verifier = chat_core::auth::Verifier::new(config, Arc::new(chat_core::memory::MemoryJwks::default()));
+            chat_core::entrypoints::authorizer::on_authorize(&request, &verifier, 0).await;
         }
         other => panic!("no scenario for {other}"),
     }

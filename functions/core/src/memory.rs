@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::auth::{JwksError, JwksSource};
 use crate::model::{Connection, LogEvent, Session, SessionEnd};
 use crate::ports::{
     Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
@@ -332,5 +333,35 @@ mod tests {
         let ids: Vec<_> = all.iter().map(|c| c.connection_id.as_str()).collect();
         assert_eq!(ids, ["c0", "c1", "c2", "c3", "c4"]);
         assert_eq!(store.count("other").await.unwrap(), 5);
+    }
+}
+
+/// JWK Set documents by URL, counting fetches; a URL it does not hold, or an
+/// [`Outage`], answers [`JwksError`] the way an unreachable endpoint would.
+#[derive(Debug, Default)]
+pub struct MemoryJwks {
+    documents: Mutex<HashMap<String, Vec<u8>>>,
+    fetches: AtomicUsize,
+    pub outage: Outage,
+}
+
+impl MemoryJwks {
+    /// Serves `document` (a JWK Set as JSON) at `url`, replacing what was there.
+    pub fn publish(&self, url: &str, document: &serde_json::Value) {
+        self.documents.lock().unwrap().insert(url.to_owned(), document.to_string().into_bytes());
+    }
+
+    /// How many fetches were made, of any URL.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl JwksSource for MemoryJwks {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, JwksError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.outage.check().map_err(|e| JwksError(e.to_string()))?;
+        self.documents.lock().unwrap().get(url).cloned().ok_or_else(|| JwksError(format!("{url}: 404")))
     }
 }

@@ -1,25 +1,36 @@
-//! The optional `$connect` REQUEST authorizer: an HS256 JWT in the query
-//! parameter `Authorization` allows the connection, anything else denies it (403).
+//! The optional `$connect` REQUEST authorizer: a JWT in the query parameter
+//! `Authorization` that the [`Verifier`] accepts allows the connection, anything
+//! else denies it (403). An Allow carries the principal: `principalId` is the
+//! token's subject and `context` holds `name` and `verified`, which API Gateway
+//! repeats in `requestContext.authorizer` of every later event of the connection.
 
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 
-use crate::auth::verify_bearer;
+use crate::auth::Verifier;
 
 /// Allows or denies invoking `methodArn` (the `$connect` route) at `now` (epoch seconds).
-pub fn on_authorize(
+pub async fn on_authorize(
     event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
-    secret: &[u8],
+    verifier: &Verifier,
     now: i64,
 ) -> ApiGatewayCustomAuthorizerResponse {
     let token = event.query_string_parameters.first("Authorization");
-    let (effect, principal) = match verify_bearer(token, secret, now) {
-        Ok(claims) => (IamPolicyEffect::Allow, claims.subject.unwrap_or_else(|| "anonymous".into())),
+    let mut response = ApiGatewayCustomAuthorizerResponse::default();
+    let effect = match verifier.verify(token, now).await {
+        Ok(principal) => {
+            tracing::info!(subject = %principal.subject, name = %principal.name, "connection allowed");
+            // Context values must be strings, numbers or booleans (no objects).
+            response.context = serde_json::json!({ "name": principal.name, "verified": principal.verified });
+            response.principal_id = Some(principal.subject);
+            IamPolicyEffect::Allow
+        }
         Err(error) => {
             tracing::info!(%error, "connection refused by the authorizer");
-            (IamPolicyEffect::Deny, "unauthorized".into())
+            response.principal_id = Some("unauthorized".into());
+            IamPolicyEffect::Deny
         }
     };
     let mut statement = IamPolicyStatement::default();
@@ -29,19 +40,31 @@ pub fn on_authorize(
     let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
     policy.version = Some("2012-10-17".into());
     policy.statement = vec![statement];
-    let mut response = ApiGatewayCustomAuthorizerResponse::default();
-    response.principal_id = Some(principal);
     response.policy_document = policy;
     response
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
     use super::*;
-    use crate::auth::sign_hs256;
+    use crate::auth::{SharedSecret, VerifierConfig};
+    use crate::memory::MemoryJwks;
 
     const SECRET: &[u8] = b"a-test-secret-that-is-32-bytes!!";
     const ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/$connect";
+
+    fn verifier() -> Verifier {
+        Verifier::new(VerifierConfig::with_shared_secret(SharedSecret::new(SECRET)), Arc::new(MemoryJwks::default()))
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
 
     fn event(authorization: Option<&str>) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
         let query = authorization.map(|a| serde_json::json!({ "Authorization": a })).unwrap_or_default();
@@ -62,19 +85,22 @@ mod tests {
         (statement["Effect"].clone(), json["principalId"].as_str().unwrap().to_owned())
     }
 
-    #[test]
-    fn a_valid_bearer_token_allows_the_connection() {
-        let token = sign_hs256(&serde_json::json!({"sub":"alice","exp":2_000}), SECRET);
-        let response = on_authorize(&event(Some(&format!("Bearer {token}"))), SECRET, 1_000);
-        assert_eq!(effect_and_principal(&response), ("Allow".into(), "alice".into()));
+    #[tokio::test]
+    async fn a_valid_bearer_token_allows_the_connection_with_the_name_in_context() {
+        let token = sign(serde_json::json!({"sub":"u-1","preferred_username":"alice","exp":2_000}));
+        let response = on_authorize(&event(Some(&format!("Bearer {token}"))), &verifier(), 1_000).await;
+        assert_eq!(effect_and_principal(&response), ("Allow".into(), "u-1".into()));
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["context"], serde_json::json!({"name": "alice", "verified": true}));
     }
 
-    #[test]
-    fn anything_else_denies_it() {
-        let expired = format!("Bearer {}", sign_hs256(&serde_json::json!({"exp":999}), SECRET));
+    #[tokio::test]
+    async fn anything_else_denies_it_without_context() {
+        let expired = format!("Bearer {}", sign(serde_json::json!({"sub":"u-1","exp":900})));
         for authorization in [None, Some("Bearer nonsense"), Some(expired.as_str())] {
-            let response = on_authorize(&event(authorization), SECRET, 1_000);
+            let response = on_authorize(&event(authorization), &verifier(), 1_000).await;
             assert_eq!(effect_and_principal(&response).0, "Deny", "{authorization:?}");
+            assert!(response.context.is_null(), "a denial names nobody");
         }
     }
 }

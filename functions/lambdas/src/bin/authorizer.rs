@@ -1,17 +1,23 @@
-//! `$connect` authorizer (deployed only with EnableAuthorizer=true): an HS256 JWT
-//! in `?Authorization=Bearer <token>` allows the connection.
+//! `$connect` authorizer (deployed only with EnableAuthorizer=true): a JWT in
+//! `?Authorization=Bearer <token>` that the configured issuer (JWKS) or shared
+//! secret vouches for allows the connection; see `verifier_config_from_env`.
+
+use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
+use chat_aws::HttpJwks;
+use chat_core::auth::Verifier;
 use chat_core::entrypoints::authorizer;
 use chat_lambdas::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let secret = &chat_lambdas::jwt_secret()?;
+    // Built once: the JWKS cache lives as long as the warm instance.
+    let verifier = &Verifier::new(chat_lambdas::verifier_config_from_env()?, Arc::new(HttpJwks::new()?));
     run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-        Ok::<_, Error>(authorizer::on_authorize(&event.payload, secret, now))
+        Ok::<_, Error>(authorizer::on_authorize(&event.payload, verifier, now).await)
     }))
     .await
 }
