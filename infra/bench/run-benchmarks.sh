@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every number in BENCHMARKS.md, from one command: release builds, the three
 # loads against the local stack and the reference, the fan-out simulation, the
-# cost model and the criterion micro-benchmarks. JSON lands in infra/bench/results/.
+# 15-minute soak, the cost model and the criterion micro-benchmarks. JSON (and
+# the soak's SVG) lands in infra/bench/results/.
 # Run it on a quiet machine: each table reports how much CPU other programs took.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +27,9 @@ step "fan-out simulation: 20 ms ± 5 ms posts, 1 % 410, 1 % 429"
 "$loadgen" fanout --json "$out/fanout.json"
 step "fan-out simulation without failures (what pruning costs)"
 "$loadgen" fanout --connections 10000,100000 --concurrency 1024 --gone 0 --throttled 0 --json "$out/fanout-no-failures.json"
+
+step "soak: 200 clients churning in 4 rooms for 15 minutes (RSS and fds over time, every acked line in the log)"
+"$loadgen" soak --clients 200 --duration-secs 900 --json "$out/soak.json" --svg "$out/soak.svg"
 
 step "cost model"
 "$loadgen" cost --json "$out/cost.json"

@@ -5,15 +5,19 @@
 //! - [`load`]: the load generator's measurement (`loadgen run`, `loadgen compare`)
 //! - [`reference`]: the in-memory reference server (the `reference` binary)
 //! - [`target`]: starting and stopping those servers as child processes
+//! - [`soak`]: hundreds of clients churning for minutes, RSS and descriptors over time (`loadgen soak`)
+//! - [`chart`]: the soak's picture (SVG)
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
 //! - [`procstat`], [`stats`], [`report`]: RSS/CPU from `/proc`, histograms, tables
 
+pub mod chart;
 pub mod cost;
 pub mod fanout;
 pub mod load;
 pub mod procstat;
 pub mod reference;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod target;

@@ -31,6 +31,21 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// Open file descriptors of a process, and how many of them are sockets, from
+/// `/proc/PID/fd`; `None` if the process is gone or not readable. A server that
+/// forgets to close sockets shows it here long before it runs out.
+pub fn open_fds(pid: u32) -> Option<(u64, u64)> {
+    let (mut fds, mut sockets) = (0, 0);
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        fds += 1;
+        // A descriptor closed between listing and reading its link is simply not a socket.
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:")) {
+            sockets += 1;
+        }
+    }
+    Some((fds, sockets))
+}
+
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()
@@ -170,6 +185,14 @@ mod tests {
     fn machine_share_is_per_core() {
         assert_eq!(machine_percent((0, 0), (50, 100), 2), 100.0);
         assert!(machine_ticks().is_some_and(|(busy, total)| busy <= total));
+    }
+
+    #[test]
+    fn counts_this_process_descriptors() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let (fds, sockets) = open_fds(std::process::id()).expect("Linux /proc");
+        assert!(fds >= 4 && sockets >= 1, "{fds} fds, {sockets} sockets");
+        drop(listener);
     }
 
     #[test]

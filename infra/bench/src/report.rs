@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::cost::CostReport;
 use crate::fanout::CaseReport;
 use crate::load::RunReport;
+use crate::soak::{SoakReport, SoakSample};
 
 /// The local stack and the reference under the same load.
 #[derive(Clone, Debug, Serialize)]
@@ -182,5 +183,128 @@ pub fn cost_table(report: &CostReport) -> String {
         a.poster.jitter_ms,
     )
     .ok();
+    out
+}
+
+fn per_hour(slope: Option<f64>, digits: usize) -> String {
+    slope.map_or_else(|| "n/a".to_owned(), |s| format!("{s:+.digits$}"))
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| v.to_string())
+}
+
+/// The soak's summary: memory and descriptors (idle → end, slopes after the
+/// warm-up), then what happened to the lines and sessions.
+pub fn soak_table(report: &SoakReport) -> String {
+    let c = &report.config;
+    let (rss, fds) = (&report.rss_mib, &report.fds);
+    let mut out = format!(
+        "soak at {}: {} clients in {} rooms for {:.0} s, a line every {:?} (±50 %), connections living {:?}–{:?}\n\n\
+         | | idle | after warm-up ({:.0} s) | end | max | after all left | slope / hour (after warm-up) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        report.url,
+        c.clients,
+        c.rooms,
+        report.duration_s,
+        c.line_every,
+        c.min_lifetime,
+        c.max_lifetime,
+        c.warmup.as_secs_f64(),
+    );
+    writeln!(
+        out,
+        "| server RSS MiB | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} MiB |",
+        rss.idle,
+        rss.after_warmup,
+        rss.end,
+        rss.max,
+        rss.after_drain,
+        per_hour(rss.slope_per_hour, 2)
+    )
+    .ok();
+    writeln!(
+        out,
+        "| server open fds | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+        fds.idle,
+        fds.after_warmup,
+        fds.end,
+        fds.max,
+        fds.after_drain,
+        per_hour(fds.slope_per_hour, 1)
+    )
+    .ok();
+
+    let l = &report.lines;
+    let s = &report.sessions;
+    let log = report.log.as_ref();
+    let rows: Vec<(&str, String)> = vec![
+        ("lines sent / acked / echoed to sender", format!("{} / {} / {}", l.sent, l.acked, l.echoed)),
+        ("acked lines stored exactly once", optional(l.acked_stored.map(|n| n - l.acked_duplicated.unwrap_or(0)))),
+        (
+            "acked lines missing / stored twice",
+            format!("{} / {}", optional(l.acked_missing), optional(l.acked_duplicated)),
+        ),
+        ("settled lines never acked / never echoed", format!("{} / {}", l.unacked, l.unechoed)),
+        ("in flight when their client left (not judged)", l.in_flight_at_leave.to_string()),
+        ("stored but not acked (cut off by a leave)", optional(l.stored_unacked)),
+        ("**lost**", format!("**{}**", l.lost)),
+        ("echo duplicates", l.echo_duplicates.to_string()),
+        ("connects (failed)", format!("{} ({})", s.connects, s.connect_errors)),
+        (
+            "leaves: close frame / TCP dropped / closed by server",
+            format!("{} / {} / {}", s.clean_leaves, s.dropped_leaves, s.closed_by_server),
+        ),
+        ("joins / leaves in the log", log.map_or_else(|| "n/a".into(), |g| format!("{} / {}", g.joins, g.leaves))),
+        (
+            "active_connections rows after all left",
+            log.map_or_else(|| "n/a".into(), |g| g.active_connections.to_string()),
+        ),
+        ("error frames", s.error_frames.to_string()),
+        (
+            "send → ack p50 / p99 / max ms",
+            format!("{:.2} / {:.2} / {:.2}", report.ack_ms.p50, report.ack_ms.p99, report.ack_ms.max),
+        ),
+        (
+            "send → own echo p50 / p99 / max ms",
+            format!("{:.2} / {:.2} / {:.2}", report.echo_ms.p50, report.echo_ms.p99, report.echo_ms.max),
+        ),
+        ("server / loadgen CPU %", format!("{:.1} / {:.1}", report.server_cpu_percent, report.loadgen_cpu_percent)),
+        ("other processes CPU %", format!("{:.0} of {}", report.others_cpu_percent, 100 * report.cores)),
+    ];
+    out.push_str("\n| | |\n| --- | ---: |\n");
+    for (name, value) in rows {
+        writeln!(out, "| {name} | {value} |").ok();
+    }
+    out
+}
+
+/// The samples about every `every_s` seconds (and the last), for a table a reader can scan.
+pub fn soak_samples_table(samples: &[SoakSample], every_s: f64) -> String {
+    let mut out = String::from(
+        "| t (min) | RSS MiB | open fds | of which sockets | clients connected | active_connections rows | lines sent | acked | server CPU s |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut next = 0.0;
+    for (i, s) in samples.iter().enumerate() {
+        if s.t_s + 1e-9 < next && i + 1 != samples.len() {
+            continue;
+        }
+        next = (s.t_s / every_s).floor() * every_s + every_s;
+        writeln!(
+            out,
+            "| {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            s.t_s / 60.0,
+            s.rss_mib,
+            s.fds,
+            s.sockets,
+            s.clients_connected,
+            optional(s.active_connections),
+            s.lines_sent,
+            s.lines_acked,
+            s.cpu_s
+        )
+        .ok();
+    }
     out
 }

@@ -52,6 +52,26 @@ pub fn cdf(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
     quantiles.iter().map(|&q| (q, histogram.value_at_quantile(q) as f64 / 1_000.0)).collect()
 }
 
+/// Least-squares slope of `(seconds, value)` points, per hour: how fast a
+/// quantity drifts over a long run, robust to the noise of single samples.
+/// `None` with fewer than two distinct times.
+///
+/// ```
+/// let points = [(0.0, 10.0), (1800.0, 11.0), (3600.0, 12.0)];
+/// assert_eq!(chat_bench::stats::slope_per_hour(&points), Some(2.0));
+/// ```
+pub fn slope_per_hour(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for &(t, v) in points {
+        covariance += (t - mean_t) * (v - mean_v);
+        variance += (t - mean_t) * (t - mean_t);
+    }
+    (points.len() >= 2 && variance > 0.0).then(|| 3600.0 * covariance / variance)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +87,16 @@ mod tests {
         assert!((p.p50 - 50.0).abs() < 0.1, "{p:?}");
         assert!((p.max - 100.0).abs() < 0.1, "{p:?}");
         assert_eq!(cdf(&h).last().map(|&(q, _)| q), Some(1.0));
+    }
+
+    #[test]
+    fn slope_ignores_noise_around_a_line() {
+        let points: Vec<(f64, f64)> =
+            (0..60).map(|i| (i as f64 * 60.0, 50.0 + i as f64 / 60.0 + if i % 2 == 0 { 0.5 } else { -0.5 })).collect();
+        let slope = slope_per_hour(&points).unwrap();
+        assert!((slope - 1.0).abs() < 0.1, "{slope}");
+        assert_eq!(slope_per_hour(&[(5.0, 1.0)]), None);
+        assert_eq!(slope_per_hour(&[(5.0, 1.0), (5.0, 2.0)]), None);
+        assert_eq!(slope_per_hour(&[]), None);
     }
 }

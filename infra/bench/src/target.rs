@@ -100,6 +100,12 @@ impl Server {
         Ok(Server { child, kind, pid, url, scratch })
     }
 
+    /// The stack's SQLite database (the reference has none), kept until [`Server::stop`]:
+    /// the soak reads it to check that every acknowledged line is stored.
+    pub fn database(&self) -> Option<PathBuf> {
+        (self.kind == Kind::Stack).then(|| self.scratch.join("bench.db"))
+    }
+
     /// The server's log file (stderr), kept until [`Server::stop`].
     pub fn log_path(&self) -> PathBuf {
         self.scratch.join("server.log")

@@ -162,3 +162,57 @@ fn fanout_simulation_and_cost_model_report_tables_and_json() {
     assert!(rooms[1]["usd_total"].as_f64().unwrap() > rooms[0]["usd_total"].as_f64().unwrap());
     assert!(String::from_utf8_lossy(&output.stdout).contains("$ total"));
 }
+
+#[test]
+fn soak_churns_clients_and_finds_every_acked_line_in_the_log() {
+    let dir = scratch("soak");
+    let (json, svg) = (dir.join("soak.json"), dir.join("soak.svg"));
+    let stack = chat_local();
+    let started = Instant::now();
+    let output = loadgen(&[
+        "soak",
+        "--clients=10",
+        "--duration-secs=8",
+        "--rooms=3",
+        "--line-every-ms=300",
+        "--min-lifetime-secs=1",
+        "--max-lifetime-secs=3",
+        "--settle-ms=1000",
+        "--sample-every-secs=1",
+        "--warmup-secs=2",
+        "--quiet",
+        "--stack-bin",
+        stack.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    assert!(started.elapsed() < Duration::from_secs(30), "the soak took {:?}", started.elapsed());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("| **lost** | **0** |"));
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    let at = |path: &str| report.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} in {report}"));
+    assert!(at("/lines/sent") > 50, "10 clients × 8 s at ~3 lines/s");
+    assert_eq!(at("/lines/lost"), 0, "{report}");
+    assert_eq!(at("/lines/acked_missing"), 0);
+    assert_eq!(at("/lines/acked_duplicated"), 0);
+    assert_eq!(at("/lines/acked_stored"), at("/lines/acked"), "every acked line is in the log");
+    assert!(at("/lines/acked") > 0 && at("/lines/echoed") > 0);
+    // Churn happened both ways, and every session's join has its leave.
+    assert!(at("/sessions/connects") > 10, "clients came back");
+    assert!(at("/sessions/clean_leaves") > 0 && at("/sessions/dropped_leaves") > 0);
+    assert_eq!(at("/sessions/connect_errors"), 0);
+    assert_eq!(at("/log/joins"), at("/sessions/connects"));
+    assert_eq!(at("/log/leaves"), at("/log/joins"));
+    assert_eq!(at("/log/active_connections"), 0);
+    // Sampled about every second, from the server's own /proc.
+    let samples = report["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 6, "{} samples", samples.len());
+    assert!(samples.iter().all(|s| s["rss_mib"].as_f64().unwrap() > 0.0 && s["fds"].as_u64().unwrap() > 0));
+    assert!(samples.iter().any(|s| s["clients_connected"].as_u64().unwrap() > 0));
+    assert!(report["rss_mib"]["slope_per_hour"].is_f64() && report["fds"]["slope_per_hour"].is_f64());
+    let picture = std::fs::read_to_string(&svg).expect("SVG written");
+    assert!(picture.starts_with("<svg") && picture.contains("polyline"), "an SVG with lines");
+}

@@ -8,6 +8,7 @@ use chat_bench::cost::{self, Assumptions};
 use chat_bench::fanout::{self, CaseReport, PosterModel};
 use chat_bench::load::{self, LoadConfig};
 use chat_bench::report::{self, Comparison};
+use chat_bench::soak::{self, SoakConfig, SoakTarget};
 use chat_bench::target::{Binaries, Kind, Server};
 use clap::{Args, Parser, Subcommand};
 
@@ -46,6 +47,25 @@ enum Command {
     Compare {
         #[command(flatten)]
         load: LoadArgs,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Many clients churning (connect, chat, leave, come back) for a long time
+    /// against the local stack, sampling its RSS and open descriptors: slopes per
+    /// hour, lines acked but not stored, joins against leaves. Starts the release
+    /// stack with a fresh database unless --url is given.
+    Soak {
+        /// WebSocket URL of a running server instead (its log is checked only with --db).
+        #[arg(long)]
+        url: Option<String>,
+        /// PID of that server, for its RSS and descriptors.
+        #[arg(long, requires = "url")]
+        pid: Option<u32>,
+        /// SQLite database of that server, to check the log at the end.
+        #[arg(long, requires = "url")]
+        db: Option<PathBuf>,
+        #[command(flatten)]
+        soak: SoakArgs,
         #[command(flatten)]
         servers: ServerArgs,
     },
@@ -177,6 +197,69 @@ impl LoadArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+struct SoakArgs {
+    /// Clients, each one connection at a time.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// How long clients keep coming back.
+    #[arg(long, default_value_t = 900)]
+    duration_secs: u64,
+    /// Client i joins room soak-(i mod rooms).
+    #[arg(long, default_value_t = 4)]
+    rooms: usize,
+    /// Mean gap between a client's lines, ms (each gap 0.5–1.5× this).
+    #[arg(long, default_value_t = 2000)]
+    line_every_ms: u64,
+    /// Shortest connection lifetime, s.
+    #[arg(long, default_value_t = 5.0)]
+    min_lifetime_secs: f64,
+    /// Longest connection lifetime, s.
+    #[arg(long, default_value_t = 60.0)]
+    max_lifetime_secs: f64,
+    /// Seconds between samples of the server's RSS and descriptors.
+    #[arg(long, default_value_t = 5.0)]
+    sample_every_secs: f64,
+    /// Samples before this are left out of the slopes.
+    #[arg(long, default_value_t = 60.0)]
+    warmup_secs: f64,
+    /// Lines sent at least this long before their client left must be acked and echoed, ms.
+    #[arg(long, default_value_t = 2000)]
+    settle_ms: u64,
+    /// Rows of the printed sample table, one per this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    table_every_secs: f64,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Write the results (every sample included) here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw RSS and descriptors over time here as SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+impl SoakArgs {
+    fn config(&self) -> anyhow::Result<SoakConfig> {
+        let secs = |what: &str, s: f64| {
+            Duration::try_from_secs_f64(s).with_context(|| format!("{what} must be a non-negative number of seconds"))
+        };
+        Ok(SoakConfig {
+            clients: self.clients,
+            duration: Duration::from_secs(self.duration_secs),
+            rooms: self.rooms,
+            line_every: Duration::from_millis(self.line_every_ms),
+            min_lifetime: secs("--min-lifetime-secs", self.min_lifetime_secs)?,
+            max_lifetime: secs("--max-lifetime-secs", self.max_lifetime_secs)?,
+            sample_every: secs("--sample-every-secs", self.sample_every_secs)?,
+            warmup: secs("--warmup-secs", self.warmup_secs)?,
+            settle: Duration::from_millis(self.settle_ms),
+            progress: !self.quiet,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 struct ServerArgs {
     /// The chat-local binary (default: beside this one; build with cargo build --release -p chat-local).
     #[arg(long)]
@@ -284,6 +367,41 @@ async fn main() -> anyhow::Result<()> {
             let comparison = Comparison::new(stack, reference);
             print!("{}", report::comparison_table(&comparison));
             write_json(load.json.as_deref(), &comparison)?;
+        }
+        Command::Soak { url, pid, db, soak: args, servers } => {
+            let config = args.config()?;
+            let report = match url {
+                Some(url) => soak::run(&SoakTarget { url, pid, database: db }, &config).await?,
+                None => {
+                    let server = Server::start(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
+                    if config.progress {
+                        eprintln!(
+                            "[soak] chat-local pid {} at {} (log: {})",
+                            server.pid,
+                            server.url,
+                            server.log_path().display()
+                        );
+                    }
+                    let target =
+                        SoakTarget { url: server.url.clone(), pid: Some(server.pid), database: server.database() };
+                    let result = soak::run(&target, &config).await;
+                    server.stop().await?;
+                    result?
+                }
+            };
+            print!(
+                "{}\n{}",
+                report::soak_table(&report),
+                report::soak_samples_table(&report.samples, args.table_every_secs)
+            );
+            write_json(args.json.as_deref(), &report)?;
+            if let Some(path) = &args.svg {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                chat_bench::chart::soak_svg(&report, path).with_context(|| format!("drawing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
         }
         Command::Fanout { connections, concurrency, poster, messages, budget_secs, in_process, json } => {
             let mut cases: Vec<CaseReport> = Vec::new();
