@@ -314,7 +314,9 @@ async fn every_connections_api_error_has_the_aws_shape() {
     assert_aws_error(&status_of(&base, "POST").await, 403, "MissingAuthenticationTokenException");
     assert_aws_error(&status_of(&format!("{url}/extra"), "GET").await, 403, "MissingAuthenticationTokenException");
     assert_aws_error(&status_of(&format!("{base}/%FF%FE"), "GET").await, 400, "BadRequestException");
-    assert_aws_error(&status_of(&format!("{}/@other/{id}", stack.http_url), "DELETE").await, 403, "ForbiddenException");
+    // Ids hold base64's `/` and `+`: always percent-encoded in a path.
+    let other = format!("{}/@other/{}", stack.http_url, encode_id(&id));
+    assert_aws_error(&status_of(&other, "DELETE").await, 403, "ForbiddenException");
     assert_aws_error(&status_of(&format!("{base}/nobody000000000="), "DELETE").await, 410, "GoneException");
 
     // None of that touched the connection; exactly 128 KiB still goes through.
