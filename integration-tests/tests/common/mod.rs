@@ -342,6 +342,23 @@ impl RawSocket {
         self.tcp.write_all(bytes).await
     }
 
+    /// Reads frames until a text frame arrives, returning its payload.
+    pub async fn next_text(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some((opcode, payload, used)) = parse_server_frame(&self.pending) {
+                self.pending.drain(..used);
+                if opcode == 0x1 {
+                    return payload;
+                }
+            }
+            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk)).await.expect("a frame in time").unwrap();
+            assert!(n > 0, "EOF before a text frame");
+            self.pending.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Reads frames until a close frame: its status code (`None` if it had
     /// none), or `Err` with what came instead (EOF, a reset) before any close.
     pub async fn close_code(&mut self) -> Result<Option<u16>, String> {
