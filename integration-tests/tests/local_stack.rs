@@ -167,13 +167,24 @@ async fn a_copied_binary_serves_the_built_in_page() {
     let dir = scratch("copied_binary");
     let copy = dir.join("chat-local");
     std::fs::copy(common::binary(), &copy).unwrap();
-    let mut child = tokio::process::Command::new(&copy)
-        .args(["--port", "0", "--db", ":memory:"])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // Another test thread forking at the moment of the copy holds its write handle
+    // until that child execs: "text file busy" for a moment. Retry briefly.
+    let mut tries = 0;
+    let mut child = loop {
+        let spawned = tokio::process::Command::new(&copy)
+            .args(["--port", "0", "--db", ":memory:"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Err(error) if error.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let first = tokio::time::timeout(common::WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
