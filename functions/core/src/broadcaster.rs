@@ -10,6 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::archive;
+use crate::coalesce::{CoalescedFrame, coalesce};
 use crate::handlers::depart;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
 use crate::ports::{
@@ -101,6 +102,8 @@ pub struct Broadcaster {
 impl Broadcaster {
     /// Archives the batch (if configured), then delivers its events in order,
     /// each to its own room. A room's connections are listed once per batch.
+    /// Connections that coalesce ([`Connection::batch`]) get the events they
+    /// would have got one by one, after the others, in `{"events":[…]}` frames.
     pub async fn broadcast(&self, batch: &[SequencedEvent]) -> BatchReport {
         let mut report = BatchReport::default();
         if batch.is_empty() {
@@ -114,6 +117,9 @@ impl Broadcaster {
             return report;
         }
         let mut rooms: HashMap<&str, Vec<Connection>> = HashMap::new();
+        // Per event: its frame (rendered once, shared by every post) and its tally so far.
+        let mut frames: Vec<Bytes> = Vec::with_capacity(batch.len());
+        let mut tallies: Vec<Tally> = Vec::with_capacity(batch.len());
 
         for (index, record) in batch.iter().enumerate() {
             let room = record.event.room.as_str();
@@ -128,7 +134,8 @@ impl Broadcaster {
                 };
             }
             let recipients = rooms.get_mut(room).expect("listed above");
-            let outcome = self.deliver(&record.event, recipients).await;
+            let frame = Bytes::from(event_frame(&record.event));
+            let outcome = self.deliver(&record.event, &frame, recipients.iter().filter(|c| !c.batch)).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
             if !outcome.gone.is_empty() {
@@ -137,8 +144,8 @@ impl Broadcaster {
                 recipients.retain(|c| !gone.contains(c.connection_id.as_str()));
                 self.prune(&outcome.gone).await;
             }
-            let failed_share = outcome.failed as f64 / outcome.attempted.max(1) as f64;
-            if outcome.failed > 0 && failed_share > self.config.max_failed_share {
+            let tally = Tally { attempted: outcome.attempted, failed: outcome.failed };
+            if tally.too_many_failed(self.config.max_failed_share) {
                 tracing::warn!(
                     message_id = %record.event.message_id,
                     failed = outcome.failed,
@@ -148,6 +155,26 @@ impl Broadcaster {
                 report.failed = from(index);
                 break;
             }
+            frames.push(frame);
+            tallies.push(tally);
+        }
+
+        // The events every other connection got (up to a failed record) now go to
+        // the coalescing ones; a failed coalesced post counts against its events.
+        let reached = &batch[..frames.len()];
+        let coalesced = self.deliver_coalesced(reached, &frames, &rooms, &mut tallies).await;
+        report.delivered += coalesced.delivered;
+        report.undeliverable += coalesced.failed;
+        if !coalesced.gone.is_empty() {
+            report.pruned += coalesced.gone.len();
+            self.prune(&coalesced.gone).await;
+        }
+        if let Some(index) = tallies.iter().position(|t| t.too_many_failed(self.config.max_failed_share)) {
+            tracing::warn!(
+                message_id = %batch[index].event.message_id,
+                "too many coalesced deliveries failed; this record and the rest of the batch will be retried"
+            );
+            report.failed = from(index);
         }
         report
     }
@@ -161,15 +188,16 @@ impl Broadcaster {
         Ok(())
     }
 
-    /// Posts one event to every recipient, at most `max_in_flight` at a time.
-    /// A join is announced to everyone but the joiner.
-    async fn deliver(&self, event: &LogEvent, recipients: &[Connection]) -> FanoutOutcome {
+    /// Posts one event's `frame` to every recipient, at most `max_in_flight` at a
+    /// time. A join is announced to everyone but the joiner.
+    async fn deliver<'c>(
+        &self,
+        event: &LogEvent,
+        frame: &Bytes,
+        recipients: impl Iterator<Item = &'c Connection>,
+    ) -> FanoutOutcome {
         let started = Instant::now();
-        // Rendered once; every post shares it.
-        let frame = Bytes::from(event_frame(event));
-        let frame = &frame;
-        let skip = (event.kind == EventKind::Join).then_some(event.connection_id.as_str());
-        let targets = recipients.iter().filter(|c| Some(c.connection_id.as_str()) != skip);
+        let targets = recipients.filter(|c| !is_own_join(event, c));
 
         let mut outcome = FanoutOutcome::default();
         let posts = targets.map(|connection| self.post_one(connection, frame));
@@ -195,6 +223,73 @@ impl Broadcaster {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event fanned out"
         );
+        outcome
+    }
+
+    /// Sends every coalescing connection of `rooms` its events of `batch` (those of
+    /// its room, but its own join), packed by [`coalesce`], frames in order, one
+    /// connection's frames after another's but connections concurrently. Frames
+    /// are packed once per distinct list of events and shared. A frame that fails
+    /// counts as failed for each of its events and every later one of that
+    /// connection (its later frames are not sent, so its order holds).
+    async fn deliver_coalesced(
+        &self,
+        batch: &[SequencedEvent],
+        frames: &[Bytes],
+        rooms: &HashMap<&str, Vec<Connection>>,
+        tallies: &mut [Tally],
+    ) -> FanoutOutcome {
+        let mut outcome = FanoutOutcome::default();
+        let mut room_events: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, record) in batch.iter().enumerate() {
+            room_events.entry(record.event.room.as_str()).or_default().push(index);
+        }
+        // A plan per (room, own join in this batch): everyone else in the room shares one.
+        let mut plans: HashMap<(&str, Option<usize>), Arc<Plan>> = HashMap::new();
+        let mut work = Vec::new();
+        for (room, events) in &room_events {
+            let Some(connections) = rooms.get(room) else { continue };
+            for connection in connections.iter().filter(|c| c.batch) {
+                let own_join = events.iter().copied().find(|&i| is_own_join(&batch[i].event, connection));
+                let plan = plans.entry((room, own_join)).or_insert_with(|| {
+                    let events: Vec<usize> = events.iter().copied().filter(|&i| Some(i) != own_join).collect();
+                    let packed = coalesce(&events.iter().map(|&i| frames[i].clone()).collect::<Vec<_>>());
+                    Arc::new(Plan { events, frames: packed })
+                });
+                if !plan.events.is_empty() {
+                    work.push((connection, plan.clone()));
+                }
+            }
+        }
+        let posts = work.iter().map(|(connection, plan)| async move {
+            let mut sent = 0;
+            for frame in &plan.frames {
+                match self.post_with_retry(&connection.connection_id, &frame.bytes).await {
+                    Delivery::Delivered => sent += frame.events,
+                    other => return (*connection, plan, sent, other),
+                }
+            }
+            (*connection, plan, sent, Delivery::Delivered)
+        });
+        for_each_bounded(posts, self.config.max_in_flight, |(connection, plan, sent, delivery)| {
+            outcome.attempted += plan.events.len();
+            outcome.delivered += sent;
+            for &index in &plan.events {
+                tallies[index].attempted += 1;
+            }
+            match delivery {
+                Delivery::Delivered => {}
+                Delivery::Gone => outcome.gone.push(connection.clone()),
+                Delivery::Failed(error) => {
+                    tracing::warn!(connection_id = %connection.connection_id, %error, "coalesced delivery failed");
+                    outcome.failed += plan.events.len() - sent;
+                    for &index in &plan.events[sent..] {
+                        tallies[index].failed += 1;
+                    }
+                }
+            }
+        })
+        .await;
         outcome
     }
 
@@ -257,6 +352,32 @@ async fn for_each_bounded<F: Future>(tasks: impl Iterator<Item = F>, limit: usiz
             Some(result) => done(result),
             None => return,
         }
+    }
+}
+
+/// A join is announced to everyone but the joiner.
+fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
+    event.kind == EventKind::Join && event.connection_id == connection.connection_id
+}
+
+/// What one coalescing connection is sent: indexes into the batch, and their frames.
+struct Plan {
+    events: Vec<usize>,
+    frames: Vec<CoalescedFrame>,
+}
+
+/// One event's posts so far, coalesced or not.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    attempted: usize,
+    failed: usize,
+}
+
+impl Tally {
+    /// Above this share failing, the record is retried; below it, a few broken
+    /// sockets do not make everyone receive the message again.
+    fn too_many_failed(&self, max_failed_share: f64) -> bool {
+        self.failed > 0 && self.failed as f64 / self.attempted.max(1) as f64 > max_failed_share
     }
 }
 

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS active_connections (
     expires_at    INTEGER NOT NULL,
     room          TEXT NOT NULL DEFAULT 'lobby',
     user          TEXT,
-    verified      INTEGER
+    verified      INTEGER,
+    batch         INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
@@ -68,19 +69,21 @@ CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, 
 ";
 
 /// Columns added since the first schema; a database from before gains them, every
-/// old row in the default room and anonymous.
+/// old row in the default room, anonymous and served one frame per event.
 const ADDED_COLUMNS: &[(&str, &str)] =
     &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER")];
+/// Columns added to one table only.
+const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[("active_connections", "batch", "INTEGER NOT NULL DEFAULT 0")];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
-    for table in ["active_connections", "session_history", "message_history"] {
-        for (column, declaration) in ADDED_COLUMNS {
-            let present: bool = db
-                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?
-                .exists([])?;
-            if !present {
-                db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
-            }
+    let every_table = ["active_connections", "session_history", "message_history"]
+        .into_iter()
+        .flat_map(|table| ADDED_COLUMNS.iter().map(move |(column, declaration)| (table, *column, *declaration)));
+    for (table, column, declaration) in every_table.chain(ADDED_TABLE_COLUMNS.iter().copied()) {
+        let present: bool =
+            db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?.exists([])?;
+        if !present {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
         }
     }
     Ok(())
@@ -185,7 +188,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
 
 /// The columns [`connection_from_row`] reads, in its order.
 const CONNECTION_COLUMNS: &str =
-    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified FROM active_connections";
+    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified, batch FROM active_connections";
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
@@ -197,6 +200,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         room: r.get(4)?,
         user: r.get(5)?,
         verified: r.get(6)?,
+        batch: r.get(7)?,
     })
 }
 
@@ -276,8 +280,8 @@ impl ConnectionStore for SqliteStore {
         self.with(|db| {
             db.prepare_cached(
                 "INSERT OR REPLACE INTO active_connections
-                     (connection_id, connected_at, source_ip, expires_at, room, user, verified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 connection.connection_id,
@@ -286,7 +290,8 @@ impl ConnectionStore for SqliteStore {
                 connection.expires_at,
                 connection.room,
                 connection.user,
-                connection.verified
+                connection.verified,
+                connection.batch
             ])
             .map(drop)
         })
@@ -558,7 +563,8 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.get("old").await.unwrap().unwrap().room, "lobby");
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
         assert_eq!(history[0].message, "before rooms");
         std::fs::remove_dir_all(dir).ok();
