@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::AppState;
 use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
-use crate::sockets::{Outbound, SEND_QUEUE, ServerClose, SocketInfo};
+use crate::sockets::{Outbound, SEND_QUEUE, ServerClose, SocketInfo, count_frames_sent};
 
 /// API Gateway's message size limit; a larger message (or any frame announcing
 /// more) closes the socket with 1009 as soon as its header arrives.
@@ -286,12 +286,14 @@ async fn forward(
 ) -> Option<CloseFrame> {
     while let Some(first) = queued.recv().await {
         let mut next = Some(first);
+        let mut written = 0;
         while let Some(out) = next {
             match out {
                 Outbound::Text(text) => {
                     if sink.feed(Message::Text(text)).await.is_err() {
                         return None;
                     }
+                    written += 1;
                 }
                 Outbound::Close { code, reason } => return Some(CloseFrame { code, reason: reason.into() }),
             }
@@ -300,6 +302,7 @@ async fn forward(
         if sink.flush().await.is_err() {
             return None;
         }
+        count_frames_sent(written);
     }
     None
 }

@@ -15,6 +15,35 @@ use tokio::sync::{mpsc, oneshot};
 /// Frames queued per socket before the client counts as too slow and is closed.
 pub const SEND_QUEUE: usize = 1024;
 
+/// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
+pub const FRAMES_SENT: &str = "chat_ws_frames_sent_total";
+/// Counter: what API Gateway would bill for the frames posted through @connections
+/// (in-process or HTTP): one message per started 32 KB of each frame.
+pub const APIGW_MESSAGES: &str = "chat_apigw_messages_total";
+
+/// API Gateway's metering unit for messages.
+const APIGW_MESSAGE_UNIT: usize = 32 * 1024;
+
+/// A counter handle, registered once: `counter!` looks the name up on every call,
+/// too slow for a per-frame path. Registered on first use, which is after the
+/// stack has installed its recorder (a handle taken before would count nothing).
+macro_rules! cached_counter {
+    ($name:expr) => {{
+        static HANDLE: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| metrics::counter!($name))
+    }};
+}
+
+/// Counts `frames` written to a socket.
+pub fn count_frames_sent(frames: u64) {
+    cached_counter!(FRAMES_SENT).increment(frames);
+}
+
+/// Counts a frame posted through @connections as API Gateway bills it.
+fn count_apigw_message(bytes: usize) {
+    cached_counter!(APIGW_MESSAGES).increment(bytes.div_ceil(APIGW_MESSAGE_UNIT).max(1) as u64);
+}
+
 /// What the gateway's writer task is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
@@ -103,7 +132,10 @@ impl Sockets {
             socket.outbound.try_send(Outbound::Text(text))
         };
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                count_apigw_message(frame.len());
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(PostError::Gone),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(connection_id, "client too slow: send queue full, closing it");
