@@ -1,6 +1,7 @@
 //! The embedded store: SQLite (one file, WAL) holding the three tables, with the
 //! message table's row order doubling as the MessageHistory stream.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +95,19 @@ fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
 pub struct SqliteStore {
     db: Arc<Mutex<rusqlite::Connection>>,
     appended: Arc<Notify>,
+    rooms: Arc<Mutex<RoomCache>>,
+}
+
+/// Each room's connections as last read, in id order. The broadcaster lists the
+/// room once per batch; under load that reread (and re-parse) of every row was
+/// most of its SQLite time, while the rows change only on connect and disconnect.
+/// Writes through this store forget it (under the database lock, so no read can
+/// cache a stale list); a write by another connection to the file (another
+/// process, a test) changes SQLite's `data_version`, which forgets it too.
+#[derive(Default)]
+struct RoomCache {
+    data_version: i64,
+    rooms: HashMap<String, Arc<Vec<Connection>>>,
 }
 
 /// A message table row with its sequence number; the event fails to decode if the row is corrupt.
@@ -211,7 +225,34 @@ impl SqliteStore {
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&db).map_err(unavailable)?;
         db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
-        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()) })
+        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
+    }
+
+    /// Every connection of `room` in id order, from the cache when no row changed since it was read.
+    fn room_connections(&self, room: &str) -> Result<Arc<Vec<Connection>>, StoreError> {
+        self.with(|db| {
+            let version: i64 = db.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+            let mut cache = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if cache.data_version != version {
+                cache.rooms.clear();
+                cache.data_version = version;
+            }
+            if let Some(connections) = cache.rooms.get(room) {
+                return Ok(connections.clone());
+            }
+            let connections: Vec<Connection> = db
+                .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE room = ?1 ORDER BY connection_id"))?
+                .query_map(params![room], connection_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let connections = Arc::new(connections);
+            cache.rooms.insert(room.to_owned(), connections.clone());
+            Ok(connections)
+        })
+    }
+
+    /// Called with the database locked, after a write to active_connections.
+    fn forget_rooms(&self) {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).rooms.clear();
     }
 
     /// Runs `f` with the database. Statements are short; the lock is never held across an await.
@@ -292,8 +333,9 @@ impl ConnectionStore for SqliteStore {
                 connection.user,
                 connection.verified,
                 connection.batch
-            ])
-            .map(drop)
+            ])?;
+            self.forget_rooms();
+            Ok(())
         })
     }
 
@@ -308,26 +350,20 @@ impl ConnectionStore for SqliteStore {
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached("DELETE FROM active_connections WHERE connection_id = ?1")?
-                .execute(params![connection_id])
-                .map(drop)
+                .execute(params![connection_id])?;
+            self.forget_rooms();
+            Ok(())
         })
     }
 
-    /// On the `(room, connection_id)` index, like a Query on the room GSI.
+    /// A page of the room's connections in id order, like a Query on the room GSI
+    /// (read on the `(room, connection_id)` index, then cached: [`RoomCache`]).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let limit = limit.max(1);
-        let mut items: Vec<Connection> = self.with(|db| {
-            db.prepare_cached(&format!(
-                "{CONNECTION_COLUMNS} WHERE room = ?1 AND connection_id > ?2 ORDER BY connection_id LIMIT ?3"
-            ))?
-            .query_map(params![room, after.unwrap_or_default(), limit as i64 + 1], connection_from_row)?
-            .collect()
-        })?;
-        // One row past the page tells whether another page follows.
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items[limit - 1].connection_id.clone()
-        });
+        let all = self.room_connections(room)?;
+        let start = after.map_or(0, |after| all.partition_point(|c| c.connection_id.as_str() <= after.as_str()));
+        let items: Vec<Connection> = all[start..].iter().take(limit).cloned().collect();
+        let next = (start + items.len() < all.len()).then(|| items[items.len() - 1].connection_id.clone());
         Ok(Page { items, next })
     }
 
@@ -567,6 +603,31 @@ mod tests {
         assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
         assert_eq!(history[0].message, "before rooms");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_listed_room_sees_every_later_write_from_this_store_and_from_another_connection() {
+        let dir = std::env::temp_dir().join(format!("chat-local-rooms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rooms.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        let ids = |store: SqliteStore| async move {
+            let all = chat_core::ports::list_all_connections(&store, "lobby").await.unwrap();
+            all.into_iter().map(|c| c.connection_id).collect::<Vec<_>>()
+        };
+        let at = at("2026-11-24T10:00:00Z");
+        store.put(&Connection::new("b", "ip", at)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["b"]);
+        store.put(&Connection::new("a", "ip", at)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a", "b"], "a put through this store");
+        store.delete("b").await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a"], "a delete through this store");
+        let other = SqliteStore::open(&path).unwrap();
+        other.put(&Connection::new("c", "ip", at).coalescing(true)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a", "c"], "a put by another connection to the file");
+        assert!(store.get("c").await.unwrap().unwrap().batch);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -52,6 +52,9 @@ enum Command {
         load: LoadArgs,
         #[command(flatten)]
         servers: ServerArgs,
+        /// Draw both latency distributions (CDF) here as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Many clients churning (connect, chat, leave, come back) for a long time
     /// against the local stack, sampling its RSS and open descriptors: slopes per
@@ -437,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report::run_table(&report));
             write_json(load.json.as_deref(), &report)?;
         }
-        Command::Compare { load, servers } => {
+        Command::Compare { load, servers, svg } => {
             let config = load.config();
             let binaries = servers.binaries();
             let reference = load_spawned(Kind::Reference, &binaries, &servers.server_log, &config, &[]).await?;
@@ -445,6 +448,11 @@ async fn main() -> anyhow::Result<()> {
             let comparison = Comparison::new(stack, reference);
             print!("{}", report::comparison_table(&comparison));
             write_json(load.json.as_deref(), &comparison)?;
+            if let Some(path) = &svg {
+                chat_bench::chart::latency_cdf_svg(&comparison, path)
+                    .with_context(|| format!("drawing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
         }
         Command::Coalescing { load, windows_ms, servers } => {
             let binaries = servers.binaries();
