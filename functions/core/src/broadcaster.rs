@@ -188,8 +188,8 @@ impl Broadcaster {
         Ok(())
     }
 
-    /// Posts one event's `frame` to every recipient, at most `max_in_flight` at a
-    /// time. A join is announced to everyone but the joiner.
+    /// Posts one event's `frame` to every recipient. A join is announced to
+    /// everyone but the joiner.
     async fn deliver<'c>(
         &self,
         event: &LogEvent,
@@ -197,22 +197,20 @@ impl Broadcaster {
         recipients: impl Iterator<Item = &'c Connection>,
     ) -> FanoutOutcome {
         let started = Instant::now();
-        let targets = recipients.filter(|c| !is_own_join(event, c));
-
+        let posts: Vec<(&Connection, &Bytes)> =
+            recipients.filter(|c| !is_own_join(event, c)).map(|c| (c, frame)).collect();
         let mut outcome = FanoutOutcome::default();
-        let posts = targets.map(|connection| self.post_one(connection, frame));
-        for_each_bounded(posts, self.config.max_in_flight, |(connection, delivery)| {
+        for ((connection, _), delivery) in posts.iter().zip(self.post_all(&posts).await) {
             outcome.attempted += 1;
             match delivery {
                 Delivery::Delivered => outcome.delivered += 1,
-                Delivery::Gone => outcome.gone.push(connection.clone()),
+                Delivery::Gone => outcome.gone.push((*connection).clone()),
                 Delivery::Failed(error) => {
                     tracing::warn!(connection_id = %connection.connection_id, %error, "delivery failed");
                     outcome.failed += 1;
                 }
             }
-        })
-        .await;
+        }
         tracing::info!(
             message_id = %event.message_id,
             kind = ?event.kind,
@@ -227,11 +225,11 @@ impl Broadcaster {
     }
 
     /// Sends every coalescing connection of `rooms` its events of `batch` (those of
-    /// its room, but its own join), packed by [`coalesce`], frames in order, one
-    /// connection's frames after another's but connections concurrently. Frames
-    /// are packed once per distinct list of events and shared. A frame that fails
-    /// counts as failed for each of its events and every later one of that
-    /// connection (its later frames are not sent, so its order holds).
+    /// its room, but its own join), packed by [`coalesce`] once per distinct list
+    /// of events and shared. Frames go out in waves — every connection's first
+    /// frame, then every second one — so each connection's frames stay in order.
+    /// A frame that fails counts as failed for each of its events and every later
+    /// one of that connection, whose later frames are then not sent.
     async fn deliver_coalesced(
         &self,
         batch: &[SequencedEvent],
@@ -246,8 +244,8 @@ impl Broadcaster {
         }
         // A plan per (room, own join in this batch): everyone else in the room shares one.
         let mut plans: HashMap<(&str, Option<usize>), Arc<Plan>> = HashMap::new();
-        let mut work = Vec::new();
-        for (room, events) in &room_events {
+        let mut work: Vec<(&Connection, Arc<Plan>)> = Vec::new();
+        for (&room, events) in &room_events {
             let Some(connections) = rooms.get(room) else { continue };
             for connection in connections.iter().filter(|c| c.batch) {
                 let own_join = events.iter().copied().find(|&i| is_own_join(&batch[i].event, connection));
@@ -257,59 +255,96 @@ impl Broadcaster {
                     Arc::new(Plan { events, frames: packed })
                 });
                 if !plan.events.is_empty() {
+                    outcome.attempted += plan.events.len();
+                    for &index in &plan.events {
+                        tallies[index].attempted += 1;
+                    }
                     work.push((connection, plan.clone()));
                 }
             }
         }
-        let posts = work.iter().map(|(connection, plan)| async move {
-            let mut sent = 0;
-            for frame in &plan.frames {
-                match self.post_with_retry(&connection.connection_id, &frame.bytes).await {
-                    Delivery::Delivered => sent += frame.events,
-                    other => return (*connection, plan, sent, other),
-                }
+        // Per connection of `work`: events delivered so far, or `None` once it stopped.
+        let mut sent: Vec<Option<usize>> = vec![Some(0); work.len()];
+        for wave in 0.. {
+            let (indexes, posts): (Vec<usize>, Vec<(&Connection, &Bytes)>) = work
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, plan))| sent[*i].is_some() && wave < plan.frames.len())
+                .map(|(i, (connection, plan))| (i, (*connection, &plan.frames[wave].bytes)))
+                .unzip();
+            if posts.is_empty() {
+                break;
             }
-            (*connection, plan, sent, Delivery::Delivered)
-        });
-        for_each_bounded(posts, self.config.max_in_flight, |(connection, plan, sent, delivery)| {
-            outcome.attempted += plan.events.len();
-            outcome.delivered += sent;
-            for &index in &plan.events {
-                tallies[index].attempted += 1;
-            }
-            match delivery {
-                Delivery::Delivered => {}
-                Delivery::Gone => outcome.gone.push(connection.clone()),
-                Delivery::Failed(error) => {
-                    tracing::warn!(connection_id = %connection.connection_id, %error, "coalesced delivery failed");
-                    outcome.failed += plan.events.len() - sent;
-                    for &index in &plan.events[sent..] {
-                        tallies[index].failed += 1;
+            for (i, delivery) in indexes.into_iter().zip(self.post_all(&posts).await) {
+                let (connection, plan) = &work[i];
+                let done = sent[i].unwrap_or_default();
+                match delivery {
+                    Delivery::Delivered => {
+                        let events = plan.frames[wave].events;
+                        outcome.delivered += events;
+                        sent[i] = Some(done + events);
+                    }
+                    Delivery::Gone => {
+                        outcome.gone.push((*connection).clone());
+                        sent[i] = None;
+                    }
+                    Delivery::Failed(error) => {
+                        tracing::warn!(connection_id = %connection.connection_id, %error, "coalesced delivery failed");
+                        outcome.failed += plan.events.len() - done;
+                        for &index in &plan.events[done..] {
+                            tallies[index].failed += 1;
+                        }
+                        sent[i] = None;
                     }
                 }
             }
-        })
-        .await;
+        }
         outcome
     }
 
-    async fn post_one<'c>(&self, connection: &'c Connection, frame: &Bytes) -> (&'c Connection, Delivery) {
-        (connection, self.post_with_retry(&connection.connection_id, frame).await)
+    /// Makes every post once in one [`SocketPoster::post_each`] call, then retries
+    /// the throttled and transient failures with backoff, at most `max_in_flight`
+    /// at a time. What became of each post, in order.
+    async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
+        let ids: Vec<(&str, &Bytes)> = posts.iter().map(|(c, frame)| (c.connection_id.as_str(), *frame)).collect();
+        let answers = self.poster.post_each(&ids, self.config.max_in_flight).await;
+        let mut to_retry = Vec::new();
+        let mut deliveries: Vec<Delivery> = answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| match answer {
+                Ok(()) => Delivery::Delivered,
+                Err(PostError::Gone) => Delivery::Gone,
+                Err(error @ PostError::PayloadTooLarge) => Delivery::Failed(error),
+                Err(error) if self.config.retry.max_attempts <= 1 => Delivery::Failed(error),
+                Err(error) => {
+                    to_retry.push(i);
+                    Delivery::Failed(error)
+                }
+            })
+            .collect();
+        let retries = to_retry.into_iter().map(|i| {
+            let (id, frame) = ids[i];
+            async move { (i, self.post_with_retry(id, frame, 1).await) }
+        });
+        for_each_bounded(retries, self.config.max_in_flight, |(i, delivery)| deliveries[i] = delivery).await;
+        deliveries
     }
 
-    async fn post_with_retry(&self, connection_id: &str, frame: &Bytes) -> Delivery {
+    /// Posts from try `attempt` (0: the first) until delivered, gone, or out of
+    /// tries; before try `n > 0` it waits [`RetryPolicy::delay`]`(n - 1)`.
+    async fn post_with_retry(&self, connection_id: &str, frame: &Bytes, mut attempt: u32) -> Delivery {
         let policy = &self.config.retry;
-        let mut attempt = 0;
         loop {
+            if attempt > 0 {
+                tokio::time::sleep(policy.delay(attempt - 1)).await;
+            }
             match self.poster.post(connection_id, frame).await {
                 Ok(()) => return Delivery::Delivered,
                 Err(PostError::Gone) => return Delivery::Gone,
                 Err(error @ PostError::PayloadTooLarge) => return Delivery::Failed(error),
                 Err(error) if attempt + 1 >= policy.max_attempts => return Delivery::Failed(error),
-                Err(_) => {
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                    attempt += 1;
-                }
+                Err(_) => attempt += 1,
             }
         }
     }

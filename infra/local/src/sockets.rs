@@ -39,9 +39,11 @@ pub fn count_frames_sent(frames: u64) {
     cached_counter!(FRAMES_SENT).increment(frames);
 }
 
-/// Counts a frame posted through @connections as API Gateway bills it.
-fn count_apigw_message(bytes: usize) {
-    cached_counter!(APIGW_MESSAGES).increment(bytes.div_ceil(APIGW_MESSAGE_UNIT).max(1) as u64);
+/// Counts API Gateway messages billed for posted frames.
+fn count_apigw_messages(messages: u64) {
+    if messages > 0 {
+        cached_counter!(APIGW_MESSAGES).increment(messages);
+    }
 }
 
 /// What the gateway's writer task is asked to do.
@@ -121,29 +123,70 @@ impl Sockets {
     /// Queues a frame, answering as @connections would: 410 for an unknown id,
     /// 413 over 128 KiB. A client whose queue is full is closed and reported gone.
     pub fn send(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
-        if frame.len() > MAX_FRAME_BYTES {
-            return Err(PostError::PayloadTooLarge);
-        }
-        // Shares the broadcast's one copy of the frame; only checks it is text.
-        let text = Utf8Bytes::try_from(frame.clone()).map_err(|_| PostError::Other("frame is not UTF-8".into()))?;
-        let outcome = {
-            let open = self.open.read().unwrap();
-            let Some(socket) = open.get(connection_id) else { return Err(PostError::Gone) };
-            socket.outbound.try_send(Outbound::Text(text))
-        };
-        match outcome {
-            Ok(()) => {
-                count_apigw_message(frame.len());
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PostError::Gone),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(connection_id, "client too slow: send queue full, closing it");
-                self.close(connection_id, ServerClose::TooSlow);
-                Err(PostError::Gone)
-            }
-        }
+        self.send_each(&[(connection_id, frame)]).pop().expect("one answer per post")
     }
+
+    /// [`Sockets::send`] for many posts under one look at the socket table: a
+    /// broadcast's frame is checked (size, UTF-8) once, not once per recipient.
+    pub fn send_each(&self, posts: &[(&str, &Bytes)]) -> Vec<Result<(), PostError>> {
+        let mut answers = Vec::with_capacity(posts.len());
+        let mut too_slow = Vec::new();
+        let mut billed = 0;
+        let mut checked: Option<(&Bytes, Result<Utf8Bytes, PostError>)> = None;
+        {
+            let open = self.open.read().unwrap();
+            for &(connection_id, frame) in posts {
+                // Consecutive posts of one broadcast share one buffer: check it once.
+                let same = checked.as_ref().is_some_and(|(last, _)| same_buffer(last, frame));
+                if !same {
+                    checked = Some((frame, as_text(frame)));
+                }
+                let text = match &checked {
+                    Some((_, Ok(text))) => text.clone(),
+                    Some((_, Err(error))) => {
+                        answers.push(Err(error.clone()));
+                        continue;
+                    }
+                    None => unreachable!("checked above"),
+                };
+                let Some(socket) = open.get(connection_id) else {
+                    answers.push(Err(PostError::Gone));
+                    continue;
+                };
+                answers.push(match socket.outbound.try_send(Outbound::Text(text)) {
+                    Ok(()) => {
+                        billed += frame.len().div_ceil(APIGW_MESSAGE_UNIT).max(1) as u64;
+                        Ok(())
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(PostError::Gone),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        too_slow.push(connection_id);
+                        Err(PostError::Gone)
+                    }
+                });
+            }
+        }
+        count_apigw_messages(billed);
+        for connection_id in too_slow {
+            tracing::warn!(connection_id, "client too slow: send queue full, closing it");
+            self.close(connection_id, ServerClose::TooSlow);
+        }
+        answers
+    }
+}
+
+/// Whether two frames are the same buffer (so the same bytes: a live `Bytes` is immutable).
+fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// The frame as a text message, or the @connections answer refusing it.
+fn as_text(frame: &Bytes) -> Result<Utf8Bytes, PostError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(PostError::PayloadTooLarge);
+    }
+    // Shares the broadcast's one copy of the frame; only checks it is text.
+    Utf8Bytes::try_from(frame.clone()).map_err(|_| PostError::Other("frame is not UTF-8".into()))
 }
 
 /// The in-process [`SocketPoster`] the local broadcaster and handlers use.
@@ -154,6 +197,11 @@ pub struct LocalPoster(pub Sockets);
 impl SocketPoster for LocalPoster {
     async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.0.send(connection_id, frame)
+    }
+
+    /// All at once: the sockets are in this process, so there is nothing to wait for.
+    async fn post_each(&self, posts: &[(&str, &Bytes)], _max_in_flight: usize) -> Vec<Result<(), PostError>> {
+        self.0.send_each(posts)
     }
 }
 
