@@ -7,6 +7,7 @@ pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod management;
+pub mod metrics;
 pub mod replay;
 pub mod sockets;
 pub mod store;
@@ -34,10 +35,14 @@ use tower_http::services::ServeDir;
 
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
+use crate::metrics::{CountingLog, Invocations};
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
+
+/// `GET /metrics`: Prometheus text, on the same port as everything else.
+pub const METRICS_PATH: &str = "metrics";
 
 /// Everything the stack can be told.
 #[derive(Clone, Debug)]
@@ -86,6 +91,12 @@ pub async fn serve(
     ready: impl FnOnce(&Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.stage != METRICS_PATH,
+        "the stage cannot be named {METRICS_PATH:?}: /{METRICS_PATH} serves the metrics"
+    );
+    metrics::handle();
+    metrics::spawn_upkeep();
     let sockets = Sockets::default();
     let poster = LocalPoster(sockets.clone());
     let archive: Option<Arc<dyn Archive>> = match &config.archive {
@@ -111,7 +122,7 @@ pub async fn serve(
             let tables = Tables {
                 connections: Arc::new(store.clone()),
                 sessions: Arc::new(store.clone()),
-                log: Arc::new(store.clone()),
+                log: Arc::new(CountingLog(Arc::new(store.clone()))),
             };
             let broadcaster = broadcaster(&tables);
             // No socket outlives this process: rows a crash left behind are
@@ -130,7 +141,8 @@ pub async fn serve(
             (tables, stream)
         }
         Backend::DynamoDb(dynamo) => {
-            let (tables, source) = dynamo::open(dynamo).await?;
+            let (mut tables, source) = dynamo::open(dynamo).await?;
+            tables.log = Arc::new(CountingLog(tables.log));
             let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
             (tables, stream)
         }
@@ -138,11 +150,12 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster };
+    let functions = Functions { tables, poster, invocations: Invocations::default() };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
     let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles });
     let app = Router::new()
+        .route(&format!("/{METRICS_PATH}"), get(metrics::serve))
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
             &format!("/{stage}/{{segment}}/{{connection_id}}"),

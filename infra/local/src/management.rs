@@ -72,7 +72,9 @@ pub async fn post(
             return error_with_message(StatusCode::BAD_REQUEST, "BadRequestException", &rejection.body_text());
         }
     };
-    match app.sockets.send(&connection_id, &body) {
+    let sent = app.sockets.send(&connection_id, &body);
+    crate::metrics::record_post(&sent);
+    match sent {
         Ok(()) => StatusCode::OK.into_response(),
         Err(PostError::Gone) => gone(),
         Err(PostError::PayloadTooLarge) => too_large(),

@@ -1,0 +1,176 @@
+//! `GET /metrics`: after a scripted chat, the Prometheus text parses and its
+//! counters equal what the test did.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Stack, WAIT, host_of, http_get, scratch};
+use prometheus_parse::{Sample, Scrape, Value};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The stack's metrics, parsed. Strict: the parser skips lines it cannot read,
+/// so every line is also checked against the text format's grammar first.
+async fn scrape(stack: &Stack) -> Scrape {
+    let response = http_get(&host_of(&stack.http_url), "/metrics").await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let mut typed = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declared.split_once(' ').expect("# TYPE name kind");
+            assert!(valid_name(name), "{line:?}");
+            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line:?}");
+            typed.push(name.to_owned());
+        } else if !line.starts_with("# HELP ") {
+            let name = check_sample(line);
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(typed.iter().any(|t| t == name || t == family), "{line:?} has a # TYPE before it");
+        }
+    }
+    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text")
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `name{label="value",...} number`: checks one sample line, returning its name.
+fn check_sample(line: &str) -> &str {
+    let (series, number) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+    let parsed = number.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&number);
+    assert!(parsed, "value of {line:?}");
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"))),
+        None => (series, ""),
+    };
+    assert!(valid_name(name), "name in {line:?}");
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let (key, value) = rest.split_once("=\"").unwrap_or_else(|| panic!("label in {line:?}"));
+        assert!(valid_name(key), "label name in {line:?}");
+        let end = value.find('"').unwrap_or_else(|| panic!("unterminated label in {line:?}"));
+        rest = value[end + 1..].strip_prefix(',').unwrap_or(&value[end + 1..]);
+    }
+    name
+}
+
+/// The value of the sample `name` with exactly `labels` (0 if absent, as a
+/// counter never incremented is not rendered).
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matches = |sample: &&Sample| {
+        sample.metric == name
+            && sample.labels.len() == labels.len()
+            && labels.iter().all(|(key, want)| sample.labels.get(key) == Some(*want))
+    };
+    match scrape.samples.iter().find(matches).map(|s| &s.value) {
+        None => 0.0,
+        Some(Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v)) => *v,
+        Some(other) => panic!("{name} is not a single value: {other:?}"),
+    }
+}
+
+/// Polls until the broadcaster has handled `records` stream records.
+async fn until_broadcast(stack: &Stack, records: f64) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let scrape = scrape(stack).await;
+        let done = value(&scrape, "chat_stream_records_total", &[]);
+        if done >= records {
+            assert_eq!(done, records, "more records than the test wrote");
+            return scrape;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {done} of {records} records broadcast in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn counters_equal_what_a_scripted_chat_did() {
+    let dir = scratch("metrics");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let lobby = stack.ws_url.clone();
+    let side_room = format!("{}?room=side", stack.ws_url);
+
+    // Connect one at a time, each join broadcast before the next connection, so
+    // who receives which join is fixed: a's reaches nobody, b's reaches a, c's a and b.
+    let mut a = Client::connect(&lobby).await;
+    until_broadcast(&stack, 1.0).await;
+    let mut b = Client::connect(&lobby).await;
+    a.until(|f| f["kind"] == "join").await;
+    let mut c = Client::connect(&lobby).await;
+    for client in [&mut a, &mut b] {
+        client.until(|f| f["kind"] == "join").await;
+    }
+    let mut d = Client::connect(&side_room).await;
+    until_broadcast(&stack, 4.0).await;
+
+    // 3 lines in the lobby (3 recipients each, the sender included), 1 in the side room.
+    a.say("one").await;
+    a.say("two").await;
+    b.say("three").await;
+    d.say("aside").await;
+    for client in [&mut a, &mut b, &mut c] {
+        // The two senders' lines may be logged in either order.
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let line = client.until(|f| f["kind"] == "chat").await;
+            seen.push(line["text"].as_str().unwrap().to_owned());
+        }
+        seen.sort();
+        assert_eq!(seen, ["one", "three", "two"]);
+    }
+    d.chat("aside").await;
+
+    // b leaves with 1000; a and c hear of it.
+    let normal = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    b.socket.close(Some(normal)).await.unwrap();
+    for client in [&mut a, &mut c] {
+        client.until(|f| f["kind"] == "leave").await;
+    }
+
+    // 4 joins + 4 lines + 1 leave.
+    let metrics = until_broadcast(&stack, 9.0).await;
+    // a: nobody, b: a, c: a and b, d: nobody in its room.
+    let joins = 1 + 2;
+    let lines = 3 * 3 + 1;
+    let leave = 2;
+    assert_eq!(value(&metrics, "chat_deliveries_total", &[]), f64::from(joins + lines + leave));
+    assert_eq!(value(&metrics, "chat_posts_total", &[("outcome", "ok")]), f64::from(joins + lines + leave));
+    for outcome in ["gone", "throttled", "failed"] {
+        assert_eq!(value(&metrics, "chat_posts_total", &[("outcome", outcome)]), 0.0, "{outcome}");
+    }
+    assert_eq!(value(&metrics, "chat_messages_appended_total", &[("kind", "chat")]), 4.0);
+    assert_eq!(value(&metrics, "chat_messages_appended_total", &[("kind", "join")]), 4.0);
+    assert_eq!(value(&metrics, "chat_messages_appended_total", &[("kind", "leave")]), 1.0);
+    assert_eq!(value(&metrics, "chat_connects_total", &[("status", "200")]), 4.0);
+    assert_eq!(value(&metrics, "chat_disconnects_total", &[("code", "1000")]), 1.0);
+    assert_eq!(value(&metrics, "chat_connections_open", &[("room", "lobby")]), 2.0);
+    assert_eq!(value(&metrics, "chat_connections_open", &[("room", "side")]), 1.0);
+    assert_eq!(value(&metrics, "chat_stream_lag_records", &[]), 0.0);
+    for quiet in ["chat_stream_batches_retried_total", "chat_stream_batches_given_up_total"] {
+        assert_eq!(value(&metrics, quiet, &[]), 0.0, "{quiet}");
+    }
+    assert!(metrics.samples.iter().all(|s| s.metric != "chat_handler_errors_total"), "no handler failed");
+
+    // The fan-out histogram saw every invocation: its count is the number of
+    // batches (at least one, at most one per record), its buckets cumulative.
+    let histogram =
+        metrics.samples.iter().find(|s| s.metric == "chat_fanout_duration_seconds").expect("the fan-out histogram");
+    let Value::Histogram(buckets) = &histogram.value else { panic!("a histogram: {histogram:?}") };
+    let total = buckets.last().expect("buckets").count;
+    assert!((1.0..=9.0).contains(&total), "{total} invocations");
+    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "{buckets:?}");
+    assert!(value(&metrics, "chat_stream_lag_seconds", &[]) < 60.0);
+
+    // A refused upgrade and a handler-level refusal show up by status.
+    let refused = tokio_tungstenite::connect_async(format!("{}?room=no%20spaces", stack.ws_url)).await;
+    assert!(refused.is_err(), "a bad room is refused");
+    let metrics = scrape(&stack).await;
+    assert_eq!(value(&metrics, "chat_connects_total", &[("status", "400")]), 1.0);
+    stack.stop().await;
+}
