@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod management;
 pub mod metrics;
 pub mod replay;
+pub mod signature;
 pub mod sockets;
 pub mod store;
 pub mod stream;
@@ -36,6 +37,7 @@ use tower_http::services::ServeDir;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
 use crate::metrics::{CountingLog, Invocations};
+pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
@@ -62,6 +64,8 @@ pub struct Config {
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
     pub connect_limit: Option<Limit>,
+    /// The key @connections requests must be signed with (SigV4).
+    pub access_key: AccessKey,
 }
 
 /// Where the three tables live.
@@ -163,6 +167,7 @@ pub async fn serve(
                 .get(management::get)
                 .delete(management::delete)
                 .fallback(management::no_route)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), management::require_signature))
                 .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
         )
         .with_state(state);
