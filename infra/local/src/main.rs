@@ -219,13 +219,19 @@ fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
     Some(Limit { rate: rate?, burst: burst? })
 }
 
-/// Tests and scripts read the first line to find the endpoint, so it is printed
-/// only once the stack accepts connections.
+/// The startup banner: every URL the stack serves. Tests and scripts read the
+/// first line to find the endpoint, so it is printed only once the stack
+/// accepts connections, and the WebSocket URL stays first.
 fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
     let stage = &config.stage;
     println!("websocket: ws://{address}/{stage}");
     println!("web chat:  http://{address}/");
     println!("@connections: http://{address}/{stage}/@connections/{{connection_id}}");
+    // Never the secret: only which key signs, and whether it is the well-known one.
+    let key = &config.access_key;
+    let which = if key.is_default() { " (the default test/test pair)" } else { "" };
+    println!("signed by: AWS SigV4, access key id {}{which}", key.id);
+    println!("metrics:   http://{address}/{}", chat_local::METRICS_PATH);
     if let Some(auth) = &config.auth {
         let sign_in = if auth.dev_signin { format!(" (sign in: http://{address}/login.html)") } else { String::new() };
         println!("auth:      a token is required on connect{sign_in}");
@@ -234,6 +240,7 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
         Backend::Embedded { database } => println!("database:  {}", database.display()),
         Backend::DynamoDb(dynamo) => println!("dynamodb:  {}", dynamo.endpoint.as_deref().unwrap_or("AWS")),
     }
+    println!("version:   chat-local {}", env!("CARGO_PKG_VERSION"));
 }
 
 async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl FnOnce(&Config)) -> anyhow::Result<()> {

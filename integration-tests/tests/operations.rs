@@ -1,5 +1,6 @@
-//! `GET /metrics`: after a scripted chat, the Prometheus text parses and its
-//! counters equal what the test did.
+//! What an operator sees of the local stack: `GET /metrics` (after a scripted
+//! chat, the Prometheus text parses and its counters equal what the test did),
+//! the startup banner and `--version`.
 
 mod common;
 
@@ -173,4 +174,50 @@ async fn counters_equal_what_a_scripted_chat_did() {
     let metrics = scrape(&stack).await;
     assert_eq!(value(&metrics, "chat_connects_total", &[("status", "400")]), 1.0);
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_banner_lists_every_url_and_each_answers() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = scratch("banner");
+    let mut child = tokio::process::Command::new(common::binary())
+        .args(["--port", "0", "--db"])
+        .arg(dir.join("chat.db"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-local");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = std::collections::BTreeMap::new();
+    while !banner.contains_key("version") {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("the banner in time").unwrap();
+        let line = line.expect("the banner ends with the version");
+        let (label, value) = line.split_once(':').expect("label: value");
+        banner.insert(label.to_owned(), value.trim().to_owned());
+    }
+    let version = format!("chat-local {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(banner["version"], version);
+    assert_eq!(banner["signed by"], "AWS SigV4, access key id test (the default test/test pair)");
+
+    let websocket = &banner["websocket"];
+    let host = host_of(websocket);
+    let mut client = Client::connect(websocket).await;
+    client.say("hello").await;
+    client.chat("hello").await;
+    let page = http_get(&host, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<html"), "the web chat");
+    assert_eq!(banner["web chat"], format!("http://{host}/"));
+    assert_eq!(banner["metrics"], format!("http://{host}/metrics"));
+    assert!(http_get(&host, "/metrics").await.contains("chat_connections_open{room=\"lobby\"} 1"));
+    let template = format!("http://{host}/dev/@connections/{{connection_id}}");
+    assert_eq!(banner["@connections"], template);
+    // Unsigned, so refused — but by the @connections API, in AWS's shape.
+    let refused = http_get(&host, "/dev/@connections/abc").await;
+    assert!(refused.contains("Missing Authentication Token"), "{refused}");
+    child.kill().await.unwrap();
+
+    let output = tokio::process::Command::new(common::binary()).arg("--version").output().await.unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), version);
 }
