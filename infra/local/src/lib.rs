@@ -2,12 +2,15 @@
 //! Gateway WebSocket emulator, the @connections API, SQLite as the tables with
 //! its message table as the stream, and the stream → broadcaster event source.
 
+pub mod auth;
 pub mod dynamo;
 pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod management;
+pub mod metrics;
 pub mod replay;
+pub mod signature;
 pub mod sockets;
 pub mod store;
 pub mod stream;
@@ -32,12 +35,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
+pub use crate::auth::AuthSettings;
+use crate::auth::Authorizer;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
+use crate::metrics::{CountingLog, Invocations};
+pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
+
+/// `GET /metrics`: Prometheus text, on the same port as everything else.
+pub const METRICS_PATH: &str = "metrics";
 
 /// Everything the stack can be told.
 #[derive(Clone, Debug)]
@@ -57,6 +67,10 @@ pub struct Config {
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
     pub connect_limit: Option<Limit>,
+    /// The key @connections requests must be signed with (SigV4).
+    pub access_key: AccessKey,
+    /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
+    pub auth: Option<AuthSettings>,
 }
 
 /// Where the three tables live.
@@ -74,6 +88,7 @@ pub struct AppState {
     pub sockets: Sockets,
     pub functions: Functions,
     pub throttles: Throttles,
+    pub authorizer: Option<Authorizer>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every socket
@@ -86,6 +101,12 @@ pub async fn serve(
     ready: impl FnOnce(&Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.stage != METRICS_PATH,
+        "the stage cannot be named {METRICS_PATH:?}: /{METRICS_PATH} serves the metrics"
+    );
+    metrics::handle();
+    metrics::spawn_upkeep();
     let sockets = Sockets::default();
     let poster = LocalPoster(sockets.clone());
     let archive: Option<Arc<dyn Archive>> = match &config.archive {
@@ -111,7 +132,7 @@ pub async fn serve(
             let tables = Tables {
                 connections: Arc::new(store.clone()),
                 sessions: Arc::new(store.clone()),
-                log: Arc::new(store.clone()),
+                log: Arc::new(CountingLog(Arc::new(store.clone()))),
             };
             let broadcaster = broadcaster(&tables);
             // No socket outlives this process: rows a crash left behind are
@@ -130,7 +151,8 @@ pub async fn serve(
             (tables, stream)
         }
         Backend::DynamoDb(dynamo) => {
-            let (tables, source) = dynamo::open(dynamo).await?;
+            let (mut tables, source) = dynamo::open(dynamo).await?;
+            tables.log = Arc::new(CountingLog(tables.log));
             let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
             (tables, stream)
         }
@@ -138,11 +160,15 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster };
+    let functions = Functions { tables, poster, invocations: Invocations::default() };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
-    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles });
+    let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
+    let page_config = auth::page_config(authorizer.as_ref());
+    let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
+    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles, authorizer });
     let app = Router::new()
+        .route(&format!("/{METRICS_PATH}"), get(metrics::serve))
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
             &format!("/{stage}/{{segment}}/{{connection_id}}"),
@@ -150,12 +176,19 @@ pub async fn serve(
                 .get(management::get)
                 .delete(management::delete)
                 .fallback(management::no_route)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), management::require_signature))
                 .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
         )
+        .route("/dev/token", post(auth::dev_token))
+        .route("/config.json", get(move || std::future::ready(axum::Json(page_config.clone()))))
         .with_state(state);
     let unrouted_prefix: Arc<str> = format!("/{stage}/").into();
     let frontend = frontend.map(ServeDir::new);
-    let app = app.fallback(move |request: Request| unrouted(unrouted_prefix.clone(), frontend.clone(), request));
+    let app = app.fallback(move |request: Request| {
+        // The development sign-in page exists only while tokens can be minted.
+        let hidden = !dev_signin && request.uri().path() == "/login.html";
+        unrouted(unrouted_prefix.clone(), frontend.clone(), hidden, request)
+    });
 
     // Chat frames are small and latency-bound: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -176,9 +209,12 @@ pub async fn serve(
 
 /// A request no route took: under the stage, API Gateway's own 403 (it never
 /// answers 404 there); anywhere else, a file of the web chat.
-async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, request: Request) -> Response {
+async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, hidden: bool, request: Request) -> Response {
     if request.uri().path().starts_with(&*stage_prefix) {
         return management::no_route().await;
+    }
+    if hidden {
+        return StatusCode::NOT_FOUND.into_response();
     }
     let Some(mut frontend) = frontend else { return webpage::serve(request.uri()) };
     match frontend.try_call(request).await {

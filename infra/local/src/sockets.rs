@@ -196,12 +196,16 @@ pub struct LocalPoster(pub Sockets);
 #[async_trait]
 impl SocketPoster for LocalPoster {
     async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
-        self.0.send(connection_id, frame)
+        let result = self.0.send(connection_id, frame);
+        crate::metrics::record_post(&result);
+        result
     }
 
     /// All at once: the sockets are in this process, so there is nothing to wait for.
     async fn post_each(&self, posts: &[(&str, &Bytes)], _max_in_flight: usize) -> Vec<Result<(), PostError>> {
-        self.0.send_each(posts)
+        let results = self.0.send_each(posts);
+        crate::metrics::record_posts(&results);
+        results
     }
 }
 

@@ -296,6 +296,42 @@ pub fn host_of(url: &str) -> String {
     url.split("://").nth(1).and_then(|rest| rest.split('/').next()).expect("URL has a host").to_owned()
 }
 
+/// The local stack's default @connections key: (access key id, secret).
+pub const TEST_KEY: (&str, &str) = ("test", "test");
+
+/// The `/path?query` of a URL.
+pub fn target_of(url: &str) -> String {
+    url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into())
+}
+
+/// The SigV4 headers (`x-amz-date`, `authorization`) that sign a request to the
+/// local @connections API with `key`, as the SDKs sign `execute-api` calls
+/// (region us-east-1, the `host` header signed).
+pub fn sigv4_headers(method: &str, url: &str, body: &[u8], key: (&str, &str)) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = aws_sdk_apigatewaymanagement::config::Credentials::new(key.0, key.1, None, None, "tests").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing parameters")
+        .into();
+    let host = host_of(url);
+    let target = target_of(url);
+    let request =
+        SignableRequest::new(method, target, [("host", host.as_str())].into_iter(), SignableBody::Bytes(body)).unwrap();
+    let (instructions, _) = sign(request, &params).expect("signed").into_parts();
+    instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
+}
+
+/// [`sigv4_headers`] as HTTP/1.1 header lines, each ending in CRLF.
+pub fn signed_header_lines(method: &str, url: &str, body: &[u8], key: (&str, &str)) -> String {
+    sigv4_headers(method, url, body, key).iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
+}
+
 /// Sends an HTTP/1.1 request and reads the response head: the status code, the
 /// head's text, and whatever followed it.
 pub async fn raw_request(tcp: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
@@ -507,4 +543,32 @@ pub async fn http_get(address: &str, path: &str) -> String {
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// `POST path` with a JSON body on `host:port`, `Connection: close`: the status and the body.
+pub async fn http_post_json(address: &str, path: &str, body: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The status an upgrade of `url` is refused with (panics if it is accepted).
+pub async fn refused_status(url: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio::time::timeout(WAIT, connect_async(url)).await.expect("answered in time") {
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{url}: failed without an HTTP status: {other}"),
+        Ok(_) => panic!("{url}: the upgrade was accepted"),
+    }
 }
