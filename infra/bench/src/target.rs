@@ -79,6 +79,9 @@ impl Server {
             Kind::Stack => {
                 let mut command = Command::new(&binaries.stack);
                 command.args(["--port", "0", "--db"]).arg(scratch.join("bench.db"));
+                // As much queued per socket as the reference's broadcast channel holds:
+                // under overload both buffer the same before a client is cut off.
+                command.arg(format!("--send-queue={}", crate::reference::CHANNEL_CAPACITY));
                 command
             }
             Kind::Reference => {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::AppState;
 use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
-use crate::sockets::{Outbound, SEND_QUEUE, ServerClose, SocketInfo, count_frames_sent};
+use crate::sockets::{Outbound, ServerClose, SocketInfo, count_frames_sent};
 
 /// API Gateway's message size limit; a larger message (or any frame announcing
 /// more) closes the socket with 1009 as soon as its header arrives.
@@ -69,7 +69,7 @@ pub async fn upgrade(
         user_agent: context.user_agent.clone(),
     });
     // Registered before $connect runs, so a broadcast racing the upgrade is queued, not a 410.
-    let (outbound, queued) = mpsc::channel(SEND_QUEUE);
+    let (outbound, queued) = mpsc::channel(app.config.send_queue.max(1));
     let closed = app.sockets.register(&context.connection_id, outbound.clone(), info.clone());
 
     let event = websocket_event(&context, Route::Connect { headers: headers.clone(), query });

@@ -12,7 +12,8 @@ use chat_core::ports::{PostError, SocketPoster};
 use chat_core::protocol::MAX_FRAME_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
-/// Frames queued per socket before the client counts as too slow and is closed.
+/// Frames queued per socket before the client counts as too slow and is closed
+/// (the default of `--send-queue`).
 pub const SEND_QUEUE: usize = 1024;
 
 /// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
@@ -82,8 +83,55 @@ struct Socket {
 /// All open sockets by connection id.
 #[derive(Clone, Default)]
 pub struct Sockets {
-    open: Arc<RwLock<HashMap<String, Socket>>>,
+    open: Arc<RwLock<HashMap<SocketKey, Socket, foldhash::fast::RandomState>>>,
 }
+
+/// A connection id held inline in the socket table. A broadcast looks up every
+/// recipient: with `String` keys each lookup also read the key's separate heap
+/// block — a cache miss per recipient that the profile showed as ~7 % of the
+/// stack's CPU (in `memcmp`) at 1000 clients. The gateway's ids are 16 characters.
+#[derive(Clone, Copy)]
+struct SocketKey {
+    len: u8,
+    bytes: [u8; SocketKey::CAPACITY],
+}
+
+impl SocketKey {
+    const CAPACITY: usize = 32;
+
+    /// `None` for an id too long to be one of this gateway's.
+    fn new(id: &str) -> Option<Self> {
+        let mut bytes = [0; Self::CAPACITY];
+        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
+        Some(Self { len: id.len() as u8, bytes })
+    }
+
+    fn as_str(&self) -> &str {
+        // SAFETY: the bytes were copied from a `str` whole (`new`).
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len as usize]) }
+    }
+}
+
+impl std::borrow::Borrow<str> for SocketKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for SocketKey {
+    // As the `str` it holds, so that lookups by `&str` find it (`Borrow`).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for SocketKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SocketKey {}
 
 impl Sockets {
     pub fn register(
@@ -94,7 +142,13 @@ impl Sockets {
     ) -> oneshot::Receiver<ServerClose> {
         let (close, closed) = oneshot::channel();
         let socket = Socket { outbound, close: std::sync::Mutex::new(Some(close)), info };
-        self.open.write().unwrap().insert(connection_id.to_owned(), socket);
+        match SocketKey::new(connection_id) {
+            Some(key) => {
+                self.open.write().unwrap().insert(key, socket);
+            }
+            // Not reachable with the gateway's ids; such a socket is simply never posted to (410).
+            None => tracing::error!(connection_id, "connection id too long for the socket table"),
+        }
         closed
     }
 
@@ -107,7 +161,7 @@ impl Sockets {
     }
 
     pub fn ids(&self) -> Vec<String> {
-        self.open.read().unwrap().keys().cloned().collect()
+        self.open.read().unwrap().keys().map(|key| key.as_str().to_owned()).collect()
     }
 
     /// Asks the socket's task to close it; `false` if there is no such socket.
