@@ -308,10 +308,12 @@ async fn forward(
             }
             next = queued.try_recv().ok();
         }
+        // Counted as handed to the socket, before the flush: a client may read a
+        // frame before the flush returns, and a reader of the counter must not lag it.
+        count_frames_sent(written);
         if sink.flush().await.is_err() {
             return None;
         }
-        count_frames_sent(written);
     }
     None
 }
