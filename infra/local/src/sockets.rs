@@ -1,7 +1,7 @@
 //! The live sockets of this gateway, and the poster that writes to them
 //! in-process with the same answers the @connections API gives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -10,7 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::Bytes;
 use chat_core::ports::{PostError, SocketPoster};
 use chat_core::protocol::MAX_FRAME_BYTES;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// Frames queued per socket before the client counts as too slow and is closed
 /// (the default of `--send-queue`).
@@ -54,6 +54,115 @@ pub enum Outbound {
     Close { code: u16, reason: &'static str },
 }
 
+/// One socket's queue of frames to write: filled by posts and replies from any
+/// task, drained whole by the socket's writer. A broadcast pushes to every
+/// recipient, so a push is kept cheap: one lock that only the writer shares (once
+/// per batch it takes), and a wake-up only when the writer may be waiting (the
+/// queue was empty). A tokio mpsc channel did four atomic operations on lines
+/// the writer's core also touches per frame (the profile's largest item).
+pub struct Outbox {
+    queue: std::sync::Mutex<Queue>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Outbound>,
+    /// No more pushes: the writer drains what is queued, then ends.
+    ended: bool,
+}
+
+/// What became of a push.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The client is not keeping up: `capacity` frames wait already.
+    Full,
+    /// The socket is closing or closed.
+    Closed,
+}
+
+impl Outbox {
+    /// An outbox for a socket whose client is cut off once `capacity` frames wait.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self { queue: Default::default(), ready: Notify::new(), capacity: capacity.max(1) })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a broadcast frame, unless `capacity` frames wait already.
+    pub fn push(&self, out: Outbound) -> Push {
+        self.push_within(out, self.capacity)
+    }
+
+    /// Queues a reply to the client's own message, or a close frame: these are
+    /// bounded by what the client sends, not by the room, so they always fit.
+    pub fn push_reply(&self, out: Outbound) -> Push {
+        self.push_within(out, usize::MAX)
+    }
+
+    fn push_within(&self, out: Outbound, limit: usize) -> Push {
+        let mut queue = self.queue();
+        if queue.ended {
+            return Push::Closed;
+        }
+        if queue.frames.len() >= limit {
+            return Push::Full;
+        }
+        let was_empty = queue.frames.is_empty();
+        queue.frames.push_back(out);
+        drop(queue);
+        if was_empty {
+            // A permit is kept if the writer is not waiting yet: no wake-up is lost.
+            self.ready.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Frames waiting now.
+    pub fn waiting(&self) -> usize {
+        self.queue().frames.len()
+    }
+
+    /// Waits for frames and moves all of them into `batch` (which must be empty);
+    /// `false` once the outbox has ended and nothing is left.
+    pub async fn take(&self, batch: &mut VecDeque<Outbound>) -> bool {
+        loop {
+            {
+                let mut queue = self.queue();
+                if !queue.frames.is_empty() {
+                    std::mem::swap(&mut queue.frames, batch);
+                    return true;
+                }
+                if queue.ended {
+                    return false;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// No more pushes; the writer still drains what is queued (an orderly close).
+    pub fn end(&self) {
+        self.queue().ended = true;
+        self.ready.notify_one();
+    }
+
+    /// No more pushes, and what is queued is dropped now (freeing its memory).
+    pub fn abandon(&self) {
+        let dropped = {
+            let mut queue = self.queue();
+            queue.ended = true;
+            std::mem::take(&mut queue.frames)
+        };
+        drop(dropped);
+        self.ready.notify_one();
+    }
+}
+
 /// Why a socket is being closed from the server side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerClose {
@@ -75,7 +184,7 @@ pub struct SocketInfo {
 }
 
 struct Socket {
-    outbound: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     close: std::sync::Mutex<Option<oneshot::Sender<ServerClose>>>,
     info: Arc<SocketInfo>,
 }
@@ -137,11 +246,11 @@ impl Sockets {
     pub fn register(
         &self,
         connection_id: &str,
-        outbound: mpsc::Sender<Outbound>,
+        outbox: Arc<Outbox>,
         info: Arc<SocketInfo>,
     ) -> oneshot::Receiver<ServerClose> {
         let (close, closed) = oneshot::channel();
-        let socket = Socket { outbound, close: std::sync::Mutex::new(Some(close)), info };
+        let socket = Socket { outbox, close: std::sync::Mutex::new(Some(close)), info };
         match SocketKey::new(connection_id) {
             Some(key) => {
                 self.open.write().unwrap().insert(key, socket);
@@ -207,13 +316,13 @@ impl Sockets {
                     answers.push(Err(PostError::Gone));
                     continue;
                 };
-                answers.push(match socket.outbound.try_send(Outbound::Text(text)) {
-                    Ok(()) => {
+                answers.push(match socket.outbox.push(Outbound::Text(text)) {
+                    Push::Queued => {
                         billed += frame.len().div_ceil(APIGW_MESSAGE_UNIT).max(1) as u64;
                         Ok(())
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(PostError::Gone),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Push::Closed => Err(PostError::Gone),
+                    Push::Full => {
                         too_slow.push(connection_id);
                         Err(PostError::Gone)
                     }
@@ -266,5 +375,71 @@ impl SocketPoster for LocalPoster {
 impl SocketInfo {
     pub fn touch(&self, now_ms: i64) {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &'static str) -> Outbound {
+        Outbound::Text(Utf8Bytes::from_static(s))
+    }
+
+    fn texts(batch: &VecDeque<Outbound>) -> Vec<&str> {
+        batch
+            .iter()
+            .map(|out| match out {
+                Outbound::Text(text) => text.as_str(),
+                Outbound::Close { .. } => "close",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_everything_queued_in_order_and_a_full_outbox_refuses_broadcasts_only() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(text("a")), Push::Queued);
+        assert_eq!(outbox.push(text("b")), Push::Queued);
+        assert_eq!(outbox.push(text("c")), Push::Full, "the client is not keeping up");
+        assert_eq!(outbox.push_reply(text("pong")), Push::Queued, "replies still fit");
+        let mut batch = VecDeque::new();
+        assert!(outbox.take(&mut batch).await);
+        assert_eq!(texts(&batch), ["a", "b", "pong"]);
+        assert_eq!(outbox.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_is_woken_by_a_push_and_an_ended_outbox_drains_then_stops() {
+        let outbox = Outbox::new(8);
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                let mut seen = Vec::new();
+                let mut batch = VecDeque::new();
+                while outbox.take(&mut batch).await {
+                    seen.extend(texts(&batch).into_iter().map(str::to_owned));
+                    batch.clear();
+                }
+                seen
+            }
+        });
+        tokio::task::yield_now().await;
+        outbox.push(text("first"));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        outbox.push(text("second"));
+        outbox.end();
+        assert_eq!(outbox.push(text("late")), Push::Closed);
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await.unwrap().unwrap();
+        assert_eq!(seen, ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn abandoning_drops_what_is_queued() {
+        let outbox = Outbox::new(8);
+        outbox.push(text("never read"));
+        outbox.abandon();
+        assert_eq!(outbox.waiting(), 0);
+        assert!(!outbox.take(&mut VecDeque::new()).await);
     }
 }
