@@ -16,7 +16,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chat_core::broadcaster::BatchReport;
 use chat_core::handlers::HandlerError;
-use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError};
+use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError, post_outcome};
 use chat_core::{EventKind, LogEvent};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -163,19 +163,16 @@ pub fn record_post(result: &Result<(), PostError>) {
 /// Counts @connections posts by outcome, one counter update per outcome (a
 /// broadcast makes thousands of posts; a lookup each would cost more than the post).
 pub fn record_posts(results: &[Result<(), PostError>]) {
-    let mut counts = [0u64; 4];
+    let mut counts: Vec<(&'static str, u64)> = Vec::with_capacity(4);
     for result in results {
-        counts[match result {
-            Ok(()) => 0,
-            Err(PostError::Gone) => 1,
-            Err(PostError::Throttled) => 2,
-            Err(PostError::PayloadTooLarge | PostError::Other(_)) => 3,
-        }] += 1;
-    }
-    for (outcome, count) in ["ok", "gone", "throttled", "failed"].into_iter().zip(counts) {
-        if count > 0 {
-            metrics::counter!(POSTS, "outcome" => outcome).increment(count);
+        let outcome = post_outcome(result);
+        match counts.iter_mut().find(|(seen, _)| *seen == outcome) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((outcome, 1)),
         }
+    }
+    for (outcome, count) in counts {
+        metrics::counter!(POSTS, "outcome" => outcome).increment(count);
     }
 }
 
