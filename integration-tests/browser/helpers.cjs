@@ -48,4 +48,47 @@ async function say(page, text) {
   await page.press("#text", "Enter");
 }
 
-module.exports = { WAIT, WebSocket, step, launch, openChat, status, line, waitForStatus, connect, say };
+// A plain WebSocket client (no page): another user, or a seed client. Keeps every
+// frame it gets (coalesced ones unpacked) so a test can wait for one.
+class Peer {
+  static async open(url) {
+    const socket = new WebSocket(url);
+    const peer = new Peer(socket);
+    await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
+    return peer;
+  }
+
+  constructor(socket) {
+    this.socket = socket;
+    this.frames = [];
+    this.waiters = [];
+    socket.on("message", (data) => {
+      const frame = JSON.parse(data);
+      this.frames.push(...(Array.isArray(frame.events) ? frame.events : [frame]));
+      this.waiters = this.waiters.filter((check) => !check());
+    });
+  }
+
+  // The first frame (already here or still to come) that `wanted` accepts.
+  next(wanted, what = "a frame") {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT.timeout} ms`)), WAIT.timeout);
+      const check = () => {
+        const frame = this.frames.find(wanted);
+        if (frame) { clearTimeout(timer); resolve(frame); }
+        return Boolean(frame);
+      };
+      if (!check()) this.waiters.push(check);
+    });
+  }
+
+  // Sends a chat line and waits until it is broadcast back.
+  async say(text) {
+    this.socket.send(JSON.stringify({ action: "sendmessage", message: text }));
+    return this.next((f) => f.kind === "chat" && f.text === text, `echo of "${text}"`);
+  }
+
+  close() { this.socket.close(1000); }
+}
+
+module.exports = { WAIT, WebSocket, Peer, step, launch, openChat, status, line, waitForStatus, connect, say };

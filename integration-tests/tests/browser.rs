@@ -70,6 +70,17 @@ async fn rooms_members_and_recovery_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
+    let (stack, dir) = run_script("conversation.test.cjs", "browser-conversation").await;
+    for shot in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
+        assert!(dir.join(format!("conversation-{shot}.png")).exists(), "the {shot} screenshot was saved");
+    }
+    // The keyboard-only line kept its new line.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'typed with keys\nsecond line'"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_outbox_survives_a_server_kill_and_a_reload() {
     // The script SIGKILLs this stack (by the PID it is given) and starts the same
     // binary again on the same port and database, stopping that one itself.
