@@ -3,6 +3,8 @@
 "use strict";
 
 const path = require("node:path");
+const readline = require("node:readline");
+const { spawn } = require("node:child_process");
 
 const tools = path.join(__dirname, "..", ".tools", "node_modules");
 const { chromium } = require(path.join(tools, "playwright-core"));
@@ -91,4 +93,36 @@ class Peer {
   close() { this.socket.close(1000); }
 }
 
-module.exports = { WAIT, WebSocket, Peer, step, launch, openChat, status, line, waitForStatus, connect, say };
+// Starts the stack's binary (CHAT_LOCAL_BIN) itself, for a script that needs
+// other flags or a restart: resolves to {child, wsUrl} once it listens. The
+// script stops it (stop(), and process exit kills whatever is left).
+const started = new Set();
+process.on("exit", () => started.forEach((child) => child.kill("SIGKILL")));
+function startStack({ db, port = 0, args = [] }) {
+  const binary = process.env.CHAT_LOCAL_BIN;
+  if (!binary) throw new Error("CHAT_LOCAL_BIN names the chat-local binary");
+  const child = spawn(binary, ["--port", String(port), "--db", db, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the stack did not listen in time")), 20_000);
+    readline.createInterface({ input: child.stdout }).once("line", (first) => {
+      clearTimeout(timer);
+      resolve({ child, wsUrl: first.replace(/^websocket: /, "") });
+    });
+    child.once("exit", (code) => reject(new Error(`the stack exited with ${code}`)));
+  });
+}
+
+function stopStack({ child }) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill("SIGTERM");
+  });
+}
+
+module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, step, launch, openChat, status, line, waitForStatus, connect, say };
