@@ -8,7 +8,7 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, Peer, step, launch, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
+const { WAIT, runChecks, Peer, step, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node conversation.test.cjs <ws://host:port/stage> <output dir>");
@@ -275,27 +275,16 @@ async function historyAbove(browser) {
   await page.context().close();
 }
 
-async function main() {
-  const browser = await launch();
-  try {
-    const talker = await busyHour();
-    const page = await openChat(browser, `${pageUrl}#room=${ROOM}`, { viewport: DESKTOP, tuning: { firstVisit: 100 } });
-    await history(page, talker);
-    await screenshots(page);
-    await scrolling(page, talker);
-    await accessibility(page); // with the "new messages" button showing
-    await backToBottom(page, talker);
-    await hiddenTab(page, talker);
-    await keyboardOnly(browser, talker);
-    await historyAbove(browser);
-    talker.close();
-    step("all conversation checks passed");
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+runChecks(async (browser) => {
+  const talker = await busyHour();
+  const page = await openChat(browser, `${pageUrl}#room=${ROOM}`, { viewport: DESKTOP, tuning: { firstVisit: 100 } });
+  await history(page, talker);
+  await screenshots(page);
+  await scrolling(page, talker);
+  await accessibility(page); // with the "new messages" button showing
+  await backToBottom(page, talker);
+  await hiddenTab(page, talker);
+  await keyboardOnly(browser, talker);
+  await historyAbove(browser);
+  talker.close();
+}, "all conversation checks passed");

@@ -125,4 +125,20 @@ function stopStack({ child }) {
   });
 }
 
-module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, step, launch, openChat, status, line, waitForStatus, connect, say };
+// Runs a script's checks with one browser; a failure ends the process with 1.
+function runChecks(checks, done) {
+  (async () => {
+    const browser = await launch();
+    try {
+      await checks(browser);
+      step(done);
+    } finally {
+      await browser.close();
+    }
+  })().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
+
+module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, runChecks, step, launch, openChat, status, line, waitForStatus, connect, say };

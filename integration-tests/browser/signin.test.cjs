@@ -8,7 +8,7 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, WebSocket, startStack, stopStack, step, launch, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
+const { WAIT, runChecks, WebSocket, startStack, stopStack, step, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
 const { startIssuer } = require("./oidc-issuer.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
@@ -36,7 +36,7 @@ function upgradeStatus(url) {
   });
 }
 
-async function devSignIn(browser, pageUrl, page) {
+async function devSignIn(page) {
   const opened = sockets(page);
   await waitForStatus(page, "disconnected");
   assert.equal(await loginStatus(page), "Not logged in");
@@ -61,7 +61,7 @@ async function devFlow(browser) {
   const pageUrl = `${origin(wsUrl)}/#room=signin`;
   step("dev sign-in: nothing connects without a token; the sign-in page mints one for a typed name");
   const alice = await openChat(browser, pageUrl);
-  const aliceSockets = await devSignIn(browser, pageUrl, alice);
+  const aliceSockets = await devSignIn(alice);
   await signInAs(alice, "alice");
   assert.match(await alice.textContent("#token-validity"), /^\d+m \d\ds$|^\d+h \d\dm$/);
   assert.ok(await alice.isVisible("#sign-out"));
@@ -70,7 +70,7 @@ async function devFlow(browser) {
   assert.match(aliceSockets.at(-1), /[?&]batch=1(&|$)/, "coalesced frames asked for");
 
   const bob = await openChat(browser, pageUrl);
-  await devSignIn(browser, pageUrl, bob);
+  await devSignIn(bob);
   await signInAs(bob, "bob");
   await connect(bob);
 
@@ -179,19 +179,8 @@ async function oidcFlow(browser) {
   }
 }
 
-async function main() {
-  const browser = await launch();
-  try {
-    await devFlow(browser);
-    await tokenInStorage(browser);
-    await oidcFlow(browser);
-    step("all sign-in checks passed");
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+runChecks(async (browser) => {
+  await devFlow(browser);
+  await tokenInStorage(browser);
+  await oidcFlow(browser);
+}, "all sign-in checks passed");

@@ -85,7 +85,10 @@ async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
     // The script also starts a second stack itself, with --oidc-issuer pointing at
     // its own loopback issuer.
     let (stack, dir) = run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret"]).await;
-    assert!(dir.join("signed-in.png").exists() && dir.join("oidc-signed-in.png").exists(), "the screenshots were saved");
+    assert!(
+        dir.join("signed-in.png").exists() && dir.join("oidc-signed-in.png").exists(),
+        "the screenshots were saved"
+    );
     // The signed-in pages' lines carry the verified names in the log.
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message LIKE '%hello, I am alice%'"), 1);
     stack.stop().await;
