@@ -26,6 +26,7 @@
 //! ```
 
 mod jwks;
+mod settings;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use serde::Deserialize;
 
 pub use jwks::{JwksError, JwksSource};
 use jwks::{KeyCache, KeyMiss};
+pub use settings::{MIN_SECRET_BYTES, SettingsError};
 
 /// API Gateway refuses longer identity sources anyway; a bound keeps parsing cheap.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

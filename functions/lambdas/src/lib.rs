@@ -3,7 +3,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoLog, DynamoSessions, S3Archive, TableNames};
-use chat_core::auth::{SharedSecret, TrustedIssuer, VerifierConfig};
+use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 
 pub use chat_core::entrypoints::{expiry, stream, websocket};
@@ -87,108 +87,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     })
 }
 
-/// The authorizer's trust, from the environment; a misconfigured stack fails at
-/// cold start rather than on every connection.
-///
-/// | variable | meaning |
-/// |---|---|
-/// | `OIDC_ISSUER` | issuer whose RS256/ES256 tokens are accepted (e.g. a Cognito user pool URL) |
-/// | `OIDC_AUDIENCE` | comma-separated app client ids; required with `OIDC_ISSUER` |
-/// | `JWKS_URL` | the issuer's JWKS, if not at `{OIDC_ISSUER}/.well-known/jwks.json` |
-/// | `JWT_SECRET` | HS256 shared secret, at least 32 bytes; HS256 is refused without it |
-/// | `JWT_ISSUER`, `JWT_AUDIENCE` | optional `iss` / audience required of HS256 tokens |
-/// | `JWT_LEEWAY_SECONDS` | clock skew on `exp`/`nbf` (default 30) |
-/// | `JWKS_REFETCH_SECONDS` | an unknown `kid` refetches at most this often (default 60) |
-///
-/// At least one of `OIDC_ISSUER` and `JWT_SECRET` must be set.
+/// The authorizer's trust, from the environment (see [`VerifierConfig::from_settings`]
+/// for the variables); a misconfigured stack fails at cold start rather than on every connection.
 pub fn verifier_config_from_env() -> Result<VerifierConfig, Error> {
-    verifier_config(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
-}
-
-fn verifier_config(var: impl Fn(&str) -> Option<String>) -> Result<VerifierConfig, Error> {
-    let list = |name: &str| -> Vec<String> {
-        var(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Into::into).collect())
-            .unwrap_or_default()
-    };
-    let mut issuers = Vec::new();
-    if let Some(issuer) = var("OIDC_ISSUER") {
-        let audience = list("OIDC_AUDIENCE");
-        if audience.is_empty() {
-            return Err("OIDC_AUDIENCE must name the app client id(s) accepted from OIDC_ISSUER".into());
-        }
-        let mut trusted = TrustedIssuer::new(issuer.trim(), audience);
-        if let Some(url) = var("JWKS_URL") {
-            trusted = trusted.with_jwks_url(url.trim());
-        }
-        issuers.push(trusted);
-    }
-    let mut config = VerifierConfig::with_issuers(issuers);
-    if let Some(secret) = var("JWT_SECRET") {
-        if secret.len() < 32 {
-            return Err("JWT_SECRET must be at least 32 bytes".into());
-        }
-        let mut shared = SharedSecret::new(secret.as_bytes());
-        shared.issuer = var("JWT_ISSUER");
-        shared.audience = list("JWT_AUDIENCE");
-        config.shared_secret = Some(shared);
-    }
-    if config.issuers.is_empty() && config.shared_secret.is_none() {
-        return Err("set OIDC_ISSUER (+ OIDC_AUDIENCE) and/or JWT_SECRET".into());
-    }
-    let seconds = |name: &str, default: i64| -> Result<i64, Error> {
-        match var(name) {
-            None => Ok(default),
-            Some(v) => {
-                v.trim().parse::<u32>().map(i64::from).map_err(|_| format!("{name} must be whole seconds").into())
-            }
-        }
-    };
-    config.leeway = seconds("JWT_LEEWAY_SECONDS", VerifierConfig::DEFAULT_LEEWAY)?;
-    config.refetch_interval = seconds("JWKS_REFETCH_SECONDS", VerifierConfig::DEFAULT_REFETCH_INTERVAL)?;
-    Ok(config)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(vars: &[(&str, &str)]) -> Result<VerifierConfig, Error> {
-        verifier_config(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
-    }
-
-    #[test]
-    fn the_existing_stack_passes_only_jwt_secret() {
-        let hs256 = config(&[("JWT_SECRET", "a-test-secret-that-is-32-bytes!!")]).unwrap();
-        assert!(hs256.issuers.is_empty());
-        let shared = hs256.shared_secret.unwrap();
-        assert_eq!(
-            (shared.secret.as_slice(), shared.issuer, shared.audience.len()),
-            (&b"a-test-secret-that-is-32-bytes!!"[..], None, 0)
-        );
-    }
-
-    #[test]
-    fn a_cognito_pool_needs_its_client_ids() {
-        let pool = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AAAAAAAAA";
-        let cognito =
-            config(&[("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1, c2"), ("JWKS_REFETCH_SECONDS", "120")]).unwrap();
-        assert_eq!(cognito.issuers[0].audience, ["c1", "c2"]);
-        assert_eq!(cognito.issuers[0].jwks_url, format!("{pool}/.well-known/jwks.json"));
-        assert_eq!(
-            (cognito.shared_secret, cognito.refetch_interval, cognito.leeway),
-            (None, 120, VerifierConfig::DEFAULT_LEEWAY)
-        );
-        let custom =
-            config(&[("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1"), ("JWKS_URL", "https://keys.example/jwks")]);
-        assert_eq!(custom.unwrap().issuers[0].jwks_url, "https://keys.example/jwks");
-        assert!(config(&[("OIDC_ISSUER", pool)]).is_err(), "no audience: refuse to start");
-    }
-
-    #[test]
-    fn nothing_trusted_or_a_short_secret_refuses_to_start() {
-        assert!(config(&[]).is_err());
-        assert!(config(&[("JWT_SECRET", "short")]).is_err());
-        assert!(config(&[("JWT_SECRET", "a-test-secret-that-is-32-bytes!!"), ("JWT_LEEWAY_SECONDS", "-1")]).is_err());
-    }
+    Ok(VerifierConfig::from_settings(|name| std::env::var(name).ok())?)
 }

@@ -42,7 +42,7 @@ pub async fn upgrade(
         return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
     }
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let context = ConnectionContext {
+    let mut context = ConnectionContext {
         connection_id: aws_id(),
         connected_at_ms: now_ms(),
         source_ip: peer.ip().to_string(),
@@ -52,6 +52,16 @@ pub async fn upgrade(
         domain_name: header(header::HOST).to_owned(),
         authorizer: Default::default(),
     };
+    let query = query.map(|q| parse_query(&q)).unwrap_or_default();
+    if let Some(authorizer) = &app.authorizer {
+        match authorizer.authorize(&context, &query, &headers).await {
+            Ok(fields) => context.authorizer = fields,
+            Err(refusal) => {
+                tracing::info!(connection_id = %context.connection_id, peer = %peer, ?refusal, "upgrade refused by the authorizer");
+                return refusal.into_response();
+            }
+        }
+    }
     let info = Arc::new(SocketInfo {
         connected_at_ms: context.connected_at_ms,
         last_active_ms: AtomicI64::new(context.connected_at_ms),
@@ -62,7 +72,6 @@ pub async fn upgrade(
     let (outbound, queued) = mpsc::channel(SEND_QUEUE);
     let closed = app.sockets.register(&context.connection_id, outbound.clone(), info.clone());
 
-    let query = query.map(|q| parse_query(&q)).unwrap_or_default();
     let event = websocket_event(&context, Route::Connect { headers: headers.clone(), query });
     let refusal = match app.functions.invoke(&event).await {
         Ok(response) if (200..300).contains(&response.status_code) => None,

@@ -2,6 +2,7 @@
 //! Gateway WebSocket emulator, the @connections API, SQLite as the tables with
 //! its message table as the stream, and the stream → broadcaster event source.
 
+pub mod auth;
 pub mod dynamo;
 pub mod events;
 pub mod functions;
@@ -32,6 +33,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
+pub use crate::auth::AuthSettings;
+use crate::auth::Authorizer;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
@@ -57,6 +60,8 @@ pub struct Config {
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
     pub connect_limit: Option<Limit>,
+    /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
+    pub auth: Option<AuthSettings>,
 }
 
 /// Where the three tables live.
@@ -74,6 +79,7 @@ pub struct AppState {
     pub sockets: Sockets,
     pub functions: Functions,
     pub throttles: Throttles,
+    pub authorizer: Option<Authorizer>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every socket
@@ -141,7 +147,10 @@ pub async fn serve(
     let functions = Functions { tables, poster };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
-    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles });
+    let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
+    let page_config = auth::page_config(authorizer.as_ref());
+    let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
+    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles, authorizer });
     let app = Router::new()
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
@@ -152,10 +161,16 @@ pub async fn serve(
                 .fallback(management::no_route)
                 .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
         )
+        .route("/dev/token", post(auth::dev_token))
+        .route("/config.json", get(move || std::future::ready(axum::Json(page_config.clone()))))
         .with_state(state);
     let unrouted_prefix: Arc<str> = format!("/{stage}/").into();
     let frontend = frontend.map(ServeDir::new);
-    let app = app.fallback(move |request: Request| unrouted(unrouted_prefix.clone(), frontend.clone(), request));
+    let app = app.fallback(move |request: Request| {
+        // The development sign-in page exists only while tokens can be minted.
+        let hidden = !dev_signin && request.uri().path() == "/login.html";
+        unrouted(unrouted_prefix.clone(), frontend.clone(), hidden, request)
+    });
 
     // Chat frames are small and latency-bound: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -176,9 +191,12 @@ pub async fn serve(
 
 /// A request no route took: under the stage, API Gateway's own 403 (it never
 /// answers 404 there); anywhere else, a file of the web chat.
-async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, request: Request) -> Response {
+async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, hidden: bool, request: Request) -> Response {
     if request.uri().path().starts_with(&*stage_prefix) {
         return management::no_route().await;
+    }
+    if hidden {
+        return StatusCode::NOT_FOUND.into_response();
     }
     let Some(mut frontend) = frontend else { return webpage::serve(request.uri()) };
     match frontend.try_call(request).await {

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_aws::TableNames;
+use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
-use chat_local::{ArchiveSettings, Backend, Config, DynamoSettings};
+use chat_local::{ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -89,6 +90,22 @@ struct Args {
     /// Archive every broadcast batch as JSON Lines to this S3 bucket.
     #[arg(long, env = "ARCHIVE_BUCKET")]
     archive_bucket: Option<String>,
+    /// Require a token signed with this HS256 secret (≥ 32 bytes) on connect, as the
+    /// deployed authorizer does. On a loopback address, also a development sign-in
+    /// at http://HOST:PORT/login.html that mints such tokens for a typed name.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Require a token from this OIDC issuer (RS256/ES256, keys from its JWKS), e.g.
+    /// a Cognito user pool's `https://cognito-idp.REGION.amazonaws.com/POOL_ID`.
+    #[arg(long, env = "OIDC_ISSUER", value_name = "URL", requires = "audience")]
+    oidc_issuer: Option<String>,
+    /// The issuer's JWKS, if not at `{issuer}/.well-known/jwks.json`.
+    #[arg(long, env = "JWKS_URL", value_name = "URL", requires = "oidc_issuer")]
+    jwks_url: Option<String>,
+    /// App client id(s) accepted from the issuer (comma-separated): `aud` of ID
+    /// tokens, `client_id` of Cognito access tokens.
+    #[arg(long, env = "OIDC_AUDIENCE", requires = "oidc_issuer")]
+    audience: Option<String>,
     /// The S3 API for the archive (moto, MinIO); default: AWS.
     #[arg(long, env = "CHAT_S3_ENDPOINT", value_name = "URL", requires = "archive_bucket")]
     s3_endpoint: Option<String>,
@@ -108,6 +125,22 @@ impl Args {
             },
             create_tables: self.create_tables,
         })
+    }
+
+    /// The authorizer's settings, under the names the Lambda reads from its environment.
+    fn auth(&self) -> anyhow::Result<Option<AuthSettings>> {
+        if self.jwt_secret.is_none() && self.oidc_issuer.is_none() {
+            return Ok(None);
+        }
+        let verifier = VerifierConfig::from_settings(|name| match name {
+            "JWT_SECRET" => self.jwt_secret.clone(),
+            "OIDC_ISSUER" => self.oidc_issuer.clone(),
+            "JWKS_URL" => self.jwks_url.clone(),
+            "OIDC_AUDIENCE" => self.audience.clone(),
+            _ => None,
+        })?;
+        let dev_signin = self.jwt_secret.is_some() && chat_local::auth::is_loopback_host(&self.host);
+        Ok(Some(AuthSettings { verifier, dev_signin }))
     }
 
     fn archive(&self) -> Option<ArchiveSettings> {
@@ -149,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
+        auth: args.auth()?,
     };
     let ready = move |config: &Config| print_endpoints(address, config);
     serve_until_ctrl_c(config, listener, ready).await
@@ -165,6 +199,10 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
     println!("websocket: ws://{address}/{stage}");
     println!("web chat:  http://{address}/");
     println!("@connections: http://{address}/{stage}/@connections/{{connection_id}}");
+    if let Some(auth) = &config.auth {
+        let sign_in = if auth.dev_signin { format!(" (sign in: http://{address}/login.html)") } else { String::new() };
+        println!("auth:      a token is required on connect{sign_in}");
+    }
     match &config.backend {
         Backend::Embedded { database } => println!("database:  {}", database.display()),
         Backend::DynamoDb(dynamo) => println!("dynamodb:  {}", dynamo.endpoint.as_deref().unwrap_or("AWS")),

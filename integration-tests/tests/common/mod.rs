@@ -508,3 +508,31 @@ pub async fn http_get(address: &str, path: &str) -> String {
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// `POST path` with a JSON body on `host:port`, `Connection: close`: the status and the body.
+pub async fn http_post_json(address: &str, path: &str, body: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The status an upgrade of `url` is refused with (panics if it is accepted).
+pub async fn refused_status(url: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio::time::timeout(WAIT, connect_async(url)).await.expect("answered in time") {
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{url}: failed without an HTTP status: {other}"),
+        Ok(_) => panic!("{url}: the upgrade was accepted"),
+    }
+}

@@ -1,0 +1,266 @@
+//! The `$connect` authorizer, locally: the Lambda's own entrypoint
+//! ([`authorizer::on_authorize`]) runs on every upgrade, and its answer is
+//! handled as API Gateway handles it: no `Authorization` query parameter → 401
+//! without invoking it, a Deny → 403, an Allow → its `principalId` and context go
+//! into the `$connect` event and every later event of the connection.
+//!
+//! With a shared secret on a loopback address there is also a development
+//! sign-in: `POST /dev/token` mints a short-lived HS256 token for a typed name,
+//! and `/login.html` (the page that calls it) is served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse};
+use aws_lambda_events::iam::IamPolicyEffect;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chat_core::auth::{Verifier, VerifierConfig};
+use chat_core::entrypoints::authorizer;
+use chat_core::identity::chosen_identity;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::events::ConnectionContext;
+
+/// The identity source API Gateway is configured with (`route.request.querystring.Authorization`).
+pub const IDENTITY_SOURCE: &str = "Authorization";
+/// How long a development token lives, seconds.
+pub const DEV_TOKEN_SECONDS: i64 = 3600;
+
+/// What the stack's authorizer trusts, and whether it hands out development tokens.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub verifier: VerifierConfig,
+    /// Mint HS256 tokens at `/dev/token` (needs the shared secret; loopback only).
+    pub dev_signin: bool,
+}
+
+/// The upgrade's identity check, as API Gateway's REQUEST authorizer does it.
+pub struct Authorizer {
+    verifier: Verifier,
+    dev_signin: bool,
+}
+
+/// An upgrade the authorizer turned away, with the status API Gateway answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No identity source: 401, and the authorizer never ran.
+    Unauthorized,
+    /// The authorizer denied (or failed): 403.
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            Refusal::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+        };
+        (status, Json(json!({ "message": message }))).into_response()
+    }
+}
+
+impl Authorizer {
+    pub fn new(settings: AuthSettings) -> std::io::Result<Self> {
+        let jwks = Arc::new(chat_aws::HttpJwks::new()?);
+        let dev_signin = settings.dev_signin && settings.verifier.shared_secret.is_some();
+        Ok(Self { verifier: Verifier::new(settings.verifier, jwks), dev_signin })
+    }
+
+    /// Whether `/dev/token` and `/login.html` exist.
+    pub fn dev_signin(&self) -> bool {
+        self.dev_signin
+    }
+
+    /// Runs the authorizer for an upgrade; an Allow gives the fields of
+    /// `requestContext.authorizer` (`principalId` plus the context).
+    pub async fn authorize(
+        &self,
+        context: &ConnectionContext,
+        query: &[(String, String)],
+        headers: &HeaderMap,
+    ) -> Result<HashMap<String, Value>, Refusal> {
+        let has_identity = query.iter().any(|(key, value)| key == IDENTITY_SOURCE && !value.trim().is_empty());
+        if !has_identity {
+            return Err(Refusal::Unauthorized);
+        }
+        let request = request_event(context, query, headers);
+        let response = authorizer::on_authorize(&request, &self.verifier, chrono::Utc::now().timestamp()).await;
+        allowed_fields(response).ok_or(Refusal::Forbidden)
+    }
+
+    /// A development token for `name`: HS256 with the stack's secret.
+    pub fn mint(&self, name: &str, now: i64) -> Option<(String, i64)> {
+        let secret = self.verifier.config().shared_secret.as_ref().filter(|_| self.dev_signin)?;
+        let exp = now + DEV_TOKEN_SECONDS;
+        let mut claims = json!({ "sub": format!("dev:{name}"), "preferred_username": name, "iat": now, "exp": exp });
+        if let Some(issuer) = &secret.issuer {
+            claims["iss"] = issuer.as_str().into();
+        }
+        if let Some(audience) = secret.audience.first() {
+            claims["aud"] = audience.as_str().into();
+        }
+        let key = jsonwebtoken::EncodingKey::from_secret(&secret.secret).ok()?;
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()?;
+        Some((token, exp))
+    }
+}
+
+/// The REQUEST authorizer's event, as API Gateway builds it for `$connect`.
+fn request_event(
+    context: &ConnectionContext,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
+    let single = |pairs: &mut dyn Iterator<Item = (String, String)>| {
+        pairs.fold(serde_json::Map::new(), |mut map, (key, value)| {
+            map.entry(key).or_insert(value.into());
+            map
+        })
+    };
+    let mut headers = headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())));
+    let event = json!({
+        "type": "REQUEST",
+        "methodArn": format!("arn:aws:execute-api:local:000000000000:{}/{}/$connect", context.api_id, context.stage),
+        "queryStringParameters": single(&mut query.iter().cloned()),
+        "headers": single(&mut headers),
+        "requestContext": {
+            "routeKey": "$connect",
+            "eventType": "CONNECT",
+            "stage": context.stage,
+            "apiId": context.api_id,
+            "connectionId": context.connection_id,
+            "identity": { "sourceIp": context.source_ip },
+        },
+    });
+    // The shape is aws_lambda_events' own; only strings are put in, so it always fits.
+    serde_json::from_value(event).unwrap_or_default()
+}
+
+/// `principalId` and the context of an Allow; `None` for anything else.
+fn allowed_fields(response: ApiGatewayCustomAuthorizerResponse) -> Option<HashMap<String, Value>> {
+    let allowed = response.policy_document.statement.iter().any(|s| s.effect == IamPolicyEffect::Allow);
+    let denied = response.policy_document.statement.iter().any(|s| s.effect == IamPolicyEffect::Deny);
+    if !allowed || denied {
+        return None;
+    }
+    let mut fields: HashMap<String, Value> = match response.context {
+        Value::Object(context) => context.into_iter().collect(),
+        _ => HashMap::new(),
+    };
+    fields.insert("principalId".into(), response.principal_id.unwrap_or_default().into());
+    Some(fields)
+}
+
+/// `POST /dev/token` with `{"name": "…"}` → `{"token", "exp", "name"}`.
+pub async fn dev_token(State(app): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let Some(authorizer) = app.authorizer.as_ref().filter(|a| a.dev_signin()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let bad = |message: &str| (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response();
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else { return bad("Send JSON: {\"name\": \"…\"}.") };
+    let name = match chosen_identity(request["name"].as_str()) {
+        Ok(Some(identity)) => identity.user,
+        Ok(None) => return bad("Send JSON: {\"name\": \"…\"}."),
+        Err(error) => return bad(&error.to_string()),
+    };
+    match authorizer.mint(&name, chrono::Utc::now().timestamp()) {
+        Some((token, exp)) => Json(json!({ "token": token, "exp": exp, "name": name })).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `GET /config.json`: what the web page needs to know to sign in.
+pub fn page_config(authorizer: Option<&Authorizer>) -> Value {
+    let Some(authorizer) = authorizer else { return json!({ "auth": "none" }) };
+    if authorizer.dev_signin() {
+        return json!({ "auth": "dev", "loginUrl": "/login.html" });
+    }
+    match authorizer.verifier.config().issuers.first() {
+        Some(issuer) => json!({
+            "auth": "oidc",
+            "issuer": issuer.issuer,
+            "clientId": issuer.audience.first(),
+            "scope": "openid profile email",
+        }),
+        // A shared secret off loopback: tokens come from elsewhere; the page can only use one it has.
+        None => json!({ "auth": "token" }),
+    }
+}
+
+/// Whether `host` (as given to `--host`) only listens on this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_core::auth::SharedSecret;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-test-secret-that-is-32-bytes!!";
+
+    fn context() -> ConnectionContext {
+        ConnectionContext {
+            connection_id: "CXzQ2cJjoAMCJ6g=".into(),
+            connected_at_ms: 0,
+            source_ip: "127.0.0.1".into(),
+            user_agent: String::new(),
+            api_id: "local".into(),
+            stage: "dev".into(),
+            domain_name: String::new(),
+            authorizer: HashMap::new(),
+        }
+    }
+
+    fn authorizer(dev_signin: bool) -> Authorizer {
+        let verifier = VerifierConfig::with_shared_secret(SharedSecret::new(SECRET));
+        Authorizer::new(AuthSettings { verifier, dev_signin }).unwrap()
+    }
+
+    fn query(authorization: &str) -> Vec<(String, String)> {
+        vec![("room".into(), "lobby".into()), (IDENTITY_SOURCE.into(), authorization.into())]
+    }
+
+    #[tokio::test]
+    async fn no_identity_source_is_401_a_denial_403_an_allow_gives_the_context() {
+        let auth = authorizer(true);
+        let headers = HeaderMap::new();
+        assert_eq!(auth.authorize(&context(), &[], &headers).await, Err(Refusal::Unauthorized));
+        assert_eq!(auth.authorize(&context(), &query("  "), &headers).await, Err(Refusal::Unauthorized));
+        assert_eq!(auth.authorize(&context(), &query("Bearer nonsense"), &headers).await, Err(Refusal::Forbidden));
+
+        let (token, exp) = auth.mint("Ada", chrono::Utc::now().timestamp()).unwrap();
+        assert!(exp > chrono::Utc::now().timestamp());
+        let fields = auth.authorize(&context(), &query(&format!("Bearer {token}")), &headers).await.unwrap();
+        let expected: HashMap<String, Value> = HashMap::from([
+            ("principalId".into(), "dev:Ada".into()),
+            ("name".into(), "Ada".into()),
+            ("verified".into(), true.into()),
+        ]);
+        assert_eq!(fields, expected);
+    }
+
+    #[test]
+    fn tokens_are_minted_only_for_dev_signin() {
+        assert!(authorizer(false).mint("Ada", 0).is_none());
+        assert_eq!(page_config(Some(&authorizer(false))), json!({"auth": "token"}));
+        assert_eq!(page_config(Some(&authorizer(true))), json!({"auth": "dev", "loginUrl": "/login.html"}));
+        assert_eq!(page_config(None), json!({"auth": "none"}));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.10", "example.com"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Identity on the real binary: the deployed authorizer's entrypoint runs on each
+//! upgrade. With `--oidc-issuer` pointing at a loopback JWKS: no token → 401, a
+//! bad one → 403, a good one → every line names its user, verified. With
+//! `--jwt-secret` on loopback, the development sign-in mints such tokens.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Client, Stack, host_of, http_get, http_post_json, refused_status, scratch};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const RSA_A: &[u8] = include_bytes!("../../functions/core/testdata/jwt/rsa-a.pkcs1.der");
+const RSA_B: &[u8] = include_bytes!("../../functions/core/testdata/jwt/rsa-b.pkcs1.der");
+const CLIENT: &str = "web-client";
+
+/// An OIDC issuer's JWKS on a loopback port, counting the fetches.
+struct Issuer {
+    url: String,
+    fetches: Arc<AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Issuer {
+    /// Publishes key A as `kid` "k1" at any path (the stack asks for `/.well-known/jwks.json`).
+    async fn start() -> Issuer {
+        let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_der(RSA_A), Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let body = json!({ "keys": [jwk] }).to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = tcp.read(&mut head).await;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Issuer { url, fetches, server }
+    }
+
+    /// An ID token for `username`, as Cognito issues one.
+    fn id_token(&self, username: &str, key: &[u8], kid: &str, lifetime: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"sub": format!("sub-{username}"), "iss": self.url, "aud": CLIENT, "token_use": "id",
+                            "cognito:username": username, "iat": now, "exp": now + lifetime});
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(key)).unwrap()
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn with_token(ws_url: &str, token: &str) -> String {
+    format!("{ws_url}?Authorization=Bearer%20{token}")
+}
+
+#[tokio::test]
+async fn an_oidc_issuer_s_tokens_admit_and_name_their_users() {
+    let issuer = Issuer::start().await;
+    let dir = scratch("identity_oidc");
+    let stack = Stack::start(&dir.join("chat.db"), &["--oidc-issuer", &issuer.url, "--audience", CLIENT]).await;
+
+    // API Gateway's answers: no identity source → 401 (the authorizer never runs), else 403.
+    assert_eq!(refused_status(&stack.ws_url).await, 401);
+    assert_eq!(refused_status(&format!("{}?Authorization=", stack.ws_url)).await, 401);
+    assert_eq!(refused_status(&format!("{}?name=Mallory", stack.ws_url)).await, 401, "a chosen name is no identity");
+    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 0, "refused without reading keys");
+    let bad = [
+        "Bearer%20not-a-jwt".to_owned(),
+        format!("Bearer%20{}", issuer.id_token("alice", RSA_B, "k1", 600)),
+        format!("Bearer%20{}", issuer.id_token("alice", RSA_A, "k1", -600)),
+    ];
+    for authorization in &bad {
+        assert_eq!(refused_status(&format!("{}?Authorization={authorization}", stack.ws_url)).await, 403);
+    }
+
+    let alice_token = issuer.id_token("alice", RSA_A, "k1", 600);
+    let mut alice = Client::connect(&with_token(&stack.ws_url, &alice_token)).await;
+    // The authorizer's name wins over a chosen one.
+    let bob_url = format!("{}&name=Mallory", with_token(&stack.ws_url, &issuer.id_token("bob", RSA_A, "k1", 600)));
+    let mut bob = Client::connect(&bob_url).await;
+    let join = alice.until(|f| f["kind"] == "join").await;
+    assert_eq!((join["user"].as_str(), join["verified"].as_bool()), (Some("bob"), Some(true)));
+
+    bob.say("hi, I am verified").await;
+    let line = alice.chat("hi, I am verified").await;
+    assert_eq!((line["user"].as_str(), line["verified"].as_bool()), (Some("bob"), Some(true)));
+    let id = line["connectionId"].as_str().unwrap();
+    assert_eq!(line["message"], format!("[{} - UTC]\n {id}  hi, I am verified\n", line["timestamp"].as_str().unwrap()));
+    alice.say("hello bob").await;
+    assert_eq!(bob.chat("hello bob").await["user"], "alice");
+    assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1, "keys cached across connections");
+
+    alice.send_json(json!({"action": "who"})).await;
+    let who = alice.until(|f| f["kind"] == "presence").await;
+    let mut users: Vec<_> = who["members"].as_array().unwrap().iter().filter_map(|m| m["user"].as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+
+    // The page learns how to sign in; the development sign-in does not exist here.
+    let address = host_of(&stack.http_url);
+    let config = body_json(&http_get(&address, "/config.json").await);
+    assert_eq!(
+        config,
+        json!({"auth": "oidc", "issuer": issuer.url, "clientId": CLIENT, "scope": "openid profile email"})
+    );
+    assert!(http_get(&address, "/login.html").await.starts_with("HTTP/1.1 404"));
+    assert_eq!(http_post_json(&address, "/dev/token", &json!({"name": "eve"})).await.0, 404);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_development_sign_in_mints_tokens_the_authorizer_accepts() {
+    let dir = scratch("identity_dev");
+    let secret = "a-local-secret-of-at-least-32-bytes";
+    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", secret]).await;
+    let address = host_of(&stack.http_url);
+    assert_eq!(body_json(&http_get(&address, "/config.json").await), json!({"auth": "dev", "loginUrl": "/login.html"}));
+
+    for bad in [json!({}), json!({"name": "  "}), json!({"name": "x".repeat(33)}), json!("ada")] {
+        let (status, body) = http_post_json(&address, "/dev/token", &bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["message"].is_string(), "a readable reason: {body}");
+    }
+    let (status, minted) = http_post_json(&address, "/dev/token", &json!({"name": " Ada Lovelace "})).await;
+    assert_eq!(status, 200);
+    assert_eq!(minted["name"], "Ada Lovelace");
+    let now = chrono::Utc::now().timestamp();
+    let exp = minted["exp"].as_i64().unwrap();
+    assert!((now + 3500..=now + 3700).contains(&exp), "short-lived: {exp} vs {now}");
+
+    assert_eq!(refused_status(&stack.ws_url).await, 401);
+    let forged = {
+        let key = EncodingKey::from_secret(b"another-secret-that-is-32-bytes!!").unwrap();
+        jsonwebtoken::encode(&Header::default(), &json!({"sub": "x", "exp": now + 60}), &key).unwrap()
+    };
+    assert_eq!(refused_status(&with_token(&stack.ws_url, &forged)).await, 403);
+
+    let mut ada = Client::connect(&with_token(&stack.ws_url, minted["token"].as_str().unwrap())).await;
+    ada.say("signed in").await;
+    let line = ada.chat("signed in").await;
+    assert_eq!((line["user"].as_str(), line["verified"].as_bool()), (Some("Ada Lovelace"), Some(true)));
+    stack.stop().await;
+}
+
+/// The JSON body of a whole HTTP response.
+fn body_json(response: &str) -> Value {
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).expect("a JSON body")
+}
