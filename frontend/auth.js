@@ -10,13 +10,16 @@ const TOKEN_KEY = "authToken";
 const EXP_KEY = "exp";
 const FLOW_KEY = "websocket-chat-oidc"; // sessionStorage: the request in flight across the redirect
 
-/** `{auth: "none"}`, `{auth: "dev", loginUrl}` or `{auth: "oidc", issuer, clientId, scope, …}`. */
+/**
+ * `{auth: "none"}`, `{auth: "dev", loginUrl}`, `{auth: "oidc", issuer, clientId, scope, …}`,
+ * or `{auth: "token"}` (a token is required, but obtained elsewhere).
+ */
 export async function loadConfig() {
   try {
     const response = await fetch("config.json", { cache: "no-store" });
     if (!response.ok) return { auth: "none" };
     const config = await response.json();
-    return ["dev", "oidc"].includes(config?.auth) ? config : { auth: "none" };
+    return ["dev", "oidc", "token"].includes(config?.auth) ? config : { auth: "none" };
   } catch {
     return { auth: "none" }; // opened from a file, or no such file
   }

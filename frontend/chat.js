@@ -412,7 +412,7 @@ function showSignIn() {
   ui.loginStatus.textContent = valid ? `Logged in as ${stored.name ?? "(no name in the token)"}` : stored ? "Sign-in expired" : "Not logged in";
   ui.loginStatus.dataset.state = valid ? "in" : stored ? "expired" : "out";
   ui.tokenValidity.textContent = !stored ? "–" : left === Infinity ? "unknown" : valid ? auth.duration(left) : "expired";
-  ui.signIn.hidden = config.auth === "none" || Boolean(valid);
+  ui.signIn.hidden = !["dev", "oidc"].includes(config.auth) || Boolean(valid); // "token": no way to sign in here
   ui.signOut.hidden = !stored;
   ui.nameField.hidden = config.auth !== "none" || Boolean(valid); // a verified name comes from the token
 }

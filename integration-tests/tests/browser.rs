@@ -38,6 +38,18 @@ async fn run_script(script: &str, output: &str, extra: &[&str]) -> (Stack, PathB
     (stack, dir)
 }
 
+/// With `UPDATE_SCREENSHOTS=1`, this run's pictures replace the README's
+/// (`frontend/<name>`); otherwise they stay in the test's output directory.
+fn publish(dir: &Path, pictures: &[(&str, &str)]) {
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_none_or(|v| v != "1") {
+        return;
+    }
+    let frontend = Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    for (taken, name) in pictures {
+        std::fs::copy(dir.join(taken), frontend.join(name)).expect("copy a screenshot into frontend/");
+    }
+}
+
 fn count(stack: &Stack, sql: &str) -> i64 {
     let db = rusqlite::Connection::open(&stack.db).unwrap();
     db.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -57,6 +69,7 @@ async fn two_pages_chat_in_headless_chromium() {
 async fn rooms_members_and_recovery_in_headless_chromium() {
     let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &[]).await;
     assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
+    publish(&dir, &[("rooms.png", "screenshot-rooms.png")]);
 
     // The pages' lines went to their own rooms; the missed lines were stored once.
     let in_room = |room: &str, like: &str| {
@@ -74,6 +87,7 @@ async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
     let (stack, dir) = run_script("conversation.test.cjs", "browser-conversation", &[]).await;
     for shot in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
         assert!(dir.join(format!("conversation-{shot}.png")).exists(), "the {shot} screenshot was saved");
+        publish(&dir, &[(&format!("conversation-{shot}.png"), &format!("screenshot-{shot}.png"))]);
     }
     // The keyboard-only line kept its new line.
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'typed with keys\nsecond line'"), 1);
