@@ -24,7 +24,12 @@ function sockets(page) {
 }
 
 const loginStatus = (page) => page.textContent("#login-status");
-const who = (page, text) => line(page, text).locator(".who").textContent();
+// The sender shown on the stored (not pending) line with `text`.
+async function who(page, text) {
+  const stored = page.locator('#messages li[data-kind="chat"]', { hasText: text });
+  await stored.waitFor(WAIT);
+  return stored.locator(".who").textContent();
+}
 
 // The upgrade's HTTP status for a connection attempt (101 when accepted).
 function upgradeStatus(url) {

@@ -98,7 +98,7 @@ async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
 async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
     // The script also starts a second stack itself, with --oidc-issuer pointing at
     // its own loopback issuer.
-    let (stack, dir) = run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret"]).await;
+    let (stack, dir) = run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"]).await;
     assert!(
         dir.join("signed-in.png").exists() && dir.join("oidc-signed-in.png").exists(),
         "the screenshots were saved"
