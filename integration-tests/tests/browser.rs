@@ -98,13 +98,25 @@ async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
 async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
     // The script also starts a second stack itself, with --oidc-issuer pointing at
     // its own loopback issuer.
-    let (stack, dir) = run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"]).await;
+    let (stack, dir) =
+        run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"])
+            .await;
     assert!(
         dir.join("signed-in.png").exists() && dir.join("oidc-signed-in.png").exists(),
         "the screenshots were saved"
     );
+    publish(&dir, &[("signed-in.png", "screenshot-signed-in.png")]);
     // The signed-in pages' lines carry the verified names in the log.
-    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message LIKE '%hello, I am alice%'"), 1);
+    let line = |user: &str, text: &str| {
+        count(
+            &stack,
+            &format!(
+                "SELECT count(*) FROM message_history WHERE kind = 'chat' AND user = '{user}' AND verified = 1 AND message LIKE '%{text}%'"
+            ),
+        )
+    };
+    assert_eq!(line("alice", "hello, I am alice"), 1);
+    assert_eq!(line("bob", "and I am bob"), 1);
     stack.stop().await;
 }
 
