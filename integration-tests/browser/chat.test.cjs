@@ -5,7 +5,7 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, step, launch, openChat: open, status, line, waitForStatus, connect, say } = require("./helpers.cjs");
+const { WAIT, step, launch, openChat: open, status, line, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node chat.test.cjs <ws://host:port/stage> <output dir>");
@@ -96,7 +96,7 @@ async function main() {
     step("a server-side close reconnects with backoff; a user disconnect does not");
     await say(alice, "who am i");
     const newId = (await line(bob, "who am i").locator(".meta").textContent()).split(" · ")[0];
-    const deleted = await fetch(`${stackUrl.href}/@connections/${encodeURIComponent(newId)}`, { method: "DELETE" });
+    const deleted = await deleteConnection(stackUrl, newId);
     assert.equal(deleted.status, 204);
     await alice.waitForFunction(() => document.getElementById("notice").textContent.includes("reconnecting"), null, WAIT);
     await waitForStatus(alice, "connected");

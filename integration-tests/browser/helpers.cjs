@@ -141,4 +141,28 @@ function runChecks(checks, done) {
   });
 }
 
-module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, runChecks, step, launch, openChat, status, line, waitForStatus, connect, say };
+// DeleteConnection on the stack's @connections API, SigV4-signed with the stack's
+// default test/test key as an SDK would sign it (service execute-api, whose
+// canonical path is the sent path encoded once more).
+async function deleteConnection(stackUrl, connectionId) {
+  const crypto = require("node:crypto");
+  const url = new URL(`${stackUrl.href.replace(/\/$/, "")}/@connections/${encodeURIComponent(connectionId)}`);
+  const [key, secret, region, service] = ["test", "test", "us-east-1", "execute-api"];
+  const amzDate = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
+  const scope = `${amzDate.slice(0, 8)}/${region}/${service}/aws4_request`;
+  const uriEncode = (text) => Array.from(Buffer.from(text, "utf8"))
+    .map((b) => (/[A-Za-z0-9_.~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`))
+    .join("");
+  const canonicalPath = url.pathname.split("/").map(uriEncode).join("/");
+  const sha256 = (data) => crypto.createHash("sha256").update(data).digest("hex");
+  const hmac = (k, data) => crypto.createHmac("sha256", k).update(data).digest();
+  const canonical = ["DELETE", canonicalPath, "", `host:${url.host}`, `x-amz-date:${amzDate}`, "", "host;x-amz-date", sha256("")].join("\n");
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256(canonical)].join("\n");
+  const signingKey = [amzDate.slice(0, 8), region, service, "aws4_request"].reduce(hmac, `AWS4${secret}`);
+  const signature = crypto.createHmac("sha256", signingKey).update(toSign).digest("hex");
+  const authorization = `AWS4-HMAC-SHA256 Credential=${key}/${scope}, SignedHeaders=host;x-amz-date, Signature=${signature}`;
+  return fetch(url, { method: "DELETE", headers: { "x-amz-date": amzDate, authorization } });
+}
+
+module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
+  waitForStatus, connect, say };

@@ -5,7 +5,7 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, runChecks, WebSocket, step, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
+const { WAIT, runChecks, WebSocket, step, openChat, line, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node rooms.test.cjs <ws://host:port/stage> <output dir>");
@@ -215,7 +215,7 @@ async function recovery(browser) {
 
   step("closed by the server: the automatic reconnect recovers what was sent meanwhile");
   const id = await myId(page, "red: R is here");
-  const deleted = await fetch(`${stackUrl.href}/@connections/${encodeURIComponent(id)}`, { method: "DELETE" });
+  const deleted = await deleteConnection(stackUrl, id);
   assert.equal(deleted.status, 204);
   await page.waitForFunction(() => document.getElementById("notice").textContent.includes("reconnecting"), null, WAIT);
   const whileAway = await sender.send(numbered("s", 30));

@@ -4,16 +4,22 @@ mod common;
 
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
+use aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use common::{Client as WsClient, Stack, scratch};
+use common::{Client as WsClient, Stack, TEST_KEY, WAIT, binary, host_of, http_get, scratch, signed_header_lines};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn sdk(stack: &Stack) -> Client {
+    sdk_with_key(stack, TEST_KEY)
+}
+
+/// An SDK client that signs with `key` (access key id, secret).
+fn sdk_with_key(stack: &Stack, key: (&str, &str)) -> Client {
     let config = aws_sdk_apigatewaymanagement::Config::builder()
         .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"))
         .endpoint_url(&stack.http_url)
         .build();
     Client::from_conf(config)
@@ -68,8 +74,10 @@ async fn the_path_accepts_an_encoded_at_sign() {
     // A raw request, since SDKs send `@` unencoded.
     let host = stack.http_url.trim_start_matches("http://").split('/').next().unwrap().to_owned();
     let body = r#"{"message":"raw"}"#;
+    let path = format!("/dev/%40connections/{encoded}");
+    let signature = signed_header_lines("POST", &format!("http://{host}{path}"), body.as_bytes(), TEST_KEY);
     let request = format!(
-        "POST /dev/%40connections/{encoded} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\n{signature}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
@@ -79,4 +87,72 @@ async fn the_path_accepts_an_encoded_at_sign() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert_eq!(client.next_json().await, json!({"message": "raw"}));
     stack.stop().await;
+}
+
+/// The SDK error's HTTP status and `x-amzn-ErrorType`, as the SDK classified it.
+fn refusal<E: ProvideErrorMetadata>(
+    error: &aws_sdk_apigatewaymanagement::error::SdkError<E, aws_sdk_apigatewaymanagement::config::http::HttpResponse>,
+) -> (u16, String) {
+    let status = error.raw_response().map(|r| r.status().as_u16()).unwrap_or_default();
+    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("unclassified").to_owned();
+    (status, code)
+}
+
+#[tokio::test]
+async fn only_requests_signed_with_the_configured_key_get_through() {
+    let dir = scratch("connections_signed");
+    let key = ("AKIDLOCALEXAMPLE", "a-secret-of-our-own");
+    let stack = Stack::start(&dir.join("chat.db"), &["--access-key-id", key.0, "--secret-access-key", key.1]).await;
+    let mut client = WsClient::connect(&stack.ws_url).await;
+    let id = client.my_id().await;
+    let post = |api: Client| {
+        let id = id.clone();
+        async move { api.post_to_connection().connection_id(id).data(Blob::new(r#"{"message":"signed"}"#)).send().await }
+    };
+
+    post(sdk_with_key(&stack, key)).await.expect("the configured key works");
+    assert_eq!(client.next_json().await, json!({"message": "signed"}));
+
+    let wrong_secret = post(sdk_with_key(&stack, (key.0, "not-the-secret"))).await.unwrap_err();
+    assert_eq!(refusal(&wrong_secret), (403, "InvalidSignatureException".into()), "{wrong_secret:?}");
+    let message = wrong_secret.as_service_error().and_then(|e| e.message()).unwrap_or_default().to_owned();
+    assert!(message.starts_with("The request signature we calculated does not match"), "{message}");
+
+    let other_key = post(sdk_with_key(&stack, TEST_KEY)).await.unwrap_err();
+    assert_eq!(refusal(&other_key), (403, "UnrecognizedClientException".into()), "{other_key:?}");
+    let deleted = sdk_with_key(&stack, TEST_KEY).delete_connection().connection_id(&id).send().await.unwrap_err();
+    assert_eq!(refusal(&deleted), (403, "UnrecognizedClientException".into()));
+
+    // Plain HTTP, no signature: API Gateway's 403 for a request without credentials.
+    let host = host_of(&stack.http_url);
+    let encoded = id.replace('/', "%2F").replace('+', "%2B").replace('=', "%3D");
+    let unsigned = http_get(&host, &format!("/dev/@connections/{encoded}")).await;
+    assert!(unsigned.starts_with("HTTP/1.1 403"), "{unsigned}");
+    assert!(
+        unsigned.to_ascii_lowercase().contains("x-amzn-errortype: missingauthenticationtokenexception"),
+        "{unsigned}"
+    );
+    assert!(unsigned.ends_with(r#"{"message":"Missing Authentication Token"}"#), "{unsigned}");
+
+    // None of the refused calls reached the socket; the right key still closes it.
+    sdk_with_key(&stack, key).delete_connection().connection_id(&id).send().await.unwrap();
+    assert_eq!(client.close_code().await, Some(1000));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_needs_a_key_of_ones_own() {
+    // Refused before binding anything: the test never listens off loopback.
+    let run = tokio::process::Command::new(binary())
+        .args(["--host", "0.0.0.0", "--port", "0", "--db", ":memory:"])
+        .env_remove("CHAT_ACCESS_KEY_ID")
+        .env_remove("CHAT_SECRET_ACCESS_KEY")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, run).await.expect("exits at once").unwrap();
+    assert!(!output.status.success(), "started anyway");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0") && stderr.contains("--access-key-id"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no endpoint was announced");
 }

@@ -269,7 +269,12 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
     ("delete_connection", "execute-api:ManageConnections DELETE"),
     ("put_object", "s3:PutObject"),
     ("get_object", "s3:GetObject"),
+    ("get_secret_value", "secretsmanager:GetSecretValue"),
 ];
+
+/// What a binary reads through the SDK once per cold start, outside any port:
+/// `(binary, environment variable naming the resource, chat-aws function)`.
+const COLD_START_READS: &[(&str, &str, &str)] = &[("authorizer", "JWT_SECRET_ARN", "secret_string")];
 
 /// The environment variable each adapter's resource comes from (see chat-lambdas' lib.rs).
 const ADAPTER_ENV: &[(&str, &str)] = &[
@@ -478,7 +483,12 @@ fn granted(template: &Value, role: &str) -> BTreeSet<(String, String)> {
 
 /// What the template's function needs: the code's SDK calls on the resources its
 /// environment names, its log group, and its event sources' stream and failure queue.
-fn needed(template: &Value, function: &Value, code: &BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+fn needed(
+    template: &Value,
+    bodies: &[Body],
+    function: &Value,
+    code: &BTreeSet<(String, String)>,
+) -> BTreeSet<(String, String)> {
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     let env = |name: &str| {
         let value = function["Properties"]["Environment"]["Variables"].get(name).or_else(|| globals.get(name));
@@ -508,6 +518,19 @@ fn needed(template: &Value, function: &Value, code: &BTreeSet<(String, String)>)
             other => panic!("no resource rule for {other}"),
         };
         needs.insert((action.split(' ').next().unwrap().to_owned(), resource));
+    }
+    let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+    for (_, variable, reader) in COLD_START_READS.iter().filter(|(b, _, _)| *b == binary) {
+        let Some(resource) = function["Properties"]["Environment"]["Variables"].get(*variable) else { continue };
+        let wiring = ["functions/lambdas/src/lib.rs", &format!("functions/lambdas/src/bin/{binary}.rs")]
+            .map(|path| std::fs::read_to_string(repo().join(path)).unwrap());
+        assert!(wiring.iter().any(|source| source.contains(reader)), "{binary} reads {variable} with {reader}");
+        let body =
+            bodies.iter().find(|b| b.self_type.is_none() && b.name == *reader).expect("the reader is in chat-aws");
+        for op in sdk_operations(bodies, body, &mut BTreeSet::new()) {
+            let action = SDK_ACTIONS.iter().find(|(name, _)| *name == op).unwrap().1;
+            needs.insert((action.to_owned(), text(resource)));
+        }
     }
     let log_group = logical(&function["Properties"]["LoggingConfig"]["LogGroup"]);
     for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
@@ -590,8 +613,8 @@ async fn every_role_grants_exactly_what_its_code_calls() {
         FUNCTIONS.iter().map(|f| f.binary).collect::<BTreeSet<_>>(),
         "the template deploys every Lambda binary and nothing else"
     );
-    for archive in [false, true] {
-        let conditions = HashMap::from([("ArchiveEnabled", archive), ("AuthorizerEnabled", true)]);
+    for (archive, auth) in [false, true].into_iter().flat_map(|a| AUTH_MODES.iter().map(move |m| (a, m))) {
+        let conditions = auth_conditions(auth, archive);
         let template = resolve(&raw, &conditions).unwrap();
         let deployed = functions(&template);
         for function in FUNCTIONS {
@@ -613,13 +636,13 @@ async fn every_role_grants_exactly_what_its_code_calls() {
             let role = text(&resource["Properties"]["Role"]);
             let role = role.strip_prefix("GetAtt:").and_then(|r| r.strip_suffix(".Arn")).expect("Role: !GetAtt X.Arn");
             assert!(resource["Properties"].get("Policies").is_none(), "grants live in the role only");
-            let needs = needed(&template, resource, &code);
+            let needs = needed(&template, &bodies, resource, &code);
             let grants = granted(&template, role);
             let missing: Vec<_> = needs.difference(&grants).collect();
             let extra: Vec<_> = grants.difference(&needs).collect();
             assert!(
                 missing.is_empty() && extra.is_empty(),
-                "{} (archive {archive}): role {role} is missing {missing:?} and grants unused {extra:?}",
+                "{} (archive {archive}, auth {auth}): role {role} is missing {missing:?} and grants unused {extra:?}",
                 function.binary
             );
         }
@@ -804,20 +827,59 @@ fn the_stream_event_source_reports_partial_failures_and_gives_up() {
     }
 }
 
+/// Each `AuthMode` with an authorizer; `shared-secret+arn` brings its own secret.
+const AUTH_MODES: &[&str] = &["shared-secret", "shared-secret+arn", "cognito", "oidc"];
+
+/// The template's conditions for an `AuthMode` (`none` included) and the archive switch.
+fn auth_conditions(mode: &str, archive: bool) -> HashMap<&'static str, bool> {
+    HashMap::from([
+        ("ArchiveEnabled", archive),
+        ("AuthorizerEnabled", mode != "none"),
+        ("SharedSecretMode", mode.starts_with("shared-secret")),
+        ("CreateJwtSecret", mode == "shared-secret"),
+        ("CognitoMode", mode == "cognito"),
+        ("OidcMode", mode == "oidc"),
+    ])
+}
+
 #[test]
-fn the_authorizer_guards_connect_only_when_enabled() {
+fn the_authorizer_guards_connect_in_every_auth_mode_but_none() {
     let raw = template();
-    for enabled in [false, true] {
-        let conditions = HashMap::from([("ArchiveEnabled", false), ("AuthorizerEnabled", enabled)]);
-        let template = resolve(&raw, &conditions).unwrap();
+    let modes = raw["Parameters"]["AuthMode"]["AllowedValues"].as_sequence().unwrap();
+    let modes: Vec<&str> = modes.iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(modes, ["none", "shared-secret", "cognito", "oidc"]);
+    for mode in AUTH_MODES.iter().copied().chain(["none"]) {
+        let template = resolve(&raw, &auth_conditions(mode, false)).unwrap();
+        let enabled = mode != "none";
         let route = &template["Resources"]["ConnectRoute"]["Properties"];
-        assert_eq!(route["AuthorizationType"], if enabled { "CUSTOM" } else { "NONE" });
+        assert_eq!(route["AuthorizationType"], if enabled { "CUSTOM" } else { "NONE" }, "{mode}");
         assert_eq!(route.get("AuthorizerId").is_some(), enabled);
+        if !enabled {
+            continue;
+        }
+        let env = &template["Resources"]["AuthorizerFunction"]["Properties"]["Environment"]["Variables"];
+        let names: BTreeSet<&str> = env.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+        let expected: &[&str] = match mode {
+            "cognito" | "oidc" => &["OIDC_AUDIENCE", "OIDC_ISSUER"],
+            _ => &["JWT_SECRET_ARN"],
+        };
+        assert_eq!(names, expected.iter().copied().collect(), "{mode}: the secret itself is never in the environment");
+        if mode == "cognito" {
+            let issuer = text(&env["OIDC_ISSUER"]);
+            assert_eq!(issuer, "Sub:https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}");
+            assert_eq!(text(&env["OIDC_AUDIENCE"]), "Ref:UserPoolClient");
+            let client = &template["Resources"]["UserPoolClient"]["Properties"];
+            assert_eq!(client["GenerateSecret"], false, "a page keeps no secret: PKCE instead");
+            assert_eq!(client["AllowedOAuthFlows"][0], "code");
+        }
     }
     for resource in ["ConnectAuthorizer", "AuthorizerFunction", "AuthorizerRole", "AuthorizerLogGroup"] {
         assert_eq!(raw["Resources"][resource]["Condition"], "AuthorizerEnabled", "{resource} exists only when enabled");
     }
+    for resource in ["UserPool", "UserPoolClient", "UserPoolDomain"] {
+        assert_eq!(raw["Resources"][resource]["Condition"], "CognitoMode");
+    }
+    assert_eq!(raw["Resources"]["JwtSecret"]["Type"], "AWS::SecretsManager::Secret");
     let authorizer = &raw["Resources"]["ConnectAuthorizer"]["Properties"];
     assert_eq!(authorizer["IdentitySource"][0], "route.request.querystring.Authorization");
-    assert_eq!(raw["Parameters"]["JwtSecret"]["NoEcho"], true);
 }

@@ -338,3 +338,21 @@ async fn a_paused_dynamodb_fails_sends_in_time_and_nothing_stored_is_lost() {
     stack.stop().await;
     eprintln!("a send during the pause was refused after {waited:?}");
 }
+
+#[tokio::test]
+async fn the_authorizer_reads_its_shared_secret_from_secrets_manager() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let created = secrets
+        .create_secret()
+        .name("chat/jwt")
+        .secret_string("a-secret-from-secrets-manager-32-bytes")
+        .send()
+        .await
+        .unwrap();
+    let arn = created.arn.unwrap();
+    assert_eq!(chat_aws::secret_string(&sdk, &arn).await.unwrap(), "a-secret-from-secrets-manager-32-bytes");
+    let missing = chat_aws::secret_string(&sdk, "chat/none").await.unwrap_err();
+    assert!(missing.to_string().contains("ResourceNotFoundException"), "{missing}");
+}

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, RawSocket, Stack, WAIT, host_of, masked, rss_kib, scratch, tcp_entry};
+use common::{
+    Client, RawSocket, Stack, TEST_KEY, WAIT, host_of, masked, rss_kib, scratch, signed_header_lines, target_of,
+    tcp_entry,
+};
 use futures::SinkExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -255,13 +258,14 @@ async fn settled_rss(pid: u32) -> u64 {
     last
 }
 
-/// A raw HTTP/1.1 request: status, head, and body.
+/// A raw HTTP/1.1 request, signed with the stack's default key: status, head, and body.
 async fn request(url: &str, method: &str, body: &[u8]) -> (u16, String, String) {
     let host = host_of(url);
-    let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+    let path = target_of(url);
     let mut tcp = TcpStream::connect(&host).await.unwrap();
+    let signature = signed_header_lines(method, url, body, TEST_KEY);
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{signature}content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let (mut read, mut write) = tcp.split();

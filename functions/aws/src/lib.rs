@@ -1,6 +1,6 @@
 //! AWS implementations of the chat ports: DynamoDB tables through serde_dynamo,
 //! socket posts through the API Gateway Management API, the archive on S3; and
-//! the authorizer's JWK Sets over HTTPS.
+//! the authorizer's JWK Sets over HTTPS and its shared secret from Secrets Manager.
 //!
 //! Every client honours the SDK's standard endpoint overrides (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_DYNAMODB`, ...), which is how tests point them at moto or
@@ -11,12 +11,14 @@ pub mod dynamodb;
 pub mod jwks;
 pub mod provision;
 pub mod s3;
+pub mod secrets;
 pub mod streams;
 
 pub use connections_api::{ApiGatewayPoster, management_endpoint};
 pub use dynamodb::{DynamoConnections, DynamoLog, DynamoSessions, TableNames};
 pub use jwks::HttpJwks;
 pub use s3::S3Archive;
+pub use secrets::secret_string;
 pub use streams::{StartingPosition, StreamBatch, StreamReader};
 
 use std::time::Duration;

@@ -88,7 +88,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The authorizer's trust, from the environment (see [`VerifierConfig::from_settings`]
-/// for the variables); a misconfigured stack fails at cold start rather than on every connection.
-pub fn verifier_config_from_env() -> Result<VerifierConfig, Error> {
-    Ok(VerifierConfig::from_settings(|name| std::env::var(name).ok())?)
+/// for the variables); a misconfigured stack fails at cold start rather than on every
+/// connection. `JWT_SECRET_ARN` names a Secrets Manager secret to read `JWT_SECRET` from.
+pub async fn verifier_config_from_env() -> Result<VerifierConfig, Error> {
+    let secret = match std::env::var("JWT_SECRET_ARN").ok().filter(|arn| !arn.is_empty()) {
+        Some(arn) => Some(chat_aws::secret_string(&chat_aws::load_sdk_config().await, &arn).await?),
+        None => None,
+    };
+    let config = VerifierConfig::from_settings(|name| match name {
+        "JWT_SECRET" if secret.is_some() => secret.clone(),
+        _ => std::env::var(name).ok(),
+    })?;
+    Ok(config)
 }

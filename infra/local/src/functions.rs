@@ -8,6 +8,7 @@ use chat_core::entrypoints::websocket;
 use chat_core::handlers::HandlerError;
 use chat_core::ports::{ConnectionStore, MessageLog, SessionLog};
 
+use crate::metrics::Invocations;
 use crate::sockets::LocalPoster;
 
 /// Custom routes and whether each has a route response (its returned body goes
@@ -39,6 +40,8 @@ pub struct Tables {
 pub struct Functions {
     pub tables: Tables,
     pub poster: LocalPoster,
+    /// What every invocation did, for `/metrics`.
+    pub invocations: Invocations,
 }
 
 impl Functions {
@@ -48,12 +51,15 @@ impl Functions {
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, HandlerError> {
         let Tables { connections, sessions, log } = &self.tables;
-        match event.request_context.route_key.as_deref().unwrap_or("$default") {
+        let route = event.request_context.route_key.as_deref().unwrap_or("$default");
+        let result = match route {
             "$connect" => websocket::on_connect(event, &**connections, &**sessions, &**log).await,
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
             "sendmessage" => websocket::on_send_message(event, &**connections, &**log).await,
             _ => websocket::on_default(event, &**connections, &**log, &self.poster).await,
-        }
+        };
+        self.invocations.record(route, event, &result);
+        result
     }
 }
 

@@ -8,7 +8,9 @@ pub mod events;
 pub mod functions;
 pub mod gateway;
 pub mod management;
+pub mod metrics;
 pub mod replay;
+pub mod signature;
 pub mod sockets;
 pub mod store;
 pub mod stream;
@@ -37,10 +39,15 @@ pub use crate::auth::AuthSettings;
 use crate::auth::Authorizer;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
+use crate::metrics::{CountingLog, Invocations};
+pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
+
+/// `GET /metrics`: Prometheus text, on the same port as everything else.
+pub const METRICS_PATH: &str = "metrics";
 
 /// Everything the stack can be told.
 #[derive(Clone, Debug)]
@@ -60,6 +67,8 @@ pub struct Config {
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
     pub connect_limit: Option<Limit>,
+    /// The key @connections requests must be signed with (SigV4).
+    pub access_key: AccessKey,
     /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
     pub auth: Option<AuthSettings>,
 }
@@ -92,6 +101,12 @@ pub async fn serve(
     ready: impl FnOnce(&Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.stage != METRICS_PATH,
+        "the stage cannot be named {METRICS_PATH:?}: /{METRICS_PATH} serves the metrics"
+    );
+    metrics::handle();
+    metrics::spawn_upkeep();
     let sockets = Sockets::default();
     let poster = LocalPoster(sockets.clone());
     let archive: Option<Arc<dyn Archive>> = match &config.archive {
@@ -117,7 +132,7 @@ pub async fn serve(
             let tables = Tables {
                 connections: Arc::new(store.clone()),
                 sessions: Arc::new(store.clone()),
-                log: Arc::new(store.clone()),
+                log: Arc::new(CountingLog(Arc::new(store.clone()))),
             };
             let broadcaster = broadcaster(&tables);
             // No socket outlives this process: rows a crash left behind are
@@ -136,7 +151,8 @@ pub async fn serve(
             (tables, stream)
         }
         Backend::DynamoDb(dynamo) => {
-            let (tables, source) = dynamo::open(dynamo).await?;
+            let (mut tables, source) = dynamo::open(dynamo).await?;
+            tables.log = Arc::new(CountingLog(tables.log));
             let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
             (tables, stream)
         }
@@ -144,7 +160,7 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster };
+    let functions = Functions { tables, poster, invocations: Invocations::default() };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
@@ -152,6 +168,7 @@ pub async fn serve(
     let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
     let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles, authorizer });
     let app = Router::new()
+        .route(&format!("/{METRICS_PATH}"), get(metrics::serve))
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
             &format!("/{stage}/{{segment}}/{{connection_id}}"),
@@ -159,6 +176,7 @@ pub async fn serve(
                 .get(management::get)
                 .delete(management::delete)
                 .fallback(management::no_route)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), management::require_signature))
                 .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
         )
         .route("/dev/token", post(auth::dev_token))

@@ -8,7 +8,7 @@ use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
-use chat_local::{ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings};
+use chat_local::{AccessKey, ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -19,9 +19,16 @@ use tokio::net::TcpListener;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on (loopback by default).
+    /// Address to listen on (loopback by default). Any other address needs a
+    /// key of your own (--access-key-id and --secret-access-key).
     #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
     host: String,
+    /// Access key id that @connections requests must be signed with (AWS SigV4).
+    #[arg(long, env = "CHAT_ACCESS_KEY_ID", default_value = chat_local::signature::DEFAULT_ACCESS_KEY_ID)]
+    access_key_id: String,
+    /// Secret access key that @connections requests must be signed with.
+    #[arg(long, env = "CHAT_SECRET_ACCESS_KEY", default_value = chat_local::signature::DEFAULT_SECRET_ACCESS_KEY, hide_default_value = true)]
+    secret_access_key: String,
     /// Port for WebSockets, the @connections API and the web page (0 picks a free one).
     #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
     port: u16,
@@ -160,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let access_key = AccessKey { id: args.access_key_id.clone(), secret: args.secret_access_key.clone() };
+    refuse_to_expose_the_default_key(&args.host, args.port, &access_key).await?;
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
     let address = listener.local_addr()?;
     if let Some(dir) = args.frontend.as_ref().filter(|dir| !dir.is_dir()) {
@@ -182,23 +191,47 @@ async fn main() -> anyhow::Result<()> {
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
+        access_key,
         auth: args.auth()?,
     };
     let ready = move |config: &Config| print_endpoints(address, config);
     serve_until_ctrl_c(config, listener, ready).await
 }
 
+/// Checked before binding: with the well-known test/test key, anyone who can
+/// reach the port could post to, read or close any socket.
+async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey) -> anyhow::Result<()> {
+    if !key.is_default() {
+        return Ok(());
+    }
+    let mut addresses = tokio::net::lookup_host((host, port)).await?;
+    if let Some(exposed) = addresses.find(|address| !address.ip().is_loopback()) {
+        anyhow::bail!(
+            "refusing to listen on {exposed} (--host {host}) with the well-known test/test key: the @connections \
+             API would accept anyone on the network. Set --access-key-id and --secret-access-key (or \
+             CHAT_ACCESS_KEY_ID and CHAT_SECRET_ACCESS_KEY) to a key of your own, or listen on 127.0.0.1."
+        );
+    }
+    Ok(())
+}
+
 fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
     Some(Limit { rate: rate?, burst: burst? })
 }
 
-/// Tests and scripts read the first line to find the endpoint, so it is printed
-/// only once the stack accepts connections.
+/// The startup banner: every URL the stack serves. Tests and scripts read the
+/// first line to find the endpoint, so it is printed only once the stack
+/// accepts connections, and the WebSocket URL stays first.
 fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
     let stage = &config.stage;
     println!("websocket: ws://{address}/{stage}");
     println!("web chat:  http://{address}/");
     println!("@connections: http://{address}/{stage}/@connections/{{connection_id}}");
+    // Never the secret: only which key signs, and whether it is the well-known one.
+    let key = &config.access_key;
+    let which = if key.is_default() { " (the default test/test pair)" } else { "" };
+    println!("signed by: AWS SigV4, access key id {}{which}", key.id);
+    println!("metrics:   http://{address}/{}", chat_local::METRICS_PATH);
     if let Some(auth) = &config.auth {
         let sign_in = if auth.dev_signin { format!(" (sign in: http://{address}/login.html)") } else { String::new() };
         println!("auth:      a token is required on connect{sign_in}");
@@ -207,6 +240,7 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
         Backend::Embedded { database } => println!("database:  {}", database.display()),
         Backend::DynamoDb(dynamo) => println!("dynamodb:  {}", dynamo.endpoint.as_deref().unwrap_or("AWS")),
     }
+    println!("version:   chat-local {}", env!("CARGO_PKG_VERSION"));
 }
 
 async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl FnOnce(&Config)) -> anyhow::Result<()> {

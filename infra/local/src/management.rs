@@ -1,17 +1,21 @@
 //! The @connections management API, wire-compatible with API Gateway's so the
-//! official SDKs work against it with an endpoint override.
+//! official SDKs work against it with an endpoint override, and signed like it:
+//! every request must carry a SigV4 signature by the configured key.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chat_core::ports::PostError;
 use chrono::{TimeZone, Utc};
 
 use crate::AppState;
+use crate::signature::{self, SignatureError};
 use crate::sockets::ServerClose;
 
 /// An error with the `x-amzn-ErrorType` header the SDKs classify by.
@@ -37,6 +41,49 @@ fn too_large() -> Response {
 /// What API Gateway answers for a path or method it has no route for (it never says 404 or 405).
 pub async fn no_route() -> Response {
     error_with_message(StatusCode::FORBIDDEN, "MissingAuthenticationTokenException", "Missing Authentication Token")
+}
+
+/// API Gateway's 403 for a request that is not signed by the configured key.
+fn unauthorized(error: &SignatureError) -> Response {
+    error_with_message(StatusCode::FORBIDDEN, error.error_type(), &error.to_string())
+}
+
+/// Middleware on the @connections routes: the SigV4 signature is checked before
+/// any handler runs. Headers first (a missing or foreign signature is refused
+/// without reading the body), then the signature over the body, which the
+/// handler then gets as it was sent.
+pub async fn require_signature(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let key = &app.config.access_key;
+    let (parts, body) = request.into_parts();
+    let body = {
+        let signed = match signature::verify_headers(&parts.headers, key, SystemTime::now()) {
+            Ok(signed) => signed,
+            Err(refusal) => return unauthorized(&refusal),
+        };
+        // The route's DefaultBodyLimit (in the request's extensions) still applies.
+        let request = Request::from_parts(parts.clone(), body);
+        let body = match read_body(Bytes::from_request(request, &()).await) {
+            Ok(body) => body,
+            Err(refused) => return *refused,
+        };
+        if let Err(refusal) = signed.verify_signature(&parts.method, &parts.uri, &body, key) {
+            tracing::info!(error_type = refusal.error_type(), path = %parts.uri.path(), "@connections request refused");
+            return unauthorized(&refusal);
+        }
+        body
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// The body, or API Gateway's answer to an unreadable one (413 over 128 KiB).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Response>> {
+    body.map_err(|rejection| {
+        Box::new(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            error_with_message(StatusCode::BAD_REQUEST, "BadRequestException", &rejection.body_text())
+        })
+    })
 }
 
 /// The connection id, or the error to answer with: 400 if the path does not
@@ -65,14 +112,13 @@ pub async fn post(
         Ok(id) => id,
         Err(refused) => return *refused,
     };
-    let body = match body {
+    let body = match read_body(body) {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
-        Err(rejection) => {
-            return error_with_message(StatusCode::BAD_REQUEST, "BadRequestException", &rejection.body_text());
-        }
+        Err(refused) => return *refused,
     };
-    match app.sockets.send(&connection_id, &body) {
+    let sent = app.sockets.send(&connection_id, &body);
+    crate::metrics::record_post(&sent);
+    match sent {
         Ok(()) => StatusCode::OK.into_response(),
         Err(PostError::Gone) => gone(),
         Err(PostError::PayloadTooLarge) => too_large(),

@@ -121,7 +121,9 @@ pub struct LocalPoster(pub Sockets);
 #[async_trait]
 impl SocketPoster for LocalPoster {
     async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
-        self.0.send(connection_id, frame)
+        let result = self.0.send(connection_id, frame);
+        crate::metrics::record_post(&result);
+        result
     }
 }
 

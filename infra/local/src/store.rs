@@ -247,6 +247,12 @@ impl SqliteStore {
         })
     }
 
+    /// The sequence number of the newest log entry (0 for an empty log): how far
+    /// the stream's checkpoint is behind is the stream's lag in records.
+    pub fn newest_sequence(&self) -> Result<i64, StoreError> {
+        self.with(|db| db.query_row("SELECT COALESCE(MAX(seq), 0) FROM message_history", [], |r| r.get(0)))
+    }
+
     pub fn set_checkpoint(&self, seq: i64) -> Result<(), StoreError> {
         self.with(|db| {
             db.execute(

@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use aws_lambda_events::dynamodb::{Event, EventRecord, StreamViewType};
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use chat_core::broadcaster::{Broadcaster, RetryPolicy};
-use chat_core::entrypoints::stream::on_stream;
+use chat_core::entrypoints::stream::{batch_response, broadcast_records};
 use chat_core::{LogEvent, StoreError};
 use tokio::sync::{Notify, watch};
 
+use crate::metrics;
 use crate::store::SqliteStore;
 
 /// The event source mapping's settings.
@@ -69,6 +70,10 @@ pub trait RecordSource: Send {
     async fn resume_after(&mut self, record: &EventRecord) -> Result<(), StoreError>;
     /// Continue at `record`: it is retried.
     async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError>;
+    /// Records after the read position, where the source can count them cheaply.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How often a source with no wake-up signal (or written by another process) is polled.
@@ -140,6 +145,11 @@ impl RecordSource for SqliteSource {
     async fn resume_at(&mut self, record: &EventRecord) -> Result<(), StoreError> {
         self.checkpoint_at(seq_of(record)? - 1)
     }
+
+    fn backlog(&self) -> Option<u64> {
+        let newest = self.store.newest_sequence().ok()?;
+        Some(newest.saturating_sub(self.position).max(0) as u64)
+    }
 }
 
 /// What the mapping does after an invocation.
@@ -166,6 +176,13 @@ fn next_step(batch: &[EventRecord], response: &DynamoDbEventResponse) -> Next {
         }
     }
     lowest.map_or(Next::Advance, Next::Retry)
+}
+
+/// How long ago the newest of `records` was logged (its approximate creation time).
+fn newest_age(records: &[EventRecord]) -> Option<Duration> {
+    let newest = records.iter().map(|r| r.change.approximate_creation_date_time).max()?;
+    // A record stamped ahead of this clock is no lag at all.
+    Some((chrono::Utc::now() - newest).to_std().unwrap_or_default())
 }
 
 /// The event source mapping: batches from `source` into the broadcaster until
@@ -204,7 +221,16 @@ pub async fn run(
         }
         let mut event = Event::default();
         event.records = batch;
-        let response = on_stream(&event, &broadcaster).await;
+        let started = std::time::Instant::now();
+        let report = broadcast_records(&event, &broadcaster).await;
+        metrics::record_broadcast(&metrics::Invocation {
+            records: event.records.len(),
+            report: &report,
+            took: started.elapsed(),
+            lag: newest_age(&event.records),
+            backlog: source.backlog(),
+        });
+        let response = batch_response(report);
         let batch = event.records;
         let moved = match next_step(&batch, &response) {
             Next::Advance => {
@@ -215,6 +241,7 @@ pub async fn run(
                 let record = &batch[index];
                 let seq = record.change.sequence_number.as_deref().unwrap_or_default();
                 tracing::error!(seq, retries, "stream: record given up after retries (on-failure destination)");
+                metrics::record_given_up();
                 retries = 0;
                 source.resume_after(record).await
             }
@@ -222,6 +249,7 @@ pub async fn run(
                 retries += 1;
                 let seq = batch[index].change.sequence_number.as_deref().unwrap_or_default();
                 tracing::warn!(seq, retries, "stream: retrying from a failed record");
+                metrics::record_retry();
                 tokio::time::sleep(backoff.delay(retries)).await;
                 source.resume_at(&batch[index]).await
             }

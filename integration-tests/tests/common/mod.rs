@@ -296,6 +296,42 @@ pub fn host_of(url: &str) -> String {
     url.split("://").nth(1).and_then(|rest| rest.split('/').next()).expect("URL has a host").to_owned()
 }
 
+/// The local stack's default @connections key: (access key id, secret).
+pub const TEST_KEY: (&str, &str) = ("test", "test");
+
+/// The `/path?query` of a URL.
+pub fn target_of(url: &str) -> String {
+    url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into())
+}
+
+/// The SigV4 headers (`x-amz-date`, `authorization`) that sign a request to the
+/// local @connections API with `key`, as the SDKs sign `execute-api` calls
+/// (region us-east-1, the `host` header signed).
+pub fn sigv4_headers(method: &str, url: &str, body: &[u8], key: (&str, &str)) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = aws_sdk_apigatewaymanagement::config::Credentials::new(key.0, key.1, None, None, "tests").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing parameters")
+        .into();
+    let host = host_of(url);
+    let target = target_of(url);
+    let request =
+        SignableRequest::new(method, target, [("host", host.as_str())].into_iter(), SignableBody::Bytes(body)).unwrap();
+    let (instructions, _) = sign(request, &params).expect("signed").into_parts();
+    instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
+}
+
+/// [`sigv4_headers`] as HTTP/1.1 header lines, each ending in CRLF.
+pub fn signed_header_lines(method: &str, url: &str, body: &[u8], key: (&str, &str)) -> String {
+    sigv4_headers(method, url, body, key).iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
+}
+
 /// Sends an HTTP/1.1 request and reads the response head: the status code, the
 /// head's text, and whatever followed it.
 pub async fn raw_request(tcp: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {

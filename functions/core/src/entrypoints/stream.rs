@@ -3,7 +3,7 @@
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
-use crate::broadcaster::{Broadcaster, SequencedEvent};
+use crate::broadcaster::{BatchReport, Broadcaster, SequencedEvent};
 use crate::model::{LogEvent, RECEIPT_KEY_PREFIX};
 
 /// Why a stream record was skipped rather than delivered.
@@ -37,6 +37,12 @@ fn is_receipt(record: &EventRecord) -> bool {
 /// Broadcasts a stream batch. Malformed records are logged and skipped: retrying
 /// them could never succeed and would block the shard for 24 hours.
 pub async fn on_stream(event: &Event, broadcaster: &Broadcaster) -> DynamoDbEventResponse {
+    batch_response(broadcast_records(event, broadcaster).await)
+}
+
+/// [`on_stream`]'s work, returning the broadcaster's report: edges that count
+/// what a batch did (metrics, EMF) read it before it becomes the response.
+pub async fn broadcast_records(event: &Event, broadcaster: &Broadcaster) -> BatchReport {
     let batch: Vec<SequencedEvent> = event
         .records
         .iter()
@@ -62,6 +68,11 @@ pub async fn on_stream(event: &Event, broadcaster: &Broadcaster) -> DynamoDbEven
         retry = report.failed.len(),
         "batch done"
     );
+    report
+}
+
+/// The partial batch response for a report: its failed records, by sequence number.
+pub fn batch_response(report: BatchReport) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
     response.batch_item_failures = report
         .failed

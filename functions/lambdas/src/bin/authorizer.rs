@@ -1,6 +1,7 @@
-//! `$connect` authorizer (deployed only with EnableAuthorizer=true): a JWT in
+//! `$connect` authorizer (deployed unless AuthMode=none): a JWT in
 //! `?Authorization=Bearer <token>` that the configured issuer (JWKS) or shared
-//! secret vouches for allows the connection; see `verifier_config_from_env`.
+//! secret (from Secrets Manager) vouches for allows the connection; see
+//! `verifier_config_from_env`.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use chat_lambdas::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // Built once: the JWKS cache lives as long as the warm instance.
-    let verifier = &Verifier::new(chat_lambdas::verifier_config_from_env()?, Arc::new(HttpJwks::new()?));
+    let verifier = &Verifier::new(chat_lambdas::verifier_config_from_env().await?, Arc::new(HttpJwks::new()?));
     run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
         Ok::<_, Error>(authorizer::on_authorize(&event.payload, verifier, now).await)

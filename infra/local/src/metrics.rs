@@ -1,0 +1,236 @@
+//! The local stack's metrics, served as Prometheus text at `GET /metrics`.
+//!
+//! Recorded through the `metrics` facade and rendered by
+//! `metrics-exporter-prometheus` (no listener of its own: the stack's axum router
+//! serves the text on its one port). Everything is counted at the edges — the
+//! function table, the event-source loop, the posters and the message log
+//! adapter — so the pure core stays free of metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chat_core::broadcaster::BatchReport;
+use chat_core::handlers::HandlerError;
+use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError};
+use chat_core::{EventKind, LogEvent};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections, by `room` (gauge).
+pub const CONNECTIONS_OPEN: &str = "chat_connections_open";
+/// `$connect` invocations, by the HTTP `status` they answered (200 opens the socket).
+pub const CONNECTS: &str = "chat_connects_total";
+/// `$disconnect` invocations, by the close `code` they report.
+pub const DISCONNECTS: &str = "chat_disconnects_total";
+/// Events appended to MessageHistory, by `kind` (chat, join, leave).
+pub const MESSAGES_APPENDED: &str = "chat_messages_appended_total";
+/// Frames the broadcaster delivered (one per recipient of an event).
+pub const DELIVERIES: &str = "chat_deliveries_total";
+/// @connections posts (in-process and over HTTP), by `outcome`: ok, gone, throttled, failed.
+pub const POSTS: &str = "chat_posts_total";
+/// Seconds one broadcaster invocation took to fan its batch out (histogram).
+pub const FANOUT_DURATION: &str = "chat_fanout_duration_seconds";
+/// Stream records handed to the broadcaster.
+pub const STREAM_RECORDS: &str = "chat_stream_records_total";
+/// Seconds from the newest record of the last batch being logged to its broadcast (gauge).
+pub const STREAM_LAG_SECONDS: &str = "chat_stream_lag_seconds";
+/// Records logged but not yet broadcast, after the last batch (gauge).
+pub const STREAM_LAG_RECORDS: &str = "chat_stream_lag_records";
+/// Batches the event source retried from a failed record.
+pub const BATCHES_RETRIED: &str = "chat_stream_batches_retried_total";
+/// Batches whose failing record was given up after the retries (on-failure destination).
+pub const BATCHES_GIVEN_UP: &str = "chat_stream_batches_given_up_total";
+/// Function invocations that failed (API Gateway's "Internal server error"), by `route`.
+pub const HANDLER_ERRORS: &str = "chat_handler_errors_total";
+
+/// Fan-out durations from a lone socket (sub-millisecond) to a large room.
+const FANOUT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process's recorder, installed on first use. The `metrics` macros record
+/// into one global recorder, so one process has one set of metrics.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(FANOUT_DURATION.into()), FANOUT_BUCKETS)
+            .expect("the fan-out buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will stay empty");
+        }
+        describe();
+        handle
+    })
+}
+
+/// `HELP` lines for the metrics this module records.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections, by room.");
+    describe_counter!(CONNECTS, "$connect invocations, by the HTTP status they answered.");
+    describe_counter!(DISCONNECTS, "$disconnect invocations, by close code.");
+    describe_counter!(MESSAGES_APPENDED, "Events appended to MessageHistory, by kind.");
+    describe_counter!(DELIVERIES, "Frames the broadcaster delivered.");
+    describe_counter!(POSTS, "@connections posts, by outcome.");
+    describe_histogram!(FANOUT_DURATION, metrics::Unit::Seconds, "Broadcaster invocation time.");
+    describe_counter!(STREAM_RECORDS, "Stream records handed to the broadcaster.");
+    describe_gauge!(STREAM_LAG_SECONDS, metrics::Unit::Seconds, "Newest broadcast record's age when broadcast.");
+    describe_gauge!(STREAM_LAG_RECORDS, "Records logged but not yet broadcast.");
+    describe_counter!(BATCHES_RETRIED, "Stream batches retried from a failed record.");
+    describe_counter!(BATCHES_GIVEN_UP, "Stream batches whose failing record was given up.");
+    describe_counter!(HANDLER_ERRORS, "Function invocations that failed, by route.");
+}
+
+/// Drains histogram samples into their buckets now and then, so memory stays
+/// flat between scrapes. Runs until the process ends.
+pub fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle().run_upkeep();
+            }
+        });
+    });
+}
+
+/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
+pub async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle().render()).into_response()
+}
+
+/// Counts function invocations as API Gateway's own metrics would see them, and
+/// keeps the open-connections gauge per room (a `$disconnect` does not carry the
+/// room, so the room each connection joined is remembered here).
+#[derive(Clone, Default)]
+pub struct Invocations {
+    rooms: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Invocations {
+    /// Records one invocation of `route` and its result.
+    pub fn record(
+        &self,
+        route: &str,
+        event: &ApiGatewayWebsocketProxyRequest,
+        result: &Result<ApiGatewayProxyResponse, HandlerError>,
+    ) {
+        let connection_id = event.request_context.connection_id.clone().unwrap_or_default();
+        match route {
+            "$connect" => {
+                let status = result.as_ref().map_or(502, |response| response.status_code);
+                metrics::counter!(CONNECTS, "status" => status.to_string()).increment(1);
+                if (200..300).contains(&status) {
+                    // The handler accepted it, so the name is valid (or absent: the default room).
+                    let requested = event.query_string_parameters.first("room");
+                    let room = chat_core::room::room_or_default(requested).unwrap_or(chat_core::room::DEFAULT_ROOM);
+                    metrics::gauge!(CONNECTIONS_OPEN, "room" => room.to_owned()).increment(1.0);
+                    self.rooms.lock().unwrap().insert(connection_id, room.to_owned());
+                }
+            }
+            "$disconnect" => {
+                let code = event.request_context.disconnect_status_code.unwrap_or_default();
+                metrics::counter!(DISCONNECTS, "code" => code.to_string()).increment(1);
+                if let Some(room) = self.rooms.lock().unwrap().remove(&connection_id) {
+                    metrics::gauge!(CONNECTIONS_OPEN, "room" => room).decrement(1.0);
+                }
+            }
+            _ => {}
+        }
+        if result.is_err() {
+            metrics::counter!(HANDLER_ERRORS, "route" => route.to_owned()).increment(1);
+        }
+    }
+}
+
+/// Counts one @connections post by its outcome.
+pub fn record_post(result: &Result<(), PostError>) {
+    let outcome = match result {
+        Ok(()) => "ok",
+        Err(PostError::Gone) => "gone",
+        Err(PostError::Throttled) => "throttled",
+        Err(PostError::PayloadTooLarge | PostError::Other(_)) => "failed",
+    };
+    metrics::counter!(POSTS, "outcome" => outcome).increment(1);
+}
+
+/// What one broadcaster invocation did, as the event-source loop saw it.
+pub struct Invocation<'a> {
+    pub records: usize,
+    pub report: &'a BatchReport,
+    pub took: Duration,
+    /// Age of the batch's newest record when the broadcast ended.
+    pub lag: Option<Duration>,
+    /// Records still waiting in the stream, where the source can tell.
+    pub backlog: Option<u64>,
+}
+
+/// Records one broadcaster invocation.
+pub fn record_broadcast(invocation: &Invocation) {
+    metrics::counter!(STREAM_RECORDS).increment(invocation.records as u64);
+    metrics::counter!(DELIVERIES).increment(invocation.report.delivered as u64);
+    metrics::histogram!(FANOUT_DURATION).record(invocation.took.as_secs_f64());
+    if let Some(lag) = invocation.lag {
+        metrics::gauge!(STREAM_LAG_SECONDS).set(lag.as_secs_f64());
+    }
+    if let Some(backlog) = invocation.backlog {
+        metrics::gauge!(STREAM_LAG_RECORDS).set(backlog as f64);
+    }
+}
+
+/// Counts a batch retried from a failed record.
+pub fn record_retry() {
+    metrics::counter!(BATCHES_RETRIED).increment(1);
+}
+
+/// Counts a batch whose failing record was given up.
+pub fn record_given_up() {
+    metrics::counter!(BATCHES_GIVEN_UP).increment(1);
+}
+
+/// A [`MessageLog`] that counts the events actually appended (not the no-op
+/// re-appends of an id already logged).
+pub struct CountingLog(pub Arc<dyn MessageLog>);
+
+fn kind_label(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Chat => "chat",
+        EventKind::Join => "join",
+        EventKind::Leave => "leave",
+    }
+}
+
+fn count_append(event: &LogEvent) {
+    metrics::counter!(MESSAGES_APPENDED, "kind" => kind_label(&event.kind)).increment(1);
+}
+
+#[async_trait]
+impl MessageLog for CountingLog {
+    async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        let appended = self.0.append(event).await?;
+        if appended {
+            count_append(event);
+        }
+        Ok(appended)
+    }
+
+    async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        let stored_as = self.0.append_once(event, client_message_id).await?;
+        // Another id means an earlier line with this client message id: nothing new.
+        if stored_as == event.message_id {
+            count_append(event);
+        }
+        Ok(stored_as)
+    }
+
+    async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
+        self.0.read(query).await
+    }
+}
