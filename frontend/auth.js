@@ -38,7 +38,7 @@ export function claimsOf(token) {
 
 // The display name the server derives from the same claims.
 function nameOf(claims) {
-  return claims?.["cognito:username"] ?? claims?.preferred_username ?? claims?.name ?? claims?.sub ?? null;
+  return claims?.["cognito:username"] ?? claims?.username ?? claims?.preferred_username ?? claims?.name ?? claims?.sub ?? null;
 }
 
 /** The stored token: `{token, exp, name}` (exp 0 when unknown), or null. */
