@@ -11,10 +11,64 @@ const EXP_KEY = "exp";
 const FLOW_KEY = "websocket-chat-oidc"; // sessionStorage: the request in flight across the redirect
 
 /**
- * `{auth: "none"}`, `{auth: "dev", loginUrl}`, `{auth: "oidc", issuer, clientId, scope, …}`,
- * or `{auth: "token"}` (a token is required, but obtained elsewhere).
+ * The page's sign-in: what config.json asks for, the stored token, and the panel
+ * that shows them (Login Status, Token Validity, Sign in, Sign out, and the
+ * unverified Name field, only where there is no sign-in).
  */
-export async function loadConfig() {
+export class SignIn {
+  // ui: {status, validity, signIn, signOut, nameField}
+  constructor(ui) {
+    this.ui = ui;
+    this.config = { auth: "none" };
+    this.ready = loadConfig().then((config) => { this.config = config; this.show(); });
+    this.show();
+    setInterval(() => this.show(), 1000);
+  }
+
+  /** The stored token while it is valid (`{token, exp, name}`), else null. */
+  token() {
+    const stored = storedToken();
+    return stored && secondsLeft(stored) > 0 ? stored : null;
+  }
+
+  /** Why connecting cannot work now, or null. */
+  problem() {
+    if (this.config.auth === "none" || this.token()) return null;
+    return storedToken() ? "Sign-in expired: sign in again to connect." : "Sign in required: this chat needs you to sign in.";
+  }
+
+  show() {
+    const { ui, config } = this;
+    const stored = storedToken();
+    const left = stored && secondsLeft(stored);
+    const valid = stored && left > 0;
+    ui.status.textContent = valid ? `Logged in as ${stored.name ?? "(no name in the token)"}` : stored ? "Sign-in expired" : "Not logged in";
+    ui.status.dataset.state = valid ? "in" : stored ? "expired" : "out";
+    ui.validity.textContent = !stored ? "–" : left === Infinity ? "unknown" : valid ? duration(left) : "expired";
+    ui.signIn.hidden = !["dev", "oidc"].includes(config.auth) || Boolean(valid); // "token": no way to sign in here
+    ui.signOut.hidden = !stored;
+    ui.nameField.hidden = config.auth !== "none" || Boolean(valid); // a verified name comes from the token
+  }
+
+  start() { return signIn(this.config); }
+
+  /** Back from the issuer? Then signed in (true); throws what went wrong. */
+  async complete() {
+    await this.ready;
+    const done = await completeSignIn(this.config);
+    this.show();
+    return done;
+  }
+
+  stop() {
+    signOut(this.config);
+    this.show();
+  }
+}
+
+// config.json: `{auth: "none"}`, `{auth: "dev", loginUrl}`, `{auth: "oidc", issuer,
+// clientId, scope, …}`, or `{auth: "token"}` (a token is required, obtained elsewhere).
+async function loadConfig() {
   try {
     const response = await fetch("config.json", { cache: "no-store" });
     if (!response.ok) return { auth: "none" };
@@ -26,7 +80,7 @@ export async function loadConfig() {
 }
 
 // The claims of a JWT, unverified (the server verifies): only to show a name and a time.
-export function claimsOf(token) {
+function claimsOf(token) {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
@@ -42,7 +96,7 @@ function nameOf(claims) {
 }
 
 /** The stored token: `{token, exp, name}` (exp 0 when unknown), or null. */
-export function storedToken() {
+function storedToken() {
   const token = localStorage.getItem(TOKEN_KEY);
   if (!token) return null;
   const claims = claimsOf(token);
@@ -51,22 +105,22 @@ export function storedToken() {
 }
 
 /** Seconds the stored token has left (Infinity when it does not say). */
-export function secondsLeft(stored) {
+function secondsLeft(stored) {
   return stored.exp ? stored.exp - Date.now() / 1000 : Infinity;
 }
 
-export function saveToken(token, exp) {
+function saveToken(token, exp) {
   localStorage.setItem(TOKEN_KEY, token);
   localStorage.setItem(EXP_KEY, String(exp));
 }
 
-export function clearToken() {
+function clearToken() {
   localStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(EXP_KEY);
 }
 
 // "14m 05s", "1h 02m".
-export function duration(seconds) {
+function duration(seconds) {
   const s = Math.max(0, Math.floor(seconds));
   const pad = (n) => String(n).padStart(2, "0");
   if (s >= 3600) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
@@ -79,8 +133,8 @@ function redirectUri() {
   return location.origin + location.pathname;
 }
 
-/** Sends the browser to sign in; it comes back to this page. */
-export async function signIn(config) {
+// Sends the browser to sign in; it comes back to this page.
+async function signIn(config) {
   if (config.auth === "dev") {
     const login = new URL(config.loginUrl ?? "/login.html", location.href);
     login.searchParams.set("return", location.href);
@@ -99,12 +153,10 @@ export async function signIn(config) {
   location.assign(url.href);
 }
 
-/**
- * Back from the issuer (`?code=…&state=…` on this page): trades the code for
- * tokens and keeps the ID token. Resolves to true when it signed in, false when
- * this load is no such return; throws an Error that says what went wrong.
- */
-export async function completeSignIn(config) {
+// Back from the issuer (`?code=…&state=…` on this page): trades the code for
+// tokens and keeps the ID token. Resolves to true when it signed in, false when
+// this load is no such return; throws an Error that says what went wrong.
+async function completeSignIn(config) {
   const answer = new URLSearchParams(location.search);
   if (config.auth !== "oidc" || !(answer.has("code") || answer.has("error"))) return false;
   const flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) ?? "null");
@@ -128,8 +180,8 @@ export async function completeSignIn(config) {
   return true;
 }
 
-/** Forgets the token; an issuer with a logout URL is told too (it comes back here). */
-export function signOut(config) {
+// Forgets the token; an issuer with a logout URL is told too (it comes back here).
+function signOut(config) {
   clearToken();
   if (config.logoutUrl) location.assign(config.logoutUrl);
 }

@@ -4,7 +4,7 @@
 // recovery (recovery.js), the outbox of unacknowledged lines (outbox.js) and
 // signing in (auth.js) have their own files.
 
-import * as auth from "./auth.js";
+import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
 import { Outbox } from "./outbox.js";
 import { CatchUp, Positions } from "./recovery.js";
@@ -33,13 +33,13 @@ const ui = {
   url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
-  nameField: $("name-field"), loginStatus: $("login-status"), tokenValidity: $("token-validity"),
-  signIn: $("sign-in"), signOut: $("sign-out"),
 };
 const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
 const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName });
 const positions = new Positions();
 const outbox = new Outbox();
+const signIn = new SignIn({ status: $("login-status"), validity: $("token-validity"), signIn: $("sign-in"),
+  signOut: $("sign-out"), nameField: $("name-field") });
 
 let socket = null;
 let room = null; // the room whose lines are on the page
@@ -58,8 +58,6 @@ let caughtUp = false; // this connection's catch-up is done: only then is `newes
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
 let idProbe = null; // the text of our first line: its echo tells our connection id
-let config = { auth: "none" }; // from config.json, once loaded
-const configLoaded = auth.loadConfig().then((loaded) => { config = loaded; });
 globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
@@ -136,7 +134,7 @@ function render(frame) {
   }
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
-    const mine = myIds.has(frame.connectionId) || Boolean(frame.verified && frame.user === signedInName());
+    const mine = myIds.has(frame.connectionId) || Boolean(frame.verified && frame.user === signIn.token()?.name);
     echoed(frame.connectionId, frame.text);
     if (fresh && !mine) unread.add();
     // Grouped by verified user (any of their connections), else by connection.
@@ -270,13 +268,13 @@ function clearTimers() { timers.forEach(clearInterval); timers = []; }
 // The user's Connect: checks the room and the sign-in, switches rooms if
 // connected to another one.
 async function connect() {
-  await configLoaded;
+  await signIn.ready;
   const base = ui.url.value.trim();
   const name = ui.room.value.trim();
   const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
-  if (signInProblem()) return notice(`Not connected: ${signInProblem()}`);
+  if (signIn.problem()) return notice(`Not connected: ${signIn.problem()}`);
   if (socket && name === room) return; // never two connections
   if (socket) retire();
   reconnectDelay = TUNING.reconnectMs;
@@ -301,11 +299,11 @@ function socketUrl(base, name) {
   if (!/^wss?:$/.test(url.protocol)) throw new Error("not a WebSocket URL");
   url.searchParams.set("room", name);
   url.searchParams.set("batch", "1");
-  const token = validToken();
+  const token = signIn.token();
   const chosen = ui.name.value.trim();
   localStorage.setItem(NAME_KEY, chosen);
   if (token) url.search += `&Authorization=${encodeURIComponent(`Bearer ${token.token}`)}`;
-  else if (chosen && config.auth === "none") url.searchParams.set("name", chosen);
+  else if (chosen && signIn.config.auth === "none") url.searchParams.set("name", chosen);
   return url.href;
 }
 
@@ -360,17 +358,17 @@ function open(base, name, reconnecting) {
     setStatus(opened ? "disconnected" : "error");
     if (userClosed) return;
     // Without a usable token, trying again cannot help: say so instead.
-    if (signInProblem()) return notice(signInProblem());
+    if (signIn.problem()) return notice(signIn.problem());
     if (!opened && !reconnecting) {
       // A browser cannot see the HTTP status: a refused upgrade (a bad room, a
       // wrong stage, a refused token) and an unreachable host look alike. Do not retry.
-      const why = config.auth === "none" ? "Check the URL and the room name." : "Check the URL and the room name, or sign in again.";
+      const why = signIn.config.auth === "none" ? "Check the URL and the room name." : "Check the URL and the room name, or sign in again.";
       return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. ${why}`);
     }
     notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
     const delay = reconnectDelay;
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-    setTimeout(() => { if (!socket && !userClosed && !signInProblem()) open(base, name, true); }, delay);
+    setTimeout(() => { if (!socket && !userClosed && !signIn.problem()) open(base, name, true); }, delay);
   };
 }
 
@@ -391,41 +389,12 @@ function disconnect() {
   if (socket) socket.close(1000);
 }
 
-// ---- Signing in (auth.js): the state shown, and whether a connection may be tried.
-function validToken() {
-  const stored = auth.storedToken();
-  return stored && auth.secondsLeft(stored) > 0 ? stored : null;
-}
-
-function signedInName() { return validToken()?.name ?? null; }
-
-// Why connecting cannot work now, or null.
-function signInProblem() {
-  if (config.auth === "none" || validToken()) return null;
-  return auth.storedToken() ? "Sign-in expired: sign in again to connect." : "Sign in required: this chat needs you to sign in.";
-}
-
-function showSignIn() {
-  const stored = auth.storedToken();
-  const left = stored && auth.secondsLeft(stored);
-  const valid = stored && left > 0;
-  ui.loginStatus.textContent = valid ? `Logged in as ${stored.name ?? "(no name in the token)"}` : stored ? "Sign-in expired" : "Not logged in";
-  ui.loginStatus.dataset.state = valid ? "in" : stored ? "expired" : "out";
-  ui.tokenValidity.textContent = !stored ? "–" : left === Infinity ? "unknown" : valid ? auth.duration(left) : "expired";
-  ui.signIn.hidden = !["dev", "oidc"].includes(config.auth) || Boolean(valid); // "token": no way to sign in here
-  ui.signOut.hidden = !stored;
-  ui.nameField.hidden = config.auth !== "none" || Boolean(valid); // a verified name comes from the token
-}
-
-ui.signIn.addEventListener("click", () => auth.signIn(config).catch((error) => notice(error.message)));
-ui.signOut.addEventListener("click", () => {
+$("sign-in").addEventListener("click", () => signIn.start().catch((error) => notice(error.message)));
+$("sign-out").addEventListener("click", () => {
   disconnect();
-  auth.signOut(config);
-  showSignIn();
+  signIn.stop();
   notice("Signed out.", "info");
 });
-setInterval(showSignIn, 1000);
-
 $("connect-form").addEventListener("submit", (event) => {
   event.preventDefault();
   connect();
@@ -513,12 +482,9 @@ ui.url.value = stored || local;
 ui.room.value = roomFromHash() ?? "lobby";
 ui.name.value = localStorage.getItem(NAME_KEY) ?? "";
 setStatus("disconnected");
-showSignIn();
-configLoaded
-  .then(() => auth.completeSignIn(config)) // back from the issuer's sign-in page?
+signIn.complete() // back from the issuer's sign-in page?
   .catch((error) => notice(error.message))
   .then((signedIn) => {
-    showSignIn();
     ui.room.value = roomFromHash() ?? "lobby";
     if (stored || signedIn) connect();
   });
