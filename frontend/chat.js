@@ -121,7 +121,7 @@ function render(frame) {
     catchUp?.saw(frame.id); // before dedupe: it tells where a history page ended
     if (seen.has(frame.id)) return; // delivery is at least once
     seen.add(frame.id);
-    fresh = caughtUp && Boolean(newest) && frame.id > newest.id;
+    fresh = caughtUp && (!newest || frame.id > newest.id);
     if (!newest || frame.id > newest.id) newest = { id: frame.id, timestamp: frame.timestamp };
     remember();
   }
