@@ -34,7 +34,10 @@ export class SignIn {
   /** Why connecting cannot work now, or null. */
   problem() {
     if (this.config.auth === "none" || this.token()) return null;
-    return storedToken() ? "Sign-in expired: sign in again to connect." : "Sign in required: this chat needs you to sign in.";
+    if (storedToken()) return "Sign-in expired: sign in again to connect.";
+    return this.config.auth === "token"
+      ? "Sign in required: this chat needs a token (localStorage authToken) from your sign-in service."
+      : "Sign in required: this chat needs you to sign in.";
   }
 
   show() {
