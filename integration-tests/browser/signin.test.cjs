@@ -149,6 +149,21 @@ async function tokenInStorage(browser) {
   await context.close();
 }
 
+async function tokenOnly(browser) {
+  step('config {"auth":"token"} (a secret off loopback): no Sign in button, and the notice says a token is needed');
+  const context = await browser.newContext();
+  await context.route("**/config.json", (route) => route.fulfill({ json: { auth: "token" } }));
+  const page = await context.newPage();
+  const opened = sockets(page);
+  await page.goto(`${origin(wsUrl)}/#room=signin`);
+  await page.waitForFunction(() => document.getElementById("name-field").hidden, null, WAIT);
+  assert.ok(await page.isHidden("#sign-in"));
+  await page.click("#connect");
+  await page.waitForFunction(() => /needs a token/.test(document.getElementById("notice").textContent), null, WAIT);
+  assert.equal(opened.length, 0);
+  await context.close();
+}
+
 async function oidcFlow(browser) {
   step("OIDC: Sign in goes to the issuer (code flow, PKCE S256, state, nonce) and back; the ID token connects");
   const issuer = await startIssuer({ clientId: CLIENT_ID, user: "carol" });
@@ -187,5 +202,6 @@ async function oidcFlow(browser) {
 runChecks(async (browser) => {
   await devFlow(browser);
   await tokenInStorage(browser);
+  await tokenOnly(browser);
   await oidcFlow(browser);
 }, "all sign-in checks passed");
