@@ -15,12 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
-use chat_core::entrypoints::{stream, websocket};
+use chat_core::entrypoints::websocket;
 use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{
     Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
@@ -44,7 +45,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "disconnect", entrypoint: "websocket::on_disconnect" },
     Function { binary: "send_message", entrypoint: "websocket::on_send_message" },
     Function { binary: "default", entrypoint: "websocket::on_default" },
-    Function { binary: "broadcaster", entrypoint: "stream::on_stream" },
+    Function { binary: "broadcaster", entrypoint: "broadcast_with_metrics" },
     Function { binary: "reaper", entrypoint: "expiry::on_expired_connections" },
     Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
 ];
@@ -215,7 +216,9 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 config: FanoutConfig::default(),
             };
             let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
-            let response = stream::on_stream(&event, &broadcaster).await;
+            // The binary's own wrapper (EMF counting around stream::broadcast_records), minus the printing.
+            let counts = chat_lambdas::emf::PostCounts::default();
+            let (response, _) = chat_lambdas::measured_broadcast(&event, &broadcaster, &counts).await;
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
         }
         "reaper" => {
@@ -882,4 +885,99 @@ fn the_authorizer_guards_connect_in_every_auth_mode_but_none() {
     assert_eq!(raw["Resources"]["JwtSecret"]["Type"], "AWS::SecretsManager::Secret");
     let authorizer = &raw["Resources"]["ConnectAuthorizer"]["Properties"];
     assert_eq!(authorizer["IdentitySource"][0], "route.request.querystring.Authorization");
+}
+
+/// The metric names of one dashboard widget's `metrics` rows, as (namespace,
+/// name), expanding CloudWatch's `"."` (same as the row above) and `"..."`
+/// (the row above, with other dimension values) shorthands.
+fn dashboard_metrics(rows: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut previous: Vec<String> = Vec::new();
+    let mut named = Vec::new();
+    for row in rows {
+        let row: Vec<String> = row.as_array().unwrap().iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        let expanded: Vec<String> = if row.first().map(String::as_str) == Some("...") {
+            previous[..2].to_vec()
+        } else {
+            row.iter().enumerate().map(|(i, v)| if v == "." { previous[i].clone() } else { v.clone() }).collect()
+        };
+        named.push((expanded[0].clone(), expanded[1].clone()));
+        previous = expanded;
+    }
+    named
+}
+
+#[test]
+fn alarms_and_the_dashboard_watch_metrics_that_exist() {
+    let raw = template();
+    let resources = raw["Resources"].as_mapping().unwrap();
+    // What the broadcaster's EMF line carries (every optional member present).
+    let metrics = chat_lambdas::emf::BroadcastMetrics { lag: Some(Duration::ZERO), ..Default::default() };
+    let document = chat_lambdas::emf::document("broadcaster", &metrics, 0);
+    let emitted: BTreeSet<String> = document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap().to_owned())
+        .collect();
+    let namespace = chat_lambdas::emf::NAMESPACE;
+
+    let mut watched = BTreeSet::new();
+    for (name, alarm) in resources.iter().filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        let actions: Vec<String> = list(&properties["AlarmActions"]).into_iter().map(text).collect();
+        assert_eq!(actions, ["Ref:AlarmTopic"], "{name:?} notifies the alarm topic");
+        let single = properties.get("MetricName").map(|m| (properties["Namespace"].clone(), m.clone()));
+        let math = properties.get("Metrics").into_iter().flat_map(|m| m.as_sequence().unwrap()).filter_map(|query| {
+            let metric = query.get("MetricStat")?.get("Metric")?;
+            Some((metric["Namespace"].clone(), metric["MetricName"].clone()))
+        });
+        for (ns, metric) in single.into_iter().chain(math) {
+            let (ns, metric) = (ns.as_str().unwrap().to_owned(), metric.as_str().unwrap().to_owned());
+            if ns == namespace {
+                assert!(emitted.contains(&metric), "{name:?} watches {metric}, which the EMF line does not carry");
+            }
+            watched.insert(metric);
+        }
+    }
+    for concern in [
+        "IteratorAge",                        // the stream falls behind
+        "ApproximateNumberOfMessagesVisible", // batches given up
+        "Errors",                             // broadcaster failures
+        "BatchesRetried",                     // ... and batches it asked to retry
+        "IntegrationError",                   // 5xx
+        "ExecutionError",
+        "ClientError", // 4xx
+        "ConnectCount",
+        "MessageCount",
+    ] {
+        assert!(watched.contains(concern), "no alarm watches {concern}");
+    }
+    assert_eq!(text(&raw["Resources"]["AlarmEmailSubscription"]["Condition"]), "AlarmEmailGiven");
+
+    // The dashboard's body is JSON once CloudFormation substitutes it, and its
+    // EMF widgets name metrics the broadcaster emits.
+    let body = &raw["Resources"]["Dashboard"]["Properties"]["DashboardBody"];
+    let serde_yaml::Value::Tagged(sub) = body else { panic!("DashboardBody: !Sub [body, variables]") };
+    let body = sub.value.as_sequence().unwrap()[0].as_str().unwrap();
+    let mut substituted = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').expect("closed ${...}") + start;
+        substituted.push_str(&rest[..start]);
+        substituted.push_str("placeholder");
+        rest = &rest[end + 1..];
+    }
+    substituted.push_str(rest);
+    let dashboard: serde_json::Value = serde_json::from_str(&substituted).expect("the dashboard body is JSON");
+    let mut shown = 0;
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        let Some(rows) = widget["properties"]["metrics"].as_array() else { continue };
+        for (ns, metric) in dashboard_metrics(rows) {
+            if ns == namespace {
+                assert!(emitted.contains(&metric), "the dashboard shows {metric}, which the EMF line does not carry");
+                shown += 1;
+            }
+        }
+    }
+    assert!(shown >= 8, "the dashboard shows the broadcaster's counters");
 }

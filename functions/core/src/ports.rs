@@ -157,6 +157,17 @@ pub enum PostError {
     Other(String),
 }
 
+/// How one post ended, in the words operators' metrics use: `ok`, `gone`,
+/// `throttled` or `failed`.
+pub fn post_outcome(result: &Result<(), PostError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(PostError::Gone) => "gone",
+        Err(PostError::Throttled) => "throttled",
+        Err(PostError::PayloadTooLarge | PostError::Other(_)) => "failed",
+    }
+}
+
 /// The @connections management API, reduced to what the product does with it.
 #[async_trait]
 pub trait SocketPoster: Send + Sync {

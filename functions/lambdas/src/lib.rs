@@ -6,8 +6,17 @@ use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoLog, DynamoSessions, S
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 
+pub mod emf;
+pub mod logs;
+
+use std::time::Instant;
+
+use aws_lambda_events::dynamodb::Event;
+use aws_lambda_events::streams::DynamoDbEventResponse;
+use chat_core::broadcaster::Broadcaster;
 pub use chat_core::entrypoints::{expiry, stream, websocket};
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use tracing::Instrument;
 
 /// A WebSocket route invocation.
 pub type WebsocketEvent = LambdaEvent<ApiGatewayWebsocketProxyRequest>;
@@ -19,9 +28,18 @@ pub struct Aws {
     dynamodb: aws_sdk_dynamodb::Client,
 }
 
-/// Starts logging (JSON when the function's log format is JSON) and loads the SDK config.
+/// Every function's logging: Lambda JSON lines on stdout (see [`logs`]), at
+/// the level the function's logging config (or `RUST_LOG`) asks for.
+pub fn init_logging() {
+    let subscriber = logs::subscriber(std::io::stdout, logs::level_from_env());
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        tracing::warn!("logging was already set up");
+    }
+}
+
+/// Starts logging and loads the SDK config.
 pub async fn init() -> Aws {
-    lambda_runtime::tracing::init_default_subscriber();
+    init_logging();
     let sdk = chat_aws::load_sdk_config().await;
     Aws { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), tables: TableNames::from_env(), sdk }
 }
@@ -47,6 +65,69 @@ impl Aws {
     pub fn archive(&self) -> Option<S3Archive> {
         std::env::var("ARCHIVE_BUCKET").ok().filter(|b| !b.is_empty()).map(|bucket| S3Archive::new(&self.sdk, bucket))
     }
+}
+
+/// The span every log line of a WebSocket invocation is written in: its
+/// connection id and route (the runtime's own span adds the request id).
+pub fn websocket_span(event: &ApiGatewayWebsocketProxyRequest) -> tracing::Span {
+    let context = &event.request_context;
+    tracing::info_span!(
+        "websocket",
+        connectionId = context.connection_id.as_deref().unwrap_or_default(),
+        routeKey = context.route_key.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Runs a WebSocket route's handler for every invocation, inside [`websocket_span`].
+pub async fn run_websocket<H, F, R>(handler: H) -> Result<(), Error>
+where
+    H: Fn(WebsocketEvent) -> F,
+    F: Future<Output = Result<R, Error>>,
+    R: serde::Serialize,
+{
+    let handler = &handler;
+    run(service_fn(move |event: WebsocketEvent| {
+        let span = websocket_span(&event.payload);
+        handler(event).instrument(span)
+    }))
+    .await
+}
+
+/// Broadcasts a stream batch and prints the invocation's EMF line (see [`emf`]):
+/// `counts` is the tally of the broadcaster's [`emf::CountingPoster`].
+pub async fn broadcast_with_metrics(
+    event: &Event,
+    broadcaster: &Broadcaster,
+    counts: &emf::PostCounts,
+) -> DynamoDbEventResponse {
+    let (response, metrics) = measured_broadcast(event, broadcaster, counts).await;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "broadcaster".into());
+    // Straight to stdout, not through the log formatter: CloudWatch reads a line
+    // as EMF only if the line is the document itself.
+    println!("{}", emf::document(&function, &metrics, chrono::Utc::now().timestamp_millis()));
+    response
+}
+
+/// [`broadcast_with_metrics`] without the printing: the response and what the invocation did.
+pub async fn measured_broadcast(
+    event: &Event,
+    broadcaster: &Broadcaster,
+    counts: &emf::PostCounts,
+) -> (DynamoDbEventResponse, emf::BroadcastMetrics) {
+    let started = Instant::now();
+    let report = stream::broadcast_records(event, broadcaster).await;
+    let fanout = started.elapsed();
+    let now = chrono::Utc::now();
+    let newest = event.records.iter().map(|r| r.change.approximate_creation_date_time).max();
+    let metrics = emf::BroadcastMetrics {
+        records: event.records.len(),
+        posts: counts.take(),
+        fanout,
+        // A record stamped ahead of this clock is no lag at all.
+        lag: newest.map(|newest| (now - newest).to_std().unwrap_or_default()),
+        report: report.clone(),
+    };
+    (stream::batch_response(report), metrics)
 }
 
 /// The @connections endpoint: `CONNECTIONS_ENDPOINT` if set, else built from the

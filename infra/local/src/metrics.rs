@@ -16,7 +16,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chat_core::broadcaster::BatchReport;
 use chat_core::handlers::HandlerError;
-use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError};
+use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError, post_outcome};
 use chat_core::{EventKind, LogEvent};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -152,13 +152,7 @@ impl Invocations {
 
 /// Counts one @connections post by its outcome.
 pub fn record_post(result: &Result<(), PostError>) {
-    let outcome = match result {
-        Ok(()) => "ok",
-        Err(PostError::Gone) => "gone",
-        Err(PostError::Throttled) => "throttled",
-        Err(PostError::PayloadTooLarge | PostError::Other(_)) => "failed",
-    };
-    metrics::counter!(POSTS, "outcome" => outcome).increment(1);
+    metrics::counter!(POSTS, "outcome" => post_outcome(result)).increment(1);
 }
 
 /// What one broadcaster invocation did, as the event-source loop saw it.

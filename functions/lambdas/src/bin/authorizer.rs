@@ -13,7 +13,7 @@ use chat_lambdas::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    chat_lambdas::init_logging();
     // Built once: the JWKS cache lives as long as the warm instance.
     let verifier = &Verifier::new(chat_lambdas::verifier_config_from_env().await?, Arc::new(HttpJwks::new()?));
     run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {

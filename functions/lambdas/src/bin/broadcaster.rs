@@ -1,28 +1,33 @@
-//! MessageHistory stream → every active connection, with partial batch failures.
+//! MessageHistory stream → every active connection, with partial batch failures
+//! and one EMF metrics line per invocation.
 
 use std::sync::Arc;
 
 use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::Broadcaster;
 use chat_core::ports::{Archive, SystemClock};
-use chat_lambdas::{Error, LambdaEvent, fanout_config_from_env, init, run, service_fn, stream};
+use chat_lambdas::emf::{CountingPoster, PostCounts};
+use chat_lambdas::{Error, LambdaEvent, broadcast_with_metrics, fanout_config_from_env, init, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let aws = init().await;
     let endpoint = std::env::var("CONNECTIONS_ENDPOINT")
         .map_err(|_| "CONNECTIONS_ENDPOINT must name the API stage's @connections endpoint")?;
+    // Every post's outcome, for the invocation's EMF line.
+    let counts = Arc::new(PostCounts::default());
     let broadcaster = &Broadcaster {
         connections: Arc::new(aws.connections()),
         sessions: Arc::new(aws.sessions()),
         log: Arc::new(aws.log()),
-        poster: Arc::new(aws.poster(&endpoint)),
+        poster: Arc::new(CountingPoster { inner: aws.poster(&endpoint), counts: counts.clone() }),
         archive: aws.archive().map(|a| Arc::new(a) as Arc<dyn Archive>),
         clock: Arc::new(SystemClock),
         config: fanout_config_from_env(),
     };
+    let counts = &counts;
     run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(stream::on_stream(&event.payload, broadcaster).await)
+        Ok::<_, Error>(broadcast_with_metrics(&event.payload, broadcaster, counts).await)
     }))
     .await
 }

@@ -2,7 +2,7 @@
 //! else with the seed's error.
 
 use chat_aws::ApiGatewayPoster;
-use chat_lambdas::{Error, WebsocketEvent, connections_endpoint, init, run, service_fn, websocket};
+use chat_lambdas::{Error, WebsocketEvent, connections_endpoint, init, run_websocket, websocket};
 use tokio::sync::OnceCell;
 
 #[tokio::main]
@@ -11,9 +11,9 @@ async fn main() -> Result<(), Error> {
     let (connections, log) = (&aws.connections(), &aws.log());
     // The endpoint comes from the first event unless configured; one client after that.
     let poster = &OnceCell::<ApiGatewayPoster>::new();
-    run(service_fn(move |event: WebsocketEvent| async move {
+    run_websocket(move |event: WebsocketEvent| async move {
         let poster = poster.get_or_init(|| async { aws.poster(&connections_endpoint(&event.payload)) }).await;
         Ok::<_, Error>(websocket::on_default(&event.payload, connections, log, poster).await?)
-    }))
+    })
     .await
 }
