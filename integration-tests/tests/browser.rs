@@ -121,6 +121,18 @@ async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn coalesced_frames_reach_the_page_in_headless_chromium() {
+    // A batching window gathers the burst into few broadcaster invocations.
+    let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100"]).await;
+    assert!(dir.join("batch.png").exists(), "the screenshot was saved");
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE '%burst %'"),
+        30
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_outbox_survives_a_server_kill_and_a_reload() {
     // The script SIGKILLs this stack (by the PID it is given) and starts the same
     // binary again on the same port and database, stopping that one itself.
