@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Every number in BENCHMARKS.md, from one command: release builds, the three
 # loads against the local stack and the reference, the fan-out simulation, the
-# 15-minute soak, the cost model and the criterion micro-benchmarks. JSON (and
-# the soak's SVG) lands in infra/bench/results/.
+# 15-minute soak, the cost model and the criterion micro-benchmarks; then the
+# scale set (issue #16): the load at the limit (three runs), coalesced delivery
+# by the stack's own counters, the deployment envelope and the Lambdas' cold
+# starts. JSON and SVGs land in infra/bench/results/.
+#
+#   infra/bench/run-benchmarks.sh          # everything (~40 min)
+#   infra/bench/run-benchmarks.sh scale    # only the scale set (~10 min)
+#
 # Run it on a quiet machine: each table reports how much CPU other programs took.
 set -euo pipefail
+only="${1:-all}"
 cd "$(dirname "$0")/../.."
 out=infra/bench/results
 mkdir -p "$out"
@@ -15,6 +22,26 @@ step() { printf '\n==> %s   (load average: %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/
 
 step "release builds"
 cargo build --release -p chat-local -p chat-bench
+
+scale() {
+  for run in 1 2 3; do
+    step "at the limit, run $run: 1000 clients, 20 senders × 200 msg/s (4 M deliveries/s offered)"
+    "$loadgen" compare --clients 1000 --senders 20 --messages 600 --rate 4000 \
+      --json "$out/compare-1000-rate4000-$run.json" --svg "$out/latency-cdf-1000-rate4000-$run.svg"
+  done
+  step "coalesced delivery: 1000 clients, 10 senders, 100 msg/s; one frame per event, then windows 0/100/500 ms"
+  "$loadgen" coalescing --clients 1000 --senders 10 --messages 300 --rate 100 --windows-ms 0,100,500 \
+    --json "$out/coalescing.json"
+  step "deployment envelope: rooms 100/1k/10k/50k × 1/10/100 msg/s"
+  "$loadgen" envelope --json "$out/envelope.json" --svg "$out/envelope.svg"
+  step "cold starts: x86_64 release builds of the Lambda binaries"
+  cargo build --release -p chat-lambdas
+  "$loadgen" coldstart --bin-dir "$target/release" --runs 20 --json "$out/coldstart.json"
+}
+if [ "$only" = scale ]; then
+  scale
+  exit 0
+fi
 
 step "100 clients, 10 senders, 10 msg/s in total"
 "$loadgen" compare --clients 100 --senders 10 --messages 30 --rate 10 --json "$out/compare-100-rate10.json"
@@ -36,3 +63,5 @@ step "cost model"
 
 step "criterion: hot paths"
 cargo bench -p chat-core --bench hot_paths
+
+scale

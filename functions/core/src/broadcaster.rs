@@ -10,6 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::archive;
+use crate::coalesce::{CoalescedFrame, coalesce};
 use crate::handlers::depart;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
 use crate::ports::{
@@ -101,6 +102,8 @@ pub struct Broadcaster {
 impl Broadcaster {
     /// Archives the batch (if configured), then delivers its events in order,
     /// each to its own room. A room's connections are listed once per batch.
+    /// Connections that coalesce ([`Connection::batch`]) get the events they
+    /// would have got one by one, after the others, in `{"events":[…]}` frames.
     pub async fn broadcast(&self, batch: &[SequencedEvent]) -> BatchReport {
         let mut report = BatchReport::default();
         if batch.is_empty() {
@@ -114,6 +117,9 @@ impl Broadcaster {
             return report;
         }
         let mut rooms: HashMap<&str, Vec<Connection>> = HashMap::new();
+        // Per event: its frame (rendered once, shared by every post) and its tally so far.
+        let mut frames: Vec<Bytes> = Vec::with_capacity(batch.len());
+        let mut tallies: Vec<Tally> = Vec::with_capacity(batch.len());
 
         for (index, record) in batch.iter().enumerate() {
             let room = record.event.room.as_str();
@@ -128,7 +134,8 @@ impl Broadcaster {
                 };
             }
             let recipients = rooms.get_mut(room).expect("listed above");
-            let outcome = self.deliver(&record.event, recipients).await;
+            let frame = Bytes::from(event_frame(&record.event));
+            let outcome = self.deliver(&record.event, &frame, recipients.iter().filter(|c| !c.batch)).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
             if !outcome.gone.is_empty() {
@@ -137,8 +144,8 @@ impl Broadcaster {
                 recipients.retain(|c| !gone.contains(c.connection_id.as_str()));
                 self.prune(&outcome.gone).await;
             }
-            let failed_share = outcome.failed as f64 / outcome.attempted.max(1) as f64;
-            if outcome.failed > 0 && failed_share > self.config.max_failed_share {
+            let tally = Tally { attempted: outcome.attempted, failed: outcome.failed };
+            if tally.too_many_failed(self.config.max_failed_share) {
                 tracing::warn!(
                     message_id = %record.event.message_id,
                     failed = outcome.failed,
@@ -148,6 +155,26 @@ impl Broadcaster {
                 report.failed = from(index);
                 break;
             }
+            frames.push(frame);
+            tallies.push(tally);
+        }
+
+        // The events every other connection got (up to a failed record) now go to
+        // the coalescing ones; a failed coalesced post counts against its events.
+        let reached = &batch[..frames.len()];
+        let coalesced = self.deliver_coalesced(reached, &frames, &rooms, &mut tallies).await;
+        report.delivered += coalesced.delivered;
+        report.undeliverable += coalesced.failed;
+        if !coalesced.gone.is_empty() {
+            report.pruned += coalesced.gone.len();
+            self.prune(&coalesced.gone).await;
+        }
+        if let Some(index) = tallies.iter().position(|t| t.too_many_failed(self.config.max_failed_share)) {
+            tracing::warn!(
+                message_id = %batch[index].event.message_id,
+                "too many coalesced deliveries failed; this record and the rest of the batch will be retried"
+            );
+            report.failed = from(index);
         }
         report
     }
@@ -161,30 +188,29 @@ impl Broadcaster {
         Ok(())
     }
 
-    /// Posts one event to every recipient, at most `max_in_flight` at a time.
-    /// A join is announced to everyone but the joiner.
-    async fn deliver(&self, event: &LogEvent, recipients: &[Connection]) -> FanoutOutcome {
+    /// Posts one event's `frame` to every recipient. A join is announced to
+    /// everyone but the joiner.
+    async fn deliver<'c>(
+        &self,
+        event: &LogEvent,
+        frame: &Bytes,
+        recipients: impl Iterator<Item = &'c Connection>,
+    ) -> FanoutOutcome {
         let started = Instant::now();
-        // Rendered once; every post shares it.
-        let frame = Bytes::from(event_frame(event));
-        let frame = &frame;
-        let skip = (event.kind == EventKind::Join).then_some(event.connection_id.as_str());
-        let targets = recipients.iter().filter(|c| Some(c.connection_id.as_str()) != skip);
-
+        let posts: Vec<(&Connection, &Bytes)> =
+            recipients.filter(|c| !is_own_join(event, c)).map(|c| (c, frame)).collect();
         let mut outcome = FanoutOutcome::default();
-        let posts = targets.map(|connection| self.post_one(connection, frame));
-        for_each_bounded(posts, self.config.max_in_flight, |(connection, delivery)| {
+        for ((connection, _), delivery) in posts.iter().zip(self.post_all(&posts).await) {
             outcome.attempted += 1;
             match delivery {
                 Delivery::Delivered => outcome.delivered += 1,
-                Delivery::Gone => outcome.gone.push(connection.clone()),
+                Delivery::Gone => outcome.gone.push((*connection).clone()),
                 Delivery::Failed(error) => {
                     tracing::warn!(connection_id = %connection.connection_id, %error, "delivery failed");
                     outcome.failed += 1;
                 }
             }
-        })
-        .await;
+        }
         tracing::info!(
             message_id = %event.message_id,
             kind = ?event.kind,
@@ -198,23 +224,127 @@ impl Broadcaster {
         outcome
     }
 
-    async fn post_one<'c>(&self, connection: &'c Connection, frame: &Bytes) -> (&'c Connection, Delivery) {
-        (connection, self.post_with_retry(&connection.connection_id, frame).await)
+    /// Sends every coalescing connection of `rooms` its events of `batch` (those of
+    /// its room, but its own join), packed by [`coalesce`] once per distinct list
+    /// of events and shared. Frames go out in waves — every connection's first
+    /// frame, then every second one — so each connection's frames stay in order.
+    /// A frame that fails counts as failed for each of its events and every later
+    /// one of that connection, whose later frames are then not sent.
+    async fn deliver_coalesced(
+        &self,
+        batch: &[SequencedEvent],
+        frames: &[Bytes],
+        rooms: &HashMap<&str, Vec<Connection>>,
+        tallies: &mut [Tally],
+    ) -> FanoutOutcome {
+        let mut outcome = FanoutOutcome::default();
+        let mut room_events: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, record) in batch.iter().enumerate() {
+            room_events.entry(record.event.room.as_str()).or_default().push(index);
+        }
+        // A plan per (room, own join in this batch): everyone else in the room shares one.
+        let mut plans: HashMap<(&str, Option<usize>), Arc<Plan>> = HashMap::new();
+        let mut work: Vec<(&Connection, Arc<Plan>)> = Vec::new();
+        for (&room, events) in &room_events {
+            let Some(connections) = rooms.get(room) else { continue };
+            for connection in connections.iter().filter(|c| c.batch) {
+                let own_join = events.iter().copied().find(|&i| is_own_join(&batch[i].event, connection));
+                let plan = plans.entry((room, own_join)).or_insert_with(|| {
+                    let events: Vec<usize> = events.iter().copied().filter(|&i| Some(i) != own_join).collect();
+                    let packed = coalesce(&events.iter().map(|&i| frames[i].clone()).collect::<Vec<_>>());
+                    Arc::new(Plan { events, frames: packed })
+                });
+                if !plan.events.is_empty() {
+                    outcome.attempted += plan.events.len();
+                    for &index in &plan.events {
+                        tallies[index].attempted += 1;
+                    }
+                    work.push((connection, plan.clone()));
+                }
+            }
+        }
+        // Per connection of `work`: events delivered so far, or `None` once it stopped.
+        let mut sent: Vec<Option<usize>> = vec![Some(0); work.len()];
+        for wave in 0.. {
+            let (indexes, posts): (Vec<usize>, Vec<(&Connection, &Bytes)>) = work
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, plan))| sent[*i].is_some() && wave < plan.frames.len())
+                .map(|(i, (connection, plan))| (i, (*connection, &plan.frames[wave].bytes)))
+                .unzip();
+            if posts.is_empty() {
+                break;
+            }
+            for (i, delivery) in indexes.into_iter().zip(self.post_all(&posts).await) {
+                let (connection, plan) = &work[i];
+                let done = sent[i].unwrap_or_default();
+                match delivery {
+                    Delivery::Delivered => {
+                        let events = plan.frames[wave].events;
+                        outcome.delivered += events;
+                        sent[i] = Some(done + events);
+                    }
+                    Delivery::Gone => {
+                        outcome.gone.push((*connection).clone());
+                        sent[i] = None;
+                    }
+                    Delivery::Failed(error) => {
+                        tracing::warn!(connection_id = %connection.connection_id, %error, "coalesced delivery failed");
+                        outcome.failed += plan.events.len() - done;
+                        for &index in &plan.events[done..] {
+                            tallies[index].failed += 1;
+                        }
+                        sent[i] = None;
+                    }
+                }
+            }
+        }
+        outcome
     }
 
-    async fn post_with_retry(&self, connection_id: &str, frame: &Bytes) -> Delivery {
+    /// Makes every post once in one [`SocketPoster::post_each`] call, then retries
+    /// the throttled and transient failures with backoff, at most `max_in_flight`
+    /// at a time. What became of each post, in order.
+    async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
+        let ids: Vec<(&str, &Bytes)> = posts.iter().map(|(c, frame)| (c.connection_id.as_str(), *frame)).collect();
+        let answers = self.poster.post_each(&ids, self.config.max_in_flight).await;
+        let mut to_retry = Vec::new();
+        let mut deliveries: Vec<Delivery> = answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| match answer {
+                Ok(()) => Delivery::Delivered,
+                Err(PostError::Gone) => Delivery::Gone,
+                Err(error @ PostError::PayloadTooLarge) => Delivery::Failed(error),
+                Err(error) if self.config.retry.max_attempts <= 1 => Delivery::Failed(error),
+                Err(error) => {
+                    to_retry.push(i);
+                    Delivery::Failed(error)
+                }
+            })
+            .collect();
+        let retries = to_retry.into_iter().map(|i| {
+            let (id, frame) = ids[i];
+            async move { (i, self.post_with_retry(id, frame, 1).await) }
+        });
+        for_each_bounded(retries, self.config.max_in_flight, |(i, delivery)| deliveries[i] = delivery).await;
+        deliveries
+    }
+
+    /// Posts from try `attempt` (0: the first) until delivered, gone, or out of
+    /// tries; before try `n > 0` it waits [`RetryPolicy::delay`]`(n - 1)`.
+    async fn post_with_retry(&self, connection_id: &str, frame: &Bytes, mut attempt: u32) -> Delivery {
         let policy = &self.config.retry;
-        let mut attempt = 0;
         loop {
+            if attempt > 0 {
+                tokio::time::sleep(policy.delay(attempt - 1)).await;
+            }
             match self.poster.post(connection_id, frame).await {
                 Ok(()) => return Delivery::Delivered,
                 Err(PostError::Gone) => return Delivery::Gone,
                 Err(error @ PostError::PayloadTooLarge) => return Delivery::Failed(error),
                 Err(error) if attempt + 1 >= policy.max_attempts => return Delivery::Failed(error),
-                Err(_) => {
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                    attempt += 1;
-                }
+                Err(_) => attempt += 1,
             }
         }
     }
@@ -257,6 +387,32 @@ async fn for_each_bounded<F: Future>(tasks: impl Iterator<Item = F>, limit: usiz
             Some(result) => done(result),
             None => return,
         }
+    }
+}
+
+/// A join is announced to everyone but the joiner.
+fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
+    event.kind == EventKind::Join && event.connection_id == connection.connection_id
+}
+
+/// What one coalescing connection is sent: indexes into the batch, and their frames.
+struct Plan {
+    events: Vec<usize>,
+    frames: Vec<CoalescedFrame>,
+}
+
+/// One event's posts so far, coalesced or not.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    attempted: usize,
+    failed: usize,
+}
+
+impl Tally {
+    /// Above this share failing, the record is retried; below it, a few broken
+    /// sockets do not make everyone receive the message again.
+    fn too_many_failed(&self, max_failed_share: f64) -> bool {
+        self.failed > 0 && self.failed as f64 / self.attempted.max(1) as f64 > max_failed_share
     }
 }
 

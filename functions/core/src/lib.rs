@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod auth;
 pub mod broadcaster;
+pub mod coalesce;
 pub mod entrypoints;
 pub mod handlers;
 pub mod identity;

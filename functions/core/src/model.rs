@@ -39,6 +39,14 @@ pub struct Connection {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// Asked for coalesced delivery (`?batch=1`): all of one broadcaster
+    /// invocation's events in as few `{"events":[…]}` frames as fit 32 KB.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub batch: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl Connection {
@@ -52,7 +60,14 @@ impl Connection {
             room: DEFAULT_ROOM.to_owned(),
             user: None,
             verified: None,
+            batch: false,
         }
+    }
+
+    /// The same connection, coalescing its broadcasts or not ([`Connection::batch`]).
+    pub fn coalescing(mut self, batch: bool) -> Self {
+        self.batch = batch;
+        self
     }
 
     pub fn in_room(mut self, room: &str) -> Self {

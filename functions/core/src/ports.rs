@@ -173,6 +173,29 @@ pub fn post_outcome(result: &Result<(), PostError>) -> &'static str {
 pub trait SocketPoster: Send + Sync {
     /// `frame` is shared by every recipient of a broadcast: cloning it is cheap.
     async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError>;
+
+    /// Makes each post of `posts` (a connection id and its frame) once, without
+    /// retries: one answer per post, in the same order. By default one
+    /// [`post`](Self::post) each, at most `max_in_flight` at a time (API Gateway
+    /// has no bulk call); a poster that holds the sockets itself answers them
+    /// all in one pass, with no future per post.
+    async fn post_each(&self, posts: &[(&str, &Bytes)], max_in_flight: usize) -> Vec<Result<(), PostError>> {
+        use futures::StreamExt;
+        let mut answers = vec![Ok(()); posts.len()];
+        let mut next = 0;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < max_in_flight.max(1) && next < posts.len() {
+                let (i, (id, frame)) = (next, posts[next]);
+                in_flight.push(async move { (i, self.post(id, frame).await) });
+                next += 1;
+            }
+            match in_flight.next().await {
+                Some((i, answer)) => answers[i] = answer,
+                None => return answers,
+            }
+        }
+    }
 }
 
 /// Where batches of the log are archived (S3 when deployed).

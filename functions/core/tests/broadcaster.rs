@@ -287,3 +287,139 @@ fn backoff_grows_and_stays_capped() {
         }
     }
 }
+
+// Coalesced delivery (`?batch=1`).
+
+/// Adds connection `i` to the lobby as a coalescing one.
+async fn add_coalescing(f: &Fixture, i: usize) {
+    let connection = Connection::new(&id(i), "198.51.100.1", parse_iso(T0).unwrap()).coalescing(true);
+    f.connections.put(&connection).await.unwrap();
+    f.sessions.open(&Session::opened(&connection)).await.unwrap();
+}
+
+/// The event frames a connection got, unpacking `{"events":[…]}`; and how many frames carried them.
+fn events_to(f: &Fixture, i: usize) -> (Vec<serde_json::Value>, usize) {
+    let frames = f.poster.frames_to(&id(i));
+    let count = frames.len();
+    let events = frames
+        .into_iter()
+        .flat_map(|frame| match frame.get("events") {
+            Some(events) => events.as_array().expect("events is an array").clone(),
+            None => vec![frame],
+        })
+        .collect();
+    (events, count)
+}
+
+#[tokio::test]
+async fn a_coalescing_and_a_seed_client_in_one_room_both_get_every_event_once_in_order() {
+    let f = Fixture::with_connections(3).await;
+    add_coalescing(&f, 3).await;
+    add_coalescing(&f, 4).await;
+    let batch = [
+        record(1, chat(0, "one")),
+        record(2, LogEvent::join(&id(4), parse_iso(T0).unwrap())),
+        record(3, chat(1, "elsewhere").in_room("ops")),
+        record(4, chat(3, "two")),
+        record(5, chat(4, "three")),
+    ];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+    assert!(report.failed.is_empty());
+
+    let kinds_and_texts = |events: &[serde_json::Value]| -> Vec<String> {
+        events.iter().map(|e| e["text"].as_str().map_or(format!("{}", e["kind"]), str::to_owned)).collect()
+    };
+    for seed in 0..3 {
+        let frames = f.poster.frames_to(&id(seed));
+        assert_eq!(kinds_and_texts(&frames), ["one", "\"join\"", "two", "three"], "seed client {seed}");
+        assert!(frames.iter().all(|frame| frame.get("events").is_none()), "one plain frame per event");
+    }
+    let (events, frames) = events_to(&f, 3);
+    assert_eq!(frames, 1, "the whole invocation in one frame");
+    assert_eq!(kinds_and_texts(&events), ["one", "\"join\"", "two", "three"]);
+    let (events, frames) = events_to(&f, 4);
+    assert_eq!(
+        (kinds_and_texts(&events), frames),
+        (vec!["one".into(), "two".into(), "three".into()], 1),
+        "not its own join"
+    );
+    // Each coalesced event is exactly the frame a seed client got.
+    assert_eq!(events_to(&f, 3).0, f.poster.frames_to(&id(0)));
+    assert_eq!(report.delivered, 3 * 4 + 4 + 3);
+}
+
+#[tokio::test]
+async fn coalesced_frames_never_exceed_32_kb_and_keep_the_order() {
+    use chat_core::coalesce::COALESCED_FRAME_BYTES;
+    let f = Fixture::with_connections(1).await;
+    add_coalescing(&f, 1).await;
+    let big = "x".repeat(5_000);
+    let huge = "y".repeat(40 * 1024);
+    let mut batch: Vec<_> = (0..20).map(|n| record(n + 1, chat(0, &format!("{n}:{big}")))).collect();
+    batch.insert(10, record(100, chat(0, &format!("huge:{huge}"))));
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+    assert!(report.failed.is_empty());
+
+    let frames: Vec<Vec<u8>> =
+        f.poster.delivered().into_iter().filter(|(to, _)| *to == id(1)).map(|(_, frame)| frame).collect();
+    for frame in &frames {
+        let oversize_event_alone = frame.len() > COALESCED_FRAME_BYTES && !frame.starts_with(br#"{"events""#);
+        assert!(frame.len() <= COALESCED_FRAME_BYTES || oversize_event_alone, "{} bytes", frame.len());
+    }
+    // 20 events of ~5 KB: six to a frame, so at least 4 frames, plus the 40 KB one alone.
+    assert!(frames.len() >= 5 && frames.len() < 21, "{} frames", frames.len());
+    let texts: Vec<String> = events_to(&f, 1).0.iter().map(|e| e["text"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = batch.iter().map(|r| r.event.message.clone()).collect();
+    assert_eq!(texts, expected, "every event once, in log order");
+}
+
+#[tokio::test]
+async fn a_gone_coalescing_connection_is_pruned_and_its_leave_announced() {
+    let f = Fixture::with_connections(2).await;
+    add_coalescing(&f, 2).await;
+    f.poster.mark_gone(&id(2));
+    let batch = [record(1, chat(0, "a")), record(2, chat(1, "b"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+
+    assert!(report.failed.is_empty(), "gone is not a failure");
+    assert_eq!((report.pruned, report.delivered), (1, 4));
+    assert!(!f.connections.ids().contains(&id(2)));
+    assert!(f.sessions.get(&id(2)).unwrap().disconnected_at.is_some());
+    let leaves: Vec<_> = f.log.events().iter().map(|e| (e.kind, e.connection_id.clone())).collect();
+    assert_eq!(leaves, [(chat_core::EventKind::Leave, id(2))]);
+    assert_eq!(f.poster.attempts(), 2 * 2 + 1, "one coalesced post for the two events");
+}
+
+#[tokio::test]
+async fn failed_coalesced_posts_report_their_records_for_retry() {
+    // Only coalescing clients: their one frame fails, so every record failed.
+    let f = Fixture::with_connections(0).await;
+    for i in 0..3 {
+        add_coalescing(&f, i).await;
+    }
+    f.poster.refuse_frames_containing("doomed", PostError::Other("500".into()));
+    let batch = [record(1, chat(0, "fine")), record(2, chat(0, "doomed")), record(3, chat(0, "later"))];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+    assert_eq!(report.failed, [format!("{:028}", 1), format!("{:028}", 2), format!("{:028}", 3)]);
+    assert_eq!(report.undeliverable, 9);
+    assert_eq!(f.connections.ids().len(), 3, "failures are not gone: nothing pruned");
+
+    // A seed record failing stops the batch there; coalescing clients get what came before it.
+    let f = Fixture::with_connections(2).await;
+    add_coalescing(&f, 2).await;
+    f.poster.refuse_frames_containing("doomed", PostError::Other("500".into()));
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+    assert_eq!(report.failed, [format!("{:028}", 2), format!("{:028}", 3)]);
+    let texts: Vec<_> = events_to(&f, 2).0.iter().map(|e| e["text"].clone()).collect();
+    assert_eq!(texts, ["fine"]);
+}
+
+#[tokio::test]
+async fn a_few_failing_coalescing_clients_do_not_fail_the_record() {
+    let f = Fixture::with_connections(8).await;
+    add_coalescing(&f, 8).await;
+    f.poster.fail_next(&id(8), std::iter::repeat_n(PostError::Other("500".into()), 4));
+    let report = f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "a")), record(2, chat(0, "b"))]).await;
+    assert!(report.failed.is_empty());
+    assert_eq!((report.delivered, report.undeliverable), (16, 2));
+}

@@ -82,6 +82,35 @@ async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
     }
 }
 
+#[tokio::test]
+async fn batch_1_on_connect_is_remembered_on_the_row_and_a_bad_value_refused() {
+    for (query, expected) in [
+        (json!({"batch": "1", "room": "ops"}), Some(true)),
+        (json!({}), Some(false)),
+        (json!({"batch": "0"}), Some(false)),
+        (json!({"batch": "yes"}), None),
+    ] {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        let mut raw = fixture("connect.json");
+        raw["queryStringParameters"] = query.clone();
+        let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
+        let response = websocket::on_connect(&event, &connections, &sessions, &log).await.unwrap();
+        match expected {
+            Some(batch) => {
+                assert_eq!(response.status_code, 200, "{query}");
+                assert_eq!(connections.get(CONNECTION).unwrap().batch, batch, "{query}");
+            }
+            None => {
+                assert_eq!(response.status_code, 400, "{query}");
+                let Some(Body::Text(body)) = response.body else { panic!("a reason") };
+                assert!(body.contains("batch must be"), "{body}");
+                assert!(connections.ids().is_empty() && log.events().is_empty());
+            }
+        }
+    }
+}
+
 /// Connects with `query` and, if given, the authorizer context API Gateway attaches;
 /// returns the status and the stored join event's `(user, verified)`.
 async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<(Option<String>, Option<bool>)>) {

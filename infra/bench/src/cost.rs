@@ -12,7 +12,7 @@ use chat_core::protocol::event_frame;
 use chat_core::{Connection, LogEvent};
 use serde::Serialize;
 
-use crate::fanout::{PosterModel, run_case};
+use crate::fanout::{CaseReport, PosterModel, run_case};
 
 /// List prices, USD.
 pub mod price {
@@ -49,6 +49,9 @@ pub struct Assumptions {
     /// The fan-out simulation's @connections model and concurrency bound.
     pub poster: PosterModel,
     pub fanout_concurrency: usize,
+    /// Every connection coalesces (`?batch=1`): per invocation it gets its
+    /// `stream_batch` events in as few ≤ 32 KB frames as fit, one post each.
+    pub coalesced: bool,
 }
 
 /// One room size's bill for `messages` chat messages.
@@ -125,6 +128,30 @@ async fn send_handler_cpu_ms(text: &str) -> f64 {
 
 /// Runs the fan-out simulation for each room size and prices everything.
 pub async fn model(assumptions: Assumptions, room_sizes: &[usize], sim_messages: usize) -> CostReport {
+    let cases = simulate_rooms(&assumptions, room_sizes, sim_messages).await;
+    price(assumptions, &cases).await
+}
+
+/// The fan-out simulation of one message to each room size, within ~10 s each.
+pub async fn simulate_rooms(a: &Assumptions, room_sizes: &[usize], sim_messages: usize) -> Vec<CaseReport> {
+    let mut cases = Vec::new();
+    for &n in room_sizes {
+        let budget = Duration::from_secs(10);
+        let runs = crate::fanout::messages_within(budget, sim_messages, n, a.fanout_concurrency, a.poster.latency_ms);
+        cases.push(run_case(n, a.fanout_concurrency, a.poster.clone(), runs).await);
+    }
+    cases
+}
+
+/// Coalesced frames (≤ 32 KB each) that carry `events` frames of `frame_bytes`.
+pub fn coalesced_frames(events: f64, frame_bytes: usize) -> f64 {
+    // `{"events":[` + frames joined by commas + `]}` within 32 KB.
+    let per_frame = ((APIGW_UNIT_BYTES - 13 + 1) / (frame_bytes + 1)).max(1) as f64;
+    (events / per_frame).ceil().max(1.0)
+}
+
+/// Prices every simulated room (`cases`, one per room size) under `assumptions`.
+pub async fn price(assumptions: Assumptions, cases: &[CaseReport]) -> CostReport {
     let a = &assumptions;
     let at = chrono::Utc::now();
     let text = "x".repeat(a.text_bytes);
@@ -139,10 +166,8 @@ pub async fn model(assumptions: Assumptions, room_sizes: &[usize], sim_messages:
     let units = |bytes: usize| bytes.div_ceil(APIGW_UNIT_BYTES).max(1) as f64;
 
     let mut rooms = Vec::new();
-    for &n in room_sizes {
-        let budget = Duration::from_secs(10);
-        let runs = crate::fanout::messages_within(budget, sim_messages, n, a.fanout_concurrency, a.poster.latency_ms);
-        let case = run_case(n, a.fanout_concurrency, a.poster.clone(), runs).await;
+    for case in cases {
+        let n = case.connections;
         let m = a.messages;
         let invocations = m / a.stream_batch.max(1.0);
         let minutes = m / a.room_messages_per_minute.max(1e-9);
@@ -153,11 +178,17 @@ pub async fn model(assumptions: Assumptions, room_sizes: &[usize], sim_messages:
         let scan_pages = scan_bytes.div_ceil(1024 * 1024).max(1) as f64;
         let scan_read_units = scan_bytes.div_ceil(4096).max(1) as f64 * 0.5;
 
-        let apigw_messages = m * units(inbound_bytes) + m * n as f64 * units(frame_bytes) + pings * 2.0;
+        // One post per recipient per event, or per recipient per invocation's frame when coalesced.
+        let posts_per_invocation =
+            if a.coalesced { coalesced_frames(a.stream_batch.max(1.0), frame_bytes) } else { 0.0 };
+        let broadcast_messages =
+            if a.coalesced { invocations * n as f64 * posts_per_invocation } else { m * n as f64 * units(frame_bytes) };
+        let apigw_messages = m * units(inbound_bytes) + broadcast_messages + pings * 2.0;
         let lambda_requests = m + pings + invocations;
         let send_s = billed_seconds(a.dynamodb_call_ms + send_cpu_ms);
         let ping_s = billed_seconds(send_cpu_ms);
-        let broadcaster_ms = scan_pages * a.dynamodb_call_ms + a.stream_batch.max(1.0) * case.mean_ms_per_message;
+        let fanouts_per_invocation = if a.coalesced { posts_per_invocation } else { a.stream_batch.max(1.0) };
+        let broadcaster_ms = scan_pages * a.dynamodb_call_ms + fanouts_per_invocation * case.mean_ms_per_message;
         let gb_seconds = memory_gb * (m * send_s + pings * ping_s + invocations * billed_seconds(broadcaster_ms));
         let write_units = m * message_item_bytes.div_ceil(1024).max(1) as f64;
         let read_units = invocations * scan_read_units;
@@ -219,6 +250,7 @@ mod tests {
             dynamodb_call_ms: 5.0,
             poster: PosterModel { latency_ms: 0.0, jitter_ms: 0.0, gone: 0.0, throttled: 0.0 },
             fanout_concurrency: 64,
+            coalesced: false,
         };
         let report = model(assumptions, &[10, 100], 1).await;
         let big = &report.rooms[1];
@@ -226,5 +258,43 @@ mod tests {
         assert_eq!(big.apigw_messages, 1e6 * 101.0);
         assert!(big.usd_apigw_messages > big.usd_total / 2.0);
         assert_eq!(big.dynamodb_write_units, 1e6);
+    }
+}
+
+#[cfg(test)]
+mod coalescing_tests {
+    use super::*;
+
+    #[test]
+    fn coalesced_frames_fill_32_kb() {
+        // 402-byte frames: 81 fit one coalesced frame.
+        assert_eq!(coalesced_frames(1.0, 402), 1.0);
+        assert_eq!(coalesced_frames(81.0, 402), 1.0);
+        assert_eq!(coalesced_frames(82.0, 402), 2.0);
+        // Cross-check with the real packer.
+        let frame = chat_core::ports::Bytes::from(vec![b'x'; 402]);
+        assert_eq!(chat_core::coalesce::coalesce(&vec![frame.clone(); 81]).len(), 1);
+        assert_eq!(chat_core::coalesce::coalesce(&vec![frame; 82]).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn coalescing_divides_the_broadcast_messages_by_the_events_per_invocation() {
+        let assumptions = |coalesced| Assumptions {
+            messages: 1e6,
+            text_bytes: 100,
+            room_messages_per_minute: 600.0,
+            heartbeat_secs: 0.0,
+            lambda_memory_mb: 128.0,
+            stream_batch: 10.0,
+            dynamodb_call_ms: 5.0,
+            poster: PosterModel { latency_ms: 0.0, jitter_ms: 0.0, gone: 0.0, throttled: 0.0 },
+            fanout_concurrency: 64,
+            coalesced,
+        };
+        let cases = simulate_rooms(&assumptions(false), &[100], 1).await;
+        let plain = price(assumptions(false), &cases).await;
+        let coalesced = price(assumptions(true), &cases).await;
+        assert_eq!(plain.rooms[0].apigw_messages, 1e6 + 1e6 * 100.0);
+        assert_eq!(coalesced.rooms[0].apigw_messages, 1e6 + 1e5 * 100.0);
     }
 }

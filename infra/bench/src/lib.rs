@@ -9,10 +9,18 @@
 //! - [`chart`]: the soak's picture (SVG)
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
+//! - [`envelope`]: calls/s, delivery time and price per room size × rate, coalesced or not (`loadgen envelope`)
+//! - [`coldstart`]: the Lambda binaries' init time against a Runtime API emulator (`loadgen coldstart`)
+//! - [`coalescing`]: frames and API Gateway messages per 1000 lines, coalesced or not (`loadgen coalescing`)
+//! - [`counters`]: the local stack's own counters, from its `/metrics`
 //! - [`procstat`], [`stats`], [`report`]: RSS/CPU from `/proc`, histograms, tables
 
 pub mod chart;
+pub mod coalescing;
+pub mod coldstart;
 pub mod cost;
+pub mod counters;
+pub mod envelope;
 pub mod fanout;
 pub mod load;
 pub mod procstat;

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
+use crate::counters::Counters;
 use crate::procstat::{Monitor, ProcessReport, machine_percent, machine_ticks};
 use crate::stats::{Percentiles, cdf, micros_histogram, record_nanos};
 
@@ -52,6 +53,8 @@ pub struct LoadConfig {
     pub setup_timeout: Duration,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Every client connects with `?batch=1` (coalesced delivery) and unpacks `{"events":[…]}`.
+    pub coalescing: bool,
 }
 
 /// Everything one run measured.
@@ -74,6 +77,8 @@ pub struct RunReport {
     pub lost: u64,
     /// Deliveries of a message a client already had.
     pub duplicated: u64,
+    /// Frames received that carried at least one new delivery (a coalesced frame carries several).
+    pub frames_with_deliveries: u64,
     /// Error frames received during the measured phase.
     pub error_frames: u64,
     /// Clients whose socket the server closed (or that broke) before the end.
@@ -94,6 +99,9 @@ pub struct RunReport {
     /// Of that, neither the target nor the load generator (other programs skew the run).
     pub others_cpu_percent: f64,
     pub cores: usize,
+    /// The stack's own counters over the measured phase (frames written, API Gateway
+    /// messages billed), when it serves them.
+    pub counters: Option<Counters>,
 }
 
 struct Shared {
@@ -125,9 +133,12 @@ impl Shared {
     }
 }
 
-/// The fields of an outbound frame the load generator looks at.
+/// The fields of an outbound frame the load generator looks at; a coalesced
+/// frame carries the event frames in `events`.
 #[derive(Deserialize)]
 struct Frame<'a> {
+    #[serde(borrow, default)]
+    events: Option<Vec<Frame<'a>>>,
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -145,6 +156,7 @@ struct Reader {
     seen: Vec<bool>,
     unique: u64,
     duplicated: u64,
+    frames_with_deliveries: u64,
     errors: u64,
     closed: bool,
     synced: bool,
@@ -153,6 +165,18 @@ struct Reader {
 impl Reader {
     fn handle(&mut self, shared: &Shared, prefix: &str, sync: &str, body: &str) {
         let Ok(frame) = serde_json::from_str::<Frame<'_>>(body) else { return };
+        let before = self.unique;
+        self.handle_frame(shared, prefix, sync, frame);
+        self.frames_with_deliveries += u64::from(self.unique > before);
+    }
+
+    fn handle_frame(&mut self, shared: &Shared, prefix: &str, sync: &str, mut frame: Frame<'_>) {
+        if let Some(events) = frame.events.take() {
+            for event in events {
+                self.handle_frame(shared, prefix, sync, event);
+            }
+            return;
+        }
         if frame.error.is_some() {
             self.errors += 1;
             return;
@@ -215,6 +239,7 @@ async fn read(
         seen: vec![false; shared.senders * shared.messages],
         unique: 0,
         duplicated: 0,
+        frames_with_deliveries: 0,
         errors: 0,
         closed: false,
         synced: false,
@@ -303,6 +328,34 @@ async fn wait_for(
 
 /// Runs the load against `url`. `pid` is the target's process, if local, for RSS and CPU.
 pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) -> anyhow::Result<RunReport> {
+    run_with_counters(label, url, pid, None, config).await
+}
+
+/// [`run`], also reading the target's counters from `counters_url` (its `/metrics`)
+/// at the start and the end of the measured phase. Unreadable counters are
+/// reported as `None` (with a warning), not as a failed run.
+pub async fn run_with_counters(
+    label: &str,
+    url: &str,
+    pid: Option<u32>,
+    counters_url: Option<&str>,
+    config: &LoadConfig,
+) -> anyhow::Result<RunReport> {
+    let url = &if config.coalescing {
+        format!("{url}{}batch=1", if url.contains('?') { '&' } else { '?' })
+    } else {
+        url.to_owned()
+    };
+    let read_counters = || async move {
+        let url = counters_url?;
+        match crate::counters::scrape(url).await {
+            Ok(counters) => Some(counters),
+            Err(error) => {
+                eprintln!("[{label}] cannot read the counters at {url}: {error:#}");
+                None
+            }
+        }
+    };
     if config.clients == 0 || config.senders == 0 || config.senders > config.clients {
         bail!("need 1 ≤ senders ≤ clients (got {} senders, {} clients)", config.senders, config.clients);
     }
@@ -382,6 +435,7 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
         config.messages,
         config.rate.map_or(format!("saturating (window {window})"), |r| format!("{r} msg/s in total"))
     ));
+    let counters_at_start = read_counters().await;
     if let Some(target) = &mut target {
         target.mark_measure_start();
     }
@@ -425,6 +479,10 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
     }
     let target = target.map(Monitor::finish);
     let loadgen = me.finish();
+    let counters = match (counters_at_start, read_counters().await) {
+        (Some(start), Some(end)) => Some(end.since(start)),
+        _ => None,
+    };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let machine_cpu_percent = match (machine_start, machine_ticks()) {
         (Some(start), Some(end)) => machine_percent(start, end, cores),
@@ -450,12 +508,13 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
     }
     messages_sent = messages_sent.max(shared.sent.load(Ordering::Relaxed));
     let mut latency = micros_histogram();
-    let (mut delivered, mut duplicated, mut errors, mut closed) = (0, 0, 0, 0);
+    let (mut delivered, mut duplicated, mut errors, mut closed, mut frames_with_deliveries) = (0, 0, 0, 0, 0);
     for reader in readers {
         let reader = reader.await?;
         latency.add(&reader.latency).ok();
         delivered += reader.unique;
         duplicated += reader.duplicated;
+        frames_with_deliveries += reader.frames_with_deliveries;
         errors += reader.errors;
         closed += u64::from(reader.closed);
     }
@@ -478,6 +537,7 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
         delivered,
         lost: expected_deliveries.saturating_sub(delivered),
         duplicated,
+        frames_with_deliveries,
         error_frames: errors,
         clients_closed: closed,
         duration_s,
@@ -492,5 +552,6 @@ pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) 
         machine_cpu_percent,
         others_cpu_percent,
         cores,
+        counters,
     })
 }

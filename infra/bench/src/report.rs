@@ -4,7 +4,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::coalescing::Run;
+use crate::coldstart::ColdStart;
 use crate::cost::CostReport;
+use crate::envelope::Envelope;
 use crate::fanout::CaseReport;
 use crate::load::RunReport;
 use crate::soak::{SoakReport, SoakSample};
@@ -67,6 +70,11 @@ fn rows(run: &RunReport) -> Vec<(&'static str, String, f64)> {
             t.map_or_else(na, |t| format!("{:.2}", t.cpu_seconds_connect)),
             t.map_or(f64::NAN, |t| t.cpu_seconds_connect),
         ),
+        (
+            "frames written (server's counter)",
+            run.counters.map_or_else(na, |c| format!("{:.0}", c.frames_sent)),
+            run.counters.map_or(f64::NAN, |c| c.frames_sent),
+        ),
         ("loadgen CPU % (measured phase)", format!("{:.0}", run.loadgen.cpu_percent_measure), f64::NAN),
         (
             "other processes CPU % (measured phase)",
@@ -98,6 +106,112 @@ pub fn comparison_table(comparison: &Comparison) -> String {
     for ((name, stack, a), (_, reference, b)) in rows(&comparison.stack).into_iter().zip(rows(&comparison.reference)) {
         let ratio = if a.is_finite() && b.is_finite() && b > 0.0 { format!("{:.2}×", a / b) } else { String::new() };
         writeln!(out, "| {name} | {stack} | {reference} | {ratio} |").ok();
+    }
+    out
+}
+
+/// `loadgen coalescing`: one row per configuration.
+pub fn coalescing_table(runs: &[Run]) -> String {
+    let Some(first) = runs.first() else { return String::new() };
+    let mut out = format!(
+        "{}\n\n| delivery | chat lines | frames written | per 1000 lines | API Gateway messages | per 1000 lines | events / frame | latency p50 / p99 ms | lost |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        describe(&first.report)
+    );
+    for run in runs {
+        let delivery = run.window_ms.map_or("one frame per event".to_owned(), |w| format!("coalesced, window {w} ms"));
+        let l = &run.report.latency_ms;
+        writeln!(
+            out,
+            "| {delivery} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} | {} |",
+            run.chat_lines,
+            run.frames_sent,
+            run.frames_per_1000_lines,
+            run.apigw_messages,
+            run.apigw_messages_per_1000_lines,
+            run.events_per_frame,
+            l.p50,
+            l.p99,
+            run.report.lost
+        )
+        .ok();
+    }
+    out
+}
+
+/// `loadgen envelope`: the events per invocation measured, every cell, and the largest rooms.
+pub fn envelope_tables(envelope: &Envelope) -> String {
+    let delivery =
+        |window: Option<u64>| window.map_or("one frame per event".to_owned(), |w| format!("coalesced, {w} ms"));
+    let mut out = String::from(
+        "Events per broadcaster invocation (local stack's stream emulator)\n\n\
+         | msg/s | window ms | lines | frames per client | events / invocation |\n| ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for b in &envelope.batching {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.2} |",
+            b.rate, b.window_ms, b.lines, b.frames, b.events_per_invocation
+        )
+        .ok();
+    }
+    out.push_str(
+        "\n| room | msg/s | delivery | events / invocation | @connections + inbound calls/s | of 10 000/s | broadcaster busy | delivery ms (mean) | $ / M deliveries | served? |\n\
+         | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    for c in &envelope.cells {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.0} | {:.0} % | {:.0} % | {:.0} | ${:.3} | {} |",
+            c.room,
+            c.rate,
+            delivery(c.window_ms),
+            c.events_per_invocation,
+            c.calls_per_s,
+            c.budget_share * 100.0,
+            c.broadcaster_busy * 100.0,
+            c.delivery_ms,
+            c.usd_per_million_deliveries,
+            if c.served() { "yes" } else { "**no**" }
+        )
+        .ok();
+    }
+    out.push_str(
+        "\nLargest room served (within the account budget and one broadcaster keeping up)\n\n\
+         | msg/s | delivery | by the budget | by the broadcaster | largest room |\n| ---: | --- | ---: | ---: | ---: |\n",
+    );
+    for l in &envelope.largest {
+        writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.0} | **{:.0}** |",
+            l.rate,
+            delivery(l.window_ms),
+            l.by_budget,
+            l.by_broadcaster,
+            l.room
+        )
+        .ok();
+    }
+    out
+}
+
+/// `loadgen coldstart`: one row per binary.
+pub fn coldstart_table(starts: &[ColdStart]) -> String {
+    let mut out = String::from(
+        "| binary | size (x86_64, release) | cold start median ms | min | max | starts |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for s in starts {
+        writeln!(
+            out,
+            "| `{}` | {:.1} MiB | {:.1} | {:.1} | {:.1} | {} |",
+            s.name,
+            s.size_bytes as f64 / (1024.0 * 1024.0),
+            s.median_ms,
+            s.min_ms,
+            s.max_ms,
+            s.runs
+        )
+        .ok();
     }
     out
 }

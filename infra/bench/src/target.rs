@@ -61,6 +61,17 @@ impl Server {
     /// a scratch directory (removed on [`Server::stop`]) and logs at `log_level`
     /// to a file there; the reference needs neither.
     pub async fn start(kind: Kind, binaries: &Binaries, log_level: &str) -> anyhow::Result<Server> {
+        Self::start_with(kind, binaries, log_level, &[]).await
+    }
+
+    /// [`Server::start`] with more command-line arguments for the server (e.g. the stack's
+    /// `--batching-window-ms`).
+    pub async fn start_with(
+        kind: Kind,
+        binaries: &Binaries,
+        log_level: &str,
+        extra_args: &[String],
+    ) -> anyhow::Result<Server> {
         let scratch = std::env::temp_dir().join(format!("chat-bench-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
         let log = std::fs::File::create(scratch.join("server.log"))?;
@@ -68,6 +79,9 @@ impl Server {
             Kind::Stack => {
                 let mut command = Command::new(&binaries.stack);
                 command.args(["--port", "0", "--db"]).arg(scratch.join("bench.db"));
+                // As much queued per socket as the reference's broadcast channel holds:
+                // under overload both buffer the same before a client is cut off.
+                command.arg(format!("--send-queue={}", crate::reference::CHANNEL_CAPACITY));
                 command
             }
             Kind::Reference => {
@@ -76,6 +90,7 @@ impl Server {
                 command
             }
         };
+        command.args(extra_args);
         let program = command.as_std().get_program().to_owned();
         let mut child = command
             .env("RUST_LOG", log_level)
@@ -104,6 +119,11 @@ impl Server {
     /// the soak reads it to check that every acknowledged line is stored.
     pub fn database(&self) -> Option<PathBuf> {
         (self.kind == Kind::Stack).then(|| self.scratch.join("bench.db"))
+    }
+
+    /// Where the stack serves its Prometheus counters.
+    pub fn metrics_url(&self) -> String {
+        crate::counters::metrics_url(&self.url)
     }
 
     /// The server's log file (stderr), kept until [`Server::stop`].

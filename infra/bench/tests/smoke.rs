@@ -123,6 +123,40 @@ fn loadgen_compares_the_local_stack_with_the_reference() {
 }
 
 #[test]
+fn coalescing_counts_frames_and_api_gateway_messages_with_the_stacks_own_counters() {
+    let dir = scratch("coalescing");
+    let json = dir.join("coalescing.json");
+    let stack = chat_local();
+    let output = loadgen(&[
+        "coalescing",
+        "--clients=5",
+        "--senders=2",
+        "--messages=10",
+        "--rate=40",
+        "--windows-ms=300",
+        "--quiet",
+        "--stack-bin",
+        stack.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let runs: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    let (plain, coalesced) = (&runs[0], &runs[1]);
+    for run in [plain, coalesced] {
+        assert_eq!(run["report"]["lost"], 0, "{run}");
+        assert_eq!(run["report"]["delivered"], 100, "20 lines × 5 clients");
+    }
+    // One frame per delivery, each one API Gateway message (frames under 32 KB).
+    assert_eq!(plain["frames_sent"], 100.0, "{plain}");
+    assert_eq!(plain["apigw_messages"], 100.0, "{plain}");
+    // 20 lines at 40/s in 300 ms windows: several lines share each frame.
+    let frames = coalesced["frames_sent"].as_f64().unwrap();
+    assert!(frames < 60.0, "coalesced: {frames} frames for 100 deliveries");
+    assert_eq!(coalesced["apigw_messages"], coalesced["frames_sent"], "{coalesced}");
+}
+
+#[test]
 fn fanout_simulation_and_cost_model_report_tables_and_json() {
     let dir = scratch("fanout");
     let fanout_json = dir.join("fanout.json");

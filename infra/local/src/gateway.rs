@@ -1,6 +1,7 @@
 //! The API Gateway WebSocket emulator: upgrades, route selection, limits, and a
 //! `$disconnect` with the status code the socket actually closed with.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -14,12 +15,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
-use crate::sockets::{Outbound, SEND_QUEUE, ServerClose, SocketInfo};
+use crate::sockets::{Outbound, Outbox, Push, ServerClose, SocketInfo, count_frames_sent};
 
 /// API Gateway's message size limit; a larger message (or any frame announcing
 /// more) closes the socket with 1009 as soon as its header arrives.
@@ -69,8 +70,8 @@ pub async fn upgrade(
         user_agent: context.user_agent.clone(),
     });
     // Registered before $connect runs, so a broadcast racing the upgrade is queued, not a 410.
-    let (outbound, queued) = mpsc::channel(SEND_QUEUE);
-    let closed = app.sockets.register(&context.connection_id, outbound.clone(), info.clone());
+    let outbox = Outbox::new(app.config.send_queue);
+    let closed = app.sockets.register(&context.connection_id, outbox.clone(), info.clone());
 
     let event = websocket_event(&context, Route::Connect { headers: headers.clone(), query });
     let refusal = match app.functions.invoke(&event).await {
@@ -88,7 +89,7 @@ pub async fn upgrade(
     tracing::info!(connection_id = %context.connection_id, peer = %peer, "socket open");
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run_socket(app, context, info, socket, outbound, queued, closed))
+        .on_upgrade(move |socket| run_socket(app, context, info, socket, outbox, closed))
 }
 
 /// RFC 6455 §4.2.1: the key is a nonce of 16 bytes in base64; axum only checks
@@ -170,13 +171,12 @@ async fn run_socket(
     context: ConnectionContext,
     info: Arc<SocketInfo>,
     socket: WebSocket,
-    outbound: mpsc::Sender<Outbound>,
-    queued: mpsc::Receiver<Outbound>,
+    outbox: Arc<Outbox>,
     mut closed: oneshot::Receiver<ServerClose>,
 ) {
     let (sink, mut stream) = socket.split();
     let (close_now, abandon) = oneshot::channel();
-    let mut writer = tokio::spawn(write_frames(sink, queued, abandon));
+    let mut writer = tokio::spawn(write_frames(sink, outbox.clone(), abandon));
 
     let idle = app.config.idle_timeout;
     let lifetime = tokio::time::sleep(app.config.max_lifetime);
@@ -200,7 +200,7 @@ async fn run_socket(
                     info.touch(now_ms());
                     match message {
                         // tungstenite enforces MAX_MESSAGE_BYTES (a read error, 1009).
-                        Message::Text(text) => dispatch(&app, &context, text.as_str(), &outbound).await,
+                        Message::Text(text) => dispatch(&app, &context, text.as_str(), &outbox).await,
                         Message::Binary(_) => break Ending::failed(1003, "Binary frames are not supported"),
                         Message::Close(frame) => break match frame {
                             Some(frame) => Ending { status_code: frame.code, reason: "Client closed", close: Closing::Nothing },
@@ -218,7 +218,9 @@ async fn run_socket(
         Closing::Nothing => ORDERLY_CLOSE,
         Closing::AfterQueued(code, reason) => {
             // A full queue means a reader that is not keeping up: close it as failed.
-            if outbound.try_send(Outbound::Close { code, reason }).is_err() {
+            if outbox.waiting() >= app.config.send_queue
+                || outbox.push_reply(Outbound::Close { code, reason }) != Push::Queued
+            {
                 close_now.send(CloseFrame { code, reason: reason.into() }).ok();
             }
             ORDERLY_CLOSE
@@ -228,7 +230,7 @@ async fn run_socket(
             FAILED_CLOSE
         }
     };
-    drop(outbound);
+    outbox.end();
     tracing::info!(connection_id = %context.connection_id, status = ending.status_code, "socket closed");
 
     let too_slow = ending.status_code == 1008;
@@ -271,20 +273,20 @@ fn release_freed_memory() {
 /// is sent; `abandon` makes it drop the queue and send just that close frame.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queued: mpsc::Receiver<Outbound>,
+    outbox: Arc<Outbox>,
     mut abandon: oneshot::Receiver<CloseFrame>,
 ) {
     let close = tokio::select! {
         biased;
         Ok(frame) = &mut abandon => Some(frame),
-        close = forward(&mut sink, &mut queued) => close,
+        close = forward(&mut sink, &outbox) => close,
     };
     // The socket's task sends `abandon` just before it drops its end of the queue;
     // this select may have looked at `abandon` a moment before, and at the closed
     // queue a moment after. The close frame must not be lost to that.
     let close = close.or_else(|| abandon.try_recv().ok());
     // Frames nobody will read are freed now, however long the close frame takes.
-    drop(queued);
+    outbox.abandon();
     if let Some(frame) = close {
         sink.send(Message::Close(Some(frame))).await.ok();
     }
@@ -293,23 +295,27 @@ async fn write_frames(
 
 /// Writes queued frames, everything already queued with one flush (one write, not
 /// one per frame). Returns the close frame to end with, if one was queued.
-async fn forward(
-    sink: &mut SplitSink<WebSocket, Message>,
-    queued: &mut mpsc::Receiver<Outbound>,
-) -> Option<CloseFrame> {
-    while let Some(first) = queued.recv().await {
-        let mut next = Some(first);
-        while let Some(out) = next {
+async fn forward(sink: &mut SplitSink<WebSocket, Message>, outbox: &Outbox) -> Option<CloseFrame> {
+    let mut batch = VecDeque::new();
+    while outbox.take(&mut batch).await {
+        let mut written = 0;
+        while let Some(out) = batch.pop_front() {
             match out {
                 Outbound::Text(text) => {
                     if sink.feed(Message::Text(text)).await.is_err() {
                         return None;
                     }
+                    written += 1;
                 }
-                Outbound::Close { code, reason } => return Some(CloseFrame { code, reason: reason.into() }),
+                Outbound::Close { code, reason } => {
+                    count_frames_sent(written);
+                    return Some(CloseFrame { code, reason: reason.into() });
+                }
             }
-            next = queued.try_recv().ok();
         }
+        // Counted as handed to the socket, before the flush: a client may read a
+        // frame before the flush returns, and a reader of the counter must not lag it.
+        count_frames_sent(written);
         if sink.flush().await.is_err() {
             return None;
         }
@@ -319,7 +325,7 @@ async fn forward(
 
 /// Routes one inbound frame and invokes its function; a handler failure is
 /// reported to the sender the way API Gateway does.
-async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbound: &mpsc::Sender<Outbound>) {
+async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbox: &Outbox) {
     let (route_key, route_response) = select_route(body);
     let event = websocket_event(context, Route::Message { route_key, body: body.to_owned() });
     let reply = if !app.throttles.message() {
@@ -330,7 +336,7 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
         invoke(app, context, &event, route_response).await
     };
     if let Some(reply) = reply {
-        outbound.send(Outbound::Text(reply.into())).await.ok();
+        outbox.push_reply(Outbound::Text(reply.into()));
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub frontend: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
+    /// Frames queued per socket before its client is closed as too slow ([`sockets::SEND_QUEUE`] by default).
+    pub send_queue: usize,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
     /// The stage's route throttling (every inbound message); `None`: off.

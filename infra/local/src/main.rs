@@ -48,6 +48,9 @@ struct Args {
     /// Close sockets this old, with 1001 (API Gateway: 7200).
     #[arg(long, env = "CHAT_MAX_LIFETIME_SECS", default_value_t = 7200)]
     max_lifetime_secs: u64,
+    /// Frames queued per socket before its client counts as too slow and is closed with 1008.
+    #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = chat_local::sockets::SEND_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    send_queue: u32,
     /// Stream event source: records per broadcaster invocation (1–10000).
     #[arg(long, env = "CHAT_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     batch_size: u16,
@@ -183,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         frontend,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_lifetime: Duration::from_secs(args.max_lifetime_secs),
+        send_queue: args.send_queue as usize,
         stream: StreamSettings {
             batch_size: args.batch_size.into(),
             batching_window: Duration::from_millis(args.batching_window_ms),

@@ -84,6 +84,11 @@ fn describe() {
     describe_counter!(BATCHES_RETRIED, "Stream batches retried from a failed record.");
     describe_counter!(BATCHES_GIVEN_UP, "Stream batches whose failing record was given up.");
     describe_counter!(HANDLER_ERRORS, "Function invocations that failed, by route.");
+    describe_counter!(crate::sockets::FRAMES_SENT, "Text frames written to clients' sockets.");
+    describe_counter!(
+        crate::sockets::APIGW_MESSAGES,
+        "API Gateway messages billed for frames posted via @connections (one per started 32 KB)."
+    );
 }
 
 /// Drains histogram samples into their buckets now and then, so memory stays
@@ -152,7 +157,24 @@ impl Invocations {
 
 /// Counts one @connections post by its outcome.
 pub fn record_post(result: &Result<(), PostError>) {
-    metrics::counter!(POSTS, "outcome" => post_outcome(result)).increment(1);
+    record_posts(std::slice::from_ref(result));
+}
+
+/// Counts @connections posts by outcome, one counter update per outcome (a
+/// broadcast makes thousands of posts; a lookup each would cost more than the post).
+pub fn record_posts(results: &[Result<(), PostError>]) {
+    let mut counts = [("ok", 0u64), ("gone", 0), ("throttled", 0), ("failed", 0)];
+    for result in results {
+        let outcome = post_outcome(result);
+        if let Some((_, count)) = counts.iter_mut().find(|(name, _)| *name == outcome) {
+            *count += 1;
+        }
+    }
+    for (outcome, count) in counts {
+        if count > 0 {
+            metrics::counter!(POSTS, "outcome" => outcome).increment(count);
+        }
+    }
 }
 
 /// What one broadcaster invocation did, as the event-source loop saw it.

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite (one file, WAL) holding the three tables, with the
 //! message table's row order doubling as the MessageHistory stream.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS active_connections (
     expires_at    INTEGER NOT NULL,
     room          TEXT NOT NULL DEFAULT 'lobby',
     user          TEXT,
-    verified      INTEGER
+    verified      INTEGER,
+    batch         INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
@@ -68,19 +70,21 @@ CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, 
 ";
 
 /// Columns added since the first schema; a database from before gains them, every
-/// old row in the default room and anonymous.
+/// old row in the default room, anonymous and served one frame per event.
 const ADDED_COLUMNS: &[(&str, &str)] =
     &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER")];
+/// Columns added to one table only.
+const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[("active_connections", "batch", "INTEGER NOT NULL DEFAULT 0")];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
-    for table in ["active_connections", "session_history", "message_history"] {
-        for (column, declaration) in ADDED_COLUMNS {
-            let present: bool = db
-                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?
-                .exists([])?;
-            if !present {
-                db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
-            }
+    let every_table = ["active_connections", "session_history", "message_history"]
+        .into_iter()
+        .flat_map(|table| ADDED_COLUMNS.iter().map(move |(column, declaration)| (table, *column, *declaration)));
+    for (table, column, declaration) in every_table.chain(ADDED_TABLE_COLUMNS.iter().copied()) {
+        let present: bool =
+            db.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?.exists([])?;
+        if !present {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
         }
     }
     Ok(())
@@ -91,6 +95,19 @@ fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
 pub struct SqliteStore {
     db: Arc<Mutex<rusqlite::Connection>>,
     appended: Arc<Notify>,
+    rooms: Arc<Mutex<RoomCache>>,
+}
+
+/// Each room's connections as last read, in id order. The broadcaster lists the
+/// room once per batch; under load that reread (and re-parse) of every row was
+/// most of its SQLite time, while the rows change only on connect and disconnect.
+/// Writes through this store forget it (under the database lock, so no read can
+/// cache a stale list); a write by another connection to the file (another
+/// process, a test) changes SQLite's `data_version`, which forgets it too.
+#[derive(Default)]
+struct RoomCache {
+    data_version: i64,
+    rooms: HashMap<String, Arc<Vec<Connection>>>,
 }
 
 /// A message table row with its sequence number; the event fails to decode if the row is corrupt.
@@ -185,7 +202,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
 
 /// The columns [`connection_from_row`] reads, in its order.
 const CONNECTION_COLUMNS: &str =
-    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified FROM active_connections";
+    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified, batch FROM active_connections";
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
@@ -197,6 +214,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         room: r.get(4)?,
         user: r.get(5)?,
         verified: r.get(6)?,
+        batch: r.get(7)?,
     })
 }
 
@@ -207,7 +225,34 @@ impl SqliteStore {
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&db).map_err(unavailable)?;
         db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
-        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()) })
+        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
+    }
+
+    /// Every connection of `room` in id order, from the cache when no row changed since it was read.
+    fn room_connections(&self, room: &str) -> Result<Arc<Vec<Connection>>, StoreError> {
+        self.with(|db| {
+            let version: i64 = db.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+            let mut cache = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if cache.data_version != version {
+                cache.rooms.clear();
+                cache.data_version = version;
+            }
+            if let Some(connections) = cache.rooms.get(room) {
+                return Ok(connections.clone());
+            }
+            let connections: Vec<Connection> = db
+                .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE room = ?1 ORDER BY connection_id"))?
+                .query_map(params![room], connection_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let connections = Arc::new(connections);
+            cache.rooms.insert(room.to_owned(), connections.clone());
+            Ok(connections)
+        })
+    }
+
+    /// Called with the database locked, after a write to active_connections.
+    fn forget_rooms(&self) {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).rooms.clear();
     }
 
     /// Runs `f` with the database. Statements are short; the lock is never held across an await.
@@ -282,8 +327,8 @@ impl ConnectionStore for SqliteStore {
         self.with(|db| {
             db.prepare_cached(
                 "INSERT OR REPLACE INTO active_connections
-                     (connection_id, connected_at, source_ip, expires_at, room, user, verified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 connection.connection_id,
@@ -292,9 +337,11 @@ impl ConnectionStore for SqliteStore {
                 connection.expires_at,
                 connection.room,
                 connection.user,
-                connection.verified
-            ])
-            .map(drop)
+                connection.verified,
+                connection.batch
+            ])?;
+            self.forget_rooms();
+            Ok(())
         })
     }
 
@@ -309,26 +356,20 @@ impl ConnectionStore for SqliteStore {
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached("DELETE FROM active_connections WHERE connection_id = ?1")?
-                .execute(params![connection_id])
-                .map(drop)
+                .execute(params![connection_id])?;
+            self.forget_rooms();
+            Ok(())
         })
     }
 
-    /// On the `(room, connection_id)` index, like a Query on the room GSI.
+    /// A page of the room's connections in id order, like a Query on the room GSI
+    /// (read on the `(room, connection_id)` index, then cached: [`RoomCache`]).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let limit = limit.max(1);
-        let mut items: Vec<Connection> = self.with(|db| {
-            db.prepare_cached(&format!(
-                "{CONNECTION_COLUMNS} WHERE room = ?1 AND connection_id > ?2 ORDER BY connection_id LIMIT ?3"
-            ))?
-            .query_map(params![room, after.unwrap_or_default(), limit as i64 + 1], connection_from_row)?
-            .collect()
-        })?;
-        // One row past the page tells whether another page follows.
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items[limit - 1].connection_id.clone()
-        });
+        let all = self.room_connections(room)?;
+        let start = after.map_or(0, |after| all.partition_point(|c| c.connection_id.as_str() <= after.as_str()));
+        let items: Vec<Connection> = all[start..].iter().take(limit).cloned().collect();
+        let next = (start + items.len() < all.len()).then(|| items[items.len() - 1].connection_id.clone());
         Ok(Page { items, next })
     }
 
@@ -564,9 +605,35 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.get("old").await.unwrap().unwrap().room, "lobby");
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
         assert_eq!(history[0].message, "before rooms");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_listed_room_sees_every_later_write_from_this_store_and_from_another_connection() {
+        let dir = std::env::temp_dir().join(format!("chat-local-rooms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rooms.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        let ids = |store: SqliteStore| async move {
+            let all = chat_core::ports::list_all_connections(&store, "lobby").await.unwrap();
+            all.into_iter().map(|c| c.connection_id).collect::<Vec<_>>()
+        };
+        let at = at("2026-11-24T10:00:00Z");
+        store.put(&Connection::new("b", "ip", at)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["b"]);
+        store.put(&Connection::new("a", "ip", at)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a", "b"], "a put through this store");
+        store.delete("b").await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a"], "a delete through this store");
+        let other = SqliteStore::open(&path).unwrap();
+        other.put(&Connection::new("c", "ip", at).coalescing(true)).await.unwrap();
+        assert_eq!(ids(store.clone()).await, ["a", "c"], "a put by another connection to the file");
+        assert!(store.get("c").await.unwrap().unwrap().batch);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -4,6 +4,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use chrono::{DateTime, Utc};
 
+use crate::coalesce::batch_requested;
 use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
 use crate::identity::chosen_identity;
 use crate::model::Identity;
@@ -11,8 +12,8 @@ use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
 use crate::room::room_or_default;
 use crate::time::from_epoch_millis;
 
-/// `$connect`: 200 opens the socket; 400 refuses a malformed `room` or `name`
-/// query parameter (nothing is stored); an error refuses the upgrade. The
+/// `$connect`: 200 opens the socket; 400 refuses a malformed `room`, `name` or
+/// `batch` query parameter (nothing is stored); an error refuses the upgrade. The
 /// connection's name is the authorizer's verified one when an authorizer ran,
 /// else the one the client chose with `?name=` (unverified), else none.
 pub async fn on_connect(
@@ -38,12 +39,20 @@ pub async fn on_connect(
             }
         },
     };
+    let batch = match batch_requested(event.query_string_parameters.first("batch")) {
+        Ok(batch) => batch,
+        Err(refusal) => {
+            tracing::info!(connection_id = ?event.request_context.connection_id, %refusal, "connection refused");
+            return Ok(refuse(400, &refusal.to_string()));
+        }
+    };
     let request = ConnectRequest {
         connection_id: connection_id(event)?.to_owned(),
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
         connected_at: connected_at(event)?,
         room,
         identity,
+        batch,
     };
     handlers::connect(&request, connections, sessions, log).await?;
     Ok(response(None))

@@ -13,6 +13,8 @@ pub struct ConnectRequest {
     /// Already checked ([`crate::room::room_or_default`]).
     pub room: String,
     pub identity: Option<Identity>,
+    /// Coalesced delivery asked for (`?batch=1`, [`crate::coalesce`]).
+    pub batch: bool,
 }
 
 /// Registers the connection for its room's broadcasts, opens its session and logs
@@ -26,7 +28,8 @@ pub async fn connect(
     let identity = request.identity.as_ref();
     let connection = Connection::new(&request.connection_id, &request.source_ip, request.connected_at)
         .in_room(&request.room)
-        .of(identity);
+        .of(identity)
+        .coalescing(request.batch);
     connections.put(&connection).await?;
     sessions.open(&Session::opened(&connection)).await?;
     let join = LogEvent::join(&request.connection_id, request.connected_at).in_room(&request.room).by(identity);
@@ -52,12 +55,14 @@ mod tests {
             connected_at: at("2026-11-24T10:15:30Z"),
             room: "ops".into(),
             identity: Some(Identity { user: "Ada".into(), verified: false }),
+            batch: true,
         };
         connect(&request, &connections, &sessions, &log).await.unwrap();
 
         let row = connections.get("CXzQ2cJjoAMCJ6g=").unwrap();
         assert_eq!(row.source_ip, "203.0.113.7");
         assert_eq!(row.room, "ops");
+        assert!(row.batch, "remembered on the row, for the broadcaster");
         assert_eq!(row.expires_at, at("2026-11-24T12:30:30Z").timestamp());
         let session = sessions.get("CXzQ2cJjoAMCJ6g=").unwrap();
         assert_eq!(session.connected_at, request.connected_at);
@@ -83,6 +88,7 @@ mod tests {
             connected_at: at("2026-11-24T10:15:30Z"),
             room: "lobby".into(),
             identity: None,
+            batch: false,
         };
         assert!(connect(&request, &connections, &sessions, &log).await.is_err());
     }

@@ -69,6 +69,7 @@ mod tests {
             connected_at,
             room: "ops".into(),
             identity: Some(crate::model::Identity { user: "Ada".into(), verified: true }),
+            batch: false,
         };
         connect(&hello, &connections, &sessions, &log).await.unwrap();
 

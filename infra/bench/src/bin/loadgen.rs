@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chat_bench::coalescing;
+use chat_bench::coldstart;
 use chat_bench::cost::{self, Assumptions};
+use chat_bench::envelope;
 use chat_bench::fanout::{self, CaseReport, PosterModel};
 use chat_bench::load::{self, LoadConfig};
 use chat_bench::report::{self, Comparison};
@@ -49,6 +52,9 @@ enum Command {
         load: LoadArgs,
         #[command(flatten)]
         servers: ServerArgs,
+        /// Draw both latency distributions (CDF) here as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Many clients churning (connect, chat, leave, come back) for a long time
     /// against the local stack, sampling its RSS and open descriptors: slopes per
@@ -105,6 +111,72 @@ enum Command {
         poster: PosterArgs,
         #[arg(long)]
         messages: usize,
+    },
+    /// Coalesced delivery on the local stack: the same load with every client
+    /// served one frame per event, then coalescing at each batching window;
+    /// frames and API Gateway messages per 1000 chat lines from the stack's own
+    /// counters (`/metrics`).
+    Coalescing {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Batching windows of the stream event source, ms.
+        #[arg(long, value_delimiter = ',', default_value = "0,100,500")]
+        windows_ms: Vec<u64>,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Cold start of each Lambda binary: process start → its first
+    /// `/2018-06-01/runtime/invocation/next` on a Runtime API emulator.
+    Coldstart {
+        /// Where the release binaries are (cargo build --release -p chat-lambdas).
+        #[arg(long)]
+        bin_dir: PathBuf,
+        /// The functions to start.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "authorizer,broadcaster,connect,default,disconnect,reaper,send_message"
+        )]
+        functions: Vec<String>,
+        /// Starts per binary (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The deployed design's envelope: @connections calls/s against the account
+    /// budget, delivery time and $ per million deliveries for room sizes × rates,
+    /// one frame per event and coalesced at each window (events per invocation
+    /// measured on the local stack's stream emulator).
+    Envelope {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,50000")]
+        room_sizes: Vec<usize>,
+        /// Chat lines per second said in the room.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        rates: Vec<f64>,
+        /// Batching windows of the stream, ms (coalesced delivery).
+        #[arg(long, value_delimiter = ',', default_value = "0,100,500")]
+        windows_ms: Vec<u64>,
+        /// How long to measure each rate and window on the stack (at least 10 lines).
+        #[arg(long, default_value_t = 5.0)]
+        measure_secs: f64,
+        /// The broadcaster's FANOUT_CONCURRENCY.
+        #[arg(long, default_value_t = chat_core::broadcaster::FanoutConfig::default().max_in_flight)]
+        concurrency: usize,
+        /// @connections post latency (simulated).
+        #[arg(long, default_value_t = 20.0)]
+        latency_ms: f64,
+        #[arg(long, default_value_t = 5.0)]
+        jitter_ms: f64,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Draw calls/s against room size here as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        #[command(flatten)]
+        servers: ServerArgs,
     },
     /// Price a million messages of the deployed design at several room sizes.
     Cost {
@@ -175,6 +247,9 @@ struct LoadArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Every client connects with `?batch=1` (coalesced delivery).
+    #[arg(long)]
+    coalescing: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -192,6 +267,7 @@ impl LoadArgs {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             setup_timeout: Duration::from_secs(self.setup_timeout_secs),
             progress: !self.quiet,
+            coalescing: self.coalescing,
         }
     }
 }
@@ -330,18 +406,21 @@ fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Res
     Ok(())
 }
 
-/// Starts `kind`, loads it, stops it (always, even if the load failed).
+/// Starts `kind`, loads it, stops it (always, even if the load failed). The
+/// stack's own counters are read over the measured phase.
 async fn load_spawned(
     kind: Kind,
     binaries: &Binaries,
     log: &str,
     config: &LoadConfig,
+    server_args: &[String],
 ) -> anyhow::Result<load::RunReport> {
-    let server = Server::start(kind, binaries, log).await?;
+    let server = Server::start_with(kind, binaries, log, server_args).await?;
     if config.progress {
         eprintln!("[{}] pid {} at {} (log: {})", kind.name(), server.pid, server.url, server.log_path().display());
     }
-    let result = load::run(kind.name(), &server.url, Some(server.pid), config).await;
+    let counters = (kind == Kind::Stack).then(|| server.metrics_url());
+    let result = load::run_with_counters(kind.name(), &server.url, Some(server.pid), counters.as_deref(), config).await;
     server.stop().await?;
     result
 }
@@ -353,20 +432,94 @@ async fn main() -> anyhow::Result<()> {
             let config = load.config();
             let report = match (url, spawn) {
                 (Some(url), _) => load::run("target", &url, pid, &config).await?,
-                (None, Some(kind)) => load_spawned(kind, &servers.binaries(), &servers.server_log, &config).await?,
+                (None, Some(kind)) => {
+                    load_spawned(kind, &servers.binaries(), &servers.server_log, &config, &[]).await?
+                }
                 (None, None) => bail!("give --url or --spawn"),
             };
             print!("{}", report::run_table(&report));
             write_json(load.json.as_deref(), &report)?;
         }
-        Command::Compare { load, servers } => {
+        Command::Compare { load, servers, svg } => {
             let config = load.config();
             let binaries = servers.binaries();
-            let reference = load_spawned(Kind::Reference, &binaries, &servers.server_log, &config).await?;
-            let stack = load_spawned(Kind::Stack, &binaries, &servers.server_log, &config).await?;
+            let reference = load_spawned(Kind::Reference, &binaries, &servers.server_log, &config, &[]).await?;
+            let stack = load_spawned(Kind::Stack, &binaries, &servers.server_log, &config, &[]).await?;
             let comparison = Comparison::new(stack, reference);
             print!("{}", report::comparison_table(&comparison));
             write_json(load.json.as_deref(), &comparison)?;
+            if let Some(path) = &svg {
+                chat_bench::chart::latency_cdf_svg(&comparison, path)
+                    .with_context(|| format!("drawing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        Command::Coalescing { load, windows_ms, servers } => {
+            let binaries = servers.binaries();
+            let mut runs = Vec::new();
+            let plain = LoadConfig { coalescing: false, ..load.config() };
+            let report = load_spawned(Kind::Stack, &binaries, &servers.server_log, &plain, &[]).await?;
+            runs.push(coalescing::Run::new(None, report)?);
+            for window in windows_ms {
+                let config = LoadConfig { coalescing: true, ..load.config() };
+                let args = [format!("--batching-window-ms={window}")];
+                let report = load_spawned(Kind::Stack, &binaries, &servers.server_log, &config, &args).await?;
+                runs.push(coalescing::Run::new(Some(window), report)?);
+            }
+            print!("{}", report::coalescing_table(&runs));
+            write_json(load.json.as_deref(), &runs)?;
+        }
+        Command::Envelope {
+            room_sizes,
+            rates,
+            windows_ms,
+            measure_secs,
+            concurrency,
+            latency_ms,
+            jitter_ms,
+            json,
+            svg,
+            servers,
+        } => {
+            let binaries = servers.binaries();
+            let mut batching = Vec::new();
+            for &rate in &rates {
+                for &window in &windows_ms {
+                    eprintln!("envelope: events per invocation at {rate} msg/s, window {window} ms");
+                    batching.push(envelope::measure_batching(&binaries, rate, window, measure_secs, false).await?);
+                }
+            }
+            let assumptions = Assumptions {
+                messages: 1e6,
+                text_bytes: 100,
+                room_messages_per_minute: 60.0,
+                heartbeat_secs: 30.0,
+                lambda_memory_mb: 128.0,
+                stream_batch: 1.0,
+                dynamodb_call_ms: 5.0,
+                poster: PosterModel { latency_ms, jitter_ms, gone: 0.0, throttled: 0.0 },
+                fanout_concurrency: concurrency,
+                coalesced: false,
+            };
+            eprintln!("envelope: fan-out simulation of {room_sizes:?} connections");
+            let sims = cost::simulate_rooms(&assumptions, &room_sizes, 3).await;
+            let result = envelope::envelope(assumptions, sims, batching, &rates).await;
+            print!("{}", report::envelope_tables(&result));
+            write_json(json.as_deref(), &result)?;
+            if let Some(path) = &svg {
+                chat_bench::chart::envelope_svg(&result, path)
+                    .with_context(|| format!("drawing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        Command::Coldstart { bin_dir, functions, runs, json } => {
+            let mut starts = Vec::new();
+            for name in &functions {
+                eprintln!("cold start: {name} × {runs}");
+                starts.push(coldstart::measure(name, &bin_dir.join(name), runs).await?);
+            }
+            print!("{}", report::coldstart_table(&starts));
+            write_json(json.as_deref(), &starts)?;
         }
         Command::Soak { url, pid, db, soak: args, servers } => {
             let config = args.config()?;
@@ -449,6 +602,7 @@ async fn main() -> anyhow::Result<()> {
                 dynamodb_call_ms,
                 poster: PosterModel { latency_ms, jitter_ms, gone: 0.0, throttled: 0.0 },
                 fanout_concurrency: concurrency,
+                coalesced: false,
             };
             let report = cost::model(assumptions, &room_sizes, 3).await;
             print!("{}", report::cost_table(&report));

@@ -1,0 +1,124 @@
+//! Coalesced delivery on the real binary: a `?batch=1` client and a seed client in
+//! one room both get every line once and in order; the coalescing one in
+//! `{"events":[…]}` frames of at most 32 KB; a coalescing connection whose socket
+//! is gone is pruned by the broadcast that finds it.
+
+mod common;
+
+use chat_core::coalesce::COALESCED_FRAME_BYTES;
+use chat_core::ports::{ConnectionStore, SessionLog};
+use chat_core::{Connection, Session};
+use common::{Client, Stack, WAIT, scratch};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Reads raw frames until a chat line `last` arrives; returns each frame's size
+/// and the event objects it carried, unpacked, in order.
+async fn frames_until(client: &mut Client, last: &str) -> Vec<(usize, Vec<Value>)> {
+    let mut frames = Vec::new();
+    loop {
+        let message =
+            tokio::time::timeout(WAIT, client.socket.next()).await.expect("a frame in time").unwrap().unwrap();
+        let Message::Text(text) = message else { continue };
+        let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+        let events = match frame.get("events") {
+            Some(events) => events.as_array().expect("events is an array").clone(),
+            None => vec![frame],
+        };
+        let done = events.iter().any(|e| e["kind"] == "chat" && e["text"] == last);
+        frames.push((text.len(), events));
+        if done {
+            return frames;
+        }
+    }
+}
+
+fn chat_texts(frames: &[(usize, Vec<Value>)]) -> Vec<String> {
+    let events = frames.iter().flat_map(|(_, events)| events);
+    events.filter(|e| e["kind"] == "chat").map(|e| e["text"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_coalescing_and_a_seed_client_in_one_room_both_get_every_line_once_in_order() {
+    let dir = scratch("coalescing");
+    // A 300 ms batching window gathers a burst of lines into one invocation.
+    let stack = Stack::start(&dir.join("chat.db"), &["--batching-window-ms", "300"]).await;
+    let mut seed = Client::connect(&stack.ws_url).await;
+    seed.my_id().await;
+    let mut coalescing = Client::connect(&format!("{}?batch=1", stack.ws_url)).await;
+    seed.until(|f| f["kind"] == "join").await;
+    // Sent together, so most land in one invocation; lines of 1–9 KB make it
+    // more than 32 KB, so it must be split.
+    let lines: Vec<String> = (0..40).map(|i| format!("line {i:02} {}", "x".repeat(1000 * (1 + i % 9)))).collect();
+    for line in &lines {
+        seed.say(line).await;
+    }
+    seed.say("end").await;
+
+    let seed_frames = frames_until(&mut seed, "end").await;
+    let batched_frames = frames_until(&mut coalescing, "end").await;
+    let mut expected = lines.clone();
+    expected.push("end".into());
+    assert_eq!(chat_texts(&seed_frames), expected, "the seed client: every line once, in order");
+    assert_eq!(chat_texts(&batched_frames), expected, "the coalescing client: every line once, in order");
+    assert!(seed_frames.iter().all(|(_, events)| events.len() == 1), "the seed client gets one frame per event");
+    for (bytes, events) in &batched_frames {
+        assert!(*bytes <= COALESCED_FRAME_BYTES, "a coalesced frame of {bytes} bytes ({} events)", events.len());
+    }
+    let most = batched_frames.iter().map(|(_, events)| events.len()).max().unwrap();
+    assert!(most > 1, "lines sent together arrive together");
+    assert!(batched_frames.len() < expected.len(), "{} frames for {} lines", batched_frames.len(), expected.len());
+    // Each coalesced event is byte-for-byte the frame the seed client got.
+    let seed_events: Vec<&Value> = seed_frames.iter().flat_map(|(_, e)| e).filter(|e| e["kind"] == "chat").collect();
+    let batched_events: Vec<&Value> =
+        batched_frames.iter().flat_map(|(_, e)| e).filter(|e| e["kind"] == "chat").collect();
+    assert_eq!(seed_events, batched_events);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_coalescing_connection_whose_socket_is_gone_is_pruned_by_the_next_broadcast() {
+    let dir = scratch("coalescing_gone");
+    let db = dir.join("chat.db");
+    let stack = Stack::start(&db, &[]).await;
+    let mut live = Client::connect(&format!("{}?batch=1", stack.ws_url)).await;
+
+    // A row (and session) for a coalescing socket this gateway does not hold: what a
+    // lost $disconnect leaves behind. Posting to it is a 410.
+    let ghost = Connection::new("ghostGHOSTghost=", "198.51.100.9", chrono::Utc::now()).coalescing(true);
+    let store = chat_local::store::SqliteStore::open(&db).unwrap();
+    store.put(&ghost).await.unwrap();
+    store.open(&Session::opened(&ghost)).await.unwrap();
+
+    live.say("anyone there?").await;
+    let frames = frames_until(&mut live, "anyone there?").await;
+    assert!(frames.iter().all(|(bytes, _)| *bytes <= COALESCED_FRAME_BYTES));
+    // The prune announces the ghost's leave, which the live client hears.
+    let leave = loop {
+        let frames = frames_until_kind(&mut live, "leave").await;
+        if let Some(leave) = frames.into_iter().find(|e| e["connectionId"] == ghost.connection_id) {
+            break leave;
+        }
+    };
+    assert_eq!(leave["message"], format!("User {} has left the chat.", ghost.connection_id));
+    stack.stop().await;
+
+    assert!(store.get(&ghost.connection_id).await.unwrap().is_none(), "the 410 deleted the ghost's row");
+    let session = store.session(&ghost.connection_id).unwrap().expect("the ghost had a session");
+    assert!(session.disconnected_at.is_some(), "pruning closed the ghost's session");
+}
+
+/// The events of the next frames, until one of `kind` is among them.
+async fn frames_until_kind(client: &mut Client, kind: &str) -> Vec<Value> {
+    loop {
+        let frame = client.next_json().await;
+        let events = match frame.get("events") {
+            Some(events) => events.as_array().unwrap().clone(),
+            None => vec![frame],
+        };
+        if events.iter().any(|e| e["kind"] == kind) {
+            return events;
+        }
+    }
+}
