@@ -1,11 +1,14 @@
-// The web chat. Speaks the seed's protocol plus rooms, `who` and `history`;
-// every user-supplied string is rendered with textContent, never as HTML.
-// Members (members.js), gap-free recovery (recovery.js) and the outbox of
-// unacknowledged lines (outbox.js) have their own files.
+// The web chat. Speaks the seed's protocol plus rooms, `who`, `history`, sign-in
+// and coalesced frames; every user-supplied string is rendered with textContent,
+// never as HTML. The message list (timeline.js), members (members.js), gap-free
+// recovery (recovery.js), the outbox of unacknowledged lines (outbox.js) and
+// signing in (auth.js) have their own files.
 
+import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
 import { Outbox } from "./outbox.js";
 import { CatchUp, Positions } from "./recovery.js";
+import { Timeline } from "./timeline.js";
 
 // Tests may set window.CHAT_TUNING before the page loads (smaller pages, a cap).
 const TUNING = {
@@ -32,8 +35,11 @@ const ui = {
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
 };
 const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
+const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName });
 const positions = new Positions();
 const outbox = new Outbox();
+const signIn = new SignIn({ status: $("login-status"), validity: $("token-validity"), signIn: $("sign-in"),
+  signOut: $("sign-out"), nameField: $("name-field") });
 
 let socket = null;
 let room = null; // the room whose lines are on the page
@@ -51,6 +57,7 @@ let catchUp = null; // a CatchUp while history is loading
 let caughtUp = false; // this connection's catch-up is done: only then is `newest` gap-free
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
+let idProbe = null; // the text of our first line: its echo tells our connection id
 globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
@@ -81,51 +88,17 @@ function send(command) {
   if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(command));
 }
 
-// Lines with an id sit in id order (ids are UUIDv7: they sort by time); lines
-// without one (seed frames, errors) are appended.
-function addLine({ id, kind, text, meta, cls }) {
-  const item = document.createElement("li");
-  if (cls) item.className = cls;
-  if (kind) item.dataset.kind = kind;
-  if (meta) {
-    const m = document.createElement("span");
-    m.className = "meta";
-    m.textContent = meta;
-    item.append(m);
-  }
-  item.append(document.createTextNode(text));
-  let before = null;
-  if (id) {
-    item.dataset.id = id;
-    for (let li = ui.messages.lastElementChild; li; li = li.previousElementSibling) {
-      if (!li.dataset.id) continue;
-      if (li.dataset.id < id) break;
-      before = li;
-    }
-  }
-  // Pending lines stay last until the server has them.
-  if (!before && !item.classList.contains("pending")) before = ui.messages.querySelector("li.pending");
-  const atBottom = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 40;
-  ui.messages.insertBefore(item, before);
-  if (atBottom || !before) ui.messages.scrollTop = ui.messages.scrollHeight;
-}
-
 function clearLines() {
-  ui.messages.replaceChildren();
+  timeline.clear();
   seen.clear();
   newest = null;
   outbox.pending(room).forEach(showPending);
 }
 
 // ---- The outbox: a line is pending until acknowledged.
-function showPending(line) {
-  addLine({ text: line.text, meta: "you · sending…", cls: "mine pending" });
-  ui.messages.lastElementChild.dataset.clientMessageId = line.clientMessageId;
-}
+function showPending(line) { timeline.showPending(line.clientMessageId, line.text); }
 
-function unshow(line) {
-  ui.messages.querySelector(`li.pending[data-client-message-id="${line.clientMessageId}"]`)?.remove();
-}
+function unshow(line) { timeline.unshowPending(line.clientMessageId); }
 
 // Sends what is due: everything right after connecting, else lines unanswered for a while.
 function flush(afterMs) {
@@ -137,39 +110,47 @@ function flush(afterMs) {
 }
 
 function render(frame) {
+  if (Array.isArray(frame.events)) return frame.events.forEach(render); // coalesced (batch=1): in log order
   if (frame.room && frame.room !== room) return; // not this room's (a late frame)
   if (frame.ack) return acked(frame);
   if (frame.error) return refused(frame);
   if (frame.kind === "presence") return presence(frame);
   if (frame.kind === "history") return historyEnd(frame);
+  let fresh = false; // newer than anything shown, after catching up: news for the reader
   if (frame.id) {
     catchUp?.saw(frame.id); // before dedupe: it tells where a history page ended
     if (seen.has(frame.id)) return; // delivery is at least once
     seen.add(frame.id);
+    fresh = caughtUp && (!newest || frame.id > newest.id);
     if (!newest || frame.id > newest.id) newest = { id: frame.id, timestamp: frame.timestamp };
     remember();
   }
   if (frame.message === "pong") return;
   if (frame.kind === "join" || frame.kind === "leave") {
-    members.event(frame.kind, frame.connectionId, frame.timestamp, displayName(frame));
-    return addLine({ id: frame.id, kind: frame.kind, text: frame.message, cls: "notice" });
+    const name = displayName(frame);
+    members.event(frame.kind, frame.connectionId, frame.timestamp, name);
+    const text = name ? `${name} ${frame.kind === "join" ? "joined" : "left"} the chat` : frame.message;
+    return timeline.add({ ...frame, text, sender: frame.connectionId });
   }
   if (frame.kind === "chat") {
-    const mine = myIds.has(frame.connectionId);
+    if (!myId && idProbe === frame.text) learnId(frame.connectionId);
+    const mine = myIds.has(frame.connectionId) || Boolean(frame.verified && frame.user === signIn.token()?.name);
     echoed(frame.connectionId, frame.text);
-    const who = mine ? "you" : displayName(frame) ?? frame.connectionId;
-    addLine({ id: frame.id, kind: "chat", text: frame.text, meta: `${who} · ${frame.timestamp}`, cls: mine ? "mine" : "" });
-    const item = ui.messages.querySelector(`li[data-id="${frame.id}"]`);
-    if (item) {
-      item.title = `connection ${frame.connectionId}`;
-      item.dataset.sender = frame.connectionId;
-    }
-    return;
+    if (fresh && !mine) unread.add();
+    // Grouped by verified user (any of their connections), else by connection.
+    const sender = frame.verified ? `user:${frame.user}` : frame.connectionId;
+    return timeline.add({ ...frame, sender, mine, name: displayName(frame), ownName: frame.user }, { fresh });
   }
   // A seed-era server: only `message`, maybe a seed chat line.
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
   if (seedLine) echoed(seedLine[1], seedLine[2]);
-  addLine({ text: String(frame.message ?? "") });
+  timeline.note(String(frame.message ?? ""));
+}
+
+// Who a chat line is from, as shown: "you" (or "alice (you)"), a name, or the connection id.
+function senderName(event) {
+  if (event.mine) return event.ownName ? `${event.ownName} (you)` : "you";
+  return event.name ?? event.connectionId;
 }
 
 // `[<time> - UTC]\n <sender>  <text>\n`, the seed's chat line.
@@ -201,7 +182,7 @@ function displayName(frame) {
 // An error frame. A server without `who` or `history` answers "Invalid request":
 // not the user's error, so that step is skipped silently.
 function refused(frame) {
-  if (!waiting || frame.error !== "Invalid request") return addLine({ text: `${frame.error}: ${frame.message}`, cls: "error" });
+  if (!waiting || frame.error !== "Invalid request") return timeline.note(`${frame.error}: ${frame.message}`, "error");
   if (waiting === "who") {
     members.unavailable();
     startCatchUp();
@@ -248,7 +229,7 @@ function finishCatchUp() {
   if (catchUp) globalThis.chatStats = catchUp.stats();
   catchUp = null;
   caughtUp = true;
-  ui.messages.setAttribute("aria-busy", "false");
+  timeline.setBusy(false);
   if (progressShown) notice("");
   remember();
 }
@@ -258,7 +239,7 @@ function dropCatchUp() {
   expect(null);
   catchUp = null;
   caughtUp = false;
-  ui.messages.setAttribute("aria-busy", "false");
+  timeline.setBusy(false);
 }
 
 // Remembers the newest event shown, but only when caught up: then everything
@@ -284,13 +265,16 @@ function nameProblem(chosen) {
 
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
-// The user's Connect: checks the room, switches rooms if connected to another one.
-function connect() {
+// The user's Connect: checks the room and the sign-in, switches rooms if
+// connected to another one.
+async function connect() {
+  await signIn.ready;
   const base = ui.url.value.trim();
   const name = ui.room.value.trim();
   const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
+  if (signIn.problem()) return notice(`Not connected: ${signIn.problem()}`);
   if (socket && name === room) return; // never two connections
   if (socket) retire();
   reconnectDelay = TUNING.reconnectMs;
@@ -307,15 +291,26 @@ function retire() {
   dropCatchUp();
 }
 
+// The address to connect to: room, then a token (`Authorization=Bearer%20…`,
+// the authorizer's identity source; browsers cannot set headers on a WebSocket)
+// or else a chosen, unverified name; and coalesced frames.
+function socketUrl(base, name) {
+  const url = new URL(base);
+  if (!/^wss?:$/.test(url.protocol)) throw new Error("not a WebSocket URL");
+  url.searchParams.set("room", name);
+  url.searchParams.set("batch", "1");
+  const token = signIn.token();
+  const chosen = ui.name.value.trim();
+  localStorage.setItem(NAME_KEY, chosen);
+  if (token) url.search += `&Authorization=${encodeURIComponent(`Bearer ${token.token}`)}`;
+  else if (chosen && signIn.config.auth === "none") url.searchParams.set("name", chosen);
+  return url.href;
+}
+
 function open(base, name, reconnecting) {
   let url;
   try {
-    url = new URL(base);
-    url.searchParams.set("room", name);
-    const chosen = ui.name.value.trim();
-    if (chosen) url.searchParams.set("name", chosen);
-    localStorage.setItem(NAME_KEY, chosen);
-    if (!/^wss?:$/.test(url.protocol)) throw new Error();
+    url = socketUrl(base, name);
   } catch {
     return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
   }
@@ -329,7 +324,7 @@ function open(base, name, reconnecting) {
   }
   setStatus("connecting");
   notice("");
-  const ws = new WebSocket(url.href);
+  const ws = new WebSocket(url);
   socket = ws;
   let opened = false;
   ws.onopen = () => {
@@ -340,7 +335,7 @@ function open(base, name, reconnecting) {
     ui.connectedAt.textContent = connectedAt.toISOString().replace(/\.\d+Z$/, "Z");
     setStatus("connected");
     members.forget(); // a fresh snapshot for this connection
-    ui.messages.setAttribute("aria-busy", "true"); // until caught up: `who`, then `history`
+    timeline.setBusy(true); // until caught up: `who`, then `history`
     expect("who");
     send({ action: "who" });
     flush(0);
@@ -350,7 +345,7 @@ function open(base, name, reconnecting) {
   };
   ws.onmessage = (event) => {
     let frame;
-    try { frame = JSON.parse(event.data); } catch { return addLine({ text: String(event.data) }); }
+    try { frame = JSON.parse(event.data); } catch { return timeline.note(String(event.data)); }
     if (waiting) expect(waiting); // still answering: wait on
     render(frame);
   };
@@ -362,15 +357,18 @@ function open(base, name, reconnecting) {
     connectedAt = null;
     setStatus(opened ? "disconnected" : "error");
     if (userClosed) return;
+    // Without a usable token, trying again cannot help: say so instead.
+    if (signIn.problem()) return notice(signIn.problem());
     if (!opened && !reconnecting) {
       // A browser cannot see the HTTP status: a refused upgrade (a bad room, a
-      // wrong stage) and an unreachable host look alike. Do not retry either.
-      return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. Check the URL and the room name.`);
+      // wrong stage, a refused token) and an unreachable host look alike. Do not retry.
+      const why = signIn.config.auth === "none" ? "Check the URL and the room name." : "Check the URL and the room name, or sign in again.";
+      return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. ${why}`);
     }
     notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
     const delay = reconnectDelay;
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-    setTimeout(() => { if (!socket && !userClosed) open(base, name, true); }, delay);
+    setTimeout(() => { if (!socket && !userClosed && !signIn.problem()) open(base, name, true); }, delay);
   };
 }
 
@@ -391,6 +389,12 @@ function disconnect() {
   if (socket) socket.close(1000);
 }
 
+$("sign-in").addEventListener("click", () => signIn.start().catch((error) => notice(error.message)));
+$("sign-out").addEventListener("click", () => {
+  disconnect();
+  signIn.stop();
+  notice("Signed out.", "info");
+});
 $("connect-form").addEventListener("submit", (event) => {
   event.preventDefault();
   connect();
@@ -409,35 +413,58 @@ $("send-form").addEventListener("submit", (event) => {
   }
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
-  if (!myId && socket) learnId(text);
+  if (!myId && socket) idProbe = text;
   const line = outbox.add(room, text);
   showPending(line);
   if (socket?.readyState === WebSocket.OPEN) send(outbox.command(line));
   ui.text.value = "";
+  fitText();
+  timeline.follow(); // you see your own line go out
   notice("");
 });
 
-// Our connection id is the sender of the first line we sent.
-function learnId(text) {
-  const ws = socket;
-  const watch = (event) => {
-    try {
-      const frame = JSON.parse(event.data);
-      if (frame.kind === "chat" && frame.text === text && !myId) {
-        myId = frame.connectionId;
-        myIds.add(myId);
-        ui.messages.querySelectorAll(`li[data-sender="${CSS.escape(myId)}"]`).forEach((li) => {
-          const meta = li.querySelector(".meta");
-          li.classList.add("mine");
-          if (meta) meta.textContent = `you · ${meta.textContent.split(" · ").slice(1).join(" · ")}`;
-        });
-        members.setMe(myId);
-        ws.removeEventListener("message", watch);
-      }
-    } catch { /* not JSON */ }
-  };
-  ws.addEventListener("message", watch);
+// Keys in the message box: Enter sends, Shift+Enter is a new line, Esc leaves
+// the box for the message list.
+ui.text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("send-form").requestSubmit();
+  } else if (event.key === "Escape") {
+    ui.messages.focus();
+  }
+});
+// The box grows with its text, up to a few lines.
+function fitText() {
+  ui.text.style.height = "auto";
+  ui.text.style.height = `${Math.min(ui.text.scrollHeight + 2, 160)}px`;
 }
+ui.text.addEventListener("input", fitText);
+
+// Our connection id is the sender of the first line we sent.
+function learnId(connectionId) {
+  myId = connectionId;
+  myIds.add(myId);
+  idProbe = null;
+  timeline.markMine(myId);
+  members.setMe(myId);
+}
+
+// ---- Attention: lines arriving in a hidden tab count in the title until it is seen.
+const unread = {
+  count: 0,
+  title: document.title,
+  add() {
+    if (!document.hidden) return;
+    this.count += 1;
+    document.title = `(${this.count}) ${this.title}`;
+  },
+  clear() {
+    this.count = 0;
+    document.title = this.title;
+  },
+};
+document.addEventListener("visibilitychange", () => { if (!document.hidden) unread.clear(); });
+window.addEventListener("focus", () => unread.clear());
 
 // The room comes from the address (#room=NAME); the local stack's page defaults
 // to its own endpoint.
@@ -455,4 +482,9 @@ ui.url.value = stored || local;
 ui.room.value = roomFromHash() ?? "lobby";
 ui.name.value = localStorage.getItem(NAME_KEY) ?? "";
 setStatus("disconnected");
-if (stored) connect();
+signIn.complete() // back from the issuer's sign-in page?
+  .catch((error) => notice(error.message))
+  .then((signedIn) => {
+    ui.room.value = roomFromHash() ?? "lobby";
+    if (stored || signedIn) connect();
+  });

@@ -20,12 +20,13 @@ apt_install() {
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 chromium --version
 
-step "wscat and playwright-core (npm) for the terminal and browser tests"
+step "wscat, playwright-core and axe-core (npm) for the terminal and browser tests"
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 tools=integration-tests/.tools
-if [ ! -x "$tools/node_modules/.bin/wscat" ] || [ ! -d "$tools/node_modules/playwright-core" ]; then
-  # One install for both: a second `npm install --no-save` would prune the first.
-  npm install --prefix "$tools" --no-audit --no-fund --no-save wscat@6 playwright-core@1.64
+if [ ! -x "$tools/node_modules/.bin/wscat" ] || [ ! -d "$tools/node_modules/playwright-core" ] \
+  || [ ! -f "$tools/node_modules/axe-core/axe.min.js" ]; then
+  # One install for all: a second `npm install --no-save` would prune the first.
+  npm install --prefix "$tools" --no-audit --no-fund --no-save wscat@6 playwright-core@1.64 axe-core@4
 fi
 "$tools/node_modules/.bin/wscat" --version
 

@@ -3,6 +3,8 @@
 "use strict";
 
 const path = require("node:path");
+const readline = require("node:readline");
+const { spawn } = require("node:child_process");
 
 const tools = path.join(__dirname, "..", ".tools", "node_modules");
 const { chromium } = require(path.join(tools, "playwright-core"));
@@ -48,6 +50,97 @@ async function say(page, text) {
   await page.press("#text", "Enter");
 }
 
+// A plain WebSocket client (no page): another user, or a seed client. Keeps every
+// frame it gets (coalesced ones unpacked) so a test can wait for one.
+class Peer {
+  static async open(url) {
+    const socket = new WebSocket(url);
+    const peer = new Peer(socket);
+    await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
+    return peer;
+  }
+
+  constructor(socket) {
+    this.socket = socket;
+    this.frames = [];
+    this.waiters = [];
+    socket.on("message", (data) => {
+      const frame = JSON.parse(data);
+      this.frames.push(...(Array.isArray(frame.events) ? frame.events : [frame]));
+      this.waiters = this.waiters.filter((check) => !check());
+    });
+  }
+
+  // The first frame (already here or still to come) that `wanted` accepts.
+  next(wanted, what = "a frame") {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT.timeout} ms`)), WAIT.timeout);
+      const check = () => {
+        const frame = this.frames.find(wanted);
+        if (frame) { clearTimeout(timer); resolve(frame); }
+        return Boolean(frame);
+      };
+      if (!check()) this.waiters.push(check);
+    });
+  }
+
+  // Sends a chat line and waits until it is broadcast back.
+  async say(text) {
+    this.socket.send(JSON.stringify({ action: "sendmessage", message: text }));
+    return this.next((f) => f.kind === "chat" && f.text === text, `echo of "${text}"`);
+  }
+
+  close() { this.socket.close(1000); }
+}
+
+// Starts the stack's binary (CHAT_LOCAL_BIN) itself, for a script that needs
+// other flags or a restart: resolves to {child, wsUrl} once it listens. The
+// script stops it (stop(), and process exit kills whatever is left).
+const started = new Set();
+process.on("exit", () => started.forEach((child) => child.kill("SIGKILL")));
+function startStack({ db, port = 0, args = [] }) {
+  const binary = process.env.CHAT_LOCAL_BIN;
+  if (!binary) throw new Error("CHAT_LOCAL_BIN names the chat-local binary");
+  const child = spawn(binary, ["--port", String(port), "--db", db, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the stack did not listen in time")), 20_000);
+    readline.createInterface({ input: child.stdout }).once("line", (first) => {
+      clearTimeout(timer);
+      resolve({ child, wsUrl: first.replace(/^websocket: /, "") });
+    });
+    child.once("exit", (code) => reject(new Error(`the stack exited with ${code}`)));
+  });
+}
+
+function stopStack({ child }) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill("SIGTERM");
+  });
+}
+
+// Runs a script's checks with one browser; a failure ends the process with 1.
+function runChecks(checks, done) {
+  (async () => {
+    const browser = await launch();
+    try {
+      await checks(browser);
+      step(done);
+    } finally {
+      await browser.close();
+    }
+  })().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
+
 // DeleteConnection on the stack's @connections API, SigV4-signed with the stack's
 // default test/test key as an SDK would sign it (service execute-api, whose
 // canonical path is the sent path encoded once more).
@@ -71,4 +164,5 @@ async function deleteConnection(stackUrl, connectionId) {
   return fetch(url, { method: "DELETE", headers: { "x-amz-date": amzDate, authorization } });
 }
 
-module.exports = { WAIT, WebSocket, step, launch, openChat, status, line, waitForStatus, connect, say, deleteConnection };
+module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
+  waitForStatus, connect, say };

@@ -9,9 +9,7 @@
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const path = require("node:path");
-const readline = require("node:readline");
-const { spawn } = require("node:child_process");
-const { WAIT, step, launch, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
+const { WAIT, startStack, stopStack, step, launch, openChat, line, waitForStatus, connect, say } = require("./helpers.cjs");
 
 const [wsUrl, outputDir, pid] = process.argv.slice(2);
 const { CHAT_LOCAL_BIN: binary, CHAT_DB: db } = process.env;
@@ -23,23 +21,10 @@ const pageUrl = stackUrl.origin + "/";
 const TEXT = "typed while the server was down";
 
 let restarted = null;
-process.on("exit", () => restarted?.kill("SIGKILL")); // stop what this script started, whatever happens
 
 // Starts the stack again where the page expects it; resolves once it listens.
-function restart() {
-  const child = spawn(binary, ["--port", stackUrl.port, "--db", db], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  restarted = child;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the restarted stack did not listen in time")), 20_000);
-    readline.createInterface({ input: child.stdout }).once("line", (first) => {
-      clearTimeout(timer);
-      resolve(first);
-    });
-    child.once("exit", (code) => reject(new Error(`the restarted stack exited with ${code}`)));
-  });
+async function restart() {
+  restarted = await startStack({ db, port: stackUrl.port });
 }
 
 const pendingCount = (page) => page.locator("#messages li.pending").count();
@@ -84,7 +69,7 @@ const pendingCount = (page) => page.locator("#messages li.pending").count();
     step("outbox checks passed");
   } finally {
     await browser.close();
-    restarted?.kill("SIGTERM");
+    if (restarted) await stopStack(restarted);
   }
 })().catch((error) => {
   console.error(error);

@@ -5,7 +5,7 @@
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, WebSocket, step, launch, openChat, line, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
+const { WAIT, runChecks, WebSocket, step, openChat, line, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node rooms.test.cjs <ws://host:port/stage> <output dir>");
@@ -331,21 +331,10 @@ async function interleavedPages(browser) {
   await page.context().close();
 }
 
-async function main() {
-  const browser = await launch();
-  try {
-    await badRoomNames(browser);
-    await twoRooms(browser);
-    await recovery(browser);
-    await seedServer(browser);
-    await interleavedPages(browser);
-    step("all room checks passed");
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+runChecks(async (browser) => {
+  await badRoomNames(browser);
+  await twoRooms(browser);
+  await recovery(browser);
+  await seedServer(browser);
+  await interleavedPages(browser);
+}, "all room checks passed");

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 
 use common::{Stack, prerequisite, scratch};
 
-/// Starts a stack on a fresh database, runs one browser script against it
+/// Starts a stack (with `extra` flags) on a fresh database, runs one browser script against it
 /// (`node <script> <ws url> <output dir> <stack pid>`), and hands the stack back to check the store.
-async fn run_script(script: &str, output: &str) -> (Stack, PathBuf) {
+async fn run_script(script: &str, output: &str, extra: &[&str]) -> (Stack, PathBuf) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     prerequisite(here.join(".tools/node_modules/playwright-core"), "playwright-core");
     let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let chromium = prerequisite(chromium, "Chromium");
 
     let dir = scratch(output);
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let stack = Stack::start(&dir.join("chat.db"), extra).await;
     let run = tokio::process::Command::new("node")
         .arg(here.join("browser").join(script))
         .arg(&stack.ws_url)
@@ -38,6 +38,18 @@ async fn run_script(script: &str, output: &str) -> (Stack, PathBuf) {
     (stack, dir)
 }
 
+/// With `UPDATE_SCREENSHOTS=1`, this run's pictures replace the README's
+/// (`frontend/<name>`); otherwise they stay in the test's output directory.
+fn publish(dir: &Path, pictures: &[(&str, &str)]) {
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_none_or(|v| v != "1") {
+        return;
+    }
+    let frontend = Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    for (taken, name) in pictures {
+        std::fs::copy(dir.join(taken), frontend.join(name)).expect("copy a screenshot into frontend/");
+    }
+}
+
 fn count(stack: &Stack, sql: &str) -> i64 {
     let db = rusqlite::Connection::open(&stack.db).unwrap();
     db.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -45,7 +57,7 @@ fn count(stack: &Stack, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn two_pages_chat_in_headless_chromium() {
-    let (stack, dir) = run_script("chat.test.cjs", "browser").await;
+    let (stack, dir) = run_script("chat.test.cjs", "browser", &[]).await;
     assert!(dir.join("chat.png").exists(), "the screenshot was saved");
 
     // What the browser showed was persisted: the log holds the page's lines.
@@ -55,8 +67,9 @@ async fn two_pages_chat_in_headless_chromium() {
 
 #[tokio::test]
 async fn rooms_members_and_recovery_in_headless_chromium() {
-    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms").await;
+    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &[]).await;
     assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
+    publish(&dir, &[("rooms.png", "screenshot-rooms.png")]);
 
     // The pages' lines went to their own rooms; the missed lines were stored once.
     let in_room = |room: &str, like: &str| {
@@ -70,10 +83,60 @@ async fn rooms_members_and_recovery_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
+    let (stack, dir) = run_script("conversation.test.cjs", "browser-conversation", &[]).await;
+    for shot in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
+        assert!(dir.join(format!("conversation-{shot}.png")).exists(), "the {shot} screenshot was saved");
+        publish(&dir, &[(&format!("conversation-{shot}.png"), &format!("screenshot-{shot}.png"))]);
+    }
+    // The keyboard-only line kept its new line.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'typed with keys\nsecond line'"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
+    // The script also starts a second stack itself, with --oidc-issuer pointing at
+    // its own loopback issuer.
+    let (stack, dir) =
+        run_script("signin.test.cjs", "browser-signin", &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"])
+            .await;
+    assert!(
+        dir.join("signed-in.png").exists() && dir.join("oidc-signed-in.png").exists(),
+        "the screenshots were saved"
+    );
+    publish(&dir, &[("signed-in.png", "screenshot-signed-in.png")]);
+    // The signed-in pages' lines carry the verified names in the log.
+    let line = |user: &str, text: &str| {
+        count(
+            &stack,
+            &format!(
+                "SELECT count(*) FROM message_history WHERE kind = 'chat' AND user = '{user}' AND verified = 1 AND message LIKE '%{text}%'"
+            ),
+        )
+    };
+    assert_eq!(line("alice", "hello, I am alice"), 1);
+    assert_eq!(line("bob", "and I am bob"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn coalesced_frames_reach_the_page_in_headless_chromium() {
+    // A batching window gathers the burst into few broadcaster invocations.
+    let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100"]).await;
+    assert!(dir.join("batch.png").exists(), "the screenshot was saved");
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE '%burst %'"),
+        30
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_outbox_survives_a_server_kill_and_a_reload() {
     // The script SIGKILLs this stack (by the PID it is given) and starts the same
     // binary again on the same port and database, stopping that one itself.
-    let (stack, dir) = run_script("outbox.test.cjs", "browser-outbox").await;
+    let (stack, dir) = run_script("outbox.test.cjs", "browser-outbox", &[]).await;
     assert!(dir.join("restarted").exists(), "the script restarted the stack");
     assert_eq!(
         count(&stack, "SELECT count(*) FROM message_history WHERE message = 'typed while the server was down'"),

@@ -281,9 +281,9 @@ async fn write_frames(
         Ok(frame) = &mut abandon => Some(frame),
         close = forward(&mut sink, &outbox) => close,
     };
-    // The socket's task sends `abandon` just before it ends the outbox; this
-    // select may have looked at `abandon` a moment before, and at the ended
-    // outbox a moment after. The close frame must not be lost to that.
+    // The socket's task sends `abandon` just before it ends the queue;
+    // this select may have looked at `abandon` a moment before, and at the closed
+    // queue a moment after. The close frame must not be lost to that.
     let close = close.or_else(|| abandon.try_recv().ok());
     // Frames nobody will read are freed now, however long the close frame takes.
     outbox.abandon();

@@ -163,16 +163,17 @@ pub fn record_post(result: &Result<(), PostError>) {
 /// Counts @connections posts by outcome, one counter update per outcome (a
 /// broadcast makes thousands of posts; a lookup each would cost more than the post).
 pub fn record_posts(results: &[Result<(), PostError>]) {
-    let mut counts: Vec<(&'static str, u64)> = Vec::with_capacity(4);
+    let mut counts = [("ok", 0u64), ("gone", 0), ("throttled", 0), ("failed", 0)];
     for result in results {
         let outcome = post_outcome(result);
-        match counts.iter_mut().find(|(seen, _)| *seen == outcome) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((outcome, 1)),
+        if let Some((_, count)) = counts.iter_mut().find(|(name, _)| *name == outcome) {
+            *count += 1;
         }
     }
     for (outcome, count) in counts {
-        metrics::counter!(POSTS, "outcome" => outcome).increment(count);
+        if count > 0 {
+            metrics::counter!(POSTS, "outcome" => outcome).increment(count);
+        }
     }
 }
 

@@ -1,0 +1,302 @@
+// The message list, drawn as a conversation: events in id order, runs of
+// join/leave notices collapsed into one line ("3 joined, 5 left", expandable),
+// chat lines from one sender within a few minutes under one header, a separator
+// when the day changes, local HH:MM with the full UTC time on hover and focus.
+// It follows new lines only while the reader is at the bottom; otherwise it
+// counts them on a "N new messages ↓" button, and lines inserted above (history)
+// leave what the reader is looking at where it was. Drawing is batched per
+// animation frame, so a catch-up of thousands of events draws only a few times.
+// Every user-supplied string goes through textContent.
+
+const GROUP_MS = 5 * 60_000; // same sender, closer than this: one header
+const BOTTOM_SLACK = 40; // px still counted as "at the bottom"
+
+const hhmm = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const dayName = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// `<time>`: local HH:MM shown; the full UTC time in its title (hover) and, when
+// focused, spelled out beside it (CSS).
+function timeOf(at) {
+  if (!at) return element("span", "time", "");
+  const node = element("time", "", hhmm.format(at));
+  node.dateTime = at.toISOString();
+  node.title = `${at.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")}`;
+  node.tabIndex = -1; // reached with the arrow keys (the list is one tab stop)
+  return node;
+}
+
+function localDay(at) { return `${at.getFullYear()}-${at.getMonth() + 1}-${at.getDate()}`; }
+
+function dayLabel(at) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (localDay(at) === localDay(today)) return "Today";
+  if (localDay(at) === localDay(yesterday)) return "Yesterday";
+  return dayName.format(at);
+}
+
+// Where `id` belongs in the sorted `events` (mostly at the end: checked first).
+function insertionIndex(events, id) {
+  let low = 0;
+  let high = events.length;
+  if (!high || events[high - 1].id < id) return high;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (events[mid].id < id) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+export class Timeline {
+  // list: the <ol>; jump: the "new messages" button; who(event): the sender's
+  // display name ("alice", "bob (unverified)", "you"), asked at every draw.
+  constructor({ list, jump, who }) {
+    Object.assign(this, { list, jump, who });
+    this.events = []; // as added, plus `at` (a Date or null), by id
+    this.loose = []; // lines without an id (seed frames, errors): {after, seq, text, cls}
+    this.pending = new Map(); // clientMessageId -> text, drawn last
+    this.rows = new Map(); // key -> <li>, reused between draws
+    this.following = true;
+    this.unseen = 0;
+    this.scheduled = false;
+    this.seq = 0;
+    list.addEventListener("scroll", () => {
+      this.following = this.atBottom();
+      if (this.following) this.countUnseen(0);
+    });
+    jump.addEventListener("click", () => this.follow());
+    list.addEventListener("keydown", (event) => this.arrowKeys(event));
+  }
+
+  // An event with an id (chat, join, leave). `fresh`: newer than anything shown,
+  // arrived live; counted on the button when the reader is scrolled up.
+  // Needs id, kind ("chat", "join", "leave"), timestamp, text, sender (what
+  // groups lines), connectionId and mine; the rest is kept for `who`.
+  add(event, { fresh = false } = {}) {
+    const at = new Date(event.timestamp ?? NaN);
+    const shown = { ...event, at: Number.isNaN(at.getTime()) ? null : at };
+    this.events.splice(insertionIndex(this.events, event.id), 0, shown);
+    if (fresh && event.kind === "chat" && !event.mine && !this.following) this.countUnseen(this.unseen + 1);
+    this.draw();
+  }
+
+  // A line without an id, shown after everything that is on the page now.
+  note(text, cls = "") {
+    this.loose.push({ after: this.events.at(-1)?.id ?? "", seq: this.seq++, text, cls });
+    this.draw();
+  }
+
+  showPending(clientMessageId, text) { this.pending.set(clientMessageId, text); this.draw(); }
+
+  unshowPending(clientMessageId) { if (this.pending.delete(clientMessageId)) this.draw(); }
+
+  // Our connection id became known: its lines are ours.
+  markMine(connectionId) {
+    for (const event of this.events) if (event.connectionId === connectionId) event.mine = true;
+    this.draw();
+  }
+
+  clear() {
+    this.events = [];
+    this.loose = [];
+    this.pending.clear();
+    this.countUnseen(0);
+    this.draw();
+  }
+
+  // Back to the newest line, and following again.
+  follow() {
+    this.following = true;
+    this.countUnseen(0);
+    this.flush();
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  setBusy(busy) {
+    if (!busy) this.flush(); // "not busy" promises that everything is drawn
+    this.list.setAttribute("aria-busy", String(busy));
+  }
+
+  atBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.list;
+    return scrollHeight - scrollTop - clientHeight < BOTTOM_SLACK;
+  }
+
+  countUnseen(n) {
+    this.unseen = n;
+    this.jump.hidden = n === 0;
+    this.jump.textContent = `${n} new message${n === 1 ? "" : "s"} ↓`;
+  }
+
+  // Draws at the next animation frame (a hidden tab has none: a timer then).
+  draw() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    if (document.hidden) setTimeout(() => this.flush(), 100);
+    else requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.scheduled = false;
+    const list = this.list;
+    const anchor = this.following ? null : this.topRow();
+    this.reconcile(this.layout());
+    if (this.following) list.scrollTop = list.scrollHeight;
+    else if (anchor?.row.isConnected) list.scrollTop = anchor.row.offsetTop - anchor.offset;
+  }
+
+  // The first row in view and its distance from the top: it stays put.
+  topRow() {
+    const top = this.list.scrollTop;
+    for (const row of this.list.children) {
+      if (row.offsetTop + row.offsetHeight > top) return { row, offset: row.offsetTop - top };
+    }
+    return null;
+  }
+
+  // What to show, top to bottom: [{key, signature, build()}].
+  layout() {
+    const rows = [];
+    let loose = 0;
+    let day = null;
+    let run = null;
+    let previous = null; // the chat event just above, for grouping
+    const looseUpTo = (id) => {
+      for (; loose < this.loose.length && this.loose[loose].after <= id; loose += 1) {
+        const line = this.loose[loose];
+        rows.push({ key: `loose-${line.seq}`, signature: "", build: () => element("li", line.cls, line.text) });
+        run = previous = null;
+      }
+    };
+    looseUpTo("");
+    for (const event of this.events) {
+      const eventDay = event.at ? localDay(event.at) : day;
+      if (eventDay && eventDay !== day) {
+        day = eventDay;
+        const label = dayLabel(event.at);
+        rows.push({ key: `day-${day}`, signature: label, build: () => this.daySeparator(label) });
+        run = previous = null;
+      }
+      if (event.kind === "chat") {
+        const grouped = Boolean(previous && previous.sender === event.sender && event.at && previous.at
+          && event.at - previous.at < GROUP_MS);
+        const who = this.who(event);
+        rows.push({ key: event.id, signature: `${grouped}|${event.mine}|${who}`, build: () => this.chatRow(event, who, grouped) });
+        previous = event;
+        run = null;
+      } else {
+        if (!run) {
+          run = { key: event.id, events: [] };
+          const members = run.events;
+          rows.push({ key: run.key, get signature() { return `${members.length}|${members.at(-1).id}`; },
+            build: () => this.noticeRow(members) });
+        }
+        run.events.push(event);
+        previous = null;
+      }
+      looseUpTo(event.id);
+    }
+    looseUpTo("\uffff");
+    for (const [clientMessageId, text] of this.pending) {
+      rows.push({ key: `pending-${clientMessageId}`, signature: "", build: () => this.pendingRow(clientMessageId, text) });
+    }
+    return rows;
+  }
+
+  // Makes the list's children `rows`, reusing unchanged rows (keyed), so that
+  // inserting above moves nothing and an opened notice run stays open.
+  reconcile(rows) {
+    const wanted = new Set(rows.map((row) => row.key));
+    for (const [key, row] of this.rows) if (!wanted.has(key)) row.remove();
+    const keep = new Map();
+    let cursor = this.list.firstElementChild;
+    for (const { key, signature, build } of rows) {
+      let row = this.rows.get(key);
+      if (!row || row.dataset.signature !== signature) {
+        const fresh = build();
+        fresh.dataset.signature = signature;
+        if (row) {
+          row.replaceWith(fresh);
+          if (row === cursor) cursor = fresh;
+        }
+        row = fresh;
+      }
+      keep.set(key, row);
+      if (row === cursor) cursor = cursor.nextElementSibling;
+      else this.list.insertBefore(row, cursor);
+    }
+    this.rows = keep;
+  }
+
+  daySeparator(label) {
+    const row = element("li", "day");
+    row.append(element("span", "", label));
+    return row;
+  }
+
+  chatRow(event, who, grouped) {
+    const row = element("li", [event.mine && "mine", grouped && "grouped"].filter(Boolean).join(" "));
+    row.dataset.id = event.id;
+    row.dataset.kind = "chat";
+    row.dataset.sender = event.connectionId;
+    row.title = `connection ${event.connectionId}`;
+    const meta = element("span", "meta");
+    meta.append(element("span", "who", who), element("span", "sep", " · "), timeOf(event.at));
+    row.append(meta, document.createTextNode(event.text));
+    return row;
+  }
+
+  // One notice as its own line; several in a row as "2 joined, 3 left", expandable.
+  noticeRow(events) {
+    const row = element("li", "notice");
+    row.dataset.id = events[0].id;
+    row.dataset.kind = "notices";
+    const entries = events.map((event) => {
+      const entry = element("span", "entry");
+      entry.dataset.id = event.id;
+      entry.append(element("span", "", event.text), element("span", "sep", " · "), timeOf(event.at));
+      return entry;
+    });
+    if (events.length === 1) {
+      row.append(...entries);
+      return row;
+    }
+    const joined = events.filter((e) => e.kind === "join").length;
+    const left = events.length - joined;
+    const details = element("details");
+    const summary = element("summary", "", [joined && `${joined} joined`, left && `${left} left`].filter(Boolean).join(", "));
+    details.append(summary, ...entries);
+    row.append(details);
+    return row;
+  }
+
+  pendingRow(clientMessageId, text) {
+    const row = element("li", "mine pending");
+    row.dataset.clientMessageId = clientMessageId;
+    const meta = element("span", "meta");
+    meta.append(element("span", "who", "you"), element("span", "sep", " · "), element("span", "", "sending…"));
+    row.append(meta, document.createTextNode(text));
+    return row;
+  }
+
+  // The list is one tab stop; Up/Down (Home/End) walk its times and summaries.
+  arrowKeys(event) {
+    const steps = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
+    if (!(event.key in steps)) return;
+    const stops = [...this.list.querySelectorAll("time, summary")].filter((node) => node.offsetParent);
+    if (!stops.length) return;
+    event.preventDefault();
+    const at = stops.indexOf(document.activeElement);
+    const step = steps[event.key];
+    const from = at >= 0 ? at : step > 0 ? -1 : stops.length;
+    stops[Math.max(0, Math.min(stops.length - 1, from + step))].focus();
+  }
+}
