@@ -161,14 +161,8 @@ enum Command {
         /// How long to measure each rate and window on the stack (at least 10 lines).
         #[arg(long, default_value_t = 5.0)]
         measure_secs: f64,
-        /// The broadcaster's FANOUT_CONCURRENCY.
-        #[arg(long, default_value_t = chat_core::broadcaster::FanoutConfig::default().max_in_flight)]
-        concurrency: usize,
-        /// @connections post latency (simulated).
-        #[arg(long, default_value_t = 20.0)]
-        latency_ms: f64,
-        #[arg(long, default_value_t = 5.0)]
-        jitter_ms: f64,
+        #[command(flatten)]
+        broadcaster: BroadcasterArgs,
         /// Write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -204,18 +198,32 @@ enum Command {
         /// Time the Lambda waits for one DynamoDB call.
         #[arg(long, default_value_t = 5.0)]
         dynamodb_call_ms: f64,
-        /// The broadcaster's FANOUT_CONCURRENCY.
-        #[arg(long, default_value_t = chat_core::broadcaster::FanoutConfig::default().max_in_flight)]
-        concurrency: usize,
-        /// @connections post latency for the simulated broadcaster time.
-        #[arg(long, default_value_t = 20.0)]
-        latency_ms: f64,
-        #[arg(long, default_value_t = 5.0)]
-        jitter_ms: f64,
+        #[command(flatten)]
+        broadcaster: BroadcasterArgs,
         /// Write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+/// The deployed broadcaster the cost model and the envelope simulate.
+#[derive(Args, Debug, Clone)]
+struct BroadcasterArgs {
+    /// The broadcaster's FANOUT_CONCURRENCY.
+    #[arg(long, default_value_t = chat_core::broadcaster::FanoutConfig::default().max_in_flight)]
+    concurrency: usize,
+    /// @connections post latency for the simulated broadcaster time.
+    #[arg(long, default_value_t = 20.0)]
+    latency_ms: f64,
+    #[arg(long, default_value_t = 5.0)]
+    jitter_ms: f64,
+}
+
+impl BroadcasterArgs {
+    /// Posts that always succeed, after the latency.
+    fn poster(&self) -> PosterModel {
+        PosterModel { latency_ms: self.latency_ms, jitter_ms: self.jitter_ms, gone: 0.0, throttled: 0.0 }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -469,18 +477,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report::coalescing_table(&runs));
             write_json(load.json.as_deref(), &runs)?;
         }
-        Command::Envelope {
-            room_sizes,
-            rates,
-            windows_ms,
-            measure_secs,
-            concurrency,
-            latency_ms,
-            jitter_ms,
-            json,
-            svg,
-            servers,
-        } => {
+        Command::Envelope { room_sizes, rates, windows_ms, measure_secs, broadcaster, json, svg, servers } => {
             let binaries = servers.binaries();
             let mut batching = Vec::new();
             for &rate in &rates {
@@ -497,8 +494,8 @@ async fn main() -> anyhow::Result<()> {
                 lambda_memory_mb: 128.0,
                 stream_batch: 1.0,
                 dynamodb_call_ms: 5.0,
-                poster: PosterModel { latency_ms, jitter_ms, gone: 0.0, throttled: 0.0 },
-                fanout_concurrency: concurrency,
+                poster: broadcaster.poster(),
+                fanout_concurrency: broadcaster.concurrency,
                 coalesced: false,
             };
             eprintln!("envelope: fan-out simulation of {room_sizes:?} connections");
@@ -587,9 +584,7 @@ async fn main() -> anyhow::Result<()> {
             lambda_memory_mb,
             stream_batch,
             dynamodb_call_ms,
-            concurrency,
-            latency_ms,
-            jitter_ms,
+            broadcaster,
             json,
         } => {
             let assumptions = Assumptions {
@@ -600,8 +595,8 @@ async fn main() -> anyhow::Result<()> {
                 lambda_memory_mb,
                 stream_batch,
                 dynamodb_call_ms,
-                poster: PosterModel { latency_ms, jitter_ms, gone: 0.0, throttled: 0.0 },
-                fanout_concurrency: concurrency,
+                poster: broadcaster.poster(),
+                fanout_concurrency: broadcaster.concurrency,
                 coalesced: false,
             };
             let report = cost::model(assumptions, &room_sizes, 3).await;
