@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{Client, Stack, WAIT, run_binary, scratch};
+use common::{Client, Stack, refused_status, run_binary, scratch};
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// Appends the chat texts (with each frame's room) a client receives, up to and
 /// including `last`, to `seen`; the id-learning lines of [`Client::my_id`] are left out.
@@ -148,11 +146,7 @@ async fn a_malformed_room_is_refused_with_400() {
     let stack = Stack::start(&dir.join("chat.db"), &[]).await;
     for room in ["", "two%20words", "a%2Fb", &"x".repeat(65), "%C3%A9"] {
         let url = format!("{}?room={room}", stack.ws_url);
-        let refused = tokio::time::timeout(WAIT, connect_async(url.as_str())).await.expect("answered in time");
-        match refused {
-            Err(WsError::Http(response)) => assert_eq!(response.status(), 400, "{room:?}"),
-            other => panic!("room {room:?} was not refused: {other:?}"),
-        }
+        assert_eq!(refused_status(&url).await, 400, "{room:?}");
     }
     // Nothing was stored for the refused attempts: a new lobby client is alone.
     let mut client = Client::connect(&stack.ws_url).await;
