@@ -77,7 +77,8 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --workspace
+# Every test binary runs even after a failure, so one CI run reports all of them.
+cargo test --workspace --no-fail-fast
 
 # The deployable artifacts: all Lambda binaries cross-built for arm64 (~6 min cold
 # on 2 cores, seconds when warm). Its own target dir keeps the release cross build

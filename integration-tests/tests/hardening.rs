@@ -226,11 +226,13 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     );
     // 1 s to try the close frame; the rest is polling (and a busy machine).
     assert!(at_most < Duration::from_secs(5), "TCP released late");
-    // Generous: the queue alone held tens of MiB; what stays is what the same
-    // traffic leaves behind without a slow client (about 10 MiB) and allocator slack.
+    // The queue alone held tens of MiB. Most of the growth goes back to the OS, not
+    // all: the lines still in flight after the cut-off leave freed memory in glibc's
+    // arenas, more on a busy machine (5 MiB of 85 kept on a quiet one, 18 of 81 in a
+    // CI run); with no trim at all, 53 to 66 of 84 to 92 stayed.
     assert!(peak > baseline + 20 * 1024, "the slow client did hold memory: {baseline} → {peak} KiB");
-    assert!(after < baseline + 16 * 1024, "memory released: baseline {baseline}, peak {peak}, after {after} KiB");
-    assert!(after + 16 * 1024 < peak, "memory released: baseline {baseline}, peak {peak}, after {after} KiB");
+    let (grown, kept) = (peak - baseline, after.saturating_sub(baseline));
+    assert!(kept * 5 < grown * 2, "memory released: baseline {baseline}, peak {peak}, after {after} KiB");
 
     // Reading again, the client drains what the kernel holds and then sees the end.
     let drained = slow.until_closed(Duration::from_secs(30)).await;

@@ -242,9 +242,6 @@ async fn run_socket(
         }
         // Both halves gone: the TCP connection closes now, not when the client leaves.
         drop(stream);
-        if too_slow {
-            tokio::task::spawn_blocking(release_freed_memory);
-        }
     };
     let event = websocket_event(
         &context,
@@ -256,6 +253,11 @@ async fn run_socket(
         }
     };
     tokio::join!(hang_up, disconnect);
+    if too_slow {
+        // Last, once the writer, the queue and the $disconnect work are all freed.
+        drop(outbox);
+        tokio::task::spawn_blocking(release_freed_memory);
+    }
 }
 
 /// Hands freed heap pages back to the OS. A slow client's queue held up to 1024
