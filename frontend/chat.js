@@ -130,7 +130,7 @@ function render(frame) {
     const name = displayName(frame);
     members.event(frame.kind, frame.connectionId, frame.timestamp, name);
     const text = name ? `${name} ${frame.kind === "join" ? "joined" : "left"} the chat` : frame.message;
-    return timeline.add({ ...frame, text, sender: frame.connectionId });
+    return timeline.add({ ...frame, text, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
   }
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
@@ -190,6 +190,7 @@ function refused(frame) {
 }
 
 function presence(frame) {
+  if (!myId && frame.you) learnId(frame.you); // a server that says who asked
   members.snapshot(frame.members);
   if (frame.next) send({ action: "who", next: frame.next });
   if (waiting === "who") startCatchUp();
@@ -440,7 +441,8 @@ function fitText() {
 }
 ui.text.addEventListener("input", fitText);
 
-// Our connection id is the sender of the first line we sent.
+// Our connection id: `who`'s answer says it, else it is the sender of the first
+// line we sent.
 function learnId(connectionId) {
   myId = connectionId;
   myIds.add(myId);

@@ -32,6 +32,12 @@ function timeOf(at) {
   return node;
 }
 
+// A notice as shown: the page's own connection is "You", not its id.
+function noticeText(event) {
+  if (!event.mine) return event.text;
+  return event.kind === "join" ? "You joined the chat" : "You left the chat";
+}
+
 function localDay(at) { return `${at.getFullYear()}-${at.getMonth() + 1}-${at.getDate()}`; }
 
 function dayLabel(at) {
@@ -196,7 +202,8 @@ export class Timeline {
         if (!run) {
           run = { key: event.id, events: [] };
           const members = run.events;
-          rows.push({ key: run.key, get signature() { return `${members.length}|${members.at(-1).id}`; },
+          rows.push({ key: run.key,
+            get signature() { return `${members.length}|${members.at(-1).id}|${members.filter((e) => e.mine).length}`; },
             build: () => this.noticeRow(members) });
         }
         run.events.push(event);
@@ -262,7 +269,7 @@ export class Timeline {
     const entries = events.map((event) => {
       const entry = element("span", "entry");
       entry.dataset.id = event.id;
-      entry.append(element("span", "", event.text), element("span", "sep", " · "), timeOf(event.at));
+      entry.append(element("span", "", noticeText(event)), element("span", "sep", " · "), timeOf(event.at));
       return entry;
     });
     if (events.length === 1) {

@@ -83,6 +83,7 @@ async fn each_line_reaches_exactly_its_room_and_who_lists_it() {
     expected.sort_unstable();
     assert_eq!(members, expected);
     assert!(presence.get("next").is_none());
+    assert_eq!(presence["you"], red_id.as_str(), "the asker's own id");
 
     seed.send_json(json!({"action": "who"})).await;
     let lobby = seed.until(|f| f["kind"] == "presence").await;

@@ -90,7 +90,7 @@ async fn who(
     let count = connections.count(room).await?;
     let page = connections.list(room, after, PRESENCE_PAGE).await?;
     tracing::info!(connection_id, room, count, "presence served");
-    let frame = presence_frame(room, count, &page.items, page.next.as_deref());
+    let frame = presence_frame(room, count, &page.items, connection_id, page.next.as_deref());
     reply_to(connection_id, &Bytes::from(frame), poster).await
 }
 
@@ -212,6 +212,7 @@ mod tests {
         assert_eq!(frame["room"], "lobby");
         assert_eq!(frame["count"], 1);
         assert_eq!(frame["members"], serde_json::json!([{"connectionId":"c1","connectedAt":"2026-11-24T09:00:00Z"}]));
+        assert_eq!(frame["you"], "c1", "the asker learns its own connection id");
 
         let crowd = MemoryConnections::default();
         for i in 0..(PRESENCE_PAGE + 1) {
