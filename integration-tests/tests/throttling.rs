@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Stack, refused_status, scratch};
+use common::{Client, Stack, host_of, http_get, refused_status, scratch};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -46,6 +46,10 @@ async fn excess_connections_are_refused_with_429() {
         open.push(Client::connect(&stack.ws_url).await);
     }
     assert_eq!(refused_status(&stack.ws_url).await, 429, "the third connection in a second");
+    // Counted, though no function ran (`chat_connects_total` counts $connect's answers).
+    let metrics = http_get(&host_of(&stack.http_url), "/metrics").await;
+    assert!(metrics.lines().any(|l| l == r#"chat_upgrades_refused_total{status="429"} 1"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == r#"chat_connects_total{status="200"} 2"#), "{metrics}");
     // The ones let in work as ever.
     open[0].send_json(json!({"action": "sendmessage", "message": "still here"})).await;
     open[1].chat("still here").await;

@@ -35,12 +35,14 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if !valid_key(&headers) {
-        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response();
+        return refused(
+            (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response(),
+        );
     }
     if !app.throttles.connect() {
         // API Gateway's new-connections limit: the upgrade is refused before $connect.
         let body = axum::Json(serde_json::json!({ "message": "Too Many Requests" }));
-        return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+        return refused((StatusCode::TOO_MANY_REQUESTS, body).into_response());
     }
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let mut context = ConnectionContext {
@@ -59,7 +61,7 @@ pub async fn upgrade(
             Ok(fields) => context.authorizer = fields,
             Err(refusal) => {
                 tracing::info!(connection_id = %context.connection_id, peer = %peer, ?refusal, "upgrade refused by the authorizer");
-                return refusal.into_response();
+                return refused(refusal.into_response());
             }
         }
     }
@@ -90,6 +92,13 @@ pub async fn upgrade(
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_socket(app, context, info, socket, outbox, closed))
+}
+
+/// An upgrade refused before `$connect` ran (which counts its own answers), counted
+/// by status.
+fn refused(response: Response) -> Response {
+    crate::metrics::record_refused_upgrade(response.status());
+    response
 }
 
 /// RFC 6455 §4.2.1: the key is a nonce of 16 bytes in base64; axum only checks

@@ -24,6 +24,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const CONNECTIONS_OPEN: &str = "chat_connections_open";
 /// `$connect` invocations, by the HTTP `status` they answered (200 opens the socket).
 pub const CONNECTS: &str = "chat_connects_total";
+/// Upgrades refused before `$connect` ran, by `status`: 400 a bad handshake, 401/403
+/// the authorizer, 429 the new-connections limit.
+pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 /// `$disconnect` invocations, by the close `code` they report.
 pub const DISCONNECTS: &str = "chat_disconnects_total";
 /// Events appended to MessageHistory, by `kind` (chat, join, leave).
@@ -73,6 +76,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections, by room.");
     describe_counter!(CONNECTS, "$connect invocations, by the HTTP status they answered.");
+    describe_counter!(UPGRADES_REFUSED, "Upgrades refused before $connect ran, by HTTP status.");
     describe_counter!(DISCONNECTS, "$disconnect invocations, by close code.");
     describe_counter!(MESSAGES_APPENDED, "Events appended to MessageHistory, by kind.");
     describe_counter!(DELIVERIES, "Frames the broadcaster delivered.");
@@ -199,6 +203,11 @@ pub fn record_broadcast(invocation: &Invocation) {
     if let Some(backlog) = invocation.backlog {
         metrics::gauge!(STREAM_LAG_RECORDS).set(backlog as f64);
     }
+}
+
+/// Counts an upgrade refused before `$connect` ran.
+pub fn record_refused_upgrade(status: axum::http::StatusCode) {
+    metrics::counter!(UPGRADES_REFUSED, "status" => status.as_u16().to_string()).increment(1);
 }
 
 /// Counts a batch retried from a failed record.
