@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
 use chat_core::model::RECEIPT_KEY_PREFIX;
@@ -123,6 +124,25 @@ impl DynamoConnections {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self(Table { client, name: table.into() })
     }
+
+    /// A Query of `room`'s connections on the room GSI, leaving out rows past
+    /// their TTL: DynamoDB deletes those only eventually (within days, AWS says),
+    /// so a connection whose `$disconnect` was lost would otherwise linger in
+    /// `who` and be posted to. No live socket outlasts its TTL (API Gateway closes
+    /// it at 2 h, the TTL is 2 h 15 min).
+    fn live_in_room(&self, room: &str) -> QueryFluentBuilder {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.0
+            .client
+            .query()
+            .table_name(&self.0.name)
+            .index_name(ROOM_INDEX)
+            .key_condition_expression("#room = :room")
+            .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+            .expression_attribute_names("#room", "room")
+            .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+    }
 }
 
 #[async_trait]
@@ -147,14 +167,7 @@ impl ConnectionStore for DynamoConnections {
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let start = after.map(|id| HashMap::from([string_key("room", room), string_key("connection_id", &id)]));
         let output = self
-            .0
-            .client
-            .query()
-            .table_name(&self.0.name)
-            .index_name(ROOM_INDEX)
-            .key_condition_expression("#room = :room")
-            .expression_attribute_names("#room", "room")
-            .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+            .live_in_room(room)
             .limit(limit.clamp(1, i32::MAX as usize) as i32)
             .set_exclusive_start_key(start)
             .send()
@@ -172,14 +185,7 @@ impl ConnectionStore for DynamoConnections {
         let mut start = None;
         loop {
             let output = self
-                .0
-                .client
-                .query()
-                .table_name(&self.0.name)
-                .index_name(ROOM_INDEX)
-                .key_condition_expression("#room = :room")
-                .expression_attribute_names("#room", "room")
-                .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+                .live_in_room(room)
                 .select(Select::Count)
                 .set_exclusive_start_key(start)
                 .send()

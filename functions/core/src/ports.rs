@@ -34,9 +34,10 @@ pub trait ConnectionStore: Send + Sync {
     /// Deleting an unknown id is not an error (disconnects repeat and race with pruning).
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError>;
     /// Up to `limit` of `room`'s connections in id order, after the previous
-    /// page's `next`. A store may return fewer (DynamoDB stops at 1 MB).
+    /// page's `next`. A store may return fewer, even none with a `next`
+    /// (DynamoDB stops at 1 MB, and leaves out rows past their `expires_at`).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError>;
-    /// How many connections `room` has.
+    /// How many connections `room` has (those `list` gives).
     async fn count(&self, room: &str) -> Result<usize, StoreError>;
 }
 
