@@ -1,9 +1,12 @@
 // The web chat. Speaks the seed's protocol plus rooms, `who`, `history`, sign-in
 // and coalesced frames; every user-supplied string is rendered with textContent,
 // never as HTML. The message list (timeline.js), members (members.js), gap-free
-// recovery (recovery.js), the outbox of unacknowledged lines (outbox.js) and
-// signing in (auth.js) have their own files.
+// recovery (recovery.js), the outbox of unacknowledged lines (outbox.js),
+// signing in (auth.js), where to connect (address.js) and the unread count in the
+// title (attention.js) have their own files.
 
+import { endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl } from "./address.js";
+import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
 import { Outbox } from "./outbox.js";
@@ -23,10 +26,8 @@ const TUNING = {
 const HEARTBEAT_MS = 30_000;
 const ANSWER_WAIT_MS = 5_000; // an older server may never answer `who` or end `history`
 const MAX_TEXT_BYTES = 32 * 1024;
-const ROOM_RULE = /^[A-Za-z0-9_-]{1,64}$/;
 const URL_KEY = "websocket-chat-url";
 const NAME_KEY = "websocket-chat-name";
-const MAX_NAME = 32;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -38,6 +39,7 @@ const members = new Members({ box: $("people"), roomName: $("room-name"), count:
 const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName });
 const positions = new Positions();
 const outbox = new Outbox();
+const unread = new Unread();
 const signIn = new SignIn({ status: $("login-status"), validity: $("token-validity"), signIn: $("sign-in"),
   signOut: $("sign-out"), nameField: $("name-field") });
 
@@ -250,20 +252,6 @@ function remember() {
 }
 
 // ---- Connections.
-function roomProblem(name) {
-  if (!name) return "Enter a room name.";
-  if (name.length > 64) return `A room name has at most 64 characters; this one has ${name.length}.`;
-  if (!ROOM_RULE.test(name)) return "A room name may only use letters, digits, - and _ (no spaces or other signs).";
-  return null;
-}
-
-// An optional display name: what the server accepts (it refuses others with 400).
-function nameProblem(chosen) {
-  if ([...chosen].length > MAX_NAME) return `A name has at most ${MAX_NAME} characters.`;
-  if (/\p{Cc}/u.test(chosen)) return "A name cannot contain control characters.";
-  return null;
-}
-
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
 // The user's Connect: checks the room and the sign-in, switches rooms if
@@ -292,26 +280,12 @@ function retire() {
   dropCatchUp();
 }
 
-// The address to connect to: room, then a token (`Authorization=Bearer%20…`,
-// the authorizer's identity source; browsers cannot set headers on a WebSocket)
-// or else a chosen, unverified name; and coalesced frames.
-function socketUrl(base, name) {
-  const url = new URL(base);
-  if (!/^wss?:$/.test(url.protocol)) throw new Error("not a WebSocket URL");
-  url.searchParams.set("room", name);
-  url.searchParams.set("batch", "1");
-  const token = signIn.token();
+function open(base, name, reconnecting) {
   const chosen = ui.name.value.trim();
   localStorage.setItem(NAME_KEY, chosen);
-  if (token) url.search += `&Authorization=${encodeURIComponent(`Bearer ${token.token}`)}`;
-  else if (chosen && signIn.config.auth === "none") url.searchParams.set("name", chosen);
-  return url.href;
-}
-
-function open(base, name, reconnecting) {
   let url;
   try {
-    url = socketUrl(base, name);
+    url = socketUrl(base, name, { token: signIn.token()?.token, name: chosen, auth: signIn.config.auth });
   } catch {
     return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
   }
@@ -451,42 +425,20 @@ function learnId(connectionId) {
   members.setMe(myId);
 }
 
-// ---- Attention: lines arriving in a hidden tab count in the title until it is seen.
-const unread = {
-  count: 0,
-  title: document.title,
-  add() {
-    if (!document.hidden) return;
-    this.count += 1;
-    document.title = `(${this.count}) ${this.title}`;
-  },
-  clear() {
-    this.count = 0;
-    document.title = this.title;
-  },
-};
-document.addEventListener("visibilitychange", () => { if (!document.hidden) unread.clear(); });
-window.addEventListener("focus", () => unread.clear());
-
 // The room comes from the address (#room=NAME); the local stack's page defaults
 // to its own endpoint.
-function roomFromHash() {
-  const match = /^#room=(.*)$/.exec(location.hash);
-  try { return match ? decodeURIComponent(match[1]) : null; } catch { return match[1]; }
-}
 window.addEventListener("hashchange", () => {
-  ui.room.value = roomFromHash() ?? "lobby";
+  ui.room.value = roomFromHash(location.hash) ?? "lobby";
   if (socket) connect();
 });
 const stored = localStorage.getItem(URL_KEY);
-const local = location.protocol.startsWith("http") ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/dev` : "";
-ui.url.value = stored || local;
-ui.room.value = roomFromHash() ?? "lobby";
+ui.url.value = stored || endpointBeside(location);
+ui.room.value = roomFromHash(location.hash) ?? "lobby";
 ui.name.value = localStorage.getItem(NAME_KEY) ?? "";
 setStatus("disconnected");
 signIn.complete() // back from the issuer's sign-in page?
   .catch((error) => notice(error.message))
   .then((signedIn) => {
-    ui.room.value = roomFromHash() ?? "lobby";
+    ui.room.value = roomFromHash(location.hash) ?? "lobby";
     if (stored || signedIn) connect();
   });
