@@ -226,10 +226,9 @@ async fn run_socket(
     let grace = match ending.close {
         Closing::Nothing => ORDERLY_CLOSE,
         Closing::AfterQueued(code, reason) => {
-            // A full queue means a reader that is not keeping up: close it as failed.
-            if outbox.waiting() >= app.config.send_queue
-                || outbox.push_reply(Outbound::Close { code, reason }) != Push::Queued
-            {
+            // Queued behind what is waiting, like a broadcast: a full queue means a
+            // reader that is not keeping up, closed as failed instead.
+            if outbox.push(Outbound::Close { code, reason }) != Push::Queued {
                 close_now.send(CloseFrame { code, reason: reason.into() }).ok();
             }
             ORDERLY_CLOSE

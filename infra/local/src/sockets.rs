@@ -93,13 +93,14 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a broadcast frame, unless `capacity` frames wait already.
+    /// Queues a broadcast frame (or an orderly close frame), unless `capacity`
+    /// frames wait already.
     pub fn push(&self, out: Outbound) -> Push {
         self.push_within(out, self.capacity)
     }
 
-    /// Queues a reply to the client's own message, or a close frame: these are
-    /// bounded by what the client sends, not by the room, so they always fit.
+    /// Queues a reply to the client's own message: replies are bounded by what
+    /// the client sends, not by the room, so they always fit.
     pub fn push_reply(&self, out: Outbound) -> Push {
         self.push_within(out, usize::MAX)
     }
