@@ -165,6 +165,17 @@ pub enum EventKind {
     Leave,
 }
 
+impl EventKind {
+    /// The name frames and tables use for the kind (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Join => "join",
+            Self::Leave => "leave",
+        }
+    }
+}
+
 /// Key prefix of the receipts of acknowledged sends (client message id → message
 /// id). Where a store keeps them in MessageHistory itself (DynamoDB: one
 /// transaction with the line), readers of the table and its stream skip them:
@@ -275,6 +286,13 @@ mod tests {
         let at = from_epoch_millis(1_795_515_330_123).unwrap();
         let c = Connection::new("CXzQ2cJjoAMCJ6g=", "203.0.113.7", at);
         assert_eq!(c.expires_at - at.timestamp(), 2 * 3600 + 15 * 60);
+    }
+
+    #[test]
+    fn a_kind_is_named_as_serde_names_it() {
+        for kind in [EventKind::Chat, EventKind::Join, EventKind::Leave] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 
     #[test]

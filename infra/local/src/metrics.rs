@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use chat_core::LogEvent;
 use chat_core::broadcaster::BatchReport;
 use chat_core::handlers::HandlerError;
 use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError, post_outcome};
-use chat_core::{EventKind, LogEvent};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open WebSocket connections, by `room` (gauge).
@@ -224,16 +224,8 @@ pub fn record_given_up() {
 /// re-appends of an id already logged).
 pub struct CountingLog(pub Arc<dyn MessageLog>);
 
-fn kind_label(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::Chat => "chat",
-        EventKind::Join => "join",
-        EventKind::Leave => "leave",
-    }
-}
-
 fn count_append(event: &LogEvent) {
-    metrics::counter!(MESSAGES_APPENDED, "kind" => kind_label(&event.kind)).increment(1);
+    metrics::counter!(MESSAGES_APPENDED, "kind" => event.kind.as_str()).increment(1);
 }
 
 #[async_trait]

@@ -117,14 +117,6 @@ fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
-fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Chat => "chat",
-        EventKind::Join => "join",
-        EventKind::Leave => "leave",
-    }
-}
-
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
     "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified FROM message_history";
@@ -174,7 +166,7 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.connection_id,
         event.message,
         format_iso(&event.timestamp),
-        kind_name(event.kind),
+        event.kind.as_str(),
         event.room,
         event.user,
         event.verified
@@ -499,12 +491,19 @@ mod tests {
         parse_iso(iso).unwrap()
     }
 
+    /// A folder of this test process's own and a database path in it, with no
+    /// database left from an earlier run.
+    fn scratch_db(folder: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{folder}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(file);
+        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
     #[tokio::test]
     async fn survives_reopening() {
-        let dir = std::env::temp_dir().join(format!("chat-local-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("chat.db");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = scratch_db("chat-local-store", "chat.db");
         {
             let store = SqliteStore::open(&path).unwrap();
             store.append(&LogEvent::chat("c", "kept", at("2026-11-24T10:00:00Z"))).await.unwrap();
@@ -587,10 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_from_before_rooms_gains_them_with_every_row_in_the_lobby() {
-        let dir = std::env::temp_dir().join(format!("chat-local-migrate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("old.db");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = scratch_db("chat-local-migrate", "old.db");
         {
             let old = rusqlite::Connection::open(&path).unwrap();
             old.execute_batch(
@@ -614,10 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listed_room_sees_every_later_write_from_this_store_and_from_another_connection() {
-        let dir = std::env::temp_dir().join(format!("chat-local-rooms-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rooms.db");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = scratch_db("chat-local-rooms", "rooms.db");
         let store = SqliteStore::open(&path).unwrap();
         let ids = |store: SqliteStore| async move {
             let all = chat_core::ports::list_all_connections(&store, "lobby").await.unwrap();
