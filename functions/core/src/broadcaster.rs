@@ -312,15 +312,11 @@ impl Broadcaster {
         let mut deliveries: Vec<Delivery> = answers
             .into_iter()
             .enumerate()
-            .map(|(i, answer)| match answer {
-                Ok(()) => Delivery::Delivered,
-                Err(PostError::Gone) => Delivery::Gone,
-                Err(error @ PostError::PayloadTooLarge) => Delivery::Failed(error),
-                Err(error) if self.config.retry.max_attempts <= 1 => Delivery::Failed(error),
-                Err(error) => {
+            .map(|(i, answer)| {
+                self.settle(answer, 0).unwrap_or_else(|error| {
                     to_retry.push(i);
                     Delivery::Failed(error)
-                }
+                })
             })
             .collect();
         let retries = to_retry.into_iter().map(|i| {
@@ -334,18 +330,26 @@ impl Broadcaster {
     /// Posts from try `attempt` (0: the first) until delivered, gone, or out of
     /// tries; before try `n > 0` it waits [`RetryPolicy::delay`]`(n - 1)`.
     async fn post_with_retry(&self, connection_id: &str, frame: &Bytes, mut attempt: u32) -> Delivery {
-        let policy = &self.config.retry;
         loop {
             if attempt > 0 {
-                tokio::time::sleep(policy.delay(attempt - 1)).await;
+                tokio::time::sleep(self.config.retry.delay(attempt - 1)).await;
             }
-            match self.poster.post(connection_id, frame).await {
-                Ok(()) => return Delivery::Delivered,
-                Err(PostError::Gone) => return Delivery::Gone,
-                Err(error @ PostError::PayloadTooLarge) => return Delivery::Failed(error),
-                Err(error) if attempt + 1 >= policy.max_attempts => return Delivery::Failed(error),
+            match self.settle(self.poster.post(connection_id, frame).await, attempt) {
+                Ok(delivery) => return delivery,
                 Err(_) => attempt += 1,
             }
+        }
+    }
+
+    /// What the answer to try `attempt` of a post settles: its delivery, or
+    /// (`Err`) a throttled or transient failure worth another try.
+    fn settle(&self, answer: Result<(), PostError>, attempt: u32) -> Result<Delivery, PostError> {
+        match answer {
+            Ok(()) => Ok(Delivery::Delivered),
+            Err(PostError::Gone) => Ok(Delivery::Gone),
+            Err(error @ PostError::PayloadTooLarge) => Ok(Delivery::Failed(error)),
+            Err(error) if attempt + 1 >= self.config.retry.max_attempts => Ok(Delivery::Failed(error)),
+            Err(error) => Err(error),
         }
     }
 
