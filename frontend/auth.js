@@ -112,7 +112,8 @@ function secondsLeft(stored) {
   return stored.exp ? stored.exp - Date.now() / 1000 : Infinity;
 }
 
-function saveToken(token, exp) {
+/** Keeps a token where the seed's page reads it (the login page uses this too). */
+export function saveToken(token, exp) {
   localStorage.setItem(TOKEN_KEY, token);
   localStorage.setItem(EXP_KEY, String(exp));
 }
