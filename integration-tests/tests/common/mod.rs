@@ -536,31 +536,30 @@ pub fn tcp_entry(local_port: u16, remote_port: u16) -> Option<TcpEntry> {
 
 /// `GET path` on `host:port` with `Connection: close`: the whole response as text.
 pub async fn http_get(address: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = TcpStream::connect(address).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send the request");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
-    String::from_utf8_lossy(&response).into_owned()
+    http_exchange(address, format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")).await
 }
 
 /// `POST path` with a JSON body on `host:port`, `Connection: close`: the status and the body.
 pub async fn http_post_json(address: &str, path: &str, body: &Value) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = body.to_string();
-    let mut tcp = TcpStream::connect(address).await.expect("connect");
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    tcp.write_all(request.as_bytes()).await.expect("send the request");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
-    let response = String::from_utf8_lossy(&response);
+    let response = http_exchange(address, request).await;
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Sends a whole `Connection: close` request to `host:port`: the whole response as text.
+async fn http_exchange(address: &str, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response)).await.expect("a response in time").unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The status an upgrade of `url` is refused with (panics if it is accepted).
