@@ -6,10 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-
 use crate::archive;
+use crate::bounded::for_each_bounded;
 use crate::coalesce::{CoalescedFrame, coalesce};
 use crate::handlers::depart;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
@@ -371,25 +369,6 @@ impl Broadcaster {
         match depart(&end, self.sessions.as_ref(), self.log.as_ref()).await {
             Ok(ended) => tracing::info!(connection_id = %id, announced = ended.is_some(), "pruned gone connection"),
             Err(error) => tracing::warn!(connection_id = %id, %error, "could not end a gone connection's session"),
-        }
-    }
-}
-
-/// Drives the futures `tasks` yields with at most `limit` of them in flight,
-/// handing each result to `done` as it completes.
-async fn for_each_bounded<F: Future>(tasks: impl Iterator<Item = F>, limit: usize, mut done: impl FnMut(F::Output)) {
-    let mut tasks = tasks.fuse();
-    let mut in_flight = FuturesUnordered::new();
-    loop {
-        while in_flight.len() < limit.max(1) {
-            match tasks.next() {
-                Some(task) => in_flight.push(task),
-                None => break,
-            }
-        }
-        match in_flight.next().await {
-            Some(result) => done(result),
-            None => return,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod auth;
+mod bounded;
 pub mod broadcaster;
 pub mod coalesce;
 pub mod entrypoints;

@@ -181,21 +181,10 @@ pub trait SocketPoster: Send + Sync {
     /// has no bulk call); a poster that holds the sockets itself answers them
     /// all in one pass, with no future per post.
     async fn post_each(&self, posts: &[(&str, &Bytes)], max_in_flight: usize) -> Vec<Result<(), PostError>> {
-        use futures::StreamExt;
         let mut answers = vec![Ok(()); posts.len()];
-        let mut next = 0;
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        loop {
-            while in_flight.len() < max_in_flight.max(1) && next < posts.len() {
-                let (i, (id, frame)) = (next, posts[next]);
-                in_flight.push(async move { (i, self.post(id, frame).await) });
-                next += 1;
-            }
-            match in_flight.next().await {
-                Some((i, answer)) => answers[i] = answer,
-                None => return answers,
-            }
-        }
+        let tasks = posts.iter().enumerate().map(|(i, &(id, frame))| async move { (i, self.post(id, frame).await) });
+        crate::bounded::for_each_bounded(tasks, max_in_flight, |(i, answer)| answers[i] = answer).await;
+        answers
     }
 }
 
