@@ -77,13 +77,7 @@ pub fn soak_svg(report: &SoakReport, path: &Path) -> anyhow::Result<()> {
         .draw_secondary_series(LineSeries::new(connected, green.stroke_width(1)))?
         .label("clients connected (right)")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(labels)
-        .draw()?;
+    draw_legend(chart.configure_series_labels(), SeriesLabelPosition::LowerRight, labels)?;
     root.present()?;
     Ok(())
 }
@@ -123,13 +117,7 @@ pub fn latency_cdf_svg(comparison: &Comparison, path: &Path) -> anyhow::Result<(
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(labels)
-        .draw()?;
+    draw_legend(chart.configure_series_labels(), SeriesLabelPosition::LowerRight, labels)?;
     root.present()?;
     Ok(())
 }
@@ -191,13 +179,17 @@ pub fn envelope_svg(envelope: &Envelope, path: &Path) -> anyhow::Result<()> {
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    draw_legend(chart.configure_series_labels(), SeriesLabelPosition::UpperLeft, ("sans-serif", 13))?;
     root.present()?;
+    Ok(())
+}
+
+/// Every chart's legend: a box of translucent white with a light border.
+fn draw_legend<'a, 'b, CT: CoordTranslate>(
+    mut legend: plotters::chart::SeriesLabelStyle<'a, 'b, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    font: (&'b str, u32),
+) -> anyhow::Result<()> {
+    legend.position(position).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).label_font(font).draw()?;
     Ok(())
 }
