@@ -5,7 +5,9 @@
 #   infra/build-lambdas.sh            # -> $CARGO_TARGET_DIR/lambda/<name>/bootstrap
 #
 # `sam build -t infra/template.yaml` runs the same cargo-lambda build per function.
-# CARGO_TARGET_DIR defaults to ./target; any extra arguments go to `cargo lambda build`.
+# CARGO_TARGET_DIR defaults to ./target; LAMBDA_PROFILE to `release` (run-all.sh
+# checks with `ci-arm64`, the same code linked faster); any extra arguments go to
+# `cargo lambda build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +20,10 @@ fi
 cargo lambda --version
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
-step "cargo lambda build --release --arm64"
+profile=${LAMBDA_PROFILE:-release}
+step "cargo lambda build --profile $profile --arm64"
 start=$(date +%s)
-cargo lambda build --release --arm64 --package chat-lambdas "$@"
+cargo lambda build --profile "$profile" --arm64 --package chat-lambdas "$@"
 echo "built in $(( $(date +%s) - start )) s"
 
 step "binaries"
