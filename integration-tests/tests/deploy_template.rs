@@ -22,6 +22,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
+use chat_core::entrypoints::websocket::ConnectSettings;
 use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{
     Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
@@ -167,15 +168,15 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
     let (connect, message) = (ws_event("connect.json", None), |body: &str| ws_event("message.json", Some(body)));
     match function {
         "connect" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
         }
         "disconnect" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
         }
         "send_message" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             let acked =
                 r#"{"action":"sendmessage","message":"hi","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"}"#;
@@ -187,7 +188,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &connections, &log).await.ok();
         }
         "default" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
             websocket::on_send_message(&hi, &connections, &log).await.unwrap();
             seen.take();
@@ -222,7 +223,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
         }
         "reaper" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             let row =
                 serde_dynamo::to_item::<_, serde_dynamo::Item>(connections.inner.get("CXzQ2cJjoAMCJ6g=").unwrap());
