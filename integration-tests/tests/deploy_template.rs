@@ -22,6 +22,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
+use chat_core::entrypoints::websocket::ConnectSettings;
 use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{
     Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
@@ -167,15 +168,15 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
     let (connect, message) = (ws_event("connect.json", None), |body: &str| ws_event("message.json", Some(body)));
     match function {
         "connect" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
         }
         "disconnect" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
         }
         "send_message" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             let acked =
                 r#"{"action":"sendmessage","message":"hi","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"}"#;
@@ -187,7 +188,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &connections, &log).await.ok();
         }
         "default" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
             websocket::on_send_message(&hi, &connections, &log).await.unwrap();
             seen.take();
@@ -222,7 +223,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
         }
         "reaper" => {
-            websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             seen.take();
             let row =
                 serde_dynamo::to_item::<_, serde_dynamo::Item>(connections.inner.get("CXzQ2cJjoAMCJ6g=").unwrap());
@@ -474,6 +475,13 @@ fn granted(template: &Value, role: &str) -> BTreeSet<(String, String)> {
         for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
             assert_eq!(statement["Effect"], "Allow");
             assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
+            if let Some(condition) = statement.get("Condition") {
+                // The one condition in use narrows a key to Secrets Manager's use of it.
+                assert_eq!(list(&statement["Action"]), [&Value::from("kms:Decrypt")], "{condition:?}");
+                let via = text(&condition["StringEquals"]["kms:ViaService"]);
+                assert_eq!(via, "Sub:secretsmanager.${AWS::Region}.amazonaws.com");
+                assert_eq!(condition.as_mapping().unwrap().len(), 1);
+            }
             for action in list(&statement["Action"]) {
                 let action = action.as_str().unwrap();
                 assert!(!action.contains('*'), "wildcard action {action}");
@@ -489,11 +497,15 @@ fn granted(template: &Value, role: &str) -> BTreeSet<(String, String)> {
 
 /// What the template's function needs: the code's SDK calls on the resources its
 /// environment names, its log group, and its event sources' stream and failure queue.
+/// `secret_key`: the customer-managed KMS key the shared secret is encrypted with,
+/// if any; Secrets Manager decrypts with the reader's rights, so reading the
+/// secret then also needs `kms:Decrypt` on that key.
 fn needed(
     template: &Value,
     bodies: &[Body],
     function: &Value,
     code: &BTreeSet<(String, String)>,
+    secret_key: Option<&str>,
 ) -> BTreeSet<(String, String)> {
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     let env = |name: &str| {
@@ -536,6 +548,9 @@ fn needed(
         for op in sdk_operations(bodies, body, &mut BTreeSet::new()) {
             let action = SDK_ACTIONS.iter().find(|(name, _)| *name == op).unwrap().1;
             needs.insert((action.to_owned(), text(resource)));
+            if let Some(key) = secret_key.filter(|_| action == "secretsmanager:GetSecretValue") {
+                needs.insert(("kms:Decrypt".to_owned(), key.to_owned()));
+            }
         }
     }
     let log_group = logical(&function["Properties"]["LoggingConfig"]["LogGroup"]);
@@ -619,9 +634,16 @@ async fn every_role_grants_exactly_what_its_code_calls() {
         FUNCTIONS.iter().map(|f| f.binary).collect::<BTreeSet<_>>(),
         "the template deploys every Lambda binary and nothing else"
     );
-    for (archive, auth) in [false, true].into_iter().flat_map(|a| AUTH_MODES.iter().map(move |m| (a, m))) {
-        let conditions = auth_conditions(auth, archive);
+    let combinations = [false, true].into_iter().flat_map(|archive| {
+        AUTH_MODES.iter().flat_map(move |auth| {
+            let keys: &[bool] = if auth.starts_with("shared-secret") { &[false, true] } else { &[false] };
+            keys.iter().map(move |cmk| (archive, *auth, *cmk))
+        })
+    });
+    for (archive, auth, cmk) in combinations {
+        let conditions = template_conditions(auth, archive, cmk);
         let template = resolve(&raw, &conditions).unwrap();
+        let secret_key = cmk.then_some("Ref:JwtSecretKmsKeyArn");
         let deployed = functions(&template);
         for function in FUNCTIONS {
             let source =
@@ -642,13 +664,13 @@ async fn every_role_grants_exactly_what_its_code_calls() {
             let role = text(&resource["Properties"]["Role"]);
             let role = role.strip_prefix("GetAtt:").and_then(|r| r.strip_suffix(".Arn")).expect("Role: !GetAtt X.Arn");
             assert!(resource["Properties"].get("Policies").is_none(), "grants live in the role only");
-            let needs = needed(&template, &bodies, resource, &code);
+            let needs = needed(&template, &bodies, resource, &code, secret_key);
             let grants = granted(&template, role);
             let missing: Vec<_> = needs.difference(&grants).collect();
             let extra: Vec<_> = grants.difference(&needs).collect();
             assert!(
                 missing.is_empty() && extra.is_empty(),
-                "{} (archive {archive}, auth {auth}): role {role} is missing {missing:?} and grants unused {extra:?}",
+                "{} (archive {archive}, auth {auth}, customer key {cmk}): role {role} is missing {missing:?} and grants unused {extra:?}",
                 function.binary
             );
         }
@@ -726,12 +748,16 @@ fn tables_are_keyed_as_the_adapters_write_them() {
     let template = template();
     let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
     let connection = Connection::new("c1", "203.0.113.7", at);
+    // (table, a row, whether the TTL deletes it): sessions only with a retention set;
+    // events never (only receipts of acked sends expire in MessageHistory).
+    let retained = Session::opened(&connection).kept_for(Some(chrono::Duration::days(30)));
     let rows = [
-        ("CONNECTIONS_TABLE", serde_json::to_value(&connection).unwrap()),
-        ("SESSIONS_TABLE", serde_json::to_value(Session::opened(&connection)).unwrap()),
-        ("MESSAGES_TABLE", serde_json::to_value(LogEvent::chat("c1", "hi", at)).unwrap()),
+        ("CONNECTIONS_TABLE", serde_json::to_value(&connection).unwrap(), true),
+        ("SESSIONS_TABLE", serde_json::to_value(retained).unwrap(), true),
+        ("SESSIONS_TABLE", serde_json::to_value(Session::opened(&connection)).unwrap(), false),
+        ("MESSAGES_TABLE", serde_json::to_value(LogEvent::chat("c1", "hi", at)).unwrap(), false),
     ];
-    for (variable, row) in rows {
+    for (variable, row, expires) in rows {
         let table = text(&template["Globals"]["Function"]["Environment"]["Variables"][variable]);
         let table = &template["Resources"][table.trim_start_matches("Ref:")]["Properties"];
         assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
@@ -739,12 +765,16 @@ fn tables_are_keyed_as_the_adapters_write_them() {
         assert_eq!(keys.len(), 1, "{variable}: a partition key only");
         let key = keys[0]["AttributeName"].as_str().unwrap();
         assert!(row.get(key).is_some_and(serde_json::Value::is_string), "{variable}: rows carry their key {key}");
-        if let Some(ttl) = table.get("TimeToLiveSpecification") {
-            let attribute = ttl["AttributeName"].as_str().unwrap();
-            assert!(
-                row.get(attribute).is_some_and(serde_json::Value::is_i64),
-                "{variable}: TTL {attribute} is epoch seconds"
-            );
+        let ttl = &table["TimeToLiveSpecification"];
+        assert_eq!(
+            (&ttl["AttributeName"], &ttl["Enabled"]),
+            (&Value::from("expires_at"), &Value::from(true)),
+            "{variable}"
+        );
+        if expires {
+            assert!(row.get("expires_at").is_some_and(serde_json::Value::is_i64), "{variable}: TTL is epoch seconds");
+        } else {
+            assert!(row.get("expires_at").is_none(), "{variable}: {row} is kept");
         }
     }
     let messages = &template["Resources"]["MessagesTable"]["Properties"];
@@ -769,12 +799,152 @@ fn the_stage_throttles_every_route_within_bounds() {
         .find(|r| r["Type"] == "AWS::ApiGatewayV2::Stage")
         .expect("a stage");
     let settings = &stage["Properties"]["DefaultRouteSettings"];
-    for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
-        let parameter = text(&settings[limit]);
+    let default_route = stage["Properties"].get("RouteSettings").and_then(|r| r.get("$default"));
+    let default_route = default_route.expect("$default has route settings of its own");
+    let default_of = |setting: &Value| {
+        let parameter = text(setting);
         let parameter = &template["Parameters"][parameter.trim_start_matches("Ref:")];
-        assert!(parameter["Default"].as_u64().is_some_and(|d| d > 0), "{limit} has a default");
-        assert!(parameter.get("MaxValue").is_some(), "{limit} is bounded");
+        assert!(parameter.get("MaxValue").is_some(), "{setting:?} is bounded");
+        parameter["Default"].as_u64().filter(|d| *d > 0).expect("a default")
+    };
+    for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        let (stage, default_route) = (default_of(&settings[limit]), default_of(&default_route[limit]));
+        // One $default frame costs a Query and many posts: its own, tighter bucket.
+        assert!(default_route < stage, "$default {limit} {default_route} is below the stage's {stage}");
     }
+}
+
+#[test]
+fn the_stage_logs_every_request_but_never_a_body() {
+    let raw = template();
+    let stage = &raw["Resources"]["Stage"]["Properties"];
+    let access = stage.get("AccessLogSettings").expect("access logs are on");
+    assert_eq!(text(&access["DestinationArn"]), "GetAtt:ApiAccessLogGroup.Arn");
+    let format: serde_json::Value =
+        serde_json::from_str(access["Format"].as_str().unwrap()).expect("access log lines are JSON");
+    for (field, variable) in [
+        ("requestId", "$context.requestId"),
+        ("connectionId", "$context.connectionId"),
+        ("eventType", "$context.eventType"),
+        ("routeKey", "$context.routeKey"),
+        ("status", "$context.status"),
+        ("ip", "$context.identity.sourceIp"),
+        ("integrationError", "$context.integrationErrorMessage"),
+    ] {
+        assert_eq!(format[field], variable, "access log field {field}");
+    }
+    let parameter = |setting: &Value| raw["Parameters"][text(setting).trim_start_matches("Ref:")].clone();
+    let routes = [&stage["DefaultRouteSettings"], &stage["RouteSettings"]["$default"]];
+    for settings in routes {
+        assert_eq!(settings["DataTraceEnabled"], false, "message bodies are never logged");
+        assert_eq!(parameter(&settings["LoggingLevel"])["Default"], "ERROR", "execution logs: errors by default");
+    }
+    for group in ["ApiAccessLogGroup", "ApiExecutionLogGroup"] {
+        let group = &raw["Resources"][group]["Properties"];
+        assert_eq!(text(&group["RetentionInDays"]), "Ref:LogRetentionDays");
+    }
+    let execution = text(&raw["Resources"]["ApiExecutionLogGroup"]["Properties"]["LogGroupName"]);
+    assert_eq!(execution, "Sub:/aws/apigateway/${WebSocketApi}/${StageName}", "where API Gateway writes them");
+    // The account-wide log role only when asked for: it changes every API of the account.
+    assert_eq!(raw["Parameters"]["ApiGatewayAccountLogRole"]["Default"], "existing");
+    for resource in ["ApiGatewayAccount", "ApiGatewayLogRole"] {
+        assert_eq!(raw["Resources"][resource]["Condition"], "CreateApiGatewayLogRole");
+    }
+}
+
+#[test]
+fn the_broadcaster_and_the_authorizer_keep_reserved_concurrency() {
+    let raw = template();
+    for (resource, parameter) in [
+        ("BroadcasterFunction", "BroadcasterReservedConcurrency"),
+        ("AuthorizerFunction", "AuthorizerReservedConcurrency"),
+    ] {
+        let parameter_default = raw["Parameters"][parameter]["Default"].as_u64().unwrap();
+        assert!(parameter_default > 0, "{parameter}: reserved by default");
+        assert_eq!(raw["Parameters"][parameter]["MinValue"], 0, "{parameter}: 0 leaves it unreserved");
+        for reserved in [true, false] {
+            let mut conditions = template_conditions("shared-secret", false, false);
+            conditions.insert("BroadcasterConcurrencyReserved", reserved);
+            conditions.insert("AuthorizerConcurrencyReserved", reserved);
+            let template = resolve(&raw, &conditions).unwrap();
+            let setting = template["Resources"][resource]["Properties"].get("ReservedConcurrentExecutions");
+            assert_eq!(setting.map(text), reserved.then(|| format!("Ref:{parameter}")), "{resource}");
+        }
+        // ... and the condition deciding it is that parameter's (0 = unreserved).
+        let Value::Tagged(choice) = &raw["Resources"][resource]["Properties"]["ReservedConcurrentExecutions"] else {
+            panic!("{resource}: ReservedConcurrentExecutions is an !If")
+        };
+        let condition = choice.value[0].as_str().unwrap();
+        let definition = format!("{:?}", raw["Conditions"][condition]);
+        assert!(definition.contains(parameter) && definition.contains("Not"), "{condition}: {definition}");
+    }
+}
+
+#[test]
+fn cognito_sign_up_is_by_administrators_unless_allowed() {
+    let raw = template();
+    assert_eq!(raw["Parameters"]["CognitoAllowSelfSignUp"]["Default"], "false");
+    for (allowed, admin_only) in [(false, true), (true, false)] {
+        let mut conditions = template_conditions("cognito", false, false);
+        conditions.insert("CognitoSelfSignUp", allowed);
+        let template = resolve(&raw, &conditions).unwrap();
+        let config = &template["Resources"]["UserPool"]["Properties"]["AdminCreateUserConfig"];
+        assert_eq!(config["AllowAdminCreateUserOnly"], admin_only, "self sign-up allowed: {allowed}");
+    }
+    assert!(format!("{:?}", raw["Conditions"]["CognitoSelfSignUp"]).contains("CognitoAllowSelfSignUp"));
+}
+
+#[test]
+fn the_broadcaster_hears_inserts_only() {
+    let raw = template();
+    let stream = &raw["Resources"]["BroadcasterFunction"]["Properties"]["Events"]["MessageStream"]["Properties"];
+    let filters = stream["FilterCriteria"]["Filters"].as_sequence().expect("a filter on the MessageHistory stream");
+    let patterns: Vec<serde_json::Value> =
+        filters.iter().map(|f| serde_json::from_str(f["Pattern"].as_str().unwrap()).unwrap()).collect();
+    // The TTL's deletions of receipts are REMOVE records: they must not invoke the broadcaster.
+    assert_eq!(patterns, [serde_json::json!({"eventName": ["INSERT"]})]);
+}
+
+#[test]
+fn the_shared_secret_key_is_granted_only_when_named_and_only_through_secrets_manager() {
+    let raw = template();
+    for mode in AUTH_MODES {
+        for cmk in [false, true] {
+            let template = resolve(&raw, &template_conditions(mode, false, cmk)).unwrap();
+            let grants = granted(&template, "AuthorizerRole");
+            let kms: Vec<_> = grants.iter().filter(|(action, _)| action.starts_with("kms:")).collect();
+            let expected = cmk && mode.starts_with("shared-secret");
+            let key = ("kms:Decrypt".to_owned(), "Ref:JwtSecretKmsKeyArn".to_owned());
+            assert_eq!(kms, if expected { vec![&key] } else { vec![] }, "{mode}, customer key {cmk}");
+            let secret = template["Resources"]["JwtSecret"]["Properties"].get("KmsKeyId").map(text);
+            if *mode == "shared-secret" {
+                assert_eq!(secret, expected.then(|| "Ref:JwtSecretKmsKeyArn".to_owned()), "a created secret uses it");
+            }
+        }
+    }
+    assert_eq!(raw["Parameters"]["JwtSecretKmsKeyArn"]["Default"], "", "the AWS-managed key by default");
+}
+
+#[test]
+fn connect_is_configured_with_the_settings_its_code_reads() {
+    let raw = template();
+    let connect = &functions(&raw)["connect"];
+    let env = connect["Properties"]["Environment"]["Variables"].as_mapping().unwrap();
+    let given: BTreeMap<String, String> =
+        env.iter().map(|(name, value)| (name.as_str().unwrap().to_owned(), text(value))).collect();
+    let read = Mutex::new(BTreeSet::new());
+    ConnectSettings::from_settings(|name| {
+        read.lock().unwrap().insert(name.to_owned());
+        None
+    })
+    .unwrap();
+    assert_eq!(given.keys().cloned().collect::<BTreeSet<_>>(), read.into_inner().unwrap());
+    assert_eq!(given["ALLOWED_ORIGINS"], "Ref:AllowedOrigins");
+    assert_eq!(given["SESSION_RETENTION_DAYS"], "Ref:SessionRetentionDays");
+    assert_eq!(raw["Parameters"]["AllowedOrigins"]["Default"], "", "any origin unless listed");
+    assert_eq!(raw["Parameters"]["SessionRetentionDays"]["Default"], 0, "kept forever unless set");
+    let binary = std::fs::read_to_string(repo().join("functions/lambdas/src/bin/connect.rs")).unwrap();
+    assert!(binary.contains("ConnectSettings::from_settings(|name| std::env::var(name).ok())"), "read at cold start");
 }
 
 #[test]
@@ -836,16 +1006,38 @@ fn the_stream_event_source_reports_partial_failures_and_gives_up() {
 /// Each `AuthMode` with an authorizer; `shared-secret+arn` brings its own secret.
 const AUTH_MODES: &[&str] = &["shared-secret", "shared-secret+arn", "cognito", "oidc"];
 
-/// The template's conditions for an `AuthMode` (`none` included) and the archive switch.
-fn auth_conditions(mode: &str, archive: bool) -> HashMap<&'static str, bool> {
+/// The template's conditions for an `AuthMode` (`none` included), the archive
+/// switch and a customer-managed key on the shared secret; every other parameter
+/// at its default.
+fn template_conditions(mode: &str, archive: bool, cmk: bool) -> HashMap<&'static str, bool> {
+    let shared_secret = mode.starts_with("shared-secret");
     HashMap::from([
         ("ArchiveEnabled", archive),
         ("AuthorizerEnabled", mode != "none"),
-        ("SharedSecretMode", mode.starts_with("shared-secret")),
+        ("SharedSecretMode", shared_secret),
         ("CreateJwtSecret", mode == "shared-secret"),
         ("CognitoMode", mode == "cognito"),
         ("OidcMode", mode == "oidc"),
+        ("AlarmEmailGiven", false),
+        ("JwtSecretCustomerKey", shared_secret && cmk),
+        ("CognitoSelfSignUp", false),
+        ("CreateApiGatewayLogRole", false),
+        ("BroadcasterConcurrencyReserved", true),
+        ("AuthorizerConcurrencyReserved", true),
     ])
+}
+
+fn auth_conditions(mode: &str, archive: bool) -> HashMap<&'static str, bool> {
+    template_conditions(mode, archive, false)
+}
+
+#[test]
+fn the_conditions_modelled_are_the_templates() {
+    let raw = template();
+    let declared: BTreeSet<&str> =
+        raw["Conditions"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    let modelled: BTreeSet<&str> = template_conditions("none", false, false).into_keys().collect();
+    assert_eq!(declared, modelled, "every condition has a value in template_conditions");
 }
 
 #[test]
@@ -867,9 +1059,32 @@ fn the_authorizer_guards_connect_in_every_auth_mode_but_none() {
         let names: BTreeSet<&str> = env.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         let expected: &[&str] = match mode {
             "cognito" | "oidc" => &["OIDC_AUDIENCE", "OIDC_ISSUER"],
-            _ => &["JWT_SECRET_ARN"],
+            _ => &["JWT_AUDIENCE", "JWT_ISSUER", "JWT_SECRET_ARN"],
         };
         assert_eq!(names, expected.iter().copied().collect(), "{mode}: the secret itself is never in the environment");
+        // Every variable but the secret's ARN (read by chat-lambdas) is one the verifier reads.
+        let read = Mutex::new(BTreeSet::new());
+        chat_core::auth::VerifierConfig::from_settings(|name| {
+            read.lock().unwrap().insert(name.to_owned());
+            match name {
+                "JWT_SECRET" => Some("a-test-secret-that-is-32-bytes!!".into()),
+                "OIDC_ISSUER" | "OIDC_AUDIENCE" if !mode.starts_with("shared-secret") => Some("x".into()),
+                _ => None,
+            }
+        })
+        .unwrap();
+        for name in names.iter().filter(|n| **n != "JWT_SECRET_ARN") {
+            assert!(read.lock().unwrap().contains(*name), "{mode}: {name} is read by the verifier");
+        }
+        if mode.starts_with("shared-secret") {
+            // HS256 tokens are pinned: a token minted with the secret for something else is refused.
+            for (variable, parameter) in [("JWT_ISSUER", "JwtIssuer"), ("JWT_AUDIENCE", "JwtAudience")] {
+                assert_eq!(text(&env[variable]), format!("Ref:{parameter}"));
+                let parameter = &raw["Parameters"][parameter];
+                assert_eq!(parameter["Default"], "websocket-chat", "{variable}");
+                assert_eq!(parameter["MinLength"], 1, "{variable} cannot be empty");
+            }
+        }
         if mode == "cognito" {
             let issuer = text(&env["OIDC_ISSUER"]);
             assert_eq!(issuer, "Sub:https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}");

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod identity;
 pub mod memory;
 pub mod model;
+pub mod origin;
 pub mod ports;
 pub mod protocol;
 pub mod replay;

@@ -117,6 +117,10 @@ pub struct Session {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// Epoch seconds; the table's TTL attribute. Only set when a retention is
+    /// configured ([`Session::kept_for`]): the row holds the source IP, personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl Session {
@@ -130,7 +134,15 @@ impl Session {
             room: connection.room.clone(),
             user: connection.user.clone(),
             verified: connection.verified,
+            expires_at: None,
         }
+    }
+
+    /// The same session, deleted by the store's TTL `retention` after it opened;
+    /// none keeps it forever.
+    pub fn kept_for(mut self, retention: Option<Duration>) -> Self {
+        self.expires_at = retention.map(|retention| (self.connected_at + retention).timestamp());
+        self
     }
 
     pub fn identity(&self) -> Option<Identity> {
@@ -326,5 +338,17 @@ mod tests {
         assert_eq!(Session::opened(&connection).room, "ops");
         let seed_row = r#"{"connection_id":"c","connected_at":"2026-11-24T10:15:32Z","expires_at":1}"#;
         assert_eq!(serde_json::from_str::<Connection>(seed_row).unwrap().room, "lobby");
+    }
+
+    #[test]
+    fn a_session_expires_only_when_a_retention_is_set() {
+        let at = crate::time::parse_iso("2026-11-24T10:15:30Z").unwrap();
+        let session = Session::opened(&Connection::new("c", "203.0.113.7", at));
+        let kept = serde_json::to_value(session.clone().kept_for(None)).unwrap();
+        assert!(kept.get("expires_at").is_none(), "no attribute: the TTL never deletes it");
+        let thirty_days = session.kept_for(Some(Duration::days(30)));
+        let expected = crate::time::parse_iso("2026-12-24T10:15:30Z").unwrap().timestamp();
+        assert_eq!(thirty_days.expires_at, Some(expected));
+        assert_eq!(serde_json::to_value(&thirty_days).unwrap()["expires_at"], expected, "epoch seconds, a number");
     }
 }

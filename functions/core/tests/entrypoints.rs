@@ -7,6 +7,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::encodings::Body;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
+use chat_core::entrypoints::websocket::ConnectSettings;
 use chat_core::entrypoints::{stream, websocket};
 use chat_core::memory::{FixedClock, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::ConnectionStore;
@@ -29,7 +30,10 @@ const CONNECTION: &str = "CXzQ2cJjoAMCJ6g=";
 async fn a_session_from_connect_to_disconnect() {
     let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
 
-    let response = websocket::on_connect(&ws_event("connect.json"), &connections, &sessions, &log).await.unwrap();
+    let response =
+        websocket::on_connect(&ws_event("connect.json"), &ConnectSettings::default(), &connections, &sessions, &log)
+            .await
+            .unwrap();
     assert_eq!(response.status_code, 200);
     let row = connections.get(CONNECTION).unwrap();
     assert_eq!(row.source_ip, "203.0.113.7");
@@ -57,7 +61,13 @@ async fn the_room_query_parameter_places_the_connection_and_its_lines() {
     let mut connect = fixture("connect.json");
     connect["queryStringParameters"]["room"] = json!("rust-users");
     let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
-    assert_eq!(websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap().status_code, 200);
+    assert_eq!(
+        websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log)
+            .await
+            .unwrap()
+            .status_code,
+        200
+    );
     assert_eq!(connections.get(CONNECTION).unwrap().room, "rust-users");
     websocket::on_send_message(&ws_event("message.json"), &connections, &log).await.unwrap();
     websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
@@ -74,7 +84,8 @@ async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
         let mut connect = fixture("connect.json");
         connect["queryStringParameters"]["room"] = json!(room);
         let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
-        let response = websocket::on_connect(&connect, &connections, &sessions, &log).await.unwrap();
+        let response =
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
         assert_eq!(response.status_code, 400, "{room:?}");
         let Some(Body::Text(body)) = response.body else { panic!("a reason") };
         assert!(body.contains("Room must be"), "{body}");
@@ -95,7 +106,8 @@ async fn batch_1_on_connect_is_remembered_on_the_row_and_a_bad_value_refused() {
         let mut raw = fixture("connect.json");
         raw["queryStringParameters"] = query.clone();
         let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-        let response = websocket::on_connect(&event, &connections, &sessions, &log).await.unwrap();
+        let response =
+            websocket::on_connect(&event, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
         match expected {
             Some(batch) => {
                 assert_eq!(response.status_code, 200, "{query}");
@@ -121,7 +133,10 @@ async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<(
         raw["requestContext"]["authorizer"] = context;
     }
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let status = websocket::on_connect(&event, &connections, &sessions, &log).await.unwrap().status_code;
+    let status = websocket::on_connect(&event, &ConnectSettings::default(), &connections, &sessions, &log)
+        .await
+        .unwrap()
+        .status_code;
     let join = log.events().first().map(|e| (e.user.clone(), e.verified));
     (status, join)
 }
@@ -249,4 +264,56 @@ async fn failures_name_the_stream_sequence_numbers() {
     assert_eq!(ids, [Some("4421584500000000017450439091".to_owned())]);
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "4421584500000000017450439091");
+}
+
+/// Connects with `headers` merged into the fixture's (both maps, as API Gateway
+/// sends them); returns the status and whether anything was stored.
+async fn connect_from(settings: &ConnectSettings, headers: &[(&str, &str)]) -> (i64, bool) {
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let mut raw = fixture("connect.json");
+    for (name, value) in headers {
+        raw["headers"][name] = json!(value);
+        raw["multiValueHeaders"][name] = json!([value]);
+    }
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
+    let status = websocket::on_connect(&event, settings, &connections, &sessions, &log).await.unwrap().status_code;
+    let stored = !connections.ids().is_empty() || !log.events().is_empty() || sessions.get(CONNECTION).is_some();
+    (status, stored)
+}
+
+#[tokio::test]
+async fn an_upgrade_from_a_page_of_another_origin_is_refused_with_403() {
+    let vars = |name: &str| (name == "ALLOWED_ORIGINS").then(|| "https://chat.example.com".to_owned());
+    let settings = ConnectSettings::from_settings(vars).unwrap();
+    for name in ["Origin", "origin", "ORIGIN"] {
+        assert_eq!(connect_from(&settings, &[(name, "https://evil.example")]).await, (403, false), "{name}");
+        assert_eq!(connect_from(&settings, &[(name, "https://chat.example.com")]).await, (200, true), "{name}");
+    }
+    assert_eq!(connect_from(&settings, &[("Origin", "null")]).await, (403, false), "a sandboxed page");
+    assert_eq!(connect_from(&settings, &[]).await, (200, true), "no Origin: wscat, apps");
+    let any = ConnectSettings::default();
+    assert_eq!(connect_from(&any, &[("Origin", "https://evil.example")]).await, (200, true), "no list: any origin");
+}
+
+#[tokio::test]
+async fn sessions_carry_an_expiry_only_when_a_retention_is_configured() {
+    let expiry = |days: Option<&'static str>| async move {
+        let settings =
+            ConnectSettings::from_settings(|name| (name == "SESSION_RETENTION_DAYS").then_some(days?.to_owned()));
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        websocket::on_connect(&ws_event("connect.json"), &settings.unwrap(), &connections, &sessions, &log)
+            .await
+            .unwrap();
+        sessions.get(CONNECTION).unwrap().expires_at
+    };
+    // connect.json's connectedAt is 2026-11-24T10:15:30.123Z.
+    let thirty_days = parse_iso("2026-12-24T10:15:30Z").unwrap().timestamp();
+    assert_eq!(expiry(Some("30")).await, Some(thirty_days));
+    assert_eq!(expiry(Some("0")).await, None, "0 keeps sessions forever");
+    assert_eq!(expiry(None).await, None);
+    for bad in ["-1", "a week", "1.5"] {
+        let vars = |name: &str| (name == "SESSION_RETENTION_DAYS").then(|| bad.to_owned());
+        assert!(ConnectSettings::from_settings(vars).is_err(), "{bad}: refuse to start");
+    }
 }

@@ -53,7 +53,12 @@ impl Functions {
         let Tables { connections, sessions, log } = &self.tables;
         let route = event.request_context.route_key.as_deref().unwrap_or("$default");
         let result = match route {
-            "$connect" => websocket::on_connect(event, &**connections, &**sessions, &**log).await,
+            // The gateway checks Origin itself (it knows the page's own origin), and
+            // the embedded store keeps sessions: the deployment's defaults.
+            "$connect" => {
+                let settings = websocket::ConnectSettings::default();
+                websocket::on_connect(event, &settings, &**connections, &**sessions, &**log).await
+            }
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
             "sendmessage" => websocket::on_send_message(event, &**connections, &**log).await,
             _ => websocket::on_default(event, &**connections, &**log, &self.poster).await,

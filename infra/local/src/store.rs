@@ -189,6 +189,8 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         room: r.get(5)?,
         user: r.get(6)?,
         verified: r.get(7)?,
+        // Local sessions are kept: the embedded store has no TTL.
+        expires_at: None,
     })
 }
 

@@ -2,26 +2,78 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
+use crate::auth::SettingsError;
 use crate::coalesce::batch_requested;
 use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
 use crate::identity::chosen_identity;
 use crate::model::Identity;
+use crate::origin::AllowedOrigins;
 use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
 use crate::room::room_or_default;
 use crate::time::from_epoch_millis;
 
-/// `$connect`: 200 opens the socket; 400 refuses a malformed `room`, `name` or
-/// `batch` query parameter (nothing is stored); an error refuses the upgrade. The
+/// How `$connect` is configured for a deployment; read once per cold start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Web pages allowed to open a socket (see [`crate::origin`]); empty = any.
+    pub allowed_origins: AllowedOrigins,
+    /// How long SessionHistory keeps a session, source IP included; none = forever.
+    pub session_retention: Option<Duration>,
+}
+
+impl ConnectSettings {
+    /// Reads the settings by name through `var` (blank counts as unset):
+    ///
+    /// | name | meaning |
+    /// |---|---|
+    /// | `ALLOWED_ORIGINS` | comma-separated origins (`https://chat.example.com`) whose pages may connect; unset = any |
+    /// | `SESSION_RETENTION_DAYS` | whole days a session row is kept after it opened; unset or 0 = forever |
+    ///
+    /// A value that cannot work refuses to start rather than let every page in
+    /// or keep data longer than asked.
+    ///
+    /// ```
+    /// use chat_core::entrypoints::websocket::ConnectSettings;
+    /// let vars = |name: &str| (name == "SESSION_RETENTION_DAYS").then(|| "30".to_owned());
+    /// assert_eq!(ConnectSettings::from_settings(vars).unwrap().session_retention, Some(chrono::Duration::days(30)));
+    /// ```
+    pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let allowed_origins = match var("ALLOWED_ORIGINS") {
+            Some(list) => AllowedOrigins::parse(&list).map_err(|e| SettingsError(format!("ALLOWED_ORIGINS: {e}")))?,
+            None => AllowedOrigins::default(),
+        };
+        let days = match var("SESSION_RETENTION_DAYS") {
+            Some(days) => days
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| SettingsError("SESSION_RETENTION_DAYS must be whole days (0 = keep forever)".into()))?,
+            None => 0,
+        };
+        let session_retention = (days > 0).then(|| Duration::days(days.into()));
+        Ok(Self { allowed_origins, session_retention })
+    }
+}
+
+/// `$connect`: 200 opens the socket; 403 refuses a web page whose `Origin` is not
+/// allowed; 400 refuses a malformed `room`, `name` or `batch` query parameter
+/// (nothing is stored either way); an error refuses the upgrade. The
 /// connection's name is the authorizer's verified one when an authorizer ran,
 /// else the one the client chose with `?name=` (unverified), else none.
 pub async fn on_connect(
     event: &ApiGatewayWebsocketProxyRequest,
+    settings: &ConnectSettings,
     connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let origin = origin(event);
+    if !settings.allowed_origins.allows(origin.as_deref()) {
+        tracing::info!(connection_id = ?event.request_context.connection_id, ?origin, "connection refused: origin not allowed");
+        return Ok(refuse(403, "Forbidden: this page's origin may not connect"));
+    }
     let room = match room_or_default(event.query_string_parameters.first("room")) {
         Ok(room) => room.to_owned(),
         Err(refusal) => {
@@ -53,6 +105,7 @@ pub async fn on_connect(
         room,
         identity,
         batch,
+        session_retention: settings.session_retention,
     };
     handlers::connect(&request, connections, sessions, log).await?;
     Ok(response(None))
@@ -108,6 +161,13 @@ fn authorized_identity(event: &ApiGatewayWebsocketProxyRequest) -> Option<Identi
     let text = |key: &str| context.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
     let user = text("name").or_else(|| text("principalId"))?;
     Some(Identity { user: user.to_owned(), verified: true })
+}
+
+/// The upgrade's `Origin` header (any case; API Gateway passes both header maps).
+/// A value that is not text is kept as an origin no list contains.
+fn origin(event: &ApiGatewayWebsocketProxyRequest) -> Option<String> {
+    let value = event.headers.get("origin").or_else(|| event.multi_value_headers.get("origin"))?;
+    Some(value.to_str().unwrap_or("\u{fffd}").to_owned())
 }
 
 fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {

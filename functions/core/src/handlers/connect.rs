@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::HandlerError;
 use crate::model::{Connection, Identity, LogEvent, Session};
@@ -15,6 +15,8 @@ pub struct ConnectRequest {
     pub identity: Option<Identity>,
     /// Coalesced delivery asked for (`?batch=1`, [`crate::coalesce`]).
     pub batch: bool,
+    /// How long SessionHistory keeps the session (the deployment's setting); none = forever.
+    pub session_retention: Option<Duration>,
 }
 
 /// Registers the connection for its room's broadcasts, opens its session and logs
@@ -31,7 +33,7 @@ pub async fn connect(
         .of(identity)
         .coalescing(request.batch);
     connections.put(&connection).await?;
-    sessions.open(&Session::opened(&connection)).await?;
+    sessions.open(&Session::opened(&connection).kept_for(request.session_retention)).await?;
     let join = LogEvent::join(&request.connection_id, request.connected_at).in_room(&request.room).by(identity);
     log.append(&join).await?;
     tracing::info!(connection_id = %request.connection_id, source_ip = %request.source_ip, room = %request.room, "connected");
@@ -56,6 +58,7 @@ mod tests {
             room: "ops".into(),
             identity: Some(Identity { user: "Ada".into(), verified: false }),
             batch: true,
+            session_retention: Some(Duration::days(7)),
         };
         connect(&request, &connections, &sessions, &log).await.unwrap();
 
@@ -68,6 +71,7 @@ mod tests {
         assert_eq!(session.connected_at, request.connected_at);
         assert_eq!(session.disconnected_at, None);
         assert_eq!(session.room, "ops");
+        assert_eq!(session.expires_at, Some(at("2026-12-01T10:15:30Z").timestamp()), "a week after it opened");
         let events = log.events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Join);
@@ -89,6 +93,7 @@ mod tests {
             room: "lobby".into(),
             identity: None,
             batch: false,
+            session_retention: None,
         };
         assert!(connect(&request, &connections, &sessions, &log).await.is_err());
     }

@@ -70,6 +70,7 @@ mod tests {
             room: "ops".into(),
             identity: Some(crate::model::Identity { user: "Ada".into(), verified: true }),
             batch: false,
+            session_retention: None,
         };
         connect(&hello, &connections, &sessions, &log).await.unwrap();
 

@@ -1,13 +1,16 @@
-//! `$connect`: registers the connection, opens its session, logs a join.
+//! `$connect`: refuses pages of other origins, registers the connection, opens
+//! its session (kept `SESSION_RETENTION_DAYS`), logs a join.
 
 use chat_lambdas::{Error, WebsocketEvent, init, run_websocket, websocket};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let aws = init().await;
+    // Read once: a setting that cannot work stops the cold start, not every connect.
+    let settings = &websocket::ConnectSettings::from_settings(|name| std::env::var(name).ok())?;
     let (connections, sessions, log) = (&aws.connections(), &aws.sessions(), &aws.log());
     run_websocket(move |event: WebsocketEvent| async move {
-        Ok::<_, Error>(websocket::on_connect(&event.payload, connections, sessions, log).await?)
+        Ok::<_, Error>(websocket::on_connect(&event.payload, settings, connections, sessions, log).await?)
     })
     .await
 }
