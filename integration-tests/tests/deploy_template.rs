@@ -845,8 +845,10 @@ fn the_stage_logs_every_request_but_never_a_body() {
     }
     let execution = text(&raw["Resources"]["ApiExecutionLogGroup"]["Properties"]["LogGroupName"]);
     assert_eq!(execution, "Sub:/aws/apigateway/${WebSocketApi}/${StageName}", "where API Gateway writes them");
-    // The account-wide log role only when asked for: it changes every API of the account.
-    assert_eq!(raw["Parameters"]["ApiGatewayAccountLogRole"]["Default"], "existing");
+    // A first deploy works on a fresh account: the stack sets the account-wide log role,
+    // and keeps it when deleted, since every API of the account logs through it.
+    assert_eq!(raw["Parameters"]["ApiGatewayAccountLogRole"]["Default"], "create");
+    assert_eq!(raw["Resources"]["ApiGatewayLogRole"]["DeletionPolicy"], "Retain");
     for resource in ["ApiGatewayAccount", "ApiGatewayLogRole"] {
         assert_eq!(raw["Resources"][resource]["Condition"], "CreateApiGatewayLogRole");
     }
