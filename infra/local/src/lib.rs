@@ -41,7 +41,7 @@ pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
 use crate::metrics::{CountingLog, Invocations};
 pub use crate::signature::AccessKey;
-use crate::sockets::{LocalPoster, ServerClose, Sockets};
+use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
@@ -61,8 +61,9 @@ pub struct Config {
     pub frontend: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
-    /// Frames queued per socket before its client is closed as too slow ([`sockets::SEND_QUEUE`] by default).
-    pub send_queue: usize,
+    /// What a socket may hold for its client before the client is closed as too
+    /// slow (1008): a byte budget over every frame, and optionally a frame count.
+    pub send_limits: SendLimits,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
     /// The stage's route throttling (every inbound message); `None`: off.
