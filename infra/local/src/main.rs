@@ -6,6 +6,7 @@ use std::time::Duration;
 use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
+use chat_local::metrics::{MetricsPeers, PeerRule};
 use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
@@ -59,6 +60,11 @@ struct Args {
     /// send budget alone decides).
     #[arg(long, env = "CHAT_SEND_QUEUE", value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..))]
     send_queue: Option<u32>,
+    /// Also serve /metrics to these peers (loopback peers always may; others get
+    /// 403): `any`, an IP address, or a block such as 10.0.0.0/8. Repeatable, or
+    /// comma-separated.
+    #[arg(long, env = "CHAT_METRICS_HOST", value_name = "PEERS", value_delimiter = ',')]
+    metrics_host: Vec<PeerRule>,
     /// Stream event source: records per broadcaster invocation (1–10000).
     #[arg(long, env = "CHAT_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     batch_size: u16,
@@ -195,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_lifetime: Duration::from_secs(args.max_lifetime_secs),
         send_limits: SendLimits { budget: args.send_budget, frames: args.send_queue.map(|frames| frames as usize) },
+        metrics_peers: MetricsPeers(args.metrics_host.clone()),
         stream: StreamSettings {
             batch_size: args.batch_size.into(),
             batching_window: Duration::from_millis(args.batching_window_ms),
