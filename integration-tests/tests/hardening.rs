@@ -197,12 +197,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     });
 
     // 30 KB lines (60 KB frames: the text is in them twice) until the slow client is
-    // cut off: its queue of 1024 frames plus a few MiB of kernel buffers.
+    // cut off: its send budget of frames plus a few MiB of kernel buffers.
     let line = "x".repeat(30_000);
     let most = 3_000;
     let mut sent = 0;
     while sent < most && !*cut_seen.borrow() {
-        // At most 100 lines in flight, so the talker itself never falls 1024 frames behind.
+        // At most 100 lines (6 MB) in flight, so the talker itself stays within its budget.
         seen.wait_for(|&chats| chats + 100 >= sent).await.expect("the talker reads");
         let frame = serde_json::json!({"action": "sendmessage", "message": line}).to_string();
         to_stack.send(Message::text(frame)).await.unwrap();
@@ -226,17 +226,132 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     );
     // 1 s to try the close frame; the rest is polling (and a busy machine).
     assert!(at_most < Duration::from_secs(5), "TCP released late");
-    // The queue alone held tens of MiB. Most of the growth goes back to the OS, not
-    // all: the lines still in flight after the cut-off leave freed memory in glibc's
-    // arenas, more on a busy machine (5 MiB of 85 kept on a quiet one, 18 of 81 in a
-    // CI run); with no trim at all, 53 to 66 of 84 to 92 stayed.
-    assert!(peak > baseline + 20 * 1024, "the slow client did hold memory: {baseline} → {peak} KiB");
+    // The queue alone held up to the send budget (16 MiB; the peak grew 32 MiB on a
+    // quiet machine). Most of the growth goes back to the OS, not all: the lines
+    // still in flight after the cut-off leave freed memory in glibc's arenas, more
+    // on a busy machine (with the old 1024-frame queue: 5 MiB of 85 kept on a quiet
+    // one, 18 of 81 in a CI run; with no trim at all, 53 to 66 of 84 to 92 stayed).
+    let budget_kib = (chat_local::sockets::SEND_BUDGET / 1024) as u64;
+    assert!(peak > baseline + budget_kib / 2, "the slow client did hold memory: {baseline} → {peak} KiB");
     let (grown, kept) = (peak - baseline, after.saturating_sub(baseline));
     assert!(kept * 5 < grown * 2, "memory released: baseline {baseline}, peak {peak}, after {after} KiB");
 
     // Reading again, the client drains what the kernel holds and then sees the end.
     let drained = slow.until_closed(Duration::from_secs(30)).await;
     eprintln!("slow client drained {drained} bytes, then EOF");
+    still_chats(&stack).await;
+    stack.stop().await;
+}
+
+/// What a client that never reads may make the stack hold, beyond twice its
+/// send budget: the heap's own bookkeeping and the allocator's rounding of the
+/// frames in flight (measured: see the figures the test prints).
+const BUDGET_SLACK_KIB: u64 = 4 * 1024;
+
+/// A text frame asking `body` of the stack.
+fn command(body: &serde_json::Value) -> Vec<u8> {
+    masked(TEXT, body.to_string().as_bytes())
+}
+
+/// How one never-reading client fared: the peak RSS while it flooded, and how many frames it got in.
+struct Flood {
+    peak: u64,
+    sent: usize,
+    cut_off: bool,
+}
+
+/// Sends `frames` round and round on a socket that never reads, until the stack
+/// hangs up (a write fails), the stack's RSS passes `ceiling` KiB, or 60 s pass.
+async fn flood(stack: &Stack, url: &str, frames: &[Vec<u8>], ceiling: u64) -> Flood {
+    let pid = stack.pid();
+    let mut socket = RawSocket::connect(url).await;
+    let (done, finished) = tokio::sync::watch::channel(false);
+    let watching = tokio::spawn(async move {
+        let mut peak = 0;
+        while !*finished.borrow() {
+            peak = peak.max(rss_kib(pid));
+            if peak > ceiling {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak.max(rss_kib(pid))
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    let cut_off = loop {
+        if watching.is_finished() || Instant::now() > deadline {
+            break false;
+        }
+        let frame = &frames[sent % frames.len()];
+        match tokio::time::timeout(Duration::from_secs(10), socket.send(frame)).await {
+            Ok(Ok(())) => sent += 1,
+            // The stack stopped reading and hung up: the write is refused (or never ends).
+            Ok(Err(_)) | Err(_) => break true,
+        }
+    };
+    done.send_replace(true);
+    Flood { peak: watching.await.unwrap(), sent, cut_off }
+}
+
+/// The `chat_disconnects_total` sample for close code `code`, 0 if none yet.
+async fn disconnects_with(stack: &Stack, code: u16) -> u64 {
+    let metrics = common::http_get(&host_of(&stack.http_url), "/metrics").await;
+    let series = format!("chat_disconnects_total{{code=\"{code}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&series)?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_flooder_of_pings_and_history_is_held_under_its_send_budget() {
+    let dir = scratch("hardening_budget");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let pid = stack.pid();
+    let room = format!("{}?room=big", stack.ws_url);
+
+    // A room of 200 lines of 32 KB: one `history limit:200` answer is ~6.5 MB of frames.
+    let mut reader = Client::connect(&room).await;
+    let line = "x".repeat(32_000);
+    for n in 0..200 {
+        let text = format!("{n:03}{line}");
+        reader.say(&text).await;
+        reader.chat(&text).await;
+    }
+    // A reader that keeps up gets that whole answer under the default budget
+    // (and the heap has served it once before the baseline).
+    let request = serde_json::json!({"action": "history", "limit": 200});
+    let (events, end) = reader.history(request.clone()).await;
+    assert_eq!((events.len(), &end["count"]), (200, &serde_json::json!(200)), "the whole answer: {end}");
+    let baseline = settled_rss(pid).await;
+    let budget_kib = (chat_local::sockets::SEND_BUDGET / 1024) as u64;
+    let ceiling = baseline + 2 * budget_kib + BUDGET_SLACK_KIB;
+
+    let ping = command(&serde_json::json!({"action": "sendmessage", "message": "ping"}));
+    let floods = [("pings", vec![ping.clone()]), ("pings and history", vec![ping.clone(), ping, command(&request)])];
+    for (expected_cuts, (what, frames)) in (1..).zip(floods) {
+        let started = Instant::now();
+        let flood = flood(&stack, &room, &frames, ceiling).await;
+        let after = settled_rss(pid).await;
+        eprintln!(
+            "never-reading client sending {what}: {} frames in {:?}, cut off: {}; RSS baseline {baseline} KiB, \
+             peak {} KiB (+{} KiB; budget {budget_kib} KiB), after {after} KiB",
+            flood.sent,
+            started.elapsed(),
+            flood.cut_off,
+            flood.peak,
+            flood.peak.saturating_sub(baseline),
+        );
+        assert!(flood.peak <= ceiling, "{what}: RSS {} KiB past baseline {baseline} + 2 × budget + slack", flood.peak);
+        assert!(flood.cut_off, "{what}: the stack never cut the client off");
+        // Closed as too slow: its $disconnect reported 1008.
+        let deadline = Instant::now() + WAIT;
+        while disconnects_with(&stack, 1008).await < expected_cuts {
+            assert!(Instant::now() < deadline, "{what}: no $disconnect with 1008");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The reader was never the one cut off, and the stack still chats.
+    reader.say("after the floods").await;
+    reader.chat("after the floods").await;
     still_chats(&stack).await;
     stack.stop().await;
 }

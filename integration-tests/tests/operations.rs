@@ -150,8 +150,8 @@ async fn counters_equal_what_a_scripted_chat_did() {
     assert_eq!(value(&metrics, "chat_messages_appended_total", &[("kind", "leave")]), 1.0);
     assert_eq!(value(&metrics, "chat_connects_total", &[("status", "200")]), 4.0);
     assert_eq!(value(&metrics, "chat_disconnects_total", &[("code", "1000")]), 1.0);
-    assert_eq!(value(&metrics, "chat_connections_open", &[("room", "lobby")]), 2.0);
-    assert_eq!(value(&metrics, "chat_connections_open", &[("room", "side")]), 1.0);
+    // a and c in the lobby, d in the side room: one number, no room names.
+    assert_eq!(value(&metrics, "chat_connections_open", &[]), 3.0);
     assert_eq!(value(&metrics, "chat_stream_lag_records", &[]), 0.0);
     for quiet in ["chat_stream_batches_retried_total", "chat_stream_batches_given_up_total"] {
         assert_eq!(value(&metrics, quiet, &[]), 0.0, "{quiet}");
@@ -174,6 +174,45 @@ async fn counters_equal_what_a_scripted_chat_did() {
     let metrics = scrape(&stack).await;
     assert_eq!(value(&metrics, "chat_connects_total", &[("status", "400")]), 1.0);
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_name_no_room_and_are_served_to_loopback() {
+    let dir = scratch("metrics_rooms");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut clients = Vec::new();
+    for room in ["secret-room-1", "secret-room-2", "secret-room-3"] {
+        let mut client = Client::connect(&format!("{}?room={room}", stack.ws_url)).await;
+        client.say(&format!("hello {room}")).await;
+        client.chat(&format!("hello {room}")).await;
+        clients.push(client);
+    }
+    // Three joins and three lines broadcast; the scrape (from 127.0.0.1) is served.
+    let metrics = until_broadcast(&stack, 6.0).await;
+    assert_eq!(value(&metrics, "chat_connections_open", &[]), 3.0);
+    let text = http_get(&host_of(&stack.http_url), "/metrics").await;
+    assert!(!text.contains("secret-room"), "a room name in /metrics:\n{text}");
+    assert!(!text.contains("room="), "a room label in /metrics:\n{text}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_metrics_host_or_send_budget_stops_the_stack_with_what_it_takes() {
+    for (flag, value, says) in [
+        ("--metrics-host", "localhost", "not `any`, an IP address or an address block"),
+        ("--metrics-host", "10.0.0.0/40", "not `any`, an IP address or an address block"),
+        ("--send-budget", "4 MB", "unknown unit"),
+        ("--send-budget", "1000", "cannot hold the largest frame"),
+    ] {
+        let output = tokio::process::Command::new(common::binary())
+            .args(["--port", "0", "--db", ":memory:", flag, value])
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says) && stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
 }
 
 #[tokio::test]
@@ -209,7 +248,7 @@ async fn the_banner_lists_every_url_and_each_answers() {
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("<html"), "the web chat");
     assert_eq!(banner["web chat"], format!("http://{host}/"));
     assert_eq!(banner["metrics"], format!("http://{host}/metrics"));
-    assert!(http_get(&host, "/metrics").await.contains("chat_connections_open{room=\"lobby\"} 1"));
+    assert!(http_get(&host, "/metrics").await.contains("chat_connections_open 1"));
     let template = format!("http://{host}/dev/@connections/{{connection_id}}");
     assert_eq!(banner["@connections"], template);
     // Unsigned, so refused — but by the @connections API, in AWS's shape.

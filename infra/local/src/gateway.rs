@@ -72,7 +72,7 @@ pub async fn upgrade(
         user_agent: context.user_agent.clone(),
     });
     // Registered before $connect runs, so a broadcast racing the upgrade is queued, not a 410.
-    let outbox = Outbox::new(app.config.send_queue);
+    let outbox = Outbox::new(app.config.send_limits);
     let closed = app.sockets.register(&context.connection_id, outbox.clone(), info.clone());
 
     let event = websocket_event(&context, Route::Connect { headers: headers.clone(), query });
@@ -226,8 +226,8 @@ async fn run_socket(
     let grace = match ending.close {
         Closing::Nothing => ORDERLY_CLOSE,
         Closing::AfterQueued(code, reason) => {
-            // Queued behind what is waiting, like a broadcast: a full queue means a
-            // reader that is not keeping up, closed as failed instead.
+            // Queued behind what is waiting; refused only if the client already
+            // overflowed its send budget, and then closed as failed instead.
             if outbox.push(Outbound::Close { code, reason }) != Push::Queued {
                 close_now.send(CloseFrame { code, reason: reason.into() }).ok();
             }
@@ -268,8 +268,8 @@ async fn run_socket(
     }
 }
 
-/// Hands freed heap pages back to the OS. A slow client's queue held up to 1024
-/// frames (tens of MiB); glibc would otherwise keep them in its arenas, and the
+/// Hands freed heap pages back to the OS. A slow client's queue held up to its
+/// send budget (MiB); glibc would otherwise keep them in its arenas, and the
 /// process's RSS would stay as high as if the client were still connected.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -308,8 +308,9 @@ async fn write_frames(
 async fn forward(sink: &mut SplitSink<WebSocket, Message>, outbox: &Outbox) -> Option<CloseFrame> {
     let mut batch = VecDeque::new();
     while outbox.take(&mut batch).await {
-        let mut written = 0;
+        let (mut written, mut cost) = (0, 0);
         while let Some(out) = batch.pop_front() {
+            cost += out.cost();
             match out {
                 Outbound::Text(text) => {
                     if sink.feed(Message::Text(text)).await.is_err() {
@@ -329,6 +330,8 @@ async fn forward(sink: &mut SplitSink<WebSocket, Message>, outbox: &Outbox) -> O
         if sink.flush().await.is_err() {
             return None;
         }
+        // In the kernel's buffers now: no longer this process's memory.
+        outbox.written(cost);
     }
     None
 }
@@ -345,8 +348,12 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
     } else {
         invoke(app, context, &event, route_response).await
     };
-    if let Some(reply) = reply {
-        outbox.push_reply(Outbound::Text(reply.into()));
+    // Replies count against the same send budget as broadcasts: a client that
+    // sends without reading is cut off like any other slow reader.
+    if let Some(reply) = reply
+        && outbox.push(Outbound::Text(reply.into())) == Push::Full
+    {
+        app.sockets.too_slow(&context.connection_id);
     }
 }
 

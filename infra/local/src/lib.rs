@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,9 +39,9 @@ pub use crate::auth::AuthSettings;
 use crate::auth::Authorizer;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
-use crate::metrics::{CountingLog, Invocations};
+use crate::metrics::{CountingLog, Invocations, MetricsPeers};
 pub use crate::signature::AccessKey;
-use crate::sockets::{LocalPoster, ServerClose, Sockets};
+use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
@@ -61,8 +61,11 @@ pub struct Config {
     pub frontend: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
-    /// Frames queued per socket before its client is closed as too slow ([`sockets::SEND_QUEUE`] by default).
-    pub send_queue: usize,
+    /// What a socket may hold for its client before the client is closed as too
+    /// slow (1008): a byte budget over every frame, and optionally a frame count.
+    pub send_limits: SendLimits,
+    /// Who may scrape `/metrics` besides loopback peers.
+    pub metrics_peers: MetricsPeers,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
     /// The stage's route throttling (every inbound message); `None`: off.
@@ -162,7 +165,7 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster, invocations: Invocations::default() };
+    let functions = Functions { tables, poster, invocations: Invocations };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
@@ -170,7 +173,12 @@ pub async fn serve(
     let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
     let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles, authorizer });
     let app = Router::new()
-        .route(&format!("/{METRICS_PATH}"), get(metrics::serve))
+        .route(
+            &format!("/{METRICS_PATH}"),
+            get(|State(app): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                metrics::serve(peer.ip(), &app.config.metrics_peers)
+            }),
+        )
         .route(&format!("/{stage}"), get(gateway::upgrade))
         .route(
             &format!("/{stage}/{{segment}}/{{connection_id}}"),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
+use chat_local::metrics::{MetricsPeers, PeerRule};
+use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
 use chat_local::{AccessKey, ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings};
@@ -48,9 +50,21 @@ struct Args {
     /// Close sockets this old, with 1001 (API Gateway: 7200).
     #[arg(long, env = "CHAT_MAX_LIFETIME_SECS", default_value_t = 7200)]
     max_lifetime_secs: u64,
-    /// Frames queued per socket before its client counts as too slow and is closed with 1008.
-    #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = chat_local::sockets::SEND_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
-    send_queue: u32,
+    /// Bytes a socket may hold for its client — every frame queued to it, replies
+    /// and errors as well as broadcasts, each plus 128 bytes of bookkeeping —
+    /// before the client counts as too slow and is closed with 1008. In bytes, or
+    /// with a KiB, MiB or GiB suffix; more than 128 KiB (the largest frame fits).
+    #[arg(long, env = "CHAT_SEND_BUDGET", value_name = "BYTES", default_value = "16MiB", value_parser = parse_budget)]
+    send_budget: usize,
+    /// Also close a client with this many frames queued (off by default: the
+    /// send budget alone decides).
+    #[arg(long, env = "CHAT_SEND_QUEUE", value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..))]
+    send_queue: Option<u32>,
+    /// Also serve /metrics to these peers (loopback peers always may; others get
+    /// 403): `any`, an IP address, or a block such as 10.0.0.0/8. Repeatable, or
+    /// comma-separated.
+    #[arg(long, env = "CHAT_METRICS_HOST", value_name = "PEERS", value_delimiter = ',')]
+    metrics_host: Vec<PeerRule>,
     /// Stream event source: records per broadcaster invocation (1–10000).
     #[arg(long, env = "CHAT_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     batch_size: u16,
@@ -186,7 +200,8 @@ async fn main() -> anyhow::Result<()> {
         frontend,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_lifetime: Duration::from_secs(args.max_lifetime_secs),
-        send_queue: args.send_queue as usize,
+        send_limits: SendLimits { budget: args.send_budget, frames: args.send_queue.map(|frames| frames as usize) },
+        metrics_peers: MetricsPeers(args.metrics_host.clone()),
         stream: StreamSettings {
             batch_size: args.batch_size.into(),
             batching_window: Duration::from_millis(args.batching_window_ms),
@@ -217,6 +232,25 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
         );
     }
     Ok(())
+}
+
+/// `--send-budget`: bytes, or a number with a binary suffix (`512KiB`, `8MiB`, `1GiB`).
+fn parse_budget(text: &str) -> Result<usize, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match text[digits.len()..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use bytes, KiB, MiB or GiB")),
+    };
+    let bytes = digits.trim().parse::<usize>().ok().and_then(|n| n.checked_mul(unit));
+    let bytes = bytes.ok_or_else(|| format!("{text:?} is not a number of bytes (e.g. 8388608 or 8MiB)"))?;
+    let least = chat_core::protocol::MAX_FRAME_BYTES + FRAME_OVERHEAD;
+    if bytes < least {
+        return Err(format!("{bytes} bytes cannot hold the largest frame: at least {least}"));
+    }
+    Ok(bytes)
 }
 
 fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
@@ -260,4 +294,20 @@ async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl F
         tracing::info!("shutting down: closing sockets");
     };
     chat_local::serve(config, listener, ready, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_budgets_parse_in_bytes_or_binary_units_and_must_hold_the_largest_frame() {
+        assert_eq!(parse_budget("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_budget("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_budget("1g"), Ok(1 << 30));
+        assert_eq!(parse_budget("4194304"), Ok(4 << 20));
+        for bad in ["", "MiB", "8 MB", "-1", "8.5MiB", "99999999999999999999GiB", "128KiB"] {
+            assert!(parse_budget(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -6,13 +6,13 @@
 //! function table, the event-source loop, the posters and the message log
 //! adapter — so the pure core stays free of metrics.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chat_core::LogEvent;
 use chat_core::broadcaster::BatchReport;
@@ -20,7 +20,8 @@ use chat_core::handlers::HandlerError;
 use chat_core::ports::{LogQuery, MessageLog, PostError, StoreError, post_outcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Open WebSocket connections, by `room` (gauge).
+/// Open WebSocket connections (gauge). Not by room: room names are whatever
+/// users typed, and a scrape must not list every room ever joined.
 pub const CONNECTIONS_OPEN: &str = "chat_connections_open";
 /// `$connect` invocations, by the HTTP `status` they answered (200 opens the socket).
 pub const CONNECTS: &str = "chat_connects_total";
@@ -74,7 +75,7 @@ pub fn handle() -> &'static PrometheusHandle {
 /// `HELP` lines for the metrics this module records.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections, by room.");
+    describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket connections.");
     describe_counter!(CONNECTS, "$connect invocations, by the HTTP status they answered.");
     describe_counter!(UPGRADES_REFUSED, "Upgrades refused before $connect ran, by HTTP status.");
     describe_counter!(DISCONNECTS, "$disconnect invocations, by close code.");
@@ -110,18 +111,90 @@ pub fn spawn_upkeep() {
     });
 }
 
-/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
-pub async fn serve() -> Response {
+/// `GET /metrics`: the Prometheus text exposition format, version 0.0.4, for a
+/// peer that [`MetricsPeers`] allows; any other gets 403 and a one-line reason.
+pub fn serve(peer: IpAddr, allowed: &MetricsPeers) -> Response {
+    if !allowed.allows(peer) {
+        tracing::info!(%peer, "metrics refused to a peer --metrics-host does not allow");
+        let reason = "/metrics is served to loopback peers only; allow others with --metrics-host\n";
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle().render()).into_response()
 }
 
-/// Counts function invocations as API Gateway's own metrics would see them, and
-/// keeps the open-connections gauge per room (a `$disconnect` does not carry the
-/// room, so the room each connection joined is remembered here).
-#[derive(Clone, Default)]
-pub struct Invocations {
-    rooms: Arc<Mutex<HashMap<String, String>>>,
+/// Who may scrape `/metrics`: loopback peers always, plus what `--metrics-host`
+/// names (repeatable): `any`, an address (`10.0.0.5`, `::1`) or a block
+/// (`10.0.0.0/8`, `fd00::/8`). The counters tell how busy the chat is and how
+/// it fails, so by default only this machine may read them. A proxy on this
+/// machine is a loopback peer: it decides for the clients behind it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsPeers(pub Vec<PeerRule>);
+
+/// One `--metrics-host` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRule {
+    /// Every peer.
+    Any,
+    /// Peers whose address shares the first `prefix` bits with `network`.
+    Block { network: IpAddr, prefix: u8 },
 }
+
+/// A `--metrics-host` value that is none of the forms it takes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not `any`, an IP address or an address block such as 10.0.0.0/8")]
+pub struct BadPeerRule(String);
+
+impl std::str::FromStr for PeerRule {
+    type Err = BadPeerRule;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadPeerRule(text.to_owned());
+        if text.eq_ignore_ascii_case("any") {
+            return Ok(PeerRule::Any);
+        }
+        let (address, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address.parse().map_err(|_| bad())?;
+        let network = network.to_canonical();
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|&p| p <= bits).ok_or_else(bad)?,
+        };
+        Ok(PeerRule::Block { network, prefix })
+    }
+}
+
+impl PeerRule {
+    fn allows(&self, peer: IpAddr) -> bool {
+        let PeerRule::Block { network, prefix } = *self else { return true };
+        match (network, peer) {
+            (IpAddr::V4(network), IpAddr::V4(peer)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(network) & mask == u32::from(peer) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(peer)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(network) & mask == u128::from(peer) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl MetricsPeers {
+    /// Whether `peer` may scrape: a loopback address, or one a rule names.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
+        peer.is_loopback() || self.0.iter().any(|rule| rule.allows(peer))
+    }
+}
+
+/// Counts function invocations as API Gateway's own metrics would see them, and
+/// keeps the open-connections gauge (every `$disconnect` follows a `$connect`
+/// that opened its socket).
+#[derive(Clone, Default)]
+pub struct Invocations;
 
 impl Invocations {
     /// Records one invocation of `route` and its result.
@@ -131,25 +204,18 @@ impl Invocations {
         event: &ApiGatewayWebsocketProxyRequest,
         result: &Result<ApiGatewayProxyResponse, HandlerError>,
     ) {
-        let connection_id = event.request_context.connection_id.clone().unwrap_or_default();
         match route {
             "$connect" => {
                 let status = result.as_ref().map_or(502, |response| response.status_code);
                 metrics::counter!(CONNECTS, "status" => status.to_string()).increment(1);
                 if (200..300).contains(&status) {
-                    // The handler accepted it, so the name is valid (or absent: the default room).
-                    let requested = event.query_string_parameters.first("room");
-                    let room = chat_core::room::room_or_default(requested).unwrap_or(chat_core::room::DEFAULT_ROOM);
-                    metrics::gauge!(CONNECTIONS_OPEN, "room" => room.to_owned()).increment(1.0);
-                    self.rooms.lock().unwrap().insert(connection_id, room.to_owned());
+                    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
                 }
             }
             "$disconnect" => {
                 let code = event.request_context.disconnect_status_code.unwrap_or_default();
                 metrics::counter!(DISCONNECTS, "code" => code.to_string()).increment(1);
-                if let Some(room) = self.rooms.lock().unwrap().remove(&connection_id) {
-                    metrics::gauge!(CONNECTIONS_OPEN, "room" => room).decrement(1.0);
-                }
+                metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
             }
             _ => {}
         }
@@ -249,5 +315,61 @@ impl MessageLog for CountingLog {
 
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
         self.0.read(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(rules: &[&str]) -> MetricsPeers {
+        MetricsPeers(rules.iter().map(|rule| rule.parse().unwrap()).collect())
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn only_loopback_peers_may_scrape_by_default() {
+        let default = MetricsPeers::default();
+        for allowed in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            assert!(default.allows(ip(allowed)), "{allowed}");
+        }
+        for refused in ["10.0.0.5", "192.168.1.20", "0.0.0.0", "fd00::1", "::ffff:10.0.0.5", "::"] {
+            assert!(!default.allows(ip(refused)), "{refused}");
+        }
+    }
+
+    #[test]
+    fn metrics_host_adds_an_address_a_block_or_anyone() {
+        let one = peers(&["10.0.0.5"]);
+        assert!(one.allows(ip("10.0.0.5")) && one.allows(ip("::ffff:10.0.0.5")) && one.allows(ip("127.0.0.1")));
+        assert!(!one.allows(ip("10.0.0.6")));
+        let blocks = peers(&["10.0.0.0/8", "fd00::/8"]);
+        assert!(blocks.allows(ip("10.200.3.4")) && blocks.allows(ip("fd12::7")));
+        assert!(!blocks.allows(ip("11.0.0.1")) && !blocks.allows(ip("fe80::1")));
+        let anyone = peers(&["any"]);
+        assert!(anyone.allows(ip("203.0.113.9")) && anyone.allows(ip("2001:db8::1")));
+        assert!(peers(&["0.0.0.0/0"]).allows(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn a_bad_metrics_host_is_refused_with_what_it_takes() {
+        for bad in ["", "localhost", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x", "10.0.0"] {
+            let error = bad.parse::<PeerRule>().unwrap_err();
+            assert!(error.to_string().contains("not `any`, an IP address"), "{bad}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_peer_gets_403_and_one_line_why() {
+        let response = serve(ip("192.0.2.1"), &MetricsPeers::default());
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(body.lines().count(), 1, "{body:?}");
+        assert!(body.contains("--metrics-host"), "{body:?}");
+        assert_eq!(serve(ip("127.0.0.1"), &MetricsPeers::default()).status(), StatusCode::OK);
     }
 }

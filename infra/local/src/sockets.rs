@@ -12,11 +12,26 @@ use chat_core::ports::{PostError, SocketPoster};
 use chat_core::protocol::MAX_FRAME_BYTES;
 use tokio::sync::{Notify, oneshot};
 
-/// Frames queued per socket before the client counts as too slow and is closed
-/// (the default of `--send-queue`).
-pub const SEND_QUEUE: usize = 1024;
+/// Bytes a socket may have queued or in its writer's hands before its client
+/// counts as too slow and is closed with 1008 (the default of `--send-budget`).
+///
+/// The largest answer a client can ask for with one message is `history` with
+/// limit 200 (what the web page asks when it recovers a room) of 32 KiB lines,
+/// each frame holding the text twice (`message` and `text`): about 13 MB, pushed
+/// within milliseconds, faster than a reader takes it. 16 MiB holds that whole —
+/// a reader that keeps up is never cut off by its own request (8 MiB did cut one
+/// off in the test) — while a client that stops reading pins at most this much
+/// before it is cut off and its queue freed.
+pub const SEND_BUDGET: usize = 16 * 1024 * 1024;
 
-/// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
+/// What each queued frame costs beyond its text, as counted against the budget:
+/// its slot in the queue and the heap block of its text (allocator header and
+/// rounding). Without it a flood of 18-byte pongs would hold several times the
+/// budget. Measured: a full budget of queued pongs (115 000) grew the RSS by
+/// about 60 bytes each, so the budget stays an upper bound.
+pub const FRAME_OVERHEAD: usize = 128;
+
+/// Counter: text frames written/// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
 pub const FRAMES_SENT: &str = "chat_ws_frames_sent_total";
 /// Counter: what API Gateway would bill for the frames posted through @connections
 /// (in-process or HTTP): one message per started 32 KB of each frame.
@@ -54,21 +69,59 @@ pub enum Outbound {
     Close { code: u16, reason: &'static str },
 }
 
+impl Outbound {
+    /// What the frame counts against the send budget; a close frame counts
+    /// nothing, so that it always fits.
+    pub fn cost(&self) -> usize {
+        match self {
+            Outbound::Text(text) => text.len() + FRAME_OVERHEAD,
+            Outbound::Close { .. } => 0,
+        }
+    }
+}
+
+/// What a socket may hold for its client before the client counts as too slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Bytes of every frame queued or being written (broadcasts, replies,
+    /// errors), each with [`FRAME_OVERHEAD`]: the memory the client can pin.
+    pub budget: usize,
+    /// Frames queued at most, if capped (`--send-queue`; off by default: the
+    /// budget decides, so a healthy reader of small frames is never cut off by a count).
+    pub frames: Option<usize>,
+}
+
+impl Default for SendLimits {
+    fn default() -> Self {
+        Self { budget: SEND_BUDGET, frames: None }
+    }
+}
+
 /// One socket's queue of frames to write: filled by posts and replies from any
 /// task, drained whole by the socket's writer. A broadcast pushes to every
 /// recipient, so a push is kept cheap: one lock that only the writer shares (once
 /// per batch it takes), and a wake-up only when the writer may be waiting (the
 /// queue was empty). A tokio mpsc channel did four atomic operations on lines
 /// the writer's core also touches per frame (the profile's largest item).
+///
+/// Every frame counts against one byte budget until the writer has handed it to
+/// the kernel ([`Outbox::written`]): frames the writer has taken but not yet
+/// flushed are memory too. The first frame past the budget drops everything
+/// queued at once and refuses every later frame, and whoever pushed it closes the
+/// client (1008). Nothing is allocated ahead: the queue grows with what is queued.
 pub struct Outbox {
     queue: std::sync::Mutex<Queue>,
     ready: Notify,
-    capacity: usize,
+    limits: SendLimits,
 }
 
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Outbound>,
+    /// What the frames queued or in the writer's hands cost ([`Outbound::cost`]).
+    bytes: usize,
+    /// A frame did not fit: the queue was dropped and takes no more text.
+    overflowed: bool,
     /// No more pushes: the writer drains what is queued, then ends.
     ended: bool,
 }
@@ -77,42 +130,42 @@ struct Queue {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
     Queued,
-    /// The client is not keeping up: `capacity` frames wait already.
+    /// The client is not keeping up: the frame would exceed the socket's
+    /// [`SendLimits`]. What was queued is dropped; close the client as too slow.
     Full,
     /// The socket is closing or closed.
     Closed,
 }
 
 impl Outbox {
-    /// An outbox for a socket whose client is cut off once `capacity` frames wait.
-    pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { queue: Default::default(), ready: Notify::new(), capacity: capacity.max(1) })
+    /// An outbox for a socket whose client is cut off past `limits`.
+    pub fn new(limits: SendLimits) -> Arc<Self> {
+        let limits = SendLimits { budget: limits.budget, frames: limits.frames.map(|cap| cap.max(1)) };
+        Arc::new(Self { queue: Default::default(), ready: Notify::new(), limits })
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a broadcast frame (or an orderly close frame), unless `capacity`
-    /// frames wait already.
+    /// Queues a frame — a broadcast, a reply, an error or the orderly close frame —
+    /// unless it would exceed the limits (a close frame always fits).
     pub fn push(&self, out: Outbound) -> Push {
-        self.push_within(out, self.capacity)
-    }
-
-    /// Queues a reply to the client's own message: replies are bounded by what
-    /// the client sends, not by the room, so they always fit.
-    pub fn push_reply(&self, out: Outbound) -> Push {
-        self.push_within(out, usize::MAX)
-    }
-
-    fn push_within(&self, out: Outbound, limit: usize) -> Push {
         let mut queue = self.queue();
         if queue.ended {
             return Push::Closed;
         }
-        if queue.frames.len() >= limit {
+        let text = matches!(out, Outbound::Text(_));
+        if (text && !self.fits(&queue, out.cost())) || queue.overflowed {
+            queue.overflowed = true;
+            let dropped = std::mem::take(&mut queue.frames);
+            queue.bytes -= dropped.iter().map(Outbound::cost).sum::<usize>();
+            drop(queue);
+            // Freed outside the lock: it may be megabytes.
+            drop(dropped);
             return Push::Full;
         }
+        queue.bytes += out.cost();
         let was_empty = queue.frames.is_empty();
         queue.frames.push_back(out);
         drop(queue);
@@ -123,13 +176,24 @@ impl Outbox {
         Push::Queued
     }
 
+    fn fits(&self, queue: &Queue, cost: usize) -> bool {
+        let frames_fit = self.limits.frames.is_none_or(|cap| queue.frames.len() < cap);
+        frames_fit && queue.bytes + cost <= self.limits.budget
+    }
+
     /// Frames waiting now.
     pub fn waiting(&self) -> usize {
         self.queue().frames.len()
     }
 
+    /// What the frames queued or still in the writer's hands cost now.
+    pub fn pending_bytes(&self) -> usize {
+        self.queue().bytes
+    }
+
     /// Waits for frames and moves all of them into `batch` (which must be empty);
-    /// `false` once the outbox has ended and nothing is left.
+    /// `false` once the outbox has ended and nothing is left. The frames still
+    /// count against the budget until the writer reports them [`Outbox::written`].
     pub async fn take(&self, batch: &mut VecDeque<Outbound>) -> bool {
         loop {
             {
@@ -146,6 +210,13 @@ impl Outbox {
         }
     }
 
+    /// The writer has handed frames of this total [`cost`](Outbound::cost) to
+    /// the kernel: they no longer count against the budget.
+    pub fn written(&self, cost: usize) {
+        let mut queue = self.queue();
+        queue.bytes = queue.bytes.saturating_sub(cost);
+    }
+
     /// No more pushes; the writer still drains what is queued (an orderly close).
     pub fn end(&self) {
         self.queue().ended = true;
@@ -157,6 +228,7 @@ impl Outbox {
         let dropped = {
             let mut queue = self.queue();
             queue.ended = true;
+            queue.bytes = 0;
             std::mem::take(&mut queue.frames)
         };
         drop(dropped);
@@ -169,7 +241,7 @@ impl Outbox {
 pub enum ServerClose {
     /// DeleteConnection on the @connections API.
     Deleted,
-    /// The client stopped reading and its queue filled up.
+    /// The client stopped reading and its frames exceeded its [`SendLimits`].
     TooSlow,
     /// The local stack is stopping.
     Shutdown,
@@ -276,16 +348,27 @@ impl Sockets {
 
     /// Asks the socket's task to close it; `false` if there is no such socket.
     pub fn close(&self, connection_id: &str, why: ServerClose) -> bool {
-        let open = self.open.read().unwrap();
-        let Some(socket) = open.get(connection_id) else { return false };
-        if let Some(close) = socket.close.lock().unwrap().take() {
-            close.send(why).ok();
+        self.ask_to_close(connection_id, why).is_some()
+    }
+
+    /// Closes a client whose frames exceeded its [`SendLimits`] (1008), once.
+    pub fn too_slow(&self, connection_id: &str) {
+        if self.ask_to_close(connection_id, ServerClose::TooSlow) == Some(true) {
+            tracing::warn!(connection_id, "client too slow: send budget exceeded, closing it");
         }
-        true
+    }
+
+    /// `None` if there is no such socket; `Some(false)` if it was asked before.
+    fn ask_to_close(&self, connection_id: &str, why: ServerClose) -> Option<bool> {
+        let open = self.open.read().unwrap();
+        let socket = open.get(connection_id)?;
+        let Some(close) = socket.close.lock().unwrap().take() else { return Some(false) };
+        close.send(why).ok();
+        Some(true)
     }
 
     /// Queues a frame, answering as @connections would: 410 for an unknown id,
-    /// 413 over 128 KiB. A client whose queue is full is closed and reported gone.
+    /// 413 over 128 KiB. A client past its send budget is closed and reported gone.
     pub fn send(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.send_each(&[(connection_id, frame)]).pop().expect("one answer per post")
     }
@@ -332,8 +415,7 @@ impl Sockets {
         }
         count_apigw_messages(billed);
         for connection_id in too_slow {
-            tracing::warn!(connection_id, "client too slow: send queue full, closing it");
-            self.close(connection_id, ServerClose::TooSlow);
+            self.too_slow(connection_id);
         }
         answers
     }
@@ -397,13 +479,17 @@ mod tests {
             .collect()
     }
 
+    /// Room for `frames` texts of `len` bytes each.
+    fn budget_for(frames: usize, len: usize) -> SendLimits {
+        SendLimits { budget: frames * (len + FRAME_OVERHEAD), frames: None }
+    }
+
     #[tokio::test]
-    async fn the_writer_takes_everything_queued_in_order_and_a_full_outbox_refuses_broadcasts_only() {
-        let outbox = Outbox::new(2);
-        assert_eq!(outbox.push(text("a")), Push::Queued);
-        assert_eq!(outbox.push(text("b")), Push::Queued);
-        assert_eq!(outbox.push(text("c")), Push::Full, "the client is not keeping up");
-        assert_eq!(outbox.push_reply(text("pong")), Push::Queued, "replies still fit");
+    async fn the_writer_takes_everything_queued_in_order() {
+        let outbox = Outbox::new(budget_for(3, 4));
+        for frame in ["a", "b", "pong"] {
+            assert_eq!(outbox.push(text(frame)), Push::Queued);
+        }
         let mut batch = VecDeque::new();
         assert!(outbox.take(&mut batch).await);
         assert_eq!(texts(&batch), ["a", "b", "pong"]);
@@ -411,8 +497,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_frame_counts_against_the_budget_until_written_and_the_first_past_it_drops_the_queue() {
+        let outbox = Outbox::new(budget_for(2, 4));
+        assert_eq!(outbox.push(text("1234")), Push::Queued);
+        assert_eq!(outbox.push(text("1234")), Push::Queued);
+        assert_eq!(outbox.pending_bytes(), 2 * (4 + FRAME_OVERHEAD));
+        // The writer took both but has not written them: they still count.
+        let mut batch = VecDeque::new();
+        assert!(outbox.take(&mut batch).await);
+        assert_eq!(outbox.push(text("x")), Push::Full, "past the budget");
+        assert_eq!(outbox.waiting(), 0, "what was queued is dropped at once");
+        assert_eq!(outbox.push(text("x")), Push::Full, "and nothing more is taken");
+        assert_eq!(outbox.push(Outbound::Close { code: 1000, reason: "" }), Push::Full, "closed as failed instead");
+
+        let outbox = Outbox::new(budget_for(2, 4));
+        outbox.push(text("1234"));
+        outbox.push(text("1234"));
+        let mut batch = VecDeque::new();
+        assert!(outbox.take(&mut batch).await);
+        outbox.written(batch.iter().map(Outbound::cost).sum());
+        assert_eq!(outbox.pending_bytes(), 0);
+        assert_eq!(outbox.push(text("1234")), Push::Queued, "written frames free their share");
+        // One large frame counts its bytes, not one frame.
+        assert_eq!(outbox.push(text("123456789")), Push::Full);
+    }
+
+    #[test]
+    fn a_close_frame_always_fits_and_the_frame_cap_applies_only_when_set() {
+        let outbox = Outbox::new(budget_for(1, 4));
+        assert_eq!(outbox.push(text("1234")), Push::Queued);
+        assert_eq!(outbox.push(Outbound::Close { code: 1001, reason: "Going away" }), Push::Queued);
+        assert_eq!(outbox.waiting(), 2);
+
+        let outbox = Outbox::new(SendLimits { budget: SEND_BUDGET, frames: Some(2) });
+        assert_eq!(outbox.push(text("a")), Push::Queued);
+        assert_eq!(outbox.push(text("b")), Push::Queued);
+        assert_eq!(outbox.push(text("c")), Push::Full, "two frames at most");
+        let outbox = Outbox::new(SendLimits::default());
+        for _ in 0..10_000 {
+            assert_eq!(outbox.push(text("pong")), Push::Queued, "no frame cap by default");
+        }
+    }
+
+    #[tokio::test]
     async fn a_waiting_writer_is_woken_by_a_push_and_an_ended_outbox_drains_then_stops() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(SendLimits::default());
         let writer = tokio::spawn({
             let outbox = outbox.clone();
             async move {
@@ -437,7 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn abandoning_drops_what_is_queued() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(SendLimits::default());
         outbox.push(text("never read"));
         outbox.abandon();
         assert_eq!(outbox.waiting(), 0);
