@@ -119,3 +119,36 @@ async fn a_coalescing_connection_whose_socket_is_gone_is_pruned_by_the_next_broa
     let session = store.session(&ghost.connection_id).unwrap().expect("the ghost had a session");
     assert!(session.disconnected_at.is_some(), "pruning closed the ghost's session");
 }
+
+#[tokio::test]
+async fn history_to_a_coalescing_client_comes_packed_with_its_end_last() {
+    let dir = scratch("coalescing_history");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut seed = Client::connect(&stack.ws_url).await;
+    let lines: Vec<String> = (0..60).map(|i| format!("past {i:02} {}", "y".repeat(500))).collect();
+    for line in &lines {
+        seed.say(line).await;
+    }
+    seed.chat(lines.last().unwrap()).await;
+
+    let mut reader = Client::connect(&format!("{}?batch=1", stack.ws_url)).await;
+    reader.send_json(serde_json::json!({"action": "history", "limit": 200})).await;
+    // Frames until the one carrying the closing `history` frame.
+    let mut frames: Vec<(usize, Vec<Value>)> = Vec::new();
+    while !frames.last().is_some_and(|(_, events)| events.iter().any(|e| e["kind"] == "history")) {
+        let message =
+            tokio::time::timeout(WAIT, reader.socket.next()).await.expect("a frame in time").unwrap().unwrap();
+        let Message::Text(text) = message else { continue };
+        let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+        let events = frame.get("events").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![frame]);
+        frames.push((text.len(), events));
+    }
+    let events: Vec<&Value> = frames.iter().flat_map(|(_, events)| events).collect();
+    let end = events.last().unwrap();
+    assert_eq!((end["kind"].as_str(), end["more"].as_bool()), (Some("history"), Some(false)), "the end comes last");
+    assert_eq!(chat_texts(&frames), lines, "every line once, in order");
+    assert!(frames.iter().all(|(bytes, _)| *bytes <= COALESCED_FRAME_BYTES));
+    // 60 lines of ~1.3 KB as frames: a few 32 KB frames rather than 61.
+    assert!(frames.len() <= 4, "{} frames for {} events", frames.len(), events.len());
+    stack.stop().await;
+}

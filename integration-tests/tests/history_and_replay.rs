@@ -128,3 +128,25 @@ async fn replay_republishes_into_a_running_stack_once() {
     assert_eq!(count(), after_first, "replaying again appends nothing");
     live.stop().await;
 }
+
+#[tokio::test]
+async fn replay_prints_no_control_or_bidi_character_a_user_sent() {
+    let dir = scratch("replay-escapes");
+    let db = dir.join("chat.db");
+    let stack = Stack::start(&db, &[]).await;
+    let mut mallory = Client::connect(&stack.ws_url).await;
+    // Clear the screen, set the window title, return to column 0, a one-byte CSI, reverse the text.
+    let hostile = "hi\u{1b}[2J\u{1b}]0;owned\u{7}\r\u{9b}31m\u{202e}txt.exe";
+    chat_lines(&mut mallory, &[hostile]).await;
+    stack.stop().await;
+
+    let source = format!("sqlite:{}", db.display());
+    let raw = |c: char| c.is_control() && c != '\n' || ('\u{202a}'..='\u{202e}').contains(&c);
+    let text = run_binary("replay", &["--from", &source]).await;
+    assert!(!text.chars().any(raw), "{text:?}");
+    assert!(text.contains(r"  hi\u{1b}[2J\u{1b}]0;owned\u{7}\r\u{9b}31m\u{202e}txt.exe"), "{text}");
+    let json = run_binary("replay", &["--from", &source, "--format", "json"]).await;
+    assert!(!json.chars().any(raw), "{json:?}");
+    let said = json.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|e| e["kind"] == "chat").unwrap();
+    assert_eq!(said["message"], hostile, "the JSON still reads back as what was said");
+}

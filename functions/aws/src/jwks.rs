@@ -257,6 +257,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_jwks_failing_at_cold_start_is_asked_again_a_second_later() {
+        let (server, base) = JwksServer::start().await;
+        let iss = format!("{base}/a");
+        server.serve("/a/.well-known/jwks.json", 503, &json!({"message":"unavailable"}));
+        let verifier = verifier(&[&iss]);
+        let token = sign(Algorithm::RS256, "k-rsa", &EncodingKey::from_rsa_der(RSA_A), &id_token_claims(&iss));
+        assert!(matches!(verifier.verify(Some(&token), NOW).await, Err(AuthError::KeysUnavailable(_))));
+
+        server.serve(
+            "/a/.well-known/jwks.json",
+            200,
+            &json!({"keys":[jwk(&EncodingKey::from_rsa_der(RSA_A), Algorithm::RS256, "k-rsa")]}),
+        );
+        assert!(verifier.verify(Some(&token), NOW + 1).await.is_ok(), "not locked out for a minute");
+        assert_eq!(server.requests(), 2);
+    }
+
+    #[tokio::test]
     async fn a_stalled_jwks_times_out() {
         // Accepts and never answers.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -34,8 +34,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use jwks::{Freshness, KeyCache, KeyMiss};
 pub use jwks::{JwksError, JwksSource};
-use jwks::{KeyCache, KeyMiss};
 pub use settings::{MIN_SECRET_BYTES, SettingsError};
 
 /// API Gateway refuses longer identity sources anyway; a bound keeps parsing cheap.
@@ -144,13 +144,19 @@ pub struct VerifierConfig {
     pub shared_secret: Option<SharedSecret>,
     /// Clock skew allowed on `exp` and `nbf`, seconds.
     pub leeway: i64,
-    /// An unknown `kid` refetches its issuer's JWKS at most once per this many seconds.
+    /// An unknown `kid` refetches its issuer's JWKS at most once per this many
+    /// seconds after a successful fetch (a failed one is retried after 1 s, 2 s,
+    /// … up to 30 s).
     pub refetch_interval: i64,
+    /// A JWKS older than this many seconds is refetched before its keys are used
+    /// again; if that fails, it is served until twice this age.
+    pub max_key_age: i64,
 }
 
 impl VerifierConfig {
     pub const DEFAULT_LEEWAY: i64 = 30;
     pub const DEFAULT_REFETCH_INTERVAL: i64 = 60;
+    pub const DEFAULT_MAX_KEY_AGE: i64 = 3600;
 
     pub fn with_issuers(issuers: Vec<TrustedIssuer>) -> Self {
         Self {
@@ -158,6 +164,7 @@ impl VerifierConfig {
             shared_secret: None,
             leeway: Self::DEFAULT_LEEWAY,
             refetch_interval: Self::DEFAULT_REFETCH_INTERVAL,
+            max_key_age: Self::DEFAULT_MAX_KEY_AGE,
         }
     }
 
@@ -216,7 +223,8 @@ struct IssuerOnly {
 
 impl Verifier {
     pub fn new(config: VerifierConfig, jwks: Arc<dyn JwksSource>) -> Self {
-        let keys = KeyCache::new(jwks, config.refetch_interval);
+        let freshness = Freshness { refetch_interval: config.refetch_interval, max_age: config.max_key_age };
+        let keys = KeyCache::new(jwks, freshness);
         Self { config, keys }
     }
 

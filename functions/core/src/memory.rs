@@ -30,11 +30,13 @@ impl Outage {
     }
 }
 
-/// ActiveConnections in a sorted map, listed in pages of `page_size`.
+/// ActiveConnections in a sorted map, listed in pages of `page_size`; counts
+/// how often a room was counted (a full read of the room when deployed).
 #[derive(Debug)]
 pub struct MemoryConnections {
     rows: Mutex<BTreeMap<String, Connection>>,
     page_size: usize,
+    counted: AtomicUsize,
     pub outage: Outage,
 }
 
@@ -46,7 +48,17 @@ impl Default for MemoryConnections {
 
 impl MemoryConnections {
     pub fn with_page_size(page_size: usize) -> Self {
-        Self { rows: Mutex::default(), page_size: page_size.max(1), outage: Outage::default() }
+        Self {
+            rows: Mutex::default(),
+            page_size: page_size.max(1),
+            counted: AtomicUsize::new(0),
+            outage: Outage::default(),
+        }
+    }
+
+    /// How many [`ConnectionStore::count`] calls were made.
+    pub fn counts(&self) -> usize {
+        self.counted.load(Ordering::SeqCst)
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -98,6 +110,7 @@ impl ConnectionStore for MemoryConnections {
     }
 
     async fn count(&self, room: &str) -> Result<usize, StoreError> {
+        self.counted.fetch_add(1, Ordering::SeqCst);
         self.outage.check()?;
         Ok(self.rows.lock().unwrap().values().filter(|c| c.room == room).count())
     }

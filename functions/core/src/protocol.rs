@@ -203,10 +203,17 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
 }
 
-/// One page of `who`: `{"kind":"presence","room","count","members":[…],"you","next"?}`,
-/// `count` being the whole room's and `you` the asker's own connection id (a
-/// client learns it no other way before it sends a line).
-pub fn presence_frame(room: &str, count: usize, members: &[Connection], you: &str, next: Option<&str>) -> Vec<u8> {
+/// One page of `who`: `{"kind":"presence","room","count"?,"members":[…],"you","next"?}`,
+/// `count` being the whole room's (on the first page only: counting reads every
+/// row of the room, so later pages do not repeat it) and `you` the asker's own
+/// connection id (a client learns it no other way before it sends a line).
+pub fn presence_frame(
+    room: &str,
+    count: Option<usize>,
+    members: &[Connection],
+    you: &str,
+    next: Option<&str>,
+) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Member<'a> {
@@ -226,8 +233,10 @@ pub fn presence_frame(room: &str, count: usize, members: &[Connection], you: &st
             verified: c.verified,
         })
         .collect();
-    let mut frame =
-        serde_json::json!({ "kind": "presence", "room": room, "count": count, "members": members, "you": you });
+    let mut frame = serde_json::json!({ "kind": "presence", "room": room, "members": members, "you": you });
+    if let Some(count) = count {
+        frame["count"] = count.into();
+    }
     if let Some(next) = next {
         frame["next"] = next.into();
     }
@@ -403,14 +412,15 @@ mod tests {
     fn presence_and_history_end_frames() {
         let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
         let members = [Connection::new("a", "ip", at).in_room("ops")];
-        let frame: Value = serde_json::from_slice(&presence_frame("ops", 101, &members, "b", Some("a"))).unwrap();
+        let frame: Value = serde_json::from_slice(&presence_frame("ops", Some(101), &members, "b", Some("a"))).unwrap();
         assert_eq!(
             frame,
             serde_json::json!({"kind":"presence","room":"ops","count":101,
                 "members":[{"connectionId":"a","connectedAt":"2026-11-24T10:15:30Z"}],"you":"b","next":"a"})
         );
-        let last: Value = serde_json::from_slice(&presence_frame("ops", 1, &members, "b", None)).unwrap();
+        let last: Value = serde_json::from_slice(&presence_frame("ops", None, &members, "b", None)).unwrap();
         assert!(last.get("next").is_none());
+        assert!(last.get("count").is_none(), "a later page does not recount the room");
         let end: Value = serde_json::from_slice(&history_end_frame("ops", 3, false)).unwrap();
         assert_eq!(end, serde_json::json!({"kind":"history","room":"ops","count":3,"more":false}));
     }

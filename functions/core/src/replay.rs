@@ -39,21 +39,74 @@ impl ReplayFilter {
 
 /// One line per event for a terminal: `<time>  <id>  <room>  <sender>  <text>`, the
 /// sender being the connection id, after its user's name when known (`name?` when
-/// unverified), with the
-/// text's newlines escaped so that every event stays on one line.
+/// unverified). Everything taken from the log is passed through
+/// [`escape_for_terminal`]: the text's newlines show as `\n`, so every event
+/// stays on one line, and no stored byte can drive the operator's terminal.
 pub fn text_line(event: &LogEvent) -> String {
+    let connection = escape_for_terminal(&event.connection_id);
     let text = match event.kind {
-        EventKind::Chat => event.message.replace('\\', "\\\\").replace('\n', "\\n"),
-        EventKind::Join => join_notice(&event.connection_id),
-        EventKind::Leave => leave_notice(&event.connection_id),
+        EventKind::Chat => escape_for_terminal(&event.message),
+        EventKind::Join => join_notice(&connection),
+        EventKind::Leave => leave_notice(&connection),
     };
-    let (at, id, room) = (format_iso(&event.timestamp), &event.message_id, &event.room);
+    let at = format_iso(&event.timestamp);
+    let (id, room) = (escape_for_terminal(&event.message_id), escape_for_terminal(&event.room));
     let sender = match (&event.user, event.verified) {
-        (Some(user), Some(true)) => format!("{user} ({})", event.connection_id),
-        (Some(user), _) => format!("{user}? ({})", event.connection_id),
-        (None, _) => event.connection_id.clone(),
+        (Some(user), Some(true)) => format!("{} ({connection})", escape_for_terminal(user)),
+        (Some(user), _) => format!("{}? ({connection})", escape_for_terminal(user)),
+        (None, _) => connection,
     };
     format!("{at}  {id}  {room}  {sender}  {text}")
+}
+
+/// One event as a JSON line (the archive's format), with no character a
+/// terminal acts on: JSON already escapes C0 controls, and DEL, C1 controls and
+/// bidirectional controls are written as `\uXXXX` too — the same JSON value.
+pub fn json_line(event: &LogEvent) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_string(event)?;
+    let mut line = String::with_capacity(json.len());
+    for c in json.chars() {
+        // Only possible inside strings (JSON's own syntax is ASCII), where `\uXXXX` means the same.
+        if is_terminal_control(c) {
+            line.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            line.push(c);
+        }
+    }
+    Ok(line)
+}
+
+/// Whether printing `c` raw lets stored text act on a terminal or on how it
+/// reads: C0 controls (ESC starts colour, cursor and title sequences, CR
+/// overwrites the line), DEL, C1 controls (0x9B is a one-character CSI), and the
+/// bidirectional marks, embeddings, overrides and isolates that reorder what is
+/// shown (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069).
+pub fn is_terminal_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` safe to print on one terminal line: `\` as `\\`, newline, carriage
+/// return and tab as `\n`, `\r`, `\t`, every other [terminal
+/// control](is_terminal_control) as `\u{…}` (Rust's notation), the rest as it is.
+///
+/// ```
+/// use chat_core::replay::escape_for_terminal;
+/// assert_eq!(escape_for_terminal("hi\x1b[2J\u{202E}"), "hi\\u{1b}[2J\\u{202e}");
+/// ```
+pub fn escape_for_terminal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if is_terminal_control(c) => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -117,5 +170,42 @@ mod tests {
         assert!(text_line(&log()[0]).ends_with("A new user has joined the chat - a"));
         let named = event.clone().by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
         assert!(text_line(&named).contains("  lobby  Ada? (a)  two\\nlines"), "{}", text_line(&named));
+    }
+
+    /// Every field a log row (or a tampered archive) can fill with terminal controls.
+    fn hostile() -> LogEvent {
+        let mut event = LogEvent::chat("c\u{1b}]0;pwned\u{7}", "a\u{1b}[2J\rb\u{9b}31m\u{202e}gnp.exe\u{7f}", at0());
+        event.room = "r\u{2066}oom\u{1c}".into();
+        event.message_id = format!("{}\u{1b}[1A", event.message_id);
+        event.by(Some(&crate::model::Identity { user: "E\u{200f}ve\u{61c}\u{85}".into(), verified: true }))
+    }
+
+    fn at0() -> chrono::DateTime<chrono::Utc> {
+        parse_iso("2026-11-24T10:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn text_lines_escape_every_control_and_bidi_character() {
+        let line = text_line(&hostile());
+        assert!(!line.chars().any(is_terminal_control), "{line:?}");
+        assert!(line.ends_with("  a\\u{1b}[2J\\rb\\u{9b}31m\\u{202e}gnp.exe\\u{7f}"), "{line}");
+        assert!(
+            line.contains("  r\\u{2066}oom\\u{1c}  E\\u{200f}ve\\u{61c}\\u{85} (c\\u{1b}]0;pwned\\u{7})  "),
+            "{line}"
+        );
+        let leave = LogEvent { kind: EventKind::Leave, ..hostile() };
+        assert!(text_line(&leave).ends_with("User c\\u{1b}]0;pwned\\u{7} has left the chat."), "{}", text_line(&leave));
+        // Printable text, tabs and backslashes: readable, and unambiguous.
+        let plain = LogEvent::chat("a", "tab\there C:\\dir héllo", at0());
+        assert!(text_line(&plain).ends_with("  a  tab\\there C:\\\\dir héllo"), "{}", text_line(&plain));
+    }
+
+    #[test]
+    fn json_lines_carry_no_terminal_control_and_read_back_the_same() {
+        let event = hostile();
+        let line = json_line(&event).unwrap();
+        assert!(!line.chars().any(is_terminal_control), "{line:?}");
+        assert!(line.contains("\\u009b") && line.contains("\\u202e"), "{line}");
+        assert_eq!(serde_json::from_str::<LogEvent>(&line).unwrap(), event);
     }
 }

@@ -246,6 +246,28 @@ mod tests {
         assert_eq!(fields, expected);
     }
 
+    /// A development sign-in whose tokens must carry `iss` and one of two audiences.
+    fn pinned(issuer: &str, audience: &str) -> Authorizer {
+        let mut shared = SharedSecret::new(SECRET);
+        shared.issuer = Some(issuer.into());
+        shared.audience = vec![audience.into(), "mobile".into()];
+        Authorizer::new(AuthSettings { verifier: VerifierConfig::with_shared_secret(shared), dev_signin: true })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pinned_issuer_and_audience_are_in_minted_tokens_and_required_of_all() {
+        let (auth, headers, now) = (pinned("chat-local", "web"), HeaderMap::new(), chrono::Utc::now().timestamp());
+        let bearer = |token: String| query(&format!("Bearer {token}"));
+        let (token, _) = auth.mint("Ada", now).unwrap();
+        assert!(auth.authorize(&context(), &bearer(token), &headers).await.is_ok(), "its own tokens pass");
+        // The same secret, but another issuer, another audience, or neither.
+        for other in [pinned("elsewhere", "web"), pinned("chat-local", "app"), authorizer(true)] {
+            let (foreign, _) = other.mint("Ada", now).unwrap();
+            assert_eq!(auth.authorize(&context(), &bearer(foreign), &headers).await, Err(Refusal::Forbidden));
+        }
+    }
+
     #[test]
     fn tokens_are_minted_only_for_dev_signin() {
         assert!(authorizer(false).mint("Ada", 0).is_none());

@@ -119,6 +119,13 @@ struct Args {
     /// at http://HOST:PORT/login.html that mints such tokens for a typed name.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Require this `iss` of HS256 tokens (the development sign-in puts it in its tokens).
+    #[arg(long, env = "JWT_ISSUER", requires = "jwt_secret")]
+    jwt_issuer: Option<String>,
+    /// Require one of these audiences (comma-separated) of HS256 tokens (the
+    /// development sign-in puts the first in its tokens).
+    #[arg(long, env = "JWT_AUDIENCE", requires = "jwt_secret")]
+    jwt_audience: Option<String>,
     /// Require a token from this OIDC issuer (RS256/ES256, keys from its JWKS), e.g.
     /// a Cognito user pool's `https://cognito-idp.REGION.amazonaws.com/POOL_ID`.
     #[arg(long, env = "OIDC_ISSUER", value_name = "URL", requires = "audience")]
@@ -158,6 +165,8 @@ impl Args {
         }
         let verifier = VerifierConfig::from_settings(|name| match name {
             "JWT_SECRET" => self.jwt_secret.clone(),
+            "JWT_ISSUER" => self.jwt_issuer.clone(),
+            "JWT_AUDIENCE" => self.jwt_audience.clone(),
             "OIDC_ISSUER" => self.oidc_issuer.clone(),
             "JWKS_URL" => self.jwks_url.clone(),
             "OIDC_AUDIENCE" => self.audience.clone(),

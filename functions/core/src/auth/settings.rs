@@ -23,6 +23,7 @@ impl VerifierConfig {
     /// | `JWT_ISSUER`, `JWT_AUDIENCE` | optional `iss` / audience required of HS256 tokens |
     /// | `JWT_LEEWAY_SECONDS` | clock skew on `exp`/`nbf` (default 30) |
     /// | `JWKS_REFETCH_SECONDS` | an unknown `kid` refetches at most this often (default 60) |
+    /// | `JWKS_MAX_AGE_SECONDS` | keys older than this are refetched before use (default 3600) |
     ///
     /// At least one of `OIDC_ISSUER` and `JWT_SECRET` must be set.
     ///
@@ -76,6 +77,10 @@ impl VerifierConfig {
         };
         config.leeway = seconds("JWT_LEEWAY_SECONDS", VerifierConfig::DEFAULT_LEEWAY)?;
         config.refetch_interval = seconds("JWKS_REFETCH_SECONDS", VerifierConfig::DEFAULT_REFETCH_INTERVAL)?;
+        config.max_key_age = seconds("JWKS_MAX_AGE_SECONDS", VerifierConfig::DEFAULT_MAX_KEY_AGE)?;
+        if config.max_key_age == 0 {
+            return refuse("JWKS_MAX_AGE_SECONDS must be at least 1");
+        }
         Ok(config)
     }
 }
@@ -105,6 +110,11 @@ mod tests {
         let cognito =
             config(&[("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1, c2"), ("JWKS_REFETCH_SECONDS", "120")]).unwrap();
         assert_eq!(cognito.issuers[0].audience, ["c1", "c2"]);
+        assert_eq!(cognito.max_key_age, 3600, "keys are refetched hourly by default");
+        let ten_minutes = [("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1"), ("JWKS_MAX_AGE_SECONDS", "600")];
+        assert_eq!(config(&ten_minutes).unwrap().max_key_age, 600);
+        let never_fresh = [("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1"), ("JWKS_MAX_AGE_SECONDS", "0")];
+        assert!(config(&never_fresh).is_err(), "a key set that is never fresh would fetch on every token");
         assert_eq!(cognito.issuers[0].jwks_url, format!("{pool}/.well-known/jwks.json"));
         assert_eq!(
             (cognito.shared_secret, cognito.refetch_interval, cognito.leeway),

@@ -407,3 +407,77 @@ async fn jwks_down_denies() {
     let result = verifier.verify(Some(&id), NOW).await;
     assert!(matches!(&result, Err(AuthError::KeysUnavailable(m)) if m.contains("malformed JWKS")), "{result:?}");
 }
+
+/// An ID token from A valid for three hours: these tests outlive a key set's age.
+fn long_lived_id_token() -> String {
+    let mut claims = id_claims(ISS_A);
+    claims["exp"] = json!(NOW + 3 * VerifierConfig::DEFAULT_MAX_KEY_AGE);
+    format!("Bearer {}", sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &claims))
+}
+
+#[tokio::test]
+async fn keys_older_than_the_maximum_age_are_refetched() {
+    let fixture = Fixture::new();
+    let id = long_lived_id_token();
+    let at = |seconds: i64| fixture.verifier.verify(Some(&id), NOW + seconds);
+    assert!(at(0).await.is_ok());
+    assert!(at(VerifierConfig::DEFAULT_MAX_KEY_AGE - 1).await.is_ok());
+    assert_eq!(fixture.jwks.fetches(), 1, "a set younger than an hour is used as it is");
+    // The issuer withdraws k-rsa: an hour after the fetch, a warm instance notices.
+    fixture.jwks.publish(&jwks_url(ISS_A), &json!({"keys":[jwk(&rsa_b(), Algorithm::RS256, "k-new")]}));
+    let withdrawn = at(VerifierConfig::DEFAULT_MAX_KEY_AGE).await;
+    assert!(matches!(withdrawn, Err(AuthError::UnknownKey { .. })), "{withdrawn:?}");
+    assert_eq!(fixture.jwks.fetches(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_first_fetch_is_retried_after_a_short_back_off_not_a_minute() {
+    let fixture = Fixture::new();
+    let id = long_lived_id_token();
+    fixture.jwks.outage.set(true);
+    assert!(matches!(fixture.verifier.verify(Some(&id), NOW).await, Err(AuthError::KeysUnavailable(_))));
+    fixture.jwks.outage.set(false);
+    // Within the back-off: still denied, and the JWKS is not asked again.
+    assert!(matches!(fixture.verifier.verify(Some(&id), NOW).await, Err(AuthError::KeysUnavailable(_))));
+    assert_eq!(fixture.jwks.fetches(), 1);
+    // A second later it is, and the token passes.
+    assert!(fixture.verifier.verify(Some(&id), NOW + 1).await.is_ok());
+    assert_eq!(fixture.jwks.fetches(), 2);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_up_to_a_cap() {
+    let fixture = Fixture::new();
+    let id = long_lived_id_token();
+    fixture.jwks.outage.set(true);
+    // One verification a second for two minutes while the JWKS is down.
+    let mut fetched_at = Vec::new();
+    for second in 0..120 {
+        let before = fixture.jwks.fetches();
+        assert!(fixture.verifier.verify(Some(&id), NOW + second).await.is_err());
+        if fixture.jwks.fetches() > before {
+            fetched_at.push(second);
+        }
+    }
+    // Waits of 1, 2, 4, 8, 16, then 30 s at most.
+    assert_eq!(fetched_at, [0, 1, 3, 7, 15, 31, 61, 91]);
+}
+
+#[tokio::test]
+async fn a_failed_refetch_serves_the_old_keys_until_twice_the_maximum_age() {
+    let fixture = Fixture::new();
+    let id = long_lived_id_token();
+    let max_age = VerifierConfig::DEFAULT_MAX_KEY_AGE;
+    assert!(fixture.verifier.verify(Some(&id), NOW).await.is_ok());
+    fixture.jwks.outage.set(true);
+    // Stale and the issuer unreachable: the old set still verifies (and the refetch is retried).
+    assert!(fixture.verifier.verify(Some(&id), NOW + max_age).await.is_ok());
+    assert!(fixture.verifier.verify(Some(&id), NOW + 2 * max_age - 1).await.is_ok());
+    assert!(fixture.jwks.fetches() > 2, "retried while stale");
+    // Past twice the age: nothing is trusted any more.
+    let result = fixture.verifier.verify(Some(&id), NOW + 2 * max_age).await;
+    assert!(matches!(result, Err(AuthError::KeysUnavailable(_))), "{result:?}");
+    // Once the issuer answers again, all is well.
+    fixture.jwks.outage.set(false);
+    assert!(fixture.verifier.verify(Some(&id), NOW + 2 * max_age + 60).await.is_ok());
+}

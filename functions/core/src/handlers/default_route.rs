@@ -1,13 +1,24 @@
 use super::{HandlerError, not_registered_frame, sender};
+use crate::coalesce::coalesce;
+use crate::model::Connection;
 use crate::ports::{Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
 use crate::protocol::{
     Command, PRESENCE_PAGE, event_frame, history_end_frame, invalid_request_frame, parse_command, presence_frame,
     protocol_error_frame,
 };
 
+/// Posts one reply may have in flight at once: a `history` answer to a
+/// connection that does not coalesce is up to 200 frames, which one after
+/// another would hold the invocation for 200 post round trips.
+pub const REPLY_POSTS_IN_FLIGHT: usize = 32;
+
 /// `$default`: everything API Gateway could not route. `history` and `who` are
 /// served here (this function already may post to the sender); anything else
 /// gets the seed's "Invalid request" error. Both read only the sender's room.
+///
+/// Cost per call, besides what [`history`] and [`who`] add: one consistent
+/// GetItem of the sender's row (its room and whether it coalesces); an unknown
+/// or malformed request is that read and one @connections post.
 pub async fn default_route(
     connection_id: &str,
     body: &str,
@@ -17,12 +28,12 @@ pub async fn default_route(
 ) -> Result<(), HandlerError> {
     match parse_command(body) {
         Ok(Command::History { limit, since }) => {
-            let Some(room) = sender_room(connection_id, connections, poster).await? else { return Ok(()) };
-            history(connection_id, &room, limit, since, log, poster).await
+            let Some(asker) = registered_sender(connection_id, connections, poster).await? else { return Ok(()) };
+            history(&asker, limit, since, log, poster).await
         }
         Ok(Command::Who { after }) => {
-            let Some(room) = sender_room(connection_id, connections, poster).await? else { return Ok(()) };
-            who(connection_id, &room, after, connections, poster).await
+            let Some(asker) = registered_sender(connection_id, connections, poster).await? else { return Ok(()) };
+            who(&asker, after, connections, poster).await
         }
         Ok(_) => {
             tracing::info!(connection_id, "unrecognized request");
@@ -35,30 +46,46 @@ pub async fn default_route(
     }
 }
 
-/// The sender's room; when its row is gone, tells the sender so and gives `None`.
-async fn sender_room(
+/// The asker's connection row (its room, whether it coalesces, who it is);
+/// when the row is gone, tells the sender so and gives `None`.
+async fn registered_sender(
     connection_id: &str,
     connections: &dyn ConnectionStore,
     poster: &dyn SocketPoster,
-) -> Result<Option<String>, HandlerError> {
-    let room = sender(connection_id, connections).await?.map(|c| c.room);
-    if room.is_none() {
+) -> Result<Option<Connection>, HandlerError> {
+    let row = sender(connection_id, connections).await?;
+    if row.is_none() {
         reply_to(connection_id, &Bytes::from(not_registered_frame()), poster).await?;
     }
-    Ok(room)
+    Ok(row)
 }
 
-/// Sends the sender past events of `room` in log order, each as the frame the
+/// Sends `asker` past events of its room in log order, each as the frame the
 /// broadcaster sent originally (clients dedupe replays by `id`), then a
 /// `history` frame saying how many came and whether there are more.
+///
+/// Cost per call: one Query of up to `limit + 1` events (DynamoDB pages at
+/// 1 MB, so up to ~7 for 200 lines of 32 KB), and @connections posts:
+/// - a coalescing connection (`batch`): the event frames and the closing
+///   `history` frame packed by the broadcaster's [`coalesce`] into `{"events":[…]}`
+///   frames of at most 32 KB — 200 short lines are one or two posts; only a
+///   line too large to share a frame is posted alone;
+/// - any other connection: one post per event plus the closing frame (`limit + 1`
+///   at most), exactly the frames the seed's clients read.
+///
+/// Either way every frame but the last is posted concurrently
+/// ([`REPLY_POSTS_IN_FLIGHT`] at a time), and the last — which carries the closing
+/// `history` frame — only after all of them: API Gateway may deliver concurrent
+/// posts out of order (clients order by `id`), but a client that reads the
+/// closing frame as "this page is complete" (the web page's catch-up) must see it last.
 pub async fn history(
-    connection_id: &str,
-    room: &str,
+    asker: &Connection,
     limit: usize,
     since: Option<LogCursor>,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
 ) -> Result<(), HandlerError> {
+    let (connection_id, room) = (asker.connection_id.as_str(), asker.room.as_str());
     // One event past the limit tells whether the answer was cut.
     let forward = since.is_some();
     let query = LogQuery { room: room.to_owned(), after: since, limit: limit + 1 };
@@ -72,31 +99,57 @@ pub async fn history(
             events.remove(0);
         }
     }
-    tracing::info!(connection_id, room, count = events.len(), more, "history served");
-    for event in &events {
-        reply_to(connection_id, &Bytes::from(event_frame(event)), poster).await?;
+    let mut frames: Vec<Bytes> = events.iter().map(|event| Bytes::from(event_frame(event))).collect();
+    frames.push(Bytes::from(history_end_frame(room, events.len(), more)));
+    if asker.batch {
+        frames = coalesce(&frames).into_iter().map(|frame| frame.bytes).collect();
     }
-    reply_to(connection_id, &Bytes::from(history_end_frame(room, events.len(), more)), poster).await
+    tracing::info!(connection_id, room, count = events.len(), more, posts = frames.len(), "history served");
+    reply_with(connection_id, &frames, poster).await
 }
 
-/// Sends the sender one page of who is in `room`.
+/// Sends `asker` one page of who is in its room, with `next` when there is more.
+///
+/// Cost per call: one Query of up to [`PRESENCE_PAGE`] rows and one
+/// @connections post. Only the first page (no `next` cursor) also counts the
+/// room — a `Select=COUNT` Query that reads every row of the room, paginated
+/// per 1 MB — and carries `count`: a client following `next` through a room of
+/// N does N / 100 page reads, not N / 100 recounts of N rows.
 async fn who(
-    connection_id: &str,
-    room: &str,
+    asker: &Connection,
     after: Option<String>,
     connections: &dyn ConnectionStore,
     poster: &dyn SocketPoster,
 ) -> Result<(), HandlerError> {
-    let count = connections.count(room).await?;
+    let (connection_id, room) = (asker.connection_id.as_str(), asker.room.as_str());
+    let count = match after {
+        None => Some(connections.count(room).await?),
+        Some(_) => None,
+    };
     let page = connections.list(room, after, PRESENCE_PAGE).await?;
-    tracing::info!(connection_id, room, count, "presence served");
+    tracing::info!(connection_id, room, count, members = page.items.len(), "presence served");
     let frame = presence_frame(room, count, &page.items, connection_id, page.next.as_deref());
     reply_to(connection_id, &Bytes::from(frame), poster).await
 }
 
+/// Posts `frames` to one connection: all but the last concurrently, the last
+/// after every other has been answered, so that it arrives last.
+async fn reply_with(connection_id: &str, frames: &[Bytes], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
+    let Some((last, rest)) = frames.split_last() else { return Ok(()) };
+    let posts: Vec<(&str, &Bytes)> = rest.iter().map(|frame| (connection_id, frame)).collect();
+    for answer in poster.post_each(&posts, REPLY_POSTS_IN_FLIGHT).await {
+        replied(answer)?;
+    }
+    reply_to(connection_id, last, poster).await
+}
+
 async fn reply_to(connection_id: &str, frame: &Bytes, poster: &dyn SocketPoster) -> Result<(), HandlerError> {
-    match poster.post(connection_id, frame).await {
-        // The sender left meanwhile: nobody to tell.
+    replied(poster.post(connection_id, frame).await)
+}
+
+/// A reply's post answer: a sender that left meanwhile is nobody to tell, not an error.
+fn replied(answer: Result<(), PostError>) -> Result<(), HandlerError> {
+    match answer {
         Ok(()) | Err(PostError::Gone) => Ok(()),
         Err(error) => Err(error.into()),
     }
@@ -105,6 +158,7 @@ async fn reply_to(connection_id: &str, frame: &Bytes, poster: &dyn SocketPoster)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coalesce::COALESCED_FRAME_BYTES;
     use crate::handlers::testing::at;
     use crate::memory::{MemoryConnections, MemoryLog, RecordingPoster};
     use crate::model::{Connection, LogEvent};
@@ -232,6 +286,85 @@ mod tests {
             serde_json::json!([{"connectionId":"m100","connectedAt":"2026-11-24T09:00:00Z"}])
         );
         assert!(second.get("next").is_none());
+    }
+
+    #[tokio::test]
+    async fn who_counts_the_room_only_on_the_first_page() {
+        let crowd = MemoryConnections::default();
+        for i in 0..(2 * PRESENCE_PAGE + 1) {
+            crowd.put(&Connection::new(&format!("m{i:03}"), "ip", at("2026-11-24T09:00:00Z"))).await.unwrap();
+        }
+        let poster = RecordingPoster::default();
+        let mut body = r#"{"action":"who"}"#.to_owned();
+        for page in 0..3 {
+            default_route("m000", &body, &crowd, &MemoryLog::default(), &poster).await.unwrap();
+            let frame = poster.frames_to("m000").pop().unwrap();
+            assert_eq!(crowd.counts(), 1, "counted once, on the first page (page {page})");
+            match page {
+                0 => assert_eq!(frame["count"], 2 * PRESENCE_PAGE + 1),
+                _ => assert!(frame.get("count").is_none(), "page {page} carries no count: {frame}"),
+            }
+            if let Some(next) = frame["next"].as_str() {
+                body = format!(r#"{{"action":"who","next":"{next}"}}"#);
+            }
+        }
+        assert_eq!(poster.delivered().len(), 3, "one post per page");
+    }
+
+    /// `c1` (in the lobby, coalescing or not) asks `history limit:200` of a
+    /// lobby of 200 lines of about 400 bytes.
+    async fn history_of_200(batch: bool, poster: &RecordingPoster) -> MemoryLog {
+        let connections = MemoryConnections::default();
+        connections.put(&Connection::new("c1", "ip", at("2026-11-24T09:00:00Z")).coalescing(batch)).await.unwrap();
+        let log = MemoryLog::default();
+        for i in 0..200 {
+            let text = format!("line {i:03} {}", "x".repeat(300));
+            log.append(&LogEvent::chat("c0", &text, at("2026-11-24T10:00:00Z"))).await.unwrap();
+        }
+        default_route("c1", r#"{"action":"history","limit":200}"#, &connections, &log, poster).await.unwrap();
+        log
+    }
+
+    #[tokio::test]
+    async fn history_to_a_coalescing_connection_is_a_few_frames_of_at_most_32_kb() {
+        let poster = RecordingPoster::default();
+        let log = history_of_200(true, &poster).await;
+        let posts = poster.delivered();
+        // 200 lines of ~650 bytes as frames: ~160 KB, so five frames of 32 KB.
+        let bytes: usize = posts.iter().map(|(_, frame)| frame.len()).sum();
+        assert!(posts.len() <= bytes / COALESCED_FRAME_BYTES + 1, "{} posts, {bytes} bytes", posts.len());
+        assert!(posts.len() <= 5, "{} posts for 200 lines", posts.len());
+        assert!(posts.iter().all(|(_, frame)| frame.len() <= COALESCED_FRAME_BYTES));
+        let unpacked: Vec<serde_json::Value> = poster
+            .frames_to("c1")
+            .into_iter()
+            .flat_map(|frame| frame["events"].as_array().expect("packed").clone())
+            .collect();
+        let (end, lines) = unpacked.split_last().unwrap();
+        assert_eq!(*end, serde_json::json!({"kind":"history","room":"lobby","count":200,"more":false}));
+        let ids: Vec<String> = log.events().into_iter().map(|e| e.message_id).collect();
+        assert_eq!(lines.iter().map(|l| l["id"].as_str().unwrap()).collect::<Vec<_>>(), ids, "in log order");
+    }
+
+    #[tokio::test]
+    async fn history_to_a_plain_connection_posts_each_line_concurrently_then_the_end() {
+        let poster = RecordingPoster::with_latency(std::time::Duration::from_millis(2));
+        let log = history_of_200(false, &poster).await;
+        let mut frames = poster.frames_to("c1");
+        assert_eq!(frames.len(), 201, "one frame per line, and the end");
+        assert!(poster.max_in_flight() > 1, "posted concurrently, not one after another");
+        assert!(poster.max_in_flight() <= REPLY_POSTS_IN_FLIGHT);
+        let end = frames.pop().unwrap();
+        assert_eq!(
+            end,
+            serde_json::json!({"kind":"history","room":"lobby","count":200,"more":false}),
+            "the end comes last"
+        );
+        assert!(frames.iter().all(|f| f.get("events").is_none() && f["kind"] == "chat"), "the seed's frames, unpacked");
+        let mut got: Vec<String> = frames.iter().map(|f| f["id"].as_str().unwrap().to_owned()).collect();
+        got.sort();
+        let ids: Vec<String> = log.events().into_iter().map(|e| e.message_id).collect();
+        assert_eq!(got, ids, "every line once");
     }
 
     #[tokio::test]

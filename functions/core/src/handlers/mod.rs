@@ -7,7 +7,7 @@ mod disconnect;
 mod send_message;
 
 pub use connect::{ConnectRequest, connect};
-pub use default_route::{default_route, history};
+pub use default_route::{REPLY_POSTS_IN_FLIGHT, default_route, history};
 pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use send_message::{MessageRequest, send_message};
 

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use chat_core::ports::LogCursor;
 use chat_core::protocol::parse_cursor;
-use chat_core::replay::{ReplayFilter, text_line};
+use chat_core::replay::{ReplayFilter, json_line, text_line};
 use chat_local::replay::{Endpoints, Location, publish, read};
 use clap::{Parser, ValueEnum};
 
@@ -37,6 +37,8 @@ struct Args {
     #[arg(long, value_name = "ROOM")]
     room: Option<String>,
     /// How to print: one line per event, or the JSON Lines archive format.
+    /// Either way no control or bidirectional character reaches the terminal
+    /// raw: text lines show them as `\u{1b}`, JSON as `\u001b`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Instead of printing, append the events (ids kept) to this log:
@@ -92,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     for event in &events {
         match args.format {
             Format::Text => writeln!(out, "{}", text_line(event))?,
-            Format::Json => writeln!(out, "{}", serde_json::to_string(event)?)?,
+            Format::Json => writeln!(out, "{}", json_line(event)?)?,
         }
     }
     out.flush()?;
