@@ -53,7 +53,9 @@ impl FromStr for Origin {
     type Err = OriginError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.trim() == "*" {
+        // Lists in the environment are written `a, b`.
+        let text = text.trim();
+        if text == "*" {
             return Err(OriginError::Wildcard);
         }
         let malformed = || OriginError::Malformed(text.to_owned());
@@ -65,19 +67,23 @@ impl FromStr for Origin {
             return Err(malformed());
         }
         let scheme = scheme.to_ascii_lowercase();
-        let port = authority.port_u16().or(match scheme.as_str() {
-            "http" | "ws" => Some(80),
-            "https" | "wss" => Some(443),
-            _ => None,
-        });
+        let port = authority.port_u16().or(default_port(&scheme));
         Ok(Origin { scheme, host: host_name(authority), port })
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
     }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        match self.port {
+        match self.port.filter(|port| Some(*port) != default_port(&self.scheme)) {
             Some(port) => write!(f, "{}://{host}:{port}", self.scheme),
             None => write!(f, "{}://{host}", self.scheme),
         }
@@ -99,6 +105,7 @@ fn host_name(authority: &Authority) -> String {
 
 /// Parses an `--allowed-host` value: a host name or IP literal, without a port.
 pub fn parse_host_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
     let authority = authority(text).ok_or_else(|| format!("{text:?} is not a host name"))?;
     if authority.port().is_some() {
         return Err(format!("{text:?}: give the host name alone, without a port (any port is accepted)"));
@@ -308,15 +315,16 @@ mod tests {
         {
             assert!(matches!(bad.parse::<Origin>(), Err(OriginError::Malformed(_))), "{bad}");
         }
-        let origin: Origin = "HTTP://[::1]:3000/".parse().unwrap();
+        let origin: Origin = " HTTP://[::1]:3000/".parse().unwrap();
         assert_eq!(origin.to_string(), "http://[::1]:3000");
-        assert_eq!("https://a.example".parse::<Origin>().unwrap().to_string(), "https://a.example:443");
+        assert_eq!("https://a.example:443".parse::<Origin>().unwrap().to_string(), "https://a.example");
+        assert_eq!("https://a.example:443".parse::<Origin>(), "HTTPS://A.example".parse::<Origin>());
         assert_eq!("tauri://localhost".parse::<Origin>().unwrap().to_string(), "tauri://localhost");
     }
 
     #[test]
     fn allowed_hosts_are_names_without_ports() {
-        assert_eq!(parse_host_name("Chat.LAN"), Ok("chat.lan".into()));
+        assert_eq!(parse_host_name(" Chat.LAN"), Ok("chat.lan".into()));
         assert_eq!(parse_host_name("[fe80::1]"), Ok("fe80::1".into()));
         assert!(parse_host_name("chat.lan:8080").is_err());
         assert!(parse_host_name("a b").is_err());
