@@ -6,7 +6,10 @@ use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::{Credentials, Region};
 use aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use common::{Client as WsClient, Stack, TEST_KEY, WAIT, binary, host_of, http_get, scratch, signed_header_lines};
+use common::{
+    Client as WsClient, Stack, TEST_KEY, WAIT, binary, host_of, http_exchange, http_get, scratch, signed_header_lines,
+    sigv4_headers_for,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,6 +140,72 @@ async fn only_requests_signed_with_the_configured_key_get_through() {
     // None of the refused calls reached the socket; the right key still closes it.
     sdk_with_key(&stack, key).delete_connection().connection_id(&id).send().await.unwrap();
     assert_eq!(client.close_code().await, Some(1000));
+    stack.stop().await;
+}
+
+/// `headers` (from [`common::sigv4_headers`]) with the `Authorization`'s
+/// `SignedHeaders` changed to `list`, as a hand-made client might sign.
+fn signing_only(headers: Vec<(String, String)>, list: &str) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            let value = value.replace("SignedHeaders=host;x-amz-date,", &format!("SignedHeaders={list},"));
+            (name, value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signature_without_host_or_date_or_for_another_region_is_refused() {
+    let dir = scratch("connections_scope");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut client = WsClient::connect(&stack.ws_url).await;
+    let id = client.my_id().await;
+    let host = host_of(&stack.http_url);
+    let path = format!("/dev/@connections/{}", id.replace('/', "%2F").replace('+', "%2B").replace('=', "%3D"));
+    let url = format!("http://{host}{path}");
+    let post = |headers: &[(String, String)], body: &str| {
+        let lines: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\n{lines}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        http_exchange(&host, request)
+    };
+    let body = r#"{"message":"must not arrive"}"#;
+    let signed = |region: &str| sigv4_headers_for(region, "POST", &url, body.as_bytes(), TEST_KEY);
+    assert!(signed("us-east-1").iter().any(|(_, v)| v.contains("SignedHeaders=host;x-amz-date,")), "as the SDKs sign");
+    let refusals = [
+        (
+            signing_only(signed("us-east-1"), "x-amz-date"),
+            "IncompleteSignatureException",
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+        ),
+        (
+            signing_only(signed("us-east-1"), "host"),
+            "IncompleteSignatureException",
+            "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.",
+        ),
+        (
+            signed("eu-west-1"),
+            "InvalidSignatureException",
+            "Credential should be scoped to a valid region, not 'eu-west-1'. ",
+        ),
+    ];
+    for (headers, error_type, message) in refusals {
+        // Before the fix, leaving `host` out panicked the worker: an empty reply.
+        let response = post(&headers, body).await;
+        assert!(response.starts_with("HTTP/1.1 403"), "{error_type}: {response:?}");
+        let expected = format!("x-amzn-errortype: {}", error_type.to_ascii_lowercase());
+        assert!(response.to_ascii_lowercase().contains(&expected), "{response}");
+        assert!(response.ends_with(&json!({ "message": message }).to_string()), "{response}");
+    }
+
+    // Nothing reached the socket; a request signed as the SDKs sign still does.
+    let body = r#"{"message":"signed properly"}"#;
+    let response = post(&sigv4_headers_for("us-east-1", "POST", &url, body.as_bytes(), TEST_KEY), body).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(client.next_json().await, json!({"message": "signed properly"}));
     stack.stop().await;
 }
 

@@ -15,7 +15,7 @@ use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, Api
 use aws_lambda_events::iam::IamPolicyEffect;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chat_core::auth::{Verifier, VerifierConfig};
 use chat_core::entrypoints::authorizer;
@@ -156,10 +156,20 @@ fn allowed_fields(response: ApiGatewayCustomAuthorizerResponse) -> Option<HashMa
 }
 
 /// `POST /dev/token` with `{"name": "…"}` → `{"token", "exp", "name"}`.
-pub async fn dev_token(State(app): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+/// Only the stack's own page (or an `--allowed-origin`) may ask: another site's
+/// page could otherwise mint a verified token for any name.
+pub async fn dev_token(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(authorizer) = app.authorizer.as_ref().filter(|a| a.dev_signin()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Err(refusal) = app.same_origin.check_origin(&headers, &uri) {
+        return refusal.into_response();
+    }
     let bad = |message: &str| (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response();
     let Ok(request) = serde_json::from_slice::<Value>(&body) else { return bad("Send JSON: {\"name\": \"…\"}.") };
     let name = match chosen_identity(request["name"].as_str()) {

@@ -11,7 +11,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::encodings::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
@@ -31,6 +31,7 @@ pub async fn upgrade(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -38,6 +39,12 @@ pub async fn upgrade(
         return refused(
             (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response(),
         );
+    }
+    // Another site's page (cross-site WebSocket hijacking): refused before the
+    // authorizer or `$connect` runs, and before it spends the connect budget.
+    if let Err(refusal) = app.same_origin.check_origin(&headers, &uri) {
+        tracing::info!(peer = %peer, origin = ?headers.get(header::ORIGIN), "cross-origin upgrade refused");
+        return refused(refusal.into_response());
     }
     if !app.throttles.connect() {
         // API Gateway's new-connections limit: the upgrade is refused before $connect.

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod management;
 pub mod metrics;
 pub mod replay;
+pub mod same_origin;
 pub mod signature;
 pub mod sockets;
 pub mod store;
@@ -40,6 +41,7 @@ use crate::auth::Authorizer;
 pub use crate::dynamo::{ArchiveSettings, DynamoSettings};
 use crate::functions::{Functions, Tables};
 use crate::metrics::{CountingLog, Invocations, MetricsPeers};
+use crate::same_origin::{Origin, SameOrigin};
 pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
@@ -74,6 +76,14 @@ pub struct Config {
     pub connect_limit: Option<Limit>,
     /// The key @connections requests must be signed with (SigV4).
     pub access_key: AccessKey,
+    /// The region @connections requests must be signed for (their credential
+    /// scope's), as a deployed API accepts only its own.
+    pub region: String,
+    /// Names requests may give in `Host` besides `localhost` and loopback
+    /// literals: the `--host` value and each `--allowed-host` (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Pages besides the stack's own that may open the socket and mint tokens.
+    pub allowed_origins: Vec<Origin>,
     /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
     pub auth: Option<AuthSettings>,
 }
@@ -94,6 +104,8 @@ pub struct AppState {
     pub functions: Functions,
     pub throttles: Throttles,
     pub authorizer: Option<Authorizer>,
+    /// Which pages may open a socket or mint a token (`Origin`).
+    pub same_origin: Arc<SameOrigin>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every socket
@@ -171,7 +183,15 @@ pub async fn serve(
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
     let page_config = auth::page_config(authorizer.as_ref());
     let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
-    let state = Arc::new(AppState { config, sockets: sockets.clone(), functions, throttles, authorizer });
+    let same_origin = Arc::new(SameOrigin::new(&config.allowed_hosts, &config.allowed_origins));
+    let state = Arc::new(AppState {
+        config,
+        sockets: sockets.clone(),
+        functions,
+        throttles,
+        authorizer,
+        same_origin: same_origin.clone(),
+    });
     let app = Router::new()
         .route(
             &format!("/{METRICS_PATH}"),
@@ -199,6 +219,8 @@ pub async fn serve(
         let hidden = !dev_signin && request.uri().path() == "/login.html";
         unrouted(unrouted_prefix.clone(), frontend.clone(), hidden, request)
     });
+    // Outermost: a request naming another host (DNS rebinding) reaches no route.
+    let app = app.layer(axum::middleware::from_fn_with_state(same_origin, crate::same_origin::require_host));
 
     // Chat frames are small and latency-bound: no Nagle delay.
     let listener = listener.tap_io(|tcp| {

@@ -7,6 +7,7 @@ use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_local::metrics::{MetricsPeers, PeerRule};
+use chat_local::same_origin::Origin;
 use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
@@ -31,6 +32,24 @@ struct Args {
     /// Secret access key that @connections requests must be signed with.
     #[arg(long, env = "CHAT_SECRET_ACCESS_KEY", default_value = chat_local::signature::DEFAULT_SECRET_ACCESS_KEY, hide_default_value = true)]
     secret_access_key: String,
+    /// The region @connections requests must be signed for (the SDKs sign for
+    /// their configured region; a deployed API accepts only its own).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Another name browsers may reach the stack by (repeatable, or
+    /// comma-separated in the environment), e.g. a LAN name with --host 0.0.0.0.
+    /// Requests are served only when their Host is the --host value, `localhost`,
+    /// a loopback address or one of these; any other is refused with 403, so a
+    /// DNS-rebinding page cannot read the stack.
+    #[arg(long = "allowed-host", env = "CHAT_ALLOWED_HOSTS", value_name = "NAME", value_delimiter = ',',
+          value_parser = chat_local::same_origin::parse_host_name)]
+    allowed_hosts: Vec<String>,
+    /// A web page origin, scheme://host[:port], that may open the WebSocket and
+    /// mint development tokens besides the stack's own page (repeatable, or
+    /// comma-separated in the environment). Clients that send no Origin (wscat,
+    /// SDKs) are always let through; other pages are refused with 403.
+    #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    allowed_origins: Vec<Origin>,
     /// Port for WebSockets, the @connections API and the web page (0 picks a free one).
     #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
     port: u16,
@@ -220,6 +239,9 @@ async fn main() -> anyhow::Result<()> {
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
         access_key,
+        region: args.region.clone(),
+        allowed_hosts: std::iter::once(args.host.clone()).chain(args.allowed_hosts.iter().cloned()).collect(),
+        allowed_origins: args.allowed_origins.clone(),
         auth: args.auth()?,
     };
     let ready = move |config: &Config| print_endpoints(address, config);

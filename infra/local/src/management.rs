@@ -56,7 +56,7 @@ pub async fn require_signature(State(app): State<Arc<AppState>>, request: Reques
     let key = &app.config.access_key;
     let (parts, body) = request.into_parts();
     let body = {
-        let signed = match signature::verify_headers(&parts.headers, key, SystemTime::now()) {
+        let signed = match signature::verify_headers(&parts.headers, key, &app.config.region, SystemTime::now()) {
             Ok(signed) => signed,
             Err(refusal) => return unauthorized(&refusal),
         };

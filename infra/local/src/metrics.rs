@@ -26,7 +26,7 @@ pub const CONNECTIONS_OPEN: &str = "chat_connections_open";
 /// `$connect` invocations, by the HTTP `status` they answered (200 opens the socket).
 pub const CONNECTS: &str = "chat_connects_total";
 /// Upgrades refused before `$connect` ran, by `status`: 400 a bad handshake, 401/403
-/// the authorizer, 429 the new-connections limit.
+/// the authorizer, 403 also another site's page or host name, 429 the new-connections limit.
 pub const UPGRADES_REFUSED: &str = "chat_upgrades_refused_total";
 /// `$disconnect` invocations, by the close `code` they report.
 pub const DISCONNECTS: &str = "chat_disconnects_total";

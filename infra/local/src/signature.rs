@@ -71,6 +71,15 @@ pub enum SignatureError {
     NotYetCurrent { signed: String, latest: String, now: String },
     #[error("Credential should be scoped to correct service: 'execute-api'. ")]
     WrongService,
+    /// Signed for another region than the stack's (the credential scope's region).
+    #[error("Credential should be scoped to a valid region, not '{0}'. ")]
+    WrongRegion(String),
+    /// `host` is not among the signed headers: the signature would fit any server.
+    #[error("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")]
+    HostNotSigned,
+    /// `x-amz-date` is not among the signed headers: the signing time could be replaced.
+    #[error("'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.")]
+    DateNotSigned,
     /// Anything signed differently from what the configured secret gives.
     #[error(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
@@ -83,11 +92,13 @@ impl SignatureError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Missing => "MissingAuthenticationTokenException",
-            Self::Incomplete(_) => "IncompleteSignatureException",
+            Self::Incomplete(_) | Self::HostNotSigned | Self::DateNotSigned => "IncompleteSignatureException",
             Self::UnknownKey => "UnrecognizedClientException",
-            Self::Expired { .. } | Self::NotYetCurrent { .. } | Self::WrongService | Self::Mismatch => {
-                "InvalidSignatureException"
-            }
+            Self::Expired { .. }
+            | Self::NotYetCurrent { .. }
+            | Self::WrongService
+            | Self::WrongRegion(_)
+            | Self::Mismatch => "InvalidSignatureException",
         }
     }
 }
@@ -117,7 +128,16 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, SignatureError>
     let [key_id, _date, region, service, "aws4_request"] = scope[..] else {
         return Err(incomplete("a 'Credential' of the form KEY/DATE/REGION/SERVICE/aws4_request"));
     };
-    Ok(Authorization { key_id, region, service, signed_headers: signed_headers.split(';').collect(), signature })
+    let signed_headers: Vec<&str> = signed_headers.split(';').collect();
+    // Both are what make a signature this request's: without `host` it fits any
+    // server, without `x-amz-date` any time. (The SDKs always sign both.)
+    if !signed_headers.contains(&"host") {
+        return Err(SignatureError::HostNotSigned);
+    }
+    if !signed_headers.contains(&"x-amz-date") {
+        return Err(SignatureError::DateNotSigned);
+    }
+    Ok(Authorization { key_id, region, service, signed_headers, signature })
 }
 
 /// The request's signing time, checked against `now` within [`MAX_SKEW`].
@@ -150,11 +170,13 @@ fn signing_time(headers: &HeaderMap, now: SystemTime) -> Result<SystemTime, Sign
     Ok(signed.into())
 }
 
-/// Checks the request's SigV4 signature against `key`, with the clock at `now`.
-/// Only the header-level checks run here; see [`verify_signature`] for the body.
+/// Checks the request's SigV4 signature against `key` and `region`, with the
+/// clock at `now`. Only the header-level checks run here; see
+/// [`SignedRequest::verify_signature`] for the body.
 pub fn verify_headers<'a>(
     headers: &'a HeaderMap,
     key: &AccessKey,
+    region: &str,
     now: SystemTime,
 ) -> Result<SignedRequest<'a>, SignatureError> {
     let authorization = headers.get(header::AUTHORIZATION).ok_or(SignatureError::Missing)?;
@@ -166,6 +188,9 @@ pub fn verify_headers<'a>(
     }
     if authorization.service != SERVICE {
         return Err(SignatureError::WrongService);
+    }
+    if authorization.region != region {
+        return Err(SignatureError::WrongRegion(authorization.region.to_owned()));
     }
     let time = signing_time(headers, now)?;
     Ok(SignedRequest { headers, authorization, time })
@@ -188,8 +213,16 @@ impl SignedRequest<'_> {
         body: &[u8],
         key: &AccessKey,
     ) -> Result<(), SignatureError> {
-        let mut signed_headers = Vec::new();
-        for name in &self.authorization.signed_headers {
+        // `host` is always signed (see `parse_authorization`), and its value is
+        // always handed to the signer: without one, the signer would take it from
+        // the URI, which here has no authority, and panic.
+        let host = match self.headers.get(header::HOST) {
+            Some(host) => host.to_str().map_err(|_| SignatureError::Mismatch)?,
+            // HTTP/2 carries it as `:authority`, in the URI.
+            None => uri.authority().map(|a| a.as_str()).ok_or(SignatureError::HostNotSigned)?,
+        };
+        let mut signed_headers = vec![("host", host)];
+        for name in self.authorization.signed_headers.iter().filter(|name| **name != "host") {
             for value in self.headers.get_all(*name) {
                 // A header that is not text cannot have been signed as the client meant.
                 let value = value.to_str().map_err(|_| SignatureError::Mismatch)?;
@@ -229,11 +262,17 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    const REGION: &str = "us-east-1";
+
     fn signed(method: &str, uri: &str, body: &[u8], key: &AccessKey, at: SystemTime) -> HeaderMap {
+        signed_for(REGION, method, uri, body, key, at)
+    }
+
+    fn signed_for(region: &str, method: &str, uri: &str, body: &[u8], key: &AccessKey, at: SystemTime) -> HeaderMap {
         let identity = Credentials::new(&key.id, &key.secret, None, None, "test").into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region("us-east-1")
+            .region(region)
             .name(SERVICE)
             .time(at)
             .settings(SigningSettings::default())
@@ -260,7 +299,57 @@ mod tests {
         now: SystemTime,
     ) -> Result<(), SignatureError> {
         let uri: Uri = uri.parse().unwrap();
-        verify_headers(headers, key, now)?.verify_signature(&method.parse().unwrap(), &uri, body, key)
+        verify_headers(headers, key, REGION, now)?.verify_signature(&method.parse().unwrap(), &uri, body, key)
+    }
+
+    /// `headers` with the `Authorization`'s `SignedHeaders` replaced by `list`.
+    fn signing_only(mut headers: HeaderMap, list: &str) -> HeaderMap {
+        let authorization = headers[header::AUTHORIZATION].to_str().unwrap();
+        assert!(authorization.contains("SignedHeaders=host;x-amz-date,"), "{authorization}");
+        let changed = authorization.replace("SignedHeaders=host;x-amz-date,", &format!("SignedHeaders={list},"));
+        headers.insert(header::AUTHORIZATION, changed.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn host_and_date_must_be_signed_and_the_region_must_be_the_stacks() {
+        let key = AccessKey::default();
+        let now = SystemTime::now();
+        let path = "/dev/@connections/CXzQ2cJjoAMCJ6g%3D";
+        let headers = signed("POST", path, b"hi", &key, now);
+        for list in ["x-amz-date", "content-type;x-amz-date", "", "Host;x-amz-date"] {
+            let refusal = check(&signing_only(headers.clone(), list), "POST", path, b"hi", &key, now).unwrap_err();
+            assert_eq!(refusal, SignatureError::HostNotSigned, "{list}");
+            assert_eq!(refusal.error_type(), "IncompleteSignatureException");
+        }
+        let refusal = check(&signing_only(headers.clone(), "host"), "POST", path, b"hi", &key, now).unwrap_err();
+        assert_eq!(refusal, SignatureError::DateNotSigned);
+        assert_eq!(
+            (refusal.error_type(), refusal.to_string().as_str()),
+            ("IncompleteSignatureException", "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.")
+        );
+
+        let elsewhere = signed_for("eu-west-1", "POST", path, b"hi", &key, now);
+        let refusal = check(&elsewhere, "POST", path, b"hi", &key, now).unwrap_err();
+        assert_eq!(
+            (refusal.error_type(), refusal.to_string().as_str()),
+            ("InvalidSignatureException", "Credential should be scoped to a valid region, not 'eu-west-1'. ")
+        );
+        let stack_in_eu = verify_headers(&elsewhere, &key, "eu-west-1", now).unwrap();
+        assert_eq!(stack_in_eu.verify_signature(&Method::POST, &path.parse().unwrap(), b"hi", &key), Ok(()));
+    }
+
+    #[test]
+    fn a_request_without_a_host_is_refused_not_a_panic() {
+        let key = AccessKey::default();
+        let now = SystemTime::now();
+        let path = "/dev/@connections/x";
+        let mut headers = signed("GET", path, b"", &key, now);
+        headers.remove(header::HOST);
+        assert_eq!(check(&headers, "GET", path, b"", &key, now), Err(SignatureError::HostNotSigned));
+        // HTTP/2: no Host header, the authority in the URI instead.
+        let absolute = format!("http://127.0.0.1:8080{path}");
+        assert_eq!(check(&headers, "GET", &absolute, b"", &key, now), Ok(()));
     }
 
     #[test]

@@ -308,11 +308,22 @@ pub fn target_of(url: &str) -> String {
 /// local @connections API with `key`, as the SDKs sign `execute-api` calls
 /// (region us-east-1, the `host` header signed).
 pub fn sigv4_headers(method: &str, url: &str, body: &[u8], key: (&str, &str)) -> Vec<(String, String)> {
+    sigv4_headers_for("us-east-1", method, url, body, key)
+}
+
+/// [`sigv4_headers`] signed for `region`.
+pub fn sigv4_headers_for(
+    region: &str,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    key: (&str, &str),
+) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let identity = aws_sdk_apigatewaymanagement::config::Credentials::new(key.0, key.1, None, None, "tests").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(region)
         .name("execute-api")
         .time(std::time::SystemTime::now())
         .settings(SigningSettings::default())
@@ -553,7 +564,7 @@ pub async fn http_post_json(address: &str, path: &str, body: &Value) -> (u16, Va
 }
 
 /// Sends a whole `Connection: close` request to `host:port`: the whole response as text.
-async fn http_exchange(address: &str, request: String) -> String {
+pub async fn http_exchange(address: &str, request: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = TcpStream::connect(address).await.expect("connect");
     tcp.write_all(request.as_bytes()).await.expect("send the request");
