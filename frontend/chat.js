@@ -5,7 +5,7 @@
 // signing in (auth.js), where to connect (address.js) and the unread count in the
 // title (attention.js) have their own files.
 
-import { endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl } from "./address.js";
+import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl, tokenGoesTo, urlProblem } from "./address.js";
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
@@ -60,10 +60,12 @@ let caughtUp = false; // this connection's catch-up is done: only then is `newes
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
 let idProbe = null; // the text of our first line: its echo tells our connection id
+let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
-  ui.status.textContent = state;
+  // Connected elsewhere than the configured endpoint: the sign-in did not go along.
+  ui.status.textContent = unsignedAt && ["connecting", "connected"].includes(state) ? `${state}, without your sign-in` : state;
   ui.status.dataset.state = state;
   const open = state === "connected";
   const busy = open || state === "connecting";
@@ -254,6 +256,15 @@ function remember() {
 // ---- Connections.
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
+// Where the sign-in goes (config.json's endpoint, else the one beside the page).
+function endpoint() { return configuredEndpoint(signIn.config, location); }
+
+// Why connecting to `base` cannot work now, or null: the sign-in counts only at
+// the configured endpoint (another URL gets no token, so needs none).
+function signInProblem(base) {
+  return tokenGoesTo(base, endpoint()) ? signIn.problem() : null;
+}
+
 // The user's Connect: checks the room and the sign-in, switches rooms if
 // connected to another one.
 async function connect() {
@@ -263,7 +274,8 @@ async function connect() {
   const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
-  if (signIn.problem()) return notice(`Not connected: ${signIn.problem()}`);
+  const refused = urlProblem(base) ?? signInProblem(base);
+  if (refused) return notice(`Not connected: ${refused}`);
   if (socket && name === room) return; // never two connections
   if (socket) retire();
   reconnectDelay = TUNING.reconnectMs;
@@ -285,10 +297,13 @@ function open(base, name, reconnecting) {
   localStorage.setItem(NAME_KEY, chosen);
   let url;
   try {
-    url = socketUrl(base, name, { token: signIn.token()?.token, name: chosen, auth: signIn.config.auth });
-  } catch {
-    return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
+    url = socketUrl(base, name, { token: signIn.token()?.token, endpoint: endpoint(), name: chosen, auth: signIn.config.auth });
+  } catch (error) {
+    return notice(`Not connected: ${error.message}`);
   }
+  // Another endpoint than the configured one: it gets no token, and the user is told.
+  const elsewhere = signIn.config.auth !== "none" && !tokenGoesTo(base, endpoint());
+  unsignedAt = elsewhere ? new URL(base).origin : null;
   userClosed = false;
   localStorage.setItem(URL_KEY, base);
   history.replaceState(null, "", `#room=${name}`);
@@ -298,7 +313,10 @@ function open(base, name, reconnecting) {
     members.enter(room);
   }
   setStatus("connecting");
-  notice("");
+  if (elsewhere) {
+    const home = endpoint() ? new URL(endpoint()).origin : "the endpoint config.json names";
+    notice(`Connecting to ${unsignedAt} without your sign-in: it is only sent to ${home}.`, "warn");
+  } else notice("");
   const ws = new WebSocket(url);
   socket = ws;
   let opened = false;
@@ -333,17 +351,19 @@ function open(base, name, reconnecting) {
     setStatus(opened ? "disconnected" : "error");
     if (userClosed) return;
     // Without a usable token, trying again cannot help: say so instead.
-    if (signIn.problem()) return notice(signIn.problem());
+    if (signInProblem(base)) return notice(signInProblem(base));
     if (!opened && !reconnecting) {
       // A browser cannot see the HTTP status: a refused upgrade (a bad room, a
       // wrong stage, a refused token) and an unreachable host look alike. Do not retry.
-      const why = signIn.config.auth === "none" ? "Check the URL and the room name." : "Check the URL and the room name, or sign in again.";
+      const why = signIn.config.auth === "none" ? "Check the URL and the room name."
+        : unsignedAt ? "Check the URL and the room name (your sign-in is not sent there)."
+          : "Check the URL and the room name, or sign in again.";
       return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. ${why}`);
     }
     notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
     const delay = reconnectDelay;
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-    setTimeout(() => { if (!socket && !userClosed && !signIn.problem()) open(base, name, true); }, delay);
+    setTimeout(() => { if (!socket && !userClosed && !signInProblem(base)) open(base, name, true); }, delay);
   };
 }
 
@@ -439,6 +459,7 @@ setStatus("disconnected");
 signIn.complete() // back from the issuer's sign-in page?
   .catch((error) => notice(error.message))
   .then((signedIn) => {
+    if (!stored && signIn.config.endpoint) ui.url.value = endpoint(); // a page hosted apart from its API
     ui.room.value = roomFromHash(location.hash) ?? "lobby";
     if (stored || signedIn) connect();
   });
