@@ -2,13 +2,16 @@
 // and coalesced frames; every user-supplied string is rendered with textContent,
 // never as HTML. The message list (timeline.js), members (members.js), gap-free
 // recovery (recovery.js), the outbox of unacknowledged lines (outbox.js),
-// signing in (auth.js), where to connect (address.js) and the unread count in the
-// title (attention.js) have their own files.
+// signing in (auth.js), where to connect (address.js), telling apart people who
+// share a name (names.js) and the unread count in the title (attention.js) have
+// their own files. "(you)" is decided by the verified `userId` when a frame has
+// one (a display name is only a label anyone may share), else by connection id.
 
 import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl, tokenGoesTo, urlProblem } from "./address.js";
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
+import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
 import { CatchUp, Positions } from "./recovery.js";
 import { Timeline } from "./timeline.js";
@@ -35,8 +38,10 @@ const ui = {
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
 };
-const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
-const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName });
+const names = new Names();
+const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members"),
+  label: displayName });
+const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName, notice: noticeText });
 const positions = new Positions();
 const outbox = new Outbox();
 const unread = new Unread();
@@ -47,6 +52,7 @@ let socket = null;
 let room = null; // the room whose lines are on the page
 let myId = null;
 const myIds = new Set(); // this page's connection ids, one per connection
+let myUserId = null; // the verified user this page is signed in as (`who` says, as youUserId)
 let connectedAt = null;
 let timers = [];
 let userClosed = false;
@@ -131,19 +137,19 @@ function render(frame) {
   }
   if (frame.message === "pong") return;
   if (frame.kind === "join" || frame.kind === "leave") {
-    const name = displayName(frame);
-    members.event(frame.kind, frame.connectionId, frame.timestamp, name);
-    const text = name ? `${name} ${frame.kind === "join" ? "joined" : "left"} the chat` : frame.message;
-    return timeline.add({ ...frame, text, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
+    noteName(frame);
+    members.event(frame.kind, frame.connectionId, frame.timestamp, frame);
+    return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
   }
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
-    const mine = myIds.has(frame.connectionId) || Boolean(frame.verified && frame.user === signIn.token()?.name);
+    noteName(frame);
+    const mine = myIds.has(frame.connectionId) || isMyUser(frame);
     echoed(frame.connectionId, frame.text);
     if (fresh && !mine) unread.add();
     // Grouped by verified user (any of their connections), else by connection.
-    const sender = frame.verified ? `user:${frame.user}` : frame.connectionId;
-    return timeline.add({ ...frame, sender, mine, name: displayName(frame), ownName: frame.user }, { fresh });
+    const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
+    return timeline.add({ ...frame, sender, mine }, { fresh });
   }
   // A seed-era server: only `message`, maybe a seed chat line.
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
@@ -151,10 +157,33 @@ function render(frame) {
   timeline.note(String(frame.message ?? ""));
 }
 
-// Who a chat line is from, as shown: "you" (or "alice (you)"), a name, or the connection id.
+// Whether a line is from the user this page is signed in as: by the verified
+// userId; a server that sends none (older) is trusted on the verified name.
+function isMyUser(frame) {
+  if (!frame.verified) return false;
+  if (frame.userId) return frame.userId === myUserId;
+  return frame.user === signIn.token()?.name;
+}
+
+// A verified name and its user: two users with one name get tags (names.js).
+function noteName(frame) {
+  if (frame.verified && names.note(frame.user, frame.userId)) {
+    timeline.draw();
+    members.render();
+  }
+}
+
+// Who a chat line is from, as shown (asked at every draw, so a tag appears once a
+// second user takes the name): "you" (or "alice (you)"), a name, or the connection id.
 function senderName(event) {
-  if (event.mine) return event.ownName ? `${event.ownName} (you)` : "you";
-  return event.name ?? event.connectionId;
+  if (event.mine) return event.user ? `${event.verified ? names.label(event.user, event.userId) : event.user} (you)` : "you";
+  return displayName(event) ?? event.connectionId;
+}
+
+// A join or leave notice as shown: "alice #k3f9 joined the chat", else the server's text.
+function noticeText(event) {
+  const name = displayName(event);
+  return name ? `${name} ${event.kind === "join" ? "joined" : "left"} the chat` : event.text;
 }
 
 // `[<time> - UTC]\n <sender>  <text>\n`, the seed's chat line.
@@ -177,10 +206,11 @@ function acked(frame) {
   if (line) unshow(line); // the line itself comes (or came) with the broadcast
 }
 
-// A user's name as the server gave it; a name the client chose itself says so.
+// A user's name as the server gave it (tagged while another user shares it); a
+// name the client chose itself says so.
 function displayName(frame) {
   if (!frame.user) return null;
-  return frame.verified ? frame.user : `${frame.user} (unverified)`;
+  return frame.verified ? names.label(frame.user, frame.userId) : `${frame.user} (unverified)`;
 }
 
 // An error frame. A server without `who` or `history` answers "Invalid request":
@@ -195,6 +225,8 @@ function refused(frame) {
 
 function presence(frame) {
   if (!myId && frame.you) learnId(frame.you); // a server that says who asked
+  if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
+  (frame.members ?? []).forEach(noteName);
   members.snapshot(frame.members);
   if (frame.next) send({ action: "who", next: frame.next });
   if (waiting === "who") startCatchUp();
@@ -310,6 +342,7 @@ function open(base, name, reconnecting) {
   if (name !== room) {
     room = name;
     clearLines();
+    names.clear();
     members.enter(room);
   }
   setStatus("connecting");
@@ -441,8 +474,15 @@ function learnId(connectionId) {
   myId = connectionId;
   myIds.add(myId);
   idProbe = null;
-  timeline.markMine(myId);
+  timeline.markMine((event) => event.connectionId === myId);
   members.setMe(myId);
+}
+
+// Our verified user: `who`'s answer says it (youUserId); their lines are ours,
+// from any connection, and only theirs, whatever name others chose.
+function learnUser(userId) {
+  myUserId = userId;
+  timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
 }
 
 // The room comes from the address (#room=NAME); the local stack's page defaults
