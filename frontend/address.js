@@ -19,16 +19,61 @@ export function nameProblem(chosen) {
   return null;
 }
 
+// Why the page will not open `base`, or null. Only ws:// and wss://; plain ws://
+// only to this machine (loopback: 127.0.0.0/8, [::1], localhost), because
+// everything on it, a token included, crosses the network unencrypted.
+export function urlProblem(base) {
+  let url;
+  try { url = new URL(base); } catch { return `"${base}" is not a ws:// or wss:// URL.`; }
+  if (!/^wss?:$/.test(url.protocol)) return `"${base}" is not a ws:// or wss:// URL.`;
+  if (url.protocol === "ws:" && !isLoopback(url.hostname)) {
+    return `plain ws:// is unencrypted, so the page only uses it on this machine (localhost, 127.x.x.x, [::1]); use wss://${url.host}${url.pathname} instead.`;
+  }
+  return null;
+}
+
+// Whether a URL's hostname (as `URL` normalizes it: "127.0.0.1", "[::1]") is this machine.
+export function isLoopback(hostname) {
+  const host = hostname.toLowerCase();
+  return host === "localhost" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+// The endpoint the page's sign-in is for, as a ws:// or wss:// URL ("" when none):
+// config.json's `endpoint` (a ws(s):// URL, or a path on the page's own host, as
+// for a page hosted apart from its API), else the endpoint beside the page.
+export function configuredEndpoint(config, location) {
+  if (typeof config?.endpoint !== "string") return endpointBeside(location);
+  try {
+    const url = new URL(config.endpoint, location.href);
+    if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return /^wss?:$/.test(url.protocol) ? url.href : "";
+  } catch {
+    return "";
+  }
+}
+
+// Whether the token may go to `base`: only to the configured endpoint's origin
+// (scheme, host and port), never to whatever URL was typed or remembered.
+export function tokenGoesTo(base, endpoint) {
+  try {
+    return Boolean(endpoint) && new URL(base).origin === new URL(endpoint).origin;
+  } catch {
+    return false;
+  }
+}
+
 // The address to connect to: room, then a token (`Authorization=Bearer%20…`,
-// the authorizer's identity source; browsers cannot set headers on a WebSocket)
-// or else a chosen, unverified name (only where nobody signs in); and coalesced
-// frames. Throws on a URL that is not ws:// or wss://.
-export function socketUrl(base, room, { token, name, auth }) {
+// the authorizer's identity source; browsers cannot set headers on a WebSocket),
+// only when `base` is at the configured `endpoint`, or else a chosen, unverified
+// name (only where nobody signs in); and coalesced frames. Throws an Error
+// saying why (`urlProblem`) for a URL the page will not open.
+export function socketUrl(base, room, { token, endpoint, name, auth }) {
+  const problem = urlProblem(base);
+  if (problem) throw new Error(problem);
   const url = new URL(base);
-  if (!/^wss?:$/.test(url.protocol)) throw new Error("not a WebSocket URL");
   url.searchParams.set("room", room);
   url.searchParams.set("batch", "1");
-  if (token) url.search += `&Authorization=${encodeURIComponent(`Bearer ${token}`)}`;
+  if (token && tokenGoesTo(base, endpoint)) url.search += `&Authorization=${encodeURIComponent(`Bearer ${token}`)}`;
   else if (name && auth === "none") url.searchParams.set("name", name);
   return url.href;
 }

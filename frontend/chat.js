@@ -2,13 +2,16 @@
 // and coalesced frames; every user-supplied string is rendered with textContent,
 // never as HTML. The message list (timeline.js), members (members.js), gap-free
 // recovery (recovery.js), the outbox of unacknowledged lines (outbox.js),
-// signing in (auth.js), where to connect (address.js) and the unread count in the
-// title (attention.js) have their own files.
+// signing in (auth.js), where to connect (address.js), telling apart people who
+// share a name (names.js) and the unread count in the title (attention.js) have
+// their own files. "(you)" is decided by the verified `userId` when a frame has
+// one (a display name is only a label anyone may share), else by connection id.
 
-import { endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl } from "./address.js";
+import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl, tokenGoesTo, urlProblem } from "./address.js";
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
+import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
 import { CatchUp, Positions } from "./recovery.js";
 import { Timeline } from "./timeline.js";
@@ -35,8 +38,10 @@ const ui = {
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
   autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
 };
-const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members") });
-const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName });
+const names = new Names();
+const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members"),
+  label: displayName });
+const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName, notice: noticeText });
 const positions = new Positions();
 const outbox = new Outbox();
 const unread = new Unread();
@@ -47,6 +52,7 @@ let socket = null;
 let room = null; // the room whose lines are on the page
 let myId = null;
 const myIds = new Set(); // this page's connection ids, one per connection
+let myUserId = null; // the verified user this page is signed in as (`who` says, as youUserId)
 let connectedAt = null;
 let timers = [];
 let userClosed = false;
@@ -60,10 +66,12 @@ let caughtUp = false; // this connection's catch-up is done: only then is `newes
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
 let idProbe = null; // the text of our first line: its echo tells our connection id
+let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
-  ui.status.textContent = state;
+  // Connected elsewhere than the configured endpoint: the sign-in did not go along.
+  ui.status.textContent = unsignedAt && ["connecting", "connected"].includes(state) ? `${state}, without your sign-in` : state;
   ui.status.dataset.state = state;
   const open = state === "connected";
   const busy = open || state === "connecting";
@@ -129,19 +137,19 @@ function render(frame) {
   }
   if (frame.message === "pong") return;
   if (frame.kind === "join" || frame.kind === "leave") {
-    const name = displayName(frame);
-    members.event(frame.kind, frame.connectionId, frame.timestamp, name);
-    const text = name ? `${name} ${frame.kind === "join" ? "joined" : "left"} the chat` : frame.message;
-    return timeline.add({ ...frame, text, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
+    noteName(frame);
+    members.event(frame.kind, frame.connectionId, frame.timestamp, frame);
+    return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
   }
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
-    const mine = myIds.has(frame.connectionId) || Boolean(frame.verified && frame.user === signIn.token()?.name);
+    noteName(frame);
+    const mine = myIds.has(frame.connectionId) || isMyUser(frame);
     echoed(frame.connectionId, frame.text);
     if (fresh && !mine) unread.add();
     // Grouped by verified user (any of their connections), else by connection.
-    const sender = frame.verified ? `user:${frame.user}` : frame.connectionId;
-    return timeline.add({ ...frame, sender, mine, name: displayName(frame), ownName: frame.user }, { fresh });
+    const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
+    return timeline.add({ ...frame, sender, mine }, { fresh });
   }
   // A seed-era server: only `message`, maybe a seed chat line.
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
@@ -149,10 +157,33 @@ function render(frame) {
   timeline.note(String(frame.message ?? ""));
 }
 
-// Who a chat line is from, as shown: "you" (or "alice (you)"), a name, or the connection id.
+// Whether a line is from the user this page is signed in as: by the verified
+// userId; a server that sends none (older) is trusted on the verified name.
+function isMyUser(frame) {
+  if (!frame.verified) return false;
+  if (frame.userId) return frame.userId === myUserId;
+  return frame.user === signIn.token()?.name;
+}
+
+// A verified name and its user: two users with one name get tags (names.js).
+function noteName(frame) {
+  if (frame.verified && names.note(frame.user, frame.userId)) {
+    timeline.draw();
+    members.render();
+  }
+}
+
+// Who a chat line is from, as shown (asked at every draw, so a tag appears once a
+// second user takes the name): "you" (or "alice (you)"), a name, or the connection id.
 function senderName(event) {
-  if (event.mine) return event.ownName ? `${event.ownName} (you)` : "you";
-  return event.name ?? event.connectionId;
+  if (event.mine) return event.user ? `${event.verified ? names.label(event.user, event.userId) : event.user} (you)` : "you";
+  return displayName(event) ?? event.connectionId;
+}
+
+// A join or leave notice as shown: "alice #k3f9 joined the chat", else the server's text.
+function noticeText(event) {
+  const name = displayName(event);
+  return name ? `${name} ${event.kind === "join" ? "joined" : "left"} the chat` : event.text;
 }
 
 // `[<time> - UTC]\n <sender>  <text>\n`, the seed's chat line.
@@ -175,10 +206,11 @@ function acked(frame) {
   if (line) unshow(line); // the line itself comes (or came) with the broadcast
 }
 
-// A user's name as the server gave it; a name the client chose itself says so.
+// A user's name as the server gave it (tagged while another user shares it); a
+// name the client chose itself says so.
 function displayName(frame) {
   if (!frame.user) return null;
-  return frame.verified ? frame.user : `${frame.user} (unverified)`;
+  return frame.verified ? names.label(frame.user, frame.userId) : `${frame.user} (unverified)`;
 }
 
 // An error frame. A server without `who` or `history` answers "Invalid request":
@@ -193,6 +225,8 @@ function refused(frame) {
 
 function presence(frame) {
   if (!myId && frame.you) learnId(frame.you); // a server that says who asked
+  if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
+  (frame.members ?? []).forEach(noteName);
   members.snapshot(frame.members);
   if (frame.next) send({ action: "who", next: frame.next });
   if (waiting === "who") startCatchUp();
@@ -254,6 +288,15 @@ function remember() {
 // ---- Connections.
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
 
+// Where the sign-in goes (config.json's endpoint, else the one beside the page).
+function endpoint() { return configuredEndpoint(signIn.config, location); }
+
+// Why connecting to `base` cannot work now, or null: the sign-in counts only at
+// the configured endpoint (another URL gets no token, so needs none).
+function signInProblem(base) {
+  return tokenGoesTo(base, endpoint()) ? signIn.problem() : null;
+}
+
 // The user's Connect: checks the room and the sign-in, switches rooms if
 // connected to another one.
 async function connect() {
@@ -263,7 +306,8 @@ async function connect() {
   const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
-  if (signIn.problem()) return notice(`Not connected: ${signIn.problem()}`);
+  const refused = urlProblem(base) ?? signInProblem(base);
+  if (refused) return notice(`Not connected: ${refused}`);
   if (socket && name === room) return; // never two connections
   if (socket) retire();
   reconnectDelay = TUNING.reconnectMs;
@@ -285,20 +329,27 @@ function open(base, name, reconnecting) {
   localStorage.setItem(NAME_KEY, chosen);
   let url;
   try {
-    url = socketUrl(base, name, { token: signIn.token()?.token, name: chosen, auth: signIn.config.auth });
-  } catch {
-    return notice(`Not connected: "${base}" is not a ws:// or wss:// URL.`);
+    url = socketUrl(base, name, { token: signIn.token()?.token, endpoint: endpoint(), name: chosen, auth: signIn.config.auth });
+  } catch (error) {
+    return notice(`Not connected: ${error.message}`);
   }
+  // Another endpoint than the configured one: it gets no token, and the user is told.
+  const elsewhere = signIn.config.auth !== "none" && !tokenGoesTo(base, endpoint());
+  unsignedAt = elsewhere ? new URL(base).origin : null;
   userClosed = false;
   localStorage.setItem(URL_KEY, base);
   history.replaceState(null, "", `#room=${name}`);
   if (name !== room) {
     room = name;
     clearLines();
+    names.clear();
     members.enter(room);
   }
   setStatus("connecting");
-  notice("");
+  if (elsewhere) {
+    const home = endpoint() ? new URL(endpoint()).origin : "the endpoint config.json names";
+    notice(`Connecting to ${unsignedAt} without your sign-in: it is only sent to ${home}.`, "warn");
+  } else notice("");
   const ws = new WebSocket(url);
   socket = ws;
   let opened = false;
@@ -333,17 +384,19 @@ function open(base, name, reconnecting) {
     setStatus(opened ? "disconnected" : "error");
     if (userClosed) return;
     // Without a usable token, trying again cannot help: say so instead.
-    if (signIn.problem()) return notice(signIn.problem());
+    if (signInProblem(base)) return notice(signInProblem(base));
     if (!opened && !reconnecting) {
       // A browser cannot see the HTTP status: a refused upgrade (a bad room, a
       // wrong stage, a refused token) and an unreachable host look alike. Do not retry.
-      const why = signIn.config.auth === "none" ? "Check the URL and the room name." : "Check the URL and the room name, or sign in again.";
+      const why = signIn.config.auth === "none" ? "Check the URL and the room name."
+        : unsignedAt ? "Check the URL and the room name (your sign-in is not sent there)."
+          : "Check the URL and the room name, or sign in again.";
       return notice(`Could not connect to room "${name}": the server refused the connection or is unreachable. ${why}`);
     }
     notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
     const delay = reconnectDelay;
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-    setTimeout(() => { if (!socket && !userClosed && !signIn.problem()) open(base, name, true); }, delay);
+    setTimeout(() => { if (!socket && !userClosed && !signInProblem(base)) open(base, name, true); }, delay);
   };
 }
 
@@ -421,8 +474,15 @@ function learnId(connectionId) {
   myId = connectionId;
   myIds.add(myId);
   idProbe = null;
-  timeline.markMine(myId);
+  timeline.markMine((event) => event.connectionId === myId);
   members.setMe(myId);
+}
+
+// Our verified user: `who`'s answer says it (youUserId); their lines are ours,
+// from any connection, and only theirs, whatever name others chose.
+function learnUser(userId) {
+  myUserId = userId;
+  timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
 }
 
 // The room comes from the address (#room=NAME); the local stack's page defaults
@@ -439,6 +499,7 @@ setStatus("disconnected");
 signIn.complete() // back from the issuer's sign-in page?
   .catch((error) => notice(error.message))
   .then((signedIn) => {
+    if (!stored && signIn.config.endpoint) ui.url.value = endpoint(); // a page hosted apart from its API
     ui.room.value = roomFromHash(location.hash) ?? "lobby";
     if (stored || signedIn) connect();
   });

@@ -33,8 +33,8 @@ function timeOf(at) {
 }
 
 // A notice as shown: the page's own connection is "You", not its id.
-function noticeText(event) {
-  if (!event.mine) return event.text;
+function noticeText(event, describe) {
+  if (!event.mine) return describe(event);
   return event.kind === "join" ? "You joined the chat" : "You left the chat";
 }
 
@@ -63,9 +63,10 @@ function insertionIndex(events, id) {
 
 export class Timeline {
   // list: the <ol>; jump: the "new messages" button; who(event): the sender's
-  // display name ("alice", "bob (unverified)", "you"), asked at every draw.
-  constructor({ list, jump, who }) {
-    Object.assign(this, { list, jump, who });
+  // display name ("alice", "bob (unverified)", "you"), asked at every draw;
+  // notice(event): a join or leave as text (default: its `text`), likewise.
+  constructor({ list, jump, who, notice = (event) => event.text }) {
+    Object.assign(this, { list, jump, who, notice });
     this.events = []; // as added, plus `at` (a Date or null), by id
     this.loose = []; // lines without an id (seed frames, errors): {after, seq, text, cls}
     this.pending = new Map(); // clientMessageId -> text, drawn last
@@ -104,9 +105,9 @@ export class Timeline {
 
   unshowPending(clientMessageId) { if (this.pending.delete(clientMessageId)) this.draw(); }
 
-  // Our connection id became known: its lines are ours.
-  markMine(connectionId) {
-    for (const event of this.events) if (event.connectionId === connectionId) event.mine = true;
+  // Our connection id or user became known: the events `ours` accepts are ours.
+  markMine(ours) {
+    for (const event of this.events) if (ours(event)) event.mine = true;
     this.draw();
   }
 
@@ -171,6 +172,7 @@ export class Timeline {
   // What to show, top to bottom: [{key, signature, build()}].
   layout() {
     const rows = [];
+    const notice = this.notice;
     let loose = 0;
     let day = null;
     let run = null;
@@ -203,7 +205,7 @@ export class Timeline {
           run = { key: event.id, events: [] };
           const members = run.events;
           rows.push({ key: run.key,
-            get signature() { return `${members.length}|${members.at(-1).id}|${members.filter((e) => e.mine).length}`; },
+            get signature() { return `${members.length}|${members.at(-1).id}|${members.map((e) => noticeText(e, notice)).join("|")}`; },
             build: () => this.noticeRow(members) });
         }
         run.events.push(event);
@@ -254,7 +256,7 @@ export class Timeline {
     row.dataset.id = event.id;
     row.dataset.kind = "chat";
     row.dataset.sender = event.connectionId;
-    row.title = `connection ${event.connectionId}`;
+    row.title = `${event.userId ? `user ${event.userId}, ` : ""}connection ${event.connectionId}`;
     const meta = element("span", "meta");
     meta.append(element("span", "who", who), element("span", "sep", " · "), timeOf(event.at));
     row.append(meta, document.createTextNode(event.text));
@@ -269,7 +271,7 @@ export class Timeline {
     const entries = events.map((event) => {
       const entry = element("span", "entry");
       entry.dataset.id = event.id;
-      entry.append(element("span", "", noticeText(event)), element("span", "sep", " · "), timeOf(event.at));
+      entry.append(element("span", "", noticeText(event, this.notice)), element("span", "sep", " · "), timeOf(event.at));
       return entry;
     });
     if (events.length === 1) {

@@ -14,12 +14,53 @@ const WAIT = { timeout: 10_000 };
 
 const step = (text) => console.log(`browser: ${text}`);
 
-function launch() {
-  return chromium.launch({
+// Every page of every test runs under the pages' Content-Security-Policy, and a
+// violation fails the script: the page's `securitypolicyviolation` event, or
+// Chromium's console report of one, is kept here, and closing the browser (every
+// script does, last) throws if any was kept. `takeCspViolations` hands a test
+// the ones it caused on purpose.
+const cspViolations = [];
+
+function cspViolation(text) {
+  cspViolations.push(text);
+  console.error(`browser: CSP violation: ${text}`);
+}
+
+function takeCspViolations() {
+  return cspViolations.splice(0);
+}
+
+async function watchCsp(context) {
+  await context.exposeBinding("__reportCspViolation", ({ page }, text) => cspViolation(`${page.url()}: ${text}`));
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (event) => {
+      window.__reportCspViolation(`${event.effectiveDirective} refused ${event.blockedURI || "(inline)"} at ${event.sourceFile}:${event.lineNumber}`);
+    });
+  });
+  context.on("console", (message) => {
+    if (/Content.Security.Policy/i.test(message.text())) cspViolation(`console: ${message.text()}`);
+  });
+}
+
+async function launch() {
+  const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync"],
   });
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    await watchCsp(context);
+    return context;
+  };
+  const close = browser.close.bind(browser);
+  browser.close = async () => {
+    await close();
+    const found = takeCspViolations();
+    if (found.length) throw new Error(`Content-Security-Policy violations:\n${found.join("\n")}`);
+  };
+  return browser;
 }
 
 // One context per user: separate localStorage, like two people. `tuning` is
@@ -164,5 +205,5 @@ async function deleteConnection(stackUrl, connectionId) {
   return fetch(url, { method: "DELETE", headers: { "x-amz-date": amzDate, authorization } });
 }
 
-module.exports = { WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
+module.exports = { takeCspViolations, WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
   waitForStatus, connect, say };

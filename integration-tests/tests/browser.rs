@@ -121,6 +121,29 @@ async fn sign_in_with_the_dev_page_and_with_oidc_pkce_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn the_page_sends_its_token_only_to_its_endpoint_and_runs_under_a_csp() {
+    // The script also runs a plain loopback WebSocket server of its own (the
+    // "other endpoint"), which records the URLs it is asked for.
+    run_script("security.test.cjs", "browser-security", &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"])
+        .await
+        .0
+        .stop()
+        .await;
+}
+
+#[tokio::test]
+async fn people_who_share_a_name_are_told_apart_by_user_id_on_the_page() {
+    // The page talks to a scripted loopback server of the script's own, with exact frames.
+    run_script("people.test.cjs", "browser-people", &[]).await.0.stop().await;
+}
+
+#[tokio::test]
+async fn two_accounts_named_alice_each_see_only_their_own_lines_as_theirs() {
+    // The script starts its own stack with a --jwt-secret it knows, to mint both tokens.
+    run_script("same-name.test.cjs", "browser-same-name", &[]).await.0.stop().await;
+}
+
+#[tokio::test]
 async fn coalesced_frames_reach_the_page_in_headless_chromium() {
     // A batching window gathers the burst into few broadcaster invocations.
     let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100"]).await;

@@ -250,7 +250,7 @@ async fn unrouted(stage_prefix: Arc<str>, frontend: Option<ServeDir>, hidden: bo
     }
     let Some(mut frontend) = frontend else { return webpage::serve(request.uri()) };
     match frontend.try_call(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => webpage::with_policy(response.map(Body::new)),
         Err(error) => {
             tracing::error!(%error, "cannot serve the web chat");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
