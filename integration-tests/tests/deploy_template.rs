@@ -1201,3 +1201,22 @@ fn alarms_and_the_dashboard_watch_metrics_that_exist() {
     }
     assert!(shown >= 8, "the dashboard shows the broadcaster's counters");
 }
+
+#[test]
+fn the_page_config_names_the_stacks_own_endpoint() {
+    // The page sends its token only to the endpoint its config.json names
+    // (frontend/address.js): every mode's PageConfig must name the stack's own.
+    let raw = template();
+    let url = text(&raw["Outputs"]["WebSocketUrl"]["Value"]);
+    let endpoint = url.trim_start_matches("Sub:");
+    for mode in AUTH_MODES {
+        let resolved = resolve(&raw, &auth_conditions(mode, false)).unwrap();
+        // The JSON is the first string under the `!Sub` (plain, or `[text, variables]`).
+        let mut value = &resolved["Outputs"]["PageConfig"]["Value"];
+        while let Value::Tagged(tagged) = value {
+            value = &tagged.value;
+        }
+        let page_config = list(value)[0].as_str().unwrap();
+        assert!(page_config.contains(&format!(r#""endpoint":"{endpoint}""#)), "{mode}: {page_config}");
+    }
+}
