@@ -115,7 +115,7 @@ mod tests {
         let line = text_line(&event);
         assert_eq!(line, format!("2026-11-24T10:00:00Z  {}  lobby  a  two\\nlines", event.message_id));
         assert!(text_line(&log()[0]).ends_with("A new user has joined the chat - a"));
-        let named = event.clone().by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
+        let named = event.clone().by(Some(&crate::model::Identity::chosen("Ada")));
         assert!(text_line(&named).contains("  lobby  Ada? (a)  two\\nlines"), "{}", text_line(&named));
     }
 }

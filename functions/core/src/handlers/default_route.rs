@@ -1,4 +1,5 @@
 use super::{HandlerError, not_registered_frame, sender};
+use crate::model::Connection;
 use crate::ports::{Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
 use crate::protocol::{
     Command, PRESENCE_PAGE, event_frame, history_end_frame, invalid_request_frame, parse_command, presence_frame,
@@ -21,8 +22,8 @@ pub async fn default_route(
             history(connection_id, &room, limit, since, log, poster).await
         }
         Ok(Command::Who { after }) => {
-            let Some(room) = sender_room(connection_id, connections, poster).await? else { return Ok(()) };
-            who(connection_id, &room, after, connections, poster).await
+            let Some(asker) = sender_row(connection_id, connections, poster).await? else { return Ok(()) };
+            who(&asker, after, connections, poster).await
         }
         Ok(_) => {
             tracing::info!(connection_id, "unrecognized request");
@@ -41,11 +42,20 @@ async fn sender_room(
     connections: &dyn ConnectionStore,
     poster: &dyn SocketPoster,
 ) -> Result<Option<String>, HandlerError> {
-    let room = sender(connection_id, connections).await?.map(|c| c.room);
-    if room.is_none() {
+    Ok(sender_row(connection_id, connections, poster).await?.map(|c| c.room))
+}
+
+/// The sender's connection row; when it is gone, tells the sender so and gives `None`.
+async fn sender_row(
+    connection_id: &str,
+    connections: &dyn ConnectionStore,
+    poster: &dyn SocketPoster,
+) -> Result<Option<Connection>, HandlerError> {
+    let row = sender(connection_id, connections).await?;
+    if row.is_none() {
         reply_to(connection_id, &Bytes::from(not_registered_frame()), poster).await?;
     }
-    Ok(room)
+    Ok(row)
 }
 
 /// Sends the sender past events of `room` in log order, each as the frame the
@@ -79,18 +89,18 @@ pub async fn history(
     reply_to(connection_id, &Bytes::from(history_end_frame(room, events.len(), more)), poster).await
 }
 
-/// Sends the sender one page of who is in `room`.
+/// Sends the asker one page of who is in its room.
 async fn who(
-    connection_id: &str,
-    room: &str,
+    asker: &Connection,
     after: Option<String>,
     connections: &dyn ConnectionStore,
     poster: &dyn SocketPoster,
 ) -> Result<(), HandlerError> {
+    let (connection_id, room) = (asker.connection_id.as_str(), asker.room.as_str());
     let count = connections.count(room).await?;
     let page = connections.list(room, after, PRESENCE_PAGE).await?;
     tracing::info!(connection_id, room, count, "presence served");
-    let frame = presence_frame(room, count, &page.items, connection_id, page.next.as_deref());
+    let frame = presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
     reply_to(connection_id, &Bytes::from(frame), poster).await
 }
 
@@ -232,6 +242,24 @@ mod tests {
             serde_json::json!([{"connectionId":"m100","connectedAt":"2026-11-24T09:00:00Z"}])
         );
         assert!(second.get("next").is_none());
+    }
+
+    #[tokio::test]
+    async fn who_tells_accounts_apart_and_the_asker_its_own() {
+        let store = MemoryConnections::default();
+        let at = at("2026-11-24T09:00:00Z");
+        let (alice_a, alice_b) = (
+            crate::model::Identity::verified("alice", "https://a.example|1"),
+            crate::model::Identity::verified("alice", "https://b.example|1"),
+        );
+        store.put(&Connection::new("c1", "ip", at).of(Some(&alice_a))).await.unwrap();
+        store.put(&Connection::new("c2", "ip", at).of(Some(&alice_b))).await.unwrap();
+        let poster = RecordingPoster::default();
+        default_route("c2", r#"{"action":"who"}"#, &store, &MemoryLog::default(), &poster).await.unwrap();
+        let frame = &poster.frames_to("c2")[0];
+        let ids: Vec<_> = frame["members"].as_array().unwrap().iter().map(|m| m["userId"].clone()).collect();
+        assert_eq!(ids, [serde_json::json!("https://a.example|1"), serde_json::json!("https://b.example|1")]);
+        assert_eq!((frame["you"].as_str(), frame["youUserId"].as_str()), (Some("c2"), Some("https://b.example|1")));
     }
 
     #[tokio::test]
