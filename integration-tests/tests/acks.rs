@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Client, Stack, hs256_token, scratch, with_token};
+use common::{Client, JWT_SECRET, Stack, hs256_token, scratch, with_token};
 use serde_json::{Value, json};
 
 const CLIENT_MESSAGE_ID: &str = "0192f3a4-5b6c-7d8e-9f01-23456789abcd";
@@ -65,8 +65,6 @@ async fn a_bad_client_message_id_is_refused_and_nothing_is_stored() {
     stack.stop().await;
 }
 
-const SECRET: &str = "a-local-secret-of-at-least-32-bytes";
-
 fn is_ack(frame: &Value) -> bool {
     frame.get("ack").is_some()
 }
@@ -79,9 +77,9 @@ fn is_ack(frame: &Value) -> bool {
 #[tokio::test]
 async fn a_receipt_is_its_sender_s_and_its_room_s() {
     let dir = scratch("acks_accounts");
-    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", SECRET]).await;
-    let (token_a, token_b) = (hs256_token(SECRET, "user-a", "alice"), hs256_token(SECRET, "user-b", "bob"));
-    let watcher_token = hs256_token(SECRET, "watcher", "watcher");
+    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", JWT_SECRET]).await;
+    let (token_a, token_b) = (hs256_token(JWT_SECRET, "user-a", "alice"), hs256_token(JWT_SECRET, "user-b", "bob"));
+    let watcher_token = hs256_token(JWT_SECRET, "watcher", "watcher");
     let in_room = |room: &str, token: &str| with_token(&format!("{}?room={room}", stack.ws_url), token);
     let mut red_watcher = Client::connect(&in_room("red", &watcher_token)).await;
     let mut a = Client::connect(&in_room("red", &token_a)).await;

@@ -13,7 +13,7 @@ use chat_aws::TableNames;
 use chat_core::LogEvent;
 use chat_local::DynamoSettings;
 use chat_local::stream::RecordSource;
-use common::{Client, Moto, Stack, WAIT, hs256_token, run_binary, scratch, with_token};
+use common::{Client, JWT_SECRET, Moto, Stack, WAIT, hs256_token, run_binary, scratch, with_token};
 use serde_json::Value;
 
 const BUCKET: &str = "chat-archive";
@@ -287,7 +287,7 @@ async fn rooms_fan_out_through_moto_s_stream() {
 async fn acknowledged_sends_are_stored_once_on_moto() {
     let moto = Moto::start().await;
     let dir = scratch("dynamodb-mode-acks");
-    let secret = "a-local-secret-of-at-least-32-bytes";
+    let secret = JWT_SECRET;
     let args = ["--dynamodb-endpoint", &moto.url, "--create-tables", "--jwt-secret", secret];
     let stack = Stack::start(&dir.join("unused.db"), &args).await;
     let mut sender = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-a", "alice"))).await;

@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Client, Stack, host_of, hs256_token, http_get, http_post_json, refused_status, scratch, with_token};
+use common::{
+    Client, JWT_SECRET, Stack, host_of, hs256_token, http_get, http_post_json, refused_status, scratch, with_token,
+};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -130,7 +132,7 @@ async fn an_oidc_issuer_s_tokens_admit_and_name_their_users() {
 #[tokio::test]
 async fn the_development_sign_in_mints_tokens_the_authorizer_accepts() {
     let dir = scratch("identity_dev");
-    let secret = "a-local-secret-of-at-least-32-bytes";
+    let secret = JWT_SECRET;
     let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", secret]).await;
     let address = host_of(&stack.http_url);
     assert_eq!(body_json(&http_get(&address, "/config.json").await), json!({"auth": "dev", "loginUrl": "/login.html"}));
@@ -171,7 +173,7 @@ async fn the_development_sign_in_mints_tokens_the_authorizer_accepts() {
 #[tokio::test]
 async fn two_accounts_with_the_same_name_have_different_user_ids() {
     let dir = scratch("identity_same_name");
-    let secret = "a-local-secret-of-at-least-32-bytes";
+    let secret = JWT_SECRET;
     let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", secret]).await;
     let mut first = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-1", "alice"))).await;
     let mut second = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-2", "alice"))).await;

@@ -562,6 +562,9 @@ async fn http_exchange(address: &str, request: String) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// A shared secret for `--jwt-secret` (32 bytes or more, as the stack requires).
+pub const JWT_SECRET: &str = "a-local-secret-of-at-least-32-bytes";
+
 /// A shared-secret (HS256) token for the account `sub`, shown as `name`, valid
 /// for ten minutes: what a stack started with `--jwt-secret secret` accepts.
 pub fn hs256_token(secret: &str, sub: &str, name: &str) -> String {
