@@ -334,6 +334,24 @@ async fn acknowledged_sends_are_stored_once_on_moto() {
         let expires_at: i64 = receipt["expires_at"].as_n().unwrap().parse().unwrap();
         assert!((day_from_now - 120..=day_from_now).contains(&expires_at), "24 h after the send: {expires_at}");
     }
+    // A receipt past its expiry that the TTL has not deleted yet answers nobody.
+    let stale_id = "0192f3a4-5b6c-7d8e-9f01-000000000000";
+    let stale_line = "0192f3a4-0000-7000-8000-000000000000";
+    dynamodb
+        .put_item()
+        .table_name("MessageHistory")
+        .item("message_id", AttributeValue::S(format!("client#lobby#{stale_id}#local|user-a")))
+        .item("event_id", AttributeValue::S(stale_line.into()))
+        .item("expires_at", AttributeValue::N((chrono::Utc::now().timestamp() - 1).to_string()))
+        .send()
+        .await
+        .unwrap();
+    sender
+        .send_json(serde_json::json!({"action":"sendmessage","message":"past the window","clientMessageId":stale_id}))
+        .await;
+    let renewed = sender.until(|f| f.get("ack").is_some()).await;
+    assert_ne!(renewed["ack"], stale_line, "an expired receipt does not dedupe");
+    assert_eq!(sender.chat("past the window").await["id"], renewed["ack"], "the line is stored and delivered");
     let endpoints = ["--dynamodb-endpoint", moto.url.as_str()];
     let replayed =
         run_binary("replay", &[&["--from", "dynamodb:MessageHistory", "--format", "json"][..], &endpoints].concat())
