@@ -13,7 +13,7 @@ use chat_aws::TableNames;
 use chat_core::LogEvent;
 use chat_local::DynamoSettings;
 use chat_local::stream::RecordSource;
-use common::{Client, Moto, Stack, WAIT, run_binary, scratch};
+use common::{Client, JWT_SECRET, Moto, Stack, WAIT, hs256_token, run_binary, scratch, with_token};
 use serde_json::Value;
 
 const BUCKET: &str = "chat-archive";
@@ -280,28 +280,78 @@ async fn rooms_fan_out_through_moto_s_stream() {
 
 /// On DynamoDB the receipt is a second item of MessageHistory written in one
 /// transaction with the line: resends are acked with the first id, and neither
-/// the stream, history nor replay ever treats the receipt as an event.
+/// the stream, history nor replay ever treats the receipt as an event. The
+/// receipt is keyed by sender and room, so another account reusing the id has
+/// its own line, and it carries `expires_at` for the table's TTL.
 #[tokio::test]
 async fn acknowledged_sends_are_stored_once_on_moto() {
     let moto = Moto::start().await;
     let dir = scratch("dynamodb-mode-acks");
-    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
-    let mut sender = Client::connect(&stack.ws_url).await;
-    let send = serde_json::json!({"action":"sendmessage","message":"once","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"});
+    let secret = JWT_SECRET;
+    let args = ["--dynamodb-endpoint", &moto.url, "--create-tables", "--jwt-secret", secret];
+    let stack = Stack::start(&dir.join("unused.db"), &args).await;
+    let mut sender = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-a", "alice"))).await;
+    let client_message_id = "0192f3a4-5b6c-7d8e-9f01-23456789abcd";
+    let send =
+        |text: &str| serde_json::json!({"action":"sendmessage","message":text,"clientMessageId":client_message_id});
     let mut acks = Vec::new();
     for _ in 0..3 {
-        sender.send_json(send.clone()).await;
+        sender.send_json(send("once")).await;
         acks.push(sender.until(|f| f.get("ack").is_some()).await);
     }
     assert!(acks.windows(2).all(|w| w[0] == w[1]), "{acks:?}");
     let line = sender.chat("once").await;
     assert_eq!(line["id"], acks[0]["ack"]);
+    let mut other = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-b", "alice"))).await;
+    other.send_json(send("theirs")).await;
+    let their_ack = other.until(|f| f.get("ack").is_some()).await;
+    assert_ne!(their_ack["ack"], acks[0]["ack"], "another account's reuse is its own line");
+    assert_eq!(sender.chat("theirs").await["id"], their_ack["ack"]);
     sender.say("after").await;
     let next = sender.until(|f| f["kind"] == "chat").await;
     assert_eq!(next["text"], "after", "broadcast once: {line} then {next}");
 
     let texts = sender.history_texts(serde_json::json!({"action": "history"})).await;
-    assert_eq!(texts, ["once", "after"]);
+    assert_eq!(texts, ["once", "theirs", "after"]);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let mut receipts: Vec<_> = scan(&dynamodb, "MessageHistory")
+        .await
+        .into_iter()
+        .filter(|item| s(item, "message_id").starts_with("client#"))
+        .collect();
+    receipts.sort_by_key(|item| s(item, "message_id").to_owned());
+    let keys: Vec<_> = receipts.iter().map(|item| (s(item, "message_id"), s(item, "event_id"))).collect();
+    let key = |user: &str| format!("client#lobby#{client_message_id}#local|{user}");
+    assert_eq!(
+        keys,
+        [
+            (key("user-a").as_str(), acks[0]["ack"].as_str().unwrap()),
+            (key("user-b").as_str(), their_ack["ack"].as_str().unwrap())
+        ]
+    );
+    let day_from_now = chrono::Utc::now().timestamp() + 24 * 3600;
+    for receipt in &receipts {
+        let expires_at: i64 = receipt["expires_at"].as_n().unwrap().parse().unwrap();
+        assert!((day_from_now - 120..=day_from_now).contains(&expires_at), "24 h after the send: {expires_at}");
+    }
+    // A receipt past its expiry that the TTL has not deleted yet answers nobody.
+    let stale_id = "0192f3a4-5b6c-7d8e-9f01-000000000000";
+    let stale_line = "0192f3a4-0000-7000-8000-000000000000";
+    dynamodb
+        .put_item()
+        .table_name("MessageHistory")
+        .item("message_id", AttributeValue::S(format!("client#lobby#{stale_id}#local|user-a")))
+        .item("event_id", AttributeValue::S(stale_line.into()))
+        .item("expires_at", AttributeValue::N((chrono::Utc::now().timestamp() - 1).to_string()))
+        .send()
+        .await
+        .unwrap();
+    sender
+        .send_json(serde_json::json!({"action":"sendmessage","message":"past the window","clientMessageId":stale_id}))
+        .await;
+    let renewed = sender.until(|f| f.get("ack").is_some()).await;
+    assert_ne!(renewed["ack"], stale_line, "an expired receipt does not dedupe");
+    assert_eq!(sender.chat("past the window").await["id"], renewed["ack"], "the line is stored and delivered");
     let endpoints = ["--dynamodb-endpoint", moto.url.as_str()];
     let replayed =
         run_binary("replay", &[&["--from", "dynamodb:MessageHistory", "--format", "json"][..], &endpoints].concat())

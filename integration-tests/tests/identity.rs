@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Client, Stack, host_of, http_get, http_post_json, refused_status, scratch};
+use common::{
+    Client, JWT_SECRET, Stack, host_of, hs256_token, http_get, http_post_json, refused_status, scratch, with_token,
+};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -72,10 +74,6 @@ impl Drop for Issuer {
     }
 }
 
-fn with_token(ws_url: &str, token: &str) -> String {
-    format!("{ws_url}?Authorization=Bearer%20{token}")
-}
-
 #[tokio::test]
 async fn an_oidc_issuer_s_tokens_admit_and_name_their_users() {
     let issuer = Issuer::start().await;
@@ -134,7 +132,7 @@ async fn an_oidc_issuer_s_tokens_admit_and_name_their_users() {
 #[tokio::test]
 async fn the_development_sign_in_mints_tokens_the_authorizer_accepts() {
     let dir = scratch("identity_dev");
-    let secret = "a-local-secret-of-at-least-32-bytes";
+    let secret = JWT_SECRET;
     let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", secret]).await;
     let address = host_of(&stack.http_url);
     assert_eq!(body_json(&http_get(&address, "/config.json").await), json!({"auth": "dev", "loginUrl": "/login.html"}));
@@ -162,6 +160,44 @@ async fn the_development_sign_in_mints_tokens_the_authorizer_accepts() {
     ada.say("signed in").await;
     let line = ada.chat("signed in").await;
     assert_eq!((line["user"].as_str(), line["verified"].as_bool()), (Some("Ada Lovelace"), Some(true)));
+    assert_eq!(line["userId"], "local|dev:Ada Lovelace", "a stable account per typed name");
+    let (status, spoof) = http_post_json(&address, "/dev/token", &json!({"name": "Ada\u{202E}ecalevoL"})).await;
+    assert_eq!(status, 400, "no bidi overrides in a name: {spoof}");
+    stack.stop().await;
+}
+
+/// Two accounts that both call themselves "alice" (the same display name, a
+/// different `sub`) are told apart: their join, chat and leave frames and the
+/// `who` members carry different `userId`s, and each asker learns its own as
+/// `youUserId`. The name stays a label.
+#[tokio::test]
+async fn two_accounts_with_the_same_name_have_different_user_ids() {
+    let dir = scratch("identity_same_name");
+    let secret = JWT_SECRET;
+    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", secret]).await;
+    let mut first = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-1", "alice"))).await;
+    let mut second = Client::connect(&with_token(&stack.ws_url, &hs256_token(secret, "user-2", "alice"))).await;
+    let join = first.until(|f| f["kind"] == "join").await;
+    assert_eq!((join["user"].as_str(), join["userId"].as_str()), (Some("alice"), Some("local|user-2")));
+
+    first.say("from the first").await;
+    assert_eq!(first.chat("from the first").await["userId"], "local|user-1");
+    second.say("from the second").await;
+    let speakers = [second.chat("from the first").await, second.chat("from the second").await];
+    let ids = speakers.map(|f| (f["user"].clone(), f["userId"].clone()));
+    assert_eq!(ids, [(json!("alice"), json!("local|user-1")), (json!("alice"), json!("local|user-2"))]);
+
+    second.send_json(json!({"action": "who"})).await;
+    let who = second.until(|f| f["kind"] == "presence").await;
+    let mut members: Vec<_> =
+        who["members"].as_array().unwrap().iter().map(|m| (m["user"].clone(), m["userId"].clone())).collect();
+    members.sort_by_key(|(_, id)| id.to_string());
+    assert_eq!(members, [(json!("alice"), json!("local|user-1")), (json!("alice"), json!("local|user-2"))]);
+    assert_eq!(who["youUserId"], "local|user-2", "the asker's own account, to mark \"(you)\" by");
+
+    first.socket.close(None).await.unwrap();
+    let leave = second.until(|f| f["kind"] == "leave").await;
+    assert_eq!(leave["userId"], "local|user-1");
     stack.stop().await;
 }
 

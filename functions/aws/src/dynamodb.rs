@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
-use chat_core::model::RECEIPT_KEY_PREFIX;
+use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
 use serde::Serialize;
@@ -251,10 +251,17 @@ impl DynamoLog {
         Self(Table { client, name: table.into() })
     }
 
-    /// The line id a receipt points at, read consistently.
-    async fn receipt(&self, receipt_key: &str) -> Result<Option<String>, StoreError> {
-        let receipt = self.0.get_consistent("message_id", receipt_key).await?;
-        Ok(receipt.and_then(|item| item.get("event_id").and_then(|v| v.as_s().ok()).cloned()))
+    /// The line id the stored receipt of `receipt` points at, read consistently;
+    /// `None` when there is none or it expired (the TTL deletes items only
+    /// eventually, so an expired one may still be there).
+    async fn receipt(&self, receipt: &Receipt) -> Result<Option<String>, StoreError> {
+        let Some(item) = self.0.get_consistent("message_id", &receipt.key).await? else { return Ok(None) };
+        // A receipt without expires_at (written before receipts expired) never does.
+        let expires_at = item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<i64>().ok());
+        if expires_at.is_some_and(|expires_at| !receipt.is_held_by(expires_at)) {
+            return Ok(None);
+        }
+        Ok(item.get("event_id").and_then(|v| v.as_s().ok()).cloned())
     }
 
     /// Every event in the table, oldest first. For replay and export only: no
@@ -307,15 +314,17 @@ impl MessageLog for DynamoLog {
         }
     }
 
-    /// The line and its receipt (`message_id` = `client#<id>`, `event_id` = the
-    /// line's id) in one transaction, each conditional on being new. A resend is
-    /// answered from the receipt, read first: cheaper than a cancelled transaction
-    /// (which still consumes write units), and the transaction's condition still
-    /// decides two racing sends. Receipts have no `room`, so the room index never
-    /// holds them, and the stream decoder skips them.
+    /// The line and its receipt (`message_id` = the [`Receipt`] key, `event_id` =
+    /// the line's id, `expires_at` = the table's TTL attribute) in one
+    /// transaction: the line conditional on being new, the receipt on being new
+    /// or expired. A resend is answered from the receipt, read first: cheaper
+    /// than a cancelled transaction (which still consumes write units), and the
+    /// transaction's condition still decides two racing sends. Receipts have no
+    /// `room`, so the room index never holds them, and the stream decoder skips
+    /// them (their INSERTs and MODIFYs, and the TTL's REMOVEs).
     async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
-        let receipt_key = format!("{RECEIPT_KEY_PREFIX}{client_message_id}");
-        if let Some(stored) = self.receipt(&receipt_key).await? {
+        let receipt = Receipt::for_send(event, client_message_id);
+        if let Some(stored) = self.receipt(&receipt).await? {
             return Ok(stored);
         }
         let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
@@ -325,11 +334,13 @@ impl MessageLog for DynamoLog {
             .condition_expression("attribute_not_exists(message_id)")
             .build()
             .map_err(malformed)?;
-        let receipt = Put::builder()
+        let receipt_item = Put::builder()
             .table_name(&self.0.name)
-            .item("message_id", AttributeValue::S(receipt_key.clone()))
+            .item("message_id", AttributeValue::S(receipt.key.clone()))
             .item("event_id", AttributeValue::S(event.message_id.clone()))
-            .condition_expression("attribute_not_exists(message_id)")
+            .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
+            .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
+            .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
             .build()
             .map_err(malformed)?;
         let result = self
@@ -337,7 +348,7 @@ impl MessageLog for DynamoLog {
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(line).build())
-            .transact_items(TransactWriteItem::builder().put(receipt).build())
+            .transact_items(TransactWriteItem::builder().put(receipt_item).build())
             .send()
             .await;
         let lost_the_race = |error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, _>| {
@@ -350,9 +361,9 @@ impl MessageLog for DynamoLog {
         match result {
             Ok(_) => Ok(event.message_id.clone()),
             Err(error) if lost_the_race(&error) => self
-                .receipt(&receipt_key)
+                .receipt(&receipt)
                 .await?
-                .ok_or_else(|| StoreError::Unavailable(format!("receipt {receipt_key} not readable yet"))),
+                .ok_or_else(|| StoreError::Unavailable(format!("receipt {} not readable yet", receipt.key))),
             Err(error) => Err(unavailable(error)),
         }
     }

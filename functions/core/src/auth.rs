@@ -7,7 +7,10 @@
 //! - HS256 only when a shared secret is configured (the stack's `JWT_SECRET`).
 //! - `exp` required and `nbf` honoured, with a small leeway; `iss` pinned; the
 //!   audience checked as Cognito puts it (`aud` in ID tokens, `client_id` in access
-//!   tokens, `token_use` when present); `sub` required.
+//!   tokens, `token_use` when present); `sub` required (at most 255 bytes, no
+//!   control characters, as OIDC Core §2 bounds it).
+//! - The principal is the issuer-qualified subject, `"<iss>|<sub>"`: a `sub` is
+//!   unique only within its issuer, and the display name is not unique at all.
 //! - Everything else fails closed: the caller logs the [`AuthError`] and denies.
 //!
 //! ```
@@ -34,6 +37,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::identity::cleaned_name;
 use jwks::{Freshness, KeyCache, KeyMiss};
 pub use jwks::{JwksError, JwksSource};
 pub use settings::{MIN_SECRET_BYTES, SettingsError};
@@ -42,14 +46,25 @@ pub use settings::{MIN_SECRET_BYTES, SettingsError};
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// A display name longer than this is cut: it travels in every event's context.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Longest `sub` accepted, bytes (OIDC Core §2: at most 255 ASCII characters).
+/// Bounds the user id every row and receipt key carries.
+pub const MAX_SUBJECT_BYTES: usize = 255;
+/// The issuer a shared-secret token without `iss` speaks for, when no
+/// `JWT_ISSUER` is configured: its user ids are `local|<sub>`.
+pub const LOCAL_ISSUER: &str = "local";
 
 /// Who a verified token speaks for; the authorizer hands it to every later route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     /// The token's `sub`: stable, unique per issuer.
     pub subject: String,
+    /// The account: `"<iss>|<sub>"`, with the verified issuer (for a shared-secret
+    /// token without `iss`, the configured `JWT_ISSUER`, else [`LOCAL_ISSUER`]).
+    /// Stable and unique across every trusted issuer; what tells users apart.
+    pub user_id: String,
     /// What to show: `cognito:username` (ID tokens), else `username` (Cognito access
-    /// tokens), else `preferred_username`, else `name`, else `sub`.
+    /// tokens), else `preferred_username`, else `name`, else `sub`; without control
+    /// or bidirectional formatting characters ([`crate::identity::cleaned_name`]).
     pub name: String,
     /// Always true here; later routes may also see unverified (anonymous) users.
     pub verified: bool,
@@ -86,6 +101,10 @@ pub enum AuthError {
     WrongAudience,
     #[error("token_use {0:?} not accepted")]
     WrongTokenUse(String),
+    #[error("token has no sub: without a stable subject there is no account to name")]
+    MissingSubject,
+    #[error("sub refused: {0}")]
+    BadSubject(&'static str),
 }
 
 /// An OIDC issuer whose RS256/ES256 tokens are accepted.
@@ -182,7 +201,10 @@ pub struct Verifier {
 /// The claims this module reads; the library checks the signature, `alg` and `iss`.
 #[derive(Deserialize)]
 struct Claims {
+    /// Required; missing reads as empty, refused as [`AuthError::MissingSubject`].
+    #[serde(default)]
     sub: String,
+    iss: Option<String>,
     exp: i64,
     nbf: Option<i64>,
     #[serde(default)]
@@ -258,6 +280,10 @@ impl Verifier {
                     validation.set_issuer(&[issuer]);
                     validation.required_spec_claims.insert("iss".into());
                 }
+                // Whoever holds the secret must not mint ids of a JWKS issuer's users.
+                if let Some(iss) = self.claimed_issuer(token)?.filter(|iss| self.is_jwks_issuer(iss)) {
+                    return Err(AuthError::WrongIssuer(format!("{iss} signs with its JWKS, not the shared secret")));
+                }
                 (key, validation, shared.audience.as_slice(), false)
             }
             alg @ (Algorithm::RS256 | Algorithm::ES256) => {
@@ -296,24 +322,61 @@ impl Verifier {
             return Err(AuthError::NotYetValid);
         }
         check_audience(&claims, audience, required_audience)?;
+        check_subject(&claims.sub)?;
         let name = [&claims.cognito_username, &claims.username, &claims.preferred_username, &claims.name]
             .into_iter()
             .flatten()
-            .map(|n| n.trim())
+            .map(|n| cleaned_name(n))
             .find(|n| !n.is_empty())
-            .unwrap_or(&claims.sub)
+            .unwrap_or_else(|| claims.sub.clone())
             .chars()
             .take(MAX_NAME_CHARS)
             .collect();
-        Ok(Principal { subject: claims.sub, name, verified: true })
+        let user_id = user_id(claims.iss.as_deref(), &claims.sub)?;
+        Ok(Principal { subject: claims.sub, user_id, name, verified: true })
     }
 
     /// The trusted issuer the token names; its keys alone may verify it.
     fn trusted_issuer(&self, token: &str) -> Result<&TrustedIssuer, AuthError> {
+        let iss = self.claimed_issuer(token)?.ok_or_else(|| AuthError::WrongIssuer("no iss claim".into()))?;
+        self.config.issuers.iter().find(|t| t.issuer == iss).ok_or(AuthError::WrongIssuer(iss))
+    }
+
+    /// The `iss` a token claims, read before its signature is checked.
+    fn claimed_issuer(&self, token: &str) -> Result<Option<String>, AuthError> {
         let claims: IssuerOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|e| AuthError::Malformed(format!("claims: {e}")))?;
-        let iss = claims.iss.ok_or_else(|| AuthError::WrongIssuer("no iss claim".into()))?;
-        self.config.issuers.iter().find(|t| t.issuer == iss).ok_or(AuthError::WrongIssuer(iss))
+        Ok(claims.iss)
+    }
+
+    fn is_jwks_issuer(&self, iss: &str) -> bool {
+        self.config.issuers.iter().any(|t| t.issuer == iss)
+    }
+}
+
+/// `"<iss>|<sub>"`. For JWKS issuers the library has checked `iss`; a
+/// shared-secret token's is pinned when `JWT_ISSUER` is set (so a token without
+/// one was refused), else it is the secret holder's word, [`LOCAL_ISSUER`] when
+/// absent. An `iss` never holds `|`, so the id splits at its first `|` and no two
+/// (iss, sub) pairs share one (a `sub` may hold `|`: Auth0's do).
+fn user_id(iss: Option<&str>, sub: &str) -> Result<String, AuthError> {
+    let issuer = iss.filter(|iss| !iss.is_empty()).unwrap_or(LOCAL_ISSUER);
+    if issuer.contains('|') || issuer.len() > MAX_SUBJECT_BYTES || issuer.chars().any(char::is_control) {
+        return Err(AuthError::WrongIssuer("iss must be at most 255 bytes, without '|' or control characters".into()));
+    }
+    Ok(format!("{issuer}|{sub}"))
+}
+
+/// A `sub` fit to name an account in every row and receipt key.
+fn check_subject(sub: &str) -> Result<(), AuthError> {
+    if sub.is_empty() {
+        Err(AuthError::MissingSubject)
+    } else if sub.len() > MAX_SUBJECT_BYTES {
+        Err(AuthError::BadSubject("longer than 255 bytes"))
+    } else if sub.chars().any(char::is_control) {
+        Err(AuthError::BadSubject("contains control characters"))
+    } else {
+        Ok(())
     }
 }
 
@@ -338,6 +401,7 @@ fn refusal(error: jsonwebtoken::errors::Error) -> AuthError {
     match error.kind() {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::InvalidIssuer => AuthError::WrongIssuer("iss does not match".into()),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => AuthError::MissingSubject,
         ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => {
             AuthError::UnsupportedAlgorithm(error.to_string())
         }

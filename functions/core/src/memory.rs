@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{JwksError, JwksSource};
-use crate::model::{Connection, LogEvent, Session, SessionEnd};
+use crate::model::{Connection, LogEvent, Receipt, Session, SessionEnd};
 use crate::ports::{
     Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
 };
@@ -152,11 +152,11 @@ impl SessionLog for MemorySessions {
 }
 
 /// MessageHistory as a vector in append order, with the receipts of
-/// acknowledged sends (client message id → message id).
+/// acknowledged sends ([`Receipt`] key → message id and expiry).
 #[derive(Debug, Default)]
 pub struct MemoryLog {
     events: Mutex<Vec<LogEvent>>,
-    receipts: Mutex<HashMap<String, String>>,
+    receipts: Mutex<HashMap<String, (String, i64)>>,
     pub outage: Outage,
 }
 
@@ -180,12 +180,15 @@ impl MessageLog for MemoryLog {
 
     async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
         self.outage.check()?;
+        let receipt = Receipt::for_send(event, client_message_id);
         let mut receipts = self.receipts.lock().unwrap();
-        if let Some(stored) = receipts.get(client_message_id) {
+        // Expired receipts are dropped as the store is used, as a TTL would.
+        receipts.retain(|_, (_, expires_at)| receipt.is_held_by(*expires_at));
+        if let Some((stored, _)) = receipts.get(&receipt.key) {
             return Ok(stored.clone());
         }
         self.events.lock().unwrap().push(event.clone());
-        receipts.insert(client_message_id.to_owned(), event.message_id.clone());
+        receipts.insert(receipt.key, (event.message_id.clone(), receipt.expires_at));
         Ok(event.message_id.clone())
     }
 

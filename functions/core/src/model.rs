@@ -11,10 +11,29 @@ use crate::time::iso_seconds;
 
 /// Who is behind a connection: a display name, from a verified token (the
 /// authorizer's context) or chosen by the client (`?name=`, unverified).
+///
+/// The name is only a label: identity providers let users pick it, and two
+/// accounts may share it. A verified identity also has a [`user_id`](Self::user_id),
+/// `"<iss>|<sub>"`, which is stable and unique; whatever must tell users apart
+/// ("(you)", idempotency receipts, moderation) keys on that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub verified: bool,
+    /// The issuer-qualified subject of a verified token; `None` for a chosen name.
+    pub user_id: Option<String>,
+}
+
+impl Identity {
+    /// A name the client chose: a label, not an account.
+    pub fn chosen(user: &str) -> Self {
+        Self { user: user.to_owned(), verified: false, user_id: None }
+    }
+
+    /// A name from a verified token, with its account's stable id.
+    pub fn verified(user: &str, user_id: &str) -> Self {
+        Self { user: user.to_owned(), verified: true, user_id: Some(user_id.to_owned()) }
+    }
 }
 
 /// API Gateway closes every connection after 2 h; the TTL adds slack so a row
@@ -39,6 +58,9 @@ pub struct Connection {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// The account's stable id (`"<iss>|<sub>"`), when the identity is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// Asked for coalesced delivery (`?batch=1`): all of one broadcaster
     /// invocation's events in as few `{"events":[…]}` frames as fit 32 KB.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -60,6 +82,7 @@ impl Connection {
             room: DEFAULT_ROOM.to_owned(),
             user: None,
             verified: None,
+            user_id: None,
             batch: false,
         }
     }
@@ -77,21 +100,26 @@ impl Connection {
 
     /// The same connection, of `identity` (none: anonymous, as the seed's).
     pub fn of(mut self, identity: Option<&Identity>) -> Self {
-        (self.user, self.verified) = split(identity);
+        (self.user, self.verified, self.user_id) = split(identity);
         self
     }
 
     pub fn identity(&self) -> Option<Identity> {
-        joined(&self.user, self.verified)
+        joined(&self.user, self.verified, &self.user_id)
     }
 }
 
-fn split(identity: Option<&Identity>) -> (Option<String>, Option<bool>) {
-    identity.map_or((None, None), |i| (Some(i.user.clone()), Some(i.verified)))
+/// An identity as the three optional columns every table stores it in.
+fn split(identity: Option<&Identity>) -> (Option<String>, Option<bool>, Option<String>) {
+    identity.map_or((None, None, None), |i| (Some(i.user.clone()), Some(i.verified), i.user_id.clone()))
 }
 
-fn joined(user: &Option<String>, verified: Option<bool>) -> Option<Identity> {
-    user.as_ref().map(|user| Identity { user: user.clone(), verified: verified.unwrap_or(false) })
+fn joined(user: &Option<String>, verified: Option<bool>, user_id: &Option<String>) -> Option<Identity> {
+    user.as_ref().map(|user| Identity {
+        user: user.clone(),
+        verified: verified.unwrap_or(false),
+        user_id: user_id.clone(),
+    })
 }
 
 /// Rows written before rooms existed were all in the one chat there was.
@@ -121,6 +149,8 @@ pub struct Session {
     /// configured ([`Session::kept_for`]): the row holds the source IP, personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 impl Session {
@@ -135,6 +165,7 @@ impl Session {
             user: connection.user.clone(),
             verified: connection.verified,
             expires_at: None,
+            user_id: connection.user_id.clone(),
         }
     }
 
@@ -146,7 +177,7 @@ impl Session {
     }
 
     pub fn identity(&self) -> Option<Identity> {
-        joined(&self.user, self.verified)
+        joined(&self.user, self.verified, &self.user_id)
     }
 }
 
@@ -188,11 +219,66 @@ impl EventKind {
     }
 }
 
-/// Key prefix of the receipts of acknowledged sends (client message id → message
+/// Key prefix of the receipts of acknowledged sends (a [`Receipt`] key → message
 /// id). Where a store keeps them in MessageHistory itself (DynamoDB: one
 /// transaction with the line), readers of the table and its stream skip them:
 /// they are not events.
 pub const RECEIPT_KEY_PREFIX: &str = "client#";
+
+/// The resend window: for this long after a send, resending its
+/// `clientMessageId` (from the same sender, to the same room) is answered with
+/// the first line's ack instead of storing it again. A client that still has an
+/// unacknowledged line after a day sends a new line. Receipts carry
+/// `expires_at` = send time + this: DynamoDB's TTL deletes them (eventually, so
+/// stores also ignore an expired receipt), the local store purges them.
+pub const RECEIPT_TTL: Duration = Duration::hours(24);
+
+/// The receipt an acknowledged send claims: whose send, in which room, and until
+/// when it dedupes resends.
+///
+/// Keyed by sender and room, so a receipt is never answered to anyone else: a
+/// verified sender's by its account ([`Identity::user_id`]), which no other
+/// account can present; an anonymous sender's by room and client message id
+/// alone, so the page's outbox still dedupes a resend from a new connection
+/// after a reconnect (the client message id is a random UUID that only its
+/// sender ever sees: it is in the ack, never in a broadcast, history or replay).
+/// A resend after a room switch is a new line in the new room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// `client#<room>#<clientMessageId>`, with `#<userId>` after it for a verified
+    /// sender. Room names and UUIDs hold no `#`, so keys never collide.
+    pub key: String,
+    /// The send's time, epoch seconds: a stored receipt counts while it expires later.
+    pub sent_at: i64,
+    /// Epoch seconds, [`RECEIPT_TTL`] after the send (DynamoDB's TTL attribute).
+    pub expires_at: i64,
+}
+
+impl Receipt {
+    /// The receipt of sending `event` (its room, speaker and time) as `client_message_id`.
+    ///
+    /// ```
+    /// use chat_core::model::{Identity, LogEvent, Receipt};
+    /// let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+    /// let line = LogEvent::chat("c1", "hi", at).in_room("ops");
+    /// assert_eq!(Receipt::for_send(&line, "k").key, "client#ops#k");
+    /// let ada = line.by(Some(&Identity::verified("Ada", "https://id.example|u-1")));
+    /// assert_eq!(Receipt::for_send(&ada, "k").key, "client#ops#k#https://id.example|u-1");
+    /// ```
+    pub fn for_send(event: &LogEvent, client_message_id: &str) -> Self {
+        let mut key = format!("{RECEIPT_KEY_PREFIX}{}#{client_message_id}", event.room);
+        if let (Some(true), Some(user_id)) = (event.verified, &event.user_id) {
+            key.push('#');
+            key.push_str(user_id);
+        }
+        Self { key, sent_at: event.timestamp.timestamp(), expires_at: (event.timestamp + RECEIPT_TTL).timestamp() }
+    }
+
+    /// Whether a stored receipt expiring at `stored_expires_at` still answers this send.
+    pub fn is_held_by(&self, stored_expires_at: i64) -> bool {
+        stored_expires_at > self.sent_at
+    }
+}
 
 /// A row of MessageHistory, the event log every broadcast and replay comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +301,9 @@ pub struct LogEvent {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// The speaker's account ([`Identity::user_id`]), when verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 fn chat_kind() -> EventKind {
@@ -242,8 +331,13 @@ impl LogEvent {
 
     /// The same event, said by `identity` (none: anonymous).
     pub fn by(mut self, identity: Option<&Identity>) -> Self {
-        (self.user, self.verified) = split(identity);
+        (self.user, self.verified, self.user_id) = split(identity);
         self
+    }
+
+    /// Who said it, if anyone known.
+    pub fn identity(&self) -> Option<Identity> {
+        joined(&self.user, self.verified, &self.user_id)
     }
 
     fn new(kind: EventKind, connection_id: &str, message: String, at: DateTime<Utc>) -> Self {
@@ -256,6 +350,7 @@ impl LogEvent {
             room: DEFAULT_ROOM.to_owned(),
             user: None,
             verified: None,
+            user_id: None,
         }
     }
 }
@@ -329,6 +424,50 @@ mod tests {
         let event: LogEvent = serde_json::from_str(row).unwrap();
         assert_eq!(event.kind, EventKind::Chat);
         assert_eq!(event.room, "lobby", "the seed had one chat: the default room");
+    }
+
+    #[test]
+    fn a_verified_identity_is_stored_with_its_account_on_every_row() {
+        let at = from_epoch_millis(0).unwrap();
+        let ada = Identity::verified("alice", "https://id.example|u-1");
+        let connection = Connection::new("c", "ip", at).of(Some(&ada));
+        let event = LogEvent::join("c", at).by(Some(&ada));
+        assert_eq!(
+            [connection.identity(), Session::opened(&connection).identity(), event.identity()],
+            [Some(ada.clone()), Some(ada.clone()), Some(ada)]
+        );
+        let row = serde_json::to_value(&event).unwrap();
+        assert_eq!(row["user_id"], "https://id.example|u-1", "the attribute name the tables use");
+        let anonymous = serde_json::to_value(LogEvent::join("c", at)).unwrap();
+        assert!(anonymous.get("user_id").is_none(), "nothing stored for an anonymous connection");
+    }
+
+    #[test]
+    fn receipts_are_keyed_by_sender_and_room_and_expire_after_the_window() {
+        let at = from_epoch_millis(1_795_515_330_000).unwrap();
+        let line = LogEvent::chat("c", "hi", at);
+        let key = |identity: Option<&Identity>, room: &str| {
+            Receipt::for_send(&line.clone().by(identity).in_room(room), "k").key
+        };
+        let (ada, eve) = (Identity::verified("alice", "iss|ada"), Identity::verified("alice", "iss|eve"));
+        let keys = [
+            key(None, "lobby"),
+            key(None, "ops"),
+            key(Some(&Identity::chosen("alice")), "lobby"),
+            key(Some(&ada), "lobby"),
+            key(Some(&eve), "lobby"),
+            key(Some(&ada), "ops"),
+        ];
+        assert_eq!(keys[0], "client#lobby#k");
+        assert_eq!(keys[2], keys[0], "a chosen name is anonymous: the name is no account");
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len() - 1, "every other sender and room has its own: {keys:?}");
+
+        let receipt = Receipt::for_send(&line, "k");
+        assert_eq!(receipt.expires_at - receipt.sent_at, RECEIPT_TTL.num_seconds());
+        let later = |by: Duration| Receipt::for_send(&LogEvent::chat("c", "hi", at + by), "k");
+        assert!(later(RECEIPT_TTL - Duration::seconds(1)).is_held_by(receipt.expires_at));
+        assert!(!later(RECEIPT_TTL).is_held_by(receipt.expires_at), "expired at the end of the window");
     }
 
     #[test]

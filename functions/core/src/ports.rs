@@ -134,9 +134,13 @@ pub trait MessageLog: Send + Sync {
     /// Appends `event` unless its id is already logged, so re-publishing is a
     /// no-op. `true` if the event is new.
     async fn append(&self, event: &LogEvent) -> Result<bool, StoreError>;
-    /// Appends `event` unless a line with the same client message id was appended
-    /// before (by any connection), atomically with a receipt for that id. Returns
-    /// the id the line is stored under: `event`'s, or the earlier line's.
+    /// Appends `event` unless its sender already sent `client_message_id` to its
+    /// room within the resend window, atomically with a receipt for the send
+    /// ([`Receipt::for_send`](crate::model::Receipt::for_send): keyed by the
+    /// event's room, speaker and client message id, expiring
+    /// [`RECEIPT_TTL`](crate::model::RECEIPT_TTL) after the event's time; an
+    /// expired receipt is ignored, then replaced). Returns the id the line is
+    /// stored under: `event`'s, or the earlier line's.
     async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError>;
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError>;
 }

@@ -179,10 +179,13 @@ struct EventFrame<'a> {
     user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
-/// `message`; the other fields let richer clients dedupe by `id` and style by `kind`.
+/// `message`; the other fields let richer clients dedupe by `id` and style by `kind`,
+/// and tell speakers apart by `userId` (the account; `user` is only its label).
 pub fn event_frame(event: &LogEvent) -> Vec<u8> {
     let (message, text) = match event.kind {
         EventKind::Chat => (chat_line(event), Some(event.message.as_str())),
@@ -199,19 +202,23 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         room: &event.room,
         user: event.user.as_deref(),
         verified: event.verified,
+        user_id: event.user_id.as_deref(),
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
 }
 
-/// One page of `who`: `{"kind":"presence","room","count"?,"members":[…],"you","next"?}`,
+/// One page of `who`: `{"kind":"presence","room","count"?,"members":[…],"you","youUserId"?,"next"?}`,
 /// `count` being the whole room's (on the first page only: counting reads every
-/// row of the room, so later pages do not repeat it) and `you` the asker's own
-/// connection id (a client learns it no other way before it sends a line).
+/// row of the room, so later pages do not repeat it), `you` the asker's own
+/// connection id (a client learns it no other way before it sends a line) and
+/// `youUserId` its account when verified, so a page marks "(you)" on every
+/// connection of it and on no one else's, whatever their names.
 pub fn presence_frame(
     room: &str,
     count: Option<usize>,
     members: &[Connection],
     you: &str,
+    you_user_id: Option<&str>,
     next: Option<&str>,
 ) -> Vec<u8> {
     #[derive(Serialize)]
@@ -223,6 +230,8 @@ pub fn presence_frame(
         user: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         verified: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
     }
     let members: Vec<Member> = members
         .iter()
@@ -231,11 +240,15 @@ pub fn presence_frame(
             connected_at: format_iso(&c.connected_at),
             user: c.user.as_deref(),
             verified: c.verified,
+            user_id: c.user_id.as_deref(),
         })
         .collect();
     let mut frame = serde_json::json!({ "kind": "presence", "room": room, "members": members, "you": you });
     if let Some(count) = count {
         frame["count"] = count.into();
+    }
+    if let Some(user_id) = you_user_id {
+        frame["youUserId"] = user_id.into();
     }
     if let Some(next) = next {
         frame["next"] = next.into();
@@ -363,6 +376,7 @@ mod tests {
             room: "lobby".into(),
             user: None,
             verified: None,
+            user_id: None,
         }
     }
 
@@ -380,19 +394,48 @@ mod tests {
         assert_eq!(frame["timestamp"], "2026-11-24T10:15:30Z");
         assert_eq!(frame["kind"], "chat");
         assert_eq!(frame["room"], "lobby");
-        assert!(frame.get("user").is_none() && frame.get("verified").is_none(), "anonymous: no name fields");
+        assert!(
+            ["user", "verified", "userId"].iter().all(|field| frame.get(field).is_none()),
+            "anonymous: no name fields"
+        );
     }
 
     #[test]
     fn named_lines_carry_the_user_and_keep_the_seed_line() {
-        let named =
-            event(EventKind::Chat, "hi").by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
+        let named = event(EventKind::Chat, "hi").by(Some(&crate::model::Identity::chosen("Ada")));
         let frame = frame_json(&named);
         assert_eq!((frame["user"].as_str(), frame["verified"].as_bool()), (Some("Ada"), Some(false)));
+        assert!(frame.get("userId").is_none(), "a chosen name is no account");
         assert_eq!(
             frame["message"], "[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hi\n",
             "the seed line is unchanged"
         );
+    }
+
+    #[test]
+    fn verified_events_and_members_carry_the_account() {
+        let ada = crate::model::Identity::verified("Ada", "https://id.example|u-1");
+        for kind in [EventKind::Chat, EventKind::Join, EventKind::Leave] {
+            let frame = frame_json(&event(kind, "hi").by(Some(&ada)));
+            assert_eq!(
+                (frame["user"].as_str(), frame["userId"].as_str()),
+                (Some("Ada"), Some("https://id.example|u-1"))
+            );
+        }
+        let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
+        let members = [Connection::new("a", "ip", at).of(Some(&ada)), Connection::new("b", "ip", at)];
+        let frame: Value = serde_json::from_slice(&presence_frame(
+            "lobby",
+            Some(2),
+            &members,
+            "a",
+            Some("https://id.example|u-1"),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(frame["members"][0]["userId"], "https://id.example|u-1");
+        assert!(frame["members"][1].get("userId").is_none(), "anonymous: none");
+        assert_eq!((frame["you"].as_str(), frame["youUserId"].as_str()), (Some("a"), Some("https://id.example|u-1")));
     }
 
     #[test]
@@ -412,13 +455,14 @@ mod tests {
     fn presence_and_history_end_frames() {
         let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
         let members = [Connection::new("a", "ip", at).in_room("ops")];
-        let frame: Value = serde_json::from_slice(&presence_frame("ops", Some(101), &members, "b", Some("a"))).unwrap();
+        let frame: Value =
+            serde_json::from_slice(&presence_frame("ops", Some(101), &members, "b", None, Some("a"))).unwrap();
         assert_eq!(
             frame,
             serde_json::json!({"kind":"presence","room":"ops","count":101,
                 "members":[{"connectionId":"a","connectedAt":"2026-11-24T10:15:30Z"}],"you":"b","next":"a"})
         );
-        let last: Value = serde_json::from_slice(&presence_frame("ops", None, &members, "b", None)).unwrap();
+        let last: Value = serde_json::from_slice(&presence_frame("ops", None, &members, "b", None, None)).unwrap();
         assert!(last.get("next").is_none());
         assert!(last.get("count").is_none(), "a later page does not recount the room");
         let end: Value = serde_json::from_slice(&history_end_frame("ops", 3, false)).unwrap();

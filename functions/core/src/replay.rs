@@ -168,7 +168,7 @@ mod tests {
         let line = text_line(&event);
         assert_eq!(line, format!("2026-11-24T10:00:00Z  {}  lobby  a  two\\nlines", event.message_id));
         assert!(text_line(&log()[0]).ends_with("A new user has joined the chat - a"));
-        let named = event.clone().by(Some(&crate::model::Identity { user: "Ada".into(), verified: false }));
+        let named = event.clone().by(Some(&crate::model::Identity::chosen("Ada")));
         assert!(text_line(&named).contains("  lobby  Ada? (a)  two\\nlines"), "{}", text_line(&named));
     }
 
@@ -177,7 +177,7 @@ mod tests {
         let mut event = LogEvent::chat("c\u{1b}]0;pwned\u{7}", "a\u{1b}[2J\rb\u{9b}31m\u{202e}gnp.exe\u{7f}", at0());
         event.room = "r\u{2066}oom\u{1c}".into();
         event.message_id = format!("{}\u{1b}[1A", event.message_id);
-        event.by(Some(&crate::model::Identity { user: "E\u{200f}ve\u{61c}\u{85}".into(), verified: true }))
+        event.by(Some(&crate::model::Identity::verified("E\u{200f}ve\u{61c}\u{85}", "https://id.example|eve")))
     }
 
     fn at0() -> chrono::DateTime<chrono::Utc> {

@@ -167,6 +167,20 @@ async fn gone_connections_are_pruned_exactly_and_their_sessions_closed() {
 }
 
 #[tokio::test]
+async fn a_pruned_connection_s_leave_names_its_account() {
+    let f = Fixture::with_connections(2).await;
+    let ada = chat_core::Identity::verified("Ada", "https://id.example|ada");
+    let verified = Connection::new(&id(5), "198.51.100.1", parse_iso(T0).unwrap()).of(Some(&ada));
+    f.connections.put(&verified).await.unwrap();
+    f.sessions.open(&Session::opened(&verified)).await.unwrap();
+    f.poster.mark_gone(&id(5));
+    f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "a"))]).await;
+    let leaves = f.log.events();
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0].identity(), Some(ada), "taken from the stored session, account included");
+}
+
+#[tokio::test]
 async fn a_departure_seen_by_both_the_pruner_and_disconnect_is_announced_once() {
     use chat_core::handlers::{DisconnectRequest, disconnect};
     for pruner_first in [true, false] {

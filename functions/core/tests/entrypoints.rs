@@ -124,8 +124,9 @@ async fn batch_1_on_connect_is_remembered_on_the_row_and_a_bad_value_refused() {
 }
 
 /// Connects with `query` and, if given, the authorizer context API Gateway attaches;
-/// returns the status and the stored join event's `(user, verified)`.
-async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<(Option<String>, Option<bool>)>) {
+/// returns the status and the stored join event's `(user, verified, user_id)`,
+/// after checking that the connection row and the session carry the same identity.
+async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<StoredIdentity>) {
     let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
     let mut raw = fixture("connect.json");
     raw["queryStringParameters"] = query;
@@ -137,24 +138,34 @@ async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<(
         .await
         .unwrap()
         .status_code;
-    let join = log.events().first().map(|e| (e.user.clone(), e.verified));
+    let join = log.events().first().map(|e| (e.user.clone(), e.verified, e.user_id.clone()));
+    if let Some(row) = connections.get(CONNECTION) {
+        let session = sessions.get(CONNECTION).unwrap();
+        assert_eq!(Some((row.user, row.verified, row.user_id)), join, "the row names the join's speaker");
+        assert_eq!(Some((session.user, session.verified, session.user_id)), join, "and so does the session");
+    }
     (status, join)
 }
 
+type StoredIdentity = (Option<String>, Option<bool>, Option<String>);
+
 #[tokio::test]
 async fn names_come_verified_from_the_authorizer_or_unverified_from_the_query() {
-    let named = |user: &str, verified| Some((Some(user.to_owned()), Some(verified)));
-    assert_eq!(connect_with(json!({"name": " Ada "}), None).await, (200, named("Ada", false)));
-    assert_eq!(connect_with(json!({}), None).await, (200, Some((None, None))), "anonymous, as the seed");
-    let context = json!({"principalId": "sub-123", "name": "grace"});
+    let named = |user: &str, verified, user_id: Option<&str>| {
+        Some((Some(user.to_owned()), Some(verified), user_id.map(str::to_owned)))
+    };
+    assert_eq!(connect_with(json!({"name": " Ada "}), None).await, (200, named("Ada", false, None)));
+    assert_eq!(connect_with(json!({}), None).await, (200, Some((None, None, None))), "anonymous, as the seed");
+    let context =
+        json!({"principalId": "https://id.example|sub-123", "name": "grace", "userId": "https://id.example|sub-123"});
     assert_eq!(
         connect_with(json!({"name": "mallory"}), Some(context)).await,
-        (200, named("grace", true)),
-        "a verified name wins over a chosen one"
+        (200, named("grace", true, Some("https://id.example|sub-123"))),
+        "a verified name wins over a chosen one, and the account comes with it"
     );
     let no_name = json!({"principalId": "sub-123"});
-    assert_eq!(connect_with(json!({}), Some(no_name)).await, (200, named("sub-123", true)));
-    for bad in ["", "   ", "line\nbreak", &"x".repeat(33)] {
+    assert_eq!(connect_with(json!({}), Some(no_name)).await, (200, named("sub-123", true, None)));
+    for bad in ["", "   ", "line\nbreak", "ali\u{202E}ce", &"x".repeat(33)] {
         assert_eq!(connect_with(json!({"name": bad}), None).await, (400, None), "{bad:?}");
     }
 }
@@ -237,13 +248,23 @@ async fn malformed_records_are_skipped_and_the_rest_delivered() {
     bad_time["dynamodb"]["NewImage"]["timestamp"] = json!({"S": "yesterday"});
     let mut removal = good.clone();
     removal["eventName"] = json!("REMOVE");
-    // The receipt an acknowledged send writes beside its line: not an event.
-    let mut receipt = good.clone();
-    receipt["dynamodb"]["NewImage"] = json!({
-        "message_id": {"S": "client#0192f3a4-5b6c-7d8e-9f01-23456789abcd"},
-        "event_id": {"S": "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55"}
+    // The receipt an acknowledged send writes beside its line: not an event; nor
+    // is its replacement once expired (MODIFY), nor its deletion by the TTL.
+    let receipt_image = json!({
+        "message_id": {"S": "client#lobby#0192f3a4-5b6c-7d8e-9f01-23456789abcd#local|u-1"},
+        "event_id": {"S": "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55"},
+        "expires_at": {"N": "1795601730"}
     });
-    raw["Records"] = json!([no_text, bad_time, removal, receipt, good]);
+    let mut receipt = good.clone();
+    receipt["dynamodb"]["NewImage"] = receipt_image.clone();
+    let mut renewed = receipt.clone();
+    renewed["eventName"] = json!("MODIFY");
+    let mut expired = good.clone();
+    expired["eventName"] = json!("REMOVE");
+    expired["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+    expired["dynamodb"].as_object_mut().unwrap().remove("NewImage");
+    expired["dynamodb"]["OldImage"] = receipt_image;
+    raw["Records"] = json!([no_text, bad_time, removal, receipt, renewed, expired, good]);
 
     let event: Event = serde_json::from_value(raw).unwrap();
     let response = stream::on_stream(&event, &broadcaster(connections, poster.clone())).await;

@@ -23,8 +23,8 @@ fn log_event(
     timestamp: DateTime<Utc>,
     kind: EventKind,
 ) -> LogEvent {
-    let (room, user, verified) = ("lobby".to_owned(), None, None);
-    LogEvent { message_id, connection_id, message, timestamp, kind, room, user, verified }
+    let (room, user, verified, user_id) = ("lobby".to_owned(), None, None, None);
+    LogEvent { message_id, connection_id, message, timestamp, kind, room, user, verified, user_id }
 }
 
 fn kind() -> impl Strategy<Value = EventKind> {

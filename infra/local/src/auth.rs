@@ -249,9 +249,10 @@ mod tests {
         assert!(exp > chrono::Utc::now().timestamp());
         let fields = auth.authorize(&context(), &query(&format!("Bearer {token}")), &headers).await.unwrap();
         let expected: HashMap<String, Value> = HashMap::from([
-            ("principalId".into(), "dev:Ada".into()),
+            ("principalId".into(), "local|dev:Ada".into()),
             ("name".into(), "Ada".into()),
             ("verified".into(), true.into()),
+            ("userId".into(), "local|dev:Ada".into()),
         ]);
         assert_eq!(fields, expected);
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chat_core::model::Receipt;
 #[cfg(test)]
 use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
@@ -26,7 +27,8 @@ CREATE TABLE IF NOT EXISTS active_connections (
     room          TEXT NOT NULL DEFAULT 'lobby',
     user          TEXT,
     verified      INTEGER,
-    batch         INTEGER NOT NULL DEFAULT 0
+    batch         INTEGER NOT NULL DEFAULT 0,
+    user_id       TEXT
 );
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS session_history (
     duration_seconds INTEGER,
     room             TEXT NOT NULL DEFAULT 'lobby',
     user             TEXT,
-    verified         INTEGER
+    verified         INTEGER,
+    user_id          TEXT
 );
 -- seq is the stream's sequence number: the order events were appended.
 CREATE TABLE IF NOT EXISTS message_history (
@@ -48,12 +51,8 @@ CREATE TABLE IF NOT EXISTS message_history (
     kind          TEXT NOT NULL,
     room          TEXT NOT NULL DEFAULT 'lobby',
     user          TEXT,
-    verified      INTEGER
-);
--- Receipts of acknowledged sends: a resent clientMessageId finds its line here.
-CREATE TABLE IF NOT EXISTS client_messages (
-    client_message_id TEXT PRIMARY KEY,
-    message_id        TEXT NOT NULL
+    verified      INTEGER,
+    user_id       TEXT
 );
 -- How far the stream → broadcaster emulator has got, so a restart resumes there.
 CREATE TABLE IF NOT EXISTS stream_checkpoint (
@@ -61,6 +60,30 @@ CREATE TABLE IF NOT EXISTS stream_checkpoint (
     seq INTEGER NOT NULL
 );
 ";
+
+/// Receipts of acknowledged sends, keyed by sender, room and clientMessageId
+/// ([`Receipt`]): a resend within the window finds its line here. Created after
+/// [`drop_unkeyed_receipts`].
+const RECEIPTS: &str = "
+CREATE TABLE IF NOT EXISTS client_messages (
+    receipt_key TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS client_messages_expiry ON client_messages (expires_at);
+";
+
+/// Receipts from before they had a sender, a room and an expiry were keyed by
+/// clientMessageId alone, which any sender could claim: a database with them
+/// drops them (at worst a resend across the upgrade is stored twice).
+fn drop_unkeyed_receipts(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let old =
+        db.prepare("SELECT 1 FROM pragma_table_info('client_messages') WHERE name = 'client_message_id'")?.exists([])?;
+    if old {
+        db.execute_batch("DROP TABLE client_messages")?;
+    }
+    Ok(())
+}
 
 /// The tables' `room` GSIs: history and fan-out read one room, never the whole table.
 /// Created after [`add_missing_columns`] so databases from before rooms get them too.
@@ -72,7 +95,7 @@ CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, 
 /// Columns added since the first schema; a database from before gains them, every
 /// old row in the default room, anonymous and served one frame per event.
 const ADDED_COLUMNS: &[(&str, &str)] =
-    &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER")];
+    &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER"), ("user_id", "TEXT")];
 /// Columns added to one table only.
 const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[("active_connections", "batch", "INTEGER NOT NULL DEFAULT 0")];
 
@@ -119,7 +142,8 @@ fn unavailable(error: rusqlite::Error) -> StoreError {
 
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
-    "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified FROM message_history";
+    "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified, user_id
+     FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -149,6 +173,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
             room,
             user: row.get(7)?,
             verified: row.get(8)?,
+            user_id: row.get(9)?,
         }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
@@ -158,8 +183,9 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
 /// Inserts `event` unless its id is logged already; `true` if it is new.
 fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result<bool> {
     db.prepare_cached(
-        "INSERT OR IGNORE INTO message_history (message_id, connection_id, message, timestamp, kind, room, user, verified)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR IGNORE INTO message_history
+             (message_id, connection_id, message, timestamp, kind, room, user, verified, user_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         event.message_id,
@@ -169,14 +195,15 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.kind.as_str(),
         event.room,
         event.user,
-        event.verified
+        event.verified,
+        event.user_id
     ])
     .map(|inserted| inserted == 1)
 }
 
 /// The columns [`session_from_row`] reads, in its order.
 const SESSION_COLUMNS: &str = "SELECT connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room,
-     user, verified FROM session_history";
+     user, verified, user_id FROM session_history";
 
 fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let (connected_at, disconnected_at): (String, Option<String>) = (r.get(2)?, r.get(3)?);
@@ -191,12 +218,14 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         verified: r.get(7)?,
         // Local sessions are kept: the embedded store has no TTL.
         expires_at: None,
+        user_id: r.get(8)?,
     })
 }
 
 /// The columns [`connection_from_row`] reads, in its order.
 const CONNECTION_COLUMNS: &str =
-    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified, batch FROM active_connections";
+    "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified, batch,
+     user_id FROM active_connections";
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
@@ -209,6 +238,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         user: r.get(5)?,
         verified: r.get(6)?,
         batch: r.get(7)?,
+        user_id: r.get(8)?,
     })
 }
 
@@ -219,6 +249,8 @@ impl SqliteStore {
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&db).map_err(unavailable)?;
         db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
+        drop_unkeyed_receipts(&db).map_err(unavailable)?;
+        db.execute_batch(RECEIPTS).map_err(unavailable)?;
         Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
     }
 
@@ -321,8 +353,8 @@ impl ConnectionStore for SqliteStore {
         self.with(|db| {
             db.prepare_cached(
                 "INSERT OR REPLACE INTO active_connections
-                     (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch, user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 connection.connection_id,
@@ -332,7 +364,8 @@ impl ConnectionStore for SqliteStore {
                 connection.room,
                 connection.user,
                 connection.verified,
-                connection.batch
+                connection.batch,
+                connection.user_id
             ])?;
             self.forget_rooms();
             Ok(())
@@ -381,8 +414,9 @@ impl SessionLog for SqliteStore {
     async fn open(&self, session: &Session) -> Result<(), StoreError> {
         self.with(|db| {
             db.prepare_cached(
-                "INSERT OR REPLACE INTO session_history (connection_id, source_ip, connected_at, room, user, verified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO session_history
+                     (connection_id, source_ip, connected_at, room, user, verified, user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 session.connection_id,
@@ -390,7 +424,8 @@ impl SessionLog for SqliteStore {
                 format_iso(&session.connected_at),
                 session.room,
                 session.user,
-                session.verified
+                session.verified,
+                session.user_id
             ])
             .map(drop)
         })
@@ -402,7 +437,8 @@ impl SessionLog for SqliteStore {
             db.prepare_cached(
                 "UPDATE session_history SET disconnected_at = ?2, duration_seconds = ?3
                  WHERE connection_id = ?1 AND disconnected_at IS NULL
-                 RETURNING connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room, user, verified",
+                 RETURNING connection_id, source_ip, connected_at, disconnected_at, duration_seconds, room, user, verified,
+                     user_id",
             )?
             .query_row(
                 params![end.connection_id, format_iso(&end.disconnected_at), end.duration_seconds],
@@ -423,22 +459,27 @@ impl MessageLog for SqliteStore {
         Ok(new)
     }
 
-    /// The receipt and the line in one transaction: both or neither.
+    /// The receipt and the line in one transaction: both or neither. Receipts
+    /// past their expiry are purged first (on the expiry index), as DynamoDB's
+    /// TTL would, so an expired one never answers a send.
     async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError> {
+        let receipt = Receipt::for_send(event, client_message_id);
         let (stored, new) = self.with(|db| {
             let tx = db.unchecked_transaction()?;
+            tx.prepare_cached("DELETE FROM client_messages WHERE expires_at <= ?1")?
+                .execute(params![receipt.sent_at])?;
             let claimed = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO client_messages (client_message_id, message_id) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO client_messages (receipt_key, message_id, expires_at) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![client_message_id, event.message_id])?
+                .execute(params![receipt.key, event.message_id, receipt.expires_at])?
                 == 1;
             let stored = if claimed {
                 insert_event(&tx, event)?;
                 event.message_id.clone()
             } else {
-                tx.prepare_cached("SELECT message_id FROM client_messages WHERE client_message_id = ?1")?
-                    .query_row(params![client_message_id], |r| r.get(0))?
+                tx.prepare_cached("SELECT message_id FROM client_messages WHERE receipt_key = ?1")?
+                    .query_row(params![receipt.key], |r| r.get(0))?
             };
             tx.commit()?;
             Ok((stored, claimed))
@@ -487,6 +528,7 @@ impl MessageLog for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::model::RECEIPT_TTL;
     use chat_core::time::parse_iso;
 
     fn at(iso: &str) -> chrono::DateTime<chrono::Utc> {
@@ -534,6 +576,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_receipt_belongs_to_its_sender_and_room_and_expires() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let t = at("2026-11-24T10:00:00Z");
+        let (ada, impostor) = (
+            chat_core::Identity::verified("alice", "https://id.example|ada"),
+            chat_core::Identity::verified("alice", "https://id.example|eve"),
+        );
+        let line = |text: &str, who: &chat_core::Identity, room: &str, at| {
+            LogEvent::chat("c", text, at).in_room(room).by(Some(who))
+        };
+        let first = line("ada's", &ada, "ops", t);
+        assert_eq!(store.append_once(&first, "k").await.unwrap(), first.message_id);
+        let theirs = line("eve's", &impostor, "ops", t);
+        assert_eq!(store.append_once(&theirs, "k").await.unwrap(), theirs.message_id, "not ada's receipt");
+        let moved = line("ada's", &ada, "dev", t);
+        assert_eq!(store.append_once(&moved, "k").await.unwrap(), moved.message_id, "a new line in a new room");
+        let resent = line("ada's", &ada, "ops", t + RECEIPT_TTL - chrono::Duration::seconds(1));
+        assert_eq!(store.append_once(&resent, "k").await.unwrap(), first.message_id, "within the window");
+        let late = line("ada's", &ada, "ops", t + RECEIPT_TTL);
+        assert_eq!(store.append_once(&late, "k").await.unwrap(), late.message_id, "past the window");
+        let receipts: i64 =
+            store.with(|db| db.query_row("SELECT count(*) FROM client_messages", [], |r| r.get(0))).unwrap();
+        assert_eq!(receipts, 1, "the expired receipts were purged, the renewed one kept");
+        let rooms: Vec<(String, Option<String>)> = store
+            .stream_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.map(|e| (e.room, e.user_id)).unwrap())
+            .collect();
+        let (ada_id, eve_id) = (Some("https://id.example|ada".to_owned()), Some("https://id.example|eve".to_owned()));
+        assert_eq!(
+            rooms,
+            [
+                ("ops".into(), ada_id.clone()),
+                ("ops".into(), eve_id),
+                ("dev".into(), ada_id.clone()),
+                ("ops".into(), ada_id)
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn append_is_idempotent_by_id() {
         let store = SqliteStore::open(Path::new(":memory:")).unwrap();
         let event = LogEvent::chat("c", "once", at("2026-11-24T10:00:00Z"));
@@ -548,7 +632,10 @@ mod tests {
         let reference = chat_core::memory::MemoryLog::default();
         for (i, time) in ["10:00:00", "10:00:01", "10:00:01", "10:00:02", "10:00:03"].iter().enumerate() {
             let event = LogEvent::chat("c", &format!("m{i}"), at(&format!("2026-11-24T{time}Z")));
-            let ada = chat_core::Identity { user: "Ada".into(), verified: i % 2 == 0 };
+            let ada = match i % 2 {
+                0 => chat_core::Identity::verified("Ada", "https://id.example|ada"),
+                _ => chat_core::Identity::chosen("Ada"),
+            };
             let elsewhere =
                 LogEvent::chat("o", &format!("o{i}"), at(&format!("2026-11-24T{time}Z"))).in_room("ops").by(Some(&ada));
             for event in [event, elsewhere] {
@@ -596,6 +683,8 @@ mod tests {
                      source_ip TEXT NOT NULL, expires_at INTEGER NOT NULL);
                  CREATE TABLE message_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
                      connection_id TEXT NOT NULL, message TEXT NOT NULL, timestamp TEXT NOT NULL, kind TEXT NOT NULL);
+                 CREATE TABLE client_messages (client_message_id TEXT PRIMARY KEY, message_id TEXT NOT NULL);
+                 INSERT INTO client_messages VALUES ('k', '019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55');
                  INSERT INTO active_connections VALUES ('old', '2026-11-24T10:00:00Z', 'ip', 1);
                  INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
                      VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'old', 'before rooms', '2026-11-24T10:00:00Z', 'chat');",
@@ -607,6 +696,21 @@ mod tests {
         assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
         assert_eq!(history[0].message, "before rooms");
+        assert_eq!((history[0].user_id.as_deref(), old.user_id.as_deref()), (None, None), "anonymous, as they were");
+        // The old receipts, keyed by clientMessageId alone, answer nobody now.
+        let line = LogEvent::chat("new", "after the upgrade", at("2026-11-24T10:00:00Z"));
+        assert_eq!(store.append_once(&line, "k").await.unwrap(), line.message_id);
+        // And the new columns take a verified identity on every table.
+        let grace = chat_core::Identity::verified("grace", "local|grace");
+        let connection = Connection::new("g", "ip", at("2026-11-24T10:00:00Z")).of(Some(&grace));
+        store.put(&connection).await.unwrap();
+        store.open(&Session::opened(&connection)).await.unwrap();
+        let joined = LogEvent::join("g", at("2026-11-24T10:00:01Z")).by(Some(&grace));
+        store.append(&joined).await.unwrap();
+        assert_eq!(store.get("g").await.unwrap().unwrap().identity(), Some(grace.clone()));
+        assert_eq!(store.session("g").unwrap().unwrap().identity(), Some(grace.clone()));
+        let last = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 1 }).await.unwrap();
+        assert_eq!(last[0].user_id.as_deref(), Some("local|grace"));
         std::fs::remove_dir_all(dir).ok();
     }
 

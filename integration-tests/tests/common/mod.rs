@@ -573,6 +573,24 @@ pub async fn http_exchange(address: &str, request: String) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// A shared secret for `--jwt-secret` (32 bytes or more, as the stack requires).
+pub const JWT_SECRET: &str = "a-local-secret-of-at-least-32-bytes";
+
+/// A shared-secret (HS256) token for the account `sub`, shown as `name`, valid
+/// for ten minutes: what a stack started with `--jwt-secret secret` accepts.
+pub fn hs256_token(secret: &str, sub: &str, name: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({"sub": sub, "preferred_username": name, "iat": now, "exp": now + 600});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+/// `ws_url` (which may already have a query) with `token` as the identity source.
+pub fn with_token(ws_url: &str, token: &str) -> String {
+    let separator = if ws_url.contains('?') { '&' } else { '?' };
+    format!("{ws_url}{separator}Authorization=Bearer%20{token}")
+}
+
 /// The status an upgrade of `url` is refused with (panics if it is accepted).
 pub async fn refused_status(url: &str) -> u16 {
     use tokio_tungstenite::tungstenite::Error;

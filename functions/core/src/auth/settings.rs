@@ -67,6 +67,15 @@ impl VerifierConfig {
         if config.issuers.is_empty() && config.shared_secret.is_none() {
             return refuse("set OIDC_ISSUER (+ OIDC_AUDIENCE) and/or JWT_SECRET");
         }
+        // A user id is `<iss>|<sub>`, split at the first `|`; and an issuer's
+        // accounts are named by its own keys only, never by the shared secret.
+        let jwt_issuer = config.shared_secret.as_ref().and_then(|shared| shared.issuer.as_deref());
+        if config.issuers.iter().map(|t| t.issuer.as_str()).chain(jwt_issuer).any(|iss| iss.contains('|')) {
+            return refuse("OIDC_ISSUER and JWT_ISSUER must not contain '|'");
+        }
+        if jwt_issuer.is_some_and(|iss| config.issuers.iter().any(|t| t.issuer == iss)) {
+            return refuse("JWT_ISSUER must differ from OIDC_ISSUER: shared-secret tokens cannot speak for its users");
+        }
         let seconds = |name: &str, default: i64| match var(name) {
             None => Ok(default),
             Some(v) => v
@@ -134,5 +143,10 @@ mod tests {
         assert!(config(&[("JWT_SECRET", "a-test-secret-that-is-32-bytes!!"), ("JWT_LEEWAY_SECONDS", "-1")]).is_err());
         let stray = [("JWT_SECRET", "a-test-secret-that-is-32-bytes!!"), ("OIDC_AUDIENCE", "c1")];
         assert!(config(&stray).is_err(), "an audience without an issuer is a mistake, not ignored");
+        let secret = ("JWT_SECRET", "a-test-secret-that-is-32-bytes!!");
+        assert!(config(&[secret, ("JWT_ISSUER", "a|b")]).is_err(), "'|' separates issuer and subject");
+        let pool = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AAAAAAAAA";
+        let same = [secret, ("JWT_ISSUER", pool), ("OIDC_ISSUER", pool), ("OIDC_AUDIENCE", "c1")];
+        assert!(config(&same).is_err(), "the secret may not mint the pool's users");
     }
 }

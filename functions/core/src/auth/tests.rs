@@ -101,7 +101,8 @@ fn hs256_verifier() -> Verifier {
 async fn hs256_a_valid_token_passes_with_its_subject() {
     let verifier = hs256_verifier();
     let token = hs256(&json!({"sub":"alice","exp":NOW + 60}));
-    let expected = Principal { subject: "alice".into(), name: "alice".into(), verified: true };
+    let expected =
+        Principal { subject: "alice".into(), user_id: "local|alice".into(), name: "alice".into(), verified: true };
     assert_eq!(verifier.verify(Some(&format!("Bearer {token}")), NOW).await, Ok(expected.clone()));
     assert_eq!(verifier.verify(Some(&format!("bearer  {token} ")), NOW).await, Ok(expected.clone()), "any case");
     assert_eq!(verifier.verify(Some(&token), NOW).await, Ok(expected), "a bare token");
@@ -122,7 +123,45 @@ async fn hs256_expiry_and_nbf_are_checked_with_the_leeway() {
     let no_exp = verifier.verify(Some(&hs256(&json!({"sub":"alice"}))), NOW).await;
     assert!(matches!(&no_exp, Err(AuthError::Malformed(m)) if m.contains("exp")), "{no_exp:?}");
     let no_sub = verifier.verify(Some(&hs256(&json!({"exp":NOW + 60}))), NOW).await;
-    assert!(matches!(&no_sub, Err(AuthError::Malformed(m)) if m.contains("sub")), "{no_sub:?}");
+    assert_eq!(no_sub, Err(AuthError::MissingSubject));
+}
+
+#[tokio::test]
+async fn the_user_id_is_the_issuer_qualified_subject() {
+    let verifier = hs256_verifier();
+    let user_id = async |claims: Value| verifier.verify(Some(&hs256(&claims)), NOW).await.map(|p| p.user_id);
+    assert_eq!(user_id(json!({"sub":"a","exp":NOW + 60})).await, Ok("local|a".into()), "no iss: the local issuer");
+    assert_eq!(user_id(json!({"sub":"a","iss":"chat","exp":NOW + 60})).await, Ok("chat|a".into()));
+    assert_eq!(user_id(json!({"sub":"auth0|a","iss":"chat","exp":NOW + 60})).await, Ok("chat|auth0|a".into()));
+    let piped = user_id(json!({"sub":"a","iss":"chat|auth0","exp":NOW + 60})).await;
+    assert!(matches!(piped, Err(AuthError::WrongIssuer(_))), "an iss with '|' could pose as another: {piped:?}");
+
+    // The same sub and the same display name at two issuers are two accounts.
+    let fixture = Fixture::with(VerifierConfig {
+        shared_secret: Some(SharedSecret::new(SECRET)),
+        ..VerifierConfig::with_issuers(vec![TrustedIssuer::new(ISS_A, vec![CLIENT.into()])])
+    });
+    let from_pool = fixture.verify(&sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &id_claims(ISS_A))).await.unwrap();
+    let from_secret = fixture.verify(&hs256(&json!({"sub":"u-1","name":"alice","exp":NOW + 60}))).await.unwrap();
+    assert_eq!((from_pool.name.as_str(), from_secret.name.as_str()), ("alice", "alice"));
+    assert_eq!(from_pool.user_id, format!("{ISS_A}|u-1"));
+    assert_eq!(from_secret.user_id, "local|u-1");
+    // Whoever holds the secret cannot mint the pool's accounts.
+    let impostor = fixture.verify(&hs256(&json!({"sub":"u-1","iss":ISS_A,"exp":NOW + 60}))).await;
+    assert!(matches!(impostor, Err(AuthError::WrongIssuer(_))), "{impostor:?}");
+}
+
+#[tokio::test]
+async fn a_subject_must_be_present_short_and_printable() {
+    let verifier = hs256_verifier();
+    let verdict = async |sub: Value| verifier.verify(Some(&hs256(&json!({"sub":sub,"exp":NOW + 60}))), NOW).await;
+    assert_eq!(verdict(json!("")).await, Err(AuthError::MissingSubject));
+    assert!(matches!(verdict(json!("x".repeat(MAX_SUBJECT_BYTES + 1))).await, Err(AuthError::BadSubject(_))));
+    assert!(verdict(json!("x".repeat(MAX_SUBJECT_BYTES))).await.is_ok());
+    for control in ["a\u{1b}b", "a\nb", "\u{7}"] {
+        assert!(matches!(verdict(json!(control)).await, Err(AuthError::BadSubject(_))), "{control:?}");
+    }
+    assert!(matches!(verdict(json!(42)).await, Err(AuthError::Malformed(_))), "a sub is a string");
 }
 
 #[tokio::test]
@@ -211,7 +250,8 @@ async fn valid_id_and_access_tokens_pass_with_their_names() {
     let fixture = Fixture::new();
     let id = sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &id_claims(ISS_A));
     let principal = fixture.verify(&id).await.unwrap();
-    assert_eq!(principal, Principal { subject: "u-1".into(), name: "alice".into(), verified: true });
+    let user_id = format!("{ISS_A}|u-1");
+    assert_eq!(principal, Principal { subject: "u-1".into(), user_id, name: "alice".into(), verified: true });
 
     let access = sign(Algorithm::ES256, Some("k-ec"), &ec(), &access_claims(ISS_A));
     let principal = fixture.verify(&access).await.unwrap();
@@ -237,6 +277,10 @@ async fn the_display_name_prefers_cognito_then_preferred_then_name_then_sub() {
     assert_eq!(name_of(&claims).await, "u-1", "a blank name is no name");
     claims["name"] = json!("é".repeat(100));
     assert_eq!(name_of(&claims).await, "é".repeat(MAX_NAME_CHARS), "cut to a bounded length");
+    claims["name"] = json!("\u{202E}ecila\u{2066}\n");
+    assert_eq!(name_of(&claims).await, "ecila", "no bidi overrides, isolates or controls from a token");
+    claims["name"] = json!("\u{202E}\u{200F}");
+    assert_eq!(name_of(&claims).await, "u-1", "nothing printable left is no name");
 }
 
 #[tokio::test]
@@ -354,7 +398,12 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
             let forged =
                 sign(Algorithm::HS256, Some("k-rsa"), &EncodingKey::from_secret(public).unwrap(), &id_claims(ISS_A));
             let result = fixture.verify(&forged).await;
-            assert!(matches!(result, Err(AuthError::UnsupportedAlgorithm(_) | AuthError::BadSignature)), "{result:?}");
+            // With a shared secret too, HS256 claiming the JWKS issuer is refused first.
+            let refused = matches!(
+                result,
+                Err(AuthError::UnsupportedAlgorithm(_) | AuthError::BadSignature | AuthError::WrongIssuer(_))
+            );
+            assert!(refused, "{result:?}");
         }
     }
 }

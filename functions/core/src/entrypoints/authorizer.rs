@@ -1,8 +1,9 @@
 //! The optional `$connect` REQUEST authorizer: a JWT in the query parameter
 //! `Authorization` that the [`Verifier`] accepts allows the connection, anything
-//! else denies it (403). An Allow carries the principal: `principalId` is the
-//! token's subject and `context` holds `name` and `verified`, which API Gateway
-//! repeats in `requestContext.authorizer` of every later event of the connection.
+//! else denies it (403). An Allow carries the principal: `principalId` and the
+//! context's `userId` are the issuer-qualified subject (`"<iss>|<sub>"`, the
+//! account), `name` the display label and `verified` true; API Gateway repeats
+//! them in `requestContext.authorizer` of every later event of the connection.
 
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
@@ -21,10 +22,14 @@ pub async fn on_authorize(
     let mut response = ApiGatewayCustomAuthorizerResponse::default();
     let effect = match verifier.verify(token, now).await {
         Ok(principal) => {
-            tracing::info!(subject = %principal.subject, name = %principal.name, "connection allowed");
+            tracing::info!(user_id = %principal.user_id, name = %principal.name, "connection allowed");
             // Context values must be strings, numbers or booleans (no objects).
-            response.context = serde_json::json!({ "name": principal.name, "verified": principal.verified });
-            response.principal_id = Some(principal.subject);
+            response.context = serde_json::json!({
+                "name": principal.name,
+                "verified": principal.verified,
+                "userId": principal.user_id,
+            });
+            response.principal_id = Some(principal.user_id);
             IamPolicyEffect::Allow
         }
         Err(error) => {
@@ -89,15 +94,16 @@ mod tests {
     async fn a_valid_bearer_token_allows_the_connection_with_the_name_in_context() {
         let token = sign(serde_json::json!({"sub":"u-1","preferred_username":"alice","exp":2_000}));
         let response = on_authorize(&event(Some(&format!("Bearer {token}"))), &verifier(), 1_000).await;
-        assert_eq!(effect_and_principal(&response), ("Allow".into(), "u-1".into()));
+        assert_eq!(effect_and_principal(&response), ("Allow".into(), "local|u-1".into()));
         let json = serde_json::to_value(&response).unwrap();
-        assert_eq!(json["context"], serde_json::json!({"name": "alice", "verified": true}));
+        assert_eq!(json["context"], serde_json::json!({"name": "alice", "verified": true, "userId": "local|u-1"}));
     }
 
     #[tokio::test]
     async fn anything_else_denies_it_without_context() {
         let expired = format!("Bearer {}", sign(serde_json::json!({"sub":"u-1","exp":900})));
-        for authorization in [None, Some("Bearer nonsense"), Some(expired.as_str())] {
+        let no_subject = format!("Bearer {}", sign(serde_json::json!({"preferred_username":"alice","exp":2_000})));
+        for authorization in [None, Some("Bearer nonsense"), Some(expired.as_str()), Some(no_subject.as_str())] {
             let response = on_authorize(&event(authorization), &verifier(), 1_000).await;
             assert_eq!(effect_and_principal(&response).0, "Deny", "{authorization:?}");
             assert!(response.context.is_null(), "a denial names nobody");

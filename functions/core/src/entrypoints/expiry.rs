@@ -80,7 +80,8 @@ mod tests {
     async fn an_expired_connection_is_announced_once_in_its_room() {
         let (sessions, log) = (MemorySessions::default(), MemoryLog::default());
         let at = parse_iso("2026-11-24T10:00:00Z").unwrap();
-        let quiet = Connection::new("quiet", "ip", at).in_room("ops");
+        let ada = crate::model::Identity::verified("Ada", "https://id.example|ada");
+        let quiet = Connection::new("quiet", "ip", at).in_room("ops").of(Some(&ada));
         sessions.open(&Session::opened(&quiet)).await.unwrap();
         let batch: Event = serde_json::from_value(serde_json::json!({"Records": [removal(&quiet, "1")]})).unwrap();
         let later = parse_iso("2026-11-24T13:00:00Z").unwrap();
@@ -90,6 +91,7 @@ mod tests {
         let events = log.events();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].kind, events[0].room.as_str()), (EventKind::Leave, "ops"));
+        assert_eq!(events[0].user_id.as_deref(), Some("https://id.example|ada"), "whose, from the stored row");
         let session = sessions.get("quiet").unwrap();
         assert_eq!(session.disconnected_at, Some(at + LONGEST_CONNECTION), "gone by API Gateway's 2 h at the latest");
     }

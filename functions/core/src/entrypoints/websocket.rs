@@ -155,12 +155,13 @@ pub async fn on_default(
 }
 
 /// The verified identity the `$connect` authorizer returned: its context's `name`,
-/// else its `principalId`. API Gateway puts both in `requestContext.authorizer`.
+/// else its `principalId`, and the account's `userId`. API Gateway puts them all
+/// in `requestContext.authorizer`.
 fn authorized_identity(event: &ApiGatewayWebsocketProxyRequest) -> Option<Identity> {
     let context = &event.request_context.authorizer.fields;
     let text = |key: &str| context.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
     let user = text("name").or_else(|| text("principalId"))?;
-    Some(Identity { user: user.to_owned(), verified: true })
+    Some(Identity { user: user.to_owned(), verified: true, user_id: text("userId").map(str::to_owned) })
 }
 
 /// The upgrade's `Origin` header (any case; API Gateway passes both header maps).

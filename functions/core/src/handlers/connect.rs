@@ -56,7 +56,7 @@ mod tests {
             source_ip: "203.0.113.7".into(),
             connected_at: at("2026-11-24T10:15:30Z"),
             room: "ops".into(),
-            identity: Some(Identity { user: "Ada".into(), verified: false }),
+            identity: Some(Identity::chosen("Ada")),
             batch: true,
             session_retention: Some(Duration::days(7)),
         };
@@ -77,7 +77,7 @@ mod tests {
         assert_eq!(events[0].kind, EventKind::Join);
         assert_eq!(events[0].room, "ops");
         assert_eq!((events[0].user.as_deref(), events[0].verified), (Some("Ada"), Some(false)));
-        assert_eq!(row.identity(), Some(Identity { user: "Ada".into(), verified: false }));
+        assert_eq!(row.identity(), Some(Identity::chosen("Ada")));
         assert_eq!(events[0].message, "A new user has joined the chat - CXzQ2cJjoAMCJ6g=");
     }
 

@@ -128,7 +128,7 @@ async fn who(
     };
     let page = connections.list(room, after, PRESENCE_PAGE).await?;
     tracing::info!(connection_id, room, count, members = page.items.len(), "presence served");
-    let frame = presence_frame(room, count, &page.items, connection_id, page.next.as_deref());
+    let frame = presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
     reply_to(connection_id, &Bytes::from(frame), poster).await
 }
 
@@ -365,6 +365,24 @@ mod tests {
         got.sort();
         let ids: Vec<String> = log.events().into_iter().map(|e| e.message_id).collect();
         assert_eq!(got, ids, "every line once");
+    }
+
+    #[tokio::test]
+    async fn who_tells_accounts_apart_and_the_asker_its_own() {
+        let store = MemoryConnections::default();
+        let at = at("2026-11-24T09:00:00Z");
+        let (alice_a, alice_b) = (
+            crate::model::Identity::verified("alice", "https://a.example|1"),
+            crate::model::Identity::verified("alice", "https://b.example|1"),
+        );
+        store.put(&Connection::new("c1", "ip", at).of(Some(&alice_a))).await.unwrap();
+        store.put(&Connection::new("c2", "ip", at).of(Some(&alice_b))).await.unwrap();
+        let poster = RecordingPoster::default();
+        default_route("c2", r#"{"action":"who"}"#, &store, &MemoryLog::default(), &poster).await.unwrap();
+        let frame = &poster.frames_to("c2")[0];
+        let ids: Vec<_> = frame["members"].as_array().unwrap().iter().map(|m| m["userId"].clone()).collect();
+        assert_eq!(ids, [serde_json::json!("https://a.example|1"), serde_json::json!("https://b.example|1")]);
+        assert_eq!((frame["you"].as_str(), frame["youUserId"].as_str()), (Some("c2"), Some("https://b.example|1")));
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ mod tests {
             source_ip: "ip".into(),
             connected_at,
             room: "ops".into(),
-            identity: Some(crate::model::Identity { user: "Ada".into(), verified: true }),
+            identity: Some(crate::model::Identity::verified("Ada", "https://id.example|ada")),
             batch: false,
             session_retention: None,
         };
@@ -88,6 +88,12 @@ mod tests {
         assert_eq!(log.events()[1].message, "User c1 has left the chat.");
         assert_eq!(log.events()[1].room, "ops", "the leave is said where the join was");
         assert_eq!(log.events()[1].user.as_deref(), Some("Ada"), "and by whom");
+        assert_eq!(
+            log.events()[1].user_id.as_deref(),
+            Some("https://id.example|ada"),
+            "which account, not just the name"
+        );
+        assert_eq!(session.user_id.as_deref(), Some("https://id.example|ada"));
     }
 
     #[tokio::test]

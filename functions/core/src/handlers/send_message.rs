@@ -20,8 +20,13 @@ pub struct MessageRequest {
 /// Returns the frame to send back to the sender alone (pong, an ack when the send
 /// carried a `clientMessageId`, or why the message was refused). API Gateway
 /// delivers it as the route response, which is why this function needs no
-/// permission to post to sockets. A resend with the same `clientMessageId` is
-/// stored once (a conditional write) and acked with the first line's id.
+/// permission to post to sockets. A resend with the same `clientMessageId` by
+/// the same sender to the same room within [`RECEIPT_TTL`] is stored once (a
+/// conditional write) and acked with the first line's id ([`Receipt`] says who
+/// "the same sender" is).
+///
+/// [`RECEIPT_TTL`]: crate::model::RECEIPT_TTL
+/// [`Receipt`]: crate::model::Receipt
 pub async fn send_message(
     request: &MessageRequest,
     connections: &dyn ConnectionStore,
@@ -65,9 +70,9 @@ pub async fn send_message(
 mod tests {
     use super::*;
     use crate::handlers::testing::at;
-    use crate::memory::{MemoryConnections, MemoryLog};
-    use crate::model::Connection;
-    use crate::ports::ConnectionStore;
+    use crate::memory::{FixedClock, MemoryConnections, MemoryLog};
+    use crate::model::{Connection, Identity, RECEIPT_TTL};
+    use crate::ports::{Clock, ConnectionStore};
 
     fn request(body: &str) -> MessageRequest {
         MessageRequest { connection_id: "c1".into(), body: body.into(), received_at: at("2026-11-24T10:15:32Z") }
@@ -76,7 +81,7 @@ mod tests {
     /// The store with the sender, `c1`, connected to room `ops`.
     async fn connections() -> MemoryConnections {
         let store = MemoryConnections::default();
-        let ada = crate::model::Identity { user: "Ada".into(), verified: true };
+        let ada = Identity::verified("Ada", "https://id.example|ada");
         store
             .put(&Connection::new("c1", "ip", at("2026-11-24T10:15:00Z")).in_room("ops").of(Some(&ada)))
             .await
@@ -120,6 +125,85 @@ mod tests {
         }
         let plain = send_message(&request(r#"{"action":"sendmessage","message":"x"}"#), &connections, &log).await;
         assert_eq!(plain.unwrap(), None, "no clientMessageId: no ack, as the seed expects");
+    }
+
+    const CLIENT_MESSAGE_ID: &str = "0192f3a4-5b6c-7d8e-9f01-23456789abcd";
+
+    /// Sends `text` with [`CLIENT_MESSAGE_ID`] from `connection_id` at `at`; the ack's message id.
+    async fn acked(
+        connection_id: &str,
+        text: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        connections: &MemoryConnections,
+        log: &MemoryLog,
+    ) -> String {
+        let body = serde_json::json!({"action":"sendmessage","message":text,"clientMessageId":CLIENT_MESSAGE_ID});
+        let request = MessageRequest { connection_id: connection_id.into(), body: body.to_string(), received_at: at };
+        let ack = reply_json(send_message(&request, connections, log).await.unwrap());
+        assert_eq!(ack["clientMessageId"], CLIENT_MESSAGE_ID);
+        ack["ack"].as_str().unwrap().to_owned()
+    }
+
+    /// `a1` and `a2` are one account (Ada), `b1` another with the same name, and
+    /// `x1`, `x2` anonymous, all in `ops`.
+    async fn room_of_accounts() -> MemoryConnections {
+        let store = MemoryConnections::default();
+        let at = at("2026-11-24T10:15:00Z");
+        let ada = Identity::verified("Ada", "https://id.example|ada");
+        let other_ada = Identity::verified("Ada", "https://id.example|impostor");
+        for (id, identity) in
+            [("a1", Some(&ada)), ("a2", Some(&ada)), ("b1", Some(&other_ada)), ("x1", None), ("x2", None)]
+        {
+            store.put(&Connection::new(id, "ip", at).in_room("ops").of(identity)).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn another_account_reusing_a_client_message_id_gets_its_own_line() {
+        let (connections, log) = (room_of_accounts().await, MemoryLog::default());
+        let t = at("2026-11-24T10:15:32Z");
+        let ada = acked("a1", "from ada", t, &connections, &log).await;
+        let impostor = acked("b1", "from the other ada", t, &connections, &log).await;
+        assert_ne!(impostor, ada, "not answered with Ada's receipt");
+        let texts: Vec<_> = log.events().iter().map(|e| e.message.clone()).collect();
+        assert_eq!(texts, ["from ada", "from the other ada"], "both lines stored");
+        assert_eq!(acked("a2", "from ada", t, &connections, &log).await, ada, "Ada's other tab: the same send");
+        let anonymous = acked("x1", "from x", t, &connections, &log).await;
+        assert_ne!(anonymous, ada, "an anonymous sender cannot reach an account's receipt either");
+        assert_eq!(
+            acked("x2", "from x", t, &connections, &log).await,
+            anonymous,
+            "an anonymous resend from a new connection is still the same send (the outbox after a reconnect)"
+        );
+        assert_eq!(log.events().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_resend_after_a_room_switch_is_stored_in_the_new_room() {
+        let (connections, log) = (room_of_accounts().await, MemoryLog::default());
+        let t = at("2026-11-24T10:15:32Z");
+        let first = acked("a1", "hello", t, &connections, &log).await;
+        let moved = connections.get("a1").unwrap().in_room("dev");
+        ConnectionStore::put(&connections, &moved).await.unwrap();
+        let resent = acked("a1", "hello", t, &connections, &log).await;
+        assert_ne!(resent, first);
+        let rooms: Vec<_> = log.events().iter().map(|e| e.room.clone()).collect();
+        assert_eq!(rooms, ["ops", "dev"], "delivered where the sender now is");
+    }
+
+    #[tokio::test]
+    async fn a_receipt_dedupes_for_the_resend_window_and_no_longer() {
+        let (connections, log) = (room_of_accounts().await, MemoryLog::default());
+        let clock = FixedClock::at(at("2026-11-24T10:15:32Z"));
+        let first = acked("a1", "hello", clock.now(), &connections, &log).await;
+        clock.advance(RECEIPT_TTL - chrono::Duration::seconds(1));
+        assert_eq!(acked("a1", "hello", clock.now(), &connections, &log).await, first, "within the window");
+        clock.advance(chrono::Duration::seconds(1));
+        let late = acked("a1", "hello", clock.now(), &connections, &log).await;
+        assert_ne!(late, first, "past the window the id is free again");
+        assert_eq!(acked("a1", "hello", clock.now(), &connections, &log).await, late, "and dedupes anew");
+        assert_eq!(log.events().len(), 2);
     }
 
     #[tokio::test]
