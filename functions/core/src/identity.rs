@@ -9,6 +9,7 @@
 //! provider) has them removed.
 
 use crate::model::Identity;
+use crate::text::is_control_or_bidi;
 
 /// Longest chosen name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -18,23 +19,7 @@ pub const MAX_NAME_CHARS: usize = 32;
 #[error("Name must be 1-{MAX_NAME_CHARS} printable characters.")]
 pub struct BadName;
 
-/// Whether `c` may not appear in a display name: a control character (C0, DEL,
-/// C1), the line and paragraph separators, or a bidirectional formatting
-/// character (U+202A–U+202E embeddings and overrides, U+2066–U+2069 isolates,
-/// U+200E/U+200F and U+061C marks).
-///
-/// ```
-/// use chat_core::identity::is_unsafe_in_name;
-/// assert!(is_unsafe_in_name('\u{202E}') && is_unsafe_in_name('\n'));
-/// assert!(!is_unsafe_in_name('é') && !is_unsafe_in_name('\u{200D}'), "joiners build emoji");
-/// ```
-pub fn is_unsafe_in_name(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
-/// A name from a token with every [unsafe](is_unsafe_in_name) character
+/// A name from a token with every [control or bidi](is_control_or_bidi) character
 /// removed and the ends trimmed; may come out empty.
 ///
 /// ```
@@ -42,7 +27,7 @@ pub fn is_unsafe_in_name(c: char) -> bool {
 /// assert_eq!(cleaned_name(" ali\u{202E}ce\u{7}\n"), "alice");
 /// ```
 pub fn cleaned_name(name: &str) -> String {
-    name.chars().filter(|&c| !is_unsafe_in_name(c)).collect::<String>().trim().to_owned()
+    name.chars().filter(|&c| !is_control_or_bidi(c)).collect::<String>().trim().to_owned()
 }
 
 /// The identity a client chose with `?name=`: trimmed, 1–32 printable
@@ -57,7 +42,7 @@ pub fn chosen_identity(requested: Option<&str>) -> Result<Option<Identity>, BadN
     let Some(name) = requested else { return Ok(None) };
     let name = name.trim();
     let length = name.chars().count();
-    if length == 0 || length > MAX_NAME_CHARS || name.chars().any(is_unsafe_in_name) {
+    if length == 0 || length > MAX_NAME_CHARS || name.chars().any(is_control_or_bidi) {
         return Err(BadName);
     }
     Ok(Some(Identity::chosen(name)))

@@ -19,6 +19,7 @@ pub mod ports;
 pub mod protocol;
 pub mod replay;
 pub mod room;
+pub mod text;
 pub mod time;
 
 pub use model::{Connection, EventKind, Identity, LogEvent, Session, SessionEnd};

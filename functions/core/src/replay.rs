@@ -4,6 +4,7 @@
 use crate::model::{EventKind, LogEvent};
 use crate::ports::LogCursor;
 use crate::protocol::{join_notice, leave_notice};
+use crate::text::is_control_or_bidi;
 use crate::time::format_iso;
 
 /// Which events to replay. The default selects everything.
@@ -67,7 +68,7 @@ pub fn json_line(event: &LogEvent) -> Result<String, serde_json::Error> {
     let mut line = String::with_capacity(json.len());
     for c in json.chars() {
         // Only possible inside strings (JSON's own syntax is ASCII), where `\uXXXX` means the same.
-        if is_terminal_control(c) {
+        if is_control_or_bidi(c) {
             line.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             line.push(c);
@@ -76,19 +77,9 @@ pub fn json_line(event: &LogEvent) -> Result<String, serde_json::Error> {
     Ok(line)
 }
 
-/// Whether printing `c` raw lets stored text act on a terminal or on how it
-/// reads: C0 controls (ESC starts colour, cursor and title sequences, CR
-/// overwrites the line), DEL, C1 controls (0x9B is a one-character CSI), and the
-/// bidirectional marks, embeddings, overrides and isolates that reorder what is
-/// shown (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069).
-pub fn is_terminal_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
 /// `text` safe to print on one terminal line: `\` as `\\`, newline, carriage
-/// return and tab as `\n`, `\r`, `\t`, every other [terminal
-/// control](is_terminal_control) as `\u{…}` (Rust's notation), the rest as it is.
+/// return and tab as `\n`, `\r`, `\t`, every other
+/// [control or bidi character](is_control_or_bidi) as `\u{…}` (Rust's notation), the rest as it is.
 ///
 /// ```
 /// use chat_core::replay::escape_for_terminal;
@@ -102,7 +93,7 @@ pub fn escape_for_terminal(text: &str) -> String {
             '\n' => escaped.push_str("\\n"),
             '\r' => escaped.push_str("\\r"),
             '\t' => escaped.push_str("\\t"),
-            c if is_terminal_control(c) => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if is_control_or_bidi(c) => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => escaped.push(c),
         }
     }
@@ -187,7 +178,7 @@ mod tests {
     #[test]
     fn text_lines_escape_every_control_and_bidi_character() {
         let line = text_line(&hostile());
-        assert!(!line.chars().any(is_terminal_control), "{line:?}");
+        assert!(!line.chars().any(is_control_or_bidi), "{line:?}");
         assert!(line.ends_with("  a\\u{1b}[2J\\rb\\u{9b}31m\\u{202e}gnp.exe\\u{7f}"), "{line}");
         assert!(
             line.contains("  r\\u{2066}oom\\u{1c}  E\\u{200f}ve\\u{61c}\\u{85} (c\\u{1b}]0;pwned\\u{7})  "),
@@ -204,7 +195,7 @@ mod tests {
     fn json_lines_carry_no_terminal_control_and_read_back_the_same() {
         let event = hostile();
         let line = json_line(&event).unwrap();
-        assert!(!line.chars().any(is_terminal_control), "{line:?}");
+        assert!(!line.chars().any(is_control_or_bidi), "{line:?}");
         assert!(line.contains("\\u009b") && line.contains("\\u202e"), "{line}");
         assert_eq!(serde_json::from_str::<LogEvent>(&line).unwrap(), event);
     }
