@@ -111,6 +111,18 @@ async function throttledRecovery(browser) {
   console.log(`browser: 40/40 missed lines shown once and in order after ${stats.throttled} throttled `
     + `catch-up request(s), ${stats.pages} pages, catch-up ${stats.ms} ms, all shown in ${elapsed} ms `
     + `(the writer itself was throttled ${writerThrottled} times)`);
+
+  step("lines typed faster than the stage allows: the outbox sends the throttled ones again, each is stored once");
+  const typed = numbered("o", 6);
+  for (const text of typed) await say(page, text);
+  await page.waitForFunction((n) => document.querySelectorAll("#messages li.pending").length === 0
+    && [...document.querySelectorAll('#messages li[data-kind="chat"]')].filter((li) => /^o-/.test(li.lastChild.textContent)).length === n,
+  typed.length, SLOW);
+  assert.deepEqual((await chatTexts(page)).filter((text) => text.startsWith("o-")), typed);
+  // Outside a catch-up a throttled frame is shown as the server's note (as before).
+  const refused = await page.locator("#messages li", { hasText: "Too Many Requests" }).count();
+  assert.ok(refused > 0, "some of the typed lines were throttled");
+  console.log(`browser: ${typed.length} lines typed at once, ${refused} of the sends throttled: all acknowledged and shown once`);
   await page.context().close();
 }
 

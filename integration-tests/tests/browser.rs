@@ -179,5 +179,7 @@ async fn a_throttled_catch_up_is_retried_until_nothing_is_missing() {
     assert!(dir.join("throttled.png").exists(), "the screenshot was saved");
     // The throttled writer's lines were stored once each (its tries reuse a clientMessageId).
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 't-%'"), 40);
+    // So were the page's own lines, re-sent by its outbox after "Too Many Requests".
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'o-%'"), 6);
     stack.stop().await;
 }
