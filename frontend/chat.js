@@ -69,6 +69,7 @@ let watchdog = null;
 let asked = null; // the command whose answer we wait for (sent again if throttled)
 let backoff = null; // the Backoff of `asked`, once it was throttled
 let retryTimer = null; // a re-send of `asked` waiting for its turn
+let maybeThrottled = false; // a "Too Many Requests" came that may be `asked`'s or a line's
 const shortfall = new Set(); // what this connection's catch-up gave up on (throttled too often)
 let throttledCount = 0; // "Too Many Requests" answers to this connection's catch-up, for tests
 let catchUp = null; // a CatchUp while history is loading
@@ -255,6 +256,7 @@ function expect(what) {
   waiting = what;
   asked = null;
   backoff = null;
+  maybeThrottled = false;
   clearTimeout(retryTimer);
   retryTimer = null;
   watch();
@@ -266,7 +268,10 @@ function watch() {
   clearTimeout(watchdog);
   if (!waiting || retryTimer) return;
   const what = waiting;
-  watchdog = setTimeout(() => (what === "who" ? startCatchUp() : finishCatchUp()), ANSWER_WAIT_MS);
+  watchdog = setTimeout(() => {
+    if (maybeThrottled) return retryLater(); // no answer since: it was ours
+    return what === "who" ? startCatchUp() : finishCatchUp();
+  }, ANSWER_WAIT_MS);
 }
 
 // API Gateway's answer to a frame its stage throttling dropped unprocessed.
@@ -274,15 +279,26 @@ function isThrottled(frame) {
   return frame.message === "Too Many Requests" && !frame.kind && !frame.id;
 }
 
-// The request we wait for was throttled: send it again after a back-off, and
-// say so; when the tries are used up, go on without it and say that too. (A
-// frame does not say which request it answers: if it was another one's, say a
-// line's the outbox sends again anyway, an answer arriving meanwhile cancels the retry.)
+// The request we wait for was throttled. The frame does not say which request it
+// answers: while a line of ours is unacknowledged too, it may be that line's
+// (which the outbox sends again anyway), and sending `asked` again could bring
+// its answer twice, so the watchdog decides: no answer within its wait means it was ours.
 function throttled() {
   if (retryTimer) return; // already waiting to try again
+  throttledCount += 1;
+  if (outbox.pending(room).some((line) => line.sentAt > 0)) {
+    maybeThrottled = true;
+    return;
+  }
+  retryLater();
+}
+
+// Sends `asked` again after a back-off, and says so; when the tries are used up,
+// goes on without it and says that too.
+function retryLater() {
+  maybeThrottled = false;
   backoff ??= new Backoff({ firstMs: TUNING.retryFirstMs, capMs: TUNING.retryCapMs, tries: TUNING.retryTries });
   const delay = backoff.next();
-  throttledCount += 1;
   if (delay === null) return gaveUp();
   progress("Catching up… (server busy, retrying)");
   const command = asked;

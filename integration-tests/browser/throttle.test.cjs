@@ -162,7 +162,53 @@ async function stayingBusy(browser) {
   await page.context().close();
 }
 
+// "Too Many Requests" does not say which request it answers. While a line of the
+// page's is unacknowledged, it may be the line's: then the page must not ask for
+// the history page again at once (its answer, merely slow, would come twice).
+// And when it was the history request's after all, the page asks again once the
+// watchdog saw no answer.
+async function notOursPerhaps(browser, { historyThrottledFirst }) {
+  step(historyThrottledFirst ? "a throttled line and a throttled history request: history is asked again after the watchdog"
+    : "a throttled line while history is slow to answer: the history request is not sent twice");
+  const page = await openChat(browser, `${pageUrl}#room=busy`);
+  await page.evaluate(() => localStorage.setItem("websocket-chat-outbox", JSON.stringify([{
+    clientMessageId: "00000000-0000-4000-8000-00000000abcd", room: "busy", text: "typed offline", tries: 1, sentAt: 1 }])));
+  await page.reload();
+  const asked = [];
+  await page.context().routeWebSocket(/\/dev/, (ws) => ws.onMessage((raw) => {
+    const command = JSON.parse(raw);
+    if (command.action === "who") return ws.send(JSON.stringify({ kind: "presence", room: "busy", you: "me", members: [] }));
+    if (command.action === "sendmessage") {
+      return ws.send(JSON.stringify({ message: "Too Many Requests", connectionId: "me", requestId: "r-line" }));
+    }
+    if (command.action !== "history") return;
+    asked.push(raw);
+    if (historyThrottledFirst && asked.length === 1) {
+      return ws.send(JSON.stringify({ message: "Too Many Requests", connectionId: "me", requestId: "r-history" }));
+    }
+    setTimeout(() => {
+      ws.send(JSON.stringify({ kind: "chat", room: "busy", id: "01900000-0000-7000-8000-000000000002",
+        timestamp: "2026-12-04T21:00:00Z", connectionId: "other", user: "bob", text: "earlier" }));
+      ws.send(JSON.stringify({ kind: "history", room: "busy", count: 1, more: false }));
+    }, 600); // slower than the first back-off
+  }));
+  await recordNotices(page);
+  await connect(page);
+  await waitCaughtUp(page, SLOW);
+  const expected = historyThrottledFirst ? 2 : 1;
+  assert.equal(asked.length, expected, `history was asked ${expected} time(s)`);
+  assert.deepEqual(await chatTexts(page), ["earlier"]);
+  const notices = await page.evaluate(() => window.notices);
+  assert.ok(!notices.some((text) => text.startsWith("warn:")), "no warning");
+  if (historyThrottledFirst) assert.ok(notices.includes(`info: ${BUSY}`), "the page said it retried");
+  console.log(`browser: a throttled line${historyThrottledFirst ? " and history request" : " during a slow history answer"}: `
+    + `history asked ${asked.length} time(s), its line shown once`);
+  await page.context().close();
+}
+
 runChecks(async (browser) => {
   await throttledRecovery(browser);
   await stayingBusy(browser);
+  await notOursPerhaps(browser, { historyThrottledFirst: false });
+  await notOursPerhaps(browser, { historyThrottledFirst: true });
 }, "all throttling checks passed");
