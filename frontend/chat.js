@@ -13,7 +13,7 @@ import { SignIn } from "./auth.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
-import { CatchUp, Positions } from "./recovery.js";
+import { Backoff, CatchUp, Positions } from "./recovery.js";
 import { Timeline } from "./timeline.js";
 
 // Tests may set window.CHAT_TUNING before the page loads (smaller pages, a cap).
@@ -24,6 +24,11 @@ const TUNING = {
   firstVisit: 50, // events shown on a first visit to a room
   overlapMs: 5000, // recovery starts this long before the last event shown
   resendMs: 5000, // an unacknowledged line is sent again after this long
+  // A throttled `who`/`history` ("Too Many Requests") is sent again after 250 ms,
+  // doubling to 4 s (with jitter), at most 8 times; then the catch-up says it is incomplete.
+  retryFirstMs: 250,
+  retryCapMs: 4000,
+  retryTries: 8,
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
@@ -61,13 +66,19 @@ const seen = new Set(); // ids on the page
 let newest = null; // {id, timestamp} of the newest event on the page
 let waiting = null; // "who" or "history": the answer that decides what comes next
 let watchdog = null;
+let asked = null; // the command whose answer we wait for (sent again if throttled)
+let backoff = null; // the Backoff of `asked`, once it was throttled
+let retryTimer = null; // a re-send of `asked` waiting for its turn
+let maybeThrottled = false; // a "Too Many Requests" came that may be `asked`'s or a line's
+const shortfall = new Set(); // what this connection's catch-up gave up on (throttled too often)
+let throttledCount = 0; // "Too Many Requests" answers to this connection's catch-up, for tests
 let catchUp = null; // a CatchUp while history is loading
 let caughtUp = false; // this connection's catch-up is done: only then is `newest` gap-free
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
-globalThis.chatStats = { pages: 0, events: 0, ms: 0 }; // the last catch-up, for tests
+globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0 }; // the last catch-up, for tests
 
 function setStatus(state) {
   // Connected elsewhere than the configured endpoint: the sign-in did not go along.
@@ -126,6 +137,7 @@ function render(frame) {
   if (frame.error) return refused(frame);
   if (frame.kind === "presence") return presence(frame);
   if (frame.kind === "history") return historyEnd(frame);
+  if (isThrottled(frame) && asked) return throttled();
   let fresh = false; // newer than anything shown, after catching up: news for the reader
   if (frame.id) {
     catchUp?.saw(frame.id); // before dedupe: it tells where a history page ended
@@ -233,10 +245,79 @@ function presence(frame) {
 }
 
 // ---- Catching up: after `who` is answered, `history` until caught up.
+// Sends `command` and waits for its answer (`what`: "who" or "history").
+function ask(what, command) {
+  expect(what);
+  asked = command;
+  send(command);
+}
+
 function expect(what) {
   waiting = what;
+  asked = null;
+  backoff = null;
+  maybeThrottled = false;
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  watch();
+}
+
+// (Re)starts the watchdog: an answer that never comes ends the wait. Not while a
+// throttled request waits to be sent again: its own try restarts it.
+function watch() {
   clearTimeout(watchdog);
-  if (what) watchdog = setTimeout(() => (what === "who" ? startCatchUp() : finishCatchUp()), ANSWER_WAIT_MS);
+  if (!waiting || retryTimer) return;
+  const what = waiting;
+  watchdog = setTimeout(() => {
+    if (maybeThrottled) return retryLater(); // no answer since: it was ours
+    return what === "who" ? startCatchUp() : finishCatchUp();
+  }, ANSWER_WAIT_MS);
+}
+
+// API Gateway's answer to a frame its stage throttling dropped unprocessed.
+function isThrottled(frame) {
+  return frame.message === "Too Many Requests" && !frame.kind && !frame.id;
+}
+
+// The request we wait for was throttled. The frame does not say which request it
+// answers: while a line of ours is unacknowledged too, it may be that line's
+// (which the outbox sends again anyway), and sending `asked` again could bring
+// its answer twice, so the watchdog decides: no answer within its wait means it was ours.
+function throttled() {
+  if (retryTimer) return; // already waiting to try again
+  throttledCount += 1;
+  if (outbox.pending(room).some((line) => line.sentAt > 0)) {
+    maybeThrottled = true;
+    return;
+  }
+  retryLater();
+}
+
+// Sends `asked` again after a back-off, and says so; when the tries are used up,
+// goes on without it and says that too.
+function retryLater() {
+  maybeThrottled = false;
+  backoff ??= new Backoff({ firstMs: TUNING.retryFirstMs, capMs: TUNING.retryCapMs, tries: TUNING.retryTries });
+  const delay = backoff.next();
+  if (delay === null) return gaveUp();
+  progress("Catching up… (server busy, retrying)");
+  const command = asked;
+  clearTimeout(watchdog);
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    if (asked !== command) return;
+    watch();
+    send(command);
+  }, delay);
+}
+
+function gaveUp() {
+  if (waiting === "who") {
+    shortfall.add("who is here");
+    return startCatchUp();
+  }
+  shortfall.add("earlier messages");
+  finishCatchUp();
 }
 
 function startCatchUp() {
@@ -247,8 +328,7 @@ function startCatchUp() {
 function request() {
   const command = catchUp.next();
   if (!command) return finishCatchUp();
-  expect("history");
-  send(command);
+  ask("history", command);
 }
 
 function historyEnd(frame) {
@@ -263,11 +343,14 @@ function historyEnd(frame) {
 
 function finishCatchUp() {
   expect(null);
-  if (catchUp) globalThis.chatStats = catchUp.stats();
+  if (catchUp) globalThis.chatStats = { ...catchUp.stats(), throttled: throttledCount };
   catchUp = null;
   caughtUp = true;
   timeline.setBusy(false);
-  if (progressShown) notice("");
+  if (shortfall.size) {
+    notice(`Catch-up incomplete: the server is too busy (it throttled our requests), so ${[...shortfall].join(" and ")} `
+      + "may be missing. Reconnect later to try again.", "warn");
+  } else if (progressShown) notice("");
   remember();
 }
 
@@ -276,13 +359,16 @@ function dropCatchUp() {
   expect(null);
   catchUp = null;
   caughtUp = false;
+  shortfall.clear();
+  throttledCount = 0;
   timeline.setBusy(false);
 }
 
 // Remembers the newest event shown, but only when caught up: then everything
 // before it is on the page too (a live line seen earlier may lie past a gap).
+// Not after a catch-up that gave up on history: the next one starts before the gap.
 function remember() {
-  if (caughtUp && room && newest) positions.set(room, newest);
+  if (caughtUp && !shortfall.has("earlier messages") && room && newest) positions.set(room, newest);
 }
 
 // ---- Connections.
@@ -362,8 +448,7 @@ function open(base, name, reconnecting) {
     setStatus("connected");
     members.forget(); // a fresh snapshot for this connection
     timeline.setBusy(true); // until caught up: `who`, then `history`
-    expect("who");
-    send({ action: "who" });
+    ask("who", { action: "who" });
     flush(0);
     timers.push(setInterval(() => flush(TUNING.resendMs), TUNING.resendMs));
     timers.push(setInterval(() => send({ action: "sendmessage", message: "ping" }), HEARTBEAT_MS));
@@ -372,7 +457,7 @@ function open(base, name, reconnecting) {
   ws.onmessage = (event) => {
     let frame;
     try { frame = JSON.parse(event.data); } catch { return timeline.note(String(event.data)); }
-    if (waiting) expect(waiting); // still answering: wait on
+    watch(); // still answering: wait on
     render(frame);
   };
   ws.onerror = () => setStatus("error");

@@ -78,3 +78,23 @@ function isoMinus(iso, ms) {
   const at = Date.parse(iso);
   return Number.isNaN(at) ? iso : new Date(at - ms).toISOString().replace(/\.\d+Z$/, "Z");
 }
+
+// Re-sending a catch-up request the stage throttled ("Too Many Requests": API
+// Gateway dropped it unprocessed). Exponential back-off with jitter, so pages
+// reconnecting together after an outage do not ask again in lockstep; bounded,
+// so a server that stays busy ends in a clear "incomplete" instead of forever.
+export class Backoff {
+  constructor({ firstMs, capMs, tries }, random = Math.random) {
+    Object.assign(this, { firstMs, capMs, max: tries, random });
+    this.tries = 0;
+  }
+
+  // The wait before the next try (half the doubled delay, plus up to as much
+  // again at random), or null when the tries are used up.
+  next() {
+    if (this.tries >= this.max) return null;
+    const delay = Math.min(this.firstMs * 2 ** this.tries, this.capMs);
+    this.tries += 1;
+    return Math.round(delay / 2 + (delay / 2) * this.random());
+  }
+}

@@ -169,3 +169,17 @@ async fn the_outbox_survives_a_server_kill_and_a_reload() {
     assert_eq!(count(&stack, "SELECT count(*) FROM client_messages"), 2);
     drop(stack); // already killed by the script
 }
+
+#[tokio::test]
+async fn a_throttled_catch_up_is_retried_until_nothing_is_missing() {
+    // Stage throttling as API Gateway's: 2 messages a second, 3 at once. The page's
+    // catch-up asks for ~10 pages in a row, so some are answered "Too Many Requests".
+    let (stack, dir) =
+        run_script("throttle.test.cjs", "browser-throttle", &["--throttle-rate", "2", "--throttle-burst", "3"]).await;
+    assert!(dir.join("throttled.png").exists(), "the screenshot was saved");
+    // The throttled writer's lines were stored once each (its tries reuse a clientMessageId).
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 't-%'"), 40);
+    // So were the page's own lines, re-sent by its outbox after "Too Many Requests".
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'o-%'"), 6);
+    stack.stop().await;
+}
