@@ -8,7 +8,7 @@
 //! - `exp` required and `nbf` honoured, with a small leeway; `iss` pinned; the
 //!   audience checked as Cognito puts it (`aud` in ID tokens, `client_id` in access
 //!   tokens, `token_use` when present); `sub` required (at most 255 bytes, no
-//!   control characters, as OIDC Core §2 bounds it).
+//!   control or bidirectional formatting characters, as OIDC Core §2 bounds it).
 //! - The principal is the issuer-qualified subject, `"<iss>|<sub>"`: a `sub` is
 //!   unique only within its issuer, and the display name is not unique at all.
 //! - Everything else fails closed: the caller logs the [`AuthError`] and denies.
@@ -38,6 +38,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::identity::cleaned_name;
+use crate::text::is_control_or_bidi;
 use jwks::{Freshness, KeyCache, KeyMiss};
 pub use jwks::{JwksError, JwksSource};
 pub use settings::{MIN_SECRET_BYTES, SettingsError};
@@ -361,8 +362,10 @@ impl Verifier {
 /// (iss, sub) pairs share one (a `sub` may hold `|`: Auth0's do).
 fn user_id(iss: Option<&str>, sub: &str) -> Result<String, AuthError> {
     let issuer = iss.filter(|iss| !iss.is_empty()).unwrap_or(LOCAL_ISSUER);
-    if issuer.contains('|') || issuer.len() > MAX_SUBJECT_BYTES || issuer.chars().any(char::is_control) {
-        return Err(AuthError::WrongIssuer("iss must be at most 255 bytes, without '|' or control characters".into()));
+    if issuer.contains('|') || issuer.len() > MAX_SUBJECT_BYTES || issuer.chars().any(is_control_or_bidi) {
+        return Err(AuthError::WrongIssuer(
+            "iss must be at most 255 bytes, without '|', control or bidirectional formatting characters".into(),
+        ));
     }
     Ok(format!("{issuer}|{sub}"))
 }
@@ -373,8 +376,10 @@ fn check_subject(sub: &str) -> Result<(), AuthError> {
         Err(AuthError::MissingSubject)
     } else if sub.len() > MAX_SUBJECT_BYTES {
         Err(AuthError::BadSubject("longer than 255 bytes"))
-    } else if sub.chars().any(char::is_control) {
-        Err(AuthError::BadSubject("contains control characters"))
+    } else if sub.chars().any(is_control_or_bidi) {
+        // The name falls back to `sub`, and the id is shown too: neither may
+        // carry what reorders the text around it (OIDC subs are ASCII anyway).
+        Err(AuthError::BadSubject("contains control or bidirectional formatting characters"))
     } else {
         Ok(())
     }

@@ -37,6 +37,12 @@ pub fn parse_host_name(text: &str) -> Result<String, String> {
     Ok(host_name(&authority))
 }
 
+/// A host name as given, an IP literal in its one canonical spelling
+/// (`2001:DB8:0::5` and `2001:db8::5` are one address).
+fn canonical(host: &str) -> String {
+    host.parse::<IpAddr>().map_or_else(|_| host.to_owned(), |ip| ip.to_string())
+}
+
 /// The names and origins the stack serves browsers under.
 #[derive(Clone, Debug, Default)]
 pub struct SameOrigin {
@@ -61,14 +67,18 @@ impl SameOrigin {
     /// `hosts`: the `--host` value and every `--allowed-host` (as given, any case);
     /// `origins`: every `--allowed-origin`.
     pub fn new(hosts: &[String], origins: &[Origin]) -> Self {
-        let hosts = hosts.iter().filter_map(|host| parse_host_name(host).ok()).collect();
-        Self { hosts, origins: origins.to_vec() }
+        // `--host` is a bind address: an IPv6 one is written bare (`2001:db8::5`),
+        // which is no `Host` authority without its brackets.
+        let name = |host: &String| match host.trim().parse::<IpAddr>() {
+            Ok(ip) => Some(ip.to_string()),
+            Err(_) => parse_host_name(host).ok().map(|name| canonical(&name)),
+        };
+        Self { hosts: hosts.iter().filter_map(name).collect(), origins: origins.to_vec() }
     }
 
     fn serves(&self, host: &str) -> bool {
-        host == "localhost"
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            || self.hosts.iter().any(|served| served == host)
+        let host = canonical(host);
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) || self.hosts.contains(&host)
     }
 
     /// The request's `Host` (or, in HTTP/2, its `:authority`) if it names this stack.
@@ -197,6 +207,17 @@ mod tests {
         assert!(policy.check_host(&HeaderMap::new(), &Uri::from_static("http://localhost:8080/dev")).is_ok());
         let two = headers(&[("host", "127.0.0.1:8080"), ("host", "attacker.example")]);
         assert!(policy.check_host(&two, &Uri::from_static("/dev")).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_listen_address_is_served_under_its_bracketed_host() {
+        // `--host 2001:db8::5` (bare, as a bind address) and `--allowed-host [fd00::7]`.
+        let policy = policy(&["2001:db8::5", "[fd00::7]"], &[]);
+        for host in ["[2001:db8::5]:8080", "[2001:DB8:0::5]", "[fd00::7]:8080", "[fd00:0::7]"] {
+            assert!(host_ok(&policy, host), "{host}");
+        }
+        assert!(!host_ok(&policy, "[2001:db8::6]:8080"));
+        assert!(origin_ok(&policy, "[2001:db8::5]:8080", "http://[2001:db8::5]:8080"), "its own page");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub const SEND_BUDGET: usize = 16 * 1024 * 1024;
 /// about 60 bytes each, so the budget stays an upper bound.
 pub const FRAME_OVERHEAD: usize = 128;
 
-/// Counter: text frames written/// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
+/// Counter: text frames written to clients' sockets (broadcasts, replies, route responses).
 pub const FRAMES_SENT: &str = "chat_ws_frames_sent_total";
 /// Counter: what API Gateway would bill for the frames posted through @connections
 /// (in-process or HTTP): one message per started 32 KB of each frame.

@@ -135,6 +135,8 @@ async fn the_user_id_is_the_issuer_qualified_subject() {
     assert_eq!(user_id(json!({"sub":"auth0|a","iss":"chat","exp":NOW + 60})).await, Ok("chat|auth0|a".into()));
     let piped = user_id(json!({"sub":"a","iss":"chat|auth0","exp":NOW + 60})).await;
     assert!(matches!(piped, Err(AuthError::WrongIssuer(_))), "an iss with '|' could pose as another: {piped:?}");
+    let reversed = user_id(json!({"sub":"a","iss":"chat\u{202e}","exp":NOW + 60})).await;
+    assert!(matches!(reversed, Err(AuthError::WrongIssuer(_))), "the id is shown: no bidi controls: {reversed:?}");
 
     // The same sub and the same display name at two issuers are two accounts.
     let fixture = Fixture::with(VerifierConfig {
@@ -158,7 +160,8 @@ async fn a_subject_must_be_present_short_and_printable() {
     assert_eq!(verdict(json!("")).await, Err(AuthError::MissingSubject));
     assert!(matches!(verdict(json!("x".repeat(MAX_SUBJECT_BYTES + 1))).await, Err(AuthError::BadSubject(_))));
     assert!(verdict(json!("x".repeat(MAX_SUBJECT_BYTES))).await.is_ok());
-    for control in ["a\u{1b}b", "a\nb", "\u{7}"] {
+    // Bidi controls too: a token without a name claim is shown by its `sub`.
+    for control in ["a\u{1b}b", "a\nb", "\u{7}", "eve\u{202e}cilA", "\u{2066}x"] {
         assert!(matches!(verdict(json!(control)).await, Err(AuthError::BadSubject(_))), "{control:?}");
     }
     assert!(matches!(verdict(json!(42)).await, Err(AuthError::Malformed(_))), "a sub is a string");
