@@ -15,7 +15,11 @@ export function roomProblem(name) {
 // Why an optional display name would be refused, or null.
 export function nameProblem(chosen) {
   if ([...chosen].length > MAX_NAME) return `A name has at most ${MAX_NAME} characters.`;
-  if (/\p{Cc}/u.test(chosen)) return "A name cannot contain control characters.";
+  // The server's rule (chat_core::text::is_control_or_bidi): controls, line and
+  // paragraph separators, and bidirectional marks that reorder how a name reads.
+  if (/[\p{Cc}\u2028\u2029\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/u.test(chosen)) {
+    return "A name cannot contain control or text-direction characters.";
+  }
   return null;
 }
 

@@ -145,9 +145,11 @@ async function addressRules(browser) {
   step("the address rules, as the page's own module has them");
   const page = await openChat(browser, `${origin}/`);
   const results = await page.evaluate(async () => {
-    const { isLoopback, urlProblem, tokenGoesTo, configuredEndpoint } = await import("/address.js");
+    const { isLoopback, urlProblem, tokenGoesTo, configuredEndpoint, nameProblem } = await import("/address.js");
     const at = (href) => new URL(href);
     return {
+      names: ["Ada", "Grace Hopper", "é", "a\u200Db"].map((n) => [n, nameProblem(n)]),
+      badNames: ["a\nb", "eve\u202Ecila", "x\u2066y", "m\u200Fn", "p\u2028q", "r\u061Cs"].map((n) => [n, nameProblem(n)]),
       loopback: ["127.0.0.1", "127.255.0.9", "[::1]", "localhost", "LOCALHOST"].map((h) => [h, isLoopback(h)]),
       notLoopback: ["0.0.0.0", "10.0.0.1", "128.0.0.1", "example.com", "127.0.0.1.example.com", "[::ffff:7f00:1]", "localhost.example.com"]
         .map((h) => [h, isLoopback(h)]),
@@ -172,6 +174,8 @@ async function addressRules(browser) {
       ],
     };
   });
+  for (const [name, problem] of results.names) assert.equal(problem, null, `${JSON.stringify(name)} is a name`);
+  for (const [name, problem] of results.badNames) assert.ok(problem, `${JSON.stringify(name)} is refused as the server refuses it`);
   for (const [host, yes] of results.loopback) assert.ok(yes, `${host} is loopback`);
   for (const [host, yes] of results.notLoopback) assert.ok(!yes, `${host} is not loopback`);
   for (const [url, problem] of results.allowed) assert.equal(problem, null, url);
