@@ -8,6 +8,7 @@
 //! - [`soak`]: hundreds of clients churning for minutes, RSS and descriptors over time (`loadgen soak`)
 //! - [`chart`]: the soak's picture (SVG)
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
+//! - [`idle`]: memory per idle connection, and the connect rate (`loadgen idle`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
 //! - [`envelope`]: calls/s, delivery time and price per room size × rate, coalesced or not (`loadgen envelope`)
 //! - [`coldstart`]: the Lambda binaries' init time against a Runtime API emulator (`loadgen coldstart`)
@@ -22,6 +23,7 @@ pub mod cost;
 pub mod counters;
 pub mod envelope;
 pub mod fanout;
+pub mod idle;
 pub mod load;
 pub mod procstat;
 pub mod reference;

@@ -9,6 +9,7 @@ use crate::coldstart::ColdStart;
 use crate::cost::CostReport;
 use crate::envelope::Envelope;
 use crate::fanout::CaseReport;
+use crate::idle::IdleReport;
 use crate::load::RunReport;
 use crate::soak::{SoakReport, SoakSample};
 
@@ -219,7 +220,7 @@ pub fn coldstart_table(starts: &[ColdStart]) -> String {
 pub fn fanout_table(cases: &[CaseReport]) -> String {
     let mut out = String::from(
         "| connections | concurrency | messages timed | ms / message (mean) | max | bound alone | list ms | posts / message | pruned / message | peak RSS MiB | 10k under 1 s? |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
     );
     for c in cases {
         let target =
@@ -306,6 +307,24 @@ fn per_hour(slope: Option<f64>, digits: usize) -> String {
 
 fn optional(value: Option<u64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| v.to_string())
+}
+
+/// Memory per idle connection: one row, every figure of the run.
+pub fn idle_table(report: &IdleReport) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "| connections | server RSS at rest | with all open | per connection | connect rate | connect time | server sockets | RSS after all closed |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | {} | {:.1} MiB | {:.1} MiB | **{:.1} KiB** | {:.0} /s | {:.1} s | {} | {:.1} MiB |\n",
+        report.connections,
+        mib(report.rest_rss_kib),
+        mib(report.open_rss_kib),
+        report.kib_per_connection,
+        report.connects_per_s,
+        report.connect_secs,
+        report.server_sockets,
+        mib(report.closed_rss_kib),
+    )
 }
 
 /// The soak's summary: memory and descriptors (idle → end, slopes after the
@@ -397,7 +416,7 @@ pub fn soak_table(report: &SoakReport) -> String {
 pub fn soak_samples_table(samples: &[SoakSample], every_s: f64) -> String {
     let mut out = String::from(
         "| t (min) | RSS MiB | open fds | of which sockets | clients connected | active_connections rows | lines sent | acked | server CPU s |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut next = 0.0;
     for (i, s) in samples.iter().enumerate() {

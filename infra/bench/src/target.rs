@@ -72,6 +72,23 @@ impl Server {
         log_level: &str,
         extra_args: &[String],
     ) -> anyhow::Result<Server> {
+        Self::spawn(kind, binaries, log_level, extra_args, true).await
+    }
+
+    /// The stack (or the reference) exactly as a user starts it: none of the
+    /// load tests' settings (the stack's `--send-queue`), so that what is
+    /// measured is the default.
+    pub async fn start_default(kind: Kind, binaries: &Binaries, log_level: &str) -> anyhow::Result<Server> {
+        Self::spawn(kind, binaries, log_level, &[], false).await
+    }
+
+    async fn spawn(
+        kind: Kind,
+        binaries: &Binaries,
+        log_level: &str,
+        extra_args: &[String],
+        load_settings: bool,
+    ) -> anyhow::Result<Server> {
         let scratch = std::env::temp_dir().join(format!("chat-bench-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
         let log = std::fs::File::create(scratch.join("server.log"))?;
@@ -81,7 +98,9 @@ impl Server {
                 command.args(["--port", "0", "--db"]).arg(scratch.join("bench.db"));
                 // As much queued per socket as the reference's broadcast channel holds:
                 // under overload both buffer the same before a client is cut off.
-                command.arg(format!("--send-queue={}", crate::reference::CHANNEL_CAPACITY));
+                if load_settings {
+                    command.arg(format!("--send-queue={}", crate::reference::CHANNEL_CAPACITY));
+                }
                 command
             }
             Kind::Reference => {

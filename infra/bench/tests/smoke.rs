@@ -250,3 +250,30 @@ fn soak_churns_clients_and_finds_every_acked_line_in_the_log() {
     let picture = std::fs::read_to_string(&svg).expect("SVG written");
     assert!(picture.starts_with("<svg") && picture.contains("polyline"), "an SVG with lines");
 }
+
+#[test]
+fn idle_connections_report_the_stacks_memory_per_connection() {
+    let dir = scratch("idle");
+    let json = dir.join("idle.json");
+    let stack = chat_local();
+    let output = loadgen(&[
+        "idle",
+        "--connections=200",
+        "--timeout-secs=60",
+        "--quiet",
+        "--stack-bin",
+        stack.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("| per connection |"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    assert_eq!(report["connections"], 200, "{report}");
+    // Every client was open at once: the stack held a socket for each.
+    assert!(report["server_sockets"].as_u64().unwrap() >= 200, "{report}");
+    assert!(report["open_rss_kib"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["kib_per_connection"].as_f64().is_some_and(f64::is_finite), "{report}");
+    assert!(report["connects_per_s"].as_f64().unwrap() > 0.0, "{report}");
+}

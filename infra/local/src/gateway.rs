@@ -26,6 +26,26 @@ use crate::sockets::{Outbound, Outbox, Push, ServerClose, SocketInfo, count_fram
 /// more) closes the socket with 1009 as soon as its header arrives.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 
+/// Read buffer of each socket, allocated (and zero-filled, so resident) when the
+/// socket opens. tungstenite's default is 128 KiB, which made an idle connection
+/// cost 136 KB. A chat frame is a few hundred bytes, so 4 KiB holds a whole one
+/// (or several) per read; a larger frame does not need it bigger: once its
+/// header is read, tungstenite reserves room for the whole payload (up to
+/// [`MAX_MESSAGE_BYTES`], checked first), so the buffer grows only for a
+/// connection that sends a large frame.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frames the writer feeds are gathered up to this many bytes before they are
+/// written (tungstenite's default: 128 KiB). The writer flushes once per batch
+/// anyway, so this only splits a long batch into writes of about this size: few
+/// system calls per batch, and a buffer that grows from nothing (it is not
+/// allocated up front) to a few KiB plus one frame, not 128 KiB, on a busy
+/// socket. A large frame is written through as soon as it is fed. Its ceiling
+/// (`max_write_buffer_size`) stays unlimited: what is queued or unflushed counts
+/// against the socket's send budget ([`crate::sockets::Outbox::written`] after
+/// the flush), which decides when a client is too slow.
+pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 /// `GET /{stage}` with an upgrade: runs `$connect`, and opens the socket only if it returns 2xx.
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
@@ -98,6 +118,8 @@ pub async fn upgrade(
     tracing::info!(connection_id = %context.connection_id, peer = %peer, "socket open");
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| run_socket(app, context, info, socket, outbox, closed))
 }
 

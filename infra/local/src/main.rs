@@ -212,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    raise_open_files_limit();
     let access_key = AccessKey { id: args.access_key_id.clone(), secret: args.secret_access_key.clone() };
     refuse_to_expose_the_default_key(&args.host, args.port, &access_key).await?;
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
@@ -266,6 +267,31 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
 }
 
 /// `--send-budget`: bytes, or a number with a binary suffix (`512KiB`, `8MiB`, `1GiB`).
+/// Every socket is a descriptor, and the usual soft limit (1024) would refuse
+/// connections long before memory runs out; the hard limit is what the machine
+/// allows this process. Raised at start-up, and logged, so that a refused
+/// connection is never a mystery.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not read the open files limit");
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            // SAFETY: setrlimit only reads the struct passed.
+            match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+                0 => limit = raised,
+                _ => tracing::warn!(error = %std::io::Error::last_os_error(), "could not raise the open files limit"),
+            }
+        }
+        tracing::info!(soft = limit.rlim_cur, hard = limit.rlim_max, "open files limit");
+    }
+}
+
 fn parse_budget(text: &str) -> Result<usize, String> {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = match text[digits.len()..].to_ascii_lowercase().as_str() {

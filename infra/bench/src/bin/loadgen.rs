@@ -9,6 +9,7 @@ use chat_bench::coldstart;
 use chat_bench::cost::{self, Assumptions};
 use chat_bench::envelope;
 use chat_bench::fanout::{self, CaseReport, PosterModel};
+use chat_bench::idle::{self, IdleConfig};
 use chat_bench::load::{self, LoadConfig};
 use chat_bench::report::{self, Comparison};
 use chat_bench::soak::{self, SoakConfig, SoakTarget};
@@ -72,6 +73,30 @@ enum Command {
         db: Option<PathBuf>,
         #[command(flatten)]
         soak: SoakArgs,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Memory per idle connection: start the local stack with its default
+    /// settings, open N connections (each in a room of its own) and report the
+    /// stack's RSS at rest and with all of them open once it has settled, per
+    /// connection, and the connect rate.
+    Idle {
+        /// Connections to open (each is a descriptor here and in the stack;
+        /// both raise their soft open-files limit to the hard limit).
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 64)]
+        connect_concurrency: usize,
+        /// How long connecting, or the RSS settling, may take.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
         #[command(flatten)]
         servers: ServerArgs,
     },
@@ -517,6 +542,28 @@ async fn main() -> anyhow::Result<()> {
             }
             print!("{}", report::coldstart_table(&starts));
             write_json(json.as_deref(), &starts)?;
+        }
+        Command::Idle { connections, connect_concurrency, timeout_secs, quiet, json, servers } => {
+            let config = IdleConfig {
+                connections,
+                connect_concurrency,
+                setup_timeout: Duration::from_secs(timeout_secs),
+                progress: !quiet,
+            };
+            let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
+            if config.progress {
+                eprintln!(
+                    "[idle] chat-local pid {} at {} (log: {})",
+                    server.pid,
+                    server.url,
+                    server.log_path().display()
+                );
+            }
+            let result = idle::run(&server.url, server.pid, &config).await;
+            server.stop().await?;
+            let report = result?;
+            print!("{}", report::idle_table(&report));
+            write_json(json.as_deref(), &report)?;
         }
         Command::Soak { url, pid, db, soak: args, servers } => {
             let config = args.config()?;
