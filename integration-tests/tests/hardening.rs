@@ -115,6 +115,32 @@ async fn messages_over_128_kib_close_with_1009_at_any_size() {
     stack.stop().await;
 }
 
+/// The sockets' read buffer is 4 KiB and their write buffer gathers 8 KiB
+/// (`READ_BUFFER_BYTES`, `WRITE_BUFFER_BYTES`): a frame larger than either must
+/// still arrive whole, in both directions, and the socket must keep working after.
+#[tokio::test]
+async fn large_frames_pass_the_small_socket_buffers_both_ways() {
+    let dir = scratch("hardening_large");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let room = format!("{}?room=large", stack.ws_url);
+    let mut sender = Client::connect(&room).await;
+    let mut reader = Client::connect(&room).await;
+    // 120 KB in one frame is read whole (not 1009): the chat refuses the line
+    // as over its 32 KiB text limit, and says so.
+    sender.say(&"y".repeat(120 * 1024)).await;
+    sender.until(|f| f.to_string().contains("the limit is")).await;
+    // The longest line the chat takes, twice in its broadcast frame (`message`
+    // and `text`, over 64 KiB), reaches the other member intact, then a short one.
+    let longest = "z".repeat(32 * 1024);
+    sender.say(&longest).await;
+    let frame = reader.chat(&longest).await;
+    assert!(frame.to_string().len() > 64 * 1024, "the broadcast frame holds the text twice");
+    sender.say("after the large ones").await;
+    reader.chat("after the large ones").await;
+    sender.chat("after the large ones").await;
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_sec_websocket_key_is_a_400() {
     let dir = scratch("hardening_key");

@@ -550,6 +550,8 @@ async fn main() -> anyhow::Result<()> {
                 setup_timeout: Duration::from_secs(timeout_secs),
                 progress: !quiet,
             };
+            // Before the stack starts, which inherits it (a stack that does not raise its own limit too).
+            chat_bench::procstat::raise_open_files_limit();
             let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
             if config.progress {
                 eprintln!(
