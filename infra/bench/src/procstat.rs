@@ -49,7 +49,7 @@ pub fn open_fds(pid: u32) -> Option<(u64, u64)> {
 /// Raises this process's soft limit on open files to its hard limit (each
 /// client is a descriptor; the usual soft limit of 1024 refuses the 1025th);
 /// the soft limit now, or `None` if it could not be read.
-pub fn raise_open_files_limit() -> Option<u64> {
+pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct passed.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
@@ -60,7 +60,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
     if limit.rlim_cur < limit.rlim_max && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
         limit = raised;
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 fn status_kib(status: &str, key: &str) -> Option<u64> {

@@ -253,19 +253,10 @@ fn soak_churns_clients_and_finds_every_acked_line_in_the_log() {
 
 #[test]
 fn idle_connections_report_the_stacks_memory_per_connection() {
-    let dir = scratch("idle");
-    let json = dir.join("idle.json");
+    let json = scratch("idle").join("idle.json");
     let stack = chat_local();
-    let output = loadgen(&[
-        "idle",
-        "--connections=200",
-        "--timeout-secs=60",
-        "--quiet",
-        "--stack-bin",
-        stack.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (stack, json_arg) = (format!("--stack-bin={}", stack.display()), format!("--json={}", json.display()));
+    let output = loadgen(&["idle", "--connections=200", "--timeout-secs=60", "--quiet", &stack, &json_arg]);
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("| per connection |"), "{stdout}");

@@ -427,6 +427,11 @@ impl PosterArgs {
     }
 }
 
+/// Says which stack a command started, and where its log is.
+fn announce(label: &str, server: &Server) {
+    eprintln!("[{label}] chat-local pid {} at {} (log: {})", server.pid, server.url, server.log_path().display());
+}
+
 fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(path) = path {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -554,12 +559,7 @@ async fn main() -> anyhow::Result<()> {
             chat_bench::procstat::raise_open_files_limit();
             let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
             if config.progress {
-                eprintln!(
-                    "[idle] chat-local pid {} at {} (log: {})",
-                    server.pid,
-                    server.url,
-                    server.log_path().display()
-                );
+                announce("idle", &server);
             }
             let result = idle::run(&server.url, server.pid, &config).await;
             server.stop().await?;
@@ -574,12 +574,7 @@ async fn main() -> anyhow::Result<()> {
                 None => {
                     let server = Server::start(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
                     if config.progress {
-                        eprintln!(
-                            "[soak] chat-local pid {} at {} (log: {})",
-                            server.pid,
-                            server.url,
-                            server.log_path().display()
-                        );
+                        announce("soak", &server);
                     }
                     let target =
                         SoakTarget { url: server.url.clone(), pid: Some(server.pid), database: server.database() };
