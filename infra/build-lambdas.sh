@@ -6,7 +6,7 @@
 #
 # `sam build -t infra/template.yaml` runs the same cargo-lambda build per function.
 # CARGO_TARGET_DIR defaults to ./target; LAMBDA_PROFILE to `release` (run-all.sh
-# checks with `ci-arm64`, the same code linked faster); any extra arguments go to
+# checks with `ci-arm64`: the same code without LTO); any extra arguments go to
 # `cargo lambda build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
