@@ -201,12 +201,6 @@ pub fn page_config(authorizer: Option<&Authorizer>) -> Value {
     }
 }
 
-/// Whether `host` (as given to `--host`) only listens on this machine.
-pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use chat_core::auth::SharedSecret;
@@ -285,15 +279,5 @@ mod tests {
         assert_eq!(page_config(Some(&authorizer(false))), json!({"auth": "token"}));
         assert_eq!(page_config(Some(&authorizer(true))), json!({"auth": "dev", "loginUrl": "/login.html"}));
         assert_eq!(page_config(None), json!({"auth": "none"}));
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"] {
-            assert!(is_loopback_host(host), "{host}");
-        }
-        for host in ["0.0.0.0", "::", "192.168.1.10", "example.com"] {
-            assert!(!is_loopback_host(host), "{host}");
-        }
     }
 }

@@ -191,7 +191,7 @@ impl Args {
             "OIDC_AUDIENCE" => self.audience.clone(),
             _ => None,
         })?;
-        let dev_signin = self.jwt_secret.is_some() && chat_local::auth::is_loopback_host(&self.host);
+        let dev_signin = self.jwt_secret.is_some() && chat_local::same_origin::is_loopback_host(&self.host);
         Ok(Some(AuthSettings { verifier, dev_signin }))
     }
 

@@ -39,6 +39,12 @@ pub fn parse_host_name(text: &str) -> Result<String, String> {
 
 /// A host name as given, an IP literal in its one canonical spelling
 /// (`2001:DB8:0::5` and `2001:db8::5` are one address).
+/// Whether `host` (a `--host` value or a `Host` name, brackets optional) only listens on this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn canonical(host: &str) -> String {
     host.parse::<IpAddr>().map_or_else(|_| host.to_owned(), |ip| ip.to_string())
 }
@@ -78,7 +84,7 @@ impl SameOrigin {
 
     fn serves(&self, host: &str) -> bool {
         let host = canonical(host);
-        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) || self.hosts.contains(&host)
+        is_loopback_host(&host) || self.hosts.contains(&host)
     }
 
     /// The request's `Host` (or, in HTTP/2, its `:authority`) if it names this stack.
@@ -251,6 +257,16 @@ mod tests {
             ("origin", "https://evil.example"),
         ]);
         assert!(policy.check_origin(&two, &uri).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.10", "example.com"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]
