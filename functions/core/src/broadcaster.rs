@@ -351,9 +351,11 @@ impl Broadcaster {
         }
     }
 
-    /// Forgets connections API Gateway says are closed, completes their sessions
-    /// and announces each departure (once, see [`depart`]). Failures are logged
-    /// only: the TTL removes the rows eventually.
+    /// Forgets connections API Gateway says are closed — their rows and every
+    /// membership (the room they were listed in, and each their row lists) —
+    /// completes their sessions and announces each departure from each room
+    /// (once, see [`depart`]). Failures are logged only: the TTL removes the
+    /// rows eventually.
     pub async fn prune(&self, gone: &[Connection]) {
         let now = self.clock.now();
         let prunes = gone.iter().map(|connection| self.prune_one(connection, now));
@@ -362,12 +364,10 @@ impl Broadcaster {
 
     async fn prune_one(&self, connection: &Connection, now: chrono::DateTime<chrono::Utc>) {
         let id = &connection.connection_id;
-        if let Err(error) = self.connections.delete(id).await {
-            tracing::warn!(connection_id = %id, %error, "could not delete a gone connection");
-        }
         let end = SessionEnd::new(id, connection.connected_at, now);
-        match depart(&end, self.sessions.as_ref(), self.log.as_ref()).await {
-            Ok(ended) => tracing::info!(connection_id = %id, announced = ended.is_some(), "pruned gone connection"),
+        let (connections, sessions, log) = (self.connections.as_ref(), self.sessions.as_ref(), self.log.as_ref());
+        match depart(&end, Some(connection), connections, sessions, log).await {
+            Ok(left) => tracing::info!(connection_id = %id, rooms_left = left, "pruned gone connection"),
             Err(error) => tracing::warn!(connection_id = %id, %error, "could not end a gone connection's session"),
         }
     }

@@ -23,4 +23,6 @@ pub mod text;
 pub mod time;
 
 pub use model::{Connection, EventKind, Identity, LogEvent, Session, SessionEnd};
-pub use ports::{Archive, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, StoreError};
+pub use ports::{
+    Archive, Clock, ConnectionStore, MessageLog, PostError, ReadCursors, SessionLog, SocketPoster, StoreError, Subscribed,
+};

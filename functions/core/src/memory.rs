@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::auth::{JwksError, JwksSource};
 use crate::model::{Connection, LogEvent, Receipt, Session, SessionEnd};
 use crate::ports::{
-    Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
+    Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
+    SocketPoster, StoreError, Subscribed,
 };
 
 /// A switch that makes a store answer [`StoreError::Unavailable`].
@@ -30,11 +31,14 @@ impl Outage {
     }
 }
 
-/// ActiveConnections in a sorted map, listed in pages of `page_size`; counts
-/// how often a room was counted (a full read of the room when deployed).
+/// ActiveConnections and Memberships in sorted maps, listed in pages of
+/// `page_size`; counts how often a room was counted (a full read of the room
+/// when deployed).
 #[derive(Debug)]
 pub struct MemoryConnections {
     rows: Mutex<BTreeMap<String, Connection>>,
+    /// (room, connection id) → the member as listed.
+    members: Mutex<BTreeMap<(String, String), Connection>>,
     page_size: usize,
     counted: AtomicUsize,
     pub outage: Outage,
@@ -50,6 +54,7 @@ impl MemoryConnections {
     pub fn with_page_size(page_size: usize) -> Self {
         Self {
             rows: Mutex::default(),
+            members: Mutex::default(),
             page_size: page_size.max(1),
             counted: AtomicUsize::new(0),
             outage: Outage::default(),
@@ -68,6 +73,11 @@ impl MemoryConnections {
     pub fn get(&self, connection_id: &str) -> Option<Connection> {
         self.rows.lock().unwrap().get(connection_id).cloned()
     }
+
+    /// Every membership as (room, connection id), in key order.
+    pub fn memberships(&self) -> Vec<(String, String)> {
+        self.members.lock().unwrap().keys().cloned().collect()
+    }
 }
 
 #[async_trait]
@@ -75,13 +85,17 @@ impl ConnectionStore for MemoryConnections {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
         self.outage.check()?;
         self.rows.lock().unwrap().insert(connection.connection_id.clone(), connection.clone());
+        let mut members = self.members.lock().unwrap();
+        for room in connection.rooms() {
+            let key = (room.clone(), connection.connection_id.clone());
+            members.insert(key, connection.as_member_of(&room));
+        }
         Ok(())
     }
 
-    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.outage.check()?;
-        self.rows.lock().unwrap().remove(connection_id);
-        Ok(())
+        Ok(self.rows.lock().unwrap().remove(connection_id))
     }
 
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
@@ -89,18 +103,51 @@ impl ConnectionStore for MemoryConnections {
         Ok(MemoryConnections::get(self, connection_id))
     }
 
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Subscribed, StoreError> {
+        self.outage.check()?;
+        let mut rows = self.rows.lock().unwrap();
+        let Some(row) = rows.get_mut(&connection.connection_id) else { return Ok(Subscribed::NotConnected) };
+        if row.is_subscribed_to(room) {
+            return Ok(Subscribed::Already);
+        }
+        let mut rooms = row.rooms();
+        if rooms.len() >= max_rooms {
+            return Ok(Subscribed::Full);
+        }
+        rooms.push(room.to_owned());
+        row.rooms = rooms;
+        let key = (room.to_owned(), connection.connection_id.clone());
+        self.members.lock().unwrap().insert(key, connection.as_member_of(room));
+        Ok(Subscribed::New)
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        if let Some(row) = self.rows.lock().unwrap().get_mut(connection_id) {
+            row.rooms = row.rooms().into_iter().filter(|r| r != room).collect();
+        }
+        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())).is_some())
+    }
+
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         self.outage.check()?;
         let page_size = limit.min(self.page_size).max(1);
-        let rows = self.rows.lock().unwrap();
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let members = self.members.lock().unwrap();
+        let lower = match after {
+            Some(after) => Bound::Excluded((room.to_owned(), after)),
+            None => Bound::Included((room.to_owned(), String::new())),
+        };
         // One row past the page tells whether another page follows.
-        let mut items: Vec<Connection> = rows
+        let mut items: Vec<Connection> = members
             .range((lower, Bound::Unbounded))
-            .map(|(_, c)| c)
-            .filter(|c| c.room == room)
+            .take_while(|((r, _), _)| r == room)
+            .map(|(_, c)| c.clone())
             .take(page_size + 1)
-            .cloned()
             .collect();
         let next = (items.len() > page_size).then(|| {
             items.truncate(page_size);
@@ -112,7 +159,40 @@ impl ConnectionStore for MemoryConnections {
     async fn count(&self, room: &str) -> Result<usize, StoreError> {
         self.counted.fetch_add(1, Ordering::SeqCst);
         self.outage.check()?;
-        Ok(self.rows.lock().unwrap().values().filter(|c| c.room == room).count())
+        Ok(self.members.lock().unwrap().keys().filter(|(r, _)| r == room).count())
+    }
+}
+
+/// ReadCursors in a map: (reader, room) → message id.
+#[derive(Debug, Default)]
+pub struct MemoryCursors {
+    cursors: Mutex<BTreeMap<(String, String), String>>,
+    pub outage: Outage,
+}
+
+#[async_trait]
+impl ReadCursors for MemoryCursors {
+    async fn cursors(&self, reader: &str) -> Result<HashMap<String, String>, StoreError> {
+        self.outage.check()?;
+        let cursors = self.cursors.lock().unwrap();
+        Ok(cursors.iter().filter(|((r, _), _)| r == reader).map(|((_, room), id)| (room.clone(), id.clone())).collect())
+    }
+
+    async fn advance(
+        &self,
+        reader: &str,
+        room: &str,
+        message_id: &str,
+        _expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        let mut cursors = self.cursors.lock().unwrap();
+        let cursor = cursors.entry((reader.to_owned(), room.to_owned())).or_default();
+        let moved = cursor.as_str() < message_id;
+        if moved {
+            message_id.clone_into(cursor);
+        }
+        Ok(moved)
     }
 }
 

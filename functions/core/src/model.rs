@@ -50,9 +50,16 @@ pub struct Connection {
     pub source_ip: String,
     /// Epoch seconds; the table's TTL attribute.
     pub expires_at: i64,
-    /// The one room this connection hears; the partition key of the `room-index` GSI.
+    /// The home room: the one `?room=` named (default `lobby`), where a frame
+    /// that names no room goes. Listed members carry the room they are listed for.
     #[serde(default = "default_room")]
     pub room: String,
+    /// Every room the connection is subscribed to, the home room included (a
+    /// string set in DynamoDB), so whoever ends it leaves each room. Empty on
+    /// rows from before channels (then the home room alone, see [`Connection::rooms`])
+    /// and on listed members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "serde_dynamo::string_set")]
+    pub rooms: Vec<String>,
     /// The display name, when the connection has one ([`Identity`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -80,6 +87,7 @@ impl Connection {
             source_ip: source_ip.to_owned(),
             expires_at: (connected_at + CONNECTION_TTL).timestamp(),
             room: DEFAULT_ROOM.to_owned(),
+            rooms: vec![DEFAULT_ROOM.to_owned()],
             user: None,
             verified: None,
             user_id: None,
@@ -93,9 +101,39 @@ impl Connection {
         self
     }
 
+    /// The same connection with `room` as its home room and only room.
     pub fn in_room(mut self, room: &str) -> Self {
         room.clone_into(&mut self.room);
+        self.rooms = vec![room.to_owned()];
         self
+    }
+
+    /// The same connection, also subscribed to `rooms` (after the home room,
+    /// each once, in the order given).
+    pub fn also_in<'r>(mut self, rooms: impl IntoIterator<Item = &'r str>) -> Self {
+        for room in rooms {
+            if !self.rooms.iter().any(|r| r == room) {
+                self.rooms.push(room.to_owned());
+            }
+        }
+        self
+    }
+
+    /// Every room the connection is subscribed to: the stored set, or for a
+    /// row from before channels, its home room.
+    pub fn rooms(&self) -> Vec<String> {
+        if self.rooms.is_empty() { vec![self.room.clone()] } else { self.rooms.clone() }
+    }
+
+    /// Whether the connection hears `room`.
+    pub fn is_subscribed_to(&self, room: &str) -> bool {
+        if self.rooms.is_empty() { self.room == room } else { self.rooms.iter().any(|r| r == room) }
+    }
+
+    /// The row a room's listing gives for this connection: what fan-out and
+    /// `who` need, listed for `room` (no source IP, no room set).
+    pub fn as_member_of(&self, room: &str) -> Self {
+        Self { source_ip: String::new(), room: room.to_owned(), rooms: Vec::new(), ..self.clone() }
     }
 
     /// The same connection, of `identity` (none: anonymous, as the seed's).

@@ -4,9 +4,11 @@
 
 use async_trait::async_trait;
 pub use bytes::Bytes;
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
-use crate::model::{Connection, LogEvent, Session, SessionEnd};
+use crate::model::{Connection, EventKind, LogEvent, Session, SessionEnd};
 
 /// A storage call failed; the caller decides whether to retry or report.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,20 +26,59 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// ActiveConnections: who receives broadcasts, by room.
+/// What [`ConnectionStore::subscribe`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// A new membership: the caller announces the join.
+    New,
+    /// The connection was subscribed already: nothing changed, nothing to announce.
+    Already,
+    /// The connection holds `max_rooms` rooms already; nothing changed.
+    Full,
+    /// The connection's row is gone (it disconnected or was pruned); nothing changed.
+    NotConnected,
+}
+
+/// ActiveConnections and the Memberships they hear rooms through.
+///
+/// A connection row lists every room it is subscribed to (`rooms`); each of
+/// those is also a membership, keyed `(room, connection_id)`, which is what a
+/// room's listing reads — consistently, so a line sent right after a subscribe
+/// reaches the new member. Whoever removes a membership learns it did, so each
+/// join has exactly one leave however many callers race to end a connection.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
+    /// Writes the connection's row and a membership in each of its [`Connection::rooms`].
     async fn put(&self, connection: &Connection) -> Result<(), StoreError>;
     /// The row of one connection, read consistently: how a handler learns its
-    /// sender's room (API Gateway repeats neither the query string nor the room).
+    /// sender's rooms (API Gateway repeats neither the query string nor the room).
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
-    /// Deleting an unknown id is not an error (disconnects repeat and race with pruning).
-    async fn delete(&self, connection_id: &str) -> Result<(), StoreError>;
-    /// Up to `limit` of `room`'s connections in id order, after the previous
-    /// page's `next`. A store may return fewer, even none with a `next`
-    /// (DynamoDB stops at 1 MB, and leaves out rows past their `expires_at`).
+    /// Deletes the row and returns it as it was (its rooms, to leave); `None`
+    /// when there was none: disconnects repeat and race with pruning. The
+    /// memberships stay until [`unsubscribe`](Self::unsubscribe)d.
+    async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
+    /// Adds `room` to the connection's rooms, unless it holds `max_rooms`
+    /// already, and writes the membership (of `connection`'s identity and delivery).
+    ///
+    /// A store without transactions writes the membership first (only if
+    /// new: else [`Subscribed::Already`]), then adds the room to the row on
+    /// condition that the row exists and has room; if that fails it deletes
+    /// the membership again and answers [`Subscribed::NotConnected`] or
+    /// [`Subscribed::Full`]. So a departure racing the subscribe — which
+    /// deletes the row, then leaves the rooms the row listed — never leaves a
+    /// membership behind that no one announces the leave of.
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize)
+    -> Result<Subscribed, StoreError>;
+    /// Removes the membership and the room from the row (if the row is still
+    /// there: never recreating a deleted row). `true` if this call removed the
+    /// membership: the caller announces the leave.
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` of `room`'s members in id order, after the previous page's
+    /// `next`, each as [`Connection::as_member_of`] `room`. A store may return
+    /// fewer, even none with a `next` (DynamoDB stops at 1 MB, and leaves out
+    /// rows past their `expires_at`).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError>;
-    /// How many connections `room` has (those `list` gives).
+    /// How many members `room` has (those `list` gives).
     async fn count(&self, room: &str) -> Result<usize, StoreError>;
 }
 
@@ -56,6 +97,82 @@ pub async fn list_all_connections(store: &dyn ConnectionStore, room: &str) -> Re
             None => return Ok(all),
         }
     }
+}
+
+/// ReadCursors: how far each reader has read each room, to count what is unread.
+/// A reader is an account (`userId`, so the cursor follows the user across
+/// devices) or, for an anonymous connection, the connection ([`reader_of`]).
+#[async_trait]
+pub trait ReadCursors: Send + Sync {
+    /// Every room's cursor of `reader` (room → message id), read consistently.
+    async fn cursors(&self, reader: &str) -> Result<HashMap<String, String>, StoreError>;
+    /// Moves `reader`'s cursor in `room` to `message_id` if that is later than
+    /// where it is (never back: two devices reading out of step keep the
+    /// furthest). `true` if it moved. `expires_at` (epoch seconds) lets the
+    /// store forget a connection's cursor after the connection.
+    async fn advance(
+        &self,
+        reader: &str,
+        room: &str,
+        message_id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Whose cursors a connection reads and moves: its account when verified, else itself.
+pub fn reader_of(connection: &Connection) -> String {
+    match (&connection.user_id, connection.verified) {
+        (Some(user_id), Some(true)) => user_id.clone(),
+        _ => format!("connection#{}", connection.connection_id),
+    }
+}
+
+/// Unread chat lines, counted up to a cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub count: usize,
+    /// There are more than `count` (the count stopped at the cap).
+    pub more: bool,
+}
+
+/// The most unread lines counted per room ("99+" is shown from 100).
+pub const UNREAD_CAP: usize = 100;
+
+/// Events read per page while counting unread lines.
+const UNREAD_PAGE: usize = 200;
+
+/// Counts the chat lines of `room` after `after`, up to `cap`, reading the log
+/// forward a page of [`UNREAD_PAGE`] events at a time (joins and leaves are read
+/// but not counted). Stops at `cap` lines or after `max_pages` pages; either way
+/// `more` says whether lines were left uncounted.
+pub async fn count_unread(
+    log: &dyn MessageLog,
+    room: &str,
+    after: LogCursor,
+    cap: usize,
+    max_pages: usize,
+) -> Result<Unread, StoreError> {
+    let mut unread = Unread::default();
+    let mut cursor = after;
+    for _ in 0..max_pages.max(1) {
+        let page = log.read(&LogQuery { room: room.to_owned(), after: Some(cursor), limit: UNREAD_PAGE }).await?;
+        for event in &page {
+            if event.kind == EventKind::Chat {
+                if unread.count == cap {
+                    unread.more = true;
+                    return Ok(unread);
+                }
+                unread.count += 1;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == UNREAD_PAGE => cursor = LogCursor::MessageId(last.message_id.clone()),
+            _ => return Ok(unread),
+        }
+    }
+    // Pages left unread may hold more lines.
+    unread.more = true;
+    Ok(unread)
 }
 
 /// SessionHistory: one row per connection, completed when it ends.

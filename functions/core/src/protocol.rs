@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::model::{Connection, EventKind, LogEvent};
 pub use crate::model::{join_notice, leave_notice};
-use crate::ports::LogCursor;
+use crate::ports::{LogCursor, Unread};
+use crate::room::{BadRoom, valid_room};
 use crate::time::{format_iso, parse_iso};
 
 /// The seed's heartbeat text; answered with [`PONG`] and never stored.
@@ -30,13 +31,23 @@ pub enum Command {
     /// `{"action":"sendmessage","message":"..."}` (or `"data"`, the AWS sample's name),
     /// with an optional `"clientMessageId"` (a UUID) that asks for an ack and makes
     /// a resend idempotent.
-    SendMessage { text: String, client_message_id: Option<String> },
+    /// `"room"` names one of the connection's rooms; none means its home room.
+    SendMessage { text: String, client_message_id: Option<String>, room: Option<String> },
     /// `{"action":"sendmessage","message":"ping"}`, the seed page's heartbeat.
     Ping,
     /// `{"action":"history","limit":50,"since":"<id or ISO time>"}`.
-    History { limit: usize, since: Option<LogCursor> },
+    History { limit: usize, since: Option<LogCursor>, room: Option<String> },
     /// `{"action":"who","next":"<cursor>"}`: who is in the sender's room.
-    Who { after: Option<String> },
+    Who { after: Option<String>, room: Option<String> },
+    /// `{"action":"subscribe","room":R,"since":"<id or ISO time>","limit":N}`:
+    /// hear R too; with `since`, the gap since then, paged like `history`.
+    Subscribe { room: String, since: Option<LogCursor>, limit: usize },
+    /// `{"action":"unsubscribe","room":R}`.
+    Unsubscribe { room: String },
+    /// `{"action":"rooms"}`: the connection's rooms, members and unread counts.
+    Rooms,
+    /// `{"action":"read","room":R,"id":"<message id>"}`: moves the read cursor.
+    Read { room: String, id: String },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -60,6 +71,12 @@ pub enum ProtocolError {
     BadCursor,
     #[error("Field \"clientMessageId\" must be a UUID.")]
     BadClientMessageId,
+    #[error("Field \"{0}\" is required.")]
+    Missing(&'static str),
+    #[error("{0}")]
+    BadRoom(#[from] BadRoom),
+    #[error("Field \"id\" must be a message id.")]
+    BadMessageId,
 }
 
 /// Parses one inbound text frame.
@@ -77,6 +94,10 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
         Some("sendmessage") => parse_send_message(&fields),
         Some("history") => parse_history(&fields),
         Some("who") => parse_who(&fields),
+        Some("subscribe") => parse_subscribe(&fields),
+        Some("unsubscribe") => Ok(Command::Unsubscribe { room: required_room(&fields)? }),
+        Some("rooms") => Ok(Command::Rooms),
+        Some("read") => parse_read(&fields),
         _ => Ok(Command::Unknown),
     }
 }
@@ -105,7 +126,36 @@ fn parse_send_message(fields: &Map<String, Value>) -> Result<Command, ProtocolEr
         }
         Some(_) => return Err(ProtocolError::WrongType("clientMessageId")),
     };
-    Ok(Command::SendMessage { text: text.clone(), client_message_id })
+    Ok(Command::SendMessage { text: text.clone(), client_message_id, room: optional_room(fields)? })
+}
+
+/// The `"room"` a frame names, checked; `None` when it names none (the home room).
+fn optional_room(fields: &Map<String, Value>) -> Result<Option<String>, ProtocolError> {
+    match fields.get("room") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(room)) => Ok(Some(valid_room(room)?.to_owned())),
+        Some(_) => Err(ProtocolError::WrongType("room")),
+    }
+}
+
+fn required_room(fields: &Map<String, Value>) -> Result<String, ProtocolError> {
+    optional_room(fields)?.ok_or(ProtocolError::Missing("room"))
+}
+
+fn parse_subscribe(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let room = required_room(fields)?;
+    let (limit, since) = (parse_limit(fields)?, parse_since(fields)?);
+    Ok(Command::Subscribe { room, since, limit })
+}
+
+fn parse_read(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let room = required_room(fields)?;
+    let id = match fields.get("id") {
+        None | Some(Value::Null) => return Err(ProtocolError::Missing("id")),
+        Some(Value::String(id)) => uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadMessageId)?.to_string(),
+        Some(_) => return Err(ProtocolError::WrongType("id")),
+    };
+    Ok(Command::Read { room, id })
 }
 
 fn validate_text(text: &str) -> Result<(), ProtocolError> {
@@ -126,19 +176,26 @@ fn encoded_len(text: &str) -> usize {
 }
 
 fn parse_history(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
-    let limit = match fields.get("limit") {
+    let (limit, since) = (parse_limit(fields)?, parse_since(fields)?);
+    Ok(Command::History { limit, since, room: optional_room(fields)? })
+}
+
+fn parse_limit(fields: &Map<String, Value>) -> Result<usize, ProtocolError> {
+    Ok(match fields.get("limit") {
         None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
         Some(Value::Number(n)) => {
             n.as_u64().filter(|n| (1..=MAX_HISTORY_LIMIT as u64).contains(n)).ok_or(ProtocolError::BadLimit)? as usize
         }
         Some(_) => return Err(ProtocolError::WrongType("limit")),
-    };
-    let since = match fields.get("since") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_cursor(s).ok_or(ProtocolError::BadSince)?),
-        Some(_) => return Err(ProtocolError::WrongType("since")),
-    };
-    Ok(Command::History { limit, since })
+    })
+}
+
+fn parse_since(fields: &Map<String, Value>) -> Result<Option<LogCursor>, ProtocolError> {
+    match fields.get("since") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(parse_cursor(s).ok_or(ProtocolError::BadSince)?)),
+        Some(_) => Err(ProtocolError::WrongType("since")),
+    }
 }
 
 fn parse_who(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
@@ -148,7 +205,7 @@ fn parse_who(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
         Some(Value::String(_)) => return Err(ProtocolError::BadCursor),
         Some(_) => return Err(ProtocolError::WrongType("next")),
     };
-    Ok(Command::Who { after })
+    Ok(Command::Who { after, room: optional_room(fields)? })
 }
 
 /// Reads a log position: an ISO-8601 time, or a message id (a UUID).
@@ -264,6 +321,55 @@ pub fn history_end_frame(room: &str, count: usize, more: bool) -> Vec<u8> {
         .expect("strings and numbers always serialize")
 }
 
+/// The answer to `subscribe`: `{"kind":"subscribed","room","count"}`, `count`
+/// being the room's members, the new one included.
+pub fn subscribed_frame(room: &str, count: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "kind": "subscribed", "room": room, "count": count }))
+        .expect("strings and numbers always serialize")
+}
+
+/// The answer to `unsubscribe`: `{"kind":"unsubscribed","room"}`.
+pub fn unsubscribed_frame(room: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "kind": "unsubscribed", "room": room })).expect("strings always serialize")
+}
+
+/// One room of a `rooms` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub room: String,
+    pub count: usize,
+    pub unread: Unread,
+}
+
+/// The answer to `rooms`: `{"kind":"rooms","rooms":[{"room","count","unread","more"}…]}`.
+pub fn rooms_frame(rooms: &[RoomSummary]) -> Vec<u8> {
+    let rooms: Vec<Value> = rooms
+        .iter()
+        .map(|r| serde_json::json!({ "room": r.room, "count": r.count, "unread": r.unread.count, "more": r.unread.more }))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "kind": "rooms", "rooms": rooms })).expect("strings and numbers always serialize")
+}
+
+/// The answer to `read`: `{"kind":"read","room","id"}`, `id` being where the
+/// cursor now is (a later one, if another device read further).
+pub fn read_frame(room: &str, id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "kind": "read", "room": room, "id": id })).expect("strings always serialize")
+}
+
+/// A frame named a room the connection does not hear: `{"error":"Not subscribed","room","message"}`.
+pub fn not_subscribed_frame(room: &str) -> Vec<u8> {
+    let detail = format!("This connection is not subscribed to room \"{room}\"; send {{\"action\":\"subscribe\",\"room\":\"{room}\"}} first.");
+    serde_json::to_vec(&serde_json::json!({ "error": "Not subscribed", "room": room, "message": detail }))
+        .expect("strings always serialize")
+}
+
+/// A subscribe past the limit: `{"error":"Too many rooms","room","message"}`.
+pub fn too_many_rooms_frame(room: &str, max_rooms: usize) -> Vec<u8> {
+    let detail = format!("A connection may hear at most {max_rooms} rooms; unsubscribe from one before subscribing to \"{room}\".");
+    serde_json::to_vec(&serde_json::json!({ "error": "Too many rooms", "room": room, "message": detail }))
+        .expect("strings always serialize")
+}
+
 /// The route response to a send that carried a `clientMessageId`, once the line
 /// is in the log: `{"ack":"<message id>","clientMessageId":"…"}`.
 pub fn ack_frame(message_id: &str, client_message_id: &str) -> Vec<u8> {
@@ -301,7 +407,7 @@ mod tests {
 
     #[test]
     fn parses_seed_and_aws_sample_sends() {
-        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None });
+        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None, room: None });
         assert_eq!(send("hello"), chat("hello"));
         assert_eq!(parse_command(r#"{"action":"sendmessage","data":"hi"}"#), chat("hi"));
         assert_eq!(send("ping"), Ok(Command::Ping));
@@ -314,7 +420,7 @@ mod tests {
         let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":"{id}"}}"#);
         assert_eq!(
             parse_command(&body),
-            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()) })
+            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()), room: None })
         );
         for bad in [r#""nope""#, r#""""#, "7"] {
             let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":{bad}}}"#);
@@ -347,16 +453,24 @@ mod tests {
     fn parses_history_with_defaults_and_bounds() {
         assert_eq!(
             parse_command(r#"{"action":"history"}"#),
-            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: None })
+            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: None, room: None })
         );
         assert_eq!(
             parse_command(r#"{"action":"history","limit":3,"since":"2026-11-24T00:00:00Z"}"#),
-            Ok(Command::History { limit: 3, since: Some(LogCursor::Time(parse_iso("2026-11-24T00:00:00Z").unwrap())) })
+            Ok(Command::History {
+                limit: 3,
+                since: Some(LogCursor::Time(parse_iso("2026-11-24T00:00:00Z").unwrap())),
+                room: None
+            })
         );
         let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
         assert_eq!(
             parse_command(&format!(r#"{{"action":"history","since":"{id}"}}"#)),
-            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: Some(LogCursor::MessageId(id.into())) })
+            Ok(Command::History {
+                limit: DEFAULT_HISTORY_LIMIT,
+                since: Some(LogCursor::MessageId(id.into())),
+                room: None
+            })
         );
         assert_eq!(parse_command(r#"{"action":"history","since":"last tuesday"}"#), Err(ProtocolError::BadSince));
         for bad in ["0", "201", "-1", "1.5"] {
@@ -440,10 +554,10 @@ mod tests {
 
     #[test]
     fn parses_who_and_refuses_garbage_cursors() {
-        assert_eq!(parse_command(r#"{"action":"who"}"#), Ok(Command::Who { after: None }));
+        assert_eq!(parse_command(r#"{"action":"who"}"#), Ok(Command::Who { after: None, room: None }));
         assert_eq!(
             parse_command(r#"{"action":"who","next":"abc=","junk":[1]}"#),
-            Ok(Command::Who { after: Some("abc=".into()) })
+            Ok(Command::Who { after: Some("abc=".into()), room: None })
         );
         assert_eq!(parse_command(r#"{"action":"who","next":5}"#), Err(ProtocolError::WrongType("next")));
         assert_eq!(parse_command(r#"{"action":"who","next":""}"#), Err(ProtocolError::BadCursor));
@@ -506,5 +620,58 @@ mod tests {
             assert!(send(&text).is_ok(), "{unit:?}");
             assert!(event_frame(&event(EventKind::Chat, &text)).len() <= MAX_FRAME_BYTES);
         }
+    }
+
+    #[test]
+    fn channel_actions_name_a_valid_room() {
+        let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
+        assert_eq!(
+            parse_command(r#"{"action":"subscribe","room":"ops"}"#),
+            Ok(Command::Subscribe { room: "ops".into(), since: None, limit: DEFAULT_HISTORY_LIMIT })
+        );
+        assert_eq!(
+            parse_command(&format!(r#"{{"action":"subscribe","room":"ops","since":"{id}","limit":7}}"#)),
+            Ok(Command::Subscribe { room: "ops".into(), since: Some(LogCursor::MessageId(id.into())), limit: 7 })
+        );
+        assert_eq!(parse_command(r#"{"action":"unsubscribe","room":"ops"}"#), Ok(Command::Unsubscribe { room: "ops".into() }));
+        assert_eq!(parse_command(r#"{"action":"rooms"}"#), Ok(Command::Rooms));
+        assert_eq!(
+            parse_command(&format!(r#"{{"action":"read","room":"ops","id":"{}"}}"#, id.to_uppercase())),
+            Ok(Command::Read { room: "ops".into(), id: id.into() })
+        );
+        assert_eq!(
+            parse_command(r#"{"action":"sendmessage","message":"hi","room":"ops"}"#),
+            Ok(Command::SendMessage { text: "hi".into(), client_message_id: None, room: Some("ops".into()) })
+        );
+        assert_eq!(parse_command(r#"{"action":"who","room":"ops"}"#), Ok(Command::Who { after: None, room: Some("ops".into()) }));
+        let refusals = [
+            (r#"{"action":"subscribe"}"#, ProtocolError::Missing("room")),
+            (r#"{"action":"unsubscribe","room":7}"#, ProtocolError::WrongType("room")),
+            (r#"{"action":"subscribe","room":"a b"}"#, ProtocolError::BadRoom(BadRoom)),
+            (r#"{"action":"history","room":""}"#, ProtocolError::BadRoom(BadRoom)),
+            (r#"{"action":"sendmessage","message":"x","room":"<b>"}"#, ProtocolError::BadRoom(BadRoom)),
+            (r#"{"action":"subscribe","room":"ops","limit":0}"#, ProtocolError::BadLimit),
+            (r#"{"action":"read","room":"ops"}"#, ProtocolError::Missing("id")),
+            (r#"{"action":"read","room":"ops","id":"last"}"#, ProtocolError::BadMessageId),
+        ];
+        for (body, refusal) in refusals {
+            assert_eq!(parse_command(body), Err(refusal), "{body}");
+        }
+    }
+
+    #[test]
+    fn channel_frames() {
+        let json = |frame: Vec<u8>| serde_json::from_slice::<Value>(&frame).unwrap();
+        assert_eq!(json(subscribed_frame("ops", 3)), serde_json::json!({"kind":"subscribed","room":"ops","count":3}));
+        assert_eq!(json(unsubscribed_frame("ops")), serde_json::json!({"kind":"unsubscribed","room":"ops"}));
+        let rooms = [RoomSummary { room: "ops".into(), count: 2, unread: Unread { count: 100, more: true } }];
+        assert_eq!(
+            json(rooms_frame(&rooms)),
+            serde_json::json!({"kind":"rooms","rooms":[{"room":"ops","count":2,"unread":100,"more":true}]})
+        );
+        let refusal = json(not_subscribed_frame("ops"));
+        assert_eq!((refusal["error"].as_str(), refusal["room"].as_str()), (Some("Not subscribed"), Some("ops")));
+        assert!(refusal["message"].as_str().unwrap().contains("\"ops\""));
+        assert_eq!(json(too_many_rooms_frame("ops", 100))["error"], "Too many rooms");
     }
 }

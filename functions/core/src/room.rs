@@ -1,5 +1,6 @@
-//! Rooms: every connection belongs to one, and every log event is said in one.
-//! A seed client names none and lands in [`DEFAULT_ROOM`].
+//! Rooms: every log event is said in one, and a connection hears the rooms it
+//! is subscribed to — its home room (`?room=`; a seed client names none and
+//! lands in [`DEFAULT_ROOM`]) and any it subscribes to later.
 
 /// The room of a connection that asked for none (the seed page, wscat).
 pub const DEFAULT_ROOM: &str = "lobby";
@@ -28,6 +29,51 @@ pub fn room_or_default(requested: Option<&str>) -> Result<&str, BadRoom> {
         return Err(BadRoom);
     }
     Ok(room)
+}
+
+/// Checks a room name a frame or a token gives (the rule of [`room_or_default`]).
+pub fn valid_room(room: &str) -> Result<&str, BadRoom> {
+    room_or_default(Some(room))
+}
+
+/// Rooms one connection may be subscribed to at once, unless configured.
+/// Ably allows 200 channels per connection, Supabase 100: a person in a
+/// hundred rooms is rare, and each room costs a membership row and a share of
+/// every `rooms` answer.
+pub const DEFAULT_MAX_ROOMS: usize = 100;
+
+/// How many rooms a connection may hold; read once per cold start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoomLimits {
+    pub max_rooms: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self { max_rooms: DEFAULT_MAX_ROOMS }
+    }
+}
+
+impl RoomLimits {
+    /// Reads `MAX_ROOMS_PER_CONNECTION` (1–1000; unset or blank: [`DEFAULT_MAX_ROOMS`]) through `var`.
+    ///
+    /// ```
+    /// use chat_core::room::RoomLimits;
+    /// let limits = RoomLimits::from_settings(|_| Some("5".into())).unwrap();
+    /// assert_eq!(limits.max_rooms, 5);
+    /// assert!(RoomLimits::from_settings(|_| Some("0".into())).is_err());
+    /// ```
+    pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, crate::auth::SettingsError> {
+        match var("MAX_ROOMS_PER_CONNECTION").filter(|v| !v.trim().is_empty()) {
+            None => Ok(Self::default()),
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(max_rooms) if (1..=1000).contains(&max_rooms) => Ok(Self { max_rooms }),
+                _ => Err(crate::auth::SettingsError(format!(
+                    "MAX_ROOMS_PER_CONNECTION must be a whole number from 1 to 1000, not {value:?}"
+                ))),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

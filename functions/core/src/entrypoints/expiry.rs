@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::handlers::depart;
 use crate::model::{Connection, SessionEnd};
-use crate::ports::{MessageLog, SessionLog};
+use crate::ports::{ConnectionStore, MessageLog, SessionLog};
 
 /// API Gateway closes every connection after 2 h: an expired row's socket was
 /// gone by then at the latest.
@@ -19,6 +19,7 @@ const LONGEST_CONNECTION: Duration = Duration::hours(2);
 /// that are not connections are logged and skipped.
 pub async fn on_expired_connections(
     event: &Event,
+    connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
     now: DateTime<Utc>,
@@ -28,10 +29,10 @@ pub async fn on_expired_connections(
         let Some(connection) = removed_connection(record) else { continue };
         let gone_at = now.min(connection.connected_at + LONGEST_CONNECTION);
         let end = SessionEnd::new(&connection.connection_id, connection.connected_at, gone_at);
-        match depart(&end, sessions, log).await {
-            Ok(ended) => tracing::info!(
+        match depart(&end, Some(&connection), connections, sessions, log).await {
+            Ok(left) => tracing::info!(
                 connection_id = %connection.connection_id,
-                announced = ended.is_some(),
+                rooms_left = left,
                 "expired connection ended"
             ),
             Err(error) => {
@@ -59,7 +60,7 @@ fn removed_connection(record: &EventRecord) -> Option<Connection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{MemoryLog, MemorySessions};
+    use crate::memory::{MemoryConnections, MemoryLog, MemorySessions};
     use crate::model::{EventKind, Session};
     use crate::time::parse_iso;
 
@@ -77,20 +78,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_expired_connection_is_announced_once_in_its_room() {
-        let (sessions, log) = (MemorySessions::default(), MemoryLog::default());
+    async fn an_expired_connection_is_announced_once_in_each_room() {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
         let at = parse_iso("2026-11-24T10:00:00Z").unwrap();
         let ada = crate::model::Identity::verified("Ada", "https://id.example|ada");
-        let quiet = Connection::new("quiet", "ip", at).in_room("ops").of(Some(&ada));
+        let quiet = Connection::new("quiet", "ip", at).in_room("ops").also_in(["dev"]).of(Some(&ada));
+        connections.put(&quiet).await.unwrap();
         sessions.open(&Session::opened(&quiet)).await.unwrap();
+        // The TTL deleted the row; its memberships are still there.
+        connections.delete("quiet").await.unwrap();
         let batch: Event = serde_json::from_value(serde_json::json!({"Records": [removal(&quiet, "1")]})).unwrap();
         let later = parse_iso("2026-11-24T13:00:00Z").unwrap();
 
-        assert!(on_expired_connections(&batch, &sessions, &log, later).await.batch_item_failures.is_empty());
-        on_expired_connections(&batch, &sessions, &log, later).await; // redelivered: nothing more
+        let reap = || on_expired_connections(&batch, &connections, &sessions, &log, later);
+        assert!(reap().await.batch_item_failures.is_empty());
+        reap().await; // redelivered: nothing more
         let events = log.events();
-        assert_eq!(events.len(), 1);
+        assert_eq!(events.len(), 2);
         assert_eq!((events[0].kind, events[0].room.as_str()), (EventKind::Leave, "ops"));
+        assert_eq!((events[1].kind, events[1].room.as_str()), (EventKind::Leave, "dev"));
+        assert!(connections.memberships().is_empty());
         assert_eq!(events[0].user_id.as_deref(), Some("https://id.example|ada"), "whose, from the stored row");
         let session = sessions.get("quiet").unwrap();
         assert_eq!(session.disconnected_at, Some(at + LONGEST_CONNECTION), "gone by API Gateway's 2 h at the latest");
@@ -98,12 +106,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_reports_the_record_for_retry() {
-        let (sessions, log) = (MemorySessions::default(), MemoryLog::default());
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
         let connection = Connection::new("c", "ip", parse_iso("2026-11-24T10:00:00Z").unwrap());
         sessions.open(&Session::opened(&connection)).await.unwrap();
         sessions.outage.set(true);
         let batch: Event = serde_json::from_value(serde_json::json!({"Records": [removal(&connection, "7")]})).unwrap();
-        let response = on_expired_connections(&batch, &sessions, &log, Utc::now()).await;
+        let response = on_expired_connections(&batch, &connections, &sessions, &log, Utc::now()).await;
         assert_eq!(response.batch_item_failures[0].item_identifier.as_deref(), Some("7"));
     }
 }

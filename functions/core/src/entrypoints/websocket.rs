@@ -6,12 +6,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::SettingsError;
 use crate::coalesce::batch_requested;
-use crate::handlers::{self, ConnectRequest, DisconnectRequest, HandlerError, MessageRequest};
+use crate::handlers::{self, ConnectRequest, DefaultRoute, DisconnectRequest, HandlerError, MessageRequest};
 use crate::identity::chosen_identity;
 use crate::model::Identity;
 use crate::origin::AllowedOrigins;
-use crate::ports::{ConnectionStore, MessageLog, SessionLog, SocketPoster};
-use crate::room::room_or_default;
+use crate::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog, SocketPoster};
+use crate::room::{RoomLimits, room_or_default, valid_room};
 use crate::time::from_epoch_millis;
 
 /// How `$connect` is configured for a deployment; read once per cold start.
@@ -21,6 +21,8 @@ pub struct ConnectSettings {
     pub allowed_origins: AllowedOrigins,
     /// How long SessionHistory keeps a session, source IP included; none = forever.
     pub session_retention: Option<Duration>,
+    /// How many rooms a connection may hold (the token's rooms past it are left out).
+    pub limits: RoomLimits,
 }
 
 impl ConnectSettings {
@@ -30,6 +32,7 @@ impl ConnectSettings {
     /// |---|---|
     /// | `ALLOWED_ORIGINS` | comma-separated origins (`https://chat.example.com`) whose pages may connect; unset = any |
     /// | `SESSION_RETENTION_DAYS` | whole days a session row is kept after it opened; unset or 0 = forever |
+    /// | `MAX_ROOMS_PER_CONNECTION` | rooms one connection may hold ([`RoomLimits`]) |
     ///
     /// A value that cannot work refuses to start rather than let every page in
     /// or keep data longer than asked.
@@ -53,7 +56,7 @@ impl ConnectSettings {
             None => 0,
         };
         let session_retention = (days > 0).then(|| Duration::days(days.into()));
-        Ok(Self { allowed_origins, session_retention })
+        Ok(Self { allowed_origins, session_retention, limits: RoomLimits::from_settings(var)? })
     }
 }
 
@@ -103,6 +106,8 @@ pub async fn on_connect(
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
         connected_at: connected_at(event)?,
         room,
+        rooms: authorized_rooms(event),
+        max_rooms: settings.limits.max_rooms,
         identity,
         batch,
         session_retention: settings.session_retention,
@@ -142,15 +147,23 @@ pub async fn on_send_message(
     Ok(response(reply))
 }
 
-/// `$default`: history, presence, or the seed's error, posted to the sender.
+/// `$default`: history, presence, subscriptions, rooms and read cursors, or
+/// the seed's error, posted to the sender.
 pub async fn on_default(
     event: &ApiGatewayWebsocketProxyRequest,
+    limits: &RoomLimits,
     connections: &dyn ConnectionStore,
+    cursors: &dyn ReadCursors,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-    let body = event.body.as_deref().unwrap_or_default();
-    handlers::default_route(connection_id(event)?, body, connections, log, poster).await?;
+    let request = MessageRequest {
+        connection_id: connection_id(event)?.to_owned(),
+        body: event.body.clone().unwrap_or_default(),
+        received_at: request_time(event)?,
+    };
+    let route = DefaultRoute { limits: *limits, connections, cursors, log, poster };
+    route.handle(&request).await?;
     Ok(response(None))
 }
 
@@ -162,6 +175,26 @@ fn authorized_identity(event: &ApiGatewayWebsocketProxyRequest) -> Option<Identi
     let text = |key: &str| context.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
     let user = text("name").or_else(|| text("principalId"))?;
     Some(Identity { user: user.to_owned(), verified: true, user_id: text("userId").map(str::to_owned) })
+}
+
+/// The rooms the authorizer's context lists (`rooms`: the token's `chat.rooms`,
+/// comma-separated) to subscribe to at `$connect`. A name that is not a valid
+/// room is left out, and logged: the token is the issuer's to fix, and the
+/// user still connects to the rest.
+fn authorized_rooms(event: &ApiGatewayWebsocketProxyRequest) -> Vec<String> {
+    let context = &event.request_context.authorizer.fields;
+    let Some(list) = context.get("rooms").and_then(|v| v.as_str()) else { return Vec::new() };
+    list.split(',')
+        .map(str::trim)
+        .filter(|room| !room.is_empty())
+        .filter_map(|room| match valid_room(room) {
+            Ok(room) => Some(room.to_owned()),
+            Err(refusal) => {
+                tracing::warn!(room, %refusal, "a room of the token left out");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The upgrade's `Origin` header (any case; API Gateway passes both header maps).

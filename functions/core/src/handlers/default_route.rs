@@ -1,66 +1,233 @@
-use super::{HandlerError, not_registered_frame, sender};
+use chrono::{DateTime, Utc};
+
+use super::{HandlerError, MessageRequest, heard_room, not_registered_frame, sender};
+use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
-use crate::model::Connection;
-use crate::ports::{Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, SocketPoster};
-use crate::protocol::{
-    Command, PRESENCE_PAGE, event_frame, history_end_frame, invalid_request_frame, parse_command, presence_frame,
-    protocol_error_frame,
+use crate::model::{Connection, LogEvent};
+use crate::ports::{
+    Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, ReadCursors, SocketPoster, Subscribed,
+    UNREAD_CAP, count_unread, reader_of,
 };
+use crate::protocol::{
+    Command, PRESENCE_PAGE, RoomSummary, event_frame, history_end_frame, invalid_request_frame, parse_command,
+    presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame, too_many_rooms_frame,
+    unsubscribed_frame,
+};
+use crate::room::RoomLimits;
 
 /// Posts one reply may have in flight at once: a `history` answer to a
 /// connection that does not coalesce is up to 200 frames, which one after
 /// another would hold the invocation for 200 post round trips.
 pub const REPLY_POSTS_IN_FLIGHT: usize = 32;
 
-/// `$default`: everything API Gateway could not route. `history` and `who` are
-/// served here (this function already may post to the sender); anything else
-/// gets the seed's "Invalid request" error. Both read only the sender's room.
+/// Rooms of one `rooms` answer counted at once (each is two Queries).
+const ROOMS_COUNTED_AT_ONCE: usize = 16;
+
+/// Log pages (of 200 events) read per room to count its unread lines: past
+/// 800 events since the cursor, a room is "99+" whatever is in them.
+const UNREAD_PAGES: usize = 4;
+
+/// `$default`: everything API Gateway could not route to `sendmessage`. The
+/// actions that answer the sender alone are served here (this function already
+/// may post to the sender): `history`, `who`, `subscribe`, `unsubscribe`,
+/// `rooms`, `read`. Anything else gets the seed's "Invalid request" error.
 ///
-/// Cost per call, besides what [`history`] and [`who`] add: one consistent
-/// GetItem of the sender's row (its room and whether it coalesces); an unknown
-/// or malformed request is that read and one @connections post.
-pub async fn default_route(
-    connection_id: &str,
-    body: &str,
-    connections: &dyn ConnectionStore,
-    log: &dyn MessageLog,
-    poster: &dyn SocketPoster,
-) -> Result<(), HandlerError> {
-    match parse_command(body) {
-        Ok(Command::History { limit, since }) => {
-            let Some(asker) = registered_sender(connection_id, connections, poster).await? else { return Ok(()) };
-            history(&asker, limit, since, log, poster).await
+/// Every action reads the sender's row first (one consistent GetItem: its
+/// rooms, identity and whether it coalesces), so what a connection may read or
+/// change comes from the connection, never from the frame; an unknown or
+/// malformed request is one post and no read. Each action's own cost is on its method.
+pub struct DefaultRoute<'a> {
+    pub limits: RoomLimits,
+    pub connections: &'a dyn ConnectionStore,
+    pub cursors: &'a dyn ReadCursors,
+    pub log: &'a dyn MessageLog,
+    pub poster: &'a dyn SocketPoster,
+}
+
+impl DefaultRoute<'_> {
+    pub async fn handle(&self, request: &MessageRequest) -> Result<(), HandlerError> {
+        let connection_id = request.connection_id.as_str();
+        let command = match parse_command(&request.body) {
+            Ok(Command::SendMessage { .. } | Command::Ping | Command::Unknown) => {
+                tracing::info!(connection_id, "unrecognized request");
+                return self.reply(connection_id, invalid_request_frame()).await;
+            }
+            Ok(command) => command,
+            Err(refusal) => {
+                tracing::info!(connection_id, %refusal, "malformed request");
+                return self.reply(connection_id, protocol_error_frame(&refusal)).await;
+            }
+        };
+        let Some(asker) = sender(connection_id, self.connections).await? else {
+            return self.reply(connection_id, not_registered_frame()).await;
+        };
+        match command {
+            Command::History { limit, since, room } => match self.heard(&asker, room).await? {
+                Some(room) => history(&asker, &room, limit, since, self.log, self.poster).await,
+                None => Ok(()),
+            },
+            Command::Who { after, room } => match self.heard(&asker, room).await? {
+                Some(room) => self.who(&asker, &room, after).await,
+                None => Ok(()),
+            },
+            Command::Subscribe { room, since, limit } => {
+                self.subscribe(&asker, &room, since, limit, request.received_at).await
+            }
+            Command::Unsubscribe { room } => self.unsubscribe(&asker, &room, request.received_at).await,
+            Command::Rooms => self.rooms(&asker).await,
+            Command::Read { room, id } => self.read(&asker, &room, &id).await,
+            Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
         }
-        Ok(Command::Who { after }) => {
-            let Some(asker) = registered_sender(connection_id, connections, poster).await? else { return Ok(()) };
-            who(&asker, after, connections, poster).await
+    }
+
+    /// The room a frame means (`requested`, or the home room), if the asker
+    /// hears it; else tells the asker which room it does not hear.
+    async fn heard(&self, asker: &Connection, requested: Option<String>) -> Result<Option<String>, HandlerError> {
+        match heard_room(asker, requested.as_deref()) {
+            Ok(room) => Ok(Some(room.to_owned())),
+            Err(refusal) => {
+                self.reply(&asker.connection_id, refusal).await?;
+                Ok(None)
+            }
         }
-        Ok(_) => {
-            tracing::info!(connection_id, "unrecognized request");
-            reply_to(connection_id, &Bytes::from(invalid_request_frame()), poster).await
+    }
+
+    /// Sends `asker` one page of who is in `room`, with `next` when there is more.
+    ///
+    /// Cost per call: one consistent Query of up to [`PRESENCE_PAGE`]
+    /// memberships and one @connections post. Only the first page (no `next`
+    /// cursor) also counts the room — a `Select=COUNT` Query that reads every
+    /// membership of the room, paginated per 1 MB — and carries `count`: a
+    /// client following `next` through a room of N does N / 100 page reads, not
+    /// N / 100 recounts of N rows.
+    async fn who(&self, asker: &Connection, room: &str, after: Option<String>) -> Result<(), HandlerError> {
+        let connection_id = asker.connection_id.as_str();
+        let count = match after {
+            None => Some(self.connections.count(room).await?),
+            Some(_) => None,
+        };
+        let page = self.connections.list(room, after, PRESENCE_PAGE).await?;
+        tracing::info!(connection_id, room, count, members = page.items.len(), "presence served");
+        let frame = presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
+        self.reply(connection_id, frame).await
+    }
+
+    /// Subscribes `asker` to `room`: a new membership is announced with a join
+    /// in `room` (one, however often the asker subscribes), then the asker gets
+    /// `subscribed` with the room's member count and, with `since`, the gap
+    /// since then as [`history`] answers it.
+    ///
+    /// Cost per call: the membership write and the row's conditional update (a
+    /// refused or repeated subscribe: the write and a read), a join append when
+    /// new, a `Select=COUNT` Query of the room's memberships, one post; with
+    /// `since`, what [`history`] costs.
+    async fn subscribe(
+        &self,
+        asker: &Connection,
+        room: &str,
+        since: Option<LogCursor>,
+        limit: usize,
+        at: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let connection_id = asker.connection_id.as_str();
+        match self.connections.subscribe(asker, room, self.limits.max_rooms).await? {
+            Subscribed::NotConnected => return self.reply(connection_id, not_registered_frame()).await,
+            Subscribed::Full => {
+                tracing::info!(connection_id, room, max_rooms = self.limits.max_rooms, "subscribe refused: too many rooms");
+                return self.reply(connection_id, too_many_rooms_frame(room, self.limits.max_rooms)).await;
+            }
+            Subscribed::New => {
+                let join = LogEvent::join(connection_id, at).in_room(room).by(asker.identity().as_ref());
+                self.log.append(&join).await?;
+                tracing::info!(connection_id, room, "subscribed");
+            }
+            Subscribed::Already => tracing::info!(connection_id, room, "subscribed already"),
         }
-        Err(refusal) => {
-            tracing::info!(connection_id, %refusal, "malformed request");
-            reply_to(connection_id, &Bytes::from(protocol_error_frame(&refusal)), poster).await
+        let count = self.connections.count(room).await?;
+        self.reply(connection_id, subscribed_frame(room, count)).await?;
+        match since {
+            Some(since) => history(asker, room, limit, Some(since), self.log, self.poster).await,
+            None => Ok(()),
         }
+    }
+
+    /// Ends `asker`'s membership of `room`, announcing a leave if there was one;
+    /// answers `unsubscribed` either way (unsubscribing twice is harmless).
+    ///
+    /// Cost per call: the membership's conditional delete and the row's update,
+    /// a leave append when there was a membership, one post.
+    async fn unsubscribe(&self, asker: &Connection, room: &str, at: DateTime<Utc>) -> Result<(), HandlerError> {
+        let connection_id = asker.connection_id.as_str();
+        if self.connections.unsubscribe(connection_id, room).await? {
+            let leave = LogEvent::leave(connection_id, at).in_room(room).by(asker.identity().as_ref());
+            self.log.append(&leave).await?;
+            tracing::info!(connection_id, room, "unsubscribed");
+        }
+        self.reply(connection_id, unsubscribed_frame(room)).await
+    }
+
+    /// Answers the asker's rooms — the home room first, then by name — each with
+    /// its member count and the chat lines after the reader's cursor (the
+    /// account's, so it follows the user across devices; an anonymous
+    /// connection's own), up to [`UNREAD_CAP`]. A room never read counts the
+    /// lines since the connection connected.
+    ///
+    /// Cost per call: one consistent Query of the reader's cursors, and per room
+    /// (at most the room limit, [`ROOMS_COUNTED_AT_ONCE`] at a time) a
+    /// `Select=COUNT` Query of its memberships and a forward Query of its log
+    /// from the cursor (200 events a page, at most [`UNREAD_PAGES`] pages); one post.
+    async fn rooms(&self, asker: &Connection) -> Result<(), HandlerError> {
+        let connection_id = asker.connection_id.as_str();
+        let cursors = self.cursors.cursors(&reader_of(asker)).await?;
+        let mut rooms = asker.rooms();
+        rooms.sort_by(|a, b| (a != &asker.room, a).cmp(&(b != &asker.room, b)));
+        let mut summaries: Vec<Option<Result<RoomSummary, HandlerError>>> = (0..rooms.len()).map(|_| None).collect();
+        let counts = rooms.iter().enumerate().map(|(i, room)| {
+            let after = match cursors.get(room) {
+                Some(id) => LogCursor::MessageId(id.clone()),
+                None => LogCursor::Time(asker.connected_at),
+            };
+            async move {
+                let summary = async {
+                    let count = self.connections.count(room).await?;
+                    let unread = count_unread(self.log, room, after, UNREAD_CAP, UNREAD_PAGES).await?;
+                    Ok(RoomSummary { room: room.clone(), count, unread })
+                };
+                (i, summary.await)
+            }
+        });
+        for_each_bounded(counts, ROOMS_COUNTED_AT_ONCE, |(i, summary)| summaries[i] = Some(summary)).await;
+        let summaries = summaries.into_iter().flatten().collect::<Result<Vec<_>, HandlerError>>()?;
+        tracing::info!(connection_id, rooms = summaries.len(), "rooms served");
+        self.reply(connection_id, rooms_frame(&summaries)).await
+    }
+
+    /// Moves the reader's cursor in `room` to `id` (never back) and answers
+    /// where it now is.
+    ///
+    /// Cost per call: one conditional UpdateItem, one post; when the cursor was
+    /// already further (another device read on), one Query to report it.
+    async fn read(&self, asker: &Connection, room: &str, id: &str) -> Result<(), HandlerError> {
+        let connection_id = asker.connection_id.as_str();
+        let Some(room) = self.heard(asker, Some(room.to_owned())).await? else { return Ok(()) };
+        let reader = reader_of(asker);
+        // An anonymous connection's cursor is its own: forgotten after it.
+        let expires_at = (asker.verified != Some(true) || asker.user_id.is_none()).then_some(asker.expires_at);
+        let cursor = if self.cursors.advance(&reader, &room, id, expires_at).await? {
+            id.to_owned()
+        } else {
+            self.cursors.cursors(&reader).await?.remove(&room).unwrap_or_else(|| id.to_owned())
+        };
+        tracing::info!(connection_id, room, moved = cursor == id, "read cursor set");
+        self.reply(connection_id, read_frame(&room, &cursor)).await
+    }
+
+    async fn reply(&self, connection_id: &str, frame: Vec<u8>) -> Result<(), HandlerError> {
+        reply_to(connection_id, &Bytes::from(frame), self.poster).await
     }
 }
 
-/// The asker's connection row (its room, whether it coalesces, who it is);
-/// when the row is gone, tells the sender so and gives `None`.
-async fn registered_sender(
-    connection_id: &str,
-    connections: &dyn ConnectionStore,
-    poster: &dyn SocketPoster,
-) -> Result<Option<Connection>, HandlerError> {
-    let row = sender(connection_id, connections).await?;
-    if row.is_none() {
-        reply_to(connection_id, &Bytes::from(not_registered_frame()), poster).await?;
-    }
-    Ok(row)
-}
-
-/// Sends `asker` past events of its room in log order, each as the frame the
+/// Sends `asker` past events of `room` in log order, each as the frame the
 /// broadcaster sent originally (clients dedupe replays by `id`), then a
 /// `history` frame saying how many came and whether there are more.
 ///
@@ -80,12 +247,13 @@ async fn registered_sender(
 /// closing frame as "this page is complete" (the web page's catch-up) must see it last.
 pub async fn history(
     asker: &Connection,
+    room: &str,
     limit: usize,
     since: Option<LogCursor>,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
 ) -> Result<(), HandlerError> {
-    let (connection_id, room) = (asker.connection_id.as_str(), asker.room.as_str());
+    let connection_id = asker.connection_id.as_str();
     // One event past the limit tells whether the answer was cut.
     let forward = since.is_some();
     let query = LogQuery { room: room.to_owned(), after: since, limit: limit + 1 };
@@ -106,30 +274,6 @@ pub async fn history(
     }
     tracing::info!(connection_id, room, count = events.len(), more, posts = frames.len(), "history served");
     reply_with(connection_id, &frames, poster).await
-}
-
-/// Sends `asker` one page of who is in its room, with `next` when there is more.
-///
-/// Cost per call: one Query of up to [`PRESENCE_PAGE`] rows and one
-/// @connections post. Only the first page (no `next` cursor) also counts the
-/// room — a `Select=COUNT` Query that reads every row of the room, paginated
-/// per 1 MB — and carries `count`: a client following `next` through a room of
-/// N does N / 100 page reads, not N / 100 recounts of N rows.
-async fn who(
-    asker: &Connection,
-    after: Option<String>,
-    connections: &dyn ConnectionStore,
-    poster: &dyn SocketPoster,
-) -> Result<(), HandlerError> {
-    let (connection_id, room) = (asker.connection_id.as_str(), asker.room.as_str());
-    let count = match after {
-        None => Some(connections.count(room).await?),
-        Some(_) => None,
-    };
-    let page = connections.list(room, after, PRESENCE_PAGE).await?;
-    tracing::info!(connection_id, room, count, members = page.items.len(), "presence served");
-    let frame = presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
-    reply_to(connection_id, &Bytes::from(frame), poster).await
 }
 
 /// Posts `frames` to one connection: all but the last concurrently, the last

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use super::HandlerError;
-use crate::model::{LogEvent, Session, SessionEnd};
+use crate::model::{Connection, LogEvent, SessionEnd};
 use crate::ports::{ConnectionStore, MessageLog, SessionLog, StoreError};
 
 /// What `$disconnect` knows: API Gateway repeats the connect time in every event.
@@ -12,42 +12,73 @@ pub struct DisconnectRequest {
     pub disconnected_at: DateTime<Utc>,
 }
 
-/// Removes the connection, completes its session and logs a `leave` in its room.
+/// Removes the connection, leaves each of its rooms (a `leave` in each) and
+/// completes its session.
 ///
 /// Idempotent: a repeated disconnect, or one for a connection already pruned by
-/// the broadcaster, finds no open session and logs nothing (the pruner did).
+/// the broadcaster, finds no row and no membership, and logs nothing (the pruner did).
+///
+/// Cost per call: see [`depart`].
 pub async fn disconnect(
     request: &DisconnectRequest,
     connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
 ) -> Result<(), HandlerError> {
-    connections.delete(&request.connection_id).await?;
     let end = SessionEnd::new(&request.connection_id, request.connected_at, request.disconnected_at);
-    let closed = depart(&end, sessions, log).await?;
+    let left = depart(&end, None, connections, sessions, log).await?;
     tracing::info!(
         connection_id = %request.connection_id,
         duration_seconds = end.duration_seconds,
-        was_open = closed.is_some(),
+        rooms_left = left,
         "disconnected"
     );
     Ok(())
 }
 
-/// Ends a session and announces the departure, exactly once whoever notices it
-/// first (`$disconnect`, the broadcaster's 410 prune, the local stack's start-up
-/// sweep): the session's conditional close picks one winner, and only the winner
-/// logs the `leave`, in the room the session was in. `None` if another caller
-/// had already ended it.
+/// Ends a connection and announces its departure from each room exactly once,
+/// whoever notices it first (`$disconnect`, the broadcaster's 410 prune, the
+/// reaper of expired rows, the local stack's start-up sweep), and however they
+/// race: each membership's removal has one winner, and only the winner logs
+/// that room's `leave`. The rooms are those of the connection's row (deleted
+/// here; the caller that deletes it learns them) and of `known` — what the
+/// caller already knows of the connection: a listed member (its room), or an
+/// expired row's last image (its rooms). A row from before channels has no
+/// memberships: whoever deletes it announces its home room's leave.
+/// Completes the session too (SessionHistory). Returns how many leaves this
+/// call announced.
+///
+/// Cost per call: the row's delete, per room a membership delete and a leave
+/// append, the session's conditional update.
 pub async fn depart(
     end: &SessionEnd,
+    known: Option<&Connection>,
+    connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
-) -> Result<Option<Session>, StoreError> {
-    let Some(session) = sessions.close(end).await? else { return Ok(None) };
-    let leave = LogEvent::leave(&end.connection_id, end.disconnected_at).in_room(&session.room);
-    log.append(&leave.by(session.identity().as_ref())).await?;
-    Ok(Some(session))
+) -> Result<usize, StoreError> {
+    let id = end.connection_id.as_str();
+    let row = connections.delete(id).await?;
+    let mut rooms: Vec<String> = Vec::new();
+    for connection in row.iter().chain(known) {
+        for room in connection.rooms() {
+            if !rooms.contains(&room) {
+                rooms.push(room);
+            }
+        }
+    }
+    let identity = row.as_ref().or(known).and_then(Connection::identity);
+    let legacy_home = row.as_ref().filter(|row| row.rooms.is_empty()).map(|row| row.room.clone());
+    let mut left = 0;
+    for room in rooms {
+        let removed = connections.unsubscribe(id, &room).await?;
+        if removed || legacy_home.as_deref() == Some(room.as_str()) {
+            log.append(&LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity.as_ref())).await?;
+            left += 1;
+        }
+    }
+    sessions.close(end).await?;
+    Ok(left)
 }
 
 #[cfg(test)]
@@ -68,6 +99,8 @@ mod tests {
             source_ip: "ip".into(),
             connected_at,
             room: "ops".into(),
+            rooms: vec!["dev".into()],
+            max_rooms: 100,
             identity: Some(crate::model::Identity::verified("Ada", "https://id.example|ada")),
             batch: false,
             session_retention: None,
@@ -83,13 +116,22 @@ mod tests {
         let session = sessions.get("c1").unwrap();
         assert_eq!(session.disconnected_at, Some(at("2026-11-24T10:16:40Z")));
         assert_eq!(session.duration_seconds, Some(70));
-        let kinds: Vec<_> = log.events().iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, [EventKind::Join, EventKind::Leave]);
-        assert_eq!(log.events()[1].message, "User c1 has left the chat.");
-        assert_eq!(log.events()[1].room, "ops", "the leave is said where the join was");
-        assert_eq!(log.events()[1].user.as_deref(), Some("Ada"), "and by whom");
+        let said: Vec<_> = log.events().iter().map(|e| (e.kind, e.room.clone())).collect();
         assert_eq!(
-            log.events()[1].user_id.as_deref(),
+            said,
+            [
+                (EventKind::Join, "ops".into()),
+                (EventKind::Join, "dev".into()),
+                (EventKind::Leave, "ops".into()),
+                (EventKind::Leave, "dev".into())
+            ],
+            "one leave in each room joined, once however often it disconnects"
+        );
+        assert!(connections.memberships().is_empty());
+        assert_eq!(log.events()[2].message, "User c1 has left the chat.");
+        assert_eq!(log.events()[2].user.as_deref(), Some("Ada"), "and by whom");
+        assert_eq!(
+            log.events()[2].user_id.as_deref(),
             Some("https://id.example|ada"),
             "which account, not just the name"
         );

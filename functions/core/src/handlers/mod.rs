@@ -7,19 +7,26 @@ mod disconnect;
 mod send_message;
 
 pub use connect::{ConnectRequest, connect};
-pub use default_route::{REPLY_POSTS_IN_FLIGHT, default_route, history};
+pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};
 pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use send_message::{MessageRequest, send_message};
 
 use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
-use crate::protocol::error_frame;
+use crate::protocol::{error_frame, not_subscribed_frame};
 
 /// The row of the connection a request came on: its room and identity. `None`
 /// when the row is gone (pruned or expired): the sender is told to reconnect
 /// rather than have its line land in a room it may not be in.
 async fn sender(connection_id: &str, connections: &dyn ConnectionStore) -> Result<Option<Connection>, StoreError> {
     connections.get(connection_id).await
+}
+
+/// The room a frame means — the one it names, or the sender's home room — when
+/// the sender is subscribed to it; else the refusal to send back, naming it.
+fn heard_room<'a>(sender: &'a Connection, requested: Option<&'a str>) -> Result<&'a str, Vec<u8>> {
+    let room = requested.unwrap_or(&sender.room);
+    if sender.is_subscribed_to(room) { Ok(room) } else { Err(not_subscribed_frame(room)) }
 }
 
 /// The answer to a sender whose connection row is gone.

@@ -1,11 +1,11 @@
 use chrono::{DateTime, Utc};
 
-use super::{HandlerError, not_registered_frame, sender};
+use super::{HandlerError, heard_room, not_registered_frame, sender};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
 use crate::protocol::{Command, ack_frame, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
 
-/// An inbound frame on the `sendmessage` route.
+/// An inbound frame: on the `sendmessage` route, or on `$default`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageRequest {
     pub connection_id: String,
@@ -14,8 +14,10 @@ pub struct MessageRequest {
 }
 
 /// Appends a chat line to the log and nothing else: the broadcaster delivers it,
-/// to the sender's room (sender included), once the log's stream carries it.
-/// The room comes from the sender's connection row (one consistent read).
+/// to the room (sender included), once the log's stream carries it. The room is
+/// the one the frame names or the sender's home room, and must be one the
+/// sender's connection row lists (one consistent read): a room it does not
+/// hear is refused, naming the room, and nothing is stored.
 ///
 /// Returns the frame to send back to the sender alone (pong, an ack when the send
 /// carried a `clientMessageId`, or why the message was refused). API Gateway
@@ -32,12 +34,11 @@ pub async fn send_message(
     connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<Option<Vec<u8>>, HandlerError> {
-    let (text, client_message_id) = match parse_command(&request.body) {
-        Ok(Command::SendMessage { text, client_message_id }) => (text, client_message_id),
+    let (text, client_message_id, room) = match parse_command(&request.body) {
+        Ok(Command::SendMessage { text, client_message_id, room }) => (text, client_message_id, room),
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
-        Ok(Command::History { .. } | Command::Who { .. } | Command::Unknown) => {
-            return Ok(Some(invalid_request_frame()));
-        }
+        // Other actions never reach this route: API Gateway selects it by action.
+        Ok(_) => return Ok(Some(invalid_request_frame())),
         Err(refusal) => {
             tracing::info!(connection_id = %request.connection_id, %refusal, "message refused");
             return Ok(Some(protocol_error_frame(&refusal)));
@@ -47,7 +48,13 @@ pub async fn send_message(
         tracing::warn!(connection_id = %request.connection_id, "message from an unregistered connection refused");
         return Ok(Some(not_registered_frame()));
     };
-    let room = &sender.room;
+    let room = match heard_room(&sender, room.as_deref()) {
+        Ok(room) => room,
+        Err(refusal) => {
+            tracing::info!(connection_id = %request.connection_id, "message to a room the sender does not hear refused");
+            return Ok(Some(refusal));
+        }
+    };
     let event =
         LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(room).by(sender.identity().as_ref());
     let Some(client_message_id) = client_message_id else {
