@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
 use chat_aws::provision::{create_bucket, create_tables};
-use chat_aws::{DynamoConnections, DynamoLog, DynamoSessions, S3Archive, StartingPosition, StreamReader, TableNames};
+use chat_aws::{
+    DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, StartingPosition, StreamReader, TableNames,
+};
 use chat_core::StoreError;
 
 use crate::functions::Tables;
@@ -30,7 +32,7 @@ pub struct ArchiveSettings {
     pub create_bucket: bool,
 }
 
-/// The three tables through the AWS adapters, and the message table's stream
+/// The tables through the AWS adapters, and the message table's stream
 /// (read from records written from now on, like a new `LATEST` mapping).
 pub async fn open(settings: &DynamoSettings) -> Result<(Tables, DynamoSource), StoreError> {
     open_with(&chat_aws::sdk_config_for(settings.endpoint.as_deref()).await, settings).await
@@ -47,9 +49,10 @@ pub async fn open_with(
     }
     let names = &settings.tables;
     let tables = Tables {
-        connections: Arc::new(DynamoConnections::new(client.clone(), &names.connections)),
+        connections: Arc::new(DynamoConnections::new(client.clone(), &names.connections, &names.memberships)),
         sessions: Arc::new(DynamoSessions::new(client.clone(), &names.sessions)),
         log: Arc::new(DynamoLog::new(client.clone(), &names.messages)),
+        cursors: Arc::new(DynamoCursors::new(client.clone(), &names.cursors)),
     };
     let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
     let reader = StreamReader::open(&client, streams, &names.messages, StartingPosition::Latest).await?;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::entrypoints::websocket;
 use chat_core::handlers::HandlerError;
-use chat_core::ports::{ConnectionStore, MessageLog, SessionLog};
+use chat_core::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog};
+use chat_core::room::RoomLimits;
 
 use crate::metrics::Invocations;
 use crate::sockets::LocalPoster;
@@ -27,12 +28,14 @@ pub fn select_route(body: &str) -> (String, bool) {
     }
 }
 
-/// ActiveConnections, SessionHistory and MessageHistory, whichever store holds them.
+/// ActiveConnections (with Memberships), SessionHistory, MessageHistory and
+/// ReadCursors, whichever store holds them.
 #[derive(Clone)]
 pub struct Tables {
     pub connections: Arc<dyn ConnectionStore>,
     pub sessions: Arc<dyn SessionLog>,
     pub log: Arc<dyn MessageLog>,
+    pub cursors: Arc<dyn ReadCursors>,
 }
 
 /// The functions and the ports they were given.
@@ -40,6 +43,9 @@ pub struct Tables {
 pub struct Functions {
     pub tables: Tables,
     pub poster: LocalPoster,
+    /// How many rooms a connection may hold (`--max-rooms`), as the Lambdas'
+    /// `MAX_ROOMS_PER_CONNECTION`.
+    pub limits: RoomLimits,
     /// What every invocation did, for `/metrics`.
     pub invocations: Invocations,
 }
@@ -50,18 +56,18 @@ impl Functions {
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-        let Tables { connections, sessions, log } = &self.tables;
+        let Tables { connections, sessions, log, cursors } = &self.tables;
         let route = event.request_context.route_key.as_deref().unwrap_or("$default");
         let result = match route {
             // The gateway checks Origin itself (it knows the page's own origin), and
             // the embedded store keeps sessions: the deployment's defaults.
             "$connect" => {
-                let settings = websocket::ConnectSettings::default();
+                let settings = websocket::ConnectSettings { limits: self.limits, ..Default::default() };
                 websocket::on_connect(event, &settings, &**connections, &**sessions, &**log).await
             }
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
             "sendmessage" => websocket::on_send_message(event, &**connections, &**log).await,
-            _ => websocket::on_default(event, &**connections, &**log, &self.poster).await,
+            _ => websocket::on_default(event, &self.limits, &**connections, &**cursors, &**log, &self.poster).await,
         };
         self.invocations.record(route, event, &result);
         result

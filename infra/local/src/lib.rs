@@ -33,6 +33,7 @@ use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::origin::Origin;
 use chat_core::ports::{Archive, SystemClock};
+use chat_core::room::RoomLimits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
@@ -71,6 +72,8 @@ pub struct Config {
     pub metrics_peers: MetricsPeers,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
+    /// How many rooms one connection may hold (`--max-rooms`).
+    pub room_limits: RoomLimits,
     /// The stage's route throttling (every inbound message); `None`: off.
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
@@ -89,7 +92,7 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
 }
 
-/// Where the three tables live.
+/// Where the tables live.
 #[derive(Clone, Debug)]
 pub enum Backend {
     /// A SQLite file (`:memory:` for a throwaway one); its message table is the stream.
@@ -151,19 +154,10 @@ pub async fn serve(
                 connections: Arc::new(store.clone()),
                 sessions: Arc::new(store.clone()),
                 log: Arc::new(CountingLog(Arc::new(store.clone()))),
+                cursors: Arc::new(store.clone()),
             };
             let broadcaster = broadcaster(&tables);
-            // No socket outlives this process: rows a crash left behind are
-            // departures nobody announced yet. Announced now, once each.
-            match store.all_connections() {
-                Ok(stale) if !stale.is_empty() => {
-                    tracing::info!(count = stale.len(), "ending the connections of the previous run");
-                    broadcaster.prune(&stale).await;
-                }
-                Ok(_) => {}
-                // Not fatal: the TTL still retires the rows; the requests will report the store.
-                Err(error) => tracing::error!(%error, "cannot read the previous run's connections"),
-            }
+            end_previous_run(&store, &broadcaster).await;
             let source = SqliteSource::new(store)?;
             let stream = tokio::spawn(stream::run(source, broadcaster, settings, stopped));
             (tables, stream)
@@ -178,7 +172,7 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster, invocations: Invocations };
+    let functions = Functions { tables, poster, limits: config.room_limits, invocations: Invocations };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
@@ -238,6 +232,35 @@ pub async fn serve(
     stop.send(true).ok();
     stream.await.ok();
     Ok(())
+}
+
+/// No socket outlives this process: rows a crash left behind are departures
+/// nobody announced yet, and so are memberships whose row is gone (a crash
+/// between a departure's delete of the row and its leaves). Each is ended now:
+/// one leave per membership, once. Anonymous readers' cursors go too (they
+/// live as long as their connection). Failures are not fatal: the requests
+/// will report the store.
+async fn end_previous_run(store: &SqliteStore, broadcaster: &Broadcaster) {
+    match store.all_connections() {
+        Ok(stale) if !stale.is_empty() => {
+            tracing::info!(count = stale.len(), "ending the connections of the previous run");
+            broadcaster.prune(&stale).await;
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot read the previous run's connections"),
+    }
+    // Read after the rows were ended: whatever membership is left has no row.
+    match store.orphan_memberships() {
+        Ok(orphans) if !orphans.is_empty() => {
+            tracing::info!(count = orphans.len(), "ending the previous run's memberships without a connection");
+            broadcaster.prune(&orphans).await;
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot read the previous run's memberships"),
+    }
+    if let Err(error) = store.forget_connection_cursors() {
+        tracing::error!(%error, "cannot forget the previous run's connection cursors");
+    }
 }
 
 /// A request no route took: under the stage, API Gateway's own 403 (it never

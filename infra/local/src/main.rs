@@ -7,6 +7,7 @@ use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_core::origin::Origin;
+use chat_core::room::RoomLimits;
 use chat_local::metrics::{MetricsPeers, PeerRule};
 use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
 use chat_local::stream::StreamSettings;
@@ -108,6 +109,12 @@ struct Args {
     /// New connections accepted at once above the rate.
     #[arg(long, env = "CHAT_CONNECT_BURST", requires = "connect_rate")]
     connect_burst: Option<u32>,
+    /// Rooms one connection may be subscribed to at once (its home room
+    /// included); one more is refused with "Too many rooms". As the Lambdas'
+    /// MAX_ROOMS_PER_CONNECTION (1–1000).
+    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = chat_core::room::DEFAULT_MAX_ROOMS,
+          value_parser = parse_max_rooms)]
+    max_rooms: usize,
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
@@ -130,6 +137,12 @@ struct Args {
     /// DynamoDB mode: the MessageHistory table (with a NEW_IMAGE stream).
     #[arg(long, env = "MESSAGES_TABLE", default_value = "MessageHistory")]
     messages_table: String,
+    /// DynamoDB mode: the Memberships table (one item per subscription).
+    #[arg(long, env = "MEMBERSHIPS_TABLE", default_value = "Memberships")]
+    memberships_table: String,
+    /// DynamoDB mode: the ReadCursors table (how far each reader read each room).
+    #[arg(long, env = "READ_CURSORS_TABLE", default_value = "ReadCursors")]
+    cursors_table: String,
     /// Archive every broadcast batch as JSON Lines to this S3 bucket.
     #[arg(long, env = "ARCHIVE_BUCKET")]
     archive_bucket: Option<String>,
@@ -172,6 +185,8 @@ impl Args {
                 connections: self.connections_table.clone(),
                 sessions: self.sessions_table.clone(),
                 messages: self.messages_table.clone(),
+                memberships: self.memberships_table.clone(),
+                cursors: self.cursors_table.clone(),
             },
             create_tables: self.create_tables,
         })
@@ -237,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             max_retries: args.max_retries,
         },
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
+        room_limits: RoomLimits { max_rooms: args.max_rooms },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
         access_key,
@@ -264,6 +280,11 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
         );
     }
     Ok(())
+}
+
+/// `--max-rooms`: read by the Lambdas' own rule, so the range and its message are theirs.
+fn parse_max_rooms(value: &str) -> Result<usize, String> {
+    RoomLimits::from_settings(|_| Some(value.to_owned())).map(|limits| limits.max_rooms).map_err(|e| e.to_string())
 }
 
 /// `--send-budget`: bytes, or a number with a binary suffix (`512KiB`, `8MiB`, `1GiB`).

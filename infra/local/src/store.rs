@@ -1,5 +1,6 @@
-//! The embedded store: SQLite (one file, WAL) holding the three tables, with the
-//! message table's row order doubling as the MessageHistory stream.
+//! The embedded store: SQLite (one file, WAL) holding the tables — the seed's
+//! three, Memberships and ReadCursors — with the message table's row order
+//! doubling as the MessageHistory stream.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,10 +10,12 @@ use async_trait::async_trait;
 use chat_core::model::Receipt;
 #[cfg(test)]
 use chat_core::ports::LIST_PAGE;
-use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
+use chat_core::ports::{
+    ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
+};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
 
 const SCHEMA: &str = "
@@ -28,8 +31,32 @@ CREATE TABLE IF NOT EXISTS active_connections (
     user          TEXT,
     verified      INTEGER,
     batch         INTEGER NOT NULL DEFAULT 0,
-    user_id       TEXT
+    user_id       TEXT,
+    -- Every room the connection is subscribed to, home room included, as a JSON
+    -- array; NULL on rows from before channels (their home room alone).
+    rooms         TEXT
 );
+-- One row per subscription: what fan-out and `who` read, a room at a time.
+CREATE TABLE IF NOT EXISTS memberships (
+    room          TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    connected_at  TEXT NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    user          TEXT,
+    verified      INTEGER,
+    user_id       TEXT,
+    batch         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room, connection_id)
+) WITHOUT ROWID;
+-- How far each reader (an account, or `connection#<id>`) has read each room;
+-- expires_at only for a connection's own cursor.
+CREATE TABLE IF NOT EXISTS read_cursors (
+    reader     TEXT NOT NULL,
+    room       TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (reader, room)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS session_history (
     connection_id    TEXT PRIMARY KEY,
     source_ip        TEXT NOT NULL,
@@ -85,11 +112,13 @@ fn drop_unkeyed_receipts(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The tables' `room` GSIs: history and fan-out read one room, never the whole table.
-/// Created after [`add_missing_columns`] so databases from before rooms get them too.
+/// MessageHistory's `room` GSI: history reads one room, never the whole table.
+/// Created after [`add_missing_columns`] so databases from before rooms get it too.
+/// Fan-out reads Memberships now (keyed by room already), so ActiveConnections'
+/// room index, which every connect and disconnect paid to update, is dropped.
 const ROOM_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS message_history_room ON message_history (room, message_id);
-CREATE INDEX IF NOT EXISTS active_connections_room ON active_connections (room, connection_id);
+DROP INDEX IF EXISTS active_connections_room;
 ";
 
 /// Columns added since the first schema; a database from before gains them, every
@@ -113,6 +142,27 @@ fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A database from before channels gains the `rooms` column (its rows keep
+/// NULL: their home room alone) and a membership for every row, in its home
+/// room, so its connections go on hearing that room until they are ended.
+/// Once: the column's presence says it was done.
+fn add_rooms_column(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let present =
+        db.prepare("SELECT 1 FROM pragma_table_info('active_connections') WHERE name = 'rooms'")?.exists([])?;
+    if !present {
+        let tx = rusqlite::Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "ALTER TABLE active_connections ADD COLUMN rooms TEXT;
+             INSERT OR IGNORE INTO memberships
+                 (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
+             SELECT room, connection_id, connected_at, expires_at, user, verified, user_id, batch
+             FROM active_connections;",
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 /// One SQLite database implementing every storage port. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -121,12 +171,13 @@ pub struct SqliteStore {
     rooms: Arc<Mutex<RoomCache>>,
 }
 
-/// Each room's connections as last read, in id order. The broadcaster lists the
+/// Each room's members as last read, in id order. The broadcaster lists the
 /// room once per batch; under load that reread (and re-parse) of every row was
-/// most of its SQLite time, while the rows change only on connect and disconnect.
-/// Writes through this store forget it (under the database lock, so no read can
-/// cache a stale list); a write by another connection to the file (another
-/// process, a test) changes SQLite's `data_version`, which forgets it too.
+/// most of its SQLite time, while memberships change only on connect,
+/// subscribe, unsubscribe and departure. Writes through this store forget the
+/// rooms they touch (under the database lock, so no read can cache a stale
+/// list); a write by another connection to the file (another process, a test)
+/// changes SQLite's `data_version`, which forgets them all.
 #[derive(Default)]
 struct RoomCache {
     data_version: i64,
@@ -225,21 +276,92 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
 /// The columns [`connection_from_row`] reads, in its order.
 const CONNECTION_COLUMNS: &str =
     "SELECT connection_id, connected_at, source_ip, expires_at, room, user, verified, batch,
-     user_id FROM active_connections";
+     user_id, rooms FROM active_connections";
+
+/// What `DELETE … RETURNING` gives back: the row as [`CONNECTION_COLUMNS`] reads it.
+const RETURNING_CONNECTION: &str =
+    "RETURNING connection_id, connected_at, source_ip, expires_at, room, user, verified, batch, user_id, rooms";
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
+    let rooms: Option<String> = r.get(9)?;
+    let rooms = match rooms {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?,
+        None => Vec::new(),
+    };
     Ok(Connection {
         connection_id: r.get(0)?,
         connected_at: parse_iso(&connected_at).unwrap_or_default(),
         source_ip: r.get(2)?,
         expires_at: r.get(3)?,
         room: r.get(4)?,
+        rooms,
         user: r.get(5)?,
         verified: r.get(6)?,
         batch: r.get(7)?,
         user_id: r.get(8)?,
     })
+}
+
+/// A connection's rooms as the `rooms` column holds them: a JSON array, or NULL
+/// for none (a row written without a set: its home room alone).
+fn rooms_column(rooms: &[String]) -> Option<String> {
+    (!rooms.is_empty()).then(|| serde_json::Value::from(rooms).to_string())
+}
+
+/// The columns [`member_from_row`] reads, in its order.
+const MEMBER_COLUMNS: &str =
+    "SELECT connection_id, connected_at, expires_at, room, user, verified, batch, user_id FROM memberships";
+
+/// A membership as a room's listing gives it: [`Connection::as_member_of`] its room.
+fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
+    let connected_at: String = r.get(1)?;
+    Ok(Connection {
+        connection_id: r.get(0)?,
+        connected_at: parse_iso(&connected_at).unwrap_or_default(),
+        source_ip: String::new(),
+        expires_at: r.get(2)?,
+        room: r.get(3)?,
+        rooms: Vec::new(),
+        user: r.get(4)?,
+        verified: r.get(5)?,
+        batch: r.get(6)?,
+        user_id: r.get(7)?,
+    })
+}
+
+/// Writes `connection`'s membership of `room` (replacing one there was).
+fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO memberships
+             (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        room,
+        connection.connection_id,
+        format_iso(&connection.connected_at),
+        connection.expires_at,
+        connection.user,
+        connection.verified,
+        connection.user_id,
+        connection.batch
+    ])
+    .map(drop)
+}
+
+/// Runs `f` in an IMMEDIATE transaction (it takes the write lock first, so two
+/// processes' read-then-write transactions queue instead of failing), committed
+/// if `f` succeeds.
+fn in_transaction<T>(
+    db: &rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let tx = rusqlite::Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 impl SqliteStore {
@@ -248,27 +370,24 @@ impl SqliteStore {
         let db = rusqlite::Connection::open(path).map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&db).map_err(unavailable)?;
+        add_rooms_column(&db).map_err(unavailable)?;
         db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
         drop_unkeyed_receipts(&db).map_err(unavailable)?;
         db.execute_batch(RECEIPTS).map_err(unavailable)?;
         Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
     }
 
-    /// Every connection of `room` in id order, from the cache when no row changed since it was read.
+    /// Every member of `room` in id order, from the cache when no membership
+    /// changed since it was read.
     fn room_connections(&self, room: &str) -> Result<Arc<Vec<Connection>>, StoreError> {
         self.with(|db| {
-            let version: i64 = db.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
-            let mut cache = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if cache.data_version != version {
-                cache.rooms.clear();
-                cache.data_version = version;
-            }
+            let mut cache = self.room_cache(db)?;
             if let Some(connections) = cache.rooms.get(room) {
                 return Ok(connections.clone());
             }
             let connections: Vec<Connection> = db
-                .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE room = ?1 ORDER BY connection_id"))?
-                .query_map(params![room], connection_from_row)?
+                .prepare_cached(&format!("{MEMBER_COLUMNS} WHERE room = ?1 ORDER BY connection_id"))?
+                .query_map(params![room], member_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
             let connections = Arc::new(connections);
             cache.rooms.insert(room.to_owned(), connections.clone());
@@ -276,9 +395,24 @@ impl SqliteStore {
         })
     }
 
-    /// Called with the database locked, after a write to active_connections.
-    fn forget_rooms(&self) {
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).rooms.clear();
+    /// The room cache, emptied first if another connection wrote to the file
+    /// since it was filled. Called with the database locked.
+    fn room_cache(&self, db: &rusqlite::Connection) -> rusqlite::Result<std::sync::MutexGuard<'_, RoomCache>> {
+        let version: i64 = db.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        let mut cache = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.data_version != version {
+            cache.rooms.clear();
+            cache.data_version = version;
+        }
+        Ok(cache)
+    }
+
+    /// Called with the database locked, after a write to the memberships of `rooms`.
+    fn forget_rooms<'r>(&self, rooms: impl IntoIterator<Item = &'r str>) {
+        let mut cache = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for room in rooms {
+            cache.rooms.remove(room);
+        }
     }
 
     /// Runs `f` with the database. Statements are short; the lock is never held across an await.
@@ -308,6 +442,29 @@ impl SqliteStore {
     /// all stale (see `serve`). Not a request path, so reading the table is fine.
     pub fn all_connections(&self) -> Result<Vec<Connection>, StoreError> {
         self.with(|db| db.prepare(CONNECTION_COLUMNS)?.query_map([], connection_from_row)?.collect())
+    }
+
+    /// Every membership whose connection has no row any more, as its room lists
+    /// it: what a departure cut short (a crash between deleting the row and
+    /// leaving its rooms) left behind. Read at start-up, after the stale rows
+    /// were ended (see `serve`); not a request path.
+    pub fn orphan_memberships(&self) -> Result<Vec<Connection>, StoreError> {
+        self.with(|db| {
+            db.prepare(&format!(
+                "{MEMBER_COLUMNS} AS m WHERE NOT EXISTS
+                     (SELECT 1 FROM active_connections AS a WHERE a.connection_id = m.connection_id)
+                 ORDER BY room, connection_id"
+            ))?
+            .query_map([], member_from_row)?
+            .collect()
+        })
+    }
+
+    /// Forgets every anonymous connection's read cursors (those with an
+    /// expiry): a connection's cursor lives as long as it, and at start-up no
+    /// connection of an earlier run is alive. Returns how many were forgotten.
+    pub fn forget_connection_cursors(&self) -> Result<usize, StoreError> {
+        self.with(|db| db.execute("DELETE FROM read_cursors WHERE expires_at IS NOT NULL", []))
     }
 
     pub fn checkpoint(&self) -> Result<i64, StoreError> {
@@ -349,25 +506,35 @@ impl SqliteStore {
 
 #[async_trait]
 impl ConnectionStore for SqliteStore {
+    /// The row and a membership per room, in one transaction.
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+        let rooms = connection.rooms();
         self.with(|db| {
-            db.prepare_cached(
-                "INSERT OR REPLACE INTO active_connections
-                     (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch, user_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                connection.connection_id,
-                format_iso(&connection.connected_at),
-                connection.source_ip,
-                connection.expires_at,
-                connection.room,
-                connection.user,
-                connection.verified,
-                connection.batch,
-                connection.user_id
-            ])?;
-            self.forget_rooms();
+            in_transaction(db, |tx| {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO active_connections
+                         (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch, user_id,
+                          rooms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    connection.connection_id,
+                    format_iso(&connection.connected_at),
+                    connection.source_ip,
+                    connection.expires_at,
+                    connection.room,
+                    connection.user,
+                    connection.verified,
+                    connection.batch,
+                    connection.user_id,
+                    rooms_column(&connection.rooms)
+                ])?;
+                for room in &rooms {
+                    insert_membership(tx, connection, room)?;
+                }
+                Ok(())
+            })?;
+            self.forget_rooms(rooms.iter().map(String::as_str));
             Ok(())
         })
     }
@@ -380,17 +547,77 @@ impl ConnectionStore for SqliteStore {
         })
     }
 
-    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+    /// One `DELETE … RETURNING`: of racing deletes, one gets the row.
+    async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.with(|db| {
-            db.prepare_cached("DELETE FROM active_connections WHERE connection_id = ?1")?
-                .execute(params![connection_id])?;
-            self.forget_rooms();
-            Ok(())
+            db.prepare_cached(&format!(
+                "DELETE FROM active_connections WHERE connection_id = ?1 {RETURNING_CONNECTION}"
+            ))?
+            .query_row(params![connection_id], connection_from_row)
+            .optional()
         })
     }
 
-    /// A page of the room's connections in id order, like a Query on the room GSI
-    /// (read on the `(room, connection_id)` index, then cached: [`RoomCache`]).
+    /// Reads the row and writes both it and the membership in one
+    /// transaction, so a departure (which deletes the row first) either sees
+    /// the room in the row or makes this answer [`Subscribed::NotConnected`].
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+        let id = connection.connection_id.as_str();
+        self.with(|db| {
+            let subscribed = in_transaction(db, |tx| {
+                let row = tx
+                    .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE connection_id = ?1"))?
+                    .query_row(params![id], connection_from_row)
+                    .optional()?;
+                let Some(row) = row else { return Ok(Subscribed::NotConnected) };
+                if row.is_subscribed_to(room) {
+                    return Ok(Subscribed::Already);
+                }
+                let mut rooms = row.rooms();
+                if rooms.len() >= max_rooms {
+                    return Ok(Subscribed::Full);
+                }
+                rooms.push(room.to_owned());
+                tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
+                    .execute(params![id, rooms_column(&rooms)])?;
+                insert_membership(tx, connection, room)?;
+                Ok(Subscribed::New)
+            })?;
+            if subscribed == Subscribed::New {
+                self.forget_rooms([room]);
+            }
+            Ok(subscribed)
+        })
+    }
+
+    /// Takes the room out of the row (if there is one) and deletes the
+    /// membership, in one transaction; `true` if there was a membership.
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let removed = in_transaction(db, |tx| {
+                let row = tx
+                    .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE connection_id = ?1"))?
+                    .query_row(params![connection_id], connection_from_row)
+                    .optional()?;
+                if let Some(row) = row {
+                    let rooms: Vec<String> = row.rooms().into_iter().filter(|r| r != room).collect();
+                    tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
+                        .execute(params![connection_id, rooms_column(&rooms)])?;
+                }
+                let deleted = tx
+                    .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
+                    .execute(params![room, connection_id])?;
+                Ok(deleted == 1)
+            })?;
+            if removed {
+                self.forget_rooms([room]);
+            }
+            Ok(removed)
+        })
+    }
+
+    /// A page of the room's members in id order, like a consistent Query of
+    /// Memberships (read on its `(room, connection_id)` key, then cached: [`RoomCache`]).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let limit = limit.max(1);
         let all = self.room_connections(room)?;
@@ -400,11 +627,52 @@ impl ConnectionStore for SqliteStore {
         Ok(Page { items, next })
     }
 
+    /// The cached listing's length, or a count on the key (not a listing: a
+    /// subscribe counts the room it just changed).
     async fn count(&self, room: &str) -> Result<usize, StoreError> {
         self.with(|db| {
-            db.prepare_cached("SELECT COUNT(*) FROM active_connections WHERE room = ?1")?
+            if let Some(members) = self.room_cache(db)?.rooms.get(room) {
+                return Ok(members.len());
+            }
+            db.prepare_cached("SELECT COUNT(*) FROM memberships WHERE room = ?1")?
                 .query_row(params![room], |r| r.get::<_, i64>(0))
                 .map(|n| n as usize)
+        })
+    }
+}
+
+#[async_trait]
+impl ReadCursors for SqliteStore {
+    async fn cursors(&self, reader: &str) -> Result<HashMap<String, String>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT room, message_id FROM read_cursors WHERE reader = ?1")?
+                .query_map(params![reader], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    /// One upsert that only ever moves the cursor forward, like the
+    /// conditional UpdateItem (`attribute_not_exists(message_id) OR message_id < :id`).
+    async fn advance(
+        &self,
+        reader: &str,
+        room: &str,
+        message_id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        // Nothing sorts before the empty id: it is never later than a cursor (nor than none).
+        if message_id.is_empty() {
+            return Ok(false);
+        }
+        self.with(|db| {
+            db.prepare_cached(
+                "INSERT INTO read_cursors (reader, room, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (reader, room) DO UPDATE SET message_id = excluded.message_id,
+                     expires_at = excluded.expires_at
+                 WHERE excluded.message_id > read_cursors.message_id",
+            )?
+            .execute(params![reader, room, message_id, expires_at])
+            .map(|changed| changed == 1)
         })
     }
 }
@@ -674,6 +942,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_from_before_channels_keeps_its_connections_in_their_home_rooms() {
+        let (dir, path) = scratch_db("chat-local-channels", "before-channels.db");
+        {
+            let old = rusqlite::Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, connected_at TEXT NOT NULL,
+                     source_ip TEXT NOT NULL, expires_at INTEGER NOT NULL, room TEXT NOT NULL DEFAULT 'lobby',
+                     user TEXT, verified INTEGER, batch INTEGER NOT NULL DEFAULT 0, user_id TEXT);
+                 CREATE INDEX active_connections_room ON active_connections (room, connection_id);
+                 INSERT INTO active_connections VALUES ('old', '2026-11-24T10:00:00Z', 'ip', 1, 'ops', 'Ada', 1, 1,
+                     'local|ada');
+                 INSERT INTO active_connections (connection_id, connected_at, source_ip, expires_at)
+                     VALUES ('older', '2026-11-24T10:00:00Z', 'ip', 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!((old.rooms.clone(), old.rooms()), (vec![], vec!["ops".to_owned()]), "its home room alone");
+        assert_eq!(store.list("ops", None, 10).await.unwrap().items, [old.as_member_of("ops")], "still hears it");
+        assert_eq!(store.count("lobby").await.unwrap(), 1, "the older row, in the lobby");
+        // It can subscribe like any other, keeping its home room.
+        assert_eq!(store.subscribe(&old, "dev", 100).await.unwrap(), Subscribed::New);
+        assert_eq!(store.subscribe(&old, "ops", 100).await.unwrap(), Subscribed::Already);
+        assert_eq!(store.get("old").await.unwrap().unwrap().rooms, ["ops", "dev"]);
+        // Its departure leaves each room once.
+        let end = SessionEnd::new("old", old.connected_at, at("2026-11-24T10:05:00Z"));
+        assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 2);
+        let end = SessionEnd::new("older", old.connected_at, at("2026-11-24T10:05:00Z"));
+        assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 1);
+        let leaves: Vec<(String, String)> = store
+            .stream_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.map(|e| (e.connection_id, e.room)).unwrap())
+            .collect();
+        let expected = [("old", "ops"), ("old", "dev"), ("older", "lobby")].map(|(c, r)| (c.to_owned(), r.to_owned()));
+        assert_eq!(leaves, expected);
+        assert_eq!(store.orphan_memberships().unwrap(), []);
+        let index: bool = store
+            .with(|db| db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'active_connections_room'")?.exists([]))
+            .unwrap();
+        assert!(!index, "fan-out reads memberships: the connections' room index is gone");
+        drop(store);
+        // Opening it again migrates nothing twice.
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.count("ops").await.unwrap(), 0);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
     async fn a_database_from_before_rooms_gains_them_with_every_row_in_the_lobby() {
         let (dir, path) = scratch_db("chat-local-migrate", "old.db");
         {
@@ -727,12 +1046,174 @@ mod tests {
         assert_eq!(ids(store.clone()).await, ["b"]);
         store.put(&Connection::new("a", "ip", at)).await.unwrap();
         assert_eq!(ids(store.clone()).await, ["a", "b"], "a put through this store");
-        store.delete("b").await.unwrap();
-        assert_eq!(ids(store.clone()).await, ["a"], "a delete through this store");
+        assert!(store.unsubscribe("b", "lobby").await.unwrap());
+        assert_eq!(ids(store.clone()).await, ["a"], "an unsubscribe through this store");
         let other = SqliteStore::open(&path).unwrap();
         other.put(&Connection::new("c", "ip", at).coalescing(true)).await.unwrap();
         assert_eq!(ids(store.clone()).await, ["a", "c"], "a put by another connection to the file");
         assert!(store.get("c").await.unwrap().unwrap().batch);
+        assert_eq!(store.list("ops", None, 10).await.unwrap().items, []);
+        let a = store.get("a").await.unwrap().unwrap();
+        assert_eq!(other.subscribe(&a, "ops", 100).await.unwrap(), Subscribed::New);
+        let ops = store.list("ops", None, 10).await.unwrap().items;
+        assert_eq!(ops, [a.as_member_of("ops")], "a subscribe by another connection to the file");
+        assert_eq!((store.count("ops").await.unwrap(), store.count("lobby").await.unwrap()), (1, 2));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// One of the operations [`the_connection_store_answers_like_the_memory_reference`] plays.
+    #[derive(Debug)]
+    enum Op {
+        Put(Connection),
+        Delete(&'static str),
+        Subscribe(&'static str, &'static str, usize),
+        Unsubscribe(&'static str, &'static str),
+    }
+
+    /// Everything a [`ConnectionStore`] shows of `ids` and `rooms`: rows, listings, counts.
+    async fn view(store: &dyn ConnectionStore, ids: &[&str], rooms: &[&str]) -> String {
+        let mut seen = String::new();
+        for id in ids {
+            seen += &format!("{id}: {:?}\n", store.get(id).await.unwrap());
+        }
+        for room in rooms {
+            let members = chat_core::ports::list_all_connections(store, room).await.unwrap();
+            seen += &format!("{room} ({}): {members:?}\n", store.count(room).await.unwrap());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_connection_store_answers_like_the_memory_reference() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let reference = chat_core::memory::MemoryConnections::with_page_size(2);
+        let t = at("2026-11-24T10:00:00Z");
+        let ada = chat_core::Identity::verified("Ada", "https://id.example|ada");
+        let a = Connection::new("a", "10.0.0.1", t).in_room("ops").also_in(["dev", "ops", "qa"]).of(Some(&ada));
+        let b = Connection::new("b", "10.0.0.2", t).coalescing(true);
+        let ops = [
+            Op::Put(a.clone()),
+            Op::Put(b.clone()),
+            Op::Subscribe("a", "dev", 100),
+            Op::Subscribe("a", "lobby", 100),
+            Op::Subscribe("a", "more", 4),
+            Op::Subscribe("b", "ops", 2),
+            Op::Subscribe("b", "qa", 2),
+            Op::Subscribe("nobody", "ops", 100),
+            Op::Unsubscribe("a", "dev"),
+            Op::Unsubscribe("a", "dev"),
+            Op::Unsubscribe("b", "lobby"),
+            Op::Unsubscribe("nobody", "ops"),
+            Op::Subscribe("a", "dev", 100),
+            Op::Delete("a"),
+            Op::Delete("a"),
+            Op::Subscribe("a", "late", 100),
+            Op::Unsubscribe("a", "ops"),
+        ];
+        let (ids, rooms) = (["a", "b", "nobody"], ["lobby", "ops", "dev", "qa", "more", "late"]);
+        for op in ops {
+            let answers = match &op {
+                Op::Put(c) => (format!("{:?}", store.put(c).await), format!("{:?}", reference.put(c).await)),
+                Op::Delete(id) => {
+                    (format!("{:?}", store.delete(id).await), format!("{:?}", reference.delete(id).await))
+                }
+                Op::Subscribe(id, room, max) => {
+                    // The caller's image of itself, as a handler has it: the row, or what it was.
+                    let me = reference.get(id).unwrap_or_else(|| Connection::new(id, "ip", t));
+                    (
+                        format!("{:?}", store.subscribe(&me, room, *max).await),
+                        format!("{:?}", reference.subscribe(&me, room, *max).await),
+                    )
+                }
+                Op::Unsubscribe(id, room) => (
+                    format!("{:?}", store.unsubscribe(id, room).await),
+                    format!("{:?}", reference.unsubscribe(id, room).await),
+                ),
+            };
+            assert_eq!(answers.0, answers.1, "{op:?}");
+            assert_eq!(view(&store, &ids, &rooms).await, view(&reference, &ids, &rooms).await, "after {op:?}");
+        }
+        let members = chat_core::ports::list_all_connections(&store, "ops").await.unwrap();
+        assert_eq!(members, [b.as_member_of("ops")]);
+        let orphans: Vec<Connection> = ["dev", "lobby", "qa"].iter().map(|room| a.as_member_of(room)).collect();
+        assert_eq!(store.orphan_memberships().unwrap(), orphans, "the rest of a's memberships outlive its row");
+    }
+
+    #[tokio::test]
+    async fn read_cursors_only_move_forward_per_reader_and_room() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let reference = chat_core::memory::MemoryCursors::default();
+        let steps = [
+            ("ada", "lobby", "m2", None),
+            ("ada", "lobby", "m1", None),
+            ("ada", "lobby", "m2", None),
+            ("ada", "lobby", "m3", None),
+            ("ada", "ops", "m1", None),
+            ("connection#c", "lobby", "m5", Some(7)),
+        ];
+        for (reader, room, id, expires_at) in steps {
+            assert_eq!(
+                store.advance(reader, room, id, expires_at).await.unwrap(),
+                reference.advance(reader, room, id, expires_at).await.unwrap(),
+                "{reader} {room} {id}"
+            );
+        }
+        for reader in ["ada", "connection#c", "bob"] {
+            assert_eq!(store.cursors(reader).await.unwrap(), reference.cursors(reader).await.unwrap(), "{reader}");
+        }
+        assert!(!store.advance("bob", "lobby", "", None).await.unwrap(), "no id is before the empty one");
+        assert!(store.cursors("bob").await.unwrap().is_empty(), "and it leaves no cursor behind");
+        let ada = store.cursors("ada").await.unwrap();
+        assert_eq!((ada["lobby"].as_str(), ada["ops"].as_str()), ("m3", "m1"));
+        assert_eq!(store.forget_connection_cursors().unwrap(), 1, "the anonymous connection's, not the accounts'");
+        assert!(store.cursors("connection#c").await.unwrap().is_empty());
+        assert_eq!(store.cursors("ada").await.unwrap(), ada);
+    }
+
+    /// A subscribe racing the connection's departure, on two connections to
+    /// the file (as two processes would): however they interleave, no
+    /// membership is left without a row, and every join has exactly one leave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_subscribe_racing_a_departure_leaves_no_orphan_membership() {
+        let (dir, path) = scratch_db("chat-local-race", "race.db");
+        let (joiner, leaver) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+        let t = at("2026-11-24T10:00:00Z");
+        let (mut joins, mut leaves) = (0, 0);
+        for i in 0..200 {
+            let connection = Connection::new(&format!("c{i}"), "ip", t);
+            joiner.put(&connection).await.unwrap();
+            joiner.open(&Session::opened(&connection)).await.unwrap();
+            joins += 1;
+            let subscribing = {
+                let (store, connection) = (joiner.clone(), connection.clone());
+                tokio::spawn(async move {
+                    let mut new = 0;
+                    for room in ["r1", "r2", "r3", "r4", "r5"] {
+                        new += usize::from(store.subscribe(&connection, room, 100).await.unwrap() == Subscribed::New);
+                    }
+                    new
+                })
+            };
+            let departing = {
+                let store = leaver.clone();
+                let end = SessionEnd::new(&connection.connection_id, t, t);
+                tokio::spawn(async move {
+                    // Let some subscribes land first, varying with i.
+                    for _ in 0..(i % 7) {
+                        tokio::task::yield_now().await;
+                    }
+                    chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap()
+                })
+            };
+            joins += subscribing.await.unwrap();
+            leaves += departing.await.unwrap();
+        }
+        assert_eq!(joiner.orphan_memberships().unwrap(), []);
+        let memberships: i64 =
+            joiner.with(|db| db.query_row("SELECT count(*) FROM memberships", [], |r| r.get(0))).unwrap();
+        assert_eq!(memberships, 0);
+        assert_eq!(joins, leaves, "one leave per membership");
+        assert!(joins > 200, "some subscribes won the race ({joins} joins)");
         std::fs::remove_dir_all(dir).ok();
     }
 
