@@ -251,6 +251,17 @@ mod tests {
         assert_eq!(fields, expected);
     }
 
+    #[tokio::test]
+    async fn the_tokens_rooms_reach_the_connect_event_in_the_context() {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"sub": "ada", "exp": now + 60, "chat": {"rooms": ["team", "ops"]}});
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET).unwrap();
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let auth = authorizer(false);
+        let fields = auth.authorize(&context(), &query(&format!("Bearer {token}")), &HeaderMap::new()).await.unwrap();
+        assert_eq!(fields["rooms"], "team,ops", "as API Gateway passes it to $connect");
+    }
+
     /// A development sign-in whose tokens must carry `iss` and one of two audiences.
     fn pinned(issuer: &str, audience: &str) -> Authorizer {
         let mut shared = SharedSecret::new(SECRET);
