@@ -145,22 +145,26 @@ fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
 /// A database from before channels gains the `rooms` column (its rows keep
 /// NULL: their home room alone) and a membership for every row, in its home
 /// room, so its connections go on hearing that room until they are ended.
-/// Once: the column's presence says it was done.
+/// Once: the column's presence says it was done. (An empty table has no one
+/// to carry over, and is not read: whatever its other columns.)
 fn add_rooms_column(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     let present =
         db.prepare("SELECT 1 FROM pragma_table_info('active_connections') WHERE name = 'rooms'")?.exists([])?;
-    if !present {
-        let tx = rusqlite::Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-        tx.execute_batch(
-            "ALTER TABLE active_connections ADD COLUMN rooms TEXT;
-             INSERT OR IGNORE INTO memberships
-                 (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
-             SELECT room, connection_id, connected_at, expires_at, user, verified, user_id, batch
-             FROM active_connections;",
-        )?;
-        tx.commit()?;
+    if present {
+        return Ok(());
     }
-    Ok(())
+    in_transaction(db, |tx| {
+        tx.execute_batch("ALTER TABLE active_connections ADD COLUMN rooms TEXT")?;
+        if tx.prepare("SELECT 1 FROM active_connections")?.exists([])? {
+            tx.execute_batch(
+                "INSERT OR IGNORE INTO memberships
+                     (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
+                 SELECT room, connection_id, connected_at, expires_at, user, verified, user_id, batch
+                 FROM active_connections",
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// One SQLite database implementing every storage port. Cheap to clone.
