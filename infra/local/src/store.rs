@@ -817,6 +817,15 @@ mod tests {
         (dir, path)
     }
 
+    /// A database written by an older schema (`sql`), in a fresh scratch folder,
+    /// opened by this store: the folder (to remove) and the store.
+    fn opened_after(folder: &str, sql: &str) -> (std::path::PathBuf, std::path::PathBuf, SqliteStore) {
+        let (dir, path) = scratch_db(folder, "old.db");
+        rusqlite::Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        (dir, path, store)
+    }
+
     #[tokio::test]
     async fn survives_reopening() {
         let (dir, path) = scratch_db("chat-local-store", "chat.db");
@@ -947,11 +956,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_from_before_channels_keeps_its_connections_in_their_home_rooms() {
-        let (dir, path) = scratch_db("chat-local-channels", "before-channels.db");
-        {
-            let old = rusqlite::Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, connected_at TEXT NOT NULL,
+        let (dir, path, store) = opened_after(
+            "chat-local-channels",
+            "CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, connected_at TEXT NOT NULL,
                      source_ip TEXT NOT NULL, expires_at INTEGER NOT NULL, room TEXT NOT NULL DEFAULT 'lobby',
                      user TEXT, verified INTEGER, batch INTEGER NOT NULL DEFAULT 0, user_id TEXT);
                  CREATE INDEX active_connections_room ON active_connections (room, connection_id);
@@ -959,10 +966,7 @@ mod tests {
                      'local|ada');
                  INSERT INTO active_connections (connection_id, connected_at, source_ip, expires_at)
                      VALUES ('older', '2026-11-24T10:00:00Z', 'ip', 1);",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path).unwrap();
+        );
         let old = store.get("old").await.unwrap().unwrap();
         assert_eq!((old.rooms.clone(), old.rooms()), (vec![], vec!["ops".to_owned()]), "its home room alone");
         assert_eq!(store.list("ops", None, 10).await.unwrap().items, [old.as_member_of("ops")], "still hears it");
@@ -998,10 +1002,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_from_before_rooms_gains_them_with_every_row_in_the_lobby() {
-        let (dir, path) = scratch_db("chat-local-migrate", "old.db");
-        {
-            let old = rusqlite::Connection::open(&path).unwrap();
-            old.execute_batch(
+        let (dir, _, store) = opened_after(
+            "chat-local-migrate",
                 "CREATE TABLE active_connections (connection_id TEXT PRIMARY KEY, connected_at TEXT NOT NULL,
                      source_ip TEXT NOT NULL, expires_at INTEGER NOT NULL);
                  CREATE TABLE message_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
@@ -1011,10 +1013,7 @@ mod tests {
                  INSERT INTO active_connections VALUES ('old', '2026-11-24T10:00:00Z', 'ip', 1);
                  INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
                      VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'old', 'before rooms', '2026-11-24T10:00:00Z', 'chat');",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path).unwrap();
+        );
         let old = store.get("old").await.unwrap().unwrap();
         assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
