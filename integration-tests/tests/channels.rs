@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, JWT_SECRET, Stack, host_of, http_post_json, scratch, with_token};
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::{Client, JWT_SECRET, Moto, Stack, host_of, http_post_json, scratch, with_token};
 use serde_json::{Value, json};
 
 /// Subscribes and returns the answer: `subscribed`, or the error frame naming the room.
@@ -235,19 +236,16 @@ enum Ending {
     Stay,
 }
 
-#[tokio::test]
-async fn churn_of_a_thousand_connections_in_five_rooms_gives_every_join_one_leave() {
-    const CONNECTIONS: usize = 1000;
-    const AT_ONCE: usize = 50;
-    const ROOMS: usize = 20;
-    let dir = scratch("channels_churn");
-    let db = dir.join("chat.db");
-    let stack = Stack::start(&db, &[]).await;
-    let started = Instant::now();
+/// Rooms the churn spreads its connections over.
+const CHURN_ROOMS: usize = 20;
 
-    // A chatter keeps the broadcaster posting to sockets as they come and go,
-    // so its 410 prunes race the sockets' own $disconnects.
-    let url = stack.ws_url.clone();
+/// Churns `connections` connections, `at_once` at a time, each in five rooms
+/// (a home room and four subscribed), ending in every [`Ending`] — with
+/// [`Ending::Stay`] only if `stay` — while a chatter keeps the broadcaster
+/// posting to them, so its 410 prunes race their own `$disconnect`s. Returns
+/// the connections that stay.
+async fn churn(ws_url: &str, connections: usize, at_once: usize, stay: bool) -> Vec<Client> {
+    let url = ws_url.to_owned();
     let chatter = tokio::spawn(async move {
         let mut client = Client::connect(&format!("{url}?room=r0")).await;
         for room in 1..5 {
@@ -259,22 +257,22 @@ async fn churn_of_a_thousand_connections_in_five_rooms_gives_every_join_one_leav
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
     });
-    let workers: Vec<_> = (0..AT_ONCE)
+    let workers: Vec<_> = (0..at_once)
         .map(|worker| {
-            let url = stack.ws_url.clone();
+            let url = ws_url.to_owned();
             tokio::spawn(async move {
                 let mut staying = Vec::new();
-                for i in (worker..CONNECTIONS).step_by(AT_ONCE) {
+                for i in (worker..connections).step_by(at_once) {
                     let ending = match i % 5 {
                         0 => Ending::Close,
                         1 => Ending::Drop,
                         2 => Ending::Race,
                         3 => Ending::Unsubscribe,
-                        _ if i % 20 == 4 => Ending::Stay,
+                        _ if stay && i % 20 == 4 => Ending::Stay,
                         _ => Ending::Close,
                     };
-                    let rooms: Vec<String> = (1..5).map(|k| format!("r{}", (i + 3 * k) % ROOMS)).collect();
-                    let mut client = Client::connect(&format!("{url}?room=r{}", i % ROOMS)).await;
+                    let rooms: Vec<String> = (1..5).map(|k| format!("r{}", (i + 3 * k) % CHURN_ROOMS)).collect();
+                    let mut client = Client::connect(&format!("{url}?room=r{}", i % CHURN_ROOMS)).await;
                     for room in &rooms {
                         match ending {
                             Ending::Race => {
@@ -307,6 +305,36 @@ async fn churn_of_a_thousand_connections_in_five_rooms_gives_every_join_one_leav
         staying.extend(tokio::time::timeout(Duration::from_secs(300), worker).await.expect("churn in time").unwrap());
     }
     chatter.abort();
+    staying
+}
+
+/// Checks that per connection and room, joins and leaves alternate, ending
+/// with a leave; returns (joins, leaves, (connection, room) pairs).
+fn every_join_has_one_leave(log: Vec<(String, String, String)>) -> (usize, usize, usize) {
+    let mut said: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for (kind, room, id) in log {
+        if kind != "chat" {
+            said.entry((id, room)).or_default().push(kind);
+        }
+    }
+    for ((id, room), kinds) in &said {
+        let alternating = kinds.iter().enumerate().all(|(i, kind)| kind == if i % 2 == 0 { "join" } else { "leave" });
+        assert!(alternating && kinds.len() % 2 == 0, "{id} in {room}: {kinds:?}");
+    }
+    let joins = said.values().flatten().filter(|kind| *kind == "join").count();
+    let leaves = said.values().flatten().filter(|kind| *kind == "leave").count();
+    assert_eq!(joins, leaves);
+    (joins, leaves, said.len())
+}
+
+#[tokio::test]
+async fn churn_of_a_thousand_connections_in_five_rooms_gives_every_join_one_leave() {
+    const CONNECTIONS: usize = 1000;
+    let dir = scratch("channels_churn");
+    let db = dir.join("chat.db");
+    let stack = Stack::start(&db, &[]).await;
+    let started = Instant::now();
+    let staying = churn(&stack.ws_url, CONNECTIONS, 50, true).await;
     let churned = started.elapsed();
 
     // Quiet: only the staying connections are left, each in its five rooms.
@@ -350,27 +378,51 @@ async fn churn_of_a_thousand_connections_in_five_rooms_gives_every_join_one_leav
     .await;
     stack.stop().await;
 
-    // Per connection and room, joins and leaves alternate, ending with a leave.
-    let mut said: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for (kind, room, id) in log_of(&db) {
-        if kind != "chat" {
-            said.entry((id, room)).or_default().push(kind);
-        }
-    }
-    let (joins, leaves) = said.values().flatten().fold((0, 0), |(j, l), kind| match kind.as_str() {
-        "join" => (j + 1, l),
-        _ => (j, l + 1),
-    });
-    for ((id, room), kinds) in &said {
-        let alternating = kinds.iter().enumerate().all(|(i, kind)| kind == if i % 2 == 0 { "join" } else { "leave" });
-        assert!(alternating && kinds.len() % 2 == 0, "{id} in {room}: {kinds:?}");
-    }
+    let (joins, leaves, pairs) = every_join_has_one_leave(log_of(&db));
     println!(
         "churn: {CONNECTIONS} connections ({stay} left for the sweep, 10 of them cut short) in {churned:?}; \
-         {joins} joins, {leaves} leaves over {} (connection, room) pairs",
-        said.len()
+         {joins} joins, {leaves} leaves over {pairs} (connection, room) pairs"
     );
-    assert_eq!(joins, leaves);
+    assert!(joins >= 4 * CONNECTIONS, "homes and most subscribes joined: {joins}");
+}
+
+/// Every item of a moto table.
+async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let pages = client.scan().table_name(table).consistent_read(true).into_paginator().items().send();
+    pages.collect::<Result<Vec<_>, _>>().await.unwrap()
+}
+
+/// The same churn through the DynamoDB adapters on moto (no restart: the
+/// sweep is the embedded store's; deployed, the reaper and the TTL end what a
+/// lost `$disconnect` leaves). Smaller: moto answers every call in Python.
+#[tokio::test]
+async fn churn_on_moto_gives_every_join_one_leave() {
+    const CONNECTIONS: usize = 200;
+    let moto = Moto::start().await;
+    let dir = scratch("channels_churn_moto");
+    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
+    let started = Instant::now();
+    assert!(churn(&stack.ws_url, CONNECTIONS, 20, false).await.is_empty());
+    let churned = started.elapsed();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(scan(&dynamodb, "ActiveConnections").await.is_empty() && scan(&dynamodb, "Memberships").await.is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "every row and membership ends with its connection");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.stop().await;
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| item[name].as_s().unwrap().clone();
+    let log = scan(&dynamodb, "MessageHistory").await;
+    let mut log: Vec<(String, String, String, String)> = log
+        .iter()
+        .map(|item| (text(item, "message_id"), text(item, "kind"), text(item, "room"), text(item, "connection_id")))
+        .collect();
+    log.sort();
+    let (joins, leaves, pairs) =
+        every_join_has_one_leave(log.into_iter().map(|(_, kind, room, id)| (kind, room, id)).collect());
+    println!(
+        "churn on moto: {CONNECTIONS} connections in {churned:?}; {joins} joins, {leaves} leaves over {pairs} pairs"
+    );
     assert!(joins >= 4 * CONNECTIONS, "homes and most subscribes joined: {joins}");
 }
 
