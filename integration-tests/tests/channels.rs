@@ -193,10 +193,12 @@ async fn a_line_sent_right_after_subscribed_reaches_the_new_member_every_time() 
     let stack = Stack::start(&dir.join("chat.db"), &[]).await;
     let mut speaker = Client::connect(&format!("{}?room=hot", stack.ws_url)).await;
     let mut member = Client::connect(&stack.ws_url).await;
-    let (mut missed, started) = (Vec::new(), Instant::now());
+    let (mut missed, mut latencies, started) = (Vec::new(), Vec::new(), Instant::now());
     for i in 0..TIMES {
+        let asked = Instant::now();
         member.send_json(json!({"action": "subscribe", "room": "hot"})).await;
         member.until(|f| f["kind"] == "subscribed").await;
+        latencies.push(asked.elapsed());
         // 0 ms after `subscribed` reached the member.
         let text = format!("right after {i}");
         speaker.say(&text).await;
@@ -215,7 +217,14 @@ async fn a_line_sent_right_after_subscribed_reaches_the_new_member_every_time() 
         member.send_json(json!({"action": "unsubscribe", "room": "hot"})).await;
         member.until(|f| f["kind"] == "unsubscribed").await;
     }
-    println!("{TIMES} subscribe → line → unsubscribe rounds in {:?}", started.elapsed());
+    latencies.sort();
+    let at = |share: f64| latencies[((latencies.len() - 1) as f64 * share) as usize];
+    println!(
+        "{TIMES} subscribe → line → unsubscribe rounds in {:?}; subscribe → subscribed p50 {:?}, p99 {:?}",
+        started.elapsed(),
+        at(0.5),
+        at(0.99)
+    );
     assert_eq!(missed, Vec::<usize>::new(), "lines missed by a member subscribed a moment before");
     stack.stop().await;
 }
