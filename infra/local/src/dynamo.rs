@@ -47,7 +47,7 @@ pub async fn open_with(
     }
     let names = &settings.tables;
     let tables = Tables {
-        connections: Arc::new(DynamoConnections::new(client.clone(), &names.connections)),
+        connections: Arc::new(DynamoConnections::new(client.clone(), &names.connections, &names.memberships)),
         sessions: Arc::new(DynamoSessions::new(client.clone(), &names.sessions)),
         log: Arc::new(DynamoLog::new(client.clone(), &names.messages)),
     };

@@ -172,6 +172,7 @@ impl Args {
                 connections: self.connections_table.clone(),
                 sessions: self.sessions_table.clone(),
                 messages: self.messages_table.clone(),
+                ..TableNames::from_env()
             },
             create_tables: self.create_tables,
         })
