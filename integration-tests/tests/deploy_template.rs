@@ -87,12 +87,7 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "delete");
         self.inner.delete(connection_id).await
     }
-    async fn subscribe(
-        &self,
-        connection: &Connection,
-        room: &str,
-        max_rooms: usize,
-    ) -> Result<Subscribed, StoreError> {
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
         self.seen.note("ConnectionStore", "subscribe");
         self.inner.subscribe(connection, room, max_rooms).await
     }
@@ -344,18 +339,17 @@ const ADAPTER_ENV: &[(&str, &str)] = &[
     ("S3Archive", "ARCHIVE_BUCKET"),
 ];
 
+/// `(table variable, IAM action)` pairs of one port method.
+type Tables = &'static [(&'static str, &'static str)];
+
 /// Where each DynamoDB port method's requests go: `(port, method, [(table, action)])`,
 /// the table as the environment variable naming it, with `/index/NAME` when a
 /// Query reads an index. The adapter scan must find exactly these actions in the
 /// method (so a new SDK call fails until declared here); which table each goes
 /// to is declared, as one adapter reaches two tables (DynamoConnections: the
 /// rows and the memberships).
-const TABLE_ACCESS: &[(&str, &str, &[(&str, &str)])] = &[
-    (
-        "ConnectionStore",
-        "put",
-        &[("CONNECTIONS_TABLE", "dynamodb:PutItem"), ("MEMBERSHIPS_TABLE", "dynamodb:PutItem")],
-    ),
+const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
+    ("ConnectionStore", "put", &[("CONNECTIONS_TABLE", "dynamodb:PutItem"), ("MEMBERSHIPS_TABLE", "dynamodb:PutItem")]),
     ("ConnectionStore", "get", &[("CONNECTIONS_TABLE", "dynamodb:GetItem")]),
     ("ConnectionStore", "delete", &[("CONNECTIONS_TABLE", "dynamodb:DeleteItem")]),
     (
@@ -424,7 +418,9 @@ fn accesses(bodies: &[Body], port: &str, method: &str) -> BTreeSet<Access> {
                 Some((variable, index)) => (variable, Some(index.to_owned())),
                 None => (*table, None),
             };
-            let owned = ADAPTER_ENV.iter().any(|(a, variables)| *a == adapter && variables.split_whitespace().any(|v| v == variable));
+            let owned = ADAPTER_ENV
+                .iter()
+                .any(|(a, variables)| *a == adapter && variables.split_whitespace().any(|v| v == variable));
             assert!(owned, "{port}::{method}: {adapter} reaches {variable}? (ADAPTER_ENV)");
             Access { adapter: adapter.clone(), action: (*action).to_owned(), variable: variable.to_owned(), index }
         })

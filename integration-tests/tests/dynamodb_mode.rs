@@ -526,7 +526,10 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
     }
     assert_eq!(store.get("c2").await.unwrap(), None, "unsubscribing never recreates a deleted row");
     assert_eq!(keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await, reference.memberships());
-    assert_eq!(keys_of(&dynamodb, "ActiveConnections", ("connection_id", "room")).await, [("c1".into(), "lobby".into())]);
+    assert_eq!(
+        keys_of(&dynamodb, "ActiveConnections", ("connection_id", "room")).await,
+        [("c1".into(), "lobby".into())]
+    );
 }
 
 /// DynamoCursors on moto: cursors only move forward, per reader and room, and an

@@ -7,13 +7,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{
     ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
-use futures::StreamExt;
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -202,6 +203,17 @@ impl DynamoConnections {
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
+    /// An UpdateItem of the connection's row, its `rooms` set named `#rooms`.
+    fn rooms_update(&self, connection_id: &str) -> UpdateItemFluentBuilder {
+        let (name, value) = string_key("connection_id", connection_id);
+        self.rows
+            .client
+            .update_item()
+            .table_name(&self.rows.name)
+            .key(name, value)
+            .expression_attribute_names("#rooms", "rooms")
+    }
+
     /// A consistent Query of `room`'s memberships, leaving out those past
     /// their connection's `expires_at`: a connection whose `$disconnect` was
     /// lost keeps its memberships until the reaper hears the TTL delete its
@@ -295,12 +307,7 @@ impl ConnectionStore for DynamoConnections {
     /// A repeated subscribe still runs the update, so a membership whose row
     /// lost the room (a subscribe that failed between its two writes) is
     /// listed again and its leave announced at the departure.
-    async fn subscribe(
-        &self,
-        connection: &Connection,
-        room: &str,
-        max_rooms: usize,
-    ) -> Result<Subscribed, StoreError> {
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
         let id = connection.connection_id.as_str();
         let new = self.add_membership(connection, room).await?;
         // A row from before channels has no set: its home room goes in with the new one.
@@ -308,19 +315,13 @@ impl ConnectionStore for DynamoConnections {
         if connection.rooms.is_empty() && connection.room != room {
             rooms.push(connection.room.clone());
         }
-        let (name, value) = string_key("connection_id", id);
         let result = self
-            .rows
-            .client
-            .update_item()
-            .table_name(&self.rows.name)
-            .key(name, value)
+            .rooms_update(id)
             .update_expression("ADD #rooms :rooms")
             .condition_expression(
                 "attribute_exists(connection_id) AND \
                  (contains(#rooms, :room) OR attribute_not_exists(#rooms) OR size(#rooms) < :max)",
             )
-            .expression_attribute_names("#rooms", "rooms")
             .expression_attribute_values(":rooms", AttributeValue::Ss(rooms))
             .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
             .expression_attribute_values(":max", AttributeValue::N(max_rooms.to_string()))
@@ -344,16 +345,10 @@ impl ConnectionStore for DynamoConnections {
     /// (still billed) once the row is gone.
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
         let removed = self.remove_membership(connection_id, room).await?;
-        let (name, value) = string_key("connection_id", connection_id);
         let result = self
-            .rows
-            .client
-            .update_item()
-            .table_name(&self.rows.name)
-            .key(name, value)
+            .rooms_update(connection_id)
             .update_expression("DELETE #rooms :rooms")
             .condition_expression("attribute_exists(connection_id)")
-            .expression_attribute_names("#rooms", "rooms")
             .expression_attribute_values(":rooms", AttributeValue::Ss(vec![room.to_owned()]))
             .send()
             .await;
@@ -409,6 +404,18 @@ impl DynamoCursors {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self(Table { client, name: table.into() })
     }
+
+    /// A consistent Query of `reader`'s cursors: a `read` from another device
+    /// a moment ago counts in the next `rooms` answer.
+    fn of_reader(&self, reader: &str) -> QueryFluentBuilder {
+        self.0
+            .client
+            .query()
+            .table_name(&self.0.name)
+            .consistent_read(true)
+            .key_condition_expression("reader = :reader")
+            .expression_attribute_values(":reader", AttributeValue::S(reader.to_owned()))
+    }
 }
 
 #[async_trait]
@@ -419,18 +426,7 @@ impl ReadCursors for DynamoCursors {
         let mut cursors = HashMap::new();
         let mut start = None;
         loop {
-            let output = self
-                .0
-                .client
-                .query()
-                .table_name(&self.0.name)
-                .consistent_read(true)
-                .key_condition_expression("reader = :reader")
-                .expression_attribute_values(":reader", AttributeValue::S(reader.to_owned()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
+            let output = self.of_reader(reader).set_exclusive_start_key(start).send().await.map_err(unavailable)?;
             for item in output.items.unwrap_or_default() {
                 let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
                 match (text("room"), text("message_id")) {
@@ -683,5 +679,45 @@ impl MessageLog for DynamoLog {
             events.reverse();
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_client() -> Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// moto and DynamoDB Local read consistently whatever is asked: only the
+    /// requests themselves show that fan-out, `who` and `rooms` ask for it.
+    #[test]
+    fn room_listings_and_cursors_are_read_consistently() {
+        let connections = DynamoConnections::new(offline_client(), "ActiveConnections", "Memberships");
+        let query = connections.live_in_room("ops");
+        assert_eq!(query.get_consistent_read(), &Some(true));
+        assert_eq!(query.get_table_name().as_deref(), Some("Memberships"));
+        assert_eq!(query.get_index_name(), &None, "the table itself: a GSI cannot be read consistently");
+        let cursors = DynamoCursors::new(offline_client(), "ReadCursors").of_reader("ada");
+        assert_eq!(cursors.get_consistent_read(), &Some(true));
+    }
+
+    #[test]
+    fn a_membership_is_the_listed_member_with_a_purge_time() {
+        let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+        let connection = Connection::new("c1", "203.0.113.7", at).also_in(["ops"]);
+        let item = DynamoConnections::membership(&connection, "ops").unwrap();
+        assert!(!item.contains_key("source_ip") && !item.contains_key("rooms"), "{item:?}");
+        assert_eq!(item["room"], AttributeValue::S("ops".into()));
+        let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
+        assert_eq!(item["purge_at"], AttributeValue::N(purge_at.to_string()));
+        let mut listed: HashMap<String, AttributeValue> = item;
+        listed.remove("purge_at");
+        assert_eq!(from_item::<Connection>(listed).unwrap(), connection.as_member_of("ops"));
     }
 }

@@ -10,7 +10,9 @@ async fn main() -> Result<(), Error> {
     let aws = init().await;
     let (connections, sessions, log) = (&aws.connections(), &aws.sessions(), &aws.log());
     run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(expiry::on_expired_connections(&event.payload, connections, sessions, log, chrono::Utc::now()).await)
+        Ok::<_, Error>(
+            expiry::on_expired_connections(&event.payload, connections, sessions, log, chrono::Utc::now()).await,
+        )
     }))
     .await
 }
