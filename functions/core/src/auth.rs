@@ -69,6 +69,42 @@ pub struct Principal {
     pub name: String,
     /// Always true here; later routes may also see unverified (anonymous) users.
     pub verified: bool,
+    /// Rooms to subscribe the connection to at `$connect`: the `chat.rooms`
+    /// claim's valid room names, each once, at most [`MAX_TOKEN_ROOMS`].
+    pub rooms: Vec<String>,
+}
+
+/// Rooms one token may list: the authorizer's context travels with every
+/// event of the connection, so it is kept small (100 names of up to 64
+/// characters is under 7 KB).
+pub const MAX_TOKEN_ROOMS: usize = crate::room::DEFAULT_MAX_ROOMS;
+
+/// The `chat.rooms` claim's rooms. The claim is the issuer's to get right: a
+/// name that is not a valid room, or a claim of the wrong shape, is left out
+/// and logged rather than refusing the user.
+fn token_rooms(chat: Option<&serde_json::Value>) -> Vec<String> {
+    let Some(listed) = chat.and_then(|chat| chat.get("rooms")) else { return Vec::new() };
+    let Some(listed) = listed.as_array() else {
+        tracing::warn!("the token's chat.rooms is not a list; ignored");
+        return Vec::new();
+    };
+    let mut rooms: Vec<String> = Vec::new();
+    for room in listed {
+        match room.as_str().map(crate::room::valid_room) {
+            Some(Ok(room)) if !rooms.iter().any(|r| r == room) => rooms.push(room.to_owned()),
+            Some(Ok(_)) => {}
+            _ => tracing::warn!(%room, "a room of the token's chat.rooms is not a valid room name; left out"),
+        }
+    }
+    if rooms.len() > MAX_TOKEN_ROOMS {
+        tracing::warn!(
+            listed = rooms.len(),
+            kept = MAX_TOKEN_ROOMS,
+            "the token lists too many rooms; the rest left out"
+        );
+        rooms.truncate(MAX_TOKEN_ROOMS);
+    }
+    rooms
 }
 
 /// Why a token was refused. The authorizer logs it and denies; the client only sees 403.
@@ -217,6 +253,8 @@ struct Claims {
     username: Option<String>,
     preferred_username: Option<String>,
     name: Option<String>,
+    /// The product's own claim: `{"rooms":[…]}` (and, later, rights).
+    chat: Option<serde_json::Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -334,7 +372,8 @@ impl Verifier {
             .take(MAX_NAME_CHARS)
             .collect();
         let user_id = user_id(claims.iss.as_deref(), &claims.sub)?;
-        Ok(Principal { subject: claims.sub, user_id, name, verified: true })
+        let rooms = token_rooms(claims.chat.as_ref());
+        Ok(Principal { subject: claims.sub, user_id, name, verified: true, rooms })
     }
 
     /// The trusted issuer the token names; its keys alone may verify it.

@@ -24,5 +24,6 @@ pub mod time;
 
 pub use model::{Connection, EventKind, Identity, LogEvent, Session, SessionEnd};
 pub use ports::{
-    Archive, Clock, ConnectionStore, MessageLog, PostError, ReadCursors, SessionLog, SocketPoster, StoreError, Subscribed,
+    Archive, Clock, ConnectionStore, MessageLog, PostError, ReadCursors, SessionLog, SocketPoster, StoreError,
+    Subscribed,
 };

@@ -103,12 +103,7 @@ impl ConnectionStore for MemoryConnections {
         Ok(MemoryConnections::get(self, connection_id))
     }
 
-    async fn subscribe(
-        &self,
-        connection: &Connection,
-        room: &str,
-        max_rooms: usize,
-    ) -> Result<Subscribed, StoreError> {
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
         self.outage.check()?;
         let mut rows = self.rows.lock().unwrap();
         let Some(row) = rows.get_mut(&connection.connection_id) else { return Ok(Subscribed::NotConnected) };

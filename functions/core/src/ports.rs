@@ -67,8 +67,7 @@ pub trait ConnectionStore: Send + Sync {
     /// [`Subscribed::Full`]. So a departure racing the subscribe — which
     /// deletes the row, then leaves the rooms the row listed — never leaves a
     /// membership behind that no one announces the leave of.
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize)
-    -> Result<Subscribed, StoreError>;
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError>;
     /// Removes the membership and the room from the row (if the row is still
     /// there: never recreating a deleted row). `true` if this call removed the
     /// membership: the caller announces the leave.

@@ -347,25 +347,31 @@ pub fn rooms_frame(rooms: &[RoomSummary]) -> Vec<u8> {
         .iter()
         .map(|r| serde_json::json!({ "room": r.room, "count": r.count, "unread": r.unread.count, "more": r.unread.more }))
         .collect();
-    serde_json::to_vec(&serde_json::json!({ "kind": "rooms", "rooms": rooms })).expect("strings and numbers always serialize")
+    serde_json::to_vec(&serde_json::json!({ "kind": "rooms", "rooms": rooms }))
+        .expect("strings and numbers always serialize")
 }
 
 /// The answer to `read`: `{"kind":"read","room","id"}`, `id` being where the
 /// cursor now is (a later one, if another device read further).
 pub fn read_frame(room: &str, id: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "kind": "read", "room": room, "id": id })).expect("strings always serialize")
+    serde_json::to_vec(&serde_json::json!({ "kind": "read", "room": room, "id": id }))
+        .expect("strings always serialize")
 }
 
 /// A frame named a room the connection does not hear: `{"error":"Not subscribed","room","message"}`.
 pub fn not_subscribed_frame(room: &str) -> Vec<u8> {
-    let detail = format!("This connection is not subscribed to room \"{room}\"; send {{\"action\":\"subscribe\",\"room\":\"{room}\"}} first.");
+    let detail = format!(
+        "This connection is not subscribed to room \"{room}\"; send {{\"action\":\"subscribe\",\"room\":\"{room}\"}} first."
+    );
     serde_json::to_vec(&serde_json::json!({ "error": "Not subscribed", "room": room, "message": detail }))
         .expect("strings always serialize")
 }
 
 /// A subscribe past the limit: `{"error":"Too many rooms","room","message"}`.
 pub fn too_many_rooms_frame(room: &str, max_rooms: usize) -> Vec<u8> {
-    let detail = format!("A connection may hear at most {max_rooms} rooms; unsubscribe from one before subscribing to \"{room}\".");
+    let detail = format!(
+        "A connection may hear at most {max_rooms} rooms; unsubscribe from one before subscribing to \"{room}\"."
+    );
     serde_json::to_vec(&serde_json::json!({ "error": "Too many rooms", "room": room, "message": detail }))
         .expect("strings always serialize")
 }
@@ -633,7 +639,10 @@ mod tests {
             parse_command(&format!(r#"{{"action":"subscribe","room":"ops","since":"{id}","limit":7}}"#)),
             Ok(Command::Subscribe { room: "ops".into(), since: Some(LogCursor::MessageId(id.into())), limit: 7 })
         );
-        assert_eq!(parse_command(r#"{"action":"unsubscribe","room":"ops"}"#), Ok(Command::Unsubscribe { room: "ops".into() }));
+        assert_eq!(
+            parse_command(r#"{"action":"unsubscribe","room":"ops"}"#),
+            Ok(Command::Unsubscribe { room: "ops".into() })
+        );
         assert_eq!(parse_command(r#"{"action":"rooms"}"#), Ok(Command::Rooms));
         assert_eq!(
             parse_command(&format!(r#"{{"action":"read","room":"ops","id":"{}"}}"#, id.to_uppercase())),
@@ -643,7 +652,10 @@ mod tests {
             parse_command(r#"{"action":"sendmessage","message":"hi","room":"ops"}"#),
             Ok(Command::SendMessage { text: "hi".into(), client_message_id: None, room: Some("ops".into()) })
         );
-        assert_eq!(parse_command(r#"{"action":"who","room":"ops"}"#), Ok(Command::Who { after: None, room: Some("ops".into()) }));
+        assert_eq!(
+            parse_command(r#"{"action":"who","room":"ops"}"#),
+            Ok(Command::Who { after: None, room: Some("ops".into()) })
+        );
         let refusals = [
             (r#"{"action":"subscribe"}"#, ProtocolError::Missing("room")),
             (r#"{"action":"unsubscribe","room":7}"#, ProtocolError::WrongType("room")),

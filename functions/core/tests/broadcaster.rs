@@ -207,6 +207,35 @@ async fn a_departure_seen_by_both_the_pruner_and_disconnect_is_announced_once() 
 }
 
 #[tokio::test]
+async fn a_connection_in_three_rooms_gets_each_rooms_lines_once_and_nothing_else() {
+    let f = Fixture::with_connections(4).await;
+    let t = parse_iso(T0).unwrap();
+    let everywhere = Connection::new(&id(9), "198.51.100.1", t).in_room("a").also_in(["b", "c"]);
+    f.connections.put(&everywhere).await.unwrap();
+    f.sessions.open(&Session::opened(&everywhere)).await.unwrap();
+    let batch = [
+        record(1, chat(0, "in a").in_room("a")),
+        record(2, chat(0, "in lobby")),
+        record(3, chat(0, "in b").in_room("b")),
+        record(4, chat(0, "in d").in_room("d")),
+        record(5, chat(0, "in c").in_room("c")),
+    ];
+    let report = f.broadcaster(fast(), false).broadcast(&batch).await;
+    assert!(report.failed.is_empty());
+    let texts: Vec<_> = f.poster.frames_to(&id(9)).iter().map(|f| f["text"].clone()).collect();
+    assert_eq!(texts, ["in a", "in b", "in c"]);
+
+    // Gone: it leaves each of its rooms, once, wherever the 410 was noticed.
+    f.poster.mark_gone(&id(9));
+    f.broadcaster(fast(), false).broadcast(&[record(6, chat(0, "again").in_room("b"))]).await;
+    f.broadcaster(fast(), false).broadcast(&[record(7, chat(0, "again").in_room("c"))]).await;
+    let mut left: Vec<String> = f.log.events().iter().map(|e| e.room.clone()).collect();
+    left.sort();
+    assert_eq!(left, ["a", "b", "c"]);
+    assert!(f.connections.memberships().iter().all(|(_, connection)| connection != &id(9)));
+}
+
+#[tokio::test]
 async fn throttled_posts_are_retried_then_delivered() {
     let f = Fixture::with_connections(4).await;
     f.poster.fail_next(&id(1), [PostError::Throttled, PostError::Throttled]);

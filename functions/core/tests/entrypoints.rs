@@ -9,8 +9,9 @@ use aws_lambda_events::encodings::Body;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket::ConnectSettings;
 use chat_core::entrypoints::{stream, websocket};
-use chat_core::memory::{FixedClock, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::memory::{FixedClock, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::ConnectionStore;
+use chat_core::room::RoomLimits;
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind};
 use serde_json::{Value, json};
@@ -185,8 +186,25 @@ async fn default_posts_the_error_to_the_sender() {
     let (log, poster) = (MemoryLog::default(), RecordingPoster::default());
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"nope"}"#.into());
-    websocket::on_default(&event, &MemoryConnections::default(), &log, &poster).await.unwrap();
+    let (limits, cursors) = (RoomLimits::default(), MemoryCursors::default());
+    websocket::on_default(&event, &limits, &MemoryConnections::default(), &cursors, &log, &poster).await.unwrap();
     assert_eq!(poster.frames_to(CONNECTION)[0]["error"], "Invalid request");
+}
+
+#[tokio::test]
+async fn the_tokens_rooms_are_subscribed_at_connect_and_bad_names_left_out() {
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let mut raw = fixture("connect.json");
+    raw["queryStringParameters"] = json!({"room": "ops"});
+    raw["requestContext"]["authorizer"] =
+        json!({"principalId": "iss|u1", "name": "ada", "userId": "iss|u1", "rooms": "team-a, ops,no good,,dev"});
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
+    let settings = ConnectSettings { limits: RoomLimits { max_rooms: 3 }, ..ConnectSettings::default() };
+    let status = websocket::on_connect(&event, &settings, &connections, &sessions, &log).await.unwrap().status_code;
+    assert_eq!(status, 200, "a bad room name in the token does not refuse the user");
+    assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["ops", "team-a", "dev"], "home first, then the token's");
+    let joins: Vec<String> = log.events().iter().map(|e| e.room.clone()).collect();
+    assert_eq!(joins, ["ops", "team-a", "dev"]);
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ proptest! {
         if text == PING {
             prop_assert_eq!(parsed, Ok(Command::Ping));
         } else if accepted(&text) {
-            prop_assert_eq!(parsed, Ok(Command::SendMessage { text, client_message_id: None }));
+            prop_assert_eq!(parsed, Ok(Command::SendMessage { text, client_message_id: None, room: None }));
         } else {
             prop_assert!(parsed.is_err(), "{parsed:?}");
         }
@@ -142,7 +142,7 @@ proptest! {
             (format_iso(&at), LogCursor::Time(at))
         };
         let body = json!({"action": "history", "limit": limit, "since": since}).to_string();
-        prop_assert_eq!(parse_command(&body), Ok(Command::History { limit, since: Some(cursor) }));
+        prop_assert_eq!(parse_command(&body), Ok(Command::History { limit, since: Some(cursor), room: None }));
     }
 
     #[test]

@@ -101,8 +101,13 @@ fn hs256_verifier() -> Verifier {
 async fn hs256_a_valid_token_passes_with_its_subject() {
     let verifier = hs256_verifier();
     let token = hs256(&json!({"sub":"alice","exp":NOW + 60}));
-    let expected =
-        Principal { subject: "alice".into(), user_id: "local|alice".into(), name: "alice".into(), verified: true };
+    let expected = Principal {
+        subject: "alice".into(),
+        user_id: "local|alice".into(),
+        name: "alice".into(),
+        verified: true,
+        rooms: vec![],
+    };
     assert_eq!(verifier.verify(Some(&format!("Bearer {token}")), NOW).await, Ok(expected.clone()));
     assert_eq!(verifier.verify(Some(&format!("bearer  {token} ")), NOW).await, Ok(expected.clone()), "any case");
     assert_eq!(verifier.verify(Some(&token), NOW).await, Ok(expected), "a bare token");
@@ -254,7 +259,10 @@ async fn valid_id_and_access_tokens_pass_with_their_names() {
     let id = sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &id_claims(ISS_A));
     let principal = fixture.verify(&id).await.unwrap();
     let user_id = format!("{ISS_A}|u-1");
-    assert_eq!(principal, Principal { subject: "u-1".into(), user_id, name: "alice".into(), verified: true });
+    assert_eq!(
+        principal,
+        Principal { subject: "u-1".into(), user_id, name: "alice".into(), verified: true, rooms: vec![] }
+    );
 
     let access = sign(Algorithm::ES256, Some("k-ec"), &ec(), &access_claims(ISS_A));
     let principal = fixture.verify(&access).await.unwrap();

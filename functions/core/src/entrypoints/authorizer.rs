@@ -29,6 +29,10 @@ pub async fn on_authorize(
                 "verified": principal.verified,
                 "userId": principal.user_id,
             });
+            // `$connect` subscribes to these; room names hold no commas.
+            if !principal.rooms.is_empty() {
+                response.context["rooms"] = principal.rooms.join(",").into();
+            }
             response.principal_id = Some(principal.user_id);
             IamPolicyEffect::Allow
         }
@@ -97,6 +101,19 @@ mod tests {
         assert_eq!(effect_and_principal(&response), ("Allow".into(), "local|u-1".into()));
         let json = serde_json::to_value(&response).unwrap();
         assert_eq!(json["context"], serde_json::json!({"name": "alice", "verified": true, "userId": "local|u-1"}));
+    }
+
+    #[tokio::test]
+    async fn the_tokens_rooms_travel_in_the_context_as_one_string() {
+        let rooms = serde_json::json!(["team-a", "ops", "team-a", "no good", 7, "dev"]);
+        let token = sign(serde_json::json!({"sub":"u-1","exp":2_000,"chat":{"rooms":rooms}}));
+        let response = on_authorize(&event(Some(&format!("Bearer {token}"))), &verifier(), 1_000).await;
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["context"]["rooms"], "team-a,ops,dev", "valid names, each once; the rest left out");
+        let odd = sign(serde_json::json!({"sub":"u-1","exp":2_000,"chat":{"rooms":"ops"}}));
+        let response = on_authorize(&event(Some(&format!("Bearer {odd}"))), &verifier(), 1_000).await;
+        assert_eq!(effect_and_principal(&response).0, "Allow", "a malformed claim does not lock the user out");
+        assert!(serde_json::to_value(&response).unwrap()["context"].get("rooms").is_none());
     }
 
     #[tokio::test]

@@ -108,7 +108,8 @@ impl DefaultRoute<'_> {
         };
         let page = self.connections.list(room, after, PRESENCE_PAGE).await?;
         tracing::info!(connection_id, room, count, members = page.items.len(), "presence served");
-        let frame = presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
+        let frame =
+            presence_frame(room, count, &page.items, connection_id, asker.user_id.as_deref(), page.next.as_deref());
         self.reply(connection_id, frame).await
     }
 
@@ -133,7 +134,12 @@ impl DefaultRoute<'_> {
         match self.connections.subscribe(asker, room, self.limits.max_rooms).await? {
             Subscribed::NotConnected => return self.reply(connection_id, not_registered_frame()).await,
             Subscribed::Full => {
-                tracing::info!(connection_id, room, max_rooms = self.limits.max_rooms, "subscribe refused: too many rooms");
+                tracing::info!(
+                    connection_id,
+                    room,
+                    max_rooms = self.limits.max_rooms,
+                    "subscribe refused: too many rooms"
+                );
                 return self.reply(connection_id, too_many_rooms_frame(room, self.limits.max_rooms)).await;
             }
             Subscribed::New => {
@@ -304,9 +310,27 @@ mod tests {
     use super::*;
     use crate::coalesce::COALESCED_FRAME_BYTES;
     use crate::handlers::testing::at;
-    use crate::memory::{MemoryConnections, MemoryLog, RecordingPoster};
-    use crate::model::{Connection, LogEvent};
+    use crate::memory::{MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
+    use crate::model::{Connection, EventKind, Identity, LogEvent};
     use crate::protocol::MAX_HISTORY_LIMIT;
+
+    /// `connection_id` sends `body` on `$default` at 10:30, with a fresh set of cursors.
+    async fn default_route(
+        connection_id: &str,
+        body: &str,
+        connections: &dyn ConnectionStore,
+        log: &dyn MessageLog,
+        poster: &dyn SocketPoster,
+    ) -> Result<(), HandlerError> {
+        let cursors = MemoryCursors::default();
+        let route = DefaultRoute { limits: RoomLimits::default(), connections, cursors: &cursors, log, poster };
+        let request = MessageRequest {
+            connection_id: connection_id.into(),
+            body: body.into(),
+            received_at: at("2026-11-24T10:30:00Z"),
+        };
+        route.handle(&request).await
+    }
 
     /// `c1` asks, from the lobby; `o1` and `o2` are in room `ops`.
     async fn connections() -> MemoryConnections {
@@ -549,5 +573,206 @@ mod tests {
         let (log, poster) = (MemoryLog::default(), RecordingPoster::default());
         poster.mark_gone("c1");
         default_route("c1", "nonsense", &connections().await, &log, &poster).await.unwrap();
+    }
+
+    /// One connection's `$default` session against shared stores, at a clock the test moves.
+    struct Session {
+        connections: MemoryConnections,
+        cursors: MemoryCursors,
+        log: MemoryLog,
+        poster: RecordingPoster,
+        limits: RoomLimits,
+    }
+
+    impl Session {
+        /// `c1` (anonymous, home `lobby`, connected 09:00) and `o1` (in `ops`).
+        async fn new() -> Self {
+            let connections = MemoryConnections::default();
+            let t = at("2026-11-24T09:00:00Z");
+            connections.put(&Connection::new("c1", "ip", t)).await.unwrap();
+            connections.put(&Connection::new("o1", "ip", t).in_room("ops")).await.unwrap();
+            Self {
+                connections,
+                cursors: MemoryCursors::default(),
+                log: MemoryLog::default(),
+                poster: RecordingPoster::default(),
+                limits: RoomLimits::default(),
+            }
+        }
+
+        async fn send(&self, from: &str, body: serde_json::Value) -> serde_json::Value {
+            let route = DefaultRoute {
+                limits: self.limits,
+                connections: &self.connections,
+                cursors: &self.cursors,
+                log: &self.log,
+                poster: &self.poster,
+            };
+            let request = MessageRequest {
+                connection_id: from.into(),
+                body: body.to_string(),
+                received_at: at("2026-11-24T10:30:00Z"),
+            };
+            let before = self.poster.frames_to(from).len();
+            route.handle(&request).await.unwrap();
+            let frames = self.poster.frames_to(from);
+            assert!(frames.len() > before, "every action is answered");
+            frames[before].clone()
+        }
+
+        /// (kind, room) of every logged event.
+        fn said(&self) -> Vec<(EventKind, String)> {
+            self.log.events().iter().map(|e| (e.kind, e.room.clone())).collect()
+        }
+
+        async fn line(&self, room: &str, text: &str) -> String {
+            let line = LogEvent::chat("o1", text, at("2026-11-24T10:00:00Z")).in_room(room);
+            self.log.append(&line).await.unwrap();
+            line.message_id
+        }
+
+        /// `n` lines in `room`, in order; their ids.
+        async fn lines(&self, room: &str, n: usize) -> Vec<String> {
+            let mut ids = Vec::new();
+            for i in 0..n {
+                ids.push(self.line(room, &format!("m{i}")).await);
+            }
+            ids
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribing_joins_once_and_answers_the_count() {
+        let session = Session::new().await;
+        let answer = session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
+        assert_eq!(answer, serde_json::json!({"kind":"subscribed","room":"ops","count":2}));
+        let again = session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
+        assert_eq!(again["count"], 2, "subscribing twice is harmless");
+        assert_eq!(session.said(), [(EventKind::Join, "ops".to_owned())], "one join");
+        assert_eq!(session.connections.get("c1").unwrap().rooms, ["lobby", "ops"]);
+        assert!(session.connections.memberships().contains(&("ops".to_owned(), "c1".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn subscribing_with_since_sends_the_gap_after_the_answer() {
+        let session = Session::new().await;
+        let first = session.line("ops", "before").await;
+        session.line("ops", "missed 1").await;
+        session.line("lobby", "elsewhere").await;
+        session.line("ops", "missed 2").await;
+        session.send("c1", serde_json::json!({"action":"subscribe","room":"ops","since":first})).await;
+        let frames = session.poster.frames_to("c1");
+        assert_eq!(frames[0]["kind"], "subscribed");
+        let texts: Vec<_> = frames.iter().filter_map(|f| f["text"].as_str()).collect();
+        assert_eq!(texts, ["missed 1", "missed 2"]);
+        assert_eq!(
+            frames.last().unwrap(),
+            &serde_json::json!({"kind":"history","room":"ops","count":3,"more":false}),
+            "the two lines and the subscriber's own join, logged before the gap is read"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_room_limit_a_subscribe_is_refused_and_nothing_changes() {
+        let mut session = Session::new().await;
+        session.limits = RoomLimits { max_rooms: 2 };
+        session.send("c1", serde_json::json!({"action":"subscribe","room":"a"})).await;
+        let refusal = session.send("c1", serde_json::json!({"action":"subscribe","room":"b"})).await;
+        assert_eq!((refusal["error"].as_str(), refusal["room"].as_str()), (Some("Too many rooms"), Some("b")));
+        assert_eq!(session.connections.get("c1").unwrap().rooms, ["lobby", "a"]);
+        assert_eq!(session.said(), [(EventKind::Join, "a".to_owned())]);
+        let gone = session.send("ghost", serde_json::json!({"action":"subscribe","room":"a"})).await;
+        assert_eq!(gone["error"], "Not connected");
+    }
+
+    #[tokio::test]
+    async fn unsubscribing_leaves_once_and_is_idempotent() {
+        let session = Session::new().await;
+        session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
+        for _ in 0..2 {
+            let answer = session.send("c1", serde_json::json!({"action":"unsubscribe","room":"ops"})).await;
+            assert_eq!(answer, serde_json::json!({"kind":"unsubscribed","room":"ops"}));
+        }
+        assert_eq!(session.said(), [(EventKind::Join, "ops".to_owned()), (EventKind::Leave, "ops".to_owned())]);
+        assert!(!session.connections.memberships().contains(&("ops".to_owned(), "c1".to_owned())));
+        let refusal = session.send("c1", serde_json::json!({"action":"who","room":"ops"})).await;
+        assert_eq!(refusal["error"], "Not subscribed", "it hears ops no more");
+    }
+
+    #[tokio::test]
+    async fn history_and_who_of_a_room_not_heard_are_refused_naming_it_and_leak_nothing() {
+        let session = Session::new().await;
+        session.line("ops", "secret").await;
+        for action in ["history", "who"] {
+            let refusal = session.send("c1", serde_json::json!({"action":action,"room":"ops"})).await;
+            assert_eq!((refusal["error"].as_str(), refusal["room"].as_str()), (Some("Not subscribed"), Some("ops")));
+            assert!(refusal.get("count").is_none() && refusal.get("members").is_none());
+        }
+        assert_eq!(session.poster.frames_to("c1").len(), 2, "one refusal each, nothing else");
+        let own = session.send("c1", serde_json::json!({"action":"who","room":"lobby"})).await;
+        assert_eq!((own["room"].as_str(), own["count"].as_u64()), (Some("lobby"), Some(1)), "the home room by name");
+    }
+
+    #[tokio::test]
+    async fn rooms_lists_home_first_with_counts_and_unread_since_the_cursor() {
+        let session = Session::new().await;
+        for room in ["zeta", "ops", "alpha"] {
+            session.send("c1", serde_json::json!({"action":"subscribe","room":room})).await;
+        }
+        let ids = session.lines("ops", 5).await;
+        session.lines("alpha", UNREAD_CAP + 1).await;
+        let answer = session.send("c1", serde_json::json!({"action":"rooms"})).await;
+        let summary =
+            |room: &str| answer["rooms"].as_array().unwrap().iter().find(|r| r["room"] == room).unwrap().clone();
+        let order: Vec<_> = answer["rooms"].as_array().unwrap().iter().map(|r| r["room"].clone()).collect();
+        assert_eq!(order, ["lobby", "alpha", "ops", "zeta"]);
+        assert_eq!(
+            summary("ops"),
+            serde_json::json!({"room":"ops","count":2,"unread":5,"more":false}),
+            "joins are not unread"
+        );
+        assert_eq!((summary("alpha")["unread"].as_u64(), summary("alpha")["more"].as_bool()), (Some(100), Some(true)));
+
+        let read = session.send("c1", serde_json::json!({"action":"read","room":"ops","id":ids[2]})).await;
+        assert_eq!(read, serde_json::json!({"kind":"read","room":"ops","id":ids[2]}));
+        let back = session.send("c1", serde_json::json!({"action":"read","room":"ops","id":ids[0]})).await;
+        assert_eq!(back["id"], ids[2].as_str(), "a cursor never moves back");
+        let answer = session.send("c1", serde_json::json!({"action":"rooms"})).await;
+        let ops = answer["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "ops").unwrap().clone();
+        assert_eq!(ops["unread"], 2);
+        let refusal = session.send("c1", serde_json::json!({"action":"read","room":"nowhere","id":ids[0]})).await;
+        assert_eq!(refusal["error"], "Not subscribed");
+    }
+
+    #[tokio::test]
+    async fn an_accounts_cursor_follows_it_to_another_connection() {
+        let session = Session::new().await;
+        let ada = Identity::verified("Ada", "iss|ada");
+        let t = at("2026-11-24T09:00:00Z");
+        for id in ["phone", "laptop"] {
+            session.connections.put(&Connection::new(id, "ip", t).in_room("ops").of(Some(&ada))).await.unwrap();
+        }
+        let ids = session.lines("ops", 3).await;
+        session.send("phone", serde_json::json!({"action":"read","room":"ops","id":ids[1]})).await;
+        let laptop = session.send("laptop", serde_json::json!({"action":"rooms"})).await;
+        assert_eq!(laptop["rooms"][0]["unread"], 1, "read on the phone, counted on the laptop");
+        let anonymous = session.send("o1", serde_json::json!({"action":"rooms"})).await;
+        assert_eq!(anonymous["rooms"][0]["unread"], 3, "an anonymous connection has its own cursor");
+    }
+
+    #[tokio::test]
+    async fn bad_channel_frames_get_clear_errors() {
+        let session = Session::new().await;
+        for body in [
+            serde_json::json!({"action":"subscribe"}),
+            serde_json::json!({"action":"subscribe","room":"no spaces"}),
+            serde_json::json!({"action":"unsubscribe","room":5}),
+            serde_json::json!({"action":"read","room":"lobby","id":"yesterday"}),
+            serde_json::json!({"action":"history","room":"x".repeat(65)}),
+        ] {
+            let refusal = session.send("c1", body.clone()).await;
+            assert_eq!(refusal["error"], "Invalid message", "{body}");
+        }
+        assert!(session.log.events().is_empty(), "nothing stored");
     }
 }
