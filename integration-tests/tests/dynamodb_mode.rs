@@ -615,6 +615,15 @@ async fn a_connection_hears_a_second_room_through_moto() {
     assert_eq!(heard["room"], "ops");
     lobby.say("from the lobby").await;
     assert_eq!(lobby.chat("from the lobby").await["room"], "lobby", "the home room still heard");
+    lobby.send_json(serde_json::json!({"action": "rooms"})).await;
+    let rooms = lobby.until(|f| f["kind"] == "rooms").await;
+    let counted: Vec<(&str, u64)> = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counted, [("lobby", 1), ("ops", 2)], "the home room first, members counted on Memberships");
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
     let members = keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await;
     let rooms: Vec<&str> = members.iter().map(|(room, _)| room.as_str()).collect();
