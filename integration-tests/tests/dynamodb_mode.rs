@@ -532,6 +532,15 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
         keys_of(&dynamodb, "ActiveConnections", ("connection_id", "room")).await,
         [("c1".into(), "lobby".into())]
     );
+
+    // A row from before channels (no `rooms` set) keeps its home room when it subscribes to another.
+    let legacy =
+        chat_core::Connection { rooms: Vec::new(), ..chat_core::Connection::new("old", "ip", now).in_room("ops") };
+    let row = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&legacy).unwrap();
+    assert!(!row.contains_key("rooms"));
+    dynamodb.put_item().table_name("ActiveConnections").set_item(Some(row)).send().await.unwrap();
+    assert_eq!(store.subscribe(&legacy, "dev", max).await.unwrap(), Subscribed::New);
+    assert_eq!(sorted(store.get("old").await.unwrap().unwrap().rooms), ["dev", "ops"]);
 }
 
 /// DynamoCursors on moto: cursors only move forward, per reader and room, and an
