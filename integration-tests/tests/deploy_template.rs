@@ -23,11 +23,12 @@ use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
 use chat_core::entrypoints::websocket::ConnectSettings;
-use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{
-    Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, SessionLog, SocketPoster, StoreError,
-    SystemClock,
+    Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog, SocketPoster,
+    StoreError, Subscribed, SystemClock,
 };
+use chat_core::room::RoomLimits;
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
 use serde_yaml::Value;
 use syn::visit::Visit;
@@ -82,9 +83,17 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "put");
         self.inner.put(connection).await
     }
-    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "delete");
         self.inner.delete(connection_id).await
+    }
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+        self.seen.note("ConnectionStore", "subscribe");
+        self.inner.subscribe(connection, room, max_rooms).await
+    }
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.seen.note("ConnectionStore", "unsubscribe");
+        self.inner.unsubscribe(connection_id, room).await
     }
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "get");
@@ -97,6 +106,24 @@ impl ConnectionStore for Recorded<MemoryConnections> {
     async fn count(&self, room: &str) -> Result<usize, StoreError> {
         self.seen.note("ConnectionStore", "count");
         self.inner.count(room).await
+    }
+}
+
+#[async_trait]
+impl ReadCursors for Recorded<MemoryCursors> {
+    async fn cursors(&self, reader: &str) -> Result<HashMap<String, String>, StoreError> {
+        self.seen.note("ReadCursors", "cursors");
+        self.inner.cursors(reader).await
+    }
+    async fn advance(
+        &self,
+        reader: &str,
+        room: &str,
+        message_id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        self.seen.note("ReadCursors", "advance");
+        self.inner.advance(reader, room, message_id, expires_at).await
     }
 }
 
@@ -164,6 +191,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
     let connections = recorded::<MemoryConnections>(&seen);
     let sessions = recorded::<MemorySessions>(&seen);
     let log = recorded::<MemoryLog>(&seen);
+    let cursors = recorded::<MemoryCursors>(&seen);
     let poster = recorded::<RecordingPoster>(&seen);
     let (connect, message) = (ws_event("connect.json", None), |body: &str| ws_event("message.json", Some(body)));
     match function {
@@ -192,10 +220,25 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
             websocket::on_send_message(&hi, &connections, &log).await.unwrap();
             seen.take();
-            for body in
-                [r#"{"action":"history","limit":5}"#, r#"{"action":"who"}"#, r#"{"action":"dance"}"#, "not json"]
-            {
-                websocket::on_default(&message(body), &connections, &log, &poster).await.unwrap();
+            let line = log.inner.events().last().unwrap().message_id.clone();
+            let read_to = |id: &str| format!(r#"{{"action":"read","room":"lobby","id":"{id}"}}"#);
+            // Two rooms at most: the second subscribe fills the connection, the third is refused.
+            let limits = RoomLimits { max_rooms: 2 };
+            for body in [
+                r#"{"action":"history","limit":5}"#,
+                r#"{"action":"who"}"#,
+                r#"{"action":"subscribe","room":"ops","since":"2026-11-24T10:00:00Z"}"#,
+                r#"{"action":"subscribe","room":"ops"}"#,
+                r#"{"action":"subscribe","room":"dev"}"#,
+                r#"{"action":"rooms"}"#,
+                &read_to(&line),
+                // Behind the cursor: answered with where the cursor is.
+                &read_to("00000000-0000-7000-8000-000000000000"),
+                r#"{"action":"unsubscribe","room":"ops"}"#,
+                r#"{"action":"dance"}"#,
+                "not json",
+            ] {
+                websocket::on_default(&message(body), &limits, &connections, &cursors, &log, &poster).await.unwrap();
             }
         }
         "broadcaster" => {
@@ -234,9 +277,14 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 "dynamodb": {"OldImage": row.unwrap(), "SequenceNumber": "1", "SizeBytes": 90}
             }]});
             let removal: Event = serde_json::from_value(removal).unwrap();
-            let response =
-                chat_core::entrypoints::expiry::on_expired_connections(&removal, &sessions, &log, chrono::Utc::now())
-                    .await;
+            let response = chat_core::entrypoints::expiry::on_expired_connections(
+                &removal,
+                &connections,
+                &sessions,
+                &log,
+                chrono::Utc::now(),
+            )
+            .await;
             assert!(response.batch_item_failures.is_empty());
         }
         "authorizer" => {
@@ -280,14 +328,104 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
 /// `(binary, environment variable naming the resource, chat-aws function)`.
 const COLD_START_READS: &[(&str, &str, &str)] = &[("authorizer", "JWT_SECRET_ARN", "secret_string")];
 
-/// The environment variable each adapter's resource comes from (see chat-lambdas' lib.rs).
+/// The environment variable each adapter's resource comes from (see chat-lambdas'
+/// lib.rs); a DynamoDB adapter's tables are per method, in [`TABLE_ACCESS`].
 const ADAPTER_ENV: &[(&str, &str)] = &[
-    ("DynamoConnections", "CONNECTIONS_TABLE"),
+    ("DynamoConnections", "CONNECTIONS_TABLE MEMBERSHIPS_TABLE"),
+    ("DynamoCursors", "READ_CURSORS_TABLE"),
     ("DynamoSessions", "SESSIONS_TABLE"),
     ("DynamoLog", "MESSAGES_TABLE"),
     ("ApiGatewayPoster", "CONNECTIONS_ENDPOINT"),
     ("S3Archive", "ARCHIVE_BUCKET"),
 ];
+
+/// `(table variable, IAM action)` pairs of one port method.
+type Tables = &'static [(&'static str, &'static str)];
+
+/// Where each DynamoDB port method's requests go: `(port, method, [(table, action)])`,
+/// the table as the environment variable naming it, with `/index/NAME` when a
+/// Query reads an index. The adapter scan must find exactly these actions in the
+/// method (so a new SDK call fails until declared here); which table each goes
+/// to is declared, as one adapter reaches two tables (DynamoConnections: the
+/// rows and the memberships).
+const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
+    ("ConnectionStore", "put", &[("CONNECTIONS_TABLE", "dynamodb:PutItem"), ("MEMBERSHIPS_TABLE", "dynamodb:PutItem")]),
+    ("ConnectionStore", "get", &[("CONNECTIONS_TABLE", "dynamodb:GetItem")]),
+    ("ConnectionStore", "delete", &[("CONNECTIONS_TABLE", "dynamodb:DeleteItem")]),
+    (
+        "ConnectionStore",
+        "subscribe",
+        &[
+            ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
+            ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
+            ("CONNECTIONS_TABLE", "dynamodb:GetItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
+        ],
+    ),
+    (
+        "ConnectionStore",
+        "unsubscribe",
+        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("CONNECTIONS_TABLE", "dynamodb:UpdateItem")],
+    ),
+    ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
+    ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
+    ("ReadCursors", "cursors", &[("READ_CURSORS_TABLE", "dynamodb:Query")]),
+    ("ReadCursors", "advance", &[("READ_CURSORS_TABLE", "dynamodb:UpdateItem")]),
+    ("SessionLog", "open", &[("SESSIONS_TABLE", "dynamodb:PutItem")]),
+    ("SessionLog", "close", &[("SESSIONS_TABLE", "dynamodb:UpdateItem")]),
+    ("MessageLog", "append", &[("MESSAGES_TABLE", "dynamodb:PutItem")]),
+    ("MessageLog", "append_once", &[("MESSAGES_TABLE", "dynamodb:PutItem"), ("MESSAGES_TABLE", "dynamodb:GetItem")]),
+    ("MessageLog", "read", &[("MESSAGES_TABLE/index/room-index", "dynamodb:Query")]),
+];
+
+/// One grant the code needs: the adapter calling, the IAM action (with the HTTP
+/// method for @connections), and where: the environment variable naming the
+/// resource, and the index a Query reads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Access {
+    adapter: String,
+    action: String,
+    variable: String,
+    index: Option<String>,
+}
+
+/// What `port::method` needs: the SDK calls its adapter makes, on the tables
+/// [`TABLE_ACCESS`] declares (DynamoDB) or the resource [`ADAPTER_ENV`] names.
+fn accesses(bodies: &[Body], port: &str, method: &str) -> BTreeSet<Access> {
+    let scanned = iam_actions(bodies, port, method);
+    let declared = TABLE_ACCESS.iter().find(|(p, m, _)| *p == port && *m == method);
+    let Some((_, _, tables)) = declared else {
+        return scanned
+            .into_iter()
+            .map(|(adapter, action)| {
+                assert!(!adapter.starts_with("Dynamo"), "{port}::{method}: declare its tables in TABLE_ACCESS");
+                let variable = ADAPTER_ENV.iter().find(|(a, _)| *a == adapter).expect("adapter has an env variable").1;
+                Access { adapter, action, variable: variable.to_owned(), index: None }
+            })
+            .collect();
+    };
+    let actions = |pairs: &mut dyn Iterator<Item = &str>| pairs.map(str::to_owned).collect::<BTreeSet<_>>();
+    assert_eq!(
+        actions(&mut scanned.iter().map(|(_, action)| action.as_str())),
+        actions(&mut tables.iter().map(|(_, action)| *action)),
+        "{port}::{method}: the SDK calls its adapter makes vs what TABLE_ACCESS declares"
+    );
+    let adapter = scanned.iter().next().expect("a DynamoDB method makes a request").0.clone();
+    tables
+        .iter()
+        .map(|(table, action)| {
+            let (variable, index) = match table.split_once("/index/") {
+                Some((variable, index)) => (variable, Some(index.to_owned())),
+                None => (*table, None),
+            };
+            let owned = ADAPTER_ENV
+                .iter()
+                .any(|(a, variables)| *a == adapter && variables.split_whitespace().any(|v| v == variable));
+            assert!(owned, "{port}::{method}: {adapter} reaches {variable}? (ADAPTER_ENV)");
+            Access { adapter: adapter.clone(), action: (*action).to_owned(), variable: variable.to_owned(), index }
+        })
+        .collect()
+}
 
 /// A function body of the adapter crate, and what it belongs to.
 struct Body {
@@ -504,7 +642,7 @@ fn needed(
     template: &Value,
     bodies: &[Body],
     function: &Value,
-    code: &BTreeSet<(String, String)>,
+    code: &BTreeSet<Access>,
     secret_key: Option<&str>,
 ) -> BTreeSet<(String, String)> {
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
@@ -514,14 +652,13 @@ fn needed(
     };
     let logical = |value: &Value| text(value).trim_start_matches("Ref:").to_owned();
     let mut needs = BTreeSet::new();
-    for (adapter, action) in code {
-        let variable = ADAPTER_ENV.iter().find(|(a, _)| a == adapter).expect("adapter has an env variable").1;
+    for Access { adapter, action, variable, index } in code {
+        let variable = variable.as_str();
         let resource = match adapter.as_str() {
-            // Queries read the room GSI, and only it.
-            "DynamoConnections" | "DynamoSessions" | "DynamoLog" if action == "dynamodb:Query" => {
-                format!("Sub:${{{}.Arn}}/index/room-index", logical(&env(variable)))
-            }
-            "DynamoConnections" | "DynamoSessions" | "DynamoLog" => format!("GetAtt:{}.Arn", logical(&env(variable))),
+            _ if adapter.starts_with("Dynamo") => match index {
+                Some(index) => format!("Sub:${{{}.Arn}}/index/{index}", logical(&env(variable))),
+                None => format!("GetAtt:{}.Arn", logical(&env(variable))),
+            },
             "S3Archive" => format!("Sub:${{{}.Arn}}/*", logical(&env(variable))),
             "ApiGatewayPoster" => {
                 let endpoint = text(&env(variable));
@@ -651,9 +788,9 @@ async fn every_role_grants_exactly_what_its_code_calls() {
             assert!(source.unwrap().contains(function.entrypoint), "{} calls {}", function.binary, function.entrypoint);
 
             let ports = port_calls(function.binary, archive).await;
-            let code: BTreeSet<(String, String)> =
-                ports.iter().flat_map(|(port, method)| iam_actions(&bodies, port, method)).collect();
-            let used: BTreeSet<String> = code.iter().map(|(adapter, _)| adapter.clone()).collect();
+            let code: BTreeSet<Access> =
+                ports.iter().flat_map(|(port, method)| accesses(&bodies, port, method)).collect();
+            let used: BTreeSet<String> = code.iter().map(|access| access.adapter.clone()).collect();
             let mut built = adapters_built(function.binary);
             if !archive {
                 built.remove("S3Archive");
@@ -688,7 +825,12 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
     );
     assert_eq!(
         port_calls("disconnect", false).await,
-        expect(&[("ConnectionStore", "delete"), ("SessionLog", "close"), ("MessageLog", "append")])
+        expect(&[
+            ("ConnectionStore", "delete"),
+            ("ConnectionStore", "unsubscribe"),
+            ("SessionLog", "close"),
+            ("MessageLog", "append")
+        ])
     );
     assert_eq!(
         port_calls("send_message", false).await,
@@ -700,16 +842,30 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "get"),
             ("ConnectionStore", "count"),
             ("ConnectionStore", "list"),
+            ("ConnectionStore", "subscribe"),
+            ("ConnectionStore", "unsubscribe"),
+            ("ReadCursors", "cursors"),
+            ("ReadCursors", "advance"),
             ("MessageLog", "read"),
+            ("MessageLog", "append"),
             ("SocketPoster", "post")
         ])
     );
-    assert_eq!(port_calls("reaper", false).await, expect(&[("SessionLog", "close"), ("MessageLog", "append")]));
+    assert_eq!(
+        port_calls("reaper", false).await,
+        expect(&[
+            ("ConnectionStore", "delete"),
+            ("ConnectionStore", "unsubscribe"),
+            ("SessionLog", "close"),
+            ("MessageLog", "append")
+        ])
+    );
     assert_eq!(
         port_calls("broadcaster", true).await,
         expect(&[
             ("ConnectionStore", "list"),
             ("ConnectionStore", "delete"),
+            ("ConnectionStore", "unsubscribe"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
             ("SocketPoster", "post"),
@@ -737,6 +893,15 @@ fn the_adapter_scan_finds_each_sdk_call() {
     assert_eq!(actions("ConnectionStore", "get"), ["dynamodb:GetItem"]);
     assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Query"]);
     assert_eq!(actions("ConnectionStore", "count"), ["dynamodb:Query"]);
+    assert_eq!(actions("ConnectionStore", "delete"), ["dynamodb:DeleteItem"]);
+    // Through the crate's own helpers (add_membership, remove_membership, Table::get_consistent).
+    assert_eq!(
+        actions("ConnectionStore", "subscribe"),
+        ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    );
+    assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
+    assert_eq!(actions("ReadCursors", "cursors"), ["dynamodb:Query"]);
+    assert_eq!(actions("ReadCursors", "advance"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("MessageLog", "read"), ["dynamodb:Query"]);
     assert_eq!(actions("SessionLog", "close"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("SocketPoster", "post"), ["execute-api:ManageConnections POST"]);
@@ -783,10 +948,48 @@ fn tables_are_keyed_as_the_adapters_write_them() {
         template["Resources"]["ConnectionsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
     );
-    for table in ["SessionsTable", "MessagesTable"] {
+    for table in ["SessionsTable", "MessagesTable", "ReadCursorsTable"] {
         let pitr = &template["Resources"][table]["Properties"]["PointInTimeRecoverySpecification"];
         assert_eq!(pitr["PointInTimeRecoveryEnabled"], true, "{table} has point-in-time recovery");
     }
+}
+
+/// Memberships and ReadCursors as DynamoCursors, DynamoConnections and
+/// `--create-tables` key them (the moto tests write and read them there), and
+/// ActiveConnections without the room GSI Memberships replaced.
+#[test]
+fn channel_tables_are_keyed_as_the_adapters_write_them() {
+    let template = template();
+    let default_env = &functions(&template)["default"]["Properties"]["Environment"]["Variables"];
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for (variable, env, keys, ttl) in [
+        ("MEMBERSHIPS_TABLE", globals, ["room", "connection_id"], "purge_at"),
+        ("READ_CURSORS_TABLE", default_env, ["reader", "room"], "expires_at"),
+    ] {
+        let table = text(&env[variable]);
+        let table = &template["Resources"][table.trim_start_matches("Ref:")]["Properties"];
+        assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+        let schema: Vec<(&str, &str)> = table["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+            .collect();
+        assert_eq!(schema, [(keys[0], "HASH"), (keys[1], "RANGE")], "{variable}");
+        let ttl_spec = &table["TimeToLiveSpecification"];
+        assert_eq!((&ttl_spec["AttributeName"], &ttl_spec["Enabled"]), (&Value::from(ttl), &Value::from(true)));
+        assert!(table.get("GlobalSecondaryIndexes").is_none(), "{variable}: read by its keys only");
+    }
+    let connections = &template["Resources"]["ConnectionsTable"]["Properties"];
+    assert!(connections.get("GlobalSecondaryIndexes").is_none(), "rooms are listed from Memberships");
+    let read_by_default: BTreeSet<&str> =
+        default_env.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    for (binary, function) in functions(&template) {
+        let env = &function["Properties"]["Environment"]["Variables"];
+        let has_cursors = env.get("READ_CURSORS_TABLE").is_some();
+        assert_eq!(has_cursors, binary == "default", "{binary}: only $default reads and moves cursors");
+    }
+    assert!(read_by_default.contains("MAX_ROOMS_PER_CONNECTION"));
 }
 
 #[test]
@@ -943,6 +1146,22 @@ fn connect_is_configured_with_the_settings_its_code_reads() {
     assert_eq!(given.keys().cloned().collect::<BTreeSet<_>>(), read.into_inner().unwrap());
     assert_eq!(given["ALLOWED_ORIGINS"], "Ref:AllowedOrigins");
     assert_eq!(given["SESSION_RETENTION_DAYS"], "Ref:SessionRetentionDays");
+    assert_eq!(given["MAX_ROOMS_PER_CONNECTION"], "Ref:MaxRoomsPerConnection");
+    let max_rooms = &raw["Parameters"]["MaxRoomsPerConnection"];
+    assert_eq!(max_rooms["Default"].as_u64(), Some(chat_core::room::DEFAULT_MAX_ROOMS as u64));
+    // The parameter's bounds are the ones RoomLimits accepts.
+    for (bound, ok) in [("MinValue", true), ("MaxValue", true)] {
+        let value = max_rooms[bound].as_u64().unwrap();
+        assert_eq!(RoomLimits::from_settings(|_| Some(value.to_string())).is_ok(), ok, "{bound} {value}");
+        let past = if bound == "MinValue" { value - 1 } else { value + 1 };
+        assert!(RoomLimits::from_settings(|_| Some(past.to_string())).is_err(), "past {bound}");
+    }
+    // $default (subscribe) holds connections to the same limit, read at cold start.
+    let default = &functions(&raw)["default"];
+    let limit = &default["Properties"]["Environment"]["Variables"]["MAX_ROOMS_PER_CONNECTION"];
+    assert_eq!(text(limit), "Ref:MaxRoomsPerConnection");
+    let binary = std::fs::read_to_string(repo().join("functions/lambdas/src/bin/default.rs")).unwrap();
+    assert!(binary.contains("RoomLimits::from_settings(|name| std::env::var(name).ok())"), "read at cold start");
     assert_eq!(raw["Parameters"]["AllowedOrigins"]["Default"], "", "any origin unless listed");
     assert_eq!(raw["Parameters"]["SessionRetentionDays"]["Default"], 0, "kept forever unless set");
     let binary = std::fs::read_to_string(repo().join("functions/lambdas/src/bin/connect.rs")).unwrap();

@@ -1,7 +1,8 @@
 //! The local stack in DynamoDB-endpoint mode against moto: the Lambdas' AWS
-//! adapters write the three tables, the broadcaster is driven by the table's
+//! adapters write the tables, the broadcaster is driven by the table's
 //! real DynamoDB Stream, batches land in the S3 archive, and `replay` reads the
-//! archive back equal to the table.
+//! archive back equal to the table. The channel stores (Memberships,
+//! ReadCursors) answer as the in-memory reference does.
 
 mod common;
 
@@ -188,9 +189,9 @@ async fn room_index_keys(client: &aws_sdk_dynamodb::Client, table: &str) -> (Str
     (keys[0].attribute_name().to_owned(), keys[1].attribute_name().to_owned())
 }
 
-/// The DynamoDB adapters answer history and presence from the room GSIs exactly
-/// as the in-memory reference does, for every kind of query, and the tables
-/// `--create-tables` makes carry both GSIs.
+/// The DynamoDB adapters answer history from the room GSI and presence from
+/// Memberships exactly as the in-memory reference does, for every kind of
+/// query; `--create-tables` gives MessageHistory its GSI and ActiveConnections none.
 #[tokio::test]
 async fn history_and_presence_are_room_queries_on_moto() {
     use chat_core::memory::{MemoryConnections, MemoryLog};
@@ -203,7 +204,9 @@ async fn history_and_presence_are_room_queries_on_moto() {
     let (tables, _source) = chat_local::dynamo::open_with(&sdk, &settings).await.unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     assert_eq!(room_index_keys(&dynamodb, "MessageHistory").await, ("room".into(), "message_id".into()));
-    assert_eq!(room_index_keys(&dynamodb, "ActiveConnections").await, ("room".into(), "connection_id".into()));
+    let connections = dynamodb.describe_table().table_name("ActiveConnections").send().await.unwrap();
+    let indexes = connections.table.unwrap().global_secondary_indexes.unwrap_or_default();
+    assert!(indexes.is_empty(), "rooms are listed from Memberships, not an index: {indexes:?}");
 
     let reference = MemoryLog::default();
     let base = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
@@ -413,4 +416,241 @@ async fn the_authorizer_reads_its_shared_secret_from_secrets_manager() {
     assert_eq!(chat_aws::secret_string(&sdk, &arn).await.unwrap(), "a-secret-from-secrets-manager-32-bytes");
     let missing = chat_aws::secret_string(&sdk, "chat/none").await.unwrap_err();
     assert!(missing.to_string().contains("ResourceNotFoundException"), "{missing}");
+}
+
+/// moto with the tables `--create-tables` makes, and a client of it.
+async fn moto_tables() -> (Moto, aws_sdk_dynamodb::Client) {
+    let moto = Moto::start().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    chat_aws::provision::create_tables(&dynamodb, &TableNames::default()).await.unwrap();
+    (moto, dynamodb)
+}
+
+/// The keys of every item of `table`, sorted: `(partition, sort)`.
+async fn keys_of(client: &aws_sdk_dynamodb::Client, table: &str, keys: (&str, &str)) -> Vec<(String, String)> {
+    let mut all: Vec<_> =
+        scan(client, table).await.iter().map(|item| (s(item, keys.0).to_owned(), s(item, keys.1).to_owned())).collect();
+    all.sort();
+    all
+}
+
+/// Rooms as a sorted list: a DynamoDB string set has no order.
+fn sorted(mut rooms: Vec<String>) -> Vec<String> {
+    rooms.sort();
+    rooms
+}
+
+/// DynamoConnections on moto answers every subscription call as the in-memory
+/// reference does — New, Already, Full, NotConnected; an unsubscribe removes
+/// once; a room's listing right after a subscribe holds the new member; a
+/// delete returns the row with its rooms — and leaves the same memberships.
+#[tokio::test]
+async fn subscriptions_on_moto_answer_as_the_reference() {
+    use chat_core::memory::MemoryConnections;
+    use chat_core::ports::{ConnectionStore, Subscribed, list_all_connections};
+
+    let (_moto, dynamodb) = moto_tables().await;
+    let store = chat_aws::DynamoConnections::new(dynamodb.clone(), "ActiveConnections", "Memberships");
+    let reference = MemoryConnections::default();
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
+    let ada = chat_core::model::Identity::verified("Ada", "https://id.example|ada");
+    let c1 = chat_core::Connection::new("c1", "203.0.113.7", now).of(Some(&ada)).coalescing(true);
+    let c2 = chat_core::Connection::new("c2", "203.0.113.8", now).in_room("ops").also_in(["dev"]);
+    let never = chat_core::Connection::new("never", "ip", now);
+    for connection in [&c1, &c2] {
+        store.put(connection).await.unwrap();
+        reference.put(connection).await.unwrap();
+    }
+    let max = 3;
+    let steps: [(&chat_core::Connection, &str, Subscribed); 7] = [
+        (&c1, "ops", Subscribed::New),
+        (&c1, "ops", Subscribed::Already),
+        (&c1, "lobby", Subscribed::Already),
+        (&c1, "dev", Subscribed::New),
+        (&c1, "team", Subscribed::Full),
+        // At the limit, a room already held is still just that.
+        (&c1, "dev", Subscribed::Already),
+        (&never, "ops", Subscribed::NotConnected),
+    ];
+    for (connection, room, expected) in steps {
+        let answer = store.subscribe(connection, room, max).await.unwrap();
+        assert_eq!(answer, reference.subscribe(connection, room, max).await.unwrap(), "{room}");
+        assert_eq!(answer, expected, "{} to {room}", connection.connection_id);
+        // Listed at once (consistent reads), as the reference lists it.
+        let listed = list_all_connections(&store, room).await.unwrap();
+        assert_eq!(listed, list_all_connections(&reference, room).await.unwrap(), "{room}");
+        assert_eq!(store.count(room).await.unwrap(), reference.count(room).await.unwrap(), "{room}");
+    }
+    let row = store.get("c1").await.unwrap().unwrap();
+    assert_eq!(sorted(row.rooms.clone()), ["dev", "lobby", "ops"]);
+    assert_eq!(row.identity(), Some(ada.clone()));
+    assert_eq!(keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await, reference.memberships());
+
+    // A membership carries what fan-out and who need, the connection's expiry and a purge a week later.
+    let item = dynamodb
+        .get_item()
+        .table_name("Memberships")
+        .key("room", AttributeValue::S("ops".into()))
+        .key("connection_id", AttributeValue::S("c1".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut attributes: Vec<&str> = item.keys().map(String::as_str).collect();
+    attributes.sort();
+    assert_eq!(
+        attributes,
+        ["batch", "connected_at", "connection_id", "expires_at", "purge_at", "room", "user", "user_id", "verified"]
+    );
+    let number = |name: &str| item[name].as_n().unwrap().parse::<i64>().unwrap();
+    assert_eq!(number("expires_at"), c1.expires_at);
+    assert_eq!(number("purge_at"), c1.expires_at + 7 * 24 * 3600);
+
+    // Unsubscribing removes once, and the room leaves the row.
+    assert!(store.unsubscribe("c1", "ops").await.unwrap());
+    assert!(reference.unsubscribe("c1", "ops").await.unwrap());
+    assert!(!store.unsubscribe("c1", "ops").await.unwrap(), "the second unsubscribe removed nothing");
+    assert_eq!(sorted(store.get("c1").await.unwrap().unwrap().rooms), ["dev", "lobby"]);
+    assert_eq!(store.subscribe(&c1, "team", max).await.unwrap(), Subscribed::New, "room again after leaving one");
+    reference.subscribe(&c1, "team", max).await.unwrap();
+
+    // Delete returns the row as it was, once; its memberships stay for the departure to end.
+    let deleted = store.delete("c2").await.unwrap().expect("the row");
+    let expected = reference.delete("c2").await.unwrap().unwrap();
+    assert_eq!(sorted(deleted.rooms.clone()), sorted(expected.rooms.clone()));
+    assert_eq!(chat_core::Connection { rooms: expected.rooms.clone(), ..deleted.clone() }, expected);
+    assert_eq!(store.delete("c2").await.unwrap(), None);
+    assert_eq!(store.subscribe(&c2, "team", max).await.unwrap(), Subscribed::NotConnected);
+    for room in deleted.rooms() {
+        assert!(store.unsubscribe("c2", &room).await.unwrap(), "{room}: the departure removes each membership");
+        reference.unsubscribe("c2", &room).await.unwrap();
+    }
+    assert_eq!(store.get("c2").await.unwrap(), None, "unsubscribing never recreates a deleted row");
+    assert_eq!(keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await, reference.memberships());
+    assert_eq!(
+        keys_of(&dynamodb, "ActiveConnections", ("connection_id", "room")).await,
+        [("c1".into(), "lobby".into())]
+    );
+
+    // A row from before channels (no `rooms` set) keeps its home room when it subscribes to another.
+    let legacy =
+        chat_core::Connection { rooms: Vec::new(), ..chat_core::Connection::new("old", "ip", now).in_room("ops") };
+    let row = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&legacy).unwrap();
+    assert!(!row.contains_key("rooms"));
+    dynamodb.put_item().table_name("ActiveConnections").set_item(Some(row)).send().await.unwrap();
+    assert_eq!(store.subscribe(&legacy, "dev", max).await.unwrap(), Subscribed::New);
+    assert_eq!(sorted(store.get("old").await.unwrap().unwrap().rooms), ["dev", "ops"]);
+}
+
+/// DynamoCursors on moto: cursors only move forward, per reader and room, and an
+/// anonymous reader's carry the expiry; the unread counts over DynamoLog are the
+/// reference's.
+#[tokio::test]
+async fn read_cursors_and_unread_counts_on_moto_answer_as_the_reference() {
+    use chat_core::memory::{MemoryCursors, MemoryLog};
+    use chat_core::ports::{LogCursor, MessageLog, ReadCursors, count_unread};
+
+    let (_moto, dynamodb) = moto_tables().await;
+    let cursors = chat_aws::DynamoCursors::new(dynamodb.clone(), "ReadCursors");
+    let reference = MemoryCursors::default();
+    let id = |n: u32| format!("0192f3a4-0000-7000-8000-{n:012}");
+    let steps = [
+        ("ada", "ops", id(5), true),
+        ("ada", "ops", id(3), false),
+        ("ada", "ops", id(5), false),
+        ("ada", "ops", id(9), true),
+        ("ada", "dev", id(1), true),
+        ("connection#c9", "ops", id(2), true),
+    ];
+    for (reader, room, message_id, moved) in steps {
+        let expires_at = reader.starts_with("connection#").then_some(1_900_000_000);
+        let answer = cursors.advance(reader, room, &message_id, expires_at).await.unwrap();
+        assert_eq!(answer, reference.advance(reader, room, &message_id, expires_at).await.unwrap());
+        assert_eq!(answer, moved, "{reader} {room} {message_id}");
+    }
+    for reader in ["ada", "connection#c9", "nobody"] {
+        assert_eq!(cursors.cursors(reader).await.unwrap(), reference.cursors(reader).await.unwrap(), "{reader}");
+    }
+    assert_eq!(cursors.cursors("ada").await.unwrap()["ops"], id(9));
+    let items = scan(&dynamodb, "ReadCursors").await;
+    let expiring: Vec<&str> = items.iter().filter(|i| i.contains_key("expires_at")).map(|i| s(i, "reader")).collect();
+    assert_eq!(expiring, ["connection#c9"], "only an anonymous reader's cursor expires");
+
+    // 12 lines and 3 joins in ops, lines elsewhere: unread after a cursor, capped.
+    let (log, reference_log) = (chat_aws::DynamoLog::new(dynamodb.clone(), "MessageHistory"), MemoryLog::default());
+    let base = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
+    for i in 0..15 {
+        let at = base + chrono::Duration::seconds(i);
+        let event = match i % 5 {
+            0 => LogEvent::join("c", at).in_room("ops"),
+            _ => LogEvent::chat("c", &format!("m{i}"), at).in_room("ops"),
+        };
+        let elsewhere = LogEvent::chat("c", "elsewhere", at).in_room("dev");
+        for event in [event, elsewhere] {
+            log.append(&event).await.unwrap();
+            reference_log.append(&event).await.unwrap();
+        }
+    }
+    let third = reference_log.events()[4].message_id.clone();
+    for (after, cap) in [
+        (LogCursor::Time(base - chrono::Duration::seconds(1)), 100),
+        (LogCursor::Time(base - chrono::Duration::seconds(1)), 5),
+        (LogCursor::MessageId(third), 100),
+        (LogCursor::Time(base + chrono::Duration::seconds(20)), 100),
+    ] {
+        let unread = count_unread(&log, "ops", after.clone(), cap, 4).await.unwrap();
+        assert_eq!(unread, count_unread(&reference_log, "ops", after.clone(), cap, 4).await.unwrap(), "{after:?}");
+    }
+    let all = count_unread(&log, "ops", LogCursor::Time(base - chrono::Duration::seconds(1)), 100, 4).await.unwrap();
+    assert_eq!((all.count, all.more), (12, false), "chat lines only");
+}
+
+/// The local stack on moto: a connection subscribes to a second room, hears its
+/// lines (a line sent right after `subscribed` included), stops hearing them
+/// after unsubscribing, and its departure leaves no membership behind.
+#[tokio::test]
+async fn a_connection_hears_a_second_room_through_moto() {
+    let moto = Moto::start().await;
+    let dir = scratch("dynamodb-mode-channels");
+    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
+    let mut lobby = Client::connect(&stack.ws_url).await;
+    let mut ops = Client::connect(&format!("{}?room=ops", stack.ws_url)).await;
+    lobby.send_json(serde_json::json!({"action": "subscribe", "room": "ops"})).await;
+    let subscribed = lobby.until(|f| f["kind"] == "subscribed").await;
+    assert_eq!(subscribed, serde_json::json!({"kind": "subscribed", "room": "ops", "count": 2}));
+    ops.say("right after").await;
+    let heard = lobby.chat("right after").await;
+    assert_eq!(heard["room"], "ops");
+    lobby.say("from the lobby").await;
+    assert_eq!(lobby.chat("from the lobby").await["room"], "lobby", "the home room still heard");
+    lobby.send_json(serde_json::json!({"action": "rooms"})).await;
+    let rooms = lobby.until(|f| f["kind"] == "rooms").await;
+    let counted: Vec<(&str, u64)> = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counted, [("lobby", 1), ("ops", 2)], "the home room first, members counted on Memberships");
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let members = keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await;
+    let rooms: Vec<&str> = members.iter().map(|(room, _)| room.as_str()).collect();
+    assert_eq!(rooms, ["lobby", "ops", "ops"], "{members:?}");
+
+    lobby.send_json(serde_json::json!({"action": "unsubscribe", "room": "ops"})).await;
+    assert_eq!(lobby.until(|f| f["kind"] == "unsubscribed").await["room"], "ops");
+    ops.say("not for the lobby").await;
+    ops.chat("not for the lobby").await;
+    lobby.say("lobby again").await;
+    assert_eq!(lobby.until(|f| f["kind"] == "chat").await["text"], "lobby again", "ops is no longer heard");
+
+    lobby.socket.close(None).await.unwrap();
+    ops.socket.close(None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "every membership ends with its connection");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stack.stop().await;
 }

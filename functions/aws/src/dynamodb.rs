@@ -1,41 +1,53 @@
-//! ActiveConnections, SessionHistory and MessageHistory on DynamoDB.
+//! ActiveConnections and Memberships, ReadCursors, SessionHistory and MessageHistory on DynamoDB.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
-use chat_core::ports::{ConnectionStore, LogCursor, LogQuery, MessageLog, Page, SessionLog, StoreError};
+use chat_core::ports::{
+    ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
+};
 use chat_core::{Connection, LogEvent, Session, SessionEnd};
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::unavailable;
 
-/// The three table names, from the environment the SAM template sets.
+/// The table names, from the environment the SAM template sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableNames {
     pub connections: String,
     pub sessions: String,
     pub messages: String,
+    /// Memberships: one item per (room, connection), what a room's listing reads.
+    pub memberships: String,
+    /// ReadCursors: how far each reader has read each room.
+    pub cursors: String,
 }
 
 impl Default for TableNames {
-    /// The seed's table names.
+    /// The seed's table names, and `Memberships` and `ReadCursors`.
     fn default() -> Self {
         Self {
             connections: "ActiveConnections".into(),
             sessions: "SessionHistory".into(),
             messages: "MessageHistory".into(),
+            memberships: "Memberships".into(),
+            cursors: "ReadCursors".into(),
         }
     }
 }
 
 impl TableNames {
-    /// `CONNECTIONS_TABLE`, `SESSIONS_TABLE`, `MESSAGES_TABLE`, each defaulting to the seed's name.
+    /// `CONNECTIONS_TABLE`, `SESSIONS_TABLE`, `MESSAGES_TABLE`, `MEMBERSHIPS_TABLE`,
+    /// `READ_CURSORS_TABLE`, each defaulting to its [`Default`] name.
     pub fn from_env() -> Self {
         let defaults = Self::default();
         let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
@@ -43,6 +55,8 @@ impl TableNames {
             connections: var("CONNECTIONS_TABLE", defaults.connections),
             sessions: var("SESSIONS_TABLE", defaults.sessions),
             messages: var("MESSAGES_TABLE", defaults.messages),
+            memberships: var("MEMBERSHIPS_TABLE", defaults.memberships),
+            cursors: var("READ_CURSORS_TABLE", defaults.cursors),
         }
     }
 }
@@ -55,9 +69,9 @@ fn from_item<T: DeserializeOwned>(item: HashMap<String, AttributeValue>) -> Resu
     serde_dynamo::from_item(item).map_err(|e| StoreError::Malformed(e.to_string()))
 }
 
-/// The global secondary index ActiveConnections and MessageHistory both have:
-/// partition key `room`, sort key the table's own key. Every request and
-/// broadcast path reads one room through it; none scans a table.
+/// MessageHistory's global secondary index: partition key `room`, sort key
+/// `message_id`. History reads one room through it; nothing scans a table.
+/// (ActiveConnections had one too, before Memberships: no longer read or created.)
 pub const ROOM_INDEX: &str = "room-index";
 
 /// Items of a page, skipping (and logging) rows that do not decode: one bad
@@ -116,27 +130,104 @@ fn string_key(name: &str, value: &str) -> (String, AttributeValue) {
     (name.to_owned(), AttributeValue::S(value.to_owned()))
 }
 
-/// ActiveConnections (`connection_id` partition key).
+/// How long a membership outlives its connection before DynamoDB's TTL
+/// deletes it (`purge_at`). Listings skip it from the connection's own
+/// `expires_at` on, so this only bounds how long a leftover (a departure that
+/// failed midway) takes space.
+pub const MEMBERSHIP_PURGE_DELAY: i64 = 7 * 24 * 3600;
+
+/// Memberships written at once by [`DynamoConnections::put`] (a token may name up to the room limit).
+const MEMBERSHIP_WRITES_IN_FLIGHT: usize = 16;
+
+/// ActiveConnections (`connection_id` partition key; `rooms`, a string set,
+/// lists the connection's rooms) and Memberships (`room` partition key,
+/// `connection_id` sort key; one item per subscription, carrying what fan-out
+/// and `who` need, and `purge_at`, the table's TTL attribute).
+///
+/// DynamoDB has no cross-item atomicity short of transactions (which cost
+/// double), so a subscription is two writes in the order the port documents:
+/// the membership first, then the row's set on condition; a failed condition
+/// takes the membership back.
 #[derive(Clone, Debug)]
-pub struct DynamoConnections(Table);
+pub struct DynamoConnections {
+    rows: Table,
+    members: Table,
+}
 
 impl DynamoConnections {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self(Table { client, name: table.into() })
+    /// The store over the ActiveConnections table `connections` and the Memberships table `memberships`.
+    pub fn new(client: Client, connections: impl Into<String>, memberships: impl Into<String>) -> Self {
+        Self {
+            rows: Table { client: client.clone(), name: connections.into() },
+            members: Table { client, name: memberships.into() },
+        }
     }
 
-    /// A Query of `room`'s connections on the room GSI, leaving out rows past
-    /// their TTL: DynamoDB deletes those only eventually (within days, AWS says),
-    /// so a connection whose `$disconnect` was lost would otherwise linger in
-    /// `who` and be posted to. No live socket outlasts its TTL (API Gateway closes
-    /// it at 2 h, the TTL is 2 h 15 min).
+    /// The membership item of `connection` in `room`: the member as
+    /// [`Connection::as_member_of`] lists it (no source IP), and `purge_at`.
+    fn membership(connection: &Connection, room: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let mut item = to_item(&connection.as_member_of(room))?;
+        item.remove("source_ip");
+        let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
+        item.insert("purge_at".into(), AttributeValue::N(purge_at.to_string()));
+        Ok(item)
+    }
+
+    /// Writes the membership, only if there is none: `false` if there was one.
+    async fn add_membership(&self, connection: &Connection, room: &str) -> Result<bool, StoreError> {
+        let result = self
+            .members
+            .client
+            .put_item()
+            .table_name(&self.members.name)
+            .set_item(Some(Self::membership(connection, room)?))
+            .condition_expression("attribute_not_exists(connection_id)")
+            .send()
+            .await;
+        Ok(conditional(result)?.is_some())
+    }
+
+    /// Deletes the membership: `true` if there was one (this call removed it).
+    async fn remove_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        let output = self
+            .members
+            .client
+            .delete_item()
+            .table_name(&self.members.name)
+            .key("room", AttributeValue::S(room.to_owned()))
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    /// An UpdateItem of the connection's row, its `rooms` set named `#rooms`.
+    fn rooms_update(&self, connection_id: &str) -> UpdateItemFluentBuilder {
+        let (name, value) = string_key("connection_id", connection_id);
+        self.rows
+            .client
+            .update_item()
+            .table_name(&self.rows.name)
+            .key(name, value)
+            .expression_attribute_names("#rooms", "rooms")
+    }
+
+    /// A consistent Query of `room`'s memberships, leaving out those past
+    /// their connection's `expires_at`: a connection whose `$disconnect` was
+    /// lost keeps its memberships until the reaper hears the TTL delete its
+    /// row (within days, AWS says), and must not linger in `who` or be posted
+    /// to meanwhile. No live socket outlasts it (API Gateway closes it at 2 h,
+    /// the TTL is 2 h 15 min). Consistent, so a member subscribed a moment ago
+    /// hears the next line (a GSI would lag).
     fn live_in_room(&self, room: &str) -> QueryFluentBuilder {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        self.0
+        self.members
             .client
             .query()
-            .table_name(&self.0.name)
-            .index_name(ROOM_INDEX)
+            .table_name(&self.members.name)
+            .consistent_read(true)
             .key_condition_expression("#room = :room")
             .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
             .expression_attribute_names("#room", "room")
@@ -145,25 +236,127 @@ impl DynamoConnections {
     }
 }
 
+/// The output of a conditional write, or `None` when its condition refused it
+/// (an answer, not a failure).
+fn conditional<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(error) if error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => {
+            Ok(None)
+        }
+        Err(error) => Err(unavailable(error)),
+    }
+}
+
 #[async_trait]
 impl ConnectionStore for DynamoConnections {
+    /// One PutItem for the row, then one per room for its membership
+    /// ([`MEMBERSHIP_WRITES_IN_FLIGHT`] at a time).
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
-        self.0.put(connection).await
-    }
-
-    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
-        let (name, value) = string_key("connection_id", connection_id);
-        self.0.client.delete_item().table_name(&self.0.name).key(name, value).send().await.map_err(unavailable)?;
+        self.rows.put(connection).await?;
+        let writes = connection.rooms().into_iter().map(|room| async move {
+            let item = Self::membership(connection, &room)?;
+            self.members
+                .client
+                .put_item()
+                .table_name(&self.members.name)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(unavailable)
+        });
+        let results: Vec<_> =
+            futures::stream::iter(writes).buffer_unordered(MEMBERSHIP_WRITES_IN_FLIGHT).collect().await;
+        results.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
-    /// Strongly consistent: the row was written by `$connect` moments ago.
-    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
-        self.0.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
+    /// One DeleteItem returning the row as it was.
+    async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        let (name, value) = string_key("connection_id", connection_id);
+        let output = self
+            .rows
+            .client
+            .delete_item()
+            .table_name(&self.rows.name)
+            .key(name, value)
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.attributes.filter(|old| !old.is_empty()).map(from_item).transpose()
     }
 
-    /// A Query on the room GSI (eventually consistent: a socket connected a few
-    /// milliseconds ago may miss an event; clients recover it from history).
+    /// Strongly consistent: the row was written by `$connect` (or its set
+    /// changed by a subscribe) moments ago.
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        self.rows.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
+    }
+
+    /// The membership's conditional PutItem, then the row's conditional
+    /// UpdateItem (`ADD rooms`, if the row exists and lists the room already or
+    /// has fewer than `max_rooms`): two writes when it goes through. A refusal
+    /// reads the row (consistent GetItem) to tell a departed connection from a
+    /// full one, and deletes the membership this call wrote (or one the row
+    /// does not list: a subscribe that failed midway) — four requests.
+    ///
+    /// A repeated subscribe still runs the update, so a membership whose row
+    /// lost the room (a subscribe that failed between its two writes) is
+    /// listed again and its leave announced at the departure.
+    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+        let id = connection.connection_id.as_str();
+        let new = self.add_membership(connection, room).await?;
+        // A row from before channels has no set: its home room goes in with the new one.
+        let mut rooms = vec![room.to_owned()];
+        if connection.rooms.is_empty() && connection.room != room {
+            rooms.push(connection.room.clone());
+        }
+        let result = self
+            .rooms_update(id)
+            .update_expression("ADD #rooms :rooms")
+            .condition_expression(
+                "attribute_exists(connection_id) AND \
+                 (contains(#rooms, :room) OR attribute_not_exists(#rooms) OR size(#rooms) < :max)",
+            )
+            .expression_attribute_values(":rooms", AttributeValue::Ss(rooms))
+            .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+            .expression_attribute_values(":max", AttributeValue::N(max_rooms.to_string()))
+            .send()
+            .await;
+        if conditional(result)?.is_some() {
+            return Ok(if new { Subscribed::New } else { Subscribed::Already });
+        }
+        let row = self.rows.get_consistent("connection_id", id).await?;
+        // A membership that was there before, of a row now gone, is the
+        // departure's to end (with its leave); any other is taken back.
+        if new || row.is_some() {
+            self.remove_membership(id, room).await?;
+        }
+        Ok(if row.is_some() { Subscribed::Full } else { Subscribed::NotConnected })
+    }
+
+    /// The membership's DeleteItem (returning what it deleted), then the row's
+    /// UpdateItem (`DELETE rooms`) on condition the row exists, so a departed
+    /// connection's row is never recreated: two writes, the second refused
+    /// (still billed) once the row is gone.
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        let removed = self.remove_membership(connection_id, room).await?;
+        let result = self
+            .rooms_update(connection_id)
+            .update_expression("DELETE #rooms :rooms")
+            .condition_expression("attribute_exists(connection_id)")
+            .expression_attribute_values(":rooms", AttributeValue::Ss(vec![room.to_owned()]))
+            .send()
+            .await;
+        conditional(result)?;
+        Ok(removed)
+    }
+
+    /// One consistent Query of the room's memberships (up to `limit` items, or 1 MB).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let start = after.map(|id| HashMap::from([string_key("room", room), string_key("connection_id", &id)]));
         let output = self
@@ -173,13 +366,14 @@ impl ConnectionStore for DynamoConnections {
             .send()
             .await
             .map_err(unavailable)?;
-        let items = decode_items(output.items, &self.0.name);
+        let items = decode_items(output.items, &self.members.name);
         let next =
             output.last_evaluated_key.and_then(|key| key.get("connection_id").and_then(|v| v.as_s().ok()).cloned());
         Ok(Page { items, next })
     }
 
-    /// Counts on the room GSI, page by page (a Query reads at most 1 MB at a time).
+    /// Consistent `Select=COUNT` Queries of the room's memberships, one per 1 MB
+    /// read (about 4 000 memberships of ~250 bytes).
     async fn count(&self, room: &str) -> Result<usize, StoreError> {
         let mut count = 0;
         let mut start = None;
@@ -197,6 +391,87 @@ impl ConnectionStore for DynamoConnections {
                 _ => return Ok(count),
             }
         }
+    }
+}
+
+/// ReadCursors (`reader` partition key, `room` sort key, `message_id`; the
+/// TTL attribute `expires_at` only on anonymous readers' cursors, which end
+/// with their connection).
+#[derive(Clone, Debug)]
+pub struct DynamoCursors(Table);
+
+impl DynamoCursors {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self(Table { client, name: table.into() })
+    }
+
+    /// A consistent Query of `reader`'s cursors: a `read` from another device
+    /// a moment ago counts in the next `rooms` answer.
+    fn of_reader(&self, reader: &str) -> QueryFluentBuilder {
+        self.0
+            .client
+            .query()
+            .table_name(&self.0.name)
+            .consistent_read(true)
+            .key_condition_expression("reader = :reader")
+            .expression_attribute_values(":reader", AttributeValue::S(reader.to_owned()))
+    }
+}
+
+#[async_trait]
+impl ReadCursors for DynamoCursors {
+    /// One consistent Query of the reader's cursors (a reader has at most a
+    /// few hundred, far under a 1 MB page; further pages are read if not).
+    async fn cursors(&self, reader: &str) -> Result<HashMap<String, String>, StoreError> {
+        let mut cursors = HashMap::new();
+        let mut start = None;
+        loop {
+            let output = self.of_reader(reader).set_exclusive_start_key(start).send().await.map_err(unavailable)?;
+            for item in output.items.unwrap_or_default() {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                match (text("room"), text("message_id")) {
+                    (Some(room), Some(id)) => {
+                        cursors.insert(room, id);
+                    }
+                    _ => tracing::warn!(table = %self.0.name, reader, "skipping malformed cursor"),
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(cursors),
+            }
+        }
+    }
+
+    /// One conditional UpdateItem: the cursor moves only forward, so two
+    /// devices reading out of step keep the furthest (a refused update is
+    /// still one write unit).
+    async fn advance(
+        &self,
+        reader: &str,
+        room: &str,
+        message_id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let expression = match expires_at {
+            Some(_) => "SET message_id = :id, expires_at = :expires_at",
+            None => "SET message_id = :id",
+        };
+        let update = self
+            .0
+            .client
+            .update_item()
+            .table_name(&self.0.name)
+            .key("reader", AttributeValue::S(reader.to_owned()))
+            .key("room", AttributeValue::S(room.to_owned()))
+            .update_expression(expression)
+            .condition_expression("attribute_not_exists(message_id) OR message_id < :id")
+            .expression_attribute_values(":id", AttributeValue::S(message_id.to_owned()));
+        let update = match expires_at {
+            Some(at) => update.expression_attribute_values(":expires_at", AttributeValue::N(at.to_string())),
+            None => update,
+        };
+        Ok(conditional(update.send().await)?.is_some())
     }
 }
 
@@ -232,13 +507,7 @@ impl SessionLog for DynamoSessions {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(output) => Ok(Some(from_item(output.attributes.unwrap_or_default())?)),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(None)
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        conditional(result)?.map(|output| from_item(output.attributes.unwrap_or_default())).transpose()
     }
 }
 
@@ -305,13 +574,7 @@ impl MessageLog for DynamoLog {
             .condition_expression("attribute_not_exists(message_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        Ok(conditional(result)?.is_some())
     }
 
     /// The line and its receipt (`message_id` = the [`Receipt`] key, `event_id` =
@@ -416,5 +679,45 @@ impl MessageLog for DynamoLog {
             events.reverse();
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_client() -> Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// moto and DynamoDB Local read consistently whatever is asked: only the
+    /// requests themselves show that fan-out, `who` and `rooms` ask for it.
+    #[test]
+    fn room_listings_and_cursors_are_read_consistently() {
+        let connections = DynamoConnections::new(offline_client(), "ActiveConnections", "Memberships");
+        let query = connections.live_in_room("ops");
+        assert_eq!(query.get_consistent_read(), &Some(true));
+        assert_eq!(query.get_table_name().as_deref(), Some("Memberships"));
+        assert_eq!(query.get_index_name(), &None, "the table itself: a GSI cannot be read consistently");
+        let cursors = DynamoCursors::new(offline_client(), "ReadCursors").of_reader("ada");
+        assert_eq!(cursors.get_consistent_read(), &Some(true));
+    }
+
+    #[test]
+    fn a_membership_is_the_listed_member_with_a_purge_time() {
+        let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+        let connection = Connection::new("c1", "203.0.113.7", at).also_in(["ops"]);
+        let item = DynamoConnections::membership(&connection, "ops").unwrap();
+        assert!(!item.contains_key("source_ip") && !item.contains_key("rooms"), "{item:?}");
+        assert_eq!(item["room"], AttributeValue::S("ops".into()));
+        let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
+        assert_eq!(item["purge_at"], AttributeValue::N(purge_at.to_string()));
+        let mut listed: HashMap<String, AttributeValue> = item;
+        listed.remove("purge_at");
+        assert_eq!(from_item::<Connection>(listed).unwrap(), connection.as_member_of("ops"));
     }
 }

@@ -1,5 +1,5 @@
 //! Creating the tables and the archive bucket where they are missing, with the
-//! keys, stream and TTL the SAM template declares: for moto, DynamoDB Local, or
+//! keys, stream, index and TTL the SAM template declares: for moto, DynamoDB Local, or
 //! a quick test account. Production tables come from `infra/template.yaml`.
 
 use std::time::Duration;
@@ -16,25 +16,87 @@ use crate::TableNames;
 use crate::dynamodb::ROOM_INDEX;
 use crate::unavailable;
 
-/// Creates each missing table (and each missing room GSI) and waits until all
-/// three tables and their indexes are active.
+/// How one table is keyed and what it has besides.
+struct Layout<'a> {
+    name: &'a str,
+    partition_key: &'static str,
+    sort_key: Option<&'static str>,
+    /// A NEW_IMAGE stream (MessageHistory's, which drives the broadcaster).
+    stream: bool,
+    /// The room GSI (MessageHistory's, which history reads).
+    room_index: bool,
+    /// The TTL attribute, if the table has one.
+    ttl: Option<&'static str>,
+}
+
+/// Creates each missing table (and MessageHistory's room GSI if missing) and
+/// waits until every table and index is active. ActiveConnections gets no
+/// room GSI any more: rooms are listed from Memberships.
 pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), StoreError> {
-    create_table(client, &names.connections, "connection_id", false, true).await?;
-    create_table(client, &names.sessions, "connection_id", false, false).await?;
-    create_table(client, &names.messages, "message_id", true, true).await?;
-    for name in [&names.connections, &names.sessions, &names.messages] {
-        wait_until_active(client, name).await?;
+    let layouts = [
+        Layout {
+            name: &names.connections,
+            partition_key: "connection_id",
+            sort_key: None,
+            stream: false,
+            room_index: false,
+            ttl: Some("expires_at"),
+        },
+        Layout {
+            name: &names.sessions,
+            partition_key: "connection_id",
+            sort_key: None,
+            stream: false,
+            room_index: false,
+            ttl: None,
+        },
+        Layout {
+            name: &names.messages,
+            partition_key: "message_id",
+            sort_key: None,
+            stream: true,
+            room_index: true,
+            ttl: None,
+        },
+        Layout {
+            name: &names.memberships,
+            partition_key: "room",
+            sort_key: Some("connection_id"),
+            stream: false,
+            room_index: false,
+            ttl: Some("purge_at"),
+        },
+        Layout {
+            name: &names.cursors,
+            partition_key: "reader",
+            sort_key: Some("room"),
+            stream: false,
+            room_index: false,
+            ttl: Some("expires_at"),
+        },
+    ];
+    for layout in &layouts {
+        create_table(client, layout).await?;
     }
+    for layout in &layouts {
+        wait_until_active(client, layout.name).await?;
+        if let Some(attribute) = layout.ttl {
+            enable_ttl(client, layout.name, attribute).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn enable_ttl(client: &Client, table: &str, attribute: &str) -> Result<(), StoreError> {
     let ttl = TimeToLiveSpecification::builder()
         .enabled(true)
-        .attribute_name("expires_at")
+        .attribute_name(attribute)
         .build()
         .map_err(|e| StoreError::Malformed(e.to_string()))?;
-    let result =
-        client.update_time_to_live().table_name(&names.connections).time_to_live_specification(ttl).send().await;
+    let result = client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await;
     if let Err(error) = result {
         // Already enabled answers ValidationException; not worth failing over.
-        tracing::info!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "TTL on ActiveConnections not changed");
+        tracing::info!(table, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "TTL not changed");
     }
     Ok(())
 }
@@ -66,19 +128,14 @@ fn room_index(table_key: &str) -> Result<GlobalSecondaryIndex, StoreError> {
         .map_err(malformed)
 }
 
-async fn create_table(
-    client: &Client,
-    name: &str,
-    table_key: &str,
-    stream: bool,
-    with_room_index: bool,
-) -> Result<(), StoreError> {
+async fn create_table(client: &Client, layout: &Layout<'_>) -> Result<(), StoreError> {
+    let (name, table_key) = (layout.name, layout.partition_key);
     let described = client.describe_table().table_name(name).send().await;
     match described {
         Ok(output) => {
             let indexes = output.table.map(|t| t.global_secondary_indexes.unwrap_or_default()).unwrap_or_default();
             let has_index = indexes.iter().any(|i| i.index_name() == Some(ROOM_INDEX));
-            if with_room_index && !has_index {
+            if layout.room_index && !has_index {
                 add_room_index(client, name, table_key).await?;
             }
             return Ok(());
@@ -92,11 +149,14 @@ async fn create_table(
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(string_attribute(table_key)?)
         .key_schema(key(table_key, KeyType::Hash)?);
-    if with_room_index {
+    if let Some(sort_key) = layout.sort_key {
+        request = request.attribute_definitions(string_attribute(sort_key)?).key_schema(key(sort_key, KeyType::Range)?);
+    }
+    if layout.room_index {
         request =
             request.attribute_definitions(string_attribute("room")?).global_secondary_indexes(room_index(table_key)?);
     }
-    if stream {
+    if layout.stream {
         request = request.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -2,7 +2,7 @@
 //! cold start with [`init`], then hands every event to a `chat_core` entrypoint.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoLog, DynamoSessions, S3Archive, TableNames};
+use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, TableNames};
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 
@@ -45,8 +45,13 @@ pub async fn init() -> Aws {
 }
 
 impl Aws {
+    /// ActiveConnections and Memberships.
     pub fn connections(&self) -> DynamoConnections {
-        DynamoConnections::new(self.dynamodb.clone(), &self.tables.connections)
+        DynamoConnections::new(self.dynamodb.clone(), &self.tables.connections, &self.tables.memberships)
+    }
+
+    pub fn cursors(&self) -> DynamoCursors {
+        DynamoCursors::new(self.dynamodb.clone(), &self.tables.cursors)
     }
 
     pub fn sessions(&self) -> DynamoSessions {

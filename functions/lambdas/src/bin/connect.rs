@@ -1,5 +1,7 @@
-//! `$connect`: refuses pages of other origins, registers the connection, opens
-//! its session (kept `SESSION_RETENTION_DAYS`), logs a join.
+//! `$connect`: refuses pages of other origins, registers the connection and a
+//! membership in each of its rooms (the home room and the token's, up to
+//! `MAX_ROOMS_PER_CONNECTION`), opens its session (kept `SESSION_RETENTION_DAYS`),
+//! logs a join in each room.
 
 use chat_lambdas::{Error, WebsocketEvent, init, run_websocket, websocket};
 

@@ -1,4 +1,5 @@
-//! `$disconnect`: forgets the connection, completes its session, logs a leave.
+//! `$disconnect`: forgets the connection and its memberships, completes its
+//! session, logs a leave in each of its rooms.
 
 use chat_lambdas::{Error, WebsocketEvent, init, run_websocket, websocket};
 
