@@ -66,6 +66,7 @@ const reads = new ReadMarks({ everyMs: TUNING.readEveryMs, send });
 
 const rooms = new Map(); // name -> the room's state (see addRoom), in list order
 let current = null; // the room on screen
+let before = null; // the room on screen before it (shown again when `current` is left)
 let home = null; // the connection's `?room=` room
 let socket = null;
 let myId = null;
@@ -120,6 +121,7 @@ function show(room) {
   if (!room || room === current) return;
   current?.timeline.hide();
   current?.members.hide();
+  before = current;
   current = room;
   room.timeline.show();
   room.members.show();
@@ -180,7 +182,7 @@ function leave(room, { tell = true } = {}) {
   storeRooms([...rooms.keys()]);
   if (current === room) {
     current = null;
-    show(rooms.values().next().value);
+    show(before && rooms.get(before.name) === before ? before : rooms.values().next().value);
   }
   showRooms();
 }

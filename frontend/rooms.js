@@ -91,12 +91,15 @@ function element(tag, className, text) {
 /**
  * The room list: one button per room (switches to it; the one on screen is
  * `aria-current`), its member count and unread badge, a Leave button, and the
- * join form. Keyboard: every control is a button or a field in tab order.
+ * join form. Keyboard: every control is a button or a field in tab order. Rows
+ * are kept and updated in place, so a badge that changes under the pointer or
+ * the focus does not swallow a click or lose the focus.
  */
 export class RoomList {
   // onSwitch(name), onLeave(name), onJoin(name) -> an error text or null
   constructor({ list, form, input, onSwitch, onLeave, onJoin }) {
     Object.assign(this, { list, input, onSwitch, onLeave });
+    this.rows = new Map(); // name -> {li, open, count, badge, leave}
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const problem = onJoin(input.value.trim());
@@ -107,39 +110,46 @@ export class RoomList {
 
   // rooms: [{name, unread, more, count (null: unknown)}]; current: the name on screen.
   render(rooms, current) {
-    const focused = document.activeElement?.closest?.("#room-list li")?.dataset.room;
-    this.list.replaceChildren(...rooms.map((room) => this.row(room, room.name === current, rooms.length > 1)));
-    if (focused) this.list.querySelector(`li[data-room="${CSS.escape(focused)}"] .switch`)?.focus();
+    const rows = rooms.map((room) => {
+      const row = this.rows.get(room.name) ?? this.row(room.name);
+      update(row, room, room.name === current, rooms.length > 1);
+      return row;
+    });
+    this.rows = new Map(rows.map((row) => [row.li.dataset.room, row]));
+    const items = rows.map((row) => row.li);
+    const children = [...this.list.children];
+    if (items.length !== children.length || items.some((li, i) => children[i] !== li)) this.list.replaceChildren(...items);
   }
 
-  row({ name, unread, more, count }, current, canLeave) {
+  row(name) {
     const li = element("li");
     li.dataset.room = name;
     const open = element("button", "switch");
     open.type = "button";
-    if (current) open.setAttribute("aria-current", "true");
-    open.append(element("span", "name", name));
-    if (count !== null) {
-      const members = element("span", "count", String(count));
-      members.append(element("span", "visually-hidden", count === 1 ? " member" : " members"));
-      members.title = `${count} here`;
-      open.append(members);
-    }
-    if (unread > 0 || more) {
-      const badge = element("span", "badge", badgeText(unread, more));
-      badge.append(element("span", "visually-hidden", " unread"));
-      open.append(badge);
-    }
+    const count = element("span", "count");
+    const badge = element("span", "badge");
+    open.append(element("span", "name", name), count, badge);
     open.addEventListener("click", () => this.onSwitch(name));
-    li.append(open);
-    if (canLeave) {
-      const leave = element("button", "leave secondary", "×");
-      leave.type = "button";
-      leave.setAttribute("aria-label", `Leave ${name}`);
-      leave.title = `Leave ${name}`;
-      leave.addEventListener("click", () => this.onLeave(name));
-      li.append(leave);
-    }
-    return li;
+    const leave = element("button", "leave secondary", "×");
+    leave.type = "button";
+    leave.setAttribute("aria-label", `Leave ${name}`);
+    leave.title = `Leave ${name}`;
+    leave.addEventListener("click", () => this.onLeave(name));
+    li.append(open, leave);
+    return { li, open, count, badge, leave };
   }
+}
+
+// Shows one room's state on its row: "red 3 members 2 unread" to a screen reader.
+function update({ open, count, badge, leave }, { unread, more, count: members }, current, canLeave) {
+  if (current) open.setAttribute("aria-current", "true");
+  else open.removeAttribute("aria-current");
+  count.hidden = members === null;
+  if (members !== null) {
+    count.replaceChildren(String(members), element("span", "visually-hidden", members === 1 ? " member" : " members"));
+    count.title = `${members} here`;
+  }
+  badge.hidden = !(unread > 0 || more);
+  if (!badge.hidden) badge.replaceChildren(badgeText(unread, more), element("span", "visually-hidden", " unread"));
+  leave.hidden = !canLeave;
 }

@@ -25,6 +25,7 @@ const ROOMS = ["ch-one", "ch-two", "ch-three"];
 // Read marks and focus polls without waiting; a slow reconnect, so lines can be sent while a page is away.
 const TUNING = { readEveryMs: 300, roomsFocusMs: 0, reconnectMs: 3000 };
 const DESKTOP = { width: 1000, height: 620 };
+const ATTACHED = { ...WAIT, state: "attached" }; // in a room's list, shown or not
 
 // An HS256 token signed with the stack's secret, as the dev sign-in page mints it.
 function token(sub, name) {
@@ -91,13 +92,13 @@ async function switchTo(page, room) {
 
 // The badge of `room` as shown ("" when none).
 const badge = (page, room) => page.evaluate((selector) => {
-  const node = document.querySelector(`${selector} .badge`);
+  const node = document.querySelector(`${selector} .badge:not([hidden])`);
   return node ? node.firstChild.textContent : "";
 }, rowOf(room));
 
 async function waitForBadge(page, room, text) {
   await page.waitForFunction(([selector, want]) => {
-    const node = document.querySelector(`${selector} .badge`);
+    const node = document.querySelector(`${selector} .badge:not([hidden])`);
     return (node ? node.firstChild.textContent : "") === want;
   }, [rowOf(room), text], WAIT);
 }
@@ -163,14 +164,14 @@ async function channels(browser) {
   await accessibility(a);
 
   step("switching to a room clears its badge and sends one read mark; the other page's `rooms` answer then says 0 too");
+  const sentBeforeSwitch = a.sent.length;
   await switchTo(a, "ch-two");
   await waitForBadge(a, "ch-two", "");
   assert.deepEqual(await texts(a, "ch-two"), numbered("two", 3));
   await a.waitForFunction(() => document.title === "(2) WebSocket chat", null, WAIT);
   const newest = (await a.$$eval(`${listOf("ch-two")} li[data-id]`, (items) => items.map((li) => li.dataset.id))).at(-1);
-  const readFrom = (page, room) => page.got.find((f) => f.kind === "read" && f.room === room);
-  await waitUntil(() => readFrom(a, "ch-two"), "the answer to A's read of ch-two");
-  const reads = a.sent.filter((c) => c.action === "read" && c.room === "ch-two");
+  await waitUntil(() => a.got.some((f) => f.kind === "read" && f.room === "ch-two" && f.id === newest), "the answer to A's read of ch-two");
+  const reads = a.sent.slice(sentBeforeSwitch).filter((c) => c.action === "read" && c.room === "ch-two");
   assert.equal(reads.length, 1, "one read mark");
   assert.equal(reads[0].id, newest, "at the newest line shown");
   await b.evaluate(() => window.dispatchEvent(new Event("focus"))); // B asks `rooms`
@@ -191,7 +192,7 @@ async function channels(browser) {
   const asked = a.sent.slice(before).filter((c) => ["history", "subscribe", "who"].includes(c.action));
   assert.deepEqual(asked, [], "switching sends no history, subscribe or who");
   await say(a, "two: from alice");
-  await b.locator(`${listOf("ch-two")} li[data-kind="chat"]`, { hasText: "two: from alice" }).waitFor(WAIT);
+  await b.locator(`${listOf("ch-two")} li[data-kind="chat"]`, { hasText: "two: from alice" }).waitFor(ATTACHED);
   assert.equal(a.sent.find((c) => c.action === "sendmessage" && c.message === "two: from alice").room, "ch-two",
     "a line goes with the room on screen");
   assert.equal(await badge(b, "ch-two"), "", "your own line is no news");
@@ -210,7 +211,7 @@ async function channels(browser) {
   await waitForStatus(a, "connected");
   for (const room of ROOMS) {
     await caughtUp(a, room);
-    await a.locator(`${listOf(room)} li[data-kind="chat"]`, { hasText: gaps[room].at(-1) }).waitFor(WAIT);
+    await a.locator(`${listOf(room)} li[data-kind="chat"]`, { hasText: gaps[room].at(-1) }).waitFor(ATTACHED);
   }
   assert.deepEqual(await texts(a, "ch-one"), gaps["ch-one"]);
   assert.deepEqual(await texts(a, "ch-two"), [...numbered("two", 3), "two: from alice", ...gaps["ch-two"]]);
@@ -239,7 +240,7 @@ async function channels(browser) {
   await a.click(`${rowOf("ch-three")} .leave`);
   await waitUntil(() => a.got.some((f) => f.kind === "unsubscribed" && f.room === "ch-three"), "unsubscribed");
   await bob.say("ch-three", ["after A left"]);
-  await b.locator(`${listOf("ch-three")} li[data-kind="chat"]`, { hasText: "after A left" }).waitFor(WAIT);
+  await b.locator(`${listOf("ch-three")} li[data-kind="chat"]`, { hasText: "after A left" }).waitFor(ATTACHED);
   assert.equal(await a.locator(rowOf("ch-three")).count(), 0);
   assert.ok(!a.got.some((f) => f.text === "after A left"), "nothing of ch-three reaches A any more");
   await phone(browser);
