@@ -3,13 +3,13 @@
 // the throttled read marks. Room names and counts go through textContent.
 //
 // What the server's answers cost (DynamoDB + API Gateway, per call):
-// - `rooms`: 1 GetItem (the connection's rooms) + per room 1 COUNT Query (its
-//   members) and 1 Query (chat lines after the reader's cursor, capped at 100),
-//   + 1 post back. The page asks when a connection's catch-up is done, after a
-//   subscribe or an unsubscribe, every `roomsEveryMs` (60 s) and when the tab
-//   gets focus (at most every `roomsFocusMs`, 15 s).
-// - `read`: 1 conditional UpdateItem (the cursor) + 1 post back; at most one per
-//   room every `readEveryMs` (3 s).
+// - `rooms`: 1 Query (the reader's cursors) + per room 1 COUNT Query (its
+//   members) and 1 Query (chat lines after the cursor, capped at 100), + 1 post
+//   back. The page asks once every room has caught up (after connecting or a
+//   subscribe), after an unsubscribe, every `roomsEveryMs` (60 s) and when the
+//   tab gets focus (at most every `roomsFocusMs`, 15 s).
+// - `read`: 1 conditional UpdateItem (the cursor; + 1 Query when another device
+//   read further) + 1 post back; at most one per room every `readEveryMs` (3 s).
 
 const KEY = "websocket-chat-rooms";
 
