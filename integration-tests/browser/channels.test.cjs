@@ -160,7 +160,6 @@ async function channels(browser) {
     assert.equal(await badge(page, "ch-one"), "");
     assert.equal(await page.title(), "(5) WebSocket chat");
   }
-  await a.screenshot({ path: path.join(outputDir, "channels.png") });
   await accessibility(a);
 
   step("switching to a room clears its badge and sends one read mark; the other page's `rooms` answer then says 0 too");
@@ -169,6 +168,7 @@ async function channels(browser) {
   await waitForBadge(a, "ch-two", "");
   assert.deepEqual(await texts(a, "ch-two"), numbered("two", 3));
   await a.waitForFunction(() => document.title === "(2) WebSocket chat", null, WAIT);
+  await a.screenshot({ path: path.join(outputDir, "channels.png") });
   const newest = (await a.$$eval(`${listOf("ch-two")} li[data-id]`, (items) => items.map((li) => li.dataset.id))).at(-1);
   await waitUntil(() => a.got.some((f) => f.kind === "read" && f.room === "ch-two" && f.id === newest), "the answer to A's read of ch-two");
   const reads = a.sent.slice(sentBeforeSwitch).filter((c) => c.action === "read" && c.room === "ch-two");
