@@ -3,7 +3,8 @@
 // `rooms`, `read`); every user-supplied string is rendered with textContent,
 // never as HTML. Each room has its own message list (timeline.js), members
 // (members.js) and names (names.js); the room list, its badges and read marks
-// are in rooms.js, gap-free recovery in recovery.js, the outbox of
+// are in rooms.js, catching up room after room in catchup.js, gap-free
+// recovery in recovery.js, the outbox of
 // unacknowledged lines in outbox.js, signing in in auth.js, where to connect in
 // address.js and the unread count in the title in attention.js. "(you)" is
 // decided by the verified `userId` when a frame has one (a display name is only
@@ -11,17 +12,16 @@
 //
 // The connection's first room is the `?room=` one (its "home"); the others are
 // added with `subscribe`. After every (re)connect the rooms catch up one after
-// another (one request in flight, so a throttled answer is never ambiguous):
-// home first (`who`, `history`), then each other room (`subscribe` with `since`,
-// `who`, further `history` pages).
+// another: home first, then the room on screen, then the rest.
 
 import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl, tokenGoesTo, urlProblem } from "./address.js";
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
+import { CatchUpQueue, isThrottled } from "./catchup.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
-import { Backoff, CatchUp, Positions } from "./recovery.js";
+import { Positions } from "./recovery.js";
 import { ReadMarks, RoomList, badgeText, storeRooms, storedRooms } from "./rooms.js";
 import { Timeline } from "./timeline.js";
 
@@ -44,7 +44,7 @@ const TUNING = {
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
-const ANSWER_WAIT_MS = 5_000; // an older server may never answer `who` or end `history`
+const ANSWER_WAIT_MS = 5_000; // a `read` this recent may still be answered
 const MAX_TEXT_BYTES = 32 * 1024;
 const URL_KEY = "websocket-chat-url";
 const NAME_KEY = "websocket-chat-name";
@@ -63,6 +63,9 @@ const signIn = new SignIn({ status: $("login-status"), validity: $("token-validi
 const roomList = new RoomList({ list: $("room-list"), form: $("join-form"), input: $("join-room"),
   onSwitch: (name) => show(rooms.get(name)), onLeave: (name) => leave(rooms.get(name)), onJoin: join });
 const reads = new ReadMarks({ everyMs: TUNING.readEveryMs, send });
+const catchUps = new CatchUpQueue({ tuning: TUNING, send, mark: (name) => positions.get(name),
+  busyElsewhere: () => outbox.lines.some((line) => line.sentAt > 0) || roomsPending || reads.recent(ANSWER_WAIT_MS),
+  on: { progress, tooFar, finished, drained: () => pollRooms() } });
 
 const rooms = new Map(); // name -> the room's state (see addRoom), in list order
 let current = null; // the room on screen
@@ -76,16 +79,6 @@ let connectedAt = null;
 let timers = [];
 let userClosed = false;
 let reconnectDelay = TUNING.reconnectMs;
-let queue = []; // rooms waiting for their catch-up on this connection: [{room, subscribe}]
-let catching = null; // the room being caught up, and its CatchUp
-let catchUp = null;
-let waiting = null; // "subscribe", "who" or "history": the answer that decides what comes next
-let watchdog = null;
-let asked = null; // the command whose answer we wait for (sent again if throttled)
-let backoff = null; // the Backoff of `asked`, once it was throttled
-let retryTimer = null; // a re-send of `asked` waiting for its turn
-let maybeThrottled = false; // a "Too Many Requests" came that may be `asked`'s or a line's
-let throttledCount = 0; // "Too Many Requests" answers to this connection's catch-up, for tests
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
 let serverRooms = null; // the server answers `rooms` (true), does not (false), not known yet (null)
@@ -161,7 +154,7 @@ function join(name) {
   if (!room) {
     room = addRoom(name);
     storeRooms([...rooms.keys()]);
-    if (socket?.readyState === WebSocket.OPEN) enqueue(room, true);
+    if (socket?.readyState === WebSocket.OPEN) catchUps.enqueue(room, true);
   }
   show(room);
   return null;
@@ -173,8 +166,7 @@ function leave(room, { tell = true } = {}) {
   if (!room || rooms.size < 2) return;
   if (tell) send({ action: "unsubscribe", room: room.name });
   left.add(room.name);
-  queue = queue.filter((job) => job.room !== room);
-  if (catching === room) nextRoom();
+  catchUps.drop(room);
   outbox.drop(room.name);
   reads.forget(room.name);
   rooms.delete(room.name);
@@ -250,15 +242,15 @@ function render(frame) {
   if (frame.kind === "subscribed") return subscribed(frame);
   if (frame.kind === "unsubscribed") return pollRooms();
   if (frame.kind === "read") return;
-  if (isThrottled(frame) && asked) return throttled();
+  if (isThrottled(frame) && catchUps.throttled()) return;
   // Frames without a room are the home room's (a seed server names none).
   const room = rooms.get(frame.room ?? home);
   if (!room) return; // a room the page left: its late frames
   if (frame.kind === "presence") return presence(room, frame);
-  if (frame.kind === "history") return historyEnd(room, frame);
+  if (frame.kind === "history") return catchUps.historyEnd(room, frame);
   let fresh = false; // newer than anything shown, after catching up: news for the reader
   if (frame.id) {
-    if (catching === room) catchUp.saw(frame.id); // before dedupe: it tells where a history page ended
+    catchUps.saw(room, frame.id); // before dedupe: it tells where a history page ended
     if (room.seen.has(frame.id)) return; // delivery is at least once
     room.seen.add(frame.id);
     fresh = room.caughtUp && (!room.newest || frame.id > room.newest.id);
@@ -362,20 +354,13 @@ function refused(frame) {
   const room = frame.room ? rooms.get(frame.room) : null;
   if (frame.error === "Too many rooms" && room) return tooManyRooms(room, frame);
   if (frame.error === "Not subscribed" && room) return notSubscribed(room, frame);
-  if (frame.error === "Invalid request" && roomsPending && !waiting) {
+  if (frame.error === "Invalid request" && roomsPending && !catchUps.waiting) {
     serverRooms = false; // an older server: no badges from it
     roomsPending = false;
     return;
   }
-  if (!waiting || frame.error !== "Invalid request") {
-    return (room ?? current)?.timeline.note(`${frame.error}: ${frame.message}`, "error");
-  }
-  if (waiting === "who") {
-    catching.members.unavailable();
-    return request();
-  }
-  if (waiting === "subscribe") catching.timeline.note(`This server cannot add "${catching.name}" to the connection.`, "error");
-  finishRoom();
+  if (frame.error === "Invalid request" && catchUps.refused()) return;
+  (room ?? current)?.timeline.note(`${frame.error}: ${frame.message}`, "error");
 }
 
 // The server refused to add a room (the connection's limit): the room goes, and the page says so.
@@ -392,8 +377,8 @@ function notSubscribed(room, frame) {
   if (room.resubscribed) return notice(`Not subscribed to "${room.name}"; reconnect to try again.`);
   room.resubscribed = true;
   notice(`Not subscribed to "${room.name}"; joining it again.`, "warn");
-  if (catching === room) nextRoom();
-  enqueue(room, true);
+  catchUps.drop(room);
+  catchUps.enqueue(room, true);
 }
 
 function subscribed(frame) {
@@ -402,8 +387,7 @@ function subscribed(frame) {
   room.subscribed = true;
   if (typeof frame.count === "number") room.count = frame.count;
   flush(0);
-  // Without `since` the answer ends here; with it, the history end frame follows.
-  if (waiting === "subscribe" && catching === room && !catchUp.current?.since) request();
+  catchUps.subscribed(room);
 }
 
 function presence(room, frame) {
@@ -414,7 +398,7 @@ function presence(room, frame) {
   if (typeof frame.count === "number") room.count = frame.count;
   if (frame.next) send({ action: "who", room: room.name, next: frame.next });
   showRooms();
-  if (waiting === "who" && catching === room) request();
+  catchUps.presence(room);
 }
 
 // ---- Unread counts from the server: `rooms` (costs in rooms.js). Asked only
@@ -425,7 +409,7 @@ function presence(room, frame) {
 function pollRooms({ unlessWithinMs = 0 } = {}) {
   if (serverRooms === false || socket?.readyState !== WebSocket.OPEN) return;
   if (rooms.size < 2 && !myUserId && !signIn.token()) return;
-  if (serverRooms === null && (waiting || roomsPending)) return;
+  if (serverRooms === null && (catchUps.waiting || roomsPending)) return;
   if (unlessWithinMs && Date.now() - roomsAskedAt < unlessWithinMs) return;
   roomsAskedAt = Date.now();
   roomsPending = true;
@@ -452,143 +436,30 @@ function tokenRoom(name) {
   const room = addRoom(name);
   room.subscribed = true;
   storeRooms([...rooms.keys()]);
-  enqueue(room, false);
+  catchUps.enqueue(room, false);
   return room;
 }
 
-// ---- Catching up, room after room: `subscribe`, `who`, then `history` until caught up.
-function enqueue(room, subscribe) {
-  if (catching === room || queue.some((job) => job.room === room)) return;
-  queue.push({ room, subscribe });
-  if (!catching) nextRoom();
+// ---- Catching up (catchup.js): what the page does with its outcomes.
+// Past the cap: the page is cleared, the newest events come next.
+function tooFar(room, cap) {
+  clearLines(room);
+  notice(`More than ${cap} events were missed while you were away; showing the most recent.`, "warn");
 }
 
-// Starts the next room's catch-up (dropping an unfinished one); when none is
-// left, asks for the unread counts.
-function nextRoom() {
-  expect(null);
-  catching?.timeline.setBusy(false);
-  catching = catchUp = null;
-  const job = queue.shift();
-  if (!job) return pollRooms();
-  const room = job.room;
-  catching = room;
-  room.caughtUp = false;
-  room.shortfall.clear();
-  room.members.forget();
-  room.timeline.setBusy(true);
-  catchUp = new CatchUp({ room: room.name, emptyPage: room.seen.size === 0, mark: positions.get(room.name),
-    subscribe: job.subscribe, tuning: TUNING });
-  request();
-}
-
-// Sends the room's next request and waits for its answer, or ends the room's catch-up.
-function request() {
-  const command = catchUp.next();
-  if (!command) return finishRoom();
-  expect(command.action);
-  asked = command;
-  send(command);
-}
-
-function expect(what) {
-  waiting = what;
-  asked = null;
-  backoff = null;
-  maybeThrottled = false;
-  clearTimeout(retryTimer);
-  retryTimer = null;
-  watch();
-}
-
-// (Re)starts the watchdog: an answer that never comes ends the wait. Not while a
-// throttled request waits to be sent again: its own try restarts it.
-function watch() {
-  clearTimeout(watchdog);
-  if (!waiting || retryTimer) return;
-  const what = waiting;
-  watchdog = setTimeout(() => {
-    if (maybeThrottled) return retryLater(); // no answer since: it was ours
-    return what === "history" ? finishRoom() : request();
-  }, ANSWER_WAIT_MS);
-}
-
-// API Gateway's answer to a frame its stage throttling dropped unprocessed.
-function isThrottled(frame) {
-  return frame.message === "Too Many Requests" && !frame.kind && !frame.id;
-}
-
-// The request we wait for was throttled. The frame does not say which request it
-// answers: while a line of ours (or a `rooms` or `read`) is unanswered too, it
-// may be that one's, and sending `asked` again could bring its answer twice, so
-// the watchdog decides: no answer within its wait means it was ours.
-function throttled() {
-  if (retryTimer) return; // already waiting to try again
-  throttledCount += 1;
-  const others = outbox.lines.some((line) => line.sentAt > 0) || roomsPending || reads.recent(ANSWER_WAIT_MS);
-  if (others) {
-    maybeThrottled = true;
-    return;
-  }
-  retryLater();
-}
-
-// Sends `asked` again after a back-off, and says so; when the tries are used up,
-// goes on without it and says that too.
-function retryLater() {
-  maybeThrottled = false;
-  backoff ??= new Backoff({ firstMs: TUNING.retryFirstMs, capMs: TUNING.retryCapMs, tries: TUNING.retryTries });
-  const delay = backoff.next();
-  if (delay === null) return gaveUp();
-  progress("Catching up… (server busy, retrying)");
-  const command = asked;
-  clearTimeout(watchdog);
-  retryTimer = setTimeout(() => {
-    retryTimer = null;
-    if (asked !== command) return;
-    watch();
-    send(command);
-  }, delay);
-}
-
-function gaveUp() {
-  if (waiting !== "history") {
-    catching.shortfall.add(waiting === "who" ? "who is here" : "the room itself");
-    return request();
-  }
-  catching.shortfall.add("earlier messages");
-  finishRoom();
-}
-
-function historyEnd(room, frame) {
-  if (catching !== room || !catchUp.current) return;
-  const outcome = catchUp.ended(frame);
-  if (outcome === "too-far") {
-    clearLines(room);
-    notice(`More than ${catchUp.cap} events were missed while you were away; showing the most recent.`, "warn");
-  } else if (outcome === "page") progress(`Catching up… ${catchUp.events} events`);
-  request();
-}
-
-function finishRoom() {
-  const room = catching;
-  const stats = { ...catchUp.stats(), throttled: throttledCount };
+function finished(room, stats) {
   globalThis.chatStats = { ...stats, rooms: { ...globalThis.chatStats.rooms, [room.name]: stats } };
-  room.caughtUp = true;
   if (room.shortfall.size) {
     notice(`Catch-up incomplete: the server is too busy (it throttled our requests), so in "${room.name}" `
       + `${[...room.shortfall].join(" and ")} may be missing. Reconnect later to try again.`, "warn");
   } else if (progressShown) notice("");
   remember(room);
   if (room === current) seen();
-  nextRoom();
 }
 
 // The connection ended: unfinished catch-ups are redone on the next one.
 function dropCatchUp() {
-  queue = [];
-  nextRoom();
-  throttledCount = 0;
+  catchUps.reset();
   roomsPending = false;
   for (const room of rooms.values()) {
     room.caughtUp = room.subscribed = room.resubscribed = false;
@@ -672,17 +543,17 @@ function open(base, reconnecting) {
     if (homeRoom) homeRoom.subscribed = true;
     // Home first, then the room on screen, then the rest in list order.
     const order = [homeRoom, current, ...rooms.values()].filter(Boolean);
-    for (const room of new Set(order)) enqueue(room, room !== homeRoom);
+    for (const room of new Set(order)) catchUps.enqueue(room, room !== homeRoom);
     flush(0);
     timers.push(setInterval(() => flush(TUNING.resendMs), TUNING.resendMs));
     timers.push(setInterval(() => send({ action: "sendmessage", message: "ping" }), HEARTBEAT_MS));
     timers.push(setInterval(tick, 1000));
-    timers.push(setInterval(() => { if (!waiting) pollRooms(); }, TUNING.roomsEveryMs));
+    timers.push(setInterval(() => { if (!catchUps.waiting) pollRooms(); }, TUNING.roomsEveryMs));
   };
   ws.onmessage = (event) => {
     let frame;
     try { frame = JSON.parse(event.data); } catch { return current?.timeline.note(String(event.data)); }
-    watch(); // still answering: wait on
+    catchUps.alive();
     render(frame);
   };
   ws.onerror = () => setStatus("error");
@@ -798,7 +669,7 @@ function learnUser(userId) {
 }
 
 // The tab got focus: fresh unread counts, unless asked a moment ago.
-window.addEventListener("focus", () => { if (!waiting) pollRooms({ unlessWithinMs: TUNING.roomsFocusMs }); });
+window.addEventListener("focus", () => { if (!catchUps.waiting) pollRooms({ unlessWithinMs: TUNING.roomsFocusMs }); });
 
 // The room comes from the address (#room=NAME): it is opened (and joined while
 // connected); the local stack's page defaults to its own endpoint.
