@@ -13,14 +13,13 @@
 const assert = require("node:assert/strict");
 const crypto = require("node:crypto");
 const path = require("node:path");
-const { WAIT, Peer, runChecks, step, openChat, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
+const { axeViolations, WAIT, Peer, runChecks, step, openChat, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node channels.test.cjs <ws://host:port/stage> <output dir>");
 const SECRET = "browser-test-secret-of-32-bytes-or-more"; // the stack's --jwt-secret (browser.rs)
 const stackUrl = new URL(wsUrl.replace(/^ws/, "http"));
 const origin = stackUrl.origin;
-const AXE = path.join(__dirname, "..", ".tools", "node_modules", "axe-core", "axe.min.js");
 const ROOMS = ["ch-one", "ch-two", "ch-three"];
 // Read marks and focus polls without waiting; a slow reconnect, so lines can be sent while a page is away.
 const TUNING = { readEveryMs: 300, roomsFocusMs: 0, reconnectMs: 3000 };
@@ -112,13 +111,7 @@ async function assertOrderedOnce(page, room) {
 }
 
 async function accessibility(page) {
-  await page.route("**/axe.min.js", (route) => route.fulfill({ path: AXE, contentType: "text/javascript" }));
-  await page.addScriptTag({ url: "/axe.min.js" });
-  const violations = await page.evaluate(async () => {
-    const results = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
-    return results.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-  });
-  assert.deepEqual(violations, [], "axe found no violations");
+  assert.deepEqual(await axeViolations(page), [], "axe found no violations");
 }
 
 // A plain client per room: bob, who writes while the pages watch (or are away).
