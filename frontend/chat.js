@@ -4,9 +4,9 @@
 // never as HTML. Each room has its own message list (timeline.js), members
 // (members.js) and names (names.js); the room list, its badges and read marks
 // are in rooms.js, catching up room after room in catchup.js, gap-free
-// recovery in recovery.js, the outbox of
-// unacknowledged lines in outbox.js, signing in in auth.js, where to connect in
-// address.js and the unread count in the title in attention.js. "(you)" is
+// recovery in recovery.js, the outbox of unacknowledged lines in outbox.js,
+// signing in in auth.js, where to connect in address.js and the unread count
+// in the title in attention.js. "(you)" is
 // decided by the verified `userId` when a frame has one (a display name is only
 // a label anyone may share), else by connection id.
 //
