@@ -93,13 +93,20 @@ async fn several_rooms_on_one_socket_with_unread_badges_in_headless_chromium() {
     )
     .await;
     assert!(dir.join("channels.png").exists() && dir.join("channels-phone.png").exists(), "the screenshots were saved");
-    publish(&dir, &[("channels.png", "screenshot-channels.png"), ("channels-phone.png", "screenshot-channels-phone.png")]);
+    publish(
+        &dir,
+        &[("channels.png", "screenshot-channels.png"), ("channels-phone.png", "screenshot-channels-phone.png")],
+    );
     // The lines written while the page was away went to their own rooms, once each.
     for room in ["ch-one", "ch-two", "ch-three"] {
         let sql = format!("SELECT count(*) FROM message_history WHERE room = '{room}' AND message LIKE 'gap-%'");
         assert_eq!(count(&stack, &sql), 4, "{room}");
     }
-    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE room = 'ch-four'"), 0, "the refused room got nothing");
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE room = 'ch-four'"),
+        0,
+        "the refused room got nothing"
+    );
     stack.stop().await;
 }
 
