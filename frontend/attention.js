@@ -1,20 +1,15 @@
-// Attention: lines arriving in a hidden tab count in the title until it is seen.
+// Attention: the title counts the unread lines of every room, "(3) WebSocket chat".
+// What counts is decided by the page (rooms not on screen, and the one on
+// screen while the tab is hidden); `onSeen` is called when the tab is seen again.
 export class Unread {
-  constructor() {
-    this.count = 0;
+  constructor(onSeen = () => {}) {
     this.title = document.title;
-    document.addEventListener("visibilitychange", () => { if (!document.hidden) this.clear(); });
-    window.addEventListener("focus", () => this.clear());
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) onSeen(); });
+    window.addEventListener("focus", () => onSeen());
   }
 
-  add() {
-    if (!document.hidden) return;
-    this.count += 1;
-    document.title = `(${this.count}) ${this.title}`;
-  }
-
-  clear() {
-    this.count = 0;
-    document.title = this.title;
+  // total: a number, or "99+".
+  show(total) {
+    document.title = total && total !== "0" ? `(${total}) ${this.title}` : this.title;
   }
 }

@@ -1,19 +1,28 @@
 // The web chat. Speaks the seed's protocol plus rooms, `who`, `history`, sign-in
-// and coalesced frames; every user-supplied string is rendered with textContent,
-// never as HTML. The message list (timeline.js), members (members.js), gap-free
-// recovery (recovery.js), the outbox of unacknowledged lines (outbox.js),
-// signing in (auth.js), where to connect (address.js), telling apart people who
-// share a name (names.js) and the unread count in the title (attention.js) have
-// their own files. "(you)" is decided by the verified `userId` when a frame has
-// one (a display name is only a label anyone may share), else by connection id.
+// and coalesced frames, and follows several rooms on one socket (`subscribe`,
+// `rooms`, `read`); every user-supplied string is rendered with textContent,
+// never as HTML. Each room has its own message list (timeline.js), members
+// (members.js) and names (names.js); the room list, its badges and read marks
+// are in rooms.js, catching up room after room in catchup.js, gap-free
+// recovery in recovery.js, the outbox of unacknowledged lines in outbox.js,
+// signing in in auth.js, where to connect in address.js and the unread count
+// in the title in attention.js. "(you)" is
+// decided by the verified `userId` when a frame has one (a display name is only
+// a label anyone may share), else by connection id.
+//
+// The connection's first room is the `?room=` one (its "home"); the others are
+// added with `subscribe`. After every (re)connect the rooms catch up one after
+// another: home first, then the room on screen, then the rest.
 
 import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProblem, socketUrl, tokenGoesTo, urlProblem } from "./address.js";
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
+import { CatchUpQueue, isThrottled } from "./catchup.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
-import { Backoff, CatchUp, Positions } from "./recovery.js";
+import { Positions } from "./recovery.js";
+import { ReadMarks, RoomList, badgeText, storeRooms, storedRooms } from "./rooms.js";
 import { Timeline } from "./timeline.js";
 
 // Tests may set window.CHAT_TUNING before the page loads (smaller pages, a cap).
@@ -29,10 +38,13 @@ const TUNING = {
   retryFirstMs: 250,
   retryCapMs: 4000,
   retryTries: 8,
+  readEveryMs: 3000, // at most one `read` per room this often (each is billed)
+  roomsEveryMs: 60_000, // `rooms` (unread counts) while connected, this often
+  roomsFocusMs: 15_000, // and when the tab gets focus, unless asked this recently
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
-const ANSWER_WAIT_MS = 5_000; // an older server may never answer `who` or end `history`
+const ANSWER_WAIT_MS = 5_000; // a `read` this recent may still be answered
 const MAX_TEXT_BYTES = 32 * 1024;
 const URL_KEY = "websocket-chat-url";
 const NAME_KEY = "websocket-chat-name";
@@ -40,21 +52,26 @@ const NAME_KEY = "websocket-chat-name";
 const $ = (id) => document.getElementById(id);
 const ui = {
   url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
-  connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"),
-  autoSeconds: $("auto-seconds"), messages: $("messages"), text: $("text"), send: $("send"), notice: $("notice"),
+  connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"), timelines: $("timelines"),
+  jump: $("jump"), autoSeconds: $("auto-seconds"), text: $("text"), send: $("send"), notice: $("notice"),
 };
-const names = new Names();
-const members = new Members({ box: $("people"), roomName: $("room-name"), count: $("member-count"), list: $("members"),
-  label: displayName });
-const timeline = new Timeline({ list: ui.messages, jump: $("jump"), who: senderName, notice: noticeText });
 const positions = new Positions();
 const outbox = new Outbox();
-const unread = new Unread();
+const unread = new Unread(seen);
 const signIn = new SignIn({ status: $("login-status"), validity: $("token-validity"), signIn: $("sign-in"),
   signOut: $("sign-out"), nameField: $("name-field") });
+const roomList = new RoomList({ list: $("room-list"), form: $("join-form"), input: $("join-room"),
+  onSwitch: (name) => show(rooms.get(name)), onLeave: (name) => leave(rooms.get(name)), onJoin: join });
+const reads = new ReadMarks({ everyMs: TUNING.readEveryMs, send });
+const catchUps = new CatchUpQueue({ tuning: TUNING, send, mark: (name) => positions.get(name),
+  busyElsewhere: () => outbox.lines.some((line) => line.sentAt > 0) || roomsPending || reads.recent(ANSWER_WAIT_MS),
+  on: { progress, tooFar, finished, drained: () => pollRooms() } });
 
+const rooms = new Map(); // name -> the room's state (see addRoom), in list order
+let current = null; // the room on screen
+let before = null; // the room on screen before it (shown again when `current` is left)
+let home = null; // the connection's `?room=` room
 let socket = null;
-let room = null; // the room whose lines are on the page
 let myId = null;
 const myIds = new Set(); // this page's connection ids, one per connection
 let myUserId = null; // the verified user this page is signed in as (`who` says, as youUserId)
@@ -62,23 +79,105 @@ let connectedAt = null;
 let timers = [];
 let userClosed = false;
 let reconnectDelay = TUNING.reconnectMs;
-const seen = new Set(); // ids on the page
-let newest = null; // {id, timestamp} of the newest event on the page
-let waiting = null; // "who" or "history": the answer that decides what comes next
-let watchdog = null;
-let asked = null; // the command whose answer we wait for (sent again if throttled)
-let backoff = null; // the Backoff of `asked`, once it was throttled
-let retryTimer = null; // a re-send of `asked` waiting for its turn
-let maybeThrottled = false; // a "Too Many Requests" came that may be `asked`'s or a line's
-const shortfall = new Set(); // what this connection's catch-up gave up on (throttled too often)
-let throttledCount = 0; // "Too Many Requests" answers to this connection's catch-up, for tests
-let catchUp = null; // a CatchUp while history is loading
-let caughtUp = false; // this connection's catch-up is done: only then is `newest` gap-free
 let progressShown = false;
 let serverAcks = false; // the server acknowledges lines (a seed server does not)
+let serverRooms = null; // the server answers `rooms` (true), does not (false), not known yet (null)
+let roomsAskedAt = 0; // when `rooms` last went out
+let roomsPending = false; // and is not answered yet
+const left = new Set(); // rooms left on this connection (a `rooms` answer may still list them)
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
-globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0 }; // the last catch-up, for tests
+globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
+
+// ---- Rooms: each keeps its own timeline, members, names and position.
+function addRoom(name) {
+  const list = document.createElement("ol");
+  list.className = "messages";
+  list.tabIndex = 0;
+  list.setAttribute("aria-label", `Messages in ${name}`);
+  list.setAttribute("aria-live", "polite");
+  ui.timelines.insertBefore(list, ui.jump);
+  const room = { name, list, names: new Names(), seen: new Set(), newest: null, caughtUp: false, subscribed: false,
+    resubscribed: false, shortfall: new Set(), unread: 0, more: false, count: null };
+  room.timeline = new Timeline({ list, jump: ui.jump, who: (event) => senderName(room, event), notice: (event) => noticeText(room, event) });
+  room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
+    list: $("members"), label: (person) => displayName(room, person) });
+  if (myId) room.members.setMe(myId);
+  outbox.pending(name).forEach((line) => showPending(room, line));
+  rooms.set(name, room);
+  return room;
+}
+
+// Puts `room` on screen: its list, members and the address (#room=NAME, so a
+// reload opens it); it is seen, so its badge clears and a read mark goes.
+function show(room) {
+  if (!room || room === current) return;
+  current?.timeline.hide();
+  current?.members.hide();
+  before = current;
+  current = room;
+  room.timeline.show();
+  room.members.show();
+  ui.room.value = room.name;
+  ui.room.setAttribute("aria-invalid", "false");
+  history.replaceState(null, "", `#room=${encodeURIComponent(room.name)}`);
+  seen();
+  setStatus(ui.status.dataset.state);
+}
+
+// The room on screen is seen (switched to, a line arrived, the tab came back).
+function seen() {
+  if (!current || document.hidden) return showRooms();
+  current.unread = 0;
+  current.more = false;
+  if (current.caughtUp && current.newest && serverRooms) reads.mark(current.name, current.newest.id);
+  showRooms();
+}
+
+function showRooms() {
+  const list = [...rooms.values()].map(({ name, unread: n, more, count, members }) =>
+    ({ name, unread: n, more, count: members.known ? members.size : count }));
+  roomList.render(list, current?.name);
+  const total = [...rooms.values()].reduce((sum, room) => sum + room.unread, 0);
+  unread.show(total ? badgeText(total, [...rooms.values()].some((room) => room.more)) : 0);
+}
+
+// The join form, Connect while connected and #room=: opens `name`, adding it
+// to the connection if it is new. Returns why not, or null.
+function join(name) {
+  const problem = roomProblem(name);
+  if (problem) {
+    notice(`Not joined: ${problem}`);
+    return problem;
+  }
+  let room = rooms.get(name);
+  if (!room) {
+    room = addRoom(name);
+    storeRooms([...rooms.keys()]);
+    if (socket?.readyState === WebSocket.OPEN) catchUps.enqueue(room, true);
+  }
+  show(room);
+  return null;
+}
+
+// Leave: `unsubscribe` (unless the server refused the room), and the room's
+// list, lines and waiting lines go.
+function leave(room, { tell = true } = {}) {
+  if (!room || rooms.size < 2) return;
+  if (tell) send({ action: "unsubscribe", room: room.name });
+  left.add(room.name);
+  catchUps.drop(room);
+  outbox.drop(room.name);
+  reads.forget(room.name);
+  rooms.delete(room.name);
+  room.list.remove();
+  storeRooms([...rooms.keys()]);
+  if (current === room) {
+    current = null;
+    show(before && rooms.get(before.name) === before ? before : rooms.values().next().value);
+  }
+  showRooms();
+}
 
 function setStatus(state) {
   // Connected elsewhere than the configured endpoint: the sign-in did not go along.
@@ -86,12 +185,12 @@ function setStatus(state) {
   ui.status.dataset.state = state;
   const open = state === "connected";
   const busy = open || state === "connecting";
-  // While connected, Connect stays usable to switch to another room.
-  ui.connect.disabled = busy && !(open && ui.room.value.trim() !== room);
+  // While connected, Connect stays usable to open another room.
+  ui.connect.disabled = busy && !(open && ui.room.value.trim() !== current?.name);
   ui.disconnect.disabled = !busy;
   // Lines typed while reconnecting wait in the outbox.
-  ui.text.disabled = !room;
-  ui.send.disabled = !room;
+  ui.text.disabled = !current;
+  ui.send.disabled = !current;
 }
 
 function notice(text, tone = "error") {
@@ -106,25 +205,30 @@ function progress(text) {
 }
 
 function send(command) {
-  if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(command));
+  if (socket?.readyState !== WebSocket.OPEN) return false;
+  socket.send(JSON.stringify(command));
+  return true;
 }
 
-function clearLines() {
-  timeline.clear();
-  seen.clear();
-  newest = null;
-  outbox.pending(room).forEach(showPending);
+function clearLines(room) {
+  room.timeline.clear();
+  room.seen.clear();
+  room.newest = null;
+  outbox.pending(room.name).forEach((line) => showPending(room, line));
 }
 
 // ---- The outbox: a line is pending until acknowledged.
-function showPending(line) { timeline.showPending(line.clientMessageId, line.text); }
+function showPending(room, line) { room.timeline.showPending(line.clientMessageId, line.text); }
 
-function unshow(line) { timeline.unshowPending(line.clientMessageId); }
+function unshow(line) { rooms.get(line.room)?.timeline.unshowPending(line.clientMessageId); }
 
-// Sends what is due: everything right after connecting, else lines unanswered for a while.
+// Sends what is due in the rooms this connection has: everything right after
+// connecting (or subscribing), else lines unanswered for a while.
 function flush(afterMs) {
   if (socket?.readyState !== WebSocket.OPEN) return;
-  outbox.due(room, afterMs).forEach((line) => send(outbox.command(line)));
+  for (const room of rooms.values()) {
+    if (room.subscribed) outbox.due(room.name, afterMs).forEach((line) => send(outbox.command(line)));
+  }
   const given = outbox.exhausted();
   given.forEach(unshow);
   if (given.length) notice(`Could not send ${given.length} line(s); the server never confirmed them.`);
@@ -132,41 +236,60 @@ function flush(afterMs) {
 
 function render(frame) {
   if (Array.isArray(frame.events)) return frame.events.forEach(render); // coalesced (batch=1): in log order
-  if (frame.room && frame.room !== room) return; // not this room's (a late frame)
   if (frame.ack) return acked(frame);
   if (frame.error) return refused(frame);
-  if (frame.kind === "presence") return presence(frame);
-  if (frame.kind === "history") return historyEnd(frame);
-  if (isThrottled(frame) && asked) return throttled();
+  if (frame.kind === "rooms") return roomsAnswered(frame);
+  if (frame.kind === "subscribed") return subscribed(frame);
+  if (frame.kind === "unsubscribed") return pollRooms();
+  if (frame.kind === "read") return;
+  if (isThrottled(frame) && catchUps.throttled()) return;
+  // Frames without a room are the home room's (a seed server names none).
+  const room = rooms.get(frame.room ?? home);
+  if (!room) return; // a room the page left: its late frames
+  if (frame.kind === "presence") return presence(room, frame);
+  if (frame.kind === "history") return catchUps.historyEnd(room, frame);
   let fresh = false; // newer than anything shown, after catching up: news for the reader
   if (frame.id) {
-    catchUp?.saw(frame.id); // before dedupe: it tells where a history page ended
-    if (seen.has(frame.id)) return; // delivery is at least once
-    seen.add(frame.id);
-    fresh = caughtUp && (!newest || frame.id > newest.id);
-    if (!newest || frame.id > newest.id) newest = { id: frame.id, timestamp: frame.timestamp };
-    remember();
+    catchUps.saw(room, frame.id); // before dedupe: it tells where a history page ended
+    if (room.seen.has(frame.id)) return; // delivery is at least once
+    room.seen.add(frame.id);
+    fresh = room.caughtUp && (!room.newest || frame.id > room.newest.id);
+    if (!room.newest || frame.id > room.newest.id) room.newest = { id: frame.id, timestamp: frame.timestamp };
+    remember(room);
   }
   if (frame.message === "pong") return;
+  const timeline = room.timeline;
   if (frame.kind === "join" || frame.kind === "leave") {
-    noteName(frame);
-    members.event(frame.kind, frame.connectionId, frame.timestamp, frame);
+    noteName(room, frame);
+    room.members.event(frame.kind, frame.connectionId, frame.timestamp, frame);
+    if (fresh && room.count !== null) room.count = Math.max(0, room.count + (frame.kind === "join" ? 1 : -1));
+    if (fresh) showRooms();
     return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: myIds.has(frame.connectionId) });
   }
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
-    noteName(frame);
+    noteName(room, frame);
     const mine = myIds.has(frame.connectionId) || isMyUser(frame);
-    echoed(frame.connectionId, frame.text);
-    if (fresh && !mine) unread.add();
+    echoed(room, frame.connectionId, frame.text);
     // Grouped by verified user (any of their connections), else by connection.
     const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
-    return timeline.add({ ...frame, sender, mine }, { fresh });
+    timeline.add({ ...frame, sender, mine }, { fresh });
+    if (fresh && !mine) arrived(room);
+    return;
   }
   // A seed-era server: only `message`, maybe a seed chat line.
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
-  if (seedLine) echoed(seedLine[1], seedLine[2]);
+  if (seedLine) echoed(room, seedLine[1], seedLine[2]);
   timeline.note(String(frame.message ?? ""));
+}
+
+// A new line from someone else: seen if its room is on screen in a visible tab,
+// else counted on the room's badge (and in the title) until the room is seen;
+// the next `rooms` answer sets the server's count.
+function arrived(room) {
+  if (room === current && !document.hidden) return seen();
+  room.unread += 1;
+  showRooms();
 }
 
 // Whether a line is from the user this page is signed in as: by the verified
@@ -178,23 +301,23 @@ function isMyUser(frame) {
 }
 
 // A verified name and its user: two users with one name get tags (names.js).
-function noteName(frame) {
-  if (frame.verified && names.note(frame.user, frame.userId)) {
-    timeline.draw();
-    members.render();
+function noteName(room, frame) {
+  if (frame.verified && room.names.note(frame.user, frame.userId)) {
+    room.timeline.draw();
+    room.members.render();
   }
 }
 
 // Who a chat line is from, as shown (asked at every draw, so a tag appears once a
 // second user takes the name): "you" (or "alice (you)"), a name, or the connection id.
-function senderName(event) {
-  if (event.mine) return event.user ? `${event.verified ? names.label(event.user, event.userId) : event.user} (you)` : "you";
-  return displayName(event) ?? event.connectionId;
+function senderName(room, event) {
+  if (event.mine) return event.user ? `${event.verified ? room.names.label(event.user, event.userId) : event.user} (you)` : "you";
+  return displayName(room, event) ?? event.connectionId;
 }
 
 // A join or leave notice as shown: "alice #k3f9 joined the chat", else the server's text.
-function noticeText(event) {
-  const name = displayName(event);
+function noticeText(room, event) {
+  const name = displayName(room, event);
   return name ? `${name} ${event.kind === "join" ? "joined" : "left"} the chat` : event.text;
 }
 
@@ -204,9 +327,9 @@ const SEED_CHAT_LINE = /^\[[^\]]* - UTC\]\n (\S+) {2}([\s\S]*)\n$/;
 // Our own line is back: its pending copy goes (before our id is known, the first
 // line echoed with a pending text is ours). Without acks (a seed server), the
 // echo is the only confirmation there is.
-function echoed(sender, text) {
+function echoed(room, sender, text) {
   if (!myIds.has(sender) && myId) return;
-  const pending = outbox.pending(room).find((l) => l.text === text);
+  const pending = outbox.pending(room.name).find((l) => l.text === text);
   if (!pending) return;
   unshow(pending);
   if (!serverAcks) outbox.remove(pending);
@@ -220,155 +343,135 @@ function acked(frame) {
 
 // A user's name as the server gave it (tagged while another user shares it); a
 // name the client chose itself says so.
-function displayName(frame) {
+function displayName(room, frame) {
   if (!frame.user) return null;
-  return frame.verified ? names.label(frame.user, frame.userId) : `${frame.user} (unverified)`;
+  return frame.verified ? room.names.label(frame.user, frame.userId) : `${frame.user} (unverified)`;
 }
 
-// An error frame. A server without `who` or `history` answers "Invalid request":
-// not the user's error, so that step is skipped silently.
+// An error frame. A server without `who`, `history` or `rooms` answers "Invalid
+// request": not the user's error, so that step is skipped silently.
 function refused(frame) {
-  if (!waiting || frame.error !== "Invalid request") return timeline.note(`${frame.error}: ${frame.message}`, "error");
-  if (waiting === "who") {
-    members.unavailable();
-    startCatchUp();
-  } else finishCatchUp();
-}
-
-function presence(frame) {
-  if (!myId && frame.you) learnId(frame.you); // a server that says who asked
-  if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
-  (frame.members ?? []).forEach(noteName);
-  members.snapshot(frame.members);
-  if (frame.next) send({ action: "who", next: frame.next });
-  if (waiting === "who") startCatchUp();
-}
-
-// ---- Catching up: after `who` is answered, `history` until caught up.
-// Sends `command` and waits for its answer (`what`: "who" or "history").
-function ask(what, command) {
-  expect(what);
-  asked = command;
-  send(command);
-}
-
-function expect(what) {
-  waiting = what;
-  asked = null;
-  backoff = null;
-  maybeThrottled = false;
-  clearTimeout(retryTimer);
-  retryTimer = null;
-  watch();
-}
-
-// (Re)starts the watchdog: an answer that never comes ends the wait. Not while a
-// throttled request waits to be sent again: its own try restarts it.
-function watch() {
-  clearTimeout(watchdog);
-  if (!waiting || retryTimer) return;
-  const what = waiting;
-  watchdog = setTimeout(() => {
-    if (maybeThrottled) return retryLater(); // no answer since: it was ours
-    return what === "who" ? startCatchUp() : finishCatchUp();
-  }, ANSWER_WAIT_MS);
-}
-
-// API Gateway's answer to a frame its stage throttling dropped unprocessed.
-function isThrottled(frame) {
-  return frame.message === "Too Many Requests" && !frame.kind && !frame.id;
-}
-
-// The request we wait for was throttled. The frame does not say which request it
-// answers: while a line of ours is unacknowledged too, it may be that line's
-// (which the outbox sends again anyway), and sending `asked` again could bring
-// its answer twice, so the watchdog decides: no answer within its wait means it was ours.
-function throttled() {
-  if (retryTimer) return; // already waiting to try again
-  throttledCount += 1;
-  if (outbox.pending(room).some((line) => line.sentAt > 0)) {
-    maybeThrottled = true;
+  const room = frame.room ? rooms.get(frame.room) : null;
+  if (frame.error === "Too many rooms" && room) return tooManyRooms(room, frame);
+  if (frame.error === "Not subscribed" && room) return notSubscribed(room, frame);
+  if (frame.error === "Invalid request" && roomsPending && !catchUps.waiting) {
+    serverRooms = false; // an older server: no badges from it
+    roomsPending = false;
     return;
   }
-  retryLater();
+  if (frame.error === "Invalid request" && catchUps.refused()) return;
+  (room ?? current)?.timeline.note(`${frame.error}: ${frame.message}`, "error");
 }
 
-// Sends `asked` again after a back-off, and says so; when the tries are used up,
-// goes on without it and says that too.
-function retryLater() {
-  maybeThrottled = false;
-  backoff ??= new Backoff({ firstMs: TUNING.retryFirstMs, capMs: TUNING.retryCapMs, tries: TUNING.retryTries });
-  const delay = backoff.next();
-  if (delay === null) return gaveUp();
-  progress("Catching up… (server busy, retrying)");
-  const command = asked;
-  clearTimeout(watchdog);
-  retryTimer = setTimeout(() => {
-    retryTimer = null;
-    if (asked !== command) return;
-    watch();
-    send(command);
-  }, delay);
+// The server refused to add a room (the connection's limit): the room goes, and the page says so.
+function tooManyRooms(room, frame) {
+  leave(room, { tell: false });
+  notice(`Could not join "${room.name}": ${frame.message ?? "too many rooms"}`);
 }
 
-function gaveUp() {
-  if (waiting === "who") {
-    shortfall.add("who is here");
-    return startCatchUp();
+// A request for a room the connection does not have (any more): said, and the
+// room is subscribed again (once per connection); its lines wait in the outbox.
+function notSubscribed(room, frame) {
+  room.timeline.note(`Not subscribed to "${room.name}": ${frame.message ?? ""}`, "error");
+  room.subscribed = false;
+  if (room.resubscribed) return notice(`Not subscribed to "${room.name}"; reconnect to try again.`);
+  room.resubscribed = true;
+  notice(`Not subscribed to "${room.name}"; joining it again.`, "warn");
+  catchUps.drop(room);
+  catchUps.enqueue(room, true);
+}
+
+function subscribed(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  room.subscribed = true;
+  if (typeof frame.count === "number") room.count = frame.count;
+  flush(0);
+  catchUps.subscribed(room);
+}
+
+function presence(room, frame) {
+  if (!myId && frame.you) learnId(frame.you); // a server that says who asked
+  if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
+  (frame.members ?? []).forEach((member) => noteName(room, member));
+  room.members.snapshot(frame.members);
+  if (typeof frame.count === "number") room.count = frame.count;
+  if (frame.next) send({ action: "who", room: room.name, next: frame.next });
+  showRooms();
+  catchUps.presence(room);
+}
+
+// ---- Unread counts from the server: `rooms` (costs in rooms.js). Asked only
+// while nothing else waits for an answer until the server is known to have it,
+// so an older server's "Invalid request" cannot be taken for another's. Not by
+// an anonymous page with one room: the room is on screen, and its cursor (the
+// connection's) would end with the connection; so neither `rooms` nor `read`.
+function pollRooms({ unlessWithinMs = 0 } = {}) {
+  if (serverRooms === false || socket?.readyState !== WebSocket.OPEN) return;
+  if (rooms.size < 2 && !myUserId && !signIn.token()) return;
+  if (serverRooms === null && (catchUps.waiting || roomsPending)) return;
+  if (unlessWithinMs && Date.now() - roomsAskedAt < unlessWithinMs) return;
+  roomsAskedAt = Date.now();
+  roomsPending = true;
+  send({ action: "rooms" });
+}
+
+function roomsAnswered(frame) {
+  serverRooms = true;
+  roomsPending = false;
+  for (const entry of frame.rooms ?? []) {
+    const room = rooms.get(entry.room) ?? (left.has(entry.room) ? null : tokenRoom(entry.room));
+    if (!room) continue;
+    if (typeof entry.count === "number") room.count = entry.count;
+    room.unread = Number(entry.unread) || 0;
+    room.more = Boolean(entry.more);
   }
-  shortfall.add("earlier messages");
-  finishCatchUp();
+  seen(); // the room on screen: its count is cleared by a read mark
 }
 
-function startCatchUp() {
-  catchUp = new CatchUp({ emptyPage: seen.size === 0, mark: positions.get(room), tuning: TUNING });
-  request();
+// A room the connection has that the page did not ask for (the token's
+// `chat.rooms` claim subscribes at connect): listed and caught up like the others.
+function tokenRoom(name) {
+  if (roomProblem(name)) return null;
+  const room = addRoom(name);
+  room.subscribed = true;
+  storeRooms([...rooms.keys()]);
+  catchUps.enqueue(room, false);
+  return room;
 }
 
-function request() {
-  const command = catchUp.next();
-  if (!command) return finishCatchUp();
-  ask("history", command);
+// ---- Catching up (catchup.js): what the page does with its outcomes.
+// Past the cap: the page is cleared, the newest events come next.
+function tooFar(room, cap) {
+  clearLines(room);
+  notice(`More than ${cap} events were missed while you were away; showing the most recent.`, "warn");
 }
 
-function historyEnd(frame) {
-  if (!catchUp?.current) return;
-  const outcome = catchUp.ended(frame);
-  if (outcome === "too-far") {
-    clearLines();
-    notice(`More than ${catchUp.cap} events were missed while you were away; showing the most recent.`, "warn");
-  } else if (outcome === "page") progress(`Catching up… ${catchUp.events} events`);
-  request();
-}
-
-function finishCatchUp() {
-  expect(null);
-  if (catchUp) globalThis.chatStats = { ...catchUp.stats(), throttled: throttledCount };
-  catchUp = null;
-  caughtUp = true;
-  timeline.setBusy(false);
-  if (shortfall.size) {
-    notice(`Catch-up incomplete: the server is too busy (it throttled our requests), so ${[...shortfall].join(" and ")} `
-      + "may be missing. Reconnect later to try again.", "warn");
+function finished(room, stats) {
+  globalThis.chatStats = { ...stats, rooms: { ...globalThis.chatStats.rooms, [room.name]: stats } };
+  if (room.shortfall.size) {
+    notice(`Catch-up incomplete: the server is too busy (it throttled our requests), so in "${room.name}" `
+      + `${[...room.shortfall].join(" and ")} may be missing. Reconnect later to try again.`, "warn");
   } else if (progressShown) notice("");
-  remember();
+  remember(room);
+  if (room === current) seen();
 }
 
-// The connection ended: an unfinished catch-up is redone on the next one.
+// The connection ended: unfinished catch-ups are redone on the next one.
 function dropCatchUp() {
-  expect(null);
-  catchUp = null;
-  caughtUp = false;
-  shortfall.clear();
-  throttledCount = 0;
-  timeline.setBusy(false);
+  catchUps.reset();
+  roomsPending = false;
+  for (const room of rooms.values()) {
+    room.caughtUp = room.subscribed = room.resubscribed = false;
+    room.timeline.setBusy(false);
+  }
 }
 
 // Remembers the newest event shown, but only when caught up: then everything
 // before it is on the page too (a live line seen earlier may lie past a gap).
 // Not after a catch-up that gave up on history: the next one starts before the gap.
-function remember() {
-  if (caughtUp && !shortfall.has("earlier messages") && room && newest) positions.set(room, newest);
+function remember(room) {
+  if (room.caughtUp && !room.shortfall.has("earlier messages") && room.newest) positions.set(room.name, room.newest);
 }
 
 // ---- Connections.
@@ -383,8 +486,8 @@ function signInProblem(base) {
   return tokenGoesTo(base, endpoint()) ? signIn.problem() : null;
 }
 
-// The user's Connect: checks the room and the sign-in, switches rooms if
-// connected to another one.
+// The user's Connect: checks the room and the sign-in; while connected, opens
+// the room on the same connection (never two connections).
 async function connect() {
   await signIn.ready;
   const base = ui.url.value.trim();
@@ -392,25 +495,18 @@ async function connect() {
   const problem = roomProblem(name) ?? nameProblem(ui.name.value.trim());
   ui.room.setAttribute("aria-invalid", String(Boolean(problem)));
   if (problem) return notice(`Not connected: ${problem}`);
+  if (socket) return join(name);
   const refused = urlProblem(base) ?? signInProblem(base);
   if (refused) return notice(`Not connected: ${refused}`);
-  if (socket && name === room) return; // never two connections
-  if (socket) retire();
   reconnectDelay = TUNING.reconnectMs;
-  open(base, name, false);
+  show(rooms.get(name) ?? addRoom(name));
+  open(base, false);
 }
 
-// Drops the current socket without the close handling (no reconnect, no status).
-function retire() {
-  const old = socket;
-  old.onopen = old.onmessage = old.onerror = old.onclose = null;
-  old.close(1000);
-  socket = null;
-  clearTimers();
-  dropCatchUp();
-}
-
-function open(base, name, reconnecting) {
+// Opens the connection with the room on screen as its `?room=`; the page's
+// other rooms are subscribed once it is open.
+function open(base, reconnecting) {
+  const name = current.name;
   const chosen = ui.name.value.trim();
   localStorage.setItem(NAME_KEY, chosen);
   let url;
@@ -424,17 +520,10 @@ function open(base, name, reconnecting) {
   unsignedAt = elsewhere ? new URL(base).origin : null;
   userClosed = false;
   localStorage.setItem(URL_KEY, base);
-  history.replaceState(null, "", `#room=${name}`);
-  if (name !== room) {
-    room = name;
-    clearLines();
-    names.clear();
-    members.enter(room);
-  }
   setStatus("connecting");
   if (elsewhere) {
-    const home = endpoint() ? new URL(endpoint()).origin : "the endpoint config.json names";
-    notice(`Connecting to ${unsignedAt} without your sign-in: it is only sent to ${home}.`, "warn");
+    const at = endpoint() ? new URL(endpoint()).origin : "the endpoint config.json names";
+    notice(`Connecting to ${unsignedAt} without your sign-in: it is only sent to ${at}.`, "warn");
   } else notice("");
   const ws = new WebSocket(url);
   socket = ws;
@@ -442,22 +531,29 @@ function open(base, name, reconnecting) {
   ws.onopen = () => {
     opened = true;
     myId = null; // a new connection has a new id
+    home = name;
     reconnectDelay = TUNING.reconnectMs;
     connectedAt = new Date();
     ui.connectedAt.textContent = connectedAt.toISOString().replace(/\.\d+Z$/, "Z");
     setStatus("connected");
-    members.forget(); // a fresh snapshot for this connection
-    timeline.setBusy(true); // until caught up: `who`, then `history`
-    ask("who", { action: "who" });
+    reads.reset();
+    left.clear();
+    storeRooms([...rooms.keys()]);
+    const homeRoom = rooms.get(name);
+    if (homeRoom) homeRoom.subscribed = true;
+    // Home first, then the room on screen, then the rest in list order.
+    const order = [homeRoom, current, ...rooms.values()].filter(Boolean);
+    for (const room of new Set(order)) catchUps.enqueue(room, room !== homeRoom);
     flush(0);
     timers.push(setInterval(() => flush(TUNING.resendMs), TUNING.resendMs));
     timers.push(setInterval(() => send({ action: "sendmessage", message: "ping" }), HEARTBEAT_MS));
     timers.push(setInterval(tick, 1000));
+    timers.push(setInterval(() => { if (!catchUps.waiting) pollRooms(); }, TUNING.roomsEveryMs));
   };
   ws.onmessage = (event) => {
     let frame;
-    try { frame = JSON.parse(event.data); } catch { return timeline.note(String(event.data)); }
-    watch(); // still answering: wait on
+    try { frame = JSON.parse(event.data); } catch { return current?.timeline.note(String(event.data)); }
+    catchUps.alive();
     render(frame);
   };
   ws.onerror = () => setStatus("error");
@@ -481,7 +577,7 @@ function open(base, name, reconnecting) {
     notice(`Connection lost; reconnecting in ${reconnectDelay / 1000}s`);
     const delay = reconnectDelay;
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000);
-    setTimeout(() => { if (!socket && !userClosed && !signInProblem(base)) open(base, name, true); }, delay);
+    setTimeout(() => { if (!socket && !userClosed && !signInProblem(base) && current) open(base, true); }, delay);
   };
 }
 
@@ -517,7 +613,7 @@ ui.disconnect.addEventListener("click", disconnect);
 $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = ui.text.value;
-  if (!text.trim() || !room) return;
+  if (!text.trim() || !current) return;
   if (text === "ping") {
     // The seed's heartbeat word: the server answers pong and stores nothing.
     send({ action: "sendmessage", message: text });
@@ -527,12 +623,12 @@ $("send-form").addEventListener("submit", (event) => {
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
   if (!myId && socket) idProbe = text;
-  const line = outbox.add(room, text);
-  showPending(line);
-  if (socket?.readyState === WebSocket.OPEN) send(outbox.command(line));
+  const line = outbox.add(current.name, text);
+  showPending(current, line);
+  if (current.subscribed) send(outbox.command(line));
   ui.text.value = "";
   fitText();
-  timeline.follow(); // you see your own line go out
+  current.timeline.follow(); // you see your own line go out
   notice("");
 });
 
@@ -543,7 +639,7 @@ ui.text.addEventListener("keydown", (event) => {
     event.preventDefault();
     $("send-form").requestSubmit();
   } else if (event.key === "Escape") {
-    ui.messages.focus();
+    current?.list.focus();
   }
 });
 // The box grows with its text, up to a few lines.
@@ -559,19 +655,24 @@ function learnId(connectionId) {
   myId = connectionId;
   myIds.add(myId);
   idProbe = null;
-  timeline.markMine((event) => event.connectionId === myId);
-  members.setMe(myId);
+  for (const room of rooms.values()) {
+    room.timeline.markMine((event) => event.connectionId === myId);
+    room.members.setMe(myId);
+  }
 }
 
 // Our verified user: `who`'s answer says it (youUserId); their lines are ours,
 // from any connection, and only theirs, whatever name others chose.
 function learnUser(userId) {
   myUserId = userId;
-  timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
+  for (const room of rooms.values()) room.timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
 }
 
-// The room comes from the address (#room=NAME); the local stack's page defaults
-// to its own endpoint.
+// The tab got focus: fresh unread counts, unless asked a moment ago.
+window.addEventListener("focus", () => { if (!catchUps.waiting) pollRooms({ unlessWithinMs: TUNING.roomsFocusMs }); });
+
+// The room comes from the address (#room=NAME): it is opened (and joined while
+// connected); the local stack's page defaults to its own endpoint.
 window.addEventListener("hashchange", () => {
   ui.room.value = roomFromHash(location.hash) ?? "lobby";
   if (socket) connect();
@@ -580,11 +681,15 @@ const stored = localStorage.getItem(URL_KEY);
 ui.url.value = stored || endpointBeside(location);
 ui.room.value = roomFromHash(location.hash) ?? "lobby";
 ui.name.value = localStorage.getItem(NAME_KEY) ?? "";
+// The rooms of the last visit, and the one the address names (on screen).
+for (const name of storedRooms()) if (!roomProblem(name) && !rooms.has(name)) addRoom(name);
+if (!roomProblem(ui.room.value)) show(rooms.get(ui.room.value) ?? addRoom(ui.room.value));
 setStatus("disconnected");
+showRooms();
 signIn.complete() // back from the issuer's sign-in page?
   .catch((error) => notice(error.message))
   .then((signedIn) => {
     if (!stored && signIn.config.endpoint) ui.url.value = endpoint(); // a page hosted apart from its API
-    ui.room.value = roomFromHash(location.hash) ?? "lobby";
+    ui.room.value = roomFromHash(location.hash) ?? ui.room.value;
     if (stored || signedIn) connect();
   });

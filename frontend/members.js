@@ -3,31 +3,41 @@
 // reused), so a snapshot answered late, or a replayed join, cannot bring one back.
 
 export class Members {
+  // One per room; the panel (box, roomName, count, list) shows the room on screen.
   // label(person): how a member is named ({user, verified, userId} as the server
   // sent them; null when nameless), asked at every draw.
-  constructor({ box, roomName, count, list, label }) {
-    Object.assign(this, { box, roomName, count, list, label });
+  constructor({ room, box, roomName, count, list, label }) {
+    Object.assign(this, { room, box, roomName, count, list, label });
     this.members = new Map(); // connectionId -> {at, person: {user, verified, userId}}
     this.left = new Set();
     this.me = null;
+    this.shown = false;
+    this.known = false; // a `who` snapshot came on this connection
+    this.missing = false; // the server has no `who`
   }
 
-  // Another room: nobody known yet.
-  enter(room) {
-    this.roomName.textContent = room;
-    this.members.clear();
-    this.left.clear();
+  get size() { return this.members.size; }
+
+  show() {
+    this.shown = true;
+    this.roomName.textContent = this.room;
+    this.box.hidden = this.missing;
     this.render();
   }
+
+  hide() { this.shown = false; }
 
   // A new connection asks again; what we knew of leaves still holds.
   forget() {
     this.members.clear();
+    this.known = false;
     this.render();
   }
 
   snapshot(members) {
-    this.box.hidden = false;
+    this.missing = false;
+    this.known = true;
+    if (this.shown) this.box.hidden = false;
     for (const m of members ?? []) this.add(m.connectionId, m.connectedAt, m);
     this.render();
   }
@@ -48,13 +58,17 @@ export class Members {
   }
 
   // A server without `who`: nobody to list.
-  unavailable() { this.box.hidden = true; }
+  unavailable() {
+    this.missing = true;
+    if (this.shown) this.box.hidden = true;
+  }
 
   add(id, at, { user, verified, userId }) {
     if (!this.left.has(id)) this.members.set(id, { at, person: { user, verified, userId } });
   }
 
   render() {
+    if (!this.shown) return;
     this.count.textContent = String(this.members.size);
     const me = this.me;
     const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));

@@ -41,7 +41,7 @@ export class Outbox {
     line.tries += 1;
     line.sentAt = Date.now();
     this.save();
-    return { action: "sendmessage", message: line.text, clientMessageId: line.clientMessageId };
+    return { action: "sendmessage", room: line.room, message: line.text, clientMessageId: line.clientMessageId };
   }
 
   // Lines of `room` to send now: all after a (re)connect, else those unanswered for `afterMs`.
@@ -61,6 +61,13 @@ export class Outbox {
     const line = this.lines.find((l) => l.room === room && l.text === text);
     if (line) this.remove(line);
     return line;
+  }
+
+  // Lines of a room the page left: they cannot go any more.
+  drop(room) {
+    const gone = this.pending(room);
+    gone.forEach((l) => this.remove(l));
+    return gone;
   }
 
   // Lines tried too often: removed and returned, so the page can say so.

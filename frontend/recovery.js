@@ -1,5 +1,6 @@
 // Gap-free recovery. The page remembers, per room, the newest event it showed
-// while caught up. After any (re)connect it asks `history` from that event's time
+// while caught up. After any (re)connect it asks, room after room, `history` (or
+// `subscribe` with `since`, for a room added to the connection) from that event's time
 // minus an overlap (ids from concurrent writers are not strictly monotonic, so a
 // strict "after this id" could skip one), then page by page while `more`. Lines are
 // deduped and placed by id, so live lines arriving meanwhile can show at once.
@@ -21,16 +22,26 @@ export class Positions {
   }
 }
 
-// One catch-up on one connection: `history` requests one at a time, each answer
-// closed by `{"kind":"history","count":K,"more":bool}`.
+// One room's catch-up on one connection, one request at a time: `subscribe`
+// (a room added to the connection; with `since` its answer is the first
+// recovery page), `who`, then `history`; each history answer is closed by
+// `{"kind":"history","room","count":K,"more":bool}`.
 export class CatchUp {
-  // emptyPage: nothing of the room is shown (first visit, reload): start with
-  // its newest events. mark: the remembered position, if any.
-  constructor({ emptyPage, mark, tuning }) {
+  // room: its name. emptyPage: nothing of the room is shown (first visit,
+  // reload): show its newest events too. mark: the remembered position, if any.
+  // subscribe: the room is not on the connection yet (the `?room=` one is).
+  constructor({ room, emptyPage, mark, subscribe = false, tuning }) {
+    this.room = room;
     this.tuning = tuning;
-    this.plan = [];
-    if (emptyPage) this.plan.push({ limit: tuning.firstVisit });
-    if (mark) this.plan.push({ limit: tuning.pageLimit, since: isoMinus(mark.timestamp, tuning.overlapMs), recover: true });
+    const history = [];
+    if (emptyPage) history.push({ type: "history", limit: tuning.firstVisit });
+    if (mark) history.push({ type: "history", limit: tuning.pageLimit, since: isoMinus(mark.timestamp, tuning.overlapMs), recover: true });
+    const recover = subscribe ? history.find((step) => step.recover) : null;
+    this.plan = [
+      ...(subscribe ? [{ ...recover, type: "subscribe" }] : []),
+      { type: "who" },
+      ...history.filter((step) => step !== recover),
+    ];
     this.current = null;
     this.pages = 0;
     this.events = 0;
@@ -41,10 +52,12 @@ export class CatchUp {
   next() {
     const step = this.plan.shift();
     this.current = step ? { ...step, ids: [] } : null;
-    return step ? { action: "history", limit: step.limit, ...(step.since && { since: step.since }) } : null;
+    if (!step) return null;
+    const { type, limit, since } = step;
+    return { action: type, room: this.room, ...(limit && { limit }), ...(since && { since }) };
   }
 
-  // Any event frame that arrived, history or live, shown before or not.
+  // Any event frame of the room that arrived, history or live, shown before or not.
   saw(id) { this.current?.ids.push(id); }
 
   // The closing frame of the current answer: "page" (a recovery page counted),
@@ -57,7 +70,7 @@ export class CatchUp {
     this.events += count;
     if (!more) return "page";
     if (this.pages >= this.tuning.maxPages) {
-      this.plan = [{ limit: this.tuning.firstVisit }];
+      this.plan = [...this.plan.filter((s) => s.type !== "history"), { type: "history", limit: this.tuning.firstVisit }];
       return "too-far";
     }
     // The page holds the K smallest ids after `since`. Live frames that came
@@ -65,7 +78,7 @@ export class CatchUp {
     // (were a live one older, a few events are only asked for twice).
     const ids = step.ids.filter((id) => id > (step.afterId ?? "")).sort();
     const last = ids[Math.min(count, ids.length) - 1];
-    if (last) this.plan.unshift({ ...step, since: last, afterId: last });
+    if (last) this.plan.unshift({ ...step, type: "history", since: last, afterId: last });
     return "page";
   }
 

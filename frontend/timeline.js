@@ -62,7 +62,8 @@ function insertionIndex(events, id) {
 }
 
 export class Timeline {
-  // list: the <ol>; jump: the "new messages" button; who(event): the sender's
+  // list: the <ol> (one per room); jump: the "new messages" button, shared by the
+  // rooms' timelines and used by the one on screen; who(event): the sender's
   // display name ("alice", "bob (unverified)", "you"), asked at every draw;
   // notice(event): a join or leave as text (default: its `text`), likewise.
   constructor({ list, jump, who, notice = (event) => event.text }) {
@@ -75,11 +76,14 @@ export class Timeline {
     this.unseen = 0;
     this.scheduled = false;
     this.seq = 0;
+    this.shown = false;
+    this.scrollTop = 0; // where the reader was when another room was put on screen
+    list.hidden = true;
     list.addEventListener("scroll", () => {
       this.following = this.atBottom();
       if (this.following) this.countUnseen(0);
     });
-    jump.addEventListener("click", () => this.follow());
+    jump.addEventListener("click", () => { if (this.shown) this.follow(); });
     list.addEventListener("keydown", (event) => this.arrowKeys(event));
   }
 
@@ -127,6 +131,24 @@ export class Timeline {
     this.list.scrollTop = this.list.scrollHeight;
   }
 
+  // On screen (one room's list at a time carries the id `messages`): back where
+  // the reader left it, or at the bottom while following.
+  show() {
+    this.shown = true;
+    this.list.hidden = false;
+    this.list.id = "messages";
+    this.flush();
+    this.list.scrollTop = this.following ? this.list.scrollHeight : this.scrollTop;
+    this.countUnseen(this.unseen);
+  }
+
+  hide() {
+    this.scrollTop = this.list.scrollTop;
+    this.shown = false;
+    this.list.hidden = true;
+    this.list.removeAttribute("id");
+  }
+
   setBusy(busy) {
     if (!busy) this.flush(); // "not busy" promises that everything is drawn
     this.list.setAttribute("aria-busy", String(busy));
@@ -139,6 +161,7 @@ export class Timeline {
 
   countUnseen(n) {
     this.unseen = n;
+    if (!this.shown) return;
     this.jump.hidden = n === 0;
     this.jump.textContent = `${n} new message${n === 1 ? "" : "s"} ↓`;
   }
@@ -154,6 +177,7 @@ export class Timeline {
   flush() {
     this.scheduled = false;
     const list = this.list;
+    if (!this.shown) return this.reconcile(this.layout()); // no layout to keep while hidden
     const anchor = this.following ? null : this.topRow();
     this.reconcile(this.layout());
     if (this.following) list.scrollTop = list.scrollHeight;

@@ -205,5 +205,17 @@ async function deleteConnection(stackUrl, connectionId) {
   return fetch(url, { method: "DELETE", headers: { "x-amz-date": amzDate, authorization } });
 }
 
-module.exports = { takeCspViolations, WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
+// axe-core's WCAG 2.1 A and AA violations on the page, as lines (none: []). The
+// script is served as if from the page's own origin: the CSP allows no other.
+const AXE = path.join(tools, "axe-core", "axe.min.js");
+async function axeViolations(page) {
+  await page.route("**/axe.min.js", (route) => route.fulfill({ path: AXE, contentType: "text/javascript" }));
+  await page.addScriptTag({ url: "/axe.min.js" });
+  return page.evaluate(async () => {
+    const results = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+    return results.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+}
+
+module.exports = { axeViolations, takeCspViolations, WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
   waitForStatus, connect, say };

@@ -160,7 +160,7 @@ async function twoRooms(browser) {
   assert.ok(!(await memberIds(a)).includes(cId), "C's old connection is gone from the list");
   await waitForMembers(b, 1);
 
-  step("switching rooms: Connect with another room moves the page there");
+  step("switching rooms: Connect with another room opens it on the same connection");
   await b.fill("#room", "red");
   assert.ok(!(await b.isDisabled("#connect")), "Connect is enabled to switch rooms");
   await b.click("#connect");
@@ -175,8 +175,12 @@ async function twoRooms(browser) {
   await b.click("#connect");
   await waitCaughtUp(b);
   await line(b, "blue: hello from B").waitFor(WAIT);
-  await waitForMembers(a, 2);
   await waitForMembers(b, 1);
+  // Several rooms on one connection (issue 23): B is still in red until it leaves it.
+  assert.equal(await a.textContent("#member-count"), "3", "B stays in red while blue is on screen");
+  await b.click('#room-list li[data-room="red"] .leave');
+  await waitForMembers(a, 2);
+  assert.equal(await b.locator("#room-list li").count(), 1, "red left B's room list");
   for (const page of [a, b, c]) await page.context().close();
 }
 

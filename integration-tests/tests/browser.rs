@@ -83,6 +83,34 @@ async fn rooms_members_and_recovery_in_headless_chromium() {
 }
 
 #[tokio::test]
+async fn several_rooms_on_one_socket_with_unread_badges_in_headless_chromium() {
+    // Two pages of one signed-in user (tokens minted with this secret), three rooms
+    // each; a connection may hold 3 rooms, so a fourth is refused.
+    let (stack, dir) = run_script(
+        "channels.test.cjs",
+        "browser-channels",
+        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more", "--max-rooms", "3"],
+    )
+    .await;
+    assert!(dir.join("channels.png").exists() && dir.join("channels-phone.png").exists(), "the screenshots were saved");
+    publish(
+        &dir,
+        &[("channels.png", "screenshot-channels.png"), ("channels-phone.png", "screenshot-channels-phone.png")],
+    );
+    // The lines written while the page was away went to their own rooms, once each.
+    for room in ["ch-one", "ch-two", "ch-three"] {
+        let sql = format!("SELECT count(*) FROM message_history WHERE room = '{room}' AND message LIKE 'gap-%'");
+        assert_eq!(count(&stack, &sql), 4, "{room}");
+    }
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE room = 'ch-four'"),
+        0,
+        "the refused room got nothing"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_busy_history_reads_as_a_conversation_and_the_page_is_accessible() {
     let (stack, dir) = run_script("conversation.test.cjs", "browser-conversation", &[]).await;
     for shot in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
