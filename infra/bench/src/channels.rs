@@ -100,6 +100,9 @@ pub struct PhaseReport {
     pub latency_ms: Percentiles,
     /// The stack's CPU over the phase, % of one core.
     pub server_cpu_percent: f64,
+    /// The stack's CPU time per unique delivery, µs: what a delivery costs the
+    /// stack, which other programs on the cores skew far less than deliveries/s.
+    pub server_cpu_us_per_delivery: f64,
     pub loadgen_cpu_percent: f64,
     /// Neither the stack nor the load generator, % of one core (out of 100 × cores).
     pub others_cpu_percent: f64,
@@ -119,6 +122,10 @@ pub struct ChannelsReport {
     pub ratio: f64,
     /// `ratio ≥ TARGET_RATIO`.
     pub target_met: bool,
+    /// (a)'s stack CPU per delivery over (b)'s: (b)'s deliveries per CPU-second
+    /// of the stack against (a)'s, the same question asked of the stack's work
+    /// alone (below 1: a delivery costs more with several rooms).
+    pub cpu_ratio: f64,
     /// Subscribe → subscribed, one sample per subscribe.
     pub subscribe_ms: Percentiles,
     pub subscribes: u64,
@@ -460,6 +467,10 @@ struct CpuMark {
 }
 
 impl CpuMark {
+    fn server_seconds_until(&self, end: &CpuMark) -> f64 {
+        end.server - self.server
+    }
+
     fn now(pid: Option<u32>) -> Self {
         let cpu = |pid: u32| sample(pid).map_or(0.0, |s| s.cpu_seconds);
         Self {
@@ -473,7 +484,7 @@ impl CpuMark {
     /// (server, loadgen, others) % of one core from `self` to `end`.
     fn percent_until(&self, end: &CpuMark, cores: usize) -> (f64, f64, f64) {
         let wall = end.at.duration_since(self.at).as_secs_f64().max(1e-9);
-        let server = 100.0 * (end.server - self.server) / wall;
+        let server = 100.0 * self.server_seconds_until(end) / wall;
         let loadgen = 100.0 * (end.loadgen - self.loadgen) / wall;
         let machine = match (self.machine, end.machine) {
             (Some(start), Some(end)) => machine_percent(start, end, cores),
@@ -616,6 +627,7 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
                 sender.abort();
             }
             let (server_cpu_percent, loadgen_cpu_percent, others_cpu_percent) = begin.percent_until(&end, cores);
+            let server_cpu_seconds = begin.server_seconds_until(&end);
             let messages_sent = counters.sent.load(Ordering::Relaxed);
             let duration_s = counters.last_delivery_ns.load(Ordering::Relaxed).saturating_sub(start_ns) as f64 / 1e9;
             PhaseReport {
@@ -625,6 +637,8 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
                 expected_deliveries: messages_sent * config.clients as u64,
                 duration_s,
                 server_cpu_percent,
+                // Per delivery once the deliveries are counted, below.
+                server_cpu_us_per_delivery: server_cpu_seconds * 1e6,
                 loadgen_cpu_percent,
                 others_cpu_percent,
                 ..PhaseReport::default()
@@ -690,6 +704,7 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
         report.latency_ms = Percentiles::of(latency);
         report.deliveries_per_s =
             if report.duration_s > 0.0 { report.delivered as f64 / report.duration_s } else { 0.0 };
+        report.server_cpu_us_per_delivery /= report.delivered.max(1) as f64;
     }
     let [single_room, multi_room] = phases;
     let observer_reader = observer_reader.await?;
@@ -721,6 +736,11 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
     } else {
         f64::NAN
     };
+    let cpu_ratio = if multi_room.server_cpu_us_per_delivery > 0.0 {
+        single_room.server_cpu_us_per_delivery / multi_room.server_cpu_us_per_delivery
+    } else {
+        f64::NAN
+    };
     Ok(ChannelsReport {
         url: url.to_owned(),
         config: config.clone(),
@@ -729,6 +749,7 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
         multi_room,
         ratio,
         target_met: ratio >= TARGET_RATIO,
+        cpu_ratio,
         subscribe_ms: Percentiles::of(&subscribe),
         subscribes: subscribe.len(),
         observer: observer_report,

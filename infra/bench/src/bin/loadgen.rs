@@ -115,7 +115,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rooms: usize,
         /// Chat lines per phase.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 10000)]
         messages: usize,
         /// Clients that send.
         #[arg(long, default_value_t = 10)]
