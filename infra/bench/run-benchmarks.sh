@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every number in BENCHMARKS.md, from one command: release builds, the three
 # loads against the local stack and the reference, the fan-out simulation, the
-# 15-minute soak, the cost model and the criterion micro-benchmarks; then the
+# 15-minute soak, channels (one room against five per client), the cost model
+# and the criterion micro-benchmarks; then the
 # scale set (issue #16): the load at the limit (three runs), coalesced delivery
 # by the stack's own counters, the deployment envelope and the Lambdas' cold
 # starts. JSON and SVGs land in infra/bench/results/.
@@ -57,6 +58,9 @@ step "fan-out simulation without failures (what pruning costs)"
 
 step "soak: 200 clients churning in 4 rooms for 15 minutes (RSS and fds over time, every acked line in the log)"
 "$loadgen" soak --clients 200 --duration-secs 900 --json "$out/soak.json" --svg "$out/soak.svg"
+
+step "channels (issue #23): 1000 clients in one room, then each in 5 rooms; subscribe round trips"
+"$loadgen" channels --json "$out/channels.json"
 
 step "cost model"
 "$loadgen" cost --json "$out/cost.json"

@@ -5,6 +5,9 @@
 //! - stream: decoding a MessageHistory stream record (the Lambda event fixture)
 //! - fanout: one message to N connections through a poster that answers at once,
 //!   i.e. the broadcaster's own scheduling and bookkeeping cost per recipient
+//! - channels: the same to a room of 1 000 whose members are each in 5 rooms
+//!   (5 000 memberships), next to the single-room case; and a batch of 5 lines
+//!   in one room against 5 lines in 5 rooms (one listing per room of a batch)
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use chat_core::entrypoints::stream::decode;
 use chat_core::memory::{MemoryConnections, MemorySessions};
 use chat_core::ports::{Bytes, ConnectionStore, PostError, SocketPoster, SystemClock};
 use chat_core::protocol::{event_frame, parse_command};
+use chat_core::room::DEFAULT_ROOM;
 use chat_core::time::parse_iso;
 use chat_core::{Connection, LogEvent};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -58,30 +62,46 @@ impl SocketPoster for InstantPoster {
     }
 }
 
+/// A broadcaster over `connections` members of the default room, each also in `also_in`.
+fn broadcaster(runtime: &tokio::runtime::Runtime, connections: usize, also_in: &[&str]) -> Broadcaster {
+    let at = parse_iso("2026-11-24T10:15:30Z").expect("valid time");
+    let store = Arc::new(MemoryConnections::default());
+    runtime.block_on(async {
+        for i in 0..connections {
+            let connection =
+                Connection::new(&format!("c{i:014}="), "198.51.100.7", at).also_in(also_in.iter().copied());
+            store.put(&connection).await.ok();
+        }
+    });
+    Broadcaster {
+        connections: store,
+        sessions: Arc::new(MemorySessions::default()),
+        log: Arc::new(chat_core::memory::MemoryLog::default()),
+        poster: Arc::new(InstantPoster),
+        archive: None,
+        clock: Arc::new(SystemClock),
+        config: FanoutConfig::default(),
+    }
+}
+
+/// `lines` chat lines, line `i` in `rooms[i mod rooms.len()]`.
+fn lines(rooms: &[&str], lines: usize) -> Vec<SequencedEvent> {
+    let at = parse_iso("2026-11-24T10:15:30Z").expect("valid time");
+    (0..lines)
+        .map(|i| {
+            let event = LogEvent::chat("CXzQ2cJjoAMCJ6g=", "hello, this is a chat line of ordinary length", at)
+                .in_room(rooms[i % rooms.len()]);
+            SequencedEvent { sequence_number: (i + 1).to_string(), event }
+        })
+        .collect()
+}
+
 fn fanout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
-    let at = parse_iso("2026-11-24T10:15:30Z").expect("valid time");
     let mut group = c.benchmark_group("fanout");
     for connections in [100usize, 1_000, 10_000] {
-        let store = Arc::new(MemoryConnections::default());
-        runtime.block_on(async {
-            for i in 0..connections {
-                store.put(&Connection::new(&format!("c{i:014}="), "198.51.100.7", at)).await.ok();
-            }
-        });
-        let broadcaster = Broadcaster {
-            connections: store,
-            sessions: Arc::new(MemorySessions::default()),
-            log: Arc::new(chat_core::memory::MemoryLog::default()),
-            poster: Arc::new(InstantPoster),
-            archive: None,
-            clock: Arc::new(SystemClock),
-            config: FanoutConfig::default(),
-        };
-        let batch = [SequencedEvent {
-            sequence_number: "1".into(),
-            event: LogEvent::chat("CXzQ2cJjoAMCJ6g=", "hello, this is a chat line of ordinary length", at),
-        }];
+        let broadcaster = broadcaster(&runtime, connections, &[]);
+        let batch = lines(&[DEFAULT_ROOM], 1);
         group.throughput(Throughput::Elements(connections as u64));
         group.bench_with_input(BenchmarkId::new("one message", connections), &batch, |b, batch| {
             b.iter(|| runtime.block_on(broadcaster.broadcast(batch)))
@@ -90,5 +110,34 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, protocol, stream, fanout);
+/// Issue #23: what holding several rooms per connection costs a fan-out. The
+/// members of a room of 1 000 are each in 5 rooms (5 000 memberships); one
+/// line to that room should cost what it costs when they are in one.
+fn channels(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let mut group = c.benchmark_group("channels");
+    let rooms = [DEFAULT_ROOM, "r1", "r2", "r3", "r4"];
+    let single = broadcaster(&runtime, 1_000, &[]);
+    let multi = broadcaster(&runtime, 1_000, &rooms[1..]);
+    let one = lines(&[DEFAULT_ROOM], 1);
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("one message to 1000, members in 1 room", |b| {
+        b.iter(|| runtime.block_on(single.broadcast(black_box(&one))))
+    });
+    group.bench_function("one message to 1000, members in 5 rooms", |b| {
+        b.iter(|| runtime.block_on(multi.broadcast(black_box(&one))))
+    });
+    // A batch of 5 lines: all in one room (one listing), or one per room (five).
+    let (same_room, spread) = (lines(&[DEFAULT_ROOM], 5), lines(&rooms, 5));
+    group.throughput(Throughput::Elements(5_000));
+    group.bench_function("5 messages to 1000 each, all in 1 room", |b| {
+        b.iter(|| runtime.block_on(multi.broadcast(black_box(&same_room))))
+    });
+    group.bench_function("5 messages to 1000 each, over 5 rooms", |b| {
+        b.iter(|| runtime.block_on(multi.broadcast(black_box(&spread))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, protocol, stream, fanout, channels);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 //! with the least any server speaking the protocol must do, how the broadcaster
 //! scales with the room, and what the deployed design costs.
 //!
+//! - [`channels`]: fan-out with every client in one room, then in several; subscribe latency (`loadgen channels`)
 //! - [`load`]: the load generator's measurement (`loadgen run`, `loadgen compare`)
 //! - [`reference`]: the in-memory reference server (the `reference` binary)
 //! - [`target`]: starting and stopping those servers as child processes
@@ -16,6 +17,7 @@
 //! - [`counters`]: the local stack's own counters, from its `/metrics`
 //! - [`procstat`], [`stats`], [`report`]: RSS/CPU from `/proc`, histograms, tables
 
+pub mod channels;
 pub mod chart;
 pub mod coalescing;
 pub mod coldstart;

@@ -302,7 +302,7 @@ async fn send(
 }
 
 /// Waits until `done` holds, printing `what` every second; fails after `limit`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     what: &str,
     limit: Duration,
     progress: bool,

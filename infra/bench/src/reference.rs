@@ -6,8 +6,9 @@
 //! real thing) and shared through a `tokio::sync::broadcast` channel; each socket's
 //! task writes what it receives, batching frames that are already queued into one
 //! flush. `ping` is answered with a pong to the sender only. Joins and leaves are
-//! announced like the real stack does. There is no history: `history` and
-//! anything else unroutable get the seed's "Invalid request" answer.
+//! announced like the real stack does. There is no history and only one room:
+//! `history`, `who`, the channel actions (`subscribe`, `unsubscribe`, `rooms`,
+//! `read`) and anything else unroutable get the seed's "Invalid request" answer.
 
 use std::net::SocketAddr;
 
@@ -74,7 +75,16 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        Ok(Command::History { .. } | Command::Who { .. } | Command::Unknown) => Some(invalid_request_frame()),
+                        // One room, no history, no rooms to subscribe to.
+                        Ok(
+                            Command::History { .. }
+                            | Command::Who { .. }
+                            | Command::Subscribe { .. }
+                            | Command::Unsubscribe { .. }
+                            | Command::Rooms
+                            | Command::Read { .. }
+                            | Command::Unknown,
+                        ) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),
                     },
                     Some(Ok(Message::Close(_))) | None => break Ok(()),

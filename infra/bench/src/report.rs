@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::channels::{ChannelsReport, PhaseReport, TARGET_RATIO};
 use crate::coalescing::Run;
 use crate::coldstart::ColdStart;
 use crate::cost::CostReport;
@@ -307,6 +308,86 @@ fn per_hour(slope: Option<f64>, digits: usize) -> String {
 
 fn optional(value: Option<u64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| v.to_string())
+}
+
+/// `loadgen channels`: the two phases side by side, their ratio against the
+/// issue's target, then the subscribe round trips.
+pub fn channels_table(report: &ChannelsReport) -> String {
+    let c = &report.config;
+    let mut out = format!(
+        "{} clients, {} lines per phase by {} senders (saturating, window {} each), rooms of (b): {}; \
+         local stack with its default settings\n\n\
+         | phase | memberships | lines | delivered / expected | lost / duplicated / misrouted | first send → last delivery s | deliveries/s | latency p50 / p99 ms | stack CPU % | stack CPU µs / delivery | loadgen CPU % | others CPU % |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        c.clients, c.messages, c.senders, c.window, c.rooms
+    );
+    let phase = |out: &mut String, name: String, p: &PhaseReport| {
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} / {} | {} / {} / {} | {:.2} | {:.0} | {:.1} / {:.1} | {:.0} | {:.3} | {:.0} | {:.0} of {} |",
+            p.memberships,
+            p.messages_sent,
+            p.delivered,
+            p.expected_deliveries,
+            p.lost,
+            p.duplicated,
+            p.misrouted,
+            p.duration_s,
+            p.deliveries_per_s,
+            p.latency_ms.p50,
+            p.latency_ms.p99,
+            p.server_cpu_percent,
+            p.server_cpu_us_per_delivery,
+            p.loadgen_cpu_percent,
+            p.others_cpu_percent,
+            100 * report.cores,
+        )
+        .ok();
+    };
+    phase(&mut out, "(a) one room".into(), &report.single_room);
+    phase(&mut out, format!("(b) {} rooms each", c.rooms), &report.multi_room);
+    writeln!(
+        out,
+        "| **(b) / (a)** | | | | | | **{:.2}×** (target ≥ {TARGET_RATIO}: {}) | | | {:.2}× per stack CPU-second | | |",
+        report.ratio,
+        if report.target_met { "met" } else { "missed" },
+        report.cpu_ratio
+    )
+    .ok();
+    let s = &report.subscribe_ms;
+    writeln!(
+        out,
+        "\n| subscribe → subscribed | count | in flight at once | p50 ms | p90 ms | p99 ms | max ms |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | round trip | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        report.subscribes, c.subscribe_concurrency, s.p50, s.p90, s.p99, s.max
+    )
+    .ok();
+    let complete = |done: bool| if done { "complete" } else { "INCOMPLETE" };
+    let o = &report.observer;
+    writeln!(
+        out,
+        "\nDeliveries: (a) {}, (b) {}; the observer (in {} alone, outside the figures) {}: \
+         {} / {} lines of its room, {} missing, {} duplicated, {} from other rooms. \
+         Connect p50 / p99 {:.2} / {:.2} ms; stack peak RSS {}; clients closed by the server {}; \
+         other error frames {}.",
+        complete(report.single_room.complete),
+        complete(report.multi_room.complete),
+        o.room,
+        complete(o.complete),
+        o.delivered,
+        o.expected,
+        o.missing,
+        o.duplicated,
+        o.stray + o.misrouted,
+        report.connect_ms.p50,
+        report.connect_ms.p99,
+        report.server.as_ref().map_or("n/a".to_owned(), |s| format!("{:.1} MiB", s.peak_rss_mib)),
+        report.clients_closed,
+        report.error_frames,
+    )
+    .ok();
+    out
 }
 
 /// Memory per idle connection: one row, every figure of the run.

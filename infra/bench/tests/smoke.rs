@@ -268,3 +268,60 @@ fn idle_connections_report_the_stacks_memory_per_connection() {
     assert!(report["kib_per_connection"].as_f64().is_some_and(f64::is_finite), "{report}");
     assert!(report["connects_per_s"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn channels_deliver_every_line_of_every_room_to_its_members_exactly_once() {
+    let json = scratch("channels").join("channels.json");
+    let stack = chat_local();
+    let (stack, json_arg) = (format!("--stack-bin={}", stack.display()), format!("--json={}", json.display()));
+    let output = loadgen(&[
+        "channels",
+        "--clients=6",
+        "--rooms=3",
+        "--messages=30",
+        "--senders=2",
+        "--window=4",
+        "--subscribe-concurrency=4",
+        "--quiet",
+        &stack,
+        &json_arg,
+    ]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("| **(b) / (a)** |") && stdout.contains("| round trip | 12 |"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    for (phase, rooms) in [("single_room", 1), ("multi_room", 3)] {
+        let p = &report[phase];
+        assert_eq!(p["rooms"], rooms, "{phase}: {p}");
+        assert_eq!(p["memberships"], 6 * rooms, "{phase}");
+        assert_eq!(p["messages_sent"], 30, "{phase}");
+        // Every client is in every room of the phase: 30 lines × 6 clients, each once, in its room.
+        assert_eq!(p["expected_deliveries"], 180, "{phase}");
+        assert_eq!(p["delivered"], 180, "{phase}: {p}");
+        for zero in ["lost", "duplicated", "misrouted", "clients_incomplete"] {
+            assert_eq!(p[zero], 0, "{phase}: {zero} in {p}");
+        }
+        assert_eq!(p["complete"], true, "{phase}");
+        assert_eq!(p["latency_ms"]["count"], 180, "{phase}");
+        assert!(p["deliveries_per_s"].as_f64().unwrap() > 0.0, "{phase}");
+    }
+    // The observer, in room bench-1 alone during (b): lines 1, 4, …, 28 (10 of 30), nothing else.
+    let observer = &report["observer"];
+    assert_eq!(observer["room"], "bench-1");
+    assert_eq!((observer["expected"].as_u64(), observer["delivered"].as_u64()), (Some(10), Some(10)), "{observer}");
+    for zero in ["missing", "duplicated", "stray", "misrouted"] {
+        assert_eq!(observer[zero], 0, "observer: {zero} in {observer}");
+    }
+    // 6 clients × 2 rooms past their home room, each answered and timed.
+    assert_eq!(report["subscribes"], 12);
+    let subscribe = &report["subscribe_ms"];
+    assert_eq!(subscribe["count"], 12);
+    assert!(subscribe["p50"].as_f64().unwrap() > 0.0 && subscribe["max"].as_f64() >= subscribe["p99"].as_f64());
+    assert!(report["ratio"].as_f64().is_some_and(|r| r.is_finite() && r > 0.0), "{report}");
+    assert_eq!(report["error_frames"], 0, "{report}");
+    assert_eq!(report["clients_closed"], 0, "{report}");
+    // loadgen stopped the stack it started.
+    let pid = report["server"]["pid"].as_u64().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(!cmdline.contains("chat-local"), "the stack (pid {pid}) still runs");
+}

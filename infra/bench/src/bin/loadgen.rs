@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chat_bench::channels::{self, ChannelsConfig};
 use chat_bench::coalescing;
 use chat_bench::coldstart;
 use chat_bench::cost::{self, Assumptions};
@@ -91,6 +92,49 @@ enum Command {
         /// How long connecting, or the RSS settling, may take.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// Channels (issue #23): start the local stack with its default settings,
+    /// connect the clients to one room and measure fan-out deliveries/s with
+    /// every line there (a); subscribe each client to the other rooms (the
+    /// subscribe round trips are timed) and measure again with the same number
+    /// of lines spread over all the rooms (b). Prints (b)/(a) against the
+    /// target of 0.8, and checks that every client got every line exactly once.
+    Channels {
+        /// Clients; each is in every room of a phase.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Rooms of each client in (b), its home room included.
+        #[arg(long, default_value_t = 5)]
+        rooms: usize,
+        /// Chat lines per phase.
+        #[arg(long, default_value_t = 10000)]
+        messages: usize,
+        /// Clients that send.
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// A sender's own lines not yet delivered back to it.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Connection attempts in flight at once.
+        #[arg(long, default_value_t = 32)]
+        connect_concurrency: usize,
+        /// Subscribes in flight at once, over all clients.
+        #[arg(long, default_value_t = 32)]
+        subscribe_concurrency: usize,
+        /// End a phase when nothing was sent or delivered for this long.
+        #[arg(long, default_value_t = 10)]
+        idle_timeout_secs: u64,
+        /// Limit for connecting, each subscribe and each sync.
+        #[arg(long, default_value_t = 180)]
+        setup_timeout_secs: u64,
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
@@ -565,6 +609,44 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await?;
             let report = result?;
             print!("{}", report::idle_table(&report));
+            write_json(json.as_deref(), &report)?;
+        }
+        Command::Channels {
+            clients,
+            rooms,
+            messages,
+            senders,
+            window,
+            connect_concurrency,
+            subscribe_concurrency,
+            idle_timeout_secs,
+            setup_timeout_secs,
+            quiet,
+            json,
+            servers,
+        } => {
+            let config = ChannelsConfig {
+                clients,
+                rooms,
+                messages,
+                senders,
+                window,
+                connect_concurrency,
+                subscribe_concurrency,
+                idle_timeout: Duration::from_secs(idle_timeout_secs),
+                setup_timeout: Duration::from_secs(setup_timeout_secs),
+                progress: !quiet,
+            };
+            chat_bench::procstat::raise_open_files_limit();
+            // Default settings: what is measured is what a user runs.
+            let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
+            if config.progress {
+                announce("channels", &server);
+            }
+            let result = channels::run(&server.url, Some(server.pid), &config).await;
+            server.stop().await?;
+            let report = result?;
+            print!("{}", report::channels_table(&report));
             write_json(json.as_deref(), &report)?;
         }
         Command::Soak { url, pid, db, soak: args, servers } => {
