@@ -106,16 +106,12 @@ impl ConnectionStore for MemoryConnections {
     async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
         self.outage.check()?;
         let mut rows = self.rows.lock().unwrap();
-        let Some(row) = rows.get_mut(&connection.connection_id) else { return Ok(Subscribed::NotConnected) };
-        if row.is_subscribed_to(room) {
-            return Ok(Subscribed::Already);
-        }
-        let mut rooms = row.rooms();
-        if rooms.len() >= max_rooms {
-            return Ok(Subscribed::Full);
-        }
-        rooms.push(room.to_owned());
-        row.rooms = rooms;
+        let row = rows.get_mut(&connection.connection_id);
+        let rooms = match Subscribed::rooms_after(row.as_deref(), room, max_rooms) {
+            Ok(rooms) => rooms,
+            Err(unchanged) => return Ok(unchanged),
+        };
+        row.expect("rooms_after answers NotConnected without one").rooms = rooms;
         let key = (room.to_owned(), connection.connection_id.clone());
         self.members.lock().unwrap().insert(key, connection.as_member_of(room));
         Ok(Subscribed::New)
@@ -182,10 +178,10 @@ impl ReadCursors for MemoryCursors {
     ) -> Result<bool, StoreError> {
         self.outage.check()?;
         let mut cursors = self.cursors.lock().unwrap();
-        let cursor = cursors.entry((reader.to_owned(), room.to_owned())).or_default();
-        let moved = cursor.as_str() < message_id;
+        let key = (reader.to_owned(), room.to_owned());
+        let moved = cursors.get(&key).is_none_or(|cursor| cursor.as_str() < message_id);
         if moved {
-            message_id.clone_into(cursor);
+            cursors.insert(key, message_id.to_owned());
         }
         Ok(moved)
     }

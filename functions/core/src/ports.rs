@@ -39,6 +39,33 @@ pub enum Subscribed {
     NotConnected,
 }
 
+impl Subscribed {
+    /// The rule every store applies to the connection's `row` when it
+    /// subscribes to `room`: the rooms the row lists afterwards, or why nothing
+    /// changes. A room already listed is [`Subscribed::Already`] even at the limit.
+    ///
+    /// ```
+    /// use chat_core::{Connection, Subscribed};
+    /// let row = Connection::new("c", "ip", chrono::Utc::now()).in_room("a");
+    /// assert_eq!(Subscribed::rooms_after(Some(&row), "b", 2), Ok(vec!["a".into(), "b".into()]));
+    /// assert_eq!(Subscribed::rooms_after(Some(&row), "b", 1), Err(Subscribed::Full));
+    /// assert_eq!(Subscribed::rooms_after(Some(&row), "a", 1), Err(Subscribed::Already));
+    /// assert_eq!(Subscribed::rooms_after(None, "a", 1), Err(Subscribed::NotConnected));
+    /// ```
+    pub fn rooms_after(row: Option<&Connection>, room: &str, max_rooms: usize) -> Result<Vec<String>, Subscribed> {
+        let row = row.ok_or(Subscribed::NotConnected)?;
+        if row.is_subscribed_to(room) {
+            return Err(Subscribed::Already);
+        }
+        let mut rooms = row.rooms();
+        if rooms.len() >= max_rooms {
+            return Err(Subscribed::Full);
+        }
+        rooms.push(room.to_owned());
+        Ok(rooms)
+    }
+}
+
 /// ActiveConnections and the Memberships they hear rooms through.
 ///
 /// A connection row lists every room it is subscribed to (`rooms`); each of
@@ -233,12 +260,15 @@ impl LogCursor {
     pub fn id_floor(&self) -> String {
         match self {
             LogCursor::MessageId(id) => id.clone(),
-            LogCursor::Time(at) => {
-                let millis = (*at - ID_CLOCK_SLACK).timestamp_millis().max(0) as u64;
-                uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid().to_string()
-            }
+            LogCursor::Time(at) => id_floor_at(*at - ID_CLOCK_SLACK),
         }
     }
+}
+
+/// The smallest message id (UUIDv7) made at or after `at`'s millisecond.
+pub fn id_floor_at(at: DateTime<Utc>) -> String {
+    let millis = at.timestamp_millis().max(0) as u64;
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid().to_string()
 }
 
 /// How far apart an event's id time and its `timestamp` may be (see [`LogCursor::id_floor`]).

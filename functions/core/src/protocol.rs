@@ -367,6 +367,14 @@ pub fn not_subscribed_frame(room: &str) -> Vec<u8> {
         .expect("strings always serialize")
 }
 
+/// An unsubscribe from the connection's only room: `{"error":"Last room","room","message"}`.
+pub fn last_room_frame(room: &str) -> Vec<u8> {
+    let detail =
+        format!("A connection hears at least one room: subscribe to another first, or disconnect to leave \"{room}\".");
+    serde_json::to_vec(&serde_json::json!({ "error": "Last room", "room": room, "message": detail }))
+        .expect("strings always serialize")
+}
+
 /// A subscribe past the limit: `{"error":"Too many rooms","room","message"}`.
 pub fn too_many_rooms_frame(room: &str, max_rooms: usize) -> Vec<u8> {
     let detail = format!(

@@ -573,15 +573,10 @@ impl ConnectionStore for SqliteStore {
                     .prepare_cached(&format!("{CONNECTION_COLUMNS} WHERE connection_id = ?1"))?
                     .query_row(params![id], connection_from_row)
                     .optional()?;
-                let Some(row) = row else { return Ok(Subscribed::NotConnected) };
-                if row.is_subscribed_to(room) {
-                    return Ok(Subscribed::Already);
-                }
-                let mut rooms = row.rooms();
-                if rooms.len() >= max_rooms {
-                    return Ok(Subscribed::Full);
-                }
-                rooms.push(room.to_owned());
+                let rooms = match Subscribed::rooms_after(row.as_ref(), room, max_rooms) {
+                    Ok(rooms) => rooms,
+                    Err(unchanged) => return Ok(unchanged),
+                };
                 tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
                     .execute(params![id, rooms_column(&rooms)])?;
                 insert_membership(tx, connection, room)?;

@@ -6,12 +6,12 @@ use crate::coalesce::coalesce;
 use crate::model::{Connection, LogEvent};
 use crate::ports::{
     Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, ReadCursors, SocketPoster, Subscribed,
-    UNREAD_CAP, count_unread, reader_of,
+    UNREAD_CAP, count_unread, id_floor_at, reader_of,
 };
 use crate::protocol::{
-    Command, PRESENCE_PAGE, RoomSummary, event_frame, history_end_frame, invalid_request_frame, parse_command,
-    presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame, too_many_rooms_frame,
-    unsubscribed_frame,
+    Command, PRESENCE_PAGE, RoomSummary, event_frame, history_end_frame, invalid_request_frame, last_room_frame,
+    parse_command, presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame,
+    too_many_rooms_frame, unsubscribed_frame,
 };
 use crate::room::RoomLimits;
 
@@ -158,12 +158,19 @@ impl DefaultRoute<'_> {
     }
 
     /// Ends `asker`'s membership of `room`, announcing a leave if there was one;
-    /// answers `unsubscribed` either way (unsubscribing twice is harmless).
+    /// answers `unsubscribed` either way (unsubscribing twice is harmless). The
+    /// connection's only room is refused: a connection that hears nothing has
+    /// no use, and its row could not say which rooms it left (a DynamoDB set
+    /// cannot be empty; a row without one is a row from before channels).
     ///
     /// Cost per call: the membership's conditional delete and the row's update,
     /// a leave append when there was a membership, one post.
     async fn unsubscribe(&self, asker: &Connection, room: &str, at: DateTime<Utc>) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
+        if asker.rooms() == [room] {
+            tracing::info!(connection_id, room, "unsubscribe from the last room refused");
+            return self.reply(connection_id, last_room_frame(room)).await;
+        }
         if self.connections.unsubscribe(connection_id, room).await? {
             let leave = LogEvent::leave(connection_id, at).in_room(room).by(asker.identity().as_ref());
             self.log.append(&leave).await?;
@@ -176,7 +183,8 @@ impl DefaultRoute<'_> {
     /// its member count and the chat lines after the reader's cursor (the
     /// account's, so it follows the user across devices; an anonymous
     /// connection's own), up to [`UNREAD_CAP`]. A room never read counts the
-    /// lines since the connection connected.
+    /// lines since the connection connected (since the start of that second:
+    /// stored times are whole seconds).
     ///
     /// Cost per call: one consistent Query of the reader's cursors, and per room
     /// (at most the room limit, [`ROOMS_COUNTED_AT_ONCE`] at a time) a
@@ -191,7 +199,7 @@ impl DefaultRoute<'_> {
         let counts = rooms.iter().enumerate().map(|(i, room)| {
             let after = match cursors.get(room) {
                 Some(id) => LogCursor::MessageId(id.clone()),
-                None => LogCursor::Time(asker.connected_at),
+                None => LogCursor::MessageId(id_floor_at(asker.connected_at)),
             };
             async move {
                 let summary = async {
@@ -697,6 +705,10 @@ mod tests {
         assert!(!session.connections.memberships().contains(&("ops".to_owned(), "c1".to_owned())));
         let refusal = session.send("c1", serde_json::json!({"action":"who","room":"ops"})).await;
         assert_eq!(refusal["error"], "Not subscribed", "it hears ops no more");
+        let last = session.send("c1", serde_json::json!({"action":"unsubscribe","room":"lobby"})).await;
+        assert_eq!((last["error"].as_str(), last["room"].as_str()), (Some("Last room"), Some("lobby")));
+        assert_eq!(session.said().len(), 2, "no leave: it still hears the lobby");
+        assert!(session.connections.get("c1").unwrap().is_subscribed_to("lobby"));
     }
 
     #[tokio::test]

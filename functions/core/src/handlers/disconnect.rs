@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use super::HandlerError;
+use crate::bounded::for_each_bounded;
 use crate::model::{Connection, LogEvent, SessionEnd};
 use crate::ports::{ConnectionStore, MessageLog, SessionLog, StoreError};
 
@@ -69,17 +70,36 @@ pub async fn depart(
     }
     let identity = row.as_ref().or(known).and_then(Connection::identity);
     let legacy_home = row.as_ref().filter(|row| row.rooms.is_empty()).map(|row| row.room.clone());
-    let mut left = 0;
-    for room in rooms {
-        let removed = connections.unsubscribe(id, &room).await?;
-        if removed || legacy_home.as_deref() == Some(room.as_str()) {
-            log.append(&LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity.as_ref())).await?;
-            left += 1;
+    let leave_one = |room: String| {
+        let (identity, legacy_home) = (identity.as_ref(), legacy_home.as_deref());
+        async move {
+            let removed = connections.unsubscribe(id, &room).await?;
+            if !removed && legacy_home != Some(room.as_str()) {
+                return Ok(false);
+            }
+            log.append(&LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity)).await?;
+            Ok(true)
         }
+    };
+    // Rooms concurrently: a hundred of them one after another would be ~300
+    // requests in a row, a good part of a Lambda's timeout.
+    let (mut left, mut failed) = (0, None);
+    for_each_bounded(rooms.into_iter().map(leave_one), ROOMS_LEFT_AT_ONCE, |answer: Result<bool, StoreError>| {
+        match answer {
+            Ok(announced) => left += usize::from(announced),
+            Err(error) => failed = Some(error),
+        }
+    })
+    .await;
+    if let Some(error) = failed {
+        return Err(error);
     }
     sessions.close(end).await?;
     Ok(left)
 }
+
+/// Rooms a departure leaves at once.
+const ROOMS_LEFT_AT_ONCE: usize = 16;
 
 #[cfg(test)]
 mod tests {
