@@ -599,10 +599,16 @@ async fn read_cursors_and_unread_counts_on_moto_answer_as_the_reference() {
         (LogCursor::MessageId(third), 100),
         (LogCursor::Time(base + chrono::Duration::seconds(20)), 100),
     ] {
-        let unread = count_unread(&log, "ops", after.clone(), cap, 4).await.unwrap();
-        assert_eq!(unread, count_unread(&reference_log, "ops", after.clone(), cap, 4).await.unwrap(), "{after:?}");
+        let unread = count_unread(&log, "ops", after.clone(), |_| false, cap, 4).await.unwrap();
+        assert_eq!(
+            unread,
+            count_unread(&reference_log, "ops", after.clone(), |_| false, cap, 4).await.unwrap(),
+            "{after:?}"
+        );
     }
-    let all = count_unread(&log, "ops", LogCursor::Time(base - chrono::Duration::seconds(1)), 100, 4).await.unwrap();
+    let all = count_unread(&log, "ops", LogCursor::Time(base - chrono::Duration::seconds(1)), |_| false, 100, 4)
+        .await
+        .unwrap();
     assert_eq!((all.count, all.more), (12, false), "chat lines only");
 }
 

@@ -167,14 +167,16 @@ pub const UNREAD_CAP: usize = 100;
 /// Events read per page while counting unread lines.
 const UNREAD_PAGE: usize = 200;
 
-/// Counts the chat lines of `room` after `after`, up to `cap`, reading the log
-/// forward a page of [`UNREAD_PAGE`] events at a time (joins and leaves are read
-/// but not counted). Stops at `cap` lines or after `max_pages` pages; either way
-/// `more` says whether lines were left uncounted.
+/// Counts the chat lines of `room` after `after` that are not `own` (the
+/// reader's own lines are read already), up to `cap`, reading the log forward a
+/// page of [`UNREAD_PAGE`] events at a time (joins and leaves are read but not
+/// counted). Stops at `cap` lines or after `max_pages` pages; either way `more`
+/// says whether lines were left uncounted.
 pub async fn count_unread(
     log: &dyn MessageLog,
     room: &str,
     after: LogCursor,
+    own: impl Fn(&LogEvent) -> bool,
     cap: usize,
     max_pages: usize,
 ) -> Result<Unread, StoreError> {
@@ -183,7 +185,7 @@ pub async fn count_unread(
     for _ in 0..max_pages.max(1) {
         let page = log.read(&LogQuery { room: room.to_owned(), after: Some(cursor), limit: UNREAD_PAGE }).await?;
         for event in &page {
-            if event.kind == EventKind::Chat {
+            if event.kind == EventKind::Chat && !own(event) {
                 if unread.count == cap {
                     unread.more = true;
                     return Ok(unread);

@@ -180,7 +180,7 @@ impl DefaultRoute<'_> {
     }
 
     /// Answers the asker's rooms — the home room first, then by name — each with
-    /// its member count and the chat lines after the reader's cursor (the
+    /// its member count and the others' chat lines after the reader's cursor (the
     /// account's, so it follows the user across devices; an anonymous
     /// connection's own), up to [`UNREAD_CAP`]. A room never read counts the
     /// lines since the connection connected (since the start of that second:
@@ -196,6 +196,12 @@ impl DefaultRoute<'_> {
         let mut rooms = asker.rooms();
         rooms.sort_by(|a, b| (a != &asker.room, a).cmp(&(b != &asker.room, b)));
         let mut summaries: Vec<Option<Result<RoomSummary, HandlerError>>> = (0..rooms.len()).map(|_| None).collect();
+        // The reader's own lines: its account's, or this connection's.
+        let account = asker.user_id.as_ref().filter(|_| asker.verified == Some(true));
+        let own = |event: &LogEvent| match account {
+            Some(account) => event.user_id.as_ref() == Some(account),
+            None => event.connection_id == asker.connection_id,
+        };
         let counts = rooms.iter().enumerate().map(|(i, room)| {
             let after = match cursors.get(room) {
                 Some(id) => LogCursor::MessageId(id.clone()),
@@ -204,7 +210,7 @@ impl DefaultRoute<'_> {
             async move {
                 let summary = async {
                     let count = self.connections.count(room).await?;
-                    let unread = count_unread(self.log, room, after, UNREAD_CAP, UNREAD_PAGES).await?;
+                    let unread = count_unread(self.log, room, after, own, UNREAD_CAP, UNREAD_PAGES).await?;
                     Ok(RoomSummary { room: room.clone(), count, unread })
                 };
                 (i, summary.await)
@@ -732,6 +738,8 @@ mod tests {
             session.send("c1", serde_json::json!({"action":"subscribe","room":room})).await;
         }
         let ids = session.lines("ops", 5).await;
+        let own = LogEvent::chat("c1", "mine", at("2026-11-24T10:00:00Z")).in_room("ops");
+        session.log.append(&own).await.unwrap();
         session.lines("alpha", UNREAD_CAP + 1).await;
         let answer = session.send("c1", serde_json::json!({"action":"rooms"})).await;
         let summary =
@@ -768,8 +776,11 @@ mod tests {
         session.send("phone", serde_json::json!({"action":"read","room":"ops","id":ids[1]})).await;
         let laptop = session.send("laptop", serde_json::json!({"action":"rooms"})).await;
         assert_eq!(laptop["rooms"][0]["unread"], 1, "read on the phone, counted on the laptop");
-        let anonymous = session.send("o1", serde_json::json!({"action":"rooms"})).await;
+        session.connections.put(&Connection::new("x1", "ip", t).in_room("ops")).await.unwrap();
+        let anonymous = session.send("x1", serde_json::json!({"action":"rooms"})).await;
         assert_eq!(anonymous["rooms"][0]["unread"], 3, "an anonymous connection has its own cursor");
+        let speaker = session.send("o1", serde_json::json!({"action":"rooms"})).await;
+        assert_eq!(speaker["rooms"][0]["unread"], 0, "one's own lines are never unread");
     }
 
     #[tokio::test]
