@@ -59,8 +59,12 @@ step "fan-out simulation without failures (what pruning costs)"
 step "soak: 200 clients churning in 4 rooms for 15 minutes (RSS and fds over time, every acked line in the log)"
 "$loadgen" soak --clients 200 --duration-secs 900 --json "$out/soak.json" --svg "$out/soak.svg"
 
-step "channels (issue #23): 1000 clients in one room, then each in 5 rooms; subscribe round trips"
-"$loadgen" channels --json "$out/channels.json"
+for run in 1 2 3; do
+  step "channels (issue #23), run $run: 1000 clients in one room, then each in 5 rooms; subscribe round trips"
+  "$loadgen" channels --json "$out/channels-$run.json"
+done
+step "channels: the subscribes one at a time"
+"$loadgen" channels --subscribe-concurrency 1 --json "$out/channels-subscribe-1.json"
 
 step "cost model"
 "$loadgen" cost --json "$out/cost.json"

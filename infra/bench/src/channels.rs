@@ -30,16 +30,14 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_tungstenite::connect_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use crate::load::wait_for;
+use crate::load::{Socket, connect_all, read_texts, tag_numbers, wait_for, wait_for_deliveries};
 use crate::procstat::{Monitor, ProcessReport, machine_percent, machine_ticks, sample};
 use crate::stats::{Percentiles, micros_histogram, record_nanos};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = SplitSink<Socket, Message>;
 
 /// The target: (b) delivers at least this share of (a)'s deliveries/s.
@@ -335,10 +333,7 @@ impl Reader {
     /// `tag` is `<phase>:<seq>:<nanos>`, delivered labelled `room`.
     fn delivery(&mut self, shared: &Shared, tag: &str, room: &str) {
         let now = shared.now_ns();
-        let mut parts = tag.split(':').map(|p| p.parse::<u64>().ok());
-        let (Some(Some(phase)), Some(Some(seq)), Some(Some(sent))) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
+        let Some([phase, seq, sent]) = tag_numbers(tag) else { return };
         let (phase, seq) = (phase as usize, seq as usize);
         if phase > MULTI || seq >= shared.messages {
             return;
@@ -402,22 +397,10 @@ async fn read(
 ) -> Reader {
     let mut reader = Reader::new(role, &shared);
     let prefixes = (shared.prefix(), shared.sync_prefix());
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            next = source.next() => next,
-        };
-        match next {
-            Some(Ok(Message::Text(body))) => reader.handle(&shared, &client, &prefixes, body.as_str()),
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                reader.closed = true;
-                // Whoever waits for an answer on this socket learns it will not come.
-                client.pending.lock().expect("not poisoned").clear();
-                break;
-            }
-            Some(Ok(_)) => {}
-        }
+    reader.closed = read_texts(&mut source, &mut stop, |body| reader.handle(&shared, &client, &prefixes, body)).await;
+    if reader.closed {
+        // Whoever waits for an answer on this socket learns it will not come.
+        client.pending.lock().expect("not poisoned").clear();
     }
     reader
 }
@@ -531,34 +514,15 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
     let home = format!("{url}{}room={}", if url.contains('?') { '&' } else { '?' }, shared.rooms[0]);
     say(format!("connecting {} clients to {home}", config.clients));
     let (stop, stopped) = watch::channel(false);
-    let mut connect_times = micros_histogram();
     let mut clients: Vec<Option<Arc<Client>>> = (0..config.clients).map(|_| None).collect();
     let mut readers = Vec::with_capacity(config.clients);
-    let mut attempts = futures::stream::iter(0..config.clients)
-        .map(|index| {
-            let home = &home;
-            async move {
-                let started = Instant::now();
-                let result = connect_async_with_config(home, None, true).await;
-                (index, started.elapsed(), result)
-            }
-        })
-        .buffer_unordered(config.connect_concurrency.max(1));
-    let connecting = async {
-        while let Some((index, took, result)) = attempts.next().await {
-            let (socket, _) = result.with_context(|| format!("client {index} could not connect to {home}"))?;
-            record_nanos(&mut connect_times, took.as_nanos() as u64);
-            let (client, reader) = start_client(socket, Role::Member(index), &shared, &stopped);
-            readers.push(reader);
-            clients[index] = Some(client);
-            if config.progress && readers.len() % 250 == 0 {
-                eprintln!("[channels]   {} connected", readers.len());
-            }
-        }
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(config.setup_timeout, connecting).await.context("connecting took too long")??;
-    drop(attempts);
+    let (n, concurrency, limit) = (config.clients, config.connect_concurrency, config.setup_timeout);
+    let connect_times = connect_all("channels", &home, n, concurrency, limit, config.progress, |index, socket| {
+        let (client, reader) = start_client(socket, Role::Member(index), &shared, &stopped);
+        readers.push(reader);
+        clients[index] = Some(client);
+    })
+    .await?;
     let clients: Vec<Arc<Client>> = clients.into_iter().flatten().collect();
     let observed = format!("{url}{}room=bench-observer", if url.contains('?') { '&' } else { '?' });
     let (socket, _) = tokio::time::timeout(config.setup_timeout, connect_async_with_config(&observed, None, true))
@@ -602,25 +566,11 @@ pub async fn run(url: &str, pid: Option<u32>, config: &ChannelsConfig) -> anyhow
             let senders: Vec<_> = (0..config.senders)
                 .map(|index| tokio::spawn(send(index, clients[index].clone(), shared.clone(), phase)))
                 .collect();
-            let expected = (config.messages * config.clients) as u64;
-            let (mut last_seen, mut last_change, mut last_print) = ((0, 0), Instant::now(), Instant::now());
-            loop {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let now = (counters.delivered.load(Ordering::Relaxed), counters.sent.load(Ordering::Relaxed));
-                if now.0 >= expected {
-                    break;
-                }
-                if now != last_seen {
-                    (last_seen, last_change) = (now, Instant::now());
-                } else if last_change.elapsed() > config.idle_timeout {
-                    say(format!("nothing happened for {:?}; ending the phase", config.idle_timeout));
-                    break;
-                }
-                if config.progress && last_print.elapsed() >= Duration::from_secs(1) {
-                    eprintln!("[channels]   sent {}/{}  delivered {}/{expected}", now.1, config.messages, now.0);
-                    last_print = Instant::now();
-                }
-            }
+            let expected = (config.messages as u64, (config.messages * config.clients) as u64);
+            wait_for_deliveries("channels", expected, config.idle_timeout, config.progress, || {
+                (counters.sent.load(Ordering::Relaxed), counters.delivered.load(Ordering::Relaxed))
+            })
+            .await;
             let end = CpuMark::now(pid);
             for sender in senders {
                 // A stalled sender (its own lines never came back) is stopped; its count is in `sent`.

@@ -29,7 +29,7 @@ use crate::counters::Counters;
 use crate::procstat::{Monitor, ProcessReport, machine_percent, machine_ticks};
 use crate::stats::{Percentiles, cdf, micros_histogram, record_nanos};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = SplitSink<Socket, Message>;
 
 /// What load to put on the target.
@@ -202,10 +202,7 @@ impl Reader {
     /// `tag` is `<sender>:<seq>:<nanos>`.
     fn delivery(&mut self, shared: &Shared, tag: &str) {
         let now = shared.now_ns();
-        let mut parts = tag.split(':').map(|p| p.parse::<u64>().ok());
-        let (Some(Some(sender)), Some(Some(seq)), Some(Some(sent))) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
+        let Some([sender, seq, sent]) = tag_numbers(tag) else { return };
         let (sender, seq) = (sender as usize, seq as usize);
         if sender >= shared.senders || seq >= shared.messages {
             return;
@@ -245,22 +242,39 @@ async fn read(
         synced: false,
     };
     let (prefix, sync) = (shared.prefix(), shared.sync_text());
+    reader.closed = read_texts(&mut source, &mut stop, |body| reader.handle(&shared, &prefix, &sync, body)).await;
+    reader
+}
+
+/// The `:`-separated numbers of a line's tag (`<a>:<b>:<c>`), if it has `N` of them first.
+pub(crate) fn tag_numbers<const N: usize>(tag: &str) -> Option<[u64; N]> {
+    let mut parts = tag.split(':');
+    let mut numbers = [0; N];
+    for number in &mut numbers {
+        *number = parts.next()?.parse().ok()?;
+    }
+    Some(numbers)
+}
+
+/// Hands each text frame of `source` to `text` until `stop` changes; `true` if
+/// the socket closed (or broke) first.
+pub(crate) async fn read_texts(
+    source: &mut SplitStream<Socket>,
+    stop: &mut watch::Receiver<bool>,
+    mut text: impl FnMut(&str),
+) -> bool {
     loop {
         let next = tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => return false,
             next = source.next() => next,
         };
         match next {
-            Some(Ok(Message::Text(body))) => reader.handle(&shared, &prefix, &sync, body.as_str()),
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                reader.closed = true;
-                break;
-            }
+            Some(Ok(Message::Text(body))) => text(body.as_str()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
             Some(Ok(_)) => {}
         }
     }
-    reader
 }
 
 fn chat(text: &str) -> Message {
@@ -326,6 +340,78 @@ pub(crate) async fn wait_for(
     }
 }
 
+/// Opens `clients` WebSockets to `url`, `concurrency` handshakes at a time,
+/// handing each `(index, socket)` to `connected` as it opens; returns the
+/// handshake times (TCP + upgrade, including `$connect` on the stack). Fails on
+/// the first client that cannot connect, or after `limit`.
+pub(crate) async fn connect_all(
+    label: &str,
+    url: &str,
+    clients: usize,
+    concurrency: usize,
+    limit: Duration,
+    progress: bool,
+    mut connected: impl FnMut(usize, Socket),
+) -> anyhow::Result<Histogram<u64>> {
+    let mut connect_times = micros_histogram();
+    let mut attempts = futures::stream::iter(0..clients)
+        .map(|index| async move {
+            let started = Instant::now();
+            let result = connect_async_with_config(url, None, true).await;
+            (index, started.elapsed(), result)
+        })
+        .buffer_unordered(concurrency.max(1));
+    let connecting = async {
+        let mut count = 0;
+        while let Some((index, took, result)) = attempts.next().await {
+            let (socket, _) = result.with_context(|| format!("client {index} could not connect to {url}"))?;
+            record_nanos(&mut connect_times, took.as_nanos() as u64);
+            connected(index, socket);
+            count += 1;
+            if progress && count % 250 == 0 {
+                eprintln!("[{label}]   {count} connected");
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(limit, connecting).await.context("connecting took too long")??;
+    Ok(connect_times)
+}
+
+/// Waits until `counts()` — `(lines sent, deliveries)` — reaches `expected`'s
+/// deliveries, or until neither changed for `idle_timeout` (lines are missing:
+/// the report counts them lost). Prints both every second with `progress`.
+pub(crate) async fn wait_for_deliveries(
+    label: &str,
+    expected: (u64, u64),
+    idle_timeout: Duration,
+    progress: bool,
+    counts: impl Fn() -> (u64, u64),
+) {
+    let (lines, deliveries) = expected;
+    let (mut last_seen, mut last_change, mut last_print) = ((0, 0), Instant::now(), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = counts();
+        if now.1 >= deliveries {
+            return;
+        }
+        if now != last_seen {
+            (last_seen, last_change) = (now, Instant::now());
+        } else if last_change.elapsed() > idle_timeout {
+            if progress {
+                eprintln!("[{label}] nothing happened for {idle_timeout:?}; ending the run");
+            }
+            return;
+        }
+        if progress && last_print.elapsed() >= Duration::from_secs(1) {
+            let percent = 100.0 * now.1 as f64 / deliveries.max(1) as f64;
+            eprintln!("[{label}]   sent {}/{lines}  delivered {}/{deliveries} ({percent:.0}%)", now.0, now.1);
+            last_print = Instant::now();
+        }
+    }
+}
+
 /// Runs the load against `url`. `pid` is the target's process, if local, for RSS and CPU.
 pub async fn run(label: &str, url: &str, pid: Option<u32>, config: &LoadConfig) -> anyhow::Result<RunReport> {
     run_with_counters(label, url, pid, None, config).await
@@ -387,30 +473,22 @@ pub async fn run_with_counters(
 
     // Connect.
     say(format!("connecting {} clients to {url}", config.clients));
-    let mut connect_times = micros_histogram();
     let mut sinks: Vec<Option<Sink>> = (0..config.clients).map(|_| None).collect();
     let mut readers = Vec::with_capacity(config.clients);
-    let mut attempts = futures::stream::iter(0..config.clients)
-        .map(|index| async move {
-            let started = Instant::now();
-            let result = connect_async_with_config(url, None, true).await;
-            (index, started.elapsed(), result)
-        })
-        .buffer_unordered(config.connect_concurrency.max(1));
-    let connecting = async {
-        while let Some((index, took, result)) = attempts.next().await {
-            let (socket, _) = result.with_context(|| format!("client {index} could not connect to {url}"))?;
-            record_nanos(&mut connect_times, took.as_nanos() as u64);
+    let connect_times = connect_all(
+        label,
+        url,
+        config.clients,
+        config.connect_concurrency,
+        config.setup_timeout,
+        config.progress,
+        |index, socket| {
             let (sink, source) = socket.split();
             sinks[index] = Some(sink);
             readers.push(tokio::spawn(read(index, source, shared.clone(), stopped.clone())));
-            if config.progress && readers.len() % 250 == 0 {
-                eprintln!("[{label}]   {} connected", readers.len());
-            }
-        }
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(config.setup_timeout, connecting).await.context("connecting took too long")??;
+        },
+    )
+    .await?;
     let mut sinks: Vec<Sink> = sinks.into_iter().flatten().collect();
 
     // The protocol works: a pong for a ping.
@@ -448,35 +526,12 @@ pub async fn run_with_counters(
         .enumerate()
         .map(|(index, sink)| tokio::spawn(send(index, sink, shared.clone(), config.rate, start)))
         .collect();
-    let expected_total = (config.senders * config.messages * config.clients) as u64;
-    let mut last_change = Instant::now();
-    let mut last_seen = (0, 0);
-    let mut last_print = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = (shared.delivered.load(Ordering::Relaxed), shared.sent.load(Ordering::Relaxed));
-        if now.0 >= expected_total {
-            break;
-        }
-        if now != last_seen {
-            last_seen = now;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > config.idle_timeout {
-            say(format!("nothing happened for {:?}; ending the run", config.idle_timeout));
-            break;
-        }
-        if config.progress && last_print.elapsed() >= Duration::from_secs(1) {
-            let percent = 100.0 * now.0 as f64 / expected_total.max(1) as f64;
-            eprintln!(
-                "[{label}]   sent {}/{}  delivered {}/{} ({percent:.0}%)",
-                now.1,
-                config.senders * config.messages,
-                now.0,
-                expected_total
-            );
-            last_print = Instant::now();
-        }
-    }
+    let lines = (config.senders * config.messages) as u64;
+    let expected_total = lines * config.clients as u64;
+    wait_for_deliveries(label, (lines, expected_total), config.idle_timeout, config.progress, || {
+        (shared.sent.load(Ordering::Relaxed), shared.delivered.load(Ordering::Relaxed))
+    })
+    .await;
     let target = target.map(Monitor::finish);
     let loadgen = me.finish();
     let counters = match (counters_at_start, read_counters().await) {

@@ -123,24 +123,11 @@ enum Command {
         /// A sender's own lines not yet delivered back to it.
         #[arg(long, default_value_t = 16)]
         window: usize,
-        /// Connection attempts in flight at once.
-        #[arg(long, default_value_t = 32)]
-        connect_concurrency: usize,
         /// Subscribes in flight at once, over all clients.
         #[arg(long, default_value_t = 32)]
         subscribe_concurrency: usize,
-        /// End a phase when nothing was sent or delivered for this long.
-        #[arg(long, default_value_t = 10)]
-        idle_timeout_secs: u64,
-        /// Limit for connecting, each subscribe and each sync.
-        #[arg(long, default_value_t = 180)]
-        setup_timeout_secs: u64,
-        /// No progress lines on stderr.
-        #[arg(long)]
-        quiet: bool,
-        /// Write the results here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        setup: SetupArgs,
         #[command(flatten)]
         servers: ServerArgs,
     },
@@ -312,21 +299,28 @@ struct LoadArgs {
     /// When saturating: a sender's messages not yet delivered back to it.
     #[arg(long, default_value_t = 16)]
     window: usize,
+    #[command(flatten)]
+    setup: SetupArgs,
+    /// Every client connects with `?batch=1` (coalesced delivery).
+    #[arg(long)]
+    coalescing: bool,
+}
+
+/// Connecting, timeouts and output, shared by the commands that load the stack.
+#[derive(Args, Debug, Clone)]
+struct SetupArgs {
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
-    /// End the run when nothing was sent or delivered for this long.
+    /// End the run (a phase of `channels`) when nothing was sent or delivered for this long.
     #[arg(long, default_value_t = 10)]
     idle_timeout_secs: u64,
-    /// Limit for connecting, the pong and the sync message.
+    /// Limit for each step before the measurement: connecting, the pong, a subscribe, a sync line.
     #[arg(long, default_value_t = 180)]
     setup_timeout_secs: u64,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
-    /// Every client connects with `?batch=1` (coalesced delivery).
-    #[arg(long)]
-    coalescing: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -340,10 +334,10 @@ impl LoadArgs {
             messages: self.messages,
             rate: (self.rate > 0.0).then_some(self.rate),
             window: self.window,
-            connect_concurrency: self.connect_concurrency,
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            setup_timeout: Duration::from_secs(self.setup_timeout_secs),
-            progress: !self.quiet,
+            connect_concurrency: self.setup.connect_concurrency,
+            idle_timeout: Duration::from_secs(self.setup.idle_timeout_secs),
+            setup_timeout: Duration::from_secs(self.setup.setup_timeout_secs),
+            progress: !self.setup.quiet,
             coalescing: self.coalescing,
         }
     }
@@ -520,7 +514,7 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => bail!("give --url or --spawn"),
             };
             print!("{}", report::run_table(&report));
-            write_json(load.json.as_deref(), &report)?;
+            write_json(load.setup.json.as_deref(), &report)?;
         }
         Command::Compare { load, servers, svg } => {
             let config = load.config();
@@ -529,7 +523,7 @@ async fn main() -> anyhow::Result<()> {
             let stack = load_spawned(Kind::Stack, &binaries, &servers.server_log, &config, &[]).await?;
             let comparison = Comparison::new(stack, reference);
             print!("{}", report::comparison_table(&comparison));
-            write_json(load.json.as_deref(), &comparison)?;
+            write_json(load.setup.json.as_deref(), &comparison)?;
             if let Some(path) = &svg {
                 chat_bench::chart::latency_cdf_svg(&comparison, path)
                     .with_context(|| format!("drawing {}", path.display()))?;
@@ -549,7 +543,7 @@ async fn main() -> anyhow::Result<()> {
                 runs.push(coalescing::Run::new(Some(window), report)?);
             }
             print!("{}", report::coalescing_table(&runs));
-            write_json(load.json.as_deref(), &runs)?;
+            write_json(load.setup.json.as_deref(), &runs)?;
         }
         Command::Envelope { room_sizes, rates, windows_ms, measure_secs, broadcaster, json, svg, servers } => {
             let binaries = servers.binaries();
@@ -611,31 +605,18 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report::idle_table(&report));
             write_json(json.as_deref(), &report)?;
         }
-        Command::Channels {
-            clients,
-            rooms,
-            messages,
-            senders,
-            window,
-            connect_concurrency,
-            subscribe_concurrency,
-            idle_timeout_secs,
-            setup_timeout_secs,
-            quiet,
-            json,
-            servers,
-        } => {
+        Command::Channels { clients, rooms, messages, senders, window, subscribe_concurrency, setup, servers } => {
             let config = ChannelsConfig {
                 clients,
                 rooms,
                 messages,
                 senders,
                 window,
-                connect_concurrency,
+                connect_concurrency: setup.connect_concurrency,
                 subscribe_concurrency,
-                idle_timeout: Duration::from_secs(idle_timeout_secs),
-                setup_timeout: Duration::from_secs(setup_timeout_secs),
-                progress: !quiet,
+                idle_timeout: Duration::from_secs(setup.idle_timeout_secs),
+                setup_timeout: Duration::from_secs(setup.setup_timeout_secs),
+                progress: !setup.quiet,
             };
             chat_bench::procstat::raise_open_files_limit();
             // Default settings: what is measured is what a user runs.
@@ -647,7 +628,7 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await?;
             let report = result?;
             print!("{}", report::channels_table(&report));
-            write_json(json.as_deref(), &report)?;
+            write_json(setup.json.as_deref(), &report)?;
         }
         Command::Soak { url, pid, db, soak: args, servers } => {
             let config = args.config()?;
