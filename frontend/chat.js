@@ -416,6 +416,8 @@ function pollRooms({ unlessWithinMs = 0 } = {}) {
   send({ action: "rooms" });
 }
 
+// The server's counts replace the page's. A line stored just before the answer
+// was counted may still arrive after it and count once more, until the next answer.
 function roomsAnswered(frame) {
   serverRooms = true;
   roomsPending = false;
