@@ -44,7 +44,7 @@ pub struct Assumptions {
     pub lambda_memory_mb: f64,
     /// Stream records per broadcaster invocation (1 at low rates: ~4 polls/s/shard).
     pub stream_batch: f64,
-    /// One DynamoDB call (PutItem, a Scan page) as the Lambda waits for it.
+    /// One DynamoDB call (PutItem, a Query page) as the Lambda waits for it.
     pub dynamodb_call_ms: f64,
     /// The fan-out simulation's @connections model and concurrency bound.
     pub poster: PosterModel,
@@ -83,7 +83,7 @@ pub struct CostReport {
     /// Outbound chat frame size for `text_bytes` of text.
     pub frame_bytes: usize,
     pub message_item_bytes: usize,
-    pub connection_item_bytes: usize,
+    pub member_item_bytes: usize,
     /// Measured: CPU time of the `send_message` handler per message (in memory, without the PutItem wait).
     pub send_handler_cpu_ms: f64,
     pub rooms: Vec<RoomCost>,
@@ -91,6 +91,9 @@ pub struct CostReport {
 
 /// DynamoDB's item size: attribute names plus values (strings as UTF-8 bytes,
 /// numbers as about one byte per two significant digits plus one).
+/// A 10-digit epoch-seconds number as DynamoDB sizes it (digits / 2 + 1).
+const EPOCH_SECONDS_BYTES: usize = 6;
+
 pub fn item_bytes(item: &serde_json::Value) -> usize {
     let Some(fields) = item.as_object() else { return 0 };
     fields
@@ -159,8 +162,10 @@ pub async fn price(assumptions: Assumptions, cases: &[CaseReport]) -> CostReport
     let frame_bytes = event_frame(&event).len();
     let inbound_bytes = serde_json::json!({"action": "sendmessage", "message": text}).to_string().len();
     let message_item_bytes = serde_json::to_value(&event).map_or(0, |v| item_bytes(&v));
-    let connection = Connection::new("CXzQ2cJjoAMCJ6g=", "203.0.113.7", at);
-    let connection_item_bytes = serde_json::to_value(&connection).map_or(0, |v| item_bytes(&v));
+    // What a room's listing reads: its Memberships items (the adapter adds `purge_at`).
+    let member = Connection::new("CXzQ2cJjoAMCJ6g=", "203.0.113.7", at).as_member_of("lobby");
+    let member_item_bytes =
+        serde_json::to_value(&member).map_or(0, |v| item_bytes(&v)) + "purge_at".len() + EPOCH_SECONDS_BYTES;
     let send_cpu_ms = send_handler_cpu_ms(&text).await;
     let memory_gb = a.lambda_memory_mb / 1024.0;
     let units = |bytes: usize| bytes.div_ceil(APIGW_UNIT_BYTES).max(1) as f64;
@@ -173,10 +178,11 @@ pub async fn price(assumptions: Assumptions, cases: &[CaseReport]) -> CostReport
         let minutes = m / a.room_messages_per_minute.max(1e-9);
         let connection_minutes = n as f64 * minutes;
         let pings = if a.heartbeat_secs > 0.0 { connection_minutes * 60.0 / a.heartbeat_secs } else { 0.0 };
-        // Scan: one page per MB; each page's items rounded up to 4 KB, eventually consistent = half a unit.
-        let scan_bytes = n * connection_item_bytes;
-        let scan_pages = scan_bytes.div_ceil(1024 * 1024).max(1) as f64;
-        let scan_read_units = scan_bytes.div_ceil(4096).max(1) as f64 * 0.5;
+        // The room's Memberships, one consistent Query page per MB; the items
+        // read, rounded up to 4 KB, a whole read unit each (strongly consistent).
+        let listing_bytes = n * member_item_bytes;
+        let listing_pages = listing_bytes.div_ceil(1024 * 1024).max(1) as f64;
+        let listing_read_units = listing_bytes.div_ceil(4096).max(1) as f64;
 
         // One post per recipient per event, or per recipient per invocation's frame when coalesced.
         let posts_per_invocation =
@@ -188,10 +194,10 @@ pub async fn price(assumptions: Assumptions, cases: &[CaseReport]) -> CostReport
         let send_s = billed_seconds(a.dynamodb_call_ms + send_cpu_ms);
         let ping_s = billed_seconds(send_cpu_ms);
         let fanouts_per_invocation = if a.coalesced { posts_per_invocation } else { a.stream_batch.max(1.0) };
-        let broadcaster_ms = scan_pages * a.dynamodb_call_ms + fanouts_per_invocation * case.mean_ms_per_message;
+        let broadcaster_ms = listing_pages * a.dynamodb_call_ms + fanouts_per_invocation * case.mean_ms_per_message;
         let gb_seconds = memory_gb * (m * send_s + pings * ping_s + invocations * billed_seconds(broadcaster_ms));
         let write_units = m * message_item_bytes.div_ceil(1024).max(1) as f64;
-        let read_units = invocations * scan_read_units;
+        let read_units = invocations * listing_read_units;
 
         let mut room = RoomCost {
             connections: n,
@@ -221,7 +227,7 @@ pub async fn price(assumptions: Assumptions, cases: &[CaseReport]) -> CostReport
         assumptions,
         frame_bytes,
         message_item_bytes,
-        connection_item_bytes,
+        member_item_bytes,
         send_handler_cpu_ms: send_cpu_ms,
         rooms,
     }

@@ -277,17 +277,17 @@ pub fn cost_table(report: &CostReport) -> String {
     write!(
         out,
         "\nAssumptions: {} bytes of text → {}-byte frames (1 unit of 32 KB) and {}-byte MessageHistory items \
-         (1 write unit); {}-byte ActiveConnections items; the room sends {} messages/minute in total; \
+         (1 write unit); {}-byte Memberships items; the room sends {} messages/minute in total; \
          heartbeat every {} s (ping in + pong out, one send_message invocation each; 0 = none); \
          Lambda arm64 at {} MB, billed per 1 ms; {} stream record(s) per broadcaster invocation; \
          each DynamoDB call {} ms; send_message CPU {:.4} ms (measured); broadcaster time from the fan-out \
-         simulation at concurrency {} with posts of {} ± {} ms, no failures; Scan eventually consistent \
-         (0.5 read unit per 4 KB); stream reads by Lambda are free; joins, leaves, $connect/$disconnect and \
+         simulation at concurrency {} with posts of {} ± {} ms, no failures; the room's Memberships \
+         read by a strongly consistent Query (1 read unit per 4 KB); stream reads by Lambda are free; joins, leaves, $connect/$disconnect and \
          SessionHistory writes are per session and left out; no S3 archive.\n",
         a.text_bytes,
         report.frame_bytes,
         report.message_item_bytes,
-        report.connection_item_bytes,
+        report.member_item_bytes,
         a.room_messages_per_minute,
         a.heartbeat_secs,
         a.lambda_memory_mb,
