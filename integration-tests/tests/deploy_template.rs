@@ -1014,7 +1014,23 @@ fn the_stage_throttles_every_route_within_bounds() {
         let (stage, default_route) = (default_of(&settings[limit]), default_of(&default_route[limit]));
         // One $default frame costs a Query and many posts: its own, tighter bucket.
         assert!(default_route < stage, "$default {limit} {default_route} is below the stage's {stage}");
+        // The one-post channel actions a page repeats (read, rooms, unsubscribe): a
+        // bucket of their own, above $default's and within the stage's.
+        for route in ["rooms", "read", "unsubscribe"] {
+            let own =
+                stage_routes(stage_properties(&template), route).unwrap_or_else(|| panic!("{route} has settings"));
+            let own = default_of(&own[limit]);
+            assert!(default_route < own && own <= stage, "{route} {limit} {own}: above $default's, within the stage's");
+        }
     }
+}
+
+fn stage_properties(template: &Value) -> &Value {
+    &template["Resources"]["Stage"]["Properties"]
+}
+
+fn stage_routes<'t>(stage: &'t Value, route: &str) -> Option<&'t Value> {
+    stage.get("RouteSettings").and_then(|r| r.get(route))
 }
 
 #[test]
@@ -1037,8 +1053,8 @@ fn the_stage_logs_every_request_but_never_a_body() {
         assert_eq!(format[field], variable, "access log field {field}");
     }
     let parameter = |setting: &Value| raw["Parameters"][text(setting).trim_start_matches("Ref:")].clone();
-    let routes = [&stage["DefaultRouteSettings"], &stage["RouteSettings"]["$default"]];
-    for settings in routes {
+    let routes = ["$default", "rooms", "read", "unsubscribe"].map(|route| &stage["RouteSettings"][route]);
+    for settings in routes.into_iter().chain([&stage["DefaultRouteSettings"]]) {
         assert_eq!(settings["DataTraceEnabled"], false, "message bodies are never logged");
         assert_eq!(parameter(&settings["LoggingLevel"])["Default"], "ERROR", "execution logs: errors by default");
     }
