@@ -95,6 +95,10 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "unsubscribe");
         self.inner.unsubscribe(connection_id, room).await
     }
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.seen.note("ConnectionStore", "end_membership");
+        self.inner.end_membership(connection_id, room).await
+    }
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "get");
         ConnectionStore::get(&self.inner, connection_id).await
@@ -367,6 +371,7 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
         "unsubscribe",
         &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("CONNECTIONS_TABLE", "dynamodb:UpdateItem")],
     ),
+    ("ConnectionStore", "end_membership", &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem")]),
     ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ReadCursors", "cursors", &[("READ_CURSORS_TABLE", "dynamodb:Query")]),
@@ -827,7 +832,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("disconnect", false).await,
         expect(&[
             ("ConnectionStore", "delete"),
-            ("ConnectionStore", "unsubscribe"),
+            ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append")
         ])
@@ -855,7 +860,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("reaper", false).await,
         expect(&[
             ("ConnectionStore", "delete"),
-            ("ConnectionStore", "unsubscribe"),
+            ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append")
         ])
@@ -865,7 +870,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         expect(&[
             ("ConnectionStore", "list"),
             ("ConnectionStore", "delete"),
-            ("ConnectionStore", "unsubscribe"),
+            ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
             ("SocketPoster", "post"),
@@ -900,6 +905,7 @@ fn the_adapter_scan_finds_each_sdk_call() {
         ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     );
     assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
+    assert_eq!(actions("ConnectionStore", "end_membership"), ["dynamodb:DeleteItem"], "the row is not touched");
     assert_eq!(actions("ReadCursors", "cursors"), ["dynamodb:Query"]);
     assert_eq!(actions("ReadCursors", "advance"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("MessageLog", "read"), ["dynamodb:Query"]);

@@ -356,6 +356,11 @@ impl ConnectionStore for DynamoConnections {
         Ok(removed)
     }
 
+    /// The membership's DeleteItem alone (a departure: the row is gone already).
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.remove_membership(connection_id, room).await
+    }
+
     /// One consistent Query of the room's memberships (up to `limit` items, or 1 MB).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         let start = after.map(|id| HashMap::from([string_key("room", room), string_key("connection_id", &id)]));

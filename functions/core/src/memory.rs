@@ -125,6 +125,11 @@ impl ConnectionStore for MemoryConnections {
         Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())).is_some())
     }
 
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())).is_some())
+    }
+
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
         self.outage.check()?;
         let page_size = limit.min(self.page_size).max(1);

@@ -99,6 +99,10 @@ pub trait ConnectionStore: Send + Sync {
     /// there: never recreating a deleted row). `true` if this call removed the
     /// membership: the caller announces the leave.
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError>;
+    /// Removes the membership alone, for a departure (whose row is already
+    /// deleted: updating it would be a write refused, and billed, per room).
+    /// `true` if this call removed it: the caller announces the leave.
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError>;
     /// Up to `limit` of `room`'s members in id order, after the previous page's
     /// `next`, each as [`Connection::as_member_of`] `room`. A store may return
     /// fewer, even none with a `next` (DynamoDB stops at 1 MB, and leaves out

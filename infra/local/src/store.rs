@@ -615,6 +615,19 @@ impl ConnectionStore for SqliteStore {
         })
     }
 
+    /// Deletes the membership alone (a departure: the row is gone already).
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let deleted = db
+                .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
+                .execute(params![room, connection_id])?;
+            if deleted == 1 {
+                self.forget_rooms([room]);
+            }
+            Ok(deleted == 1)
+        })
+    }
+
     /// A page of the room's members in id order, like a consistent Query of
     /// Memberships (read on its `(room, connection_id)` key, then cached: [`RoomCache`]).
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
@@ -1228,5 +1241,22 @@ mod tests {
         assert!(all.iter().all(|c| c.room == "lobby"));
         assert_eq!(store.count("ops").await.unwrap(), LIST_PAGE + 5);
         assert_eq!(store.get("c00003x").await.unwrap().unwrap().room, "ops");
+    }
+
+    #[tokio::test]
+    async fn a_departure_ends_each_membership_once_without_touching_rows() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let gone = Connection::new("gone", "ip", at("2026-11-24T10:00:00Z")).in_room("a").also_in(["b"]);
+        store.put(&gone).await.unwrap();
+        let ids = |store: SqliteStore, room: &'static str| async move {
+            chat_core::ports::list_all_connections(&store, room).await.unwrap().len()
+        };
+        assert_eq!(ids(store.clone(), "b").await, 1, "listed (and cached) before the departure");
+        assert!(store.delete("gone").await.unwrap().is_some());
+        assert!(store.end_membership("gone", "b").await.unwrap(), "this call ended it");
+        assert!(!store.end_membership("gone", "b").await.unwrap(), "once");
+        assert_eq!(ids(store.clone(), "b").await, 0, "the cached listing forgot it");
+        assert_eq!(ids(store.clone(), "a").await, 1, "the other room's membership is its own call");
+        assert!(store.get("gone").await.unwrap().is_none(), "no row recreated");
     }
 }

@@ -73,7 +73,7 @@ pub async fn depart(
     let leave_one = |room: String| {
         let (identity, legacy_home) = (identity.as_ref(), legacy_home.as_deref());
         async move {
-            let removed = connections.unsubscribe(id, &room).await?;
+            let removed = connections.end_membership(id, &room).await?;
             if !removed && legacy_home != Some(room.as_str()) {
                 return Ok(false);
             }
