@@ -125,6 +125,11 @@ impl Connection {
         if self.rooms.is_empty() { vec![self.room.clone()] } else { self.rooms.clone() }
     }
 
+    /// The account behind the connection (its `userId`), when its identity is verified.
+    pub fn account(&self) -> Option<&str> {
+        self.user_id.as_deref().filter(|_| self.verified == Some(true))
+    }
+
     /// Whether the connection hears `room`.
     pub fn is_subscribed_to(&self, room: &str) -> bool {
         if self.rooms.is_empty() { self.room == room } else { self.rooms.iter().any(|r| r == room) }

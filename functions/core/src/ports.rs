@@ -151,9 +151,9 @@ pub trait ReadCursors: Send + Sync {
 
 /// Whose cursors a connection reads and moves: its account when verified, else itself.
 pub fn reader_of(connection: &Connection) -> String {
-    match (&connection.user_id, connection.verified) {
-        (Some(user_id), Some(true)) => user_id.clone(),
-        _ => format!("connection#{}", connection.connection_id),
+    match connection.account() {
+        Some(account) => account.to_owned(),
+        None => format!("connection#{}", connection.connection_id),
     }
 }
 

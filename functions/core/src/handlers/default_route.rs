@@ -197,9 +197,8 @@ impl DefaultRoute<'_> {
         rooms.sort_by(|a, b| (a != &asker.room, a).cmp(&(b != &asker.room, b)));
         let mut summaries: Vec<Option<Result<RoomSummary, HandlerError>>> = (0..rooms.len()).map(|_| None).collect();
         // The reader's own lines: its account's, or this connection's.
-        let account = asker.user_id.as_ref().filter(|_| asker.verified == Some(true));
-        let own = |event: &LogEvent| match account {
-            Some(account) => event.user_id.as_ref() == Some(account),
+        let own = |event: &LogEvent| match asker.account() {
+            Some(account) => event.user_id.as_deref() == Some(account),
             None => event.connection_id == asker.connection_id,
         };
         let counts = rooms.iter().enumerate().map(|(i, room)| {
@@ -232,7 +231,7 @@ impl DefaultRoute<'_> {
         let Some(room) = self.heard(asker, Some(room.to_owned())).await? else { return Ok(()) };
         let reader = reader_of(asker);
         // An anonymous connection's cursor is its own: forgotten after it.
-        let expires_at = (asker.verified != Some(true) || asker.user_id.is_none()).then_some(asker.expires_at);
+        let expires_at = asker.account().is_none().then_some(asker.expires_at);
         let cursor = if self.cursors.advance(&reader, &room, id, expires_at).await? {
             id.to_owned()
         } else {
