@@ -318,8 +318,12 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
     ("query", "dynamodb:Query"),
     ("batch_get_item", "dynamodb:BatchGetItem"),
     ("batch_write_item", "dynamodb:BatchWriteItem"),
-    // Its conditional Puts need PutItem on their table (there are no other kinds of item here).
-    ("transact_write_items", "dynamodb:PutItem"),
+    // A transaction needs the action of each kind of item it writes, named by the item's builder.
+    ("transact_write_items", ""),
+    ("Put::builder", "dynamodb:PutItem"),
+    ("Update::builder", "dynamodb:UpdateItem"),
+    ("Delete::builder", "dynamodb:DeleteItem"),
+    ("ConditionCheck::builder", "dynamodb:ConditionCheckItem"),
     ("post_to_connection", "execute-api:ManageConnections POST"),
     ("get_connection", "execute-api:ManageConnections GET"),
     ("delete_connection", "execute-api:ManageConnections DELETE"),
@@ -363,7 +367,6 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
             ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
             ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:GetItem"),
-            ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
         ],
     ),
     (
@@ -507,10 +510,17 @@ impl<'ast> Visit<'ast> for CallsIn {
         syn::visit::visit_expr_method_call(self, call);
     }
     fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
-        if let syn::Expr::Path(p) = &*call.func
-            && let Some(ident) = p.path.get_ident()
-        {
-            self.functions.insert(ident.to_string());
+        if let syn::Expr::Path(p) = &*call.func {
+            if let Some(ident) = p.path.get_ident() {
+                self.functions.insert(ident.to_string());
+            }
+            // `Put::builder()` and its kin: the items of a transaction.
+            let segments: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            if let [kind, builder] = segments.as_slice()
+                && builder == "builder"
+            {
+                self.methods.insert(format!("{kind}::builder"));
+            }
         }
         syn::visit::visit_expr_call(self, call);
     }
@@ -560,7 +570,9 @@ fn iam_actions(bodies: &[Body], port: &str, method: &str) -> BTreeSet<(String, S
     let adapter = body.self_type.clone().unwrap();
     sdk_operations(bodies, body, &mut BTreeSet::new())
         .into_iter()
-        .map(|op| (adapter.clone(), SDK_ACTIONS.iter().find(|(name, _)| *name == op).unwrap().1.to_owned()))
+        .map(|op| SDK_ACTIONS.iter().find(|(name, _)| *name == op).unwrap().1)
+        .filter(|action| !action.is_empty())
+        .map(|action| (adapter.clone(), action.to_owned()))
         .collect()
 }
 
@@ -899,10 +911,10 @@ fn the_adapter_scan_finds_each_sdk_call() {
     assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Query"]);
     assert_eq!(actions("ConnectionStore", "count"), ["dynamodb:Query"]);
     assert_eq!(actions("ConnectionStore", "delete"), ["dynamodb:DeleteItem"]);
-    // Through the crate's own helpers (add_membership, remove_membership, Table::get_consistent).
+    // A transaction's items by their builders (Put, Update), and Table::get_consistent.
     assert_eq!(
         actions("ConnectionStore", "subscribe"),
-        ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+        ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     );
     assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
     assert_eq!(actions("ConnectionStore", "end_membership"), ["dynamodb:DeleteItem"], "the row is not touched");

@@ -660,3 +660,64 @@ async fn a_connection_hears_a_second_room_through_moto() {
     }
     stack.stop().await;
 }
+
+/// A subscribe racing a departure on the DynamoDB adapter: the departure is the
+/// broadcaster's 410 prune, which lists the room's members, deletes the row and
+/// ends the memberships the row listed and the one it found. Whatever the interleaving, the subscribe's outcomes are the only
+/// possible ones, a membership ends exactly when its join was announced (every
+/// leave has its join), and none is left behind.
+#[tokio::test]
+async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join() {
+    use chat_core::Subscribed;
+
+    let moto = Moto::start().await;
+    let settings =
+        DynamoSettings { endpoint: Some(moto.url.clone()), tables: TableNames::default(), create_tables: true };
+    let sdk = moto.sdk_config().await;
+    let (tables, _source) = chat_local::dynamo::open_with(&sdk, &settings).await.unwrap();
+    let store = tables.connections.clone();
+    let now = chrono::Utc::now();
+
+    // The plain outcomes first: new, repeated, full, departed.
+    let alone = chat_core::Connection::new("alone", "ip", now).in_room("home");
+    store.put(&alone).await.unwrap();
+    assert_eq!(store.subscribe(&alone, "a", 2).await.unwrap(), Subscribed::New);
+    assert_eq!(store.subscribe(&alone, "a", 2).await.unwrap(), Subscribed::Already);
+    assert_eq!(store.subscribe(&alone, "b", 2).await.unwrap(), Subscribed::Full);
+    assert_eq!(store.count("b").await.unwrap(), 0, "a refused subscribe writes no membership");
+    let row = store.delete("alone").await.unwrap().unwrap();
+    assert_eq!(row.rooms(), ["home", "a"]);
+    assert_eq!(store.subscribe(&alone, "c", 2).await.unwrap(), Subscribed::NotConnected);
+    assert_eq!(store.count("c").await.unwrap(), 0, "a departed connection gets no membership");
+
+    let (mut joins, mut leaves) = (0, 0);
+    for i in 0..40 {
+        let id = format!("racer{i}");
+        let connection = chat_core::Connection::new(&id, "ip", now).in_room("home");
+        store.put(&connection).await.unwrap();
+        let (subscribed, ended) = tokio::join!(store.subscribe(&connection, "busy", 100), async {
+            let listed = store.list("busy", None, 100).await.unwrap().items.iter().any(|m| m.connection_id == id);
+            let mut rooms = store.delete(&id).await.unwrap().expect("the row was there").rooms();
+            if listed && !rooms.iter().any(|room| room == "busy") {
+                rooms.push("busy".into());
+            }
+            let mut ended = Vec::new();
+            for room in rooms {
+                if store.end_membership(&id, &room).await.unwrap() {
+                    ended.push(room);
+                }
+            }
+            ended
+        });
+        let subscribed = subscribed.unwrap();
+        assert!(matches!(subscribed, Subscribed::New | Subscribed::NotConnected), "{id}: {subscribed:?}");
+        let joined = subscribed == Subscribed::New;
+        let left = ended.iter().any(|room| room == "busy");
+        assert_eq!(joined, left, "{id}: joined busy {joined}, its departure left busy {left}");
+        joins += usize::from(joined);
+        leaves += usize::from(left);
+    }
+    assert_eq!(store.count("busy").await.unwrap(), 0, "no membership outlives its connection");
+    println!("subscribe racing a departure, 40 times: {joins} joined and left, {} refused", 40 - joins);
+    assert_eq!(joins, leaves);
+}

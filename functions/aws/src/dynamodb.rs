@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{
     ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
@@ -139,15 +139,19 @@ pub const MEMBERSHIP_PURGE_DELAY: i64 = 7 * 24 * 3600;
 /// Memberships written at once by [`DynamoConnections::put`] (a token may name up to the room limit).
 const MEMBERSHIP_WRITES_IN_FLIGHT: usize = 16;
 
+/// How often a subscription's transaction is sent while it conflicts with
+/// another write to its items (a page subscribing to several rooms at once).
+const TRANSACTION_ATTEMPTS: usize = 5;
+
 /// ActiveConnections (`connection_id` partition key; `rooms`, a string set,
 /// lists the connection's rooms) and Memberships (`room` partition key,
 /// `connection_id` sort key; one item per subscription, carrying what fan-out
 /// and `who` need, and `purge_at`, the table's TTL attribute).
 ///
-/// DynamoDB has no cross-item atomicity short of transactions (which cost
-/// double), so a subscription is two writes in the order the port documents:
-/// the membership first, then the row's set on condition; a failed condition
-/// takes the membership back.
+/// A subscription writes both in one transaction (twice the write units of two
+/// plain writes), so no listing ever sees a membership whose row refuses it: a
+/// membership written before a departure's row delete, and taken back after,
+/// would let that departure announce a leave with no join.
 #[derive(Clone, Debug)]
 pub struct DynamoConnections {
     rows: Table,
@@ -171,20 +175,6 @@ impl DynamoConnections {
         let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
         item.insert("purge_at".into(), AttributeValue::N(purge_at.to_string()));
         Ok(item)
-    }
-
-    /// Writes the membership, only if there is none: `false` if there was one.
-    async fn add_membership(&self, connection: &Connection, room: &str) -> Result<bool, StoreError> {
-        let result = self
-            .members
-            .client
-            .put_item()
-            .table_name(&self.members.name)
-            .set_item(Some(Self::membership(connection, room)?))
-            .condition_expression("attribute_not_exists(connection_id)")
-            .send()
-            .await;
-        Ok(conditional(result)?.is_some())
     }
 
     /// Deletes the membership: `true` if there was one (this call removed it).
@@ -238,6 +228,17 @@ impl DynamoConnections {
 
 /// The output of a conditional write, or `None` when its condition refused it
 /// (an answer, not a failure).
+/// The per-item codes of a cancelled transaction (`ConditionalCheckFailed`,
+/// `TransactionConflict`, `None`…), in the order of its items.
+fn cancellation_reasons<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            Some(e.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect())
+        }
+        _ => None,
+    }
+}
+
 fn conditional<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<Option<T>, StoreError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -297,46 +298,73 @@ impl ConnectionStore for DynamoConnections {
         self.rows.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
     }
 
-    /// The membership's conditional PutItem, then the row's conditional
-    /// UpdateItem (`ADD rooms`, if the row exists and lists the room already or
-    /// has fewer than `max_rooms`): two writes when it goes through. A refusal
-    /// reads the row (consistent GetItem) to tell a departed connection from a
-    /// full one, and deletes the membership this call wrote (or one the row
-    /// does not list: a subscribe that failed midway) — four requests.
-    ///
-    /// A repeated subscribe still runs the update, so a membership whose row
-    /// lost the room (a subscribe that failed between its two writes) is
-    /// listed again and its leave announced at the departure.
+    /// One transaction: the membership's Put (if there is none) and the row's
+    /// Update (`ADD rooms`, if the row exists and lists the room already or has
+    /// fewer than `max_rooms`), 4 write units. A refused row reads it
+    /// (consistent GetItem) to tell a departed connection from a full one;
+    /// nothing is ever taken back, so a listing never sees a membership that
+    /// then vanishes without its leave. Conflicts with another write in flight
+    /// are tried again, [`TRANSACTION_ATTEMPTS`] times in all.
     async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
         let id = connection.connection_id.as_str();
-        let new = self.add_membership(connection, room).await?;
+        let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
+        let membership = Put::builder()
+            .table_name(&self.members.name)
+            .set_item(Some(Self::membership(connection, room)?))
+            .condition_expression("attribute_not_exists(connection_id)")
+            .build()
+            .map_err(malformed)?;
         // A row from before channels has no set: its home room goes in with the new one.
         let mut rooms = vec![room.to_owned()];
         if connection.rooms.is_empty() && connection.room != room {
             rooms.push(connection.room.clone());
         }
-        let result = self
-            .rooms_update(id)
+        let (name, value) = string_key("connection_id", id);
+        let row = Update::builder()
+            .table_name(&self.rows.name)
+            .key(name, value)
             .update_expression("ADD #rooms :rooms")
             .condition_expression(
                 "attribute_exists(connection_id) AND \
                  (contains(#rooms, :room) OR attribute_not_exists(#rooms) OR size(#rooms) < :max)",
             )
+            .expression_attribute_names("#rooms", "rooms")
             .expression_attribute_values(":rooms", AttributeValue::Ss(rooms))
             .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
             .expression_attribute_values(":max", AttributeValue::N(max_rooms.to_string()))
-            .send()
-            .await;
-        if conditional(result)?.is_some() {
-            return Ok(if new { Subscribed::New } else { Subscribed::Already });
+            .build()
+            .map_err(malformed)?;
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let result = self
+                .members
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(membership.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(row.clone()).build())
+                .send()
+                .await;
+            let reasons = match result {
+                Ok(_) => return Ok(Subscribed::New),
+                Err(error) => match cancellation_reasons(&error) {
+                    Some(reasons) => reasons,
+                    None => return Err(unavailable(error)),
+                },
+            };
+            let failed = |at: usize| reasons.get(at).map(String::as_str) == Some("ConditionalCheckFailed");
+            if failed(1) {
+                // Gone, or full: the row says which (the rule every store shares).
+                let row = self.rows.get_consistent("connection_id", id).await?.map(from_item).transpose()?;
+                match Subscribed::rooms_after(row.as_ref(), room, max_rooms) {
+                    Err(why) => return Ok(why),
+                    Ok(_) => continue, // the row changed in between: try again
+                }
+            }
+            if failed(0) {
+                return Ok(Subscribed::Already);
+            }
+            // A transaction conflict (another write to either item in flight): try again.
         }
-        let row = self.rows.get_consistent("connection_id", id).await?;
-        // A membership that was there before, of a row now gone, is the
-        // departure's to end (with its leave); any other is taken back.
-        if new || row.is_some() {
-            self.remove_membership(id, room).await?;
-        }
-        Ok(if row.is_some() { Subscribed::Full } else { Subscribed::NotConnected })
+        Err(StoreError::Unavailable(format!("subscribe {id} to {room}: transaction kept conflicting")))
     }
 
     /// The membership's DeleteItem (returning what it deleted), then the row's
@@ -619,12 +647,8 @@ impl MessageLog for DynamoLog {
             .transact_items(TransactWriteItem::builder().put(receipt_item).build())
             .send()
             .await;
-        let lost_the_race = |error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, _>| {
-            matches!(
-                error.as_service_error(),
-                Some(TransactWriteItemsError::TransactionCanceledException(e))
-                    if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-            )
+        let lost_the_race = |error: &SdkError<TransactWriteItemsError, _>| {
+            cancellation_reasons(error).is_some_and(|codes| codes.iter().any(|c| c == "ConditionalCheckFailed"))
         };
         match result {
             Ok(_) => Ok(event.message_id.clone()),

@@ -87,13 +87,11 @@ pub trait ConnectionStore: Send + Sync {
     /// Adds `room` to the connection's rooms, unless it holds `max_rooms`
     /// already, and writes the membership (of `connection`'s identity and delivery).
     ///
-    /// A store without transactions writes the membership first (only if
-    /// new: else [`Subscribed::Already`]), then adds the room to the row on
-    /// condition that the row exists and has room; if that fails it deletes
-    /// the membership again and answers [`Subscribed::NotConnected`] or
-    /// [`Subscribed::Full`]. So a departure racing the subscribe — which
-    /// deletes the row, then leaves the rooms the row listed — never leaves a
-    /// membership behind that no one announces the leave of.
+    /// Both writes are one atomic step ([`Subscribed::rooms_after`] decides
+    /// it): a membership is never visible to a listing and then taken back.
+    /// A departure racing the subscribe — it deletes the row, then ends the
+    /// memberships the row listed — so finds either no membership or one
+    /// whose join is announced, and announces one leave for it.
     async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError>;
     /// Removes the membership and the room from the row (if the row is still
     /// there: never recreating a deleted row). `true` if this call removed the

@@ -118,8 +118,8 @@ impl DefaultRoute<'_> {
     /// `subscribed` with the room's member count and, with `since`, the gap
     /// since then as [`history`] answers it.
     ///
-    /// Cost per call: the membership write and the row's conditional update (a
-    /// refused or repeated subscribe: the write and a read), a join append when
+    /// Cost per call: the membership write and the row's conditional update in
+    /// one transaction (refused for a full or departed row: plus a read), a join append when
     /// new, a `Select=COUNT` Query of the room's memberships, one post; with
     /// `since`, what [`history`] costs.
     async fn subscribe(
