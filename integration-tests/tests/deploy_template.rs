@@ -22,7 +22,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
-use chat_core::entrypoints::websocket::ConnectSettings;
+use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
 use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{
     Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog, SocketPoster,
@@ -215,19 +215,28 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             for body in
                 [r#"{"action":"sendmessage","message":"hi"}"#, r#"{"action":"sendmessage","message":"ping"}"#, acked]
             {
-                websocket::on_send_message(&message(body), &connections, &log).await.unwrap();
+                websocket::on_send_message(&message(body), &RouteSettings::default(), &connections, &log)
+                    .await
+                    .unwrap();
             }
-            websocket::on_send_message(&message(r#"{"action":"sendmessage"}"#), &connections, &log).await.ok();
+            websocket::on_send_message(
+                &message(r#"{"action":"sendmessage"}"#),
+                &RouteSettings::default(),
+                &connections,
+                &log,
+            )
+            .await
+            .ok();
         }
         "default" => {
             websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
             let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
-            websocket::on_send_message(&hi, &connections, &log).await.unwrap();
+            websocket::on_send_message(&hi, &RouteSettings::default(), &connections, &log).await.unwrap();
             seen.take();
             let line = log.inner.events().last().unwrap().message_id.clone();
             let read_to = |id: &str| format!(r#"{{"action":"read","room":"lobby","id":"{id}"}}"#);
             // Two rooms at most: the second subscribe fills the connection, the third is refused.
-            let limits = RoomLimits { max_rooms: 2 };
+            let settings = RouteSettings { limits: RoomLimits { max_rooms: 2 }, ..RouteSettings::default() };
             for body in [
                 r#"{"action":"history","limit":5}"#,
                 r#"{"action":"who"}"#,
@@ -242,7 +251,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 r#"{"action":"dance"}"#,
                 "not json",
             ] {
-                websocket::on_default(&message(body), &limits, &connections, &cursors, &log, &poster).await.unwrap();
+                websocket::on_default(&message(body), &settings, &connections, &cursors, &log, &poster).await.unwrap();
             }
         }
         "broadcaster" => {

@@ -38,6 +38,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::identity::cleaned_name;
+use crate::rights::Rights;
 use crate::text::is_control_or_bidi;
 use jwks::{Freshness, KeyCache, KeyMiss};
 pub use jwks::{JwksError, JwksSource};
@@ -70,14 +71,22 @@ pub struct Principal {
     /// Always true here; later routes may also see unverified (anonymous) users.
     pub verified: bool,
     /// Rooms to subscribe the connection to at `$connect`: the `chat.rooms`
-    /// claim's valid room names, each once, at most [`MAX_TOKEN_ROOMS`].
+    /// claim's valid room names, each once, at most [`MAX_TOKEN_ROOMS`] and
+    /// [`MAX_TOKEN_ROOMS_BYTES`] joined by commas.
     pub rooms: Vec<String>,
+    /// What the connection may do where: the `chat.rights` claim, else the
+    /// deployment's [`VerifierConfig::default_rights`].
+    pub rights: Rights,
 }
 
 /// Rooms one token may list: the authorizer's context travels with every
-/// event of the connection, so it is kept small (100 names of up to 64
-/// characters is under 7 KB).
+/// event of the connection, so it is kept small.
 pub const MAX_TOKEN_ROOMS: usize = crate::room::DEFAULT_MAX_ROOMS;
+
+/// The most bytes the token's rooms take in the context, commas included: with
+/// the rights ([`crate::rights::MAX_RIGHTS_BYTES`]), the name and the user id,
+/// the context stays under API Gateway's 8 KB (100 rooms of 50 characters fit).
+pub const MAX_TOKEN_ROOMS_BYTES: usize = 5 * 1024;
 
 /// The `chat.rooms` claim's rooms. The claim is the issuer's to get right: a
 /// name that is not a valid room, or a claim of the wrong shape, is left out
@@ -96,15 +105,29 @@ fn token_rooms(chat: Option<&serde_json::Value>) -> Vec<String> {
             _ => tracing::warn!(%room, "a room of the token's chat.rooms is not a valid room name; left out"),
         }
     }
-    if rooms.len() > MAX_TOKEN_ROOMS {
-        tracing::warn!(
-            listed = rooms.len(),
-            kept = MAX_TOKEN_ROOMS,
-            "the token lists too many rooms; the rest left out"
-        );
-        rooms.truncate(MAX_TOKEN_ROOMS);
+    let (mut kept, mut bytes) = (0, 0);
+    for room in &rooms {
+        let more = room.len() + usize::from(kept > 0);
+        if kept == MAX_TOKEN_ROOMS || bytes + more > MAX_TOKEN_ROOMS_BYTES {
+            break;
+        }
+        (kept, bytes) = (kept + 1, bytes + more);
+    }
+    if kept < rooms.len() {
+        tracing::warn!(listed = rooms.len(), kept, "the token lists too many rooms; the rest left out");
+        rooms.truncate(kept);
     }
     rooms
+}
+
+/// The `chat.rights` claim's rights, else `default`. A claim that cannot be
+/// read refuses the token: leaving out one bad grant could open a room a
+/// more specific grant was meant to shut.
+fn token_rights(chat: Option<&serde_json::Value>, default: &Rights) -> Result<Rights, AuthError> {
+    match chat.and_then(|chat| chat.get("rights")) {
+        Some(claim) => Rights::from_claim(claim).map_err(|e| AuthError::BadRights(e.0)),
+        None => Ok(default.clone()),
+    }
 }
 
 /// Why a token was refused. The authorizer logs it and denies; the client only sees 403.
@@ -142,6 +165,8 @@ pub enum AuthError {
     MissingSubject,
     #[error("sub refused: {0}")]
     BadSubject(&'static str),
+    #[error("chat.rights refused: {0}")]
+    BadRights(String),
 }
 
 /// An OIDC issuer whose RS256/ES256 tokens are accepted.
@@ -207,6 +232,8 @@ pub struct VerifierConfig {
     /// A JWKS older than this many seconds is refetched before its keys are used
     /// again; if that fails, it is served until twice this age.
     pub max_key_age: i64,
+    /// The rights of a token without a `chat.rights` claim (`DEFAULT_RIGHTS`).
+    pub default_rights: Rights,
 }
 
 impl VerifierConfig {
@@ -221,6 +248,7 @@ impl VerifierConfig {
             leeway: Self::DEFAULT_LEEWAY,
             refetch_interval: Self::DEFAULT_REFETCH_INTERVAL,
             max_key_age: Self::DEFAULT_MAX_KEY_AGE,
+            default_rights: Rights::default(),
         }
     }
 
@@ -253,7 +281,7 @@ struct Claims {
     username: Option<String>,
     preferred_username: Option<String>,
     name: Option<String>,
-    /// The product's own claim: `{"rooms":[…]}` (and, later, rights).
+    /// The product's own claim: `{"rights":{…},"rooms":[…]}`.
     chat: Option<serde_json::Value>,
 }
 
@@ -373,7 +401,8 @@ impl Verifier {
             .collect();
         let user_id = user_id(claims.iss.as_deref(), &claims.sub)?;
         let rooms = token_rooms(claims.chat.as_ref());
-        Ok(Principal { subject: claims.sub, user_id, name, verified: true, rooms })
+        let rights = token_rights(claims.chat.as_ref(), &self.config.default_rights)?;
+        Ok(Principal { subject: claims.sub, user_id, name, verified: true, rooms, rights })
     }
 
     /// The trusted issuer the token names; its keys alone may verify it.

@@ -18,6 +18,7 @@ pub mod origin;
 pub mod ports;
 pub mod protocol;
 pub mod replay;
+pub mod rights;
 pub mod room;
 pub mod text;
 pub mod time;

@@ -367,6 +367,16 @@ pub fn not_subscribed_frame(room: &str) -> Vec<u8> {
         .expect("strings always serialize")
 }
 
+/// A right the connection lacks in a room (from its token or the deployment's
+/// default): `{"error":"Forbidden","room","right","message"}`, `right` one of
+/// `read`, `write`, `moderate`. Nothing was stored.
+pub fn forbidden_frame(refusal: &crate::rights::Forbidden<'_>) -> Vec<u8> {
+    let (room, right) = (refusal.room, refusal.right.as_str());
+    let detail = format!("This connection may not {right} in room \"{room}\".");
+    serde_json::to_vec(&serde_json::json!({ "error": "Forbidden", "room": room, "right": right, "message": detail }))
+        .expect("strings always serialize")
+}
+
 /// An unsubscribe from the connection's only room: `{"error":"Last room","room","message"}`.
 pub fn last_room_frame(room: &str) -> Vec<u8> {
     let detail =

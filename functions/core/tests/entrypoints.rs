@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::encodings::Body;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
-use chat_core::entrypoints::websocket::ConnectSettings;
+use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
 use chat_core::entrypoints::{stream, websocket};
 use chat_core::memory::{FixedClock, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::ConnectionStore;
@@ -40,7 +40,9 @@ async fn a_session_from_connect_to_disconnect() {
     assert_eq!(row.source_ip, "203.0.113.7");
     assert_eq!(format_iso(&row.connected_at), "2026-11-24T10:15:30Z");
 
-    let response = websocket::on_send_message(&ws_event("message.json"), &connections, &log).await.unwrap();
+    let response = websocket::on_send_message(&ws_event("message.json"), &RouteSettings::default(), &connections, &log)
+        .await
+        .unwrap();
     assert_eq!(response.body, None, "a chat line is not echoed by the send handler");
 
     websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
@@ -70,7 +72,7 @@ async fn the_room_query_parameter_places_the_connection_and_its_lines() {
         200
     );
     assert_eq!(connections.get(CONNECTION).unwrap().room, "rust-users");
-    websocket::on_send_message(&ws_event("message.json"), &connections, &log).await.unwrap();
+    websocket::on_send_message(&ws_event("message.json"), &RouteSettings::default(), &connections, &log).await.unwrap();
     websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
     let rooms: Vec<_> = log.events().iter().map(|e| (e.kind, e.room.clone())).collect();
     let room = || "rust-users".to_owned();
@@ -176,7 +178,9 @@ async fn ping_is_answered_in_the_route_response() {
     let log = MemoryLog::default();
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"sendmessage","message":"ping"}"#.into());
-    let response = websocket::on_send_message(&event, &MemoryConnections::default(), &log).await.unwrap();
+    let response = websocket::on_send_message(&event, &RouteSettings::default(), &MemoryConnections::default(), &log)
+        .await
+        .unwrap();
     assert_eq!(response.body, Some(Body::Text(r#"{"message":"pong"}"#.into())));
     assert!(log.events().is_empty());
 }
@@ -186,8 +190,8 @@ async fn default_posts_the_error_to_the_sender() {
     let (log, poster) = (MemoryLog::default(), RecordingPoster::default());
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"nope"}"#.into());
-    let (limits, cursors) = (RoomLimits::default(), MemoryCursors::default());
-    websocket::on_default(&event, &limits, &MemoryConnections::default(), &cursors, &log, &poster).await.unwrap();
+    let (settings, cursors) = (RouteSettings::default(), MemoryCursors::default());
+    websocket::on_default(&event, &settings, &MemoryConnections::default(), &cursors, &log, &poster).await.unwrap();
     assert_eq!(poster.frames_to(CONNECTION)[0]["error"], "Invalid request");
 }
 
@@ -199,7 +203,10 @@ async fn the_tokens_rooms_are_subscribed_at_connect_and_bad_names_left_out() {
     raw["requestContext"]["authorizer"] =
         json!({"principalId": "iss|u1", "name": "ada", "userId": "iss|u1", "rooms": "team-a, ops,no good,,dev"});
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let settings = ConnectSettings { limits: RoomLimits { max_rooms: 3 }, ..ConnectSettings::default() };
+    let settings = ConnectSettings {
+        routes: RouteSettings { limits: RoomLimits { max_rooms: 3 }, ..RouteSettings::default() },
+        ..ConnectSettings::default()
+    };
     let status = websocket::on_connect(&event, &settings, &connections, &sessions, &log).await.unwrap().status_code;
     assert_eq!(status, 200, "a bad room name in the token does not refuse the user");
     assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["ops", "team-a", "dev"], "home first, then the token's");
@@ -212,8 +219,14 @@ async fn an_event_without_connection_id_is_an_error() {
     let mut raw = fixture("message.json");
     raw["requestContext"].as_object_mut().unwrap().remove("connectionId");
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let error =
-        websocket::on_send_message(&event, &MemoryConnections::default(), &MemoryLog::default()).await.unwrap_err();
+    let error = websocket::on_send_message(
+        &event,
+        &RouteSettings::default(),
+        &MemoryConnections::default(),
+        &MemoryLog::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("connectionId"), "{error}");
 }
 
@@ -355,4 +368,144 @@ async fn sessions_carry_an_expiry_only_when_a_retention_is_configured() {
         let vars = |name: &str| (name == "SESSION_RETENTION_DAYS").then(|| bad.to_owned());
         assert!(ConnectSettings::from_settings(vars).is_err(), "{bad}: refuse to start");
     }
+}
+
+/// The rights matrix through the entrypoints, as API Gateway delivers them: the
+/// authorizer's `rights` (or, without an authorizer, the deployment's default)
+/// decide each (room, action); a `rights` field in the frame body changes nothing.
+#[tokio::test]
+async fn rights_come_from_the_authorizer_context_and_decide_every_room_action() {
+    use chat_core::rights::Rights;
+
+    struct Case {
+        /// The context's `rights`; `None`: no authorizer ran (the default applies).
+        rights: Option<&'static str>,
+        default: &'static str,
+        room: &'static str,
+        /// (subscribe, send, history, who) allowed?
+        allowed: [bool; 4],
+    }
+    let cases = [
+        Case {
+            rights: Some("lobby=rw;team-*=rw;announcements=r"),
+            default: "*=rw",
+            room: "team-a",
+            allowed: [true; 4],
+        },
+        Case {
+            rights: Some("lobby=rw;team-*=rw;announcements=r"),
+            default: "*=rw",
+            room: "announcements",
+            allowed: [true, false, true, true],
+        },
+        Case {
+            rights: Some("lobby=rw;team-*=rw;announcements=r"),
+            default: "*=rw",
+            room: "random",
+            allowed: [false; 4],
+        },
+        // Most specific wins: the exact name over the prefix, the longer prefix over `*`.
+        Case {
+            rights: Some("*=rw;team-*=r;team-lead=rw"),
+            default: "",
+            room: "team-a",
+            allowed: [true, false, true, true],
+        },
+        Case { rights: Some("*=rw;team-*=r;team-lead=rw"), default: "", room: "team-lead", allowed: [true; 4] },
+        Case { rights: Some("*=rw;secret-*="), default: "*=rw", room: "secret-x", allowed: [false; 4] },
+        // No authorizer: the default decides.
+        Case { rights: None, default: "*=rw", room: "anything", allowed: [true; 4] },
+        Case { rights: None, default: "*=r", room: "anything", allowed: [true, false, true, true] },
+        Case { rights: None, default: "lobby=rw", room: "anything", allowed: [false; 4] },
+        // Context rights that do not parse grant nothing (fail closed).
+        Case { rights: Some("lobby=all"), default: "*=rw", room: "anything", allowed: [false; 4] },
+    ];
+    for case in cases {
+        let settings =
+            RouteSettings { default_rights: Rights::parse(case.default).unwrap(), ..RouteSettings::default() };
+        let (connections, log, poster, cursors) =
+            (MemoryConnections::default(), MemoryLog::default(), RecordingPoster::default(), MemoryCursors::default());
+        let lobby = Connection::new(CONNECTION, "ip", parse_iso("2026-11-24T10:00:00Z").unwrap()).in_room("lobby");
+        connections.put(&lobby).await.unwrap();
+        let event = |body: Value| {
+            let mut raw = fixture("message.json");
+            raw["body"] = json!(body.to_string());
+            if let Some(rights) = case.rights {
+                raw["requestContext"]["authorizer"] =
+                    json!({"principalId": "iss|u1", "userId": "iss|u1", "rights": rights});
+            }
+            serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(raw).unwrap()
+        };
+        let forged = json!({"*": "rwm"});
+        let subscribe = event(json!({"action": "subscribe", "room": case.room, "rights": forged}));
+        websocket::on_default(&subscribe, &settings, &connections, &cursors, &log, &poster).await.unwrap();
+        let answer = poster.frames_to(CONNECTION).pop().unwrap();
+        let label = format!("{:?} default {:?} in {}", case.rights, case.default, case.room);
+        assert_eq!(answer["kind"] == "subscribed", case.allowed[0], "subscribe, {label}: {answer}");
+        if !case.allowed[0] {
+            assert_eq!(
+                (&answer["error"], &answer["room"], &answer["right"]),
+                (&json!("Forbidden"), &json!(case.room), &json!("read"))
+            );
+            assert!(answer.get("count").is_none(), "nothing leaks, not even the member count");
+            // Subscribed anyway (as if an earlier grant had let it in): the other actions still check.
+            connections.subscribe(&lobby, case.room, 100).await.unwrap();
+        }
+        let send = event(json!({"action": "sendmessage", "room": case.room, "message": "hi", "rights": forged}));
+        let before = log.events().iter().filter(|e| e.kind == EventKind::Chat).count();
+        let reply = websocket::on_send_message(&send, &settings, &connections, &log).await.unwrap();
+        let stored = log.events().iter().filter(|e| e.kind == EventKind::Chat).count() - before;
+        assert_eq!(stored == 1, case.allowed[1], "send, {label}");
+        if !case.allowed[1] {
+            let Some(Body::Text(reply)) = reply.body else { panic!("a refusal") };
+            let reply: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!((&reply["error"], &reply["right"]), (&json!("Forbidden"), &json!("write")), "{label}");
+        }
+        for (action, allowed) in [("history", case.allowed[2]), ("who", case.allowed[3])] {
+            let request = event(json!({"action": action, "room": case.room, "rights": forged}));
+            websocket::on_default(&request, &settings, &connections, &cursors, &log, &poster).await.unwrap();
+            let frames = poster.frames_to(CONNECTION);
+            let last = frames.last().unwrap();
+            assert_eq!(last.get("error").is_none(), allowed, "{action}, {label}: {last}");
+        }
+    }
+}
+
+/// `$connect` to a home room without the read right is refused with 403 and
+/// stores nothing; the token's rooms without it are left out.
+#[tokio::test]
+async fn connect_needs_the_read_right_in_the_home_room_and_drops_unreadable_token_rooms() {
+    let connect = |query: Value, rights: &str| {
+        let mut raw = fixture("connect.json");
+        raw["queryStringParameters"] = query;
+        raw["requestContext"]["authorizer"] =
+            json!({"principalId": "iss|u1", "userId": "iss|u1", "rights": rights, "rooms": "team-a,secret,team-b"});
+        serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(raw).unwrap()
+    };
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let refused = websocket::on_connect(
+        &connect(json!({"room": "secret"}), "team-*=rw"),
+        &ConnectSettings::default(),
+        &connections,
+        &sessions,
+        &log,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status_code, 403);
+    let Some(Body::Text(body)) = refused.body else { panic!("a reason") };
+    assert!(body.contains("may not read room \\\"secret\\\""), "{body}");
+    assert!(connections.ids().is_empty() && log.events().is_empty(), "nothing stored");
+
+    let ok = websocket::on_connect(
+        &connect(json!({"room": "team-x"}), "team-*=rw"),
+        &ConnectSettings::default(),
+        &connections,
+        &sessions,
+        &log,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status_code, 200);
+    assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["team-x", "team-a", "team-b"], "secret left out");
 }

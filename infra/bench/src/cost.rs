@@ -120,7 +120,12 @@ async fn send_handler_cpu_ms(text: &str) -> f64 {
     let sender = "CXzQ2cJjoAMCJ6g=";
     connections.put(&Connection::new(sender, "198.51.100.7", chrono::Utc::now())).await.ok();
     let body = serde_json::json!({"action": "sendmessage", "message": text}).to_string();
-    let request = MessageRequest { connection_id: sender.into(), body, received_at: chrono::Utc::now() };
+    let request = MessageRequest {
+        connection_id: sender.into(),
+        body,
+        received_at: chrono::Utc::now(),
+        rights: chat_core::rights::Rights::default(),
+    };
     let rounds = 2_000;
     let started = Instant::now();
     for _ in 0..rounds {

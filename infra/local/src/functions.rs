@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use chat_core::entrypoints::websocket;
+use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::handlers::HandlerError;
 use chat_core::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog};
-use chat_core::room::RoomLimits;
 
 use crate::metrics::Invocations;
 use crate::sockets::LocalPoster;
@@ -45,9 +45,10 @@ pub struct Tables {
 pub struct Functions {
     pub tables: Tables,
     pub poster: LocalPoster,
-    /// How many rooms a connection may hold (`--max-rooms`), as the Lambdas'
-    /// `MAX_ROOMS_PER_CONNECTION`.
-    pub limits: RoomLimits,
+    /// How many rooms a connection may hold (`--max-rooms`) and the default
+    /// rights (`--default-rights`), as the Lambdas' `MAX_ROOMS_PER_CONNECTION`
+    /// and `DEFAULT_RIGHTS`.
+    pub routes: RouteSettings,
     /// What every invocation did, for `/metrics`.
     pub invocations: Invocations,
 }
@@ -64,12 +65,12 @@ impl Functions {
             // The gateway checks Origin itself (it knows the page's own origin), and
             // the embedded store keeps sessions: the deployment's defaults.
             "$connect" => {
-                let settings = websocket::ConnectSettings { limits: self.limits, ..Default::default() };
+                let settings = websocket::ConnectSettings { routes: self.routes.clone(), ..Default::default() };
                 websocket::on_connect(event, &settings, &**connections, &**sessions, &**log).await
             }
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
-            "sendmessage" => websocket::on_send_message(event, &**connections, &**log).await,
-            _ => websocket::on_default(event, &self.limits, &**connections, &**cursors, &**log, &self.poster).await,
+            "sendmessage" => websocket::on_send_message(event, &self.routes, &**connections, &**log).await,
+            _ => websocket::on_default(event, &self.routes, &**connections, &**cursors, &**log, &self.poster).await,
         };
         self.invocations.record(route, event, &result);
         result

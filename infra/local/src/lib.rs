@@ -31,9 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
+use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::origin::Origin;
 use chat_core::ports::{Archive, SystemClock};
-use chat_core::room::RoomLimits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
@@ -72,8 +72,9 @@ pub struct Config {
     pub metrics_peers: MetricsPeers,
     pub stream: StreamSettings,
     pub fanout: FanoutConfig,
-    /// How many rooms one connection may hold (`--max-rooms`).
-    pub room_limits: RoomLimits,
+    /// How many rooms one connection may hold (`--max-rooms`) and the rights
+    /// of a connection the authorizer gave none (`--default-rights`).
+    pub routes: RouteSettings,
     /// The stage's route throttling (every inbound message); `None`: off.
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
@@ -172,7 +173,7 @@ pub async fn serve(
 
     let stage = config.stage.clone();
     let frontend = config.frontend.clone();
-    let functions = Functions { tables, poster, limits: config.room_limits, invocations: Invocations };
+    let functions = Functions { tables, poster, routes: config.routes.clone(), invocations: Invocations };
     ready(&config);
     let throttles = Throttles::new(config.message_limit, config.connect_limit);
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
+use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::origin::Origin;
+use chat_core::rights::Rights;
 use chat_core::room::RoomLimits;
 use chat_local::metrics::{MetricsPeers, PeerRule};
 use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
@@ -115,6 +117,12 @@ struct Args {
     #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = chat_core::room::DEFAULT_MAX_ROOMS,
           value_parser = parse_max_rooms)]
     max_rooms: usize,
+    /// What a connection may do where when its token has no `chat.rights`
+    /// claim, or when no authorizer runs: `pattern=letters` joined by `;`
+    /// (`r` read, `w` write, `m` moderate; `*` ends a prefix), e.g.
+    /// `lobby=rw;announcements=r`. As the Lambdas' DEFAULT_RIGHTS.
+    #[arg(long, env = "DEFAULT_RIGHTS", default_value = chat_core::rights::OPEN, value_parser = parse_rights)]
+    default_rights: Rights,
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
@@ -204,6 +212,7 @@ impl Args {
             "OIDC_ISSUER" => self.oidc_issuer.clone(),
             "JWKS_URL" => self.jwks_url.clone(),
             "OIDC_AUDIENCE" => self.audience.clone(),
+            "DEFAULT_RIGHTS" => Some(self.default_rights.to_string()),
             _ => None,
         })?;
         let dev_signin = self.jwt_secret.is_some() && chat_local::same_origin::is_loopback_host(&self.host);
@@ -252,7 +261,10 @@ async fn main() -> anyhow::Result<()> {
             max_retries: args.max_retries,
         },
         fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
-        room_limits: RoomLimits { max_rooms: args.max_rooms },
+        routes: RouteSettings {
+            limits: RoomLimits { max_rooms: args.max_rooms },
+            default_rights: args.default_rights.clone(),
+        },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
         access_key,
@@ -285,6 +297,11 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
 /// `--max-rooms`: read by the Lambdas' own rule, so the range and its message are theirs.
 fn parse_max_rooms(value: &str) -> Result<usize, String> {
     RoomLimits::from_settings(|_| Some(value.to_owned())).map(|limits| limits.max_rooms).map_err(|e| e.to_string())
+}
+
+/// `--default-rights`: the Lambdas' own parser, so the rules and messages are theirs.
+fn parse_rights(value: &str) -> Result<Rights, String> {
+    Rights::parse(value).map_err(|e| e.to_string())
 }
 
 /// `--send-budget`: bytes, or a number with a binary suffix (`512KiB`, `8MiB`, `1GiB`).

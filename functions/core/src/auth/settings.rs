@@ -24,6 +24,7 @@ impl VerifierConfig {
     /// | `JWT_LEEWAY_SECONDS` | clock skew on `exp`/`nbf` (default 30) |
     /// | `JWKS_REFETCH_SECONDS` | an unknown `kid` refetches at most this often (default 60) |
     /// | `JWKS_MAX_AGE_SECONDS` | keys older than this are refetched before use (default 3600) |
+    /// | `DEFAULT_RIGHTS` | rights of a token without `chat.rights` ([`crate::rights`]; default `*=rw`) |
     ///
     /// At least one of `OIDC_ISSUER` and `JWT_SECRET` must be set.
     ///
@@ -90,6 +91,7 @@ impl VerifierConfig {
         if config.max_key_age == 0 {
             return refuse("JWKS_MAX_AGE_SECONDS must be at least 1");
         }
+        config.default_rights = crate::rights::Rights::default_from_settings(var).map_err(|e| SettingsError(e.0))?;
         Ok(config)
     }
 }

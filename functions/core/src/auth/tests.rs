@@ -107,6 +107,7 @@ async fn hs256_a_valid_token_passes_with_its_subject() {
         name: "alice".into(),
         verified: true,
         rooms: vec![],
+        rights: Rights::default(),
     };
     assert_eq!(verifier.verify(Some(&format!("Bearer {token}")), NOW).await, Ok(expected.clone()));
     assert_eq!(verifier.verify(Some(&format!("bearer  {token} ")), NOW).await, Ok(expected.clone()), "any case");
@@ -261,7 +262,14 @@ async fn valid_id_and_access_tokens_pass_with_their_names() {
     let user_id = format!("{ISS_A}|u-1");
     assert_eq!(
         principal,
-        Principal { subject: "u-1".into(), user_id, name: "alice".into(), verified: true, rooms: vec![] }
+        Principal {
+            subject: "u-1".into(),
+            user_id,
+            name: "alice".into(),
+            verified: true,
+            rooms: vec![],
+            rights: Rights::default()
+        }
     );
 
     let access = sign(Algorithm::ES256, Some("k-ec"), &ec(), &access_claims(ISS_A));
@@ -540,4 +548,43 @@ async fn a_failed_refetch_serves_the_old_keys_until_twice_the_maximum_age() {
     // Once the issuer answers again, all is well.
     fixture.jwks.outage.set(false);
     assert!(fixture.verifier.verify(Some(&id), NOW + 2 * max_age + 60).await.is_ok());
+}
+
+// ----------------------------------------------------------------- rights
+
+#[tokio::test]
+async fn the_rights_claim_is_the_principals_and_a_bad_one_refuses_the_token() {
+    let verifier = &hs256_verifier();
+    let verify = |claims: serde_json::Value| {
+        let token = hs256(&claims);
+        async move { verifier.verify(Some(&token), NOW).await }
+    };
+    let rights = json!({"lobby":"rw","team-*":"rw","announcements":"r","mods":"rwm"});
+    let principal = verify(json!({"sub":"a","exp":NOW + 60,"chat":{"rights":rights}})).await.unwrap();
+    assert_eq!(principal.rights.to_string(), "announcements=r;lobby=rw;mods=rwm;team-*=rw");
+    let none = verify(json!({"sub":"a","exp":NOW + 60,"chat":{"rooms":["ops"]}})).await.unwrap();
+    assert_eq!(none.rights, Rights::default(), "no claim: the deployment's default");
+    for bad in [json!({"lobby": "rx"}), json!(["lobby"]), json!({"no spaces": "r"})] {
+        let refused = verify(json!({"sub":"a","exp":NOW + 60,"chat":{"rights":bad}})).await;
+        assert!(matches!(refused, Err(AuthError::BadRights(_))), "{bad}: {refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_the_claim_gets_the_configured_default() {
+    let mut config = VerifierConfig::with_shared_secret(SharedSecret::new(SECRET));
+    config.default_rights = Rights::parse("*=r").unwrap();
+    let verifier = Verifier::new(config, Arc::new(MemoryJwks::default()));
+    let principal = verifier.verify(Some(&hs256(&json!({"sub":"a","exp":NOW + 60}))), NOW).await.unwrap();
+    assert_eq!(principal.rights.to_string(), "*=r");
+}
+
+#[tokio::test]
+async fn the_tokens_rooms_stay_within_their_share_of_the_context() {
+    let verifier = hs256_verifier();
+    let long: Vec<String> = (0..80).map(|i| format!("{i:0>64}")).collect();
+    let token = hs256(&json!({"sub":"a","exp":NOW + 60,"chat":{"rooms":long}}));
+    let rooms = verifier.verify(Some(&token), NOW).await.unwrap().rooms;
+    assert_eq!(rooms.join(",").len(), 78 * 65 - 1, "78 names of 64 characters fit in 5 KB");
+    assert!(rooms.join(",").len() <= crate::auth::MAX_TOKEN_ROOMS_BYTES);
 }

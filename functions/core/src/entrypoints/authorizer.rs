@@ -2,8 +2,10 @@
 //! `Authorization` that the [`Verifier`] accepts allows the connection, anything
 //! else denies it (403). An Allow carries the principal: `principalId` and the
 //! context's `userId` are the issuer-qualified subject (`"<iss>|<sub>"`, the
-//! account), `name` the display label and `verified` true; API Gateway repeats
-//! them in `requestContext.authorizer` of every later event of the connection.
+//! account), `name` the display label, `verified` true, `rights` the compact
+//! rights ([`crate::rights`]) and `rooms` the token's rooms, comma-separated;
+//! API Gateway repeats them in `requestContext.authorizer` of every later event
+//! of the connection (8 KB in all: each part is capped to fit).
 
 use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
@@ -28,6 +30,7 @@ pub async fn on_authorize(
                 "name": principal.name,
                 "verified": principal.verified,
                 "userId": principal.user_id,
+                "rights": principal.rights.to_string(),
             });
             // `$connect` subscribes to these; room names hold no commas.
             if !principal.rooms.is_empty() {
@@ -100,7 +103,10 @@ mod tests {
         let response = on_authorize(&event(Some(&format!("Bearer {token}"))), &verifier(), 1_000).await;
         assert_eq!(effect_and_principal(&response), ("Allow".into(), "local|u-1".into()));
         let json = serde_json::to_value(&response).unwrap();
-        assert_eq!(json["context"], serde_json::json!({"name": "alice", "verified": true, "userId": "local|u-1"}));
+        assert_eq!(
+            json["context"],
+            serde_json::json!({"name": "alice", "verified": true, "userId": "local|u-1", "rights": "*=rw"})
+        );
     }
 
     #[tokio::test]
@@ -114,6 +120,18 @@ mod tests {
         let response = on_authorize(&event(Some(&format!("Bearer {odd}"))), &verifier(), 1_000).await;
         assert_eq!(effect_and_principal(&response).0, "Allow", "a malformed claim does not lock the user out");
         assert!(serde_json::to_value(&response).unwrap()["context"].get("rooms").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_tokens_rights_travel_in_the_context_compactly_and_a_bad_claim_denies() {
+        let rights = serde_json::json!({"lobby":"rw","team-*":"rw","announcements":"r","mods":"rwm"});
+        let token = sign(serde_json::json!({"sub":"u-1","exp":2_000,"chat":{"rights":rights}}));
+        let response = on_authorize(&event(Some(&format!("Bearer {token}"))), &verifier(), 1_000).await;
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["context"]["rights"], "announcements=r;lobby=rw;mods=rwm;team-*=rw");
+        let bad = sign(serde_json::json!({"sub":"u-1","exp":2_000,"chat":{"rights":{"lobby":"all"}}}));
+        let response = on_authorize(&event(Some(&format!("Bearer {bad}"))), &verifier(), 1_000).await;
+        assert_eq!(effect_and_principal(&response).0, "Deny", "a grant that cannot be read may have been a limit");
     }
 
     #[tokio::test]

@@ -11,8 +11,34 @@ use crate::identity::chosen_identity;
 use crate::model::Identity;
 use crate::origin::AllowedOrigins;
 use crate::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog, SocketPoster};
+use crate::rights::{Right, Rights};
 use crate::room::{RoomLimits, room_or_default, valid_room};
 use crate::time::from_epoch_millis;
+
+/// What every route of a connection is configured with; read once per cold start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// How many rooms a connection may hold (the token's rooms past it are left out).
+    pub limits: RoomLimits,
+    /// The rights of a connection the authorizer gave none (no authorizer runs).
+    pub default_rights: Rights,
+}
+
+impl RouteSettings {
+    /// Reads `MAX_ROOMS_PER_CONNECTION` ([`RoomLimits`]) and `DEFAULT_RIGHTS`
+    /// ([`Rights::default_from_settings`]) through `var`.
+    ///
+    /// ```
+    /// use chat_core::entrypoints::websocket::RouteSettings;
+    /// use chat_core::rights::Right;
+    /// let vars = |name: &str| (name == "DEFAULT_RIGHTS").then(|| "*=r".to_owned());
+    /// assert!(!RouteSettings::from_settings(vars).unwrap().default_rights.allows("lobby", Right::Write));
+    /// ```
+    pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let default_rights = Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
+        Ok(Self { limits: RoomLimits::from_settings(&var)?, default_rights })
+    }
+}
 
 /// How `$connect` is configured for a deployment; read once per cold start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,8 +47,8 @@ pub struct ConnectSettings {
     pub allowed_origins: AllowedOrigins,
     /// How long SessionHistory keeps a session, source IP included; none = forever.
     pub session_retention: Option<Duration>,
-    /// How many rooms a connection may hold (the token's rooms past it are left out).
-    pub limits: RoomLimits,
+    /// The room limit and default rights every route shares.
+    pub routes: RouteSettings,
 }
 
 impl ConnectSettings {
@@ -33,6 +59,7 @@ impl ConnectSettings {
     /// | `ALLOWED_ORIGINS` | comma-separated origins (`https://chat.example.com`) whose pages may connect; unset = any |
     /// | `SESSION_RETENTION_DAYS` | whole days a session row is kept after it opened; unset or 0 = forever |
     /// | `MAX_ROOMS_PER_CONNECTION` | rooms one connection may hold ([`RoomLimits`]) |
+    /// | `DEFAULT_RIGHTS` | rights of a connection without an authorizer ([`crate::rights`]) |
     ///
     /// A value that cannot work refuses to start rather than let every page in
     /// or keep data longer than asked.
@@ -56,12 +83,12 @@ impl ConnectSettings {
             None => 0,
         };
         let session_retention = (days > 0).then(|| Duration::days(days.into()));
-        Ok(Self { allowed_origins, session_retention, limits: RoomLimits::from_settings(var)? })
+        Ok(Self { allowed_origins, session_retention, routes: RouteSettings::from_settings(var)? })
     }
 }
 
 /// `$connect`: 200 opens the socket; 403 refuses a web page whose `Origin` is not
-/// allowed; 400 refuses a malformed `room`, `name` or `batch` query parameter
+/// allowed, or a home room the connection may not read; 400 refuses a malformed `room`, `name` or `batch` query parameter
 /// (nothing is stored either way); an error refuses the upgrade. The
 /// connection's name is the authorizer's verified one when an authorizer ran,
 /// else the one the client chose with `?name=` (unverified), else none.
@@ -84,6 +111,14 @@ pub async fn on_connect(
             return Ok(refuse(400, &refusal.to_string()));
         }
     };
+    let rights = connection_rights(event, &settings.routes.default_rights);
+    if let Err(refusal) = rights.check(&room, Right::Read) {
+        tracing::info!(connection_id = ?event.request_context.connection_id, room, "connection refused: no read right");
+        return Ok(refuse(
+            403,
+            &format!("Forbidden: this connection may not {} room \"{}\"", refusal.right.as_str(), refusal.room),
+        ));
+    }
     let identity = match authorized_identity(event) {
         Some(identity) => Some(identity),
         None => match chosen_identity(event.query_string_parameters.first("name")) {
@@ -106,8 +141,8 @@ pub async fn on_connect(
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
         connected_at: connected_at(event)?,
         room,
-        rooms: authorized_rooms(event),
-        max_rooms: settings.limits.max_rooms,
+        rooms: authorized_rooms(event).into_iter().filter(|room| readable(&rights, room)).collect(),
+        max_rooms: settings.routes.limits.max_rooms,
         identity,
         batch,
         session_retention: settings.session_retention,
@@ -135,14 +170,11 @@ pub async fn on_disconnect(
 /// `sendmessage`: the reply (pong or a refusal) is the route response body.
 pub async fn on_send_message(
     event: &ApiGatewayWebsocketProxyRequest,
+    settings: &RouteSettings,
     connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-    let request = MessageRequest {
-        connection_id: connection_id(event)?.to_owned(),
-        body: event.body.clone().unwrap_or_default(),
-        received_at: request_time(event)?,
-    };
+    let request = message_request(event, settings)?;
     let reply = handlers::send_message(&request, connections, log).await?;
     Ok(response(reply))
 }
@@ -151,20 +183,53 @@ pub async fn on_send_message(
 /// the seed's error, posted to the sender.
 pub async fn on_default(
     event: &ApiGatewayWebsocketProxyRequest,
-    limits: &RoomLimits,
+    settings: &RouteSettings,
     connections: &dyn ConnectionStore,
     cursors: &dyn ReadCursors,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-    let request = MessageRequest {
+    let request = message_request(event, settings)?;
+    let route = DefaultRoute { limits: settings.limits, connections, cursors, log, poster };
+    route.handle(&request).await?;
+    Ok(response(None))
+}
+
+/// An inbound frame with who sent it and what that connection may do.
+fn message_request(
+    event: &ApiGatewayWebsocketProxyRequest,
+    settings: &RouteSettings,
+) -> Result<MessageRequest, HandlerError> {
+    Ok(MessageRequest {
         connection_id: connection_id(event)?.to_owned(),
         body: event.body.clone().unwrap_or_default(),
         received_at: request_time(event)?,
-    };
-    let route = DefaultRoute { limits: *limits, connections, cursors, log, poster };
-    route.handle(&request).await?;
-    Ok(response(None))
+        rights: connection_rights(event, &settings.default_rights),
+    })
+}
+
+/// The connection's rights: the authorizer's context `rights` (its compact
+/// form), else — no authorizer ran — the deployment's `default`. A context
+/// value that does not parse grants nothing: it came from our own authorizer,
+/// so it means a bug or a tampered deployment, and failing open would hide it.
+fn connection_rights(event: &ApiGatewayWebsocketProxyRequest, default: &Rights) -> Rights {
+    let Some(value) = event.request_context.authorizer.fields.get("rights") else { return default.clone() };
+    match value.as_str().map(Rights::parse) {
+        Some(Ok(rights)) => rights,
+        _ => {
+            tracing::error!(connection_id = ?event.request_context.connection_id, %value, "the authorizer's rights do not parse; none granted");
+            Rights::none()
+        }
+    }
+}
+
+/// Whether a token's room may be subscribed at `$connect`; one that may not is logged.
+fn readable(rights: &Rights, room: &str) -> bool {
+    let allowed = rights.allows(room, Right::Read);
+    if !allowed {
+        tracing::warn!(room, "a room of the token left out: no read right there");
+    }
+    allowed
 }
 
 /// The verified identity the `$connect` authorizer returned: its context's `name`,

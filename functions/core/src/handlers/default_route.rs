@@ -9,10 +9,11 @@ use crate::ports::{
     UNREAD_CAP, count_unread, id_floor_at, reader_of,
 };
 use crate::protocol::{
-    Command, PRESENCE_PAGE, RoomSummary, event_frame, history_end_frame, invalid_request_frame, last_room_frame,
-    parse_command, presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame,
+    Command, PRESENCE_PAGE, RoomSummary, event_frame, forbidden_frame, history_end_frame, invalid_request_frame,
+    last_room_frame, parse_command, presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame,
     too_many_rooms_frame, unsubscribed_frame,
 };
+use crate::rights::{Right, Rights};
 use crate::room::RoomLimits;
 
 /// Posts one reply may have in flight at once: a `history` answer to a
@@ -61,29 +62,40 @@ impl DefaultRoute<'_> {
         let Some(asker) = sender(connection_id, self.connections).await? else {
             return self.reply(connection_id, not_registered_frame()).await;
         };
+        let rights = &request.rights;
         match command {
-            Command::History { limit, since, room } => match self.heard(&asker, room).await? {
+            Command::History { limit, since, room } => match self.heard(&asker, room, rights).await? {
                 Some(room) => history(&asker, &room, limit, since, self.log, self.poster).await,
                 None => Ok(()),
             },
-            Command::Who { after, room } => match self.heard(&asker, room).await? {
+            Command::Who { after, room } => match self.heard(&asker, room, rights).await? {
                 Some(room) => self.who(&asker, &room, after).await,
                 None => Ok(()),
             },
-            Command::Subscribe { room, since, limit } => {
-                self.subscribe(&asker, &room, since, limit, request.received_at).await
-            }
+            Command::Subscribe { room, since, limit } => match rights.check(&room, Right::Read) {
+                Ok(()) => self.subscribe(&asker, &room, since, limit, request.received_at).await,
+                Err(refusal) => {
+                    tracing::info!(connection_id, room, "subscribe refused: no read right");
+                    self.reply(connection_id, forbidden_frame(&refusal)).await
+                }
+            },
             Command::Unsubscribe { room } => self.unsubscribe(&asker, &room, request.received_at).await,
             Command::Rooms => self.rooms(&asker).await,
-            Command::Read { room, id } => self.read(&asker, &room, &id).await,
+            Command::Read { room, id } => self.read(&asker, &room, &id, rights).await,
             Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
         }
     }
 
     /// The room a frame means (`requested`, or the home room), if the asker
-    /// hears it; else tells the asker which room it does not hear.
-    async fn heard(&self, asker: &Connection, requested: Option<String>) -> Result<Option<String>, HandlerError> {
-        match heard_room(asker, requested.as_deref()) {
+    /// may read it and hears it; else tells the asker which room it may not
+    /// read or does not hear.
+    async fn heard(
+        &self,
+        asker: &Connection,
+        requested: Option<String>,
+        rights: &Rights,
+    ) -> Result<Option<String>, HandlerError> {
+        match heard_room(asker, requested.as_deref(), rights, Right::Read) {
             Ok(room) => Ok(Some(room.to_owned())),
             Err(refusal) => {
                 self.reply(&asker.connection_id, refusal).await?;
@@ -226,9 +238,9 @@ impl DefaultRoute<'_> {
     ///
     /// Cost per call: one conditional UpdateItem, one post; when the cursor was
     /// already further (another device read on), one Query to report it.
-    async fn read(&self, asker: &Connection, room: &str, id: &str) -> Result<(), HandlerError> {
+    async fn read(&self, asker: &Connection, room: &str, id: &str, rights: &Rights) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        let Some(room) = self.heard(asker, Some(room.to_owned())).await? else { return Ok(()) };
+        let Some(room) = self.heard(asker, Some(room.to_owned()), rights).await? else { return Ok(()) };
         let reader = reader_of(asker);
         // An anonymous connection's cursor is its own: forgotten after it.
         let expires_at = asker.account().is_none().then_some(asker.expires_at);
@@ -341,6 +353,7 @@ mod tests {
             connection_id: connection_id.into(),
             body: body.into(),
             received_at: at("2026-11-24T10:30:00Z"),
+            rights: Rights::default(),
         };
         route.handle(&request).await
     }
@@ -625,6 +638,7 @@ mod tests {
                 connection_id: from.into(),
                 body: body.to_string(),
                 received_at: at("2026-11-24T10:30:00Z"),
+                rights: Rights::default(),
             };
             let before = self.poster.frames_to(from).len();
             route.handle(&request).await.unwrap();

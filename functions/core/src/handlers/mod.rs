@@ -13,7 +13,8 @@ pub use send_message::{MessageRequest, send_message};
 
 use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
-use crate::protocol::{error_frame, not_subscribed_frame};
+use crate::protocol::{error_frame, forbidden_frame, not_subscribed_frame};
+use crate::rights::{Right, Rights};
 
 /// The row of the connection a request came on: its room and identity. `None`
 /// when the row is gone (pruned or expired): the sender is told to reconnect
@@ -23,9 +24,17 @@ async fn sender(connection_id: &str, connections: &dyn ConnectionStore) -> Resul
 }
 
 /// The room a frame means — the one it names, or the sender's home room — when
-/// the sender is subscribed to it; else the refusal to send back, naming it.
-fn heard_room<'a>(sender: &'a Connection, requested: Option<&'a str>) -> Result<&'a str, Vec<u8>> {
+/// the sender holds `right` there and is subscribed to it; else the refusal to
+/// send back, naming the room (and the right). Rights are checked first, so a
+/// room the sender may not read tells it nothing about who is in it.
+fn heard_room<'a>(
+    sender: &'a Connection,
+    requested: Option<&'a str>,
+    rights: &Rights,
+    right: Right,
+) -> Result<&'a str, Vec<u8>> {
     let room = requested.unwrap_or(&sender.room);
+    rights.check(room, right).map_err(|refusal| forbidden_frame(&refusal))?;
     if sender.is_subscribed_to(room) { Ok(room) } else { Err(not_subscribed_frame(room)) }
 }
 

@@ -4,6 +4,7 @@ use super::{HandlerError, heard_room, not_registered_frame, sender};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
 use crate::protocol::{Command, ack_frame, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
+use crate::rights::{Right, Rights};
 
 /// An inbound frame: on the `sendmessage` route, or on `$default`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,13 +12,16 @@ pub struct MessageRequest {
     pub connection_id: String,
     pub body: String,
     pub received_at: DateTime<Utc>,
+    /// What the connection may do where: from the authorizer's context, never the frame.
+    pub rights: Rights,
 }
 
 /// Appends a chat line to the log and nothing else: the broadcaster delivers it,
 /// to the room (sender included), once the log's stream carries it. The room is
-/// the one the frame names or the sender's home room, and must be one the
-/// sender's connection row lists (one consistent read): a room it does not
-/// hear is refused, naming the room, and nothing is stored.
+/// the one the frame names or the sender's home room; the connection must have
+/// the write right there (its [`Rights`]) and its row must list the room (one
+/// consistent read): otherwise the refusal names the room (and the missing
+/// right), and nothing is stored.
 ///
 /// Returns the frame to send back to the sender alone (pong, an ack when the send
 /// carried a `clientMessageId`, or why the message was refused). API Gateway
@@ -48,10 +52,10 @@ pub async fn send_message(
         tracing::warn!(connection_id = %request.connection_id, "message from an unregistered connection refused");
         return Ok(Some(not_registered_frame()));
     };
-    let room = match heard_room(&sender, room.as_deref()) {
+    let room = match heard_room(&sender, room.as_deref(), &request.rights, Right::Write) {
         Ok(room) => room,
         Err(refusal) => {
-            tracing::info!(connection_id = %request.connection_id, "message to a room the sender does not hear refused");
+            tracing::info!(connection_id = %request.connection_id, "message to a room the sender may not write in refused");
             return Ok(Some(refusal));
         }
     };
@@ -82,7 +86,12 @@ mod tests {
     use crate::ports::{Clock, ConnectionStore};
 
     fn request(body: &str) -> MessageRequest {
-        MessageRequest { connection_id: "c1".into(), body: body.into(), received_at: at("2026-11-24T10:15:32Z") }
+        MessageRequest {
+            connection_id: "c1".into(),
+            body: body.into(),
+            received_at: at("2026-11-24T10:15:32Z"),
+            rights: Rights::default(),
+        }
     }
 
     /// The store with the sender, `c1`, connected to room `ops`.
@@ -145,7 +154,12 @@ mod tests {
         log: &MemoryLog,
     ) -> String {
         let body = serde_json::json!({"action":"sendmessage","message":text,"clientMessageId":CLIENT_MESSAGE_ID});
-        let request = MessageRequest { connection_id: connection_id.into(), body: body.to_string(), received_at: at };
+        let request = MessageRequest {
+            connection_id: connection_id.into(),
+            body: body.to_string(),
+            received_at: at,
+            rights: Rights::default(),
+        };
         let ack = reply_json(send_message(&request, connections, log).await.unwrap());
         assert_eq!(ack["clientMessageId"], CLIENT_MESSAGE_ID);
         ack["ack"].as_str().unwrap().to_owned()
