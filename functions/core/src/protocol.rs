@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::model::{Connection, EventKind, LogEvent};
 pub use crate::model::{join_notice, leave_notice};
 use crate::ports::{LogCursor, Unread};
+use crate::rights::RoomAccess;
 use crate::room::{BadRoom, valid_room};
 use crate::time::{format_iso, parse_iso};
 
@@ -323,9 +324,12 @@ pub fn history_end_frame(room: &str, count: usize, more: bool) -> Vec<u8> {
 
 /// The answer to `subscribe`: `{"kind":"subscribed","room","count"}`, `count`
 /// being the room's members, the new one included.
-pub fn subscribed_frame(room: &str, count: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "kind": "subscribed", "room": room, "count": count }))
-        .expect("strings and numbers always serialize")
+pub fn subscribed_frame(room: &str, count: usize, access: RoomAccess) -> Vec<u8> {
+    let (rights, private) = (access.rights.to_string(), access.private);
+    serde_json::to_vec(
+        &serde_json::json!({ "kind": "subscribed", "room": room, "count": count, "rights": rights, "private": private }),
+    )
+    .expect("strings and numbers always serialize")
 }
 
 /// The answer to `unsubscribe`: `{"kind":"unsubscribed","room"}`.
@@ -339,13 +343,20 @@ pub struct RoomSummary {
     pub room: String,
     pub count: usize,
     pub unread: Unread,
+    pub access: RoomAccess,
 }
 
-/// The answer to `rooms`: `{"kind":"rooms","rooms":[{"room","count","unread","more"}…]}`.
+/// The answer to `rooms`:
+/// `{"kind":"rooms","rooms":[{"room","count","unread","more","rights","private"}…]}`.
 pub fn rooms_frame(rooms: &[RoomSummary]) -> Vec<u8> {
     let rooms: Vec<Value> = rooms
         .iter()
-        .map(|r| serde_json::json!({ "room": r.room, "count": r.count, "unread": r.unread.count, "more": r.unread.more }))
+        .map(|r| {
+            serde_json::json!({
+                "room": r.room, "count": r.count, "unread": r.unread.count, "more": r.unread.more,
+                "rights": r.access.rights.to_string(), "private": r.access.private,
+            })
+        })
         .collect();
     serde_json::to_vec(&serde_json::json!({ "kind": "rooms", "rooms": rooms }))
         .expect("strings and numbers always serialize")
@@ -692,12 +703,20 @@ mod tests {
     #[test]
     fn channel_frames() {
         let json = |frame: Vec<u8>| serde_json::from_slice::<Value>(&frame).unwrap();
-        assert_eq!(json(subscribed_frame("ops", 3)), serde_json::json!({"kind":"subscribed","room":"ops","count":3}));
+        let rights = crate::rights::Rights::parse("ops=r").unwrap();
+        let access = RoomAccess::of(&rights, &rights, "ops");
+        assert_eq!(
+            json(subscribed_frame("ops", 3, access)),
+            serde_json::json!({"kind":"subscribed","room":"ops","count":3,"rights":"r","private":false})
+        );
         assert_eq!(json(unsubscribed_frame("ops")), serde_json::json!({"kind":"unsubscribed","room":"ops"}));
-        let rooms = [RoomSummary { room: "ops".into(), count: 2, unread: Unread { count: 100, more: true } }];
+        let access = RoomAccess::of(&rights, &crate::rights::Rights::none(), "ops");
+        let rooms = [RoomSummary { room: "ops".into(), count: 2, unread: Unread { count: 100, more: true }, access }];
         assert_eq!(
             json(rooms_frame(&rooms)),
-            serde_json::json!({"kind":"rooms","rooms":[{"room":"ops","count":2,"unread":100,"more":true}]})
+            serde_json::json!({"kind":"rooms","rooms":[
+                {"room":"ops","count":2,"unread":100,"more":true,"rights":"r","private":true}
+            ]})
         );
         let refusal = json(not_subscribed_frame("ops"));
         assert_eq!((refusal["error"].as_str(), refusal["room"].as_str()), (Some("Not subscribed"), Some("ops")));

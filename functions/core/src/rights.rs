@@ -253,6 +253,30 @@ impl fmt::Display for Rights {
     }
 }
 
+/// What a client is told of a room it hears: its rights there (`"rw"`), and
+/// whether the room is private — closed to anyone the deployment's default
+/// rights alone would let in (the page shows a lock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomAccess {
+    pub rights: Access,
+    pub private: bool,
+}
+
+impl RoomAccess {
+    /// `rights`' access to `room`, private unless `default` lets anyone read it.
+    ///
+    /// ```
+    /// use chat_core::rights::{RoomAccess, Rights};
+    /// let (mine, default) = (Rights::parse("*=rw;mods=rwm").unwrap(), Rights::parse("lobby=rw").unwrap());
+    /// let mods = RoomAccess::of(&mine, &default, "mods");
+    /// assert_eq!((mods.rights.to_string(), mods.private), ("rwm".to_owned(), true));
+    /// assert!(!RoomAccess::of(&mine, &default, "lobby").private);
+    /// ```
+    pub fn of(rights: &Rights, default: &Rights, room: &str) -> Self {
+        Self { rights: rights.in_room(room), private: !default.allows(room, Right::Read) }
+    }
+}
+
 /// A right the connection lacks in a room: answered with [`crate::protocol::forbidden_frame`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forbidden<'a> {

@@ -6,39 +6,15 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::SettingsError;
 use crate::coalesce::batch_requested;
+pub use crate::handlers::RouteSettings;
 use crate::handlers::{self, ConnectRequest, DefaultRoute, DisconnectRequest, HandlerError, MessageRequest};
 use crate::identity::chosen_identity;
 use crate::model::Identity;
 use crate::origin::AllowedOrigins;
 use crate::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog, SocketPoster};
 use crate::rights::{Right, Rights};
-use crate::room::{RoomLimits, room_or_default, valid_room};
+use crate::room::{room_or_default, valid_room};
 use crate::time::from_epoch_millis;
-
-/// What every route of a connection is configured with; read once per cold start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteSettings {
-    /// How many rooms a connection may hold (the token's rooms past it are left out).
-    pub limits: RoomLimits,
-    /// The rights of a connection the authorizer gave none (no authorizer runs).
-    pub default_rights: Rights,
-}
-
-impl RouteSettings {
-    /// Reads `MAX_ROOMS_PER_CONNECTION` ([`RoomLimits`]) and `DEFAULT_RIGHTS`
-    /// ([`Rights::default_from_settings`]) through `var`.
-    ///
-    /// ```
-    /// use chat_core::entrypoints::websocket::RouteSettings;
-    /// use chat_core::rights::Right;
-    /// let vars = |name: &str| (name == "DEFAULT_RIGHTS").then(|| "*=r".to_owned());
-    /// assert!(!RouteSettings::from_settings(vars).unwrap().default_rights.allows("lobby", Right::Write));
-    /// ```
-    pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let default_rights = Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
-        Ok(Self { limits: RoomLimits::from_settings(&var)?, default_rights })
-    }
-}
 
 /// How `$connect` is configured for a deployment; read once per cold start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,7 +166,7 @@ pub async fn on_default(
     poster: &dyn SocketPoster,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let request = message_request(event, settings)?;
-    let route = DefaultRoute { limits: settings.limits, connections, cursors, log, poster };
+    let route = DefaultRoute { settings, connections, cursors, log, poster };
     route.handle(&request).await?;
     Ok(response(None))
 }

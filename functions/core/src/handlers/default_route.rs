@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{HandlerError, MessageRequest, heard_room, not_registered_frame, sender};
+use super::{HandlerError, MessageRequest, RouteSettings, heard_room, not_registered_frame, sender};
 use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
 use crate::model::{Connection, LogEvent};
@@ -13,8 +13,7 @@ use crate::protocol::{
     last_room_frame, parse_command, presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame,
     too_many_rooms_frame, unsubscribed_frame,
 };
-use crate::rights::{Right, Rights};
-use crate::room::RoomLimits;
+use crate::rights::{Right, Rights, RoomAccess};
 
 /// Posts one reply may have in flight at once: a `history` answer to a
 /// connection that does not coalesce is up to 200 frames, which one after
@@ -38,7 +37,8 @@ const UNREAD_PAGES: usize = 4;
 /// change comes from the connection, never from the frame; an unknown or
 /// malformed request is one post and no read. Each action's own cost is on its method.
 pub struct DefaultRoute<'a> {
-    pub limits: RoomLimits,
+    /// The room limit, and the default rights (which tell private rooms).
+    pub settings: &'a RouteSettings,
     pub connections: &'a dyn ConnectionStore,
     pub cursors: &'a dyn ReadCursors,
     pub log: &'a dyn MessageLog,
@@ -73,14 +73,14 @@ impl DefaultRoute<'_> {
                 None => Ok(()),
             },
             Command::Subscribe { room, since, limit } => match rights.check(&room, Right::Read) {
-                Ok(()) => self.subscribe(&asker, &room, since, limit, request.received_at).await,
+                Ok(()) => self.subscribe(&asker, &room, since, limit, request.received_at, rights).await,
                 Err(refusal) => {
                     tracing::info!(connection_id, room, "subscribe refused: no read right");
                     self.reply(connection_id, forbidden_frame(&refusal)).await
                 }
             },
             Command::Unsubscribe { room } => self.unsubscribe(&asker, &room, request.received_at).await,
-            Command::Rooms => self.rooms(&asker).await,
+            Command::Rooms => self.rooms(&asker, rights).await,
             Command::Read { room, id } => self.read(&asker, &room, &id, rights).await,
             Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
         }
@@ -141,18 +141,19 @@ impl DefaultRoute<'_> {
         since: Option<LogCursor>,
         limit: usize,
         at: DateTime<Utc>,
+        rights: &Rights,
     ) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        match self.connections.subscribe(asker, room, self.limits.max_rooms).await? {
+        match self.connections.subscribe(asker, room, self.settings.limits.max_rooms).await? {
             Subscribed::NotConnected => return self.reply(connection_id, not_registered_frame()).await,
             Subscribed::Full => {
                 tracing::info!(
                     connection_id,
                     room,
-                    max_rooms = self.limits.max_rooms,
+                    max_rooms = self.settings.limits.max_rooms,
                     "subscribe refused: too many rooms"
                 );
-                return self.reply(connection_id, too_many_rooms_frame(room, self.limits.max_rooms)).await;
+                return self.reply(connection_id, too_many_rooms_frame(room, self.settings.limits.max_rooms)).await;
             }
             Subscribed::New => {
                 let join = LogEvent::join(connection_id, at).in_room(room).by(asker.identity().as_ref());
@@ -162,7 +163,8 @@ impl DefaultRoute<'_> {
             Subscribed::Already => tracing::info!(connection_id, room, "subscribed already"),
         }
         let count = self.connections.count(room).await?;
-        self.reply(connection_id, subscribed_frame(room, count)).await?;
+        let access = RoomAccess::of(rights, &self.settings.default_rights, room);
+        self.reply(connection_id, subscribed_frame(room, count, access)).await?;
         match since {
             Some(since) => history(asker, room, limit, Some(since), self.log, self.poster).await,
             None => Ok(()),
@@ -202,7 +204,7 @@ impl DefaultRoute<'_> {
     /// (at most the room limit, [`ROOMS_COUNTED_AT_ONCE`] at a time) a
     /// `Select=COUNT` Query of its memberships and a forward Query of its log
     /// from the cursor (200 events a page, at most [`UNREAD_PAGES`] pages); one post.
-    async fn rooms(&self, asker: &Connection) -> Result<(), HandlerError> {
+    async fn rooms(&self, asker: &Connection, rights: &Rights) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
         let cursors = self.cursors.cursors(&reader_of(asker)).await?;
         let mut rooms = asker.rooms();
@@ -222,7 +224,8 @@ impl DefaultRoute<'_> {
                 let summary = async {
                     let count = self.connections.count(room).await?;
                     let unread = count_unread(self.log, room, after, own, UNREAD_CAP, UNREAD_PAGES).await?;
-                    Ok(RoomSummary { room: room.clone(), count, unread })
+                    let access = RoomAccess::of(rights, &self.settings.default_rights, room);
+                    Ok(RoomSummary { room: room.clone(), count, unread, access })
                 };
                 (i, summary.await)
             }
@@ -348,7 +351,8 @@ mod tests {
         poster: &dyn SocketPoster,
     ) -> Result<(), HandlerError> {
         let cursors = MemoryCursors::default();
-        let route = DefaultRoute { limits: RoomLimits::default(), connections, cursors: &cursors, log, poster };
+        let settings = RouteSettings::default();
+        let route = DefaultRoute { settings: &settings, connections, cursors: &cursors, log, poster };
         let request = MessageRequest {
             connection_id: connection_id.into(),
             body: body.into(),
@@ -607,7 +611,7 @@ mod tests {
         cursors: MemoryCursors,
         log: MemoryLog,
         poster: RecordingPoster,
-        limits: RoomLimits,
+        settings: RouteSettings,
     }
 
     impl Session {
@@ -622,13 +626,13 @@ mod tests {
                 cursors: MemoryCursors::default(),
                 log: MemoryLog::default(),
                 poster: RecordingPoster::default(),
-                limits: RoomLimits::default(),
+                settings: RouteSettings::default(),
             }
         }
 
         async fn send(&self, from: &str, body: serde_json::Value) -> serde_json::Value {
             let route = DefaultRoute {
-                limits: self.limits,
+                settings: &self.settings,
                 connections: &self.connections,
                 cursors: &self.cursors,
                 log: &self.log,
@@ -672,7 +676,8 @@ mod tests {
     async fn subscribing_joins_once_and_answers_the_count() {
         let session = Session::new().await;
         let answer = session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
-        assert_eq!(answer, serde_json::json!({"kind":"subscribed","room":"ops","count":2}));
+        let expected = serde_json::json!({"kind":"subscribed","room":"ops","count":2,"rights":"rw","private":false});
+        assert_eq!(answer, expected, "the open default: read and write, and nothing private");
         let again = session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
         assert_eq!(again["count"], 2, "subscribing twice is harmless");
         assert_eq!(session.said(), [(EventKind::Join, "ops".to_owned())], "one join");
@@ -702,7 +707,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_room_limit_a_subscribe_is_refused_and_nothing_changes() {
         let mut session = Session::new().await;
-        session.limits = RoomLimits { max_rooms: 2 };
+        session.settings.limits = crate::room::RoomLimits { max_rooms: 2 };
         session.send("c1", serde_json::json!({"action":"subscribe","room":"a"})).await;
         let refusal = session.send("c1", serde_json::json!({"action":"subscribe","room":"b"})).await;
         assert_eq!((refusal["error"].as_str(), refusal["room"].as_str()), (Some("Too many rooms"), Some("b")));
@@ -761,7 +766,7 @@ mod tests {
         assert_eq!(order, ["lobby", "alpha", "ops", "zeta"]);
         assert_eq!(
             summary("ops"),
-            serde_json::json!({"room":"ops","count":2,"unread":5,"more":false}),
+            serde_json::json!({"room":"ops","count":2,"unread":5,"more":false,"rights":"rw","private":false}),
             "joins are not unread"
         );
         assert_eq!((summary("alpha")["unread"].as_u64(), summary("alpha")["more"].as_bool()), (Some(100), Some(true)));

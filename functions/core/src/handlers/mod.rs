@@ -11,10 +11,37 @@ pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};
 pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use send_message::{MessageRequest, send_message};
 
+use crate::auth::SettingsError;
 use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
 use crate::protocol::{error_frame, forbidden_frame, not_subscribed_frame};
 use crate::rights::{Right, Rights};
+use crate::room::RoomLimits;
+
+/// What every route of a connection is configured with; read once per cold start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// How many rooms a connection may hold (the token's rooms past it are left out).
+    pub limits: RoomLimits,
+    /// The rights of a connection the authorizer gave none (no authorizer runs).
+    pub default_rights: Rights,
+}
+
+impl RouteSettings {
+    /// Reads `MAX_ROOMS_PER_CONNECTION` ([`RoomLimits`]) and `DEFAULT_RIGHTS`
+    /// ([`Rights::default_from_settings`]) through `var`.
+    ///
+    /// ```
+    /// use chat_core::entrypoints::websocket::RouteSettings;
+    /// use chat_core::rights::Right;
+    /// let vars = |name: &str| (name == "DEFAULT_RIGHTS").then(|| "*=r".to_owned());
+    /// assert!(!RouteSettings::from_settings(vars).unwrap().default_rights.allows("lobby", Right::Write));
+    /// ```
+    pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let default_rights = Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
+        Ok(Self { limits: RoomLimits::from_settings(&var)?, default_rights })
+    }
+}
 
 /// The row of the connection a request came on: its room and identity. `None`
 /// when the row is gone (pruned or expired): the sender is told to reconnect
