@@ -28,6 +28,7 @@
 //! # });
 //! ```
 
+mod groups;
 mod jwks;
 mod settings;
 
@@ -40,6 +41,7 @@ use serde::Deserialize;
 use crate::identity::cleaned_name;
 use crate::rights::Rights;
 use crate::text::is_control_or_bidi;
+pub use groups::GroupRights;
 use jwks::{Freshness, KeyCache, KeyMiss};
 pub use jwks::{JwksError, JwksSource};
 pub use settings::{MIN_SECRET_BYTES, SettingsError};
@@ -75,7 +77,8 @@ pub struct Principal {
     /// [`MAX_TOKEN_ROOMS_BYTES`] joined by commas.
     pub rooms: Vec<String>,
     /// What the connection may do where: the `chat.rights` claim, else the
-    /// deployment's [`VerifierConfig::default_rights`].
+    /// deployment's [`VerifierConfig::default_rights`] with the rights of each
+    /// of the token's `cognito:groups` that [`VerifierConfig::group_rights`] maps.
     pub rights: Rights,
 }
 
@@ -120,13 +123,19 @@ fn token_rooms(chat: Option<&serde_json::Value>) -> Vec<String> {
     rooms
 }
 
-/// The `chat.rights` claim's rights, else `default`. A claim that cannot be
+/// The `chat.rights` claim's rights, else the default with the rights of the
+/// token's mapped `cognito:groups` ([`GroupRights`]). A claim that cannot be
 /// read refuses the token: leaving out one bad grant could open a room a
 /// more specific grant was meant to shut.
-fn token_rights(chat: Option<&serde_json::Value>, default: &Rights) -> Result<Rights, AuthError> {
+fn token_rights(
+    chat: Option<&serde_json::Value>,
+    groups: Option<&serde_json::Value>,
+    config: &VerifierConfig,
+) -> Result<Rights, AuthError> {
     match chat.and_then(|chat| chat.get("rights")) {
         Some(claim) => Rights::from_claim(claim).map_err(|e| AuthError::BadRights(e.0)),
-        None => Ok(default.clone()),
+        None if config.group_rights.is_empty() => Ok(config.default_rights.clone()),
+        None => Ok(config.group_rights.rights_of(&config.default_rights, groups::token_groups(groups))),
     }
 }
 
@@ -234,6 +243,9 @@ pub struct VerifierConfig {
     pub max_key_age: i64,
     /// The rights of a token without a `chat.rights` claim (`DEFAULT_RIGHTS`).
     pub default_rights: Rights,
+    /// What a token without `chat.rights` gains for each of its `cognito:groups`
+    /// (`GROUP_RIGHTS`); empty: groups grant nothing.
+    pub group_rights: GroupRights,
 }
 
 impl VerifierConfig {
@@ -249,6 +261,7 @@ impl VerifierConfig {
             refetch_interval: Self::DEFAULT_REFETCH_INTERVAL,
             max_key_age: Self::DEFAULT_MAX_KEY_AGE,
             default_rights: Rights::default(),
+            group_rights: GroupRights::default(),
         }
     }
 
@@ -283,6 +296,10 @@ struct Claims {
     name: Option<String>,
     /// The product's own claim: `{"rights":{…},"rooms":[…]}`.
     chat: Option<serde_json::Value>,
+    /// The user pool groups the user is in (Cognito ID and access tokens): read
+    /// leniently, see [`groups::token_groups`].
+    #[serde(rename = "cognito:groups")]
+    cognito_groups: Option<serde_json::Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -401,7 +418,7 @@ impl Verifier {
             .collect();
         let user_id = user_id(claims.iss.as_deref(), &claims.sub)?;
         let rooms = token_rooms(claims.chat.as_ref());
-        let rights = token_rights(claims.chat.as_ref(), &self.config.default_rights)?;
+        let rights = token_rights(claims.chat.as_ref(), claims.cognito_groups.as_ref(), &self.config)?;
         Ok(Principal { subject: claims.sub, user_id, name, verified: true, rooms, rights })
     }
 

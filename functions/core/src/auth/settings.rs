@@ -1,7 +1,7 @@
 //! The verifier's trust from named settings: environment variables in a Lambda,
 //! command-line flags in the local stack, one set of rules for both.
 
-use super::{SharedSecret, TrustedIssuer, VerifierConfig};
+use super::{GroupRights, SharedSecret, TrustedIssuer, VerifierConfig};
 
 /// A setting that cannot work; the stack refuses to start rather than deny every connection.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +25,7 @@ impl VerifierConfig {
     /// | `JWKS_REFETCH_SECONDS` | an unknown `kid` refetches at most this often (default 60) |
     /// | `JWKS_MAX_AGE_SECONDS` | keys older than this are refetched before use (default 3600) |
     /// | `DEFAULT_RIGHTS` | rights of a token without `chat.rights` ([`crate::rights`]; default `*=rw`) |
+    /// | `GROUP_RIGHTS` | rights a token without `chat.rights` gains per `cognito:groups` entry ([`GroupRights`]) |
     ///
     /// At least one of `OIDC_ISSUER` and `JWT_SECRET` must be set.
     ///
@@ -92,6 +93,7 @@ impl VerifierConfig {
             return refuse("JWKS_MAX_AGE_SECONDS must be at least 1");
         }
         config.default_rights = crate::rights::Rights::default_from_settings(var).map_err(|e| SettingsError(e.0))?;
+        config.group_rights = GroupRights::parse(&var("GROUP_RIGHTS").unwrap_or_default(), &config.default_rights)?;
         Ok(config)
     }
 }

@@ -588,3 +588,78 @@ async fn the_tokens_rooms_stay_within_their_share_of_the_context() {
     assert_eq!(rooms.join(",").len(), 78 * 65 - 1, "78 names of 64 characters fit in 5 KB");
     assert!(rooms.join(",").len() <= crate::auth::MAX_TOKEN_ROOMS_BYTES);
 }
+
+// ---------------------------------------------------------- group rights
+
+/// Issuer A's verifier with a closed default and `GROUP_RIGHTS` as a user pool would map them.
+fn grouped() -> Fixture {
+    let mut config = VerifierConfig::with_issuers(vec![TrustedIssuer::new(ISS_A, vec![CLIENT.into()])]);
+    config.default_rights = Rights::parse("lobby=rw;announcements=r").unwrap();
+    let mapping = "moderators:*=rwm staff:team-*=rw;announcements=rw org:readers:*=r";
+    config.group_rights = GroupRights::parse(mapping, &config.default_rights).unwrap();
+    Fixture::with(config)
+}
+
+/// A Cognito ID token of issuer A with `extra` claims merged in.
+fn id_token_with(extra: Value) -> String {
+    let mut claims = id_claims(ISS_A);
+    claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &claims)
+}
+
+#[tokio::test]
+async fn a_token_without_the_claim_gets_the_default_and_its_groups_rights() {
+    let fixture = grouped();
+    let rights = |extra: Value| {
+        let token = id_token_with(extra);
+        let fixture = &fixture;
+        async move { fixture.verify(&token).await.unwrap().rights.to_string() }
+    };
+    assert_eq!(rights(json!({})).await, "announcements=r;lobby=rw", "no groups: the default");
+    assert_eq!(rights(json!({"cognito:groups": []})).await, "announcements=r;lobby=rw");
+    assert_eq!(rights(json!({"cognito:groups": ["strangers"]})).await, "announcements=r;lobby=rw", "unmapped");
+    assert_eq!(rights(json!({"cognito:groups": ["staff"]})).await, "announcements=rw;lobby=rw;team-*=rw");
+    assert_eq!(
+        rights(json!({"cognito:groups": ["org:readers", "staff"]})).await,
+        "announcements=rw;lobby=rw;team-*=rw;*=r",
+        "a group name holding ':'; two groups' union"
+    );
+    assert_eq!(rights(json!({"cognito:groups": ["moderators"]})).await, "announcements=rwm;lobby=rwm;*=rwm");
+    // A claim of the wrong shape is the issuer's mistake: it takes rights away, never refuses.
+    assert_eq!(rights(json!({"cognito:groups": "moderators"})).await, "announcements=r;lobby=rw");
+    assert_eq!(rights(json!({"cognito:groups": [7, "staff"]})).await, "announcements=rw;lobby=rw;team-*=rw");
+}
+
+#[tokio::test]
+async fn the_rights_claim_alone_decides_whatever_the_groups() {
+    let fixture = grouped();
+    let token = id_token_with(json!({"cognito:groups": ["moderators"], "chat": {"rights": {"lobby": "r"}}}));
+    assert_eq!(fixture.verify(&token).await.unwrap().rights.to_string(), "lobby=r");
+    // Access tokens carry the groups too.
+    let mut access = access_claims(ISS_A);
+    access["cognito:groups"] = json!(["staff"]);
+    let token = sign(Algorithm::RS256, Some("k-rsa"), &rsa_a(), &access);
+    assert!(fixture.verify(&token).await.unwrap().rights.allows("team-x", crate::rights::Right::Write));
+}
+
+#[test]
+fn group_rights_are_read_from_the_settings_with_the_default() {
+    let vars = |group_rights: &str| {
+        let group_rights = group_rights.to_owned();
+        move |name: &str| match name {
+            "JWT_SECRET" => Some("a-test-secret-that-is-32-bytes!!".to_owned()),
+            "DEFAULT_RIGHTS" => Some("lobby=rw".to_owned()),
+            "GROUP_RIGHTS" => Some(group_rights.clone()),
+            _ => None,
+        }
+    };
+    let config = VerifierConfig::from_settings(vars("moderators:*=rwm")).unwrap();
+    let mods = config.group_rights.rights_of(&config.default_rights, ["moderators"]);
+    assert_eq!(mods.to_string(), "lobby=rwm;*=rwm");
+    assert!(VerifierConfig::from_settings(vars("   ")).unwrap().group_rights.is_empty(), "blank: none");
+    let error = VerifierConfig::from_settings(vars("moderators=rwm")).unwrap_err().0;
+    assert!(error.starts_with("GROUP_RIGHTS: \"moderators=rwm\" is not group:rights"), "{error}");
+    let too_many = (0..32).map(|i| format!("g{i}:room{i}=r")).collect::<Vec<_>>().join(" ");
+    let error = VerifierConfig::from_settings(vars(&too_many)).unwrap_err().0;
+    assert!(error.contains("33 grants; at most 32"), "lobby and 32 groups' rooms: {error}");
+}
