@@ -1190,6 +1190,7 @@ fn connect_is_configured_with_the_settings_its_code_reads() {
     assert_eq!(given["ALLOWED_ORIGINS"], "Ref:AllowedOrigins");
     assert_eq!(given["SESSION_RETENTION_DAYS"], "Ref:SessionRetentionDays");
     assert_eq!(given["MAX_ROOMS_PER_CONNECTION"], "Ref:MaxRoomsPerConnection");
+    assert_eq!(given["DEFAULT_RIGHTS"], "Ref:DefaultRights");
     let max_rooms = &raw["Parameters"]["MaxRoomsPerConnection"];
     assert_eq!(max_rooms["Default"].as_u64(), Some(chat_core::room::DEFAULT_MAX_ROOMS as u64));
     // The parameter's bounds are the ones RoomLimits accepts.
@@ -1204,11 +1205,92 @@ fn connect_is_configured_with_the_settings_its_code_reads() {
     let limit = &default["Properties"]["Environment"]["Variables"]["MAX_ROOMS_PER_CONNECTION"];
     assert_eq!(text(limit), "Ref:MaxRoomsPerConnection");
     let binary = std::fs::read_to_string(repo().join("functions/lambdas/src/bin/default.rs")).unwrap();
-    assert!(binary.contains("RoomLimits::from_settings(|name| std::env::var(name).ok())"), "read at cold start");
+    assert!(binary.contains("RouteSettings::from_settings(|name| std::env::var(name).ok())"), "read at cold start");
     assert_eq!(raw["Parameters"]["AllowedOrigins"]["Default"], "", "any origin unless listed");
     assert_eq!(raw["Parameters"]["SessionRetentionDays"]["Default"], 0, "kept forever unless set");
     let binary = std::fs::read_to_string(repo().join("functions/lambdas/src/bin/connect.rs")).unwrap();
     assert!(binary.contains("ConnectSettings::from_settings(|name| std::env::var(name).ok())"), "read at cold start");
+}
+
+/// Rights are read where they are enforced: `DEFAULT_RIGHTS` by the
+/// authorizer (tokens without `chat.rights`) and by every route that checks
+/// rights (connections no authorizer vouched for), `GROUP_RIGHTS` by the
+/// authorizer alone, in every AuthMode; each from its parameter, whose default
+/// and AllowedPattern agree with the parsers the functions start with.
+#[test]
+fn rights_are_configured_where_the_code_reads_them() {
+    let raw = template();
+    let read_by = |read: fn(&dyn Fn(&str) -> Option<String>)| {
+        let names = Mutex::new(BTreeSet::new());
+        read(&|name| {
+            names.lock().unwrap().insert(name.to_owned());
+            (name == "JWT_SECRET").then(|| "a-test-secret-that-is-32-bytes!!".to_owned())
+        });
+        names.into_inner().unwrap()
+    };
+    let routes = read_by(|var| {
+        RouteSettings::from_settings(var).unwrap();
+    });
+    let authorizer = read_by(|var| {
+        chat_core::auth::VerifierConfig::from_settings(var).unwrap();
+    });
+    assert!(
+        routes.contains("DEFAULT_RIGHTS")
+            && authorizer.is_superset(&BTreeSet::from(["DEFAULT_RIGHTS".into(), "GROUP_RIGHTS".into()]))
+    );
+    let mut with_rights = BTreeSet::new();
+    for mode in AUTH_MODES.iter().copied().chain(["none"]) {
+        let template = resolve(&raw, &auth_conditions(mode, false)).unwrap();
+        for (binary, function) in functions(&template) {
+            let Some(env) = function["Properties"]["Environment"]["Variables"].as_mapping() else { continue };
+            let given = |name: &str| env.get(name).map(text);
+            if given("DEFAULT_RIGHTS").is_some() {
+                with_rights.insert(binary.clone());
+                assert_eq!(given("DEFAULT_RIGHTS").as_deref(), Some("Ref:DefaultRights"), "{mode}: {binary}");
+            }
+            let groups = given("GROUP_RIGHTS");
+            assert_eq!(groups.is_some(), binary == "authorizer", "{mode}: {binary} reads GROUP_RIGHTS?");
+            if let Some(groups) = groups {
+                assert_eq!(groups, "Ref:CognitoGroupRights", "{mode}");
+            }
+        }
+    }
+    let expected = ["authorizer", "connect", "default", "send_message"];
+    assert_eq!(with_rights, expected.iter().map(|b| b.to_string()).collect(), "the functions that check rights");
+    // Each route function reads its settings once, at cold start.
+    for binary in ["default", "send_message"] {
+        let source = std::fs::read_to_string(repo().join(format!("functions/lambdas/src/bin/{binary}.rs"))).unwrap();
+        assert!(source.contains("RouteSettings::from_settings(|name| std::env::var(name).ok())"), "{binary}");
+    }
+
+    let parameter = |name: &str| &raw["Parameters"][name];
+    let default = parameter("DefaultRights");
+    assert_eq!(default["Default"], chat_core::rights::OPEN, "today's behaviour unless configured");
+    let groups = parameter("CognitoGroupRights");
+    assert_eq!(groups["Default"], "", "groups grant nothing unless mapped");
+    // The patterns refuse at deploy time only what the functions would refuse at
+    // cold start (the parsers stay the judges of the limits).
+    let pattern = |p: &Value| regex::Regex::new(p["AllowedPattern"].as_str().unwrap()).unwrap();
+    let (default_pattern, groups_pattern) = (pattern(default), pattern(groups));
+    let rights =
+        ["*=rw", "lobby=rw;team-*=rw;announcements=r", " lobby = rw ;; ops=r ;", "*=", "mods=rwm;*=r", "a-_9*=w"];
+    for good in rights {
+        assert!(chat_core::rights::Rights::parse(good).is_ok(), "{good:?}");
+        assert!(default_pattern.is_match(good), "DefaultRights refuses {good:?}");
+    }
+    for bad in ["lobby", "lobby=rx", "no spaces=r", "a*b=r", "lobby:rw", "*=rw,ops=r", "lobby=rw;;x", ""] {
+        assert!(chat_core::rights::Rights::parse(bad).is_err() || bad.is_empty(), "{bad:?}");
+        assert!(!default_pattern.is_match(bad), "DefaultRights accepts {bad:?}");
+    }
+    let open = chat_core::rights::Rights::default();
+    for good in ["", "moderators:*=rwm", "moderators:*=rwm staff:team-*=rw;announcements=r", "org:team:a:team-a=rw"] {
+        assert!(chat_core::auth::GroupRights::parse(good, &open).is_ok(), "{good:?}");
+        assert!(groups_pattern.is_match(good), "CognitoGroupRights refuses {good:?}");
+    }
+    for bad in ["moderators", "moderators=rwm", ":*=r", "staff:", "staff:lobby=rx;ops", "staff:lobby=r, mods:*=m"] {
+        assert!(chat_core::auth::GroupRights::parse(bad, &open).is_err(), "{bad:?}");
+        assert!(!groups_pattern.is_match(bad), "CognitoGroupRights accepts {bad:?}");
+    }
 }
 
 #[test]
@@ -1322,8 +1404,8 @@ fn the_authorizer_guards_connect_in_every_auth_mode_but_none() {
         let env = &template["Resources"]["AuthorizerFunction"]["Properties"]["Environment"]["Variables"];
         let names: BTreeSet<&str> = env.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         let expected: &[&str] = match mode {
-            "cognito" | "oidc" => &["OIDC_AUDIENCE", "OIDC_ISSUER"],
-            _ => &["JWT_AUDIENCE", "JWT_ISSUER", "JWT_SECRET_ARN"],
+            "cognito" | "oidc" => &["DEFAULT_RIGHTS", "GROUP_RIGHTS", "OIDC_AUDIENCE", "OIDC_ISSUER"],
+            _ => &["DEFAULT_RIGHTS", "GROUP_RIGHTS", "JWT_AUDIENCE", "JWT_ISSUER", "JWT_SECRET_ARN"],
         };
         assert_eq!(names, expected.iter().copied().collect(), "{mode}: the secret itself is never in the environment");
         // Every variable but the secret's ARN (read by chat-lambdas) is one the verifier reads.
