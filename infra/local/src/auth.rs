@@ -6,7 +6,10 @@
 //!
 //! With a shared secret on a loopback address there is also a development
 //! sign-in: `POST /dev/token` mints a short-lived HS256 token for a typed name,
-//! and `/login.html` (the page that calls it) is served.
+//! and `/login.html` (the page that calls it) is served. For trying rights by
+//! hand, the request may also give the token's `chat.rights` claim
+//! (`"rights":{"*":"rw","mods":"rwm"}`) and its `cognito:groups`
+//! (`"groups":["moderators"]`, mapped by `--group-rights`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,9 +97,20 @@ impl Authorizer {
 
     /// A development token for `name`: HS256 with the stack's secret.
     pub fn mint(&self, name: &str, now: i64) -> Option<(String, i64)> {
+        self.mint_with(name, &DevClaims::default(), now)
+    }
+
+    /// [`Authorizer::mint`] with the rights and groups asked for.
+    pub fn mint_with(&self, name: &str, extra: &DevClaims, now: i64) -> Option<(String, i64)> {
         let secret = self.verifier.config().shared_secret.as_ref().filter(|_| self.dev_signin)?;
         let exp = now + DEV_TOKEN_SECONDS;
         let mut claims = json!({ "sub": format!("dev:{name}"), "preferred_username": name, "iat": now, "exp": exp });
+        if let Some(rights) = &extra.rights {
+            claims["chat"] = json!({ "rights": rights });
+        }
+        if let Some(groups) = &extra.groups {
+            claims["cognito:groups"] = json!(groups);
+        }
         if let Some(issuer) = &secret.issuer {
             claims["iss"] = issuer.as_str().into();
         }
@@ -106,6 +120,42 @@ impl Authorizer {
         let key = jsonwebtoken::EncodingKey::from_secret(&secret.secret).ok()?;
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()?;
         Some((token, exp))
+    }
+}
+
+/// What a development token may carry besides the name, as a user pool or a
+/// pre-token-generation trigger would put it there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DevClaims {
+    /// The `chat.rights` claim, checked as the authorizer will read it.
+    pub rights: Option<Value>,
+    /// The `cognito:groups` claim.
+    pub groups: Option<Vec<String>>,
+}
+
+impl DevClaims {
+    /// The `rights` and `groups` of a `/dev/token` request; a value the
+    /// authorizer would refuse is refused here, with its reason.
+    fn from_request(request: &Value) -> Result<Self, String> {
+        let rights = match request.get("rights") {
+            None | Some(Value::Null) => None,
+            Some(claim) => {
+                chat_core::rights::Rights::from_claim(claim).map_err(|e| e.to_string())?;
+                Some(claim.clone())
+            }
+        };
+        let groups = match request.get("groups") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(listed)) => Some(
+                listed
+                    .iter()
+                    .map(|g| g.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("groups must be a list of group names")?,
+            ),
+            Some(_) => return Err("groups must be a list of group names".into()),
+        };
+        Ok(Self { rights, groups })
     }
 }
 
@@ -155,7 +205,7 @@ fn allowed_fields(response: ApiGatewayCustomAuthorizerResponse) -> Option<HashMa
     Some(fields)
 }
 
-/// `POST /dev/token` with `{"name": "…"}` → `{"token", "exp", "name"}`.
+/// `POST /dev/token` with `{"name": "…", "rights"?: {…}, "groups"?: […]}` → `{"token", "exp", "name"}`.
 /// Only the stack's own page (or an `--allowed-origin`) may ask: another site's
 /// page could otherwise mint a verified token for any name.
 pub async fn dev_token(
@@ -177,7 +227,11 @@ pub async fn dev_token(
         Ok(None) => return bad("Send JSON: {\"name\": \"…\"}."),
         Err(error) => return bad(&error.to_string()),
     };
-    match authorizer.mint(&name, chrono::Utc::now().timestamp()) {
+    let extra = match DevClaims::from_request(&request) {
+        Ok(extra) => extra,
+        Err(reason) => return bad(&reason),
+    };
+    match authorizer.mint_with(&name, &extra, chrono::Utc::now().timestamp()) {
         Some((token, exp)) => Json(json!({ "token": token, "exp": exp, "name": name })).into_response(),
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -247,6 +301,7 @@ mod tests {
             ("name".into(), "Ada".into()),
             ("verified".into(), true.into()),
             ("userId".into(), "local|dev:Ada".into()),
+            ("rights".into(), "*=rw".into()),
         ]);
         assert_eq!(fields, expected);
     }
@@ -281,6 +336,29 @@ mod tests {
         for other in [pinned("elsewhere", "web"), pinned("chat-local", "app"), authorizer(true)] {
             let (foreign, _) = other.mint("Ada", now).unwrap();
             assert_eq!(auth.authorize(&context(), &bearer(foreign), &headers).await, Err(Refusal::Forbidden));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_development_token_carries_the_rights_and_groups_asked_for() {
+        let mut verifier = VerifierConfig::with_shared_secret(SharedSecret::new(SECRET));
+        verifier.default_rights = chat_core::rights::Rights::parse("lobby=rw").unwrap();
+        verifier.group_rights = chat_core::auth::GroupRights::parse("mods:*=rwm", &verifier.default_rights).unwrap();
+        let auth = Authorizer::new(AuthSettings { verifier, dev_signin: true }).unwrap();
+        let rights_of = |request: Value| {
+            let auth = &auth;
+            async move {
+                let extra = DevClaims::from_request(&request)?;
+                let (token, _) = auth.mint_with("Ada", &extra, chrono::Utc::now().timestamp()).unwrap();
+                let fields = auth.authorize(&context(), &query(&format!("Bearer {token}")), &HeaderMap::new()).await;
+                Ok::<_, String>(fields.unwrap()["rights"].clone())
+            }
+        };
+        assert_eq!(rights_of(json!({"name": "Ada"})).await, Ok(json!("lobby=rw")), "the default");
+        assert_eq!(rights_of(json!({"rights": {"ops": "r"}})).await, Ok(json!("ops=r")));
+        assert_eq!(rights_of(json!({"groups": ["mods"]})).await, Ok(json!("lobby=rwm;*=rwm")));
+        for bad in [json!({"rights": {"ops": "rx"}}), json!({"rights": ["ops"]}), json!({"groups": "mods"})] {
+            assert!(rights_of(bad.clone()).await.is_err(), "{bad}");
         }
     }
 

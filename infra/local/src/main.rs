@@ -123,6 +123,14 @@ struct Args {
     /// `lobby=rw;announcements=r`. As the Lambdas' DEFAULT_RIGHTS.
     #[arg(long, env = "DEFAULT_RIGHTS", default_value = chat_core::rights::OPEN, value_parser = parse_rights)]
     default_rights: Rights,
+    /// With --jwt-secret or --oidc-issuer: what a token without `chat.rights`
+    /// gains for each group in its `cognito:groups` claim, `group:rights`
+    /// entries separated by spaces (split at the last `:`), e.g.
+    /// "moderators:*=rwm staff:team-*=rw;announcements=r". Such a token gets
+    /// the default rights plus each of its mapped groups' rights. As the
+    /// authorizer's GROUP_RIGHTS; the development sign-in's `groups` fill the claim.
+    #[arg(long, env = "GROUP_RIGHTS", value_name = "GROUP:RIGHTS ...")]
+    group_rights: Option<String>,
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
@@ -156,7 +164,10 @@ struct Args {
     archive_bucket: Option<String>,
     /// Require a token signed with this HS256 secret (≥ 32 bytes) on connect, as the
     /// deployed authorizer does. On a loopback address, also a development sign-in
-    /// at http://HOST:PORT/login.html that mints such tokens for a typed name.
+    /// at http://HOST:PORT/login.html that mints such tokens for a typed name;
+    /// for tests by hand, `POST /dev/token` also takes `"rights"` (the
+    /// `chat.rights` claim, e.g. {"*":"rw","mods":"rwm"}) and `"groups"` (the
+    /// `cognito:groups` claim, e.g. ["moderators"], see --group-rights).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Require this `iss` of HS256 tokens (the development sign-in puts it in its tokens).
@@ -203,6 +214,11 @@ impl Args {
     /// The authorizer's settings, under the names the Lambda reads from its environment.
     fn auth(&self) -> anyhow::Result<Option<AuthSettings>> {
         if self.jwt_secret.is_none() && self.oidc_issuer.is_none() {
+            if self.group_rights.as_deref().is_some_and(|g| !g.trim().is_empty()) {
+                anyhow::bail!(
+                    "--group-rights needs an authorizer (--jwt-secret or --oidc-issuer): groups come in tokens"
+                );
+            }
             return Ok(None);
         }
         let verifier = VerifierConfig::from_settings(|name| match name {
@@ -213,6 +229,7 @@ impl Args {
             "JWKS_URL" => self.jwks_url.clone(),
             "OIDC_AUDIENCE" => self.audience.clone(),
             "DEFAULT_RIGHTS" => Some(self.default_rights.to_string()),
+            "GROUP_RIGHTS" => self.group_rights.clone(),
             _ => None,
         })?;
         let dev_signin = self.jwt_secret.is_some() && chat_local::same_origin::is_loopback_host(&self.host);
