@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
+pub mod issuer;
+
 /// Generous: CI shares two cores between the stack, moto and the test itself.
 pub const WAIT: Duration = Duration::from_secs(20);
 
