@@ -1220,7 +1220,8 @@ fn connect_is_configured_with_the_settings_its_code_reads() {
 #[test]
 fn rights_are_configured_where_the_code_reads_them() {
     let raw = template();
-    let read_by = |read: fn(&dyn Fn(&str) -> Option<String>)| {
+    type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
+    let read_by = |read: fn(Vars)| {
         let names = Mutex::new(BTreeSet::new());
         read(&|name| {
             names.lock().unwrap().insert(name.to_owned());
