@@ -60,7 +60,7 @@ impl GroupRights {
         }
         let all = std::iter::once(default).chain(groups.iter().map(|(_, rights)| rights));
         if let Err(e) = Rights::union(all) {
-            return refuse(format!("with DEFAULT_RIGHTS, the groups' rights come to too many: {}", e.0));
+            return refuse(format!("DEFAULT_RIGHTS and every group's rights together must fit one context: {}", e.0));
         }
         Ok(Self { groups })
     }
@@ -151,7 +151,7 @@ mod tests {
         assert!(GroupRights::parse(&fits, &default).is_ok(), "32 grants in all");
         let over = format!("{fits} one-more:extra=r");
         let error = GroupRights::parse(&over, &default).unwrap_err().0;
-        assert!(error.contains("too many") && error.contains("at most 32"), "{error}");
+        assert!(error.contains("must fit one context") && error.contains("33 grants; at most 32"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `$connect` authorizer (deployed unless AuthMode=none): a JWT in
 //! `?Authorization=Bearer <token>` that the configured issuer (JWKS) or shared
-//! secret (from Secrets Manager) vouches for allows the connection; see
-//! `verifier_config_from_env`.
+//! secret (from Secrets Manager) vouches for allows the connection, with the
+//! token's `chat.rights`, else `DEFAULT_RIGHTS` plus the `GROUP_RIGHTS` of its
+//! `cognito:groups`; see `verifier_config_from_env`.
 
 use std::sync::Arc;
 
