@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
-use common::{Client, JWT_SECRET, Moto, Stack, hs256_token, refused_status, scratch, with_token};
+use common::{
+    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, hs256_token, refused_status, scratch,
+    with_token,
+};
 use serde_json::{Value, json};
 
 /// An HS256 token for `sub` with `chat.rights` (room pattern → "r" / "rw" / "rwm").
@@ -39,20 +39,6 @@ async fn whoami(client: &mut Client) -> (String, String) {
     client.send_json(json!({"action": "who"})).await;
     let answer = client.until(|f| f["kind"] == "presence").await;
     (answer["youUserId"].as_str().unwrap().to_owned(), answer["you"].as_str().unwrap().to_owned())
-}
-
-/// How many rows a query counts in the stack's database.
-fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// Polls until `done` holds, for up to a minute.
-async fn until(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within a minute");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Ann is banned from `ops` while connected there: she is told, her socket (in
