@@ -4,6 +4,8 @@
 // the line stays here, shown as pending and kept in localStorage, and is sent
 // again (same id) after every reconnect and every few seconds while connected,
 // so a line typed just before a crash, a reload or a lost connection arrives once.
+// A line the server refused for going too fast ("Rate limited", with
+// `retryAfterMs`) stays here and is not due again before that wait is over.
 
 const KEY = "websocket-chat-outbox";
 const MAX_TRIES = 20; // then the line is given up, and the user told
@@ -44,9 +46,22 @@ export class Outbox {
     return { action: "sendmessage", room: line.room, message: line.text, clientMessageId: line.clientMessageId };
   }
 
-  // Lines of `room` to send now: all after a (re)connect, else those unanswered for `afterMs`.
+  // Lines of `room` to send now: all after a (re)connect, else those unanswered
+  // for `afterMs`; never a rate-limited line before its wait is over.
   due(room, afterMs = 0) {
-    return this.pending(room).filter((l) => Date.now() - l.sentAt >= afterMs);
+    const now = Date.now();
+    return this.pending(room).filter((l) => now - l.sentAt >= afterMs && !(l.notBefore > now));
+  }
+
+  // The server refused the line for now (rate limited): it waits `ms`, and the
+  // refused try does not count towards giving up. Returns it, if it is here.
+  limited(clientMessageId, ms) {
+    const line = this.lines.find((l) => l.clientMessageId === clientMessageId);
+    if (!line) return null;
+    line.notBefore = Date.now() + ms;
+    line.tries = Math.max(0, line.tries - 1);
+    this.save();
+    return line;
   }
 
   // The server has the line: forget it. Returns it, if it was here.

@@ -211,3 +211,23 @@ async fn a_throttled_catch_up_is_retried_until_nothing_is_missing() {
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'o-%'"), 6);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn rights_and_moderation_on_the_page_in_headless_chromium() {
+    // Tokens minted with this secret; by default mod-* is writable, news read-only
+    // and anything else (the "secret" room) private: only mia's claim opens it.
+    let (stack, dir) = run_script(
+        "moderation.test.cjs",
+        "browser-moderation",
+        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more", "--default-rights", "mod-*=rw;news=r"],
+    )
+    .await;
+    assert!(dir.join("moderation.png").exists() && dir.join("moderation-ban.png").exists(), "the screenshots were saved");
+    publish(&dir, &[("moderation.png", "screenshot-moderation.png")]);
+    // The deleted line stays in the log (the audit trail), its tombstone beside it;
+    // the read-only and private rooms got nothing.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'a line to delete'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND room IN ('news', 'secret')"), 0);
+    stack.stop().await;
+}
