@@ -130,7 +130,7 @@ export class RoomList {
     const badge = element("span", "badge");
     // A private room (the deployment's default rights would not let one read it):
     // a lock, named for screen readers ("red, private, 3 members").
-    const lock = element("span", "lock", "🔒");
+    const lock = element("span", "lock"); // drawn by the style sheet (no emoji font needed)
     lock.setAttribute("role", "img");
     lock.setAttribute("aria-label", "private");
     lock.title = "Private room: only those given access can read it";
