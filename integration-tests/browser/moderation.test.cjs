@@ -9,9 +9,12 @@
 //   Delete only where the rights allow it;
 // - Kick and Ban in the member list (confirm dialog, keyboard): the kicked page
 //   says who removed it and stops; a banned page loses the room and cannot join it again;
-// - against a server played by the test: "Rate limited" is shown and the line
-//   resent after retryAfterMs (still pending meanwhile), a refused write makes
-//   the room read-only, "Not found" is shown; axe-core, light and dark.
+// - lines typed faster than the stack's --send-rate 2 --send-burst 3: the page
+//   says "Sending too fast — retrying in Ns", keeps them pending and its outbox
+//   resends them after retryAfterMs until every one is stored;
+// - against a server played by the test: the exact wait before a resend, a
+//   refused write makes the room read-only, "Not found" is shown; axe-core,
+//   light and dark.
 // Usage: node moderation.test.cjs <stack websocket url> <output dir>
 "use strict";
 
@@ -167,6 +170,25 @@ async function kickAndBan(mia, bob, dave) {
   await mia.screenshot({ path: path.join(outputDir, "moderation.png") });
 }
 
+async function rateLimited(browser) {
+  step("lines typed faster than the stack's rate limit: \"Sending too fast\", pending, then all resent by the outbox");
+  const fay = await page(browser, "fay", undefined, "mod-fast");
+  await caughtUp(fay, "mod-fast");
+  const lines = Array.from({ length: 6 }, (_, i) => `fast-${i + 1}`);
+  for (const text of lines) await say(fay, text);
+  await waitForNotice(fay, /^Sending too fast — retrying in \ds$/);
+  assert.ok(await fay.locator("#messages li.pending").count() > 0, "the refused lines are still pending");
+  for (const text of lines) await chatRow(fay, "mod-fast", text).waitFor(WAIT);
+  await fay.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, WAIT);
+  const limited = fay.got.filter((f) => f.error === "Rate limited");
+  assert.ok(limited.length >= 3, `the stack refused the lines past its burst (${limited.length} refusals)`);
+  assert.ok(limited.every((f) => f.action === "sendmessage" && f.retryAfterMs > 0 && f.clientMessageId));
+  const texts = await fay.$$eval(`${listOf("mod-fast")} li[data-kind="chat"]`, (items) => items.map((li) => li.lastChild.textContent));
+  assert.deepEqual(texts, lines, "every line once, in the order typed");
+  console.log(`browser: ${lines.length} lines typed at once against --send-burst 3: ${limited.length} "Rate limited" answers, all stored once`);
+  await fay.context().close();
+}
+
 // A server played by the test (routeWebSocket): what the stack under test may
 // not say yet, or not on demand. A moderator in "solo"; zed wrote one line.
 async function playedServer(browser) {
@@ -243,6 +265,7 @@ runChecks(async (browser) => {
   const dave = await deletion(browser, mia, bob, carol);
   dave.userId = mia.got.find((f) => f.kind === "join" && f.user === "dave")?.userId; // the account a kick names
   await kickAndBan(mia, bob, dave);
+  await rateLimited(browser);
   await playedServer(browser);
   for (const p of [mia, bob, carol, dave]) await p.context().close();
 }, "all moderation checks passed");

@@ -216,10 +216,21 @@ async fn a_throttled_catch_up_is_retried_until_nothing_is_missing() {
 async fn rights_and_moderation_on_the_page_in_headless_chromium() {
     // Tokens minted with this secret; by default mod-* is writable, news read-only
     // and anything else (the "secret" room) private: only mia's claim opens it.
+    // Sends: 2 a second per user, 3 at once.
     let (stack, dir) = run_script(
         "moderation.test.cjs",
         "browser-moderation",
-        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more", "--default-rights", "mod-*=rw;news=r"],
+        &[
+            "--jwt-secret",
+            "browser-test-secret-of-32-bytes-or-more",
+            "--default-rights",
+            "mod-*=rw;news=r",
+            // Lines typed at once run past the burst: the outbox waits and resends.
+            "--send-rate",
+            "2",
+            "--send-burst",
+            "3",
+        ],
     )
     .await;
     assert!(dir.join("moderation.png").exists() && dir.join("moderation-ban.png").exists(), "the screenshots were saved");
@@ -229,5 +240,8 @@ async fn rights_and_moderation_on_the_page_in_headless_chromium() {
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'a line to delete'"), 1);
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND room IN ('news', 'secret')"), 0);
+    // The rate-limited lines were resent until stored, each once.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'fast-%'"), 6);
+    assert_eq!(count(&stack, "SELECT count(DISTINCT message) FROM message_history WHERE message LIKE 'fast-%'"), 6);
     stack.stop().await;
 }
