@@ -590,7 +590,10 @@ function subscribed(frame) {
 function presence(room, frame) {
   if (!myId && frame.you) learnId(frame.you); // a server that says who asked
   if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
-  (frame.members ?? []).forEach((member) => noteName(room, member));
+  for (const member of frame.members ?? []) {
+    noteName(room, member);
+    notePerson(room, member);
+  }
   room.members.snapshot(frame.members);
   if (typeof frame.count === "number") room.count = frame.count;
   if (frame.next) send({ action: "who", room: room.name, next: frame.next });

@@ -233,13 +233,19 @@ async fn rights_and_moderation_on_the_page_in_headless_chromium() {
         ],
     )
     .await;
-    assert!(dir.join("moderation.png").exists() && dir.join("moderation-ban.png").exists(), "the screenshots were saved");
+    assert!(
+        dir.join("moderation.png").exists() && dir.join("moderation-ban.png").exists(),
+        "the screenshots were saved"
+    );
     publish(&dir, &[("moderation.png", "screenshot-moderation.png")]);
     // The deleted line stays in the log (the audit trail), its tombstone beside it;
     // the read-only and private rooms got nothing.
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'a line to delete'"), 1);
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
-    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND room IN ('news', 'secret')"), 0);
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND room IN ('news', 'secret')"),
+        0
+    );
     // The rate-limited lines were resent until stored, each once.
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'fast-%'"), 6);
     assert_eq!(count(&stack, "SELECT count(DISTINCT message) FROM message_history WHERE message LIKE 'fast-%'"), 6);
