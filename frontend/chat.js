@@ -211,7 +211,7 @@ function setStatus(state) {
   ui.send.disabled = !current || readOnly;
   ui.text.placeholder = readOnly ? "" : "Type a message and press Enter"; // the reason is shown there instead
   ui.readOnly.hidden = !readOnly;
-  ui.readOnly.textContent = readOnly ? `Read-only room: you can read "${current.name}" but not write in it.` : "";
+  ui.readOnly.textContent = readOnly ? "Read-only room: you can read here but not write." : "";
 }
 
 // ---- Rights, as the server last said them for a room.

@@ -257,6 +257,13 @@ async function playedServer(browser) {
   await p.waitForFunction(() => document.getElementById("text").disabled && !document.getElementById("read-only").hidden, null, WAIT);
   assert.equal(await p.locator("#messages li.pending").count(), 0);
   assert.deepEqual(await p.evaluate(() => JSON.parse(localStorage.getItem("websocket-chat-outbox"))), [], "nothing left to resend");
+
+  step("a phone-sized screen: the lock, Kick/Ban and the read-only box fit, no horizontal scrolling");
+  await p.setViewportSize({ width: 390, height: 760 });
+  await p.locator("#members button.kick").waitFor(WAIT);
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px)`);
+  await accessibility(p, "phone, read-only, moderator");
   await p.context().close();
 }
 
