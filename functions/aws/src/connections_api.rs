@@ -39,4 +39,15 @@ impl SocketPoster for ApiGatewayPoster {
             _ => PostError::Other(DisplayErrorContext(error).to_string()),
         })
     }
+
+    /// DeleteConnection: API Gateway closes the socket and invokes `$disconnect`.
+    async fn close(&self, connection_id: &str) -> Result<(), PostError> {
+        let result = self.client.delete_connection().connection_id(connection_id).send().await;
+        let Err(error) = result else { return Ok(()) };
+        Err(match error.as_service_error() {
+            Some(e) if e.is_gone_exception() => PostError::Gone,
+            Some(e) if e.is_limit_exceeded_exception() => PostError::Throttled,
+            _ => PostError::Other(DisplayErrorContext(error).to_string()),
+        })
+    }
 }

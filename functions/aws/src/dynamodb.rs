@@ -1,4 +1,4 @@
-//! ActiveConnections and Memberships, ReadCursors, SessionHistory and MessageHistory on DynamoDB.
+//! ActiveConnections and Memberships, ReadCursors, SessionHistory, MessageHistory and Bans on DynamoDB.
 
 use std::collections::HashMap;
 
@@ -11,9 +11,10 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{
-    ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
+    Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
-use chat_core::{Connection, LogEvent, Session, SessionEnd};
+use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,10 +31,12 @@ pub struct TableNames {
     pub memberships: String,
     /// ReadCursors: how far each reader has read each room.
     pub cursors: String,
+    /// Bans: who may not hear which room, until when.
+    pub bans: String,
 }
 
 impl Default for TableNames {
-    /// The seed's table names, and `Memberships` and `ReadCursors`.
+    /// The seed's table names, and `Memberships`, `ReadCursors` and `Bans`.
     fn default() -> Self {
         Self {
             connections: "ActiveConnections".into(),
@@ -41,13 +44,14 @@ impl Default for TableNames {
             messages: "MessageHistory".into(),
             memberships: "Memberships".into(),
             cursors: "ReadCursors".into(),
+            bans: "Bans".into(),
         }
     }
 }
 
 impl TableNames {
     /// `CONNECTIONS_TABLE`, `SESSIONS_TABLE`, `MESSAGES_TABLE`, `MEMBERSHIPS_TABLE`,
-    /// `READ_CURSORS_TABLE`, each defaulting to its [`Default`] name.
+    /// `READ_CURSORS_TABLE`, `BANS_TABLE`, each defaulting to its [`Default`] name.
     pub fn from_env() -> Self {
         let defaults = Self::default();
         let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
@@ -57,6 +61,7 @@ impl TableNames {
             messages: var("MESSAGES_TABLE", defaults.messages),
             memberships: var("MEMBERSHIPS_TABLE", defaults.memberships),
             cursors: var("READ_CURSORS_TABLE", defaults.cursors),
+            bans: var("BANS_TABLE", defaults.bans),
         }
     }
 }
@@ -708,6 +713,69 @@ impl MessageLog for DynamoLog {
             events.reverse();
         }
         Ok(events)
+    }
+
+    /// One consistent GetItem (a line sent a moment ago can be deleted at
+    /// once); a receipt is no event.
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
+        match self.0.get_consistent("message_id", message_id).await? {
+            Some(item) if !is_receipt(&item) => Ok(Some(from_item(item)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Bans (`room` partition key, `user` sort key; `until`, `by`, `reason`, and
+/// `expires_at`, the table's TTL attribute: DynamoDB deletes a ban within a
+/// day or two after it ends, so [`Bans::active`] also compares `until`).
+#[derive(Clone, Debug)]
+pub struct DynamoBans(Table);
+
+impl DynamoBans {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self(Table { client, name: table.into() })
+    }
+}
+
+#[async_trait]
+impl Bans for DynamoBans {
+    /// One PutItem (replacing an earlier ban of the same member from the room).
+    async fn ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.0.put(ban).await
+    }
+
+    /// One DeleteItem returning the old item: whether there was a ban.
+    async fn unban(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let output = self
+            .0
+            .client
+            .delete_item()
+            .table_name(&self.0.name)
+            .key("room", AttributeValue::S(room.to_owned()))
+            .key("user", AttributeValue::S(user.to_owned()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    /// One consistent GetItem: a ban holds from the moment it is written.
+    async fn active(&self, room: &str, user: &str, now: DateTime<Utc>) -> Result<Option<Ban>, StoreError> {
+        let output = self
+            .0
+            .client
+            .get_item()
+            .table_name(&self.0.name)
+            .key("room", AttributeValue::S(room.to_owned()))
+            .key("user", AttributeValue::S(user.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = output.item else { return Ok(None) };
+        let ban: Ban = from_item(item)?;
+        Ok(ban.holds_at(now).then_some(ban))
     }
 }
 

@@ -15,7 +15,7 @@ pub mod secrets;
 pub mod streams;
 
 pub use connections_api::{ApiGatewayPoster, management_endpoint};
-pub use dynamodb::{DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, TableNames};
+pub use dynamodb::{DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, TableNames};
 pub use jwks::HttpJwks;
 pub use s3::S3Archive;
 pub use secrets::secret_string;

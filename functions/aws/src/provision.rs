@@ -74,6 +74,14 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             room_index: false,
             ttl: Some("expires_at"),
         },
+        Layout {
+            name: &names.bans,
+            partition_key: "room",
+            sort_key: Some("user"),
+            stream: false,
+            room_index: false,
+            ttl: Some("expires_at"),
+        },
     ];
     for layout in &layouts {
         create_table(client, layout).await?;

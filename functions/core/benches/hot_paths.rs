@@ -60,6 +60,10 @@ impl SocketPoster for InstantPoster {
         black_box(frame);
         Ok(())
     }
+
+    async fn close(&self, _connection_id: &str) -> Result<(), PostError> {
+        Ok(())
+    }
 }
 
 /// A broadcaster over `connections` members of the default room, each also in `also_in`.

@@ -24,8 +24,8 @@ pub mod room;
 pub mod text;
 pub mod time;
 
-pub use model::{Connection, EventKind, Identity, LogEvent, Session, SessionEnd};
+pub use model::{Ban, Connection, EventKind, Identity, LogEvent, Session, SessionEnd};
 pub use ports::{
-    Archive, Clock, ConnectionStore, MessageLog, PostError, ReadCursors, SessionLog, SocketPoster, StoreError,
+    Archive, Bans, Clock, ConnectionStore, MessageLog, PostError, ReadCursors, SessionLog, SocketPoster, StoreError,
     Subscribed,
 };

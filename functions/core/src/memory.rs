@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{JwksError, JwksSource};
-use crate::model::{Connection, LogEvent, Receipt, Session, SessionEnd};
+use crate::model::{Ban, Connection, LogEvent, Receipt, Session, SessionEnd};
 use crate::ports::{
-    Archive, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
+    Archive, Bans, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
     SocketPoster, StoreError, Subscribed,
 };
 
@@ -274,6 +274,38 @@ impl MessageLog for MemoryLog {
         sorted.sort_by(|a, b| a.message_id.cmp(&b.message_id));
         Ok(query.select(&sorted))
     }
+
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
+        self.outage.check()?;
+        Ok(self.events.lock().unwrap().iter().find(|e| e.message_id == message_id).cloned())
+    }
+}
+
+/// Bans in a map: (room, user) → ban.
+#[derive(Debug, Default)]
+pub struct MemoryBans {
+    bans: Mutex<BTreeMap<(String, String), Ban>>,
+    pub outage: Outage,
+}
+
+#[async_trait]
+impl Bans for MemoryBans {
+    async fn ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.bans.lock().unwrap().insert((ban.room.clone(), ban.user.clone()), ban.clone());
+        Ok(())
+    }
+
+    async fn unban(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        Ok(self.bans.lock().unwrap().remove(&(room.to_owned(), user.to_owned())).is_some())
+    }
+
+    async fn active(&self, room: &str, user: &str, now: DateTime<Utc>) -> Result<Option<Ban>, StoreError> {
+        self.outage.check()?;
+        let bans = self.bans.lock().unwrap();
+        Ok(bans.get(&(room.to_owned(), user.to_owned())).filter(|ban| ban.holds_at(now)).cloned())
+    }
 }
 
 /// A poster that records every delivered frame and answers from a script:
@@ -282,6 +314,7 @@ impl MessageLog for MemoryLog {
 #[derive(Debug, Default)]
 pub struct RecordingPoster {
     delivered: Mutex<Vec<(String, Vec<u8>)>>,
+    closed: Mutex<Vec<String>>,
     scripted: Mutex<HashMap<String, VecDeque<PostError>>>,
     gone: Mutex<Vec<String>>,
     refused: Mutex<Vec<(String, PostError)>>,
@@ -324,6 +357,11 @@ impl RecordingPoster {
             .collect()
     }
 
+    /// The connections closed ([`SocketPoster::close`]), in order.
+    pub fn closed(&self) -> Vec<String> {
+        self.closed.lock().unwrap().clone()
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
@@ -358,6 +396,17 @@ impl SocketPoster for RecordingPoster {
             return Err(error);
         }
         self.delivered.lock().unwrap().push((connection_id.to_owned(), frame.to_vec()));
+        Ok(())
+    }
+
+    /// Recorded; a connection closed (or gone) before answers 410, and is gone from then on.
+    async fn close(&self, connection_id: &str) -> Result<(), PostError> {
+        let mut gone = self.gone.lock().unwrap();
+        if gone.iter().any(|id| id == connection_id) {
+            return Err(PostError::Gone);
+        }
+        gone.push(connection_id.to_owned());
+        self.closed.lock().unwrap().push(connection_id.to_owned());
         Ok(())
     }
 }

@@ -242,13 +242,20 @@ impl SessionEnd {
     }
 }
 
-/// What happened: a chat line, or someone joining or leaving.
+/// What happened: a chat line, someone joining or leaving, or a moderation
+/// step — a line deleted (`target`), a member kicked, banned or unbanned
+/// (`member`; a ban's `until` and `reason`). Moderation events are the audit
+/// trail: they ride the same log, stream and broadcaster as the lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Chat,
     Join,
     Leave,
+    Delete,
+    Kick,
+    Ban,
+    Unban,
 }
 
 impl EventKind {
@@ -258,8 +265,21 @@ impl EventKind {
             Self::Chat => "chat",
             Self::Join => "join",
             Self::Leave => "leave",
+            Self::Delete => "delete",
+            Self::Kick => "kick",
+            Self::Ban => "ban",
+            Self::Unban => "unban",
         }
     }
+
+    /// The kind a name (its serde name) stands for, as tables store it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// Every kind.
+    pub const ALL: [EventKind; 7] =
+        [Self::Chat, Self::Join, Self::Leave, Self::Delete, Self::Kick, Self::Ban, Self::Unban];
 }
 
 /// Key prefix of the receipts of acknowledged sends (a [`Receipt`] key → message
@@ -275,6 +295,10 @@ pub const RECEIPT_KEY_PREFIX: &str = "client#";
 /// `expires_at` = send time + this: DynamoDB's TTL deletes them (eventually, so
 /// stores also ignore an expired receipt), the local store purges them.
 pub const RECEIPT_TTL: Duration = Duration::hours(24);
+
+/// How long a line's tombstone receipt says "deleted already" (ten years:
+/// as good as forever, yet a TTL DynamoDB accepts).
+pub const TOMBSTONE_TTL: Duration = Duration::days(3650);
 
 /// The receipt an acknowledged send claims: whose send, in which room, and until
 /// when it dedupes resends.
@@ -308,13 +332,25 @@ impl Receipt {
     /// let ada = line.by(Some(&Identity::verified("Ada", "https://id.example|u-1")));
     /// assert_eq!(Receipt::for_send(&ada, "k").key, "client#ops#k#https://id.example|u-1");
     /// ```
+    ///
+    /// A tombstone ([`EventKind::Delete`], sent as [`Receipt::tombstone_id`] of
+    /// its target) is claimed once per line whoever deletes it, and for
+    /// [`TOMBSTONE_TTL`]: a second delete of the line finds it deleted.
     pub fn for_send(event: &LogEvent, client_message_id: &str) -> Self {
         let mut key = format!("{RECEIPT_KEY_PREFIX}{}#{client_message_id}", event.room);
-        if let (Some(true), Some(user_id)) = (event.verified, &event.user_id) {
+        let tombstone = event.kind == EventKind::Delete;
+        if let (Some(true), Some(user_id), false) = (event.verified, &event.user_id, tombstone) {
             key.push('#');
             key.push_str(user_id);
         }
-        Self { key, sent_at: event.timestamp.timestamp(), expires_at: (event.timestamp + RECEIPT_TTL).timestamp() }
+        let ttl = if tombstone { TOMBSTONE_TTL } else { RECEIPT_TTL };
+        Self { key, sent_at: event.timestamp.timestamp(), expires_at: (event.timestamp + ttl).timestamp() }
+    }
+
+    /// The `client_message_id` a delete of line `target` is appended once as
+    /// (client message ids are UUIDs: no `#`, so never this).
+    pub fn tombstone_id(target: &str) -> String {
+        format!("delete#{target}")
     }
 
     /// Whether a stored receipt expiring at `stored_expires_at` still answers this send.
@@ -347,6 +383,18 @@ pub struct LogEvent {
     /// The speaker's account ([`Identity::user_id`]), when verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// A `delete`'s line: the message id it removes from view (the line stays in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A `kick`'s, `ban`'s or `unban`'s member: a `userId`, or an anonymous member's connection id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// A `ban`'s end.
+    #[serde(default, with = "optional_iso_seconds", skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Why: a ban's reason as the moderator gave it, or a leave's `kicked` / `banned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn chat_kind() -> EventKind {
@@ -364,6 +412,47 @@ impl LogEvent {
 
     pub fn leave(connection_id: &str, at: DateTime<Utc>) -> Self {
         Self::new(EventKind::Leave, connection_id, leave_notice(connection_id), at)
+    }
+
+    /// A tombstone: `target`'s line is deleted from view, by whoever `by` names.
+    pub fn delete(connection_id: &str, target: &str, at: DateTime<Utc>) -> Self {
+        let mut event = Self::new(EventKind::Delete, connection_id, DELETED_NOTICE.to_owned(), at);
+        event.target = Some(target.to_owned());
+        event
+    }
+
+    /// `member` was removed from the room by a moderator (`by` names them).
+    pub fn kick(connection_id: &str, member: &str, at: DateTime<Utc>) -> Self {
+        let mut event = Self::new(EventKind::Kick, connection_id, format!("{member} was removed from the room."), at);
+        event.member = Some(member.to_owned());
+        event
+    }
+
+    /// `member` is banned from the room until `until`, for `reason` if given.
+    pub fn ban(
+        connection_id: &str,
+        member: &str,
+        until: DateTime<Utc>,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let notice = format!("{member} is banned from the room until {}.", crate::time::format_iso(&until));
+        let mut event = Self::new(EventKind::Ban, connection_id, notice, at);
+        (event.member, event.until, event.reason) = (Some(member.to_owned()), Some(until), reason.map(str::to_owned));
+        event
+    }
+
+    /// `member`'s ban from the room is lifted.
+    pub fn unban(connection_id: &str, member: &str, at: DateTime<Utc>) -> Self {
+        let mut event = Self::new(EventKind::Unban, connection_id, format!("{member} may join the room again."), at);
+        event.member = Some(member.to_owned());
+        event
+    }
+
+    /// The same event, giving `reason` (a leave's `kicked` or `banned`).
+    pub fn because(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_owned());
+        self
     }
 
     /// The same event said in `room` (constructors start in the default room).
@@ -394,9 +483,52 @@ impl LogEvent {
             user: None,
             verified: None,
             user_id: None,
+            target: None,
+            member: None,
+            until: None,
+            reason: None,
         }
     }
 }
+
+/// A row of Bans: `user` may not hear `room` until `until` (partition key
+/// `room`, sort key `user`; `expires_at`, the table's TTL attribute, lets the
+/// store forget it after it ends — eventually, so readers also compare `until`).
+/// `user` is an account's `userId`, or an anonymous connection's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub room: String,
+    pub user: String,
+    #[serde(with = "iso_seconds")]
+    pub until: DateTime<Utc>,
+    /// The moderator's name (or connection id), as the removed frame shows it.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Epoch seconds of `until`.
+    pub expires_at: i64,
+}
+
+impl Ban {
+    pub fn new(room: &str, user: &str, until: DateTime<Utc>, by: &str, reason: Option<&str>) -> Self {
+        Self {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            until,
+            by: by.to_owned(),
+            reason: reason.map(str::to_owned),
+            expires_at: until.timestamp(),
+        }
+    }
+
+    /// Whether the ban still holds at `now`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.until > now
+    }
+}
+
+/// The `message` of a `delete` event, what a client that knows no tombstones shows.
+pub const DELETED_NOTICE: &str = "A message was deleted.";
 
 /// The seed's join notice.
 pub fn join_notice(connection_id: &str) -> String {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Connection, EventKind, LogEvent, Session, SessionEnd};
+use crate::model::{Ban, Connection, EventKind, LogEvent, Session, SessionEnd};
 
 /// A storage call failed; the caller decides whether to retry or report.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -293,6 +293,22 @@ pub trait MessageLog: Send + Sync {
     /// stored under: `event`'s, or the earlier line's.
     async fn append_once(&self, event: &LogEvent, client_message_id: &str) -> Result<String, StoreError>;
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError>;
+    /// The event with this id (read consistently: a line just sent can be
+    /// deleted at once); `None` when there is none. Receipts are not events.
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError>;
+}
+
+/// Bans: who may not hear a room, until when. Read at `$connect` (the home
+/// room and the token's rooms) and on `subscribe`; written by moderators.
+#[async_trait]
+pub trait Bans: Send + Sync {
+    /// Stores `ban`, replacing an earlier ban of the same user from the same room.
+    async fn ban(&self, ban: &Ban) -> Result<(), StoreError>;
+    /// Lifts `user`'s ban from `room`; `true` if there was one (ended or not).
+    async fn unban(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// `user`'s ban from `room` if it holds at `now` (a ban past its end, not
+    /// yet deleted by the TTL, is none).
+    async fn active(&self, room: &str, user: &str, now: DateTime<Utc>) -> Result<Option<Ban>, StoreError>;
 }
 
 /// Why a post to a socket failed, as the @connections API reports it.
@@ -340,6 +356,10 @@ pub trait SocketPoster: Send + Sync {
         crate::bounded::for_each_bounded(tasks, max_in_flight, |(i, answer)| answers[i] = answer).await;
         answers
     }
+
+    /// Closes the socket (DeleteConnection): its `$disconnect` follows, as
+    /// when the client leaves. [`PostError::Gone`] when it is closed already.
+    async fn close(&self, connection_id: &str) -> Result<(), PostError>;
 }
 
 /// Where batches of the log are archived (S3 when deployed).

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::{Connection, EventKind, LogEvent};
+use crate::model::{Connection, DELETED_NOTICE, EventKind, LogEvent};
 pub use crate::model::{join_notice, leave_notice};
 use crate::ports::{LogCursor, Unread};
 use crate::rights::RoomAccess;
@@ -49,9 +49,29 @@ pub enum Command {
     Rooms,
     /// `{"action":"read","room":R,"id":"<message id>"}`: moves the read cursor.
     Read { room: String, id: String },
+    /// `{"action":"delete","id":"<message id>"}`: a tombstone for one's own line (`w`) or anyone's (`m`).
+    Delete { id: String },
+    /// `{"action":"kick","room":R,"user":U}`: U's connections leave R (`m` in R).
+    Kick { room: String, user: String },
+    /// `{"action":"ban","room":R,"user":U,"seconds"?:N,"reason"?:TEXT}`: a kick, and
+    /// U may not hear R again for `seconds` ([`DEFAULT_BAN_SECONDS`] unless given).
+    Ban { room: String, user: String, seconds: i64, reason: Option<String> },
+    /// `{"action":"unban","room":R,"user":U}`.
+    Unban { room: String, user: String },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
+
+/// A ban's length when the frame gives none: an hour.
+pub const DEFAULT_BAN_SECONDS: i64 = 3600;
+/// The shortest ban: a minute.
+pub const MIN_BAN_SECONDS: i64 = 60;
+/// The longest ban: 30 days (a longer one is a matter for the identity provider).
+pub const MAX_BAN_SECONDS: i64 = 30 * 24 * 3600;
+/// Longest ban reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Longest member a moderation frame may name (a `userId` is `<issuer URL>|<subject>`).
+pub const MAX_MEMBER_LEN: usize = 512;
 
 /// A well-routed frame whose fields are wrong; answered with an error frame.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +98,14 @@ pub enum ProtocolError {
     BadRoom(#[from] BadRoom),
     #[error("Field \"id\" must be a message id.")]
     BadMessageId,
+    #[error(
+        "Field \"user\" must be a member's userId, or an anonymous member's connectionId (1 to {MAX_MEMBER_LEN} characters)."
+    )]
+    BadMember,
+    #[error("Field \"seconds\" must be whole seconds from {MIN_BAN_SECONDS} to {MAX_BAN_SECONDS} (30 days).")]
+    BadSeconds,
+    #[error("Field \"reason\" is {0} characters; the limit is {MAX_REASON_CHARS}.")]
+    ReasonTooLong(usize),
 }
 
 /// Parses one inbound text frame.
@@ -99,6 +127,10 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
         Some("unsubscribe") => Ok(Command::Unsubscribe { room: required_room(&fields)? }),
         Some("rooms") => Ok(Command::Rooms),
         Some("read") => parse_read(&fields),
+        Some("delete") => Ok(Command::Delete { id: required_message_id(&fields)? }),
+        Some("kick") => Ok(Command::Kick { room: required_room(&fields)?, user: required_member(&fields)? }),
+        Some("ban") => parse_ban(&fields),
+        Some("unban") => Ok(Command::Unban { room: required_room(&fields)?, user: required_member(&fields)? }),
         _ => Ok(Command::Unknown),
     }
 }
@@ -151,12 +183,51 @@ fn parse_subscribe(fields: &Map<String, Value>) -> Result<Command, ProtocolError
 
 fn parse_read(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
     let room = required_room(fields)?;
-    let id = match fields.get("id") {
-        None | Some(Value::Null) => return Err(ProtocolError::Missing("id")),
-        Some(Value::String(id)) => uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadMessageId)?.to_string(),
-        Some(_) => return Err(ProtocolError::WrongType("id")),
+    Ok(Command::Read { room, id: required_message_id(fields)? })
+}
+
+/// The `"id"` a frame names: a message id (a UUID, normalized).
+fn required_message_id(fields: &Map<String, Value>) -> Result<String, ProtocolError> {
+    match fields.get("id") {
+        None | Some(Value::Null) => Err(ProtocolError::Missing("id")),
+        Some(Value::String(id)) => Ok(uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadMessageId)?.to_string()),
+        Some(_) => Err(ProtocolError::WrongType("id")),
+    }
+}
+
+/// The `"user"` a moderation frame names, as given (a `userId` or a connection id).
+fn required_member(fields: &Map<String, Value>) -> Result<String, ProtocolError> {
+    match fields.get("user") {
+        None | Some(Value::Null) => Err(ProtocolError::Missing("user")),
+        Some(Value::String(user)) if (1..=MAX_MEMBER_LEN).contains(&user.len()) && user.trim() == user => {
+            Ok(user.clone())
+        }
+        Some(Value::String(_)) => Err(ProtocolError::BadMember),
+        Some(_) => Err(ProtocolError::WrongType("user")),
+    }
+}
+
+fn parse_ban(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let (room, user) = (required_room(fields)?, required_member(fields)?);
+    let seconds = match fields.get("seconds") {
+        None | Some(Value::Null) => DEFAULT_BAN_SECONDS,
+        Some(Value::Number(n)) => {
+            n.as_i64().filter(|n| (MIN_BAN_SECONDS..=MAX_BAN_SECONDS).contains(n)).ok_or(ProtocolError::BadSeconds)?
+        }
+        Some(_) => return Err(ProtocolError::WrongType("seconds")),
     };
-    Ok(Command::Read { room, id })
+    let reason = match fields.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => {
+            let chars = reason.chars().count();
+            if chars > MAX_REASON_CHARS {
+                return Err(ProtocolError::ReasonTooLong(chars));
+            }
+            Some(reason.trim().to_owned()).filter(|reason| !reason.is_empty())
+        }
+        Some(_) => return Err(ProtocolError::WrongType("reason")),
+    };
+    Ok(Command::Ban { room, user, seconds, reason })
 }
 
 fn validate_text(text: &str) -> Result<(), ProtocolError> {
@@ -239,6 +310,14 @@ struct EventFrame<'a> {
     verified: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
@@ -249,6 +328,8 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         EventKind::Chat => (chat_line(event), Some(event.message.as_str())),
         EventKind::Join => (join_notice(&event.connection_id), None),
         EventKind::Leave => (leave_notice(&event.connection_id), None),
+        EventKind::Delete => (DELETED_NOTICE.to_owned(), None),
+        EventKind::Kick | EventKind::Ban | EventKind::Unban => (event.message.clone(), None),
     };
     let frame = EventFrame {
         message,
@@ -261,6 +342,10 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         user: event.user.as_deref(),
         verified: event.verified,
         user_id: event.user_id.as_deref(),
+        target: event.target.as_deref(),
+        member: event.member.as_deref(),
+        until: event.until.as_ref().map(format_iso),
+        reason: event.reason.as_deref(),
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
 }
@@ -405,6 +490,73 @@ pub fn too_many_rooms_frame(room: &str, max_rooms: usize) -> Vec<u8> {
         .expect("strings always serialize")
 }
 
+/// A `delete` of a line that is not there for the asker: no such id, not a
+/// chat line, deleted already, or in a room the asker does not hear (which
+/// says nothing of that room): `{"error":"Not found","id","message"}`.
+pub fn not_found_frame(id: &str) -> Vec<u8> {
+    let detail = format!("There is no chat line {id} to delete in a room this connection hears.");
+    serde_json::to_vec(&serde_json::json!({ "error": "Not found", "id": id, "message": detail }))
+        .expect("strings always serialize")
+}
+
+/// A subscribe (or `$connect`) to a room the account is banned from:
+/// `{"error":"Banned","room","until","message"}`.
+pub fn banned_frame(room: &str, until: &chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    let until = format_iso(until);
+    let detail = banned_notice(room, &until);
+    serde_json::to_vec(&serde_json::json!({ "error": "Banned", "room": room, "until": until, "message": detail }))
+        .expect("strings always serialize")
+}
+
+/// Why a banned connection may not hear `room`, in words (also the `$connect` refusal's body).
+pub fn banned_notice(room: &str, until: &str) -> String {
+    format!("Banned from room \"{room}\" until {until}.")
+}
+
+/// Why a connection was removed from a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    Kicked,
+    Banned,
+}
+
+impl Removal {
+    /// The name frames and leave events carry (`reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kicked => "kicked",
+            Self::Banned => "banned",
+        }
+    }
+}
+
+/// Told to each connection a moderator removes, before it is removed:
+/// `{"kind":"removed","room","reason":"kicked"|"banned","by","until"?}`.
+pub fn removed_frame(room: &str, reason: Removal, by: &str, until: Option<&chrono::DateTime<chrono::Utc>>) -> Vec<u8> {
+    let mut frame = serde_json::json!({ "kind": "removed", "room": room, "reason": reason.as_str(), "by": by });
+    if let Some(until) = until {
+        frame["until"] = format_iso(until).into();
+    }
+    serde_json::to_vec(&frame).expect("strings always serialize")
+}
+
+/// What a moderator did, answered to the moderator:
+/// `{"kind":"kicked"|"banned"|"unbanned","room","user","connections","until"?}`,
+/// `connections` being how many of the member's connections left the room.
+pub fn moderated_frame(
+    kind: &str,
+    room: &str,
+    user: &str,
+    connections: usize,
+    until: Option<&chrono::DateTime<chrono::Utc>>,
+) -> Vec<u8> {
+    let mut frame = serde_json::json!({ "kind": kind, "room": room, "user": user, "connections": connections });
+    if let Some(until) = until {
+        frame["until"] = format_iso(until).into();
+    }
+    serde_json::to_vec(&frame).expect("strings and numbers always serialize")
+}
+
 /// The route response to a send that carried a `clientMessageId`, once the line
 /// is in the log: `{"ack":"<message id>","clientMessageId":"…"}`.
 pub fn ack_frame(message_id: &str, client_message_id: &str) -> Vec<u8> {
@@ -542,6 +694,10 @@ mod tests {
             user: None,
             verified: None,
             user_id: None,
+            target: None,
+            member: None,
+            until: None,
+            reason: None,
         }
     }
 
@@ -714,6 +870,54 @@ mod tests {
         for (body, refusal) in refusals {
             assert_eq!(parse_command(body), Err(refusal), "{body}");
         }
+    }
+
+    #[test]
+    fn moderation_events_carry_their_fields_and_old_events_none() {
+        let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
+        let plain = frame_json(&event(EventKind::Chat, "hi"));
+        assert!(["target", "member", "until", "reason"].iter().all(|f| plain.get(f).is_none()), "{plain}");
+        let row = serde_json::to_value(event(EventKind::Leave, "x")).unwrap();
+        assert!(["target", "member", "until", "reason"].iter().all(|f| row.get(f).is_none()), "stored rows unchanged");
+
+        let ban = LogEvent::ban("m1", "iss|ann", at + chrono::Duration::hours(1), Some("spam"), at).in_room("ops");
+        let frame = frame_json(&ban);
+        assert_eq!(
+            (frame["kind"].as_str(), frame["member"].as_str(), frame["until"].as_str(), frame["reason"].as_str()),
+            (Some("ban"), Some("iss|ann"), Some("2026-11-24T11:15:30Z"), Some("spam"))
+        );
+        assert_eq!(frame["message"], "iss|ann is banned from the room until 2026-11-24T11:15:30Z.");
+        let stored: LogEvent = serde_json::from_value(serde_json::to_value(&ban).unwrap()).unwrap();
+        assert_eq!(stored, ban, "round-trips through a table row");
+        let leave = frame_json(&LogEvent::leave("c1", at).because("kicked"));
+        assert_eq!(
+            (leave["reason"].as_str(), leave["message"].as_str()),
+            (Some("kicked"), Some("User c1 has left the chat."))
+        );
+        let tombstone = frame_json(&LogEvent::delete("m1", "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55", at));
+        assert_eq!(
+            (tombstone["kind"].as_str(), tombstone["message"].as_str()),
+            (Some("delete"), Some("A message was deleted."))
+        );
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+
+        let json = |frame: Vec<u8>| serde_json::from_slice::<Value>(&frame).unwrap();
+        assert_eq!(
+            json(removed_frame("ops", Removal::Banned, "Mo", Some(&at))),
+            serde_json::json!({"kind":"removed","room":"ops","reason":"banned","by":"Mo","until":"2026-11-24T10:15:30Z"})
+        );
+        assert_eq!(
+            json(moderated_frame("kicked", "ops", "iss|ann", 2, None)),
+            serde_json::json!({"kind":"kicked","room":"ops","user":"iss|ann","connections":2})
+        );
+        let banned = json(banned_frame("ops", &at));
+        assert_eq!(
+            (banned["error"].as_str(), banned["until"].as_str()),
+            (Some("Banned"), Some("2026-11-24T10:15:30Z"))
+        );
+        assert_eq!(json(not_found_frame("x"))["error"], "Not found");
     }
 
     #[test]

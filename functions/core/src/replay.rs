@@ -49,6 +49,7 @@ pub fn text_line(event: &LogEvent) -> String {
         EventKind::Chat => escape_for_terminal(&event.message),
         EventKind::Join => join_notice(&connection),
         EventKind::Leave => leave_notice(&connection),
+        EventKind::Delete | EventKind::Kick | EventKind::Ban | EventKind::Unban => escape_for_terminal(&event.message),
     };
     let at = format_iso(&event.timestamp);
     let (id, room) = (escape_for_terminal(&event.message_id), escape_for_terminal(&event.room));

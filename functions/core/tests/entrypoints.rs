@@ -9,7 +9,9 @@ use aws_lambda_events::encodings::Body;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
 use chat_core::entrypoints::{stream, websocket};
-use chat_core::memory::{FixedClock, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::memory::{
+    FixedClock, MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster,
+};
 use chat_core::ports::ConnectionStore;
 use chat_core::room::RoomLimits;
 use chat_core::time::{format_iso, parse_iso};
@@ -31,10 +33,16 @@ const CONNECTION: &str = "CXzQ2cJjoAMCJ6g=";
 async fn a_session_from_connect_to_disconnect() {
     let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
 
-    let response =
-        websocket::on_connect(&ws_event("connect.json"), &ConnectSettings::default(), &connections, &sessions, &log)
-            .await
-            .unwrap();
+    let response = websocket::on_connect(
+        &ws_event("connect.json"),
+        &ConnectSettings::default(),
+        &connections,
+        &sessions,
+        &log,
+        &MemoryBans::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status_code, 200);
     let row = connections.get(CONNECTION).unwrap();
     assert_eq!(row.source_ip, "203.0.113.7");
@@ -65,10 +73,17 @@ async fn the_room_query_parameter_places_the_connection_and_its_lines() {
     connect["queryStringParameters"]["room"] = json!("rust-users");
     let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
     assert_eq!(
-        websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log)
-            .await
-            .unwrap()
-            .status_code,
+        websocket::on_connect(
+            &connect,
+            &ConnectSettings::default(),
+            &connections,
+            &sessions,
+            &log,
+            &MemoryBans::default()
+        )
+        .await
+        .unwrap()
+        .status_code,
         200
     );
     assert_eq!(connections.get(CONNECTION).unwrap().room, "rust-users");
@@ -87,8 +102,16 @@ async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
         let mut connect = fixture("connect.json");
         connect["queryStringParameters"]["room"] = json!(room);
         let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
-        let response =
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+        let response = websocket::on_connect(
+            &connect,
+            &ConnectSettings::default(),
+            &connections,
+            &sessions,
+            &log,
+            &MemoryBans::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status_code, 400, "{room:?}");
         let Some(Body::Text(body)) = response.body else { panic!("a reason") };
         assert!(body.contains("Room must be"), "{body}");
@@ -109,8 +132,16 @@ async fn batch_1_on_connect_is_remembered_on_the_row_and_a_bad_value_refused() {
         let mut raw = fixture("connect.json");
         raw["queryStringParameters"] = query.clone();
         let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-        let response =
-            websocket::on_connect(&event, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+        let response = websocket::on_connect(
+            &event,
+            &ConnectSettings::default(),
+            &connections,
+            &sessions,
+            &log,
+            &MemoryBans::default(),
+        )
+        .await
+        .unwrap();
         match expected {
             Some(batch) => {
                 assert_eq!(response.status_code, 200, "{query}");
@@ -137,10 +168,17 @@ async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<S
         raw["requestContext"]["authorizer"] = context;
     }
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let status = websocket::on_connect(&event, &ConnectSettings::default(), &connections, &sessions, &log)
-        .await
-        .unwrap()
-        .status_code;
+    let status = websocket::on_connect(
+        &event,
+        &ConnectSettings::default(),
+        &connections,
+        &sessions,
+        &log,
+        &MemoryBans::default(),
+    )
+    .await
+    .unwrap()
+    .status_code;
     let join = log.events().first().map(|e| (e.user.clone(), e.verified, e.user_id.clone()));
     if let Some(row) = connections.get(CONNECTION) {
         let session = sessions.get(CONNECTION).unwrap();
@@ -191,7 +229,17 @@ async fn default_posts_the_error_to_the_sender() {
     let mut event = ws_event("message.json");
     event.body = Some(r#"{"action":"nope"}"#.into());
     let (settings, cursors) = (RouteSettings::default(), MemoryCursors::default());
-    websocket::on_default(&event, &settings, &MemoryConnections::default(), &cursors, &log, &poster).await.unwrap();
+    websocket::on_default(
+        &event,
+        &settings,
+        &MemoryConnections::default(),
+        &cursors,
+        &log,
+        &poster,
+        &MemoryBans::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(poster.frames_to(CONNECTION)[0]["error"], "Invalid request");
 }
 
@@ -207,7 +255,10 @@ async fn the_tokens_rooms_are_subscribed_at_connect_and_bad_names_left_out() {
         routes: RouteSettings { limits: RoomLimits { max_rooms: 3 }, ..RouteSettings::default() },
         ..ConnectSettings::default()
     };
-    let status = websocket::on_connect(&event, &settings, &connections, &sessions, &log).await.unwrap().status_code;
+    let status = websocket::on_connect(&event, &settings, &connections, &sessions, &log, &MemoryBans::default())
+        .await
+        .unwrap()
+        .status_code;
     assert_eq!(status, 200, "a bad room name in the token does not refuse the user");
     assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["ops", "team-a", "dev"], "home first, then the token's");
     let joins: Vec<String> = log.events().iter().map(|e| e.room.clone()).collect();
@@ -328,7 +379,10 @@ async fn connect_from(settings: &ConnectSettings, headers: &[(&str, &str)]) -> (
         raw["multiValueHeaders"][name] = json!([value]);
     }
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let status = websocket::on_connect(&event, settings, &connections, &sessions, &log).await.unwrap().status_code;
+    let status = websocket::on_connect(&event, settings, &connections, &sessions, &log, &MemoryBans::default())
+        .await
+        .unwrap()
+        .status_code;
     let stored = !connections.ids().is_empty() || !log.events().is_empty() || sessions.get(CONNECTION).is_some();
     (status, stored)
 }
@@ -354,9 +408,16 @@ async fn sessions_carry_an_expiry_only_when_a_retention_is_configured() {
             ConnectSettings::from_settings(|name| (name == "SESSION_RETENTION_DAYS").then_some(days?.to_owned()));
         let (connections, sessions, log) =
             (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
-        websocket::on_connect(&ws_event("connect.json"), &settings.unwrap(), &connections, &sessions, &log)
-            .await
-            .unwrap();
+        websocket::on_connect(
+            &ws_event("connect.json"),
+            &settings.unwrap(),
+            &connections,
+            &sessions,
+            &log,
+            &MemoryBans::default(),
+        )
+        .await
+        .unwrap();
         sessions.get(CONNECTION).unwrap().expires_at
     };
     // connect.json's connectedAt is 2026-11-24T10:15:30.123Z.
@@ -438,7 +499,9 @@ async fn rights_come_from_the_authorizer_context_and_decide_every_room_action() 
         };
         let forged = json!({"*": "rwm"});
         let subscribe = event(json!({"action": "subscribe", "room": case.room, "rights": forged}));
-        websocket::on_default(&subscribe, &settings, &connections, &cursors, &log, &poster).await.unwrap();
+        websocket::on_default(&subscribe, &settings, &connections, &cursors, &log, &poster, &MemoryBans::default())
+            .await
+            .unwrap();
         let answer = poster.frames_to(CONNECTION).pop().unwrap();
         let label = format!("{:?} default {:?} in {}", case.rights, case.default, case.room);
         assert_eq!(answer["kind"] == "subscribed", case.allowed[0], "subscribe, {label}: {answer}");
@@ -463,7 +526,9 @@ async fn rights_come_from_the_authorizer_context_and_decide_every_room_action() 
         }
         for (action, allowed) in [("history", case.allowed[2]), ("who", case.allowed[3])] {
             let request = event(json!({"action": action, "room": case.room, "rights": forged}));
-            websocket::on_default(&request, &settings, &connections, &cursors, &log, &poster).await.unwrap();
+            websocket::on_default(&request, &settings, &connections, &cursors, &log, &poster, &MemoryBans::default())
+                .await
+                .unwrap();
             let frames = poster.frames_to(CONNECTION);
             let last = frames.last().unwrap();
             assert_eq!(last.get("error").is_none(), allowed, "{action}, {label}: {last}");
@@ -489,6 +554,7 @@ async fn connect_needs_the_read_right_in_the_home_room_and_drops_unreadable_toke
         &connections,
         &sessions,
         &log,
+        &MemoryBans::default(),
     )
     .await
     .unwrap();
@@ -503,9 +569,59 @@ async fn connect_needs_the_read_right_in_the_home_room_and_drops_unreadable_toke
         &connections,
         &sessions,
         &log,
+        &MemoryBans::default(),
     )
     .await
     .unwrap();
     assert_eq!(ok.status_code, 200);
     assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["team-x", "team-a", "team-b"], "secret left out");
+}
+
+/// `$connect` of an account banned from its home room is refused with 403
+/// naming the ban's end, and stores nothing; a token room it is banned from is
+/// left out; once the ban ends (at the connect time API Gateway gives) it
+/// connects. An anonymous connection reads no ban.
+#[tokio::test]
+async fn connect_refuses_a_home_room_the_account_is_banned_from_and_drops_banned_token_rooms() {
+    use chat_core::Ban;
+    use chat_core::ports::Bans;
+    let connect = |room: &str, authorized: bool| {
+        let mut raw = fixture("connect.json");
+        raw["queryStringParameters"] = json!({ "room": room });
+        if authorized {
+            raw["requestContext"]["authorizer"] =
+                json!({"principalId": "iss|u1", "userId": "iss|u1", "name": "Ann", "rooms": "team-a,team-b"});
+        }
+        serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(raw).unwrap()
+    };
+    let connected_at =
+        chat_core::time::from_epoch_millis(ws_event("connect.json").request_context.connected_at).unwrap();
+    let bans = MemoryBans::default();
+    let until = connected_at + chrono::Duration::minutes(5);
+    for room in ["ops", "team-b"] {
+        bans.ban(&Ban::new(room, "iss|u1", until, "Mo", None)).await.unwrap();
+    }
+    let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+    let settings = ConnectSettings::default();
+    let refused =
+        websocket::on_connect(&connect("ops", true), &settings, &connections, &sessions, &log, &bans).await.unwrap();
+    assert_eq!(refused.status_code, 403);
+    let Some(Body::Text(body)) = refused.body else { panic!("a reason") };
+    assert!(body.contains(&format!("Banned from room \\\"ops\\\" until {}", format_iso(&until))), "{body}");
+    assert!(connections.ids().is_empty() && log.events().is_empty(), "nothing stored");
+
+    let anonymous = connect("ops", false);
+    let anonymous = websocket::on_connect(&anonymous, &settings, &connections, &sessions, &log, &bans).await.unwrap();
+    assert_eq!(anonymous.status_code, 200, "no account: no ban names it");
+    connections.delete(CONNECTION).await.unwrap();
+
+    let lobby = connect("lobby", true);
+    let ok = websocket::on_connect(&lobby, &settings, &connections, &sessions, &log, &bans).await.unwrap();
+    assert_eq!(ok.status_code, 200);
+    assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["lobby", "team-a"], "team-b left out");
+
+    let mut later = connect("ops", true);
+    later.request_context.connected_at = (until + chrono::Duration::seconds(1)).timestamp_millis();
+    let back = websocket::on_connect(&later, &settings, &connections, &sessions, &log, &bans).await.unwrap();
+    assert_eq!(back.status_code, 200, "the ban has ended");
 }

@@ -70,6 +70,11 @@ impl<P: SocketPoster> SocketPoster for CountingPoster<P> {
         self.counts.add(&result);
         result
     }
+
+    /// Not a post: not counted.
+    async fn close(&self, connection_id: &str) -> Result<(), PostError> {
+        self.inner.close(connection_id).await
+    }
 }
 
 /// What one broadcaster invocation did.

@@ -2,7 +2,9 @@
 //! cold start with [`init`], then hands every event to a `chat_core` entrypoint.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use chat_aws::{ApiGatewayPoster, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, TableNames};
+use chat_aws::{
+    ApiGatewayPoster, DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, TableNames,
+};
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 
@@ -56,6 +58,10 @@ impl Aws {
 
     pub fn sessions(&self) -> DynamoSessions {
         DynamoSessions::new(self.dynamodb.clone(), &self.tables.sessions)
+    }
+
+    pub fn bans(&self) -> DynamoBans {
+        DynamoBans::new(self.dynamodb.clone(), &self.tables.bans)
     }
 
     pub fn log(&self) -> DynamoLog {

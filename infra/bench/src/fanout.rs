@@ -75,6 +75,11 @@ impl SocketPoster for SimPoster {
             Ok(())
         }
     }
+
+    /// The simulated fan-out never closes sockets.
+    async fn close(&self, _connection_id: &str) -> Result<(), PostError> {
+        Ok(())
+    }
 }
 
 /// One measured configuration.

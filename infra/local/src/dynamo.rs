@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
 use chat_aws::provision::{create_bucket, create_tables};
 use chat_aws::{
-    DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, StartingPosition, StreamReader, TableNames,
+    DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, StartingPosition, StreamReader,
+    TableNames,
 };
 use chat_core::StoreError;
 
@@ -53,6 +54,7 @@ pub async fn open_with(
         sessions: Arc::new(DynamoSessions::new(client.clone(), &names.sessions)),
         log: Arc::new(DynamoLog::new(client.clone(), &names.messages)),
         cursors: Arc::new(DynamoCursors::new(client.clone(), &names.cursors)),
+        bans: Arc::new(DynamoBans::new(client.clone(), &names.bans)),
     };
     let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
     let reader = StreamReader::open(&client, streams, &names.messages, StartingPosition::Latest).await?;

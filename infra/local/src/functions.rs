@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use chat_core::entrypoints::websocket;
 use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::handlers::HandlerError;
-use chat_core::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog};
+use chat_core::ports::{Bans, ConnectionStore, MessageLog, ReadCursors, SessionLog};
 
 use crate::metrics::Invocations;
 use crate::sockets::LocalPoster;
@@ -30,14 +30,15 @@ pub fn select_route(body: &str) -> (String, bool) {
     }
 }
 
-/// ActiveConnections (with Memberships), SessionHistory, MessageHistory and
-/// ReadCursors, whichever store holds them.
+/// ActiveConnections (with Memberships), SessionHistory, MessageHistory,
+/// ReadCursors and Bans, whichever store holds them.
 #[derive(Clone)]
 pub struct Tables {
     pub connections: Arc<dyn ConnectionStore>,
     pub sessions: Arc<dyn SessionLog>,
     pub log: Arc<dyn MessageLog>,
     pub cursors: Arc<dyn ReadCursors>,
+    pub bans: Arc<dyn Bans>,
 }
 
 /// The functions and the ports they were given.
@@ -59,18 +60,21 @@ impl Functions {
         &self,
         event: &ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, HandlerError> {
-        let Tables { connections, sessions, log, cursors } = &self.tables;
+        let Tables { connections, sessions, log, cursors, bans } = &self.tables;
         let route = event.request_context.route_key.as_deref().unwrap_or("$default");
         let result = match route {
             // The gateway checks Origin itself (it knows the page's own origin), and
             // the embedded store keeps sessions: the deployment's defaults.
             "$connect" => {
                 let settings = websocket::ConnectSettings { routes: self.routes.clone(), ..Default::default() };
-                websocket::on_connect(event, &settings, &**connections, &**sessions, &**log).await
+                websocket::on_connect(event, &settings, &**connections, &**sessions, &**log, &**bans).await
             }
             "$disconnect" => websocket::on_disconnect(event, &**connections, &**sessions, &**log).await,
             "sendmessage" => websocket::on_send_message(event, &self.routes, &**connections, &**log).await,
-            _ => websocket::on_default(event, &self.routes, &**connections, &**cursors, &**log, &self.poster).await,
+            _ => {
+                let (connections, cursors, log, bans) = (&**connections, &**cursors, &**log, &**bans);
+                websocket::on_default(event, &self.routes, connections, cursors, log, &self.poster, bans).await
+            }
         };
         self.invocations.record(route, event, &result);
         result

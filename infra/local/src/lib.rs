@@ -156,6 +156,7 @@ pub async fn serve(
                 sessions: Arc::new(store.clone()),
                 log: Arc::new(CountingLog(Arc::new(store.clone()))),
                 cursors: Arc::new(store.clone()),
+                bans: Arc::new(store.clone()),
             };
             let broadcaster = broadcaster(&tables);
             end_previous_run(&store, &broadcaster).await;

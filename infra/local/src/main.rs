@@ -169,6 +169,9 @@ struct Args {
     /// DynamoDB mode: the ReadCursors table (how far each reader read each room).
     #[arg(long, env = "READ_CURSORS_TABLE", default_value = "ReadCursors")]
     cursors_table: String,
+    /// DynamoDB mode: the Bans table (who may not hear which room, until when).
+    #[arg(long, env = "BANS_TABLE", default_value = "Bans")]
+    bans_table: String,
     /// Archive every broadcast batch as JSON Lines to this S3 bucket.
     #[arg(long, env = "ARCHIVE_BUCKET")]
     archive_bucket: Option<String>,
@@ -213,6 +216,7 @@ impl Args {
                 messages: self.messages_table.clone(),
                 memberships: self.memberships_table.clone(),
                 cursors: self.cursors_table.clone(),
+                bans: self.bans_table.clone(),
             },
             create_tables: self.create_tables,
         })

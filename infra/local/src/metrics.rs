@@ -316,6 +316,10 @@ impl MessageLog for CountingLog {
     async fn read(&self, query: &LogQuery) -> Result<Vec<LogEvent>, StoreError> {
         self.0.read(query).await
     }
+
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
+        self.0.get(message_id).await
+    }
 }
 
 #[cfg(test)]

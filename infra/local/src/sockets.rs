@@ -453,6 +453,12 @@ impl SocketPoster for LocalPoster {
         crate::metrics::record_posts(&results);
         results
     }
+
+    /// DeleteConnection, as the management API's DELETE does: the socket's
+    /// task closes it and runs `$disconnect`.
+    async fn close(&self, connection_id: &str) -> Result<(), PostError> {
+        if self.0.close(connection_id, ServerClose::Deleted) { Ok(()) } else { Err(PostError::Gone) }
+    }
 }
 
 impl SocketInfo {

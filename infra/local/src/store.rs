@@ -1,5 +1,5 @@
 //! The embedded store: SQLite (one file, WAL) holding the tables — the seed's
-//! three, Memberships and ReadCursors — with the message table's row order
+//! three, Memberships, ReadCursors and Bans — with the message table's row order
 //! doubling as the MessageHistory stream.
 
 use std::collections::HashMap;
@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chat_core::model::Receipt;
+use chat_core::model::{Ban, Receipt};
 #[cfg(test)]
 use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{
-    ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
+    Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
@@ -79,8 +79,25 @@ CREATE TABLE IF NOT EXISTS message_history (
     room          TEXT NOT NULL DEFAULT 'lobby',
     user          TEXT,
     verified      INTEGER,
-    user_id       TEXT
+    user_id       TEXT,
+    -- Moderation events' fields (a delete's line, a kick's or ban's member, a
+    -- ban's end, a ban's or leave's reason); NULL on every other event.
+    target        TEXT,
+    member        TEXT,
+    until         TEXT,
+    reason        TEXT
 );
+-- Who may not hear which room until when (`until`, ISO; `expires_at`, epoch
+-- seconds, for the purge of ended bans).
+CREATE TABLE IF NOT EXISTS bans (
+    room       TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    until      TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    reason     TEXT,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (room, user)
+) WITHOUT ROWID;
 -- How far the stream → broadcaster emulator has got, so a restart resumes there.
 CREATE TABLE IF NOT EXISTS stream_checkpoint (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
@@ -126,7 +143,13 @@ DROP INDEX IF EXISTS active_connections_room;
 const ADDED_COLUMNS: &[(&str, &str)] =
     &[("room", "TEXT NOT NULL DEFAULT 'lobby'"), ("user", "TEXT"), ("verified", "INTEGER"), ("user_id", "TEXT")];
 /// Columns added to one table only.
-const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[("active_connections", "batch", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[
+    ("active_connections", "batch", "INTEGER NOT NULL DEFAULT 0"),
+    ("message_history", "target", "TEXT"),
+    ("message_history", "member", "TEXT"),
+    ("message_history", "until", "TEXT"),
+    ("message_history", "reason", "TEXT"),
+];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     let every_table = ["active_connections", "session_history", "message_history"]
@@ -197,8 +220,8 @@ fn unavailable(error: rusqlite::Error) -> StoreError {
 
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
-    "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified, user_id
-     FROM message_history";
+    "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
+     target, member, until, reason FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -212,14 +235,15 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
     let seq: i64 = row.get(0)?;
     let (message_id, connection_id, message, timestamp, kind, room): (String, String, String, String, String, String) =
         (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?);
-    let kind = match kind.as_str() {
-        "chat" => Some(EventKind::Chat),
-        "join" => Some(EventKind::Join),
-        "leave" => Some(EventKind::Leave),
-        _ => None,
+    let kind = EventKind::parse(&kind);
+    let until: Option<String> = row.get(12)?;
+    let until = match until.as_deref().map(parse_iso) {
+        None => Ok(None),
+        Some(Some(until)) => Ok(Some(until)),
+        Some(None) => Err(()),
     };
-    let event = match (parse_iso(&timestamp), kind) {
-        (Some(timestamp), Some(kind)) => Ok(LogEvent {
+    let event = match (parse_iso(&timestamp), kind, until) {
+        (Some(timestamp), Some(kind), Ok(until)) => Ok(LogEvent {
             message_id,
             connection_id,
             message,
@@ -229,6 +253,10 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
             user: row.get(7)?,
             verified: row.get(8)?,
             user_id: row.get(9)?,
+            target: row.get(10)?,
+            member: row.get(11)?,
+            until,
+            reason: row.get(13)?,
         }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
@@ -239,8 +267,9 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
 fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result<bool> {
     db.prepare_cached(
         "INSERT OR IGNORE INTO message_history
-             (message_id, connection_id, message, timestamp, kind, room, user, verified, user_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
+              target, member, until, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         event.message_id,
@@ -251,7 +280,11 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.room,
         event.user,
         event.verified,
-        event.user_id
+        event.user_id,
+        event.target,
+        event.member,
+        event.until.as_ref().map(format_iso),
+        event.reason
     ])
     .map(|inserted| inserted == 1)
 }
@@ -803,6 +836,65 @@ impl MessageLog for SqliteStore {
             })
             .collect())
     }
+
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
+        let rows =
+            self.with(|db| select_events(db, &format!("{EVENT_COLUMNS} WHERE message_id = ?1"), params![message_id]))?;
+        rows.into_iter().next().map(|(_, event)| event).transpose()
+    }
+}
+
+/// The columns [`ban_from_row`] reads, in its order.
+const BAN_COLUMNS: &str = "SELECT room, user, until, by, reason, expires_at FROM bans";
+
+fn ban_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {
+    let until: String = r.get(2)?;
+    Ok(Ban {
+        room: r.get(0)?,
+        user: r.get(1)?,
+        until: parse_iso(&until).unwrap_or_default(),
+        by: r.get(3)?,
+        reason: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
+}
+
+#[async_trait]
+impl Bans for SqliteStore {
+    /// Replaces an earlier ban of the member from the room; ended bans are
+    /// purged first, as DynamoDB's TTL would.
+    async fn ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached("DELETE FROM bans WHERE expires_at <= ?1")?.execute(params![chrono::Utc::now().timestamp()])?;
+            db.prepare_cached(
+                "INSERT OR REPLACE INTO bans (room, user, until, by, reason, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![ban.room, ban.user, format_iso(&ban.until), ban.by, ban.reason, ban.expires_at])
+            .map(drop)
+        })
+    }
+
+    async fn unban(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("DELETE FROM bans WHERE room = ?1 AND user = ?2")?
+                .execute(params![room, user])
+                .map(|n| n == 1)
+        })
+    }
+
+    async fn active(
+        &self,
+        room: &str,
+        user: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Ban>, StoreError> {
+        let ban = self.with(|db| {
+            db.prepare_cached(&format!("{BAN_COLUMNS} WHERE room = ?1 AND user = ?2"))?
+                .query_row(params![room, user], ban_from_row)
+                .optional()
+        })?;
+        Ok(ban.filter(|ban| ban.holds_at(now)))
+    }
 }
 
 #[cfg(test)]
@@ -963,6 +1055,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn moderation_events_and_bans_are_stored_in_a_database_from_before_them() {
+        let (dir, _, store) = opened_after(
+            "chat-local-moderation",
+            "CREATE TABLE message_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+                     connection_id TEXT NOT NULL, message TEXT NOT NULL, timestamp TEXT NOT NULL, kind TEXT NOT NULL,
+                     room TEXT NOT NULL DEFAULT 'lobby', user TEXT, verified INTEGER, user_id TEXT);
+                 INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
+                     VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'c', 'old', '2026-11-24T10:00:00Z', 'chat');",
+        );
+        let old = MessageLog::get(&store, "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55").await.unwrap().unwrap();
+        assert_eq!((old.message.as_str(), old.target.clone()), ("old", None), "old rows read as before");
+        let t = at("2026-11-24T10:00:00Z");
+        let ban = LogEvent::ban("m", "iss|ann", t + chrono::Duration::hours(1), Some("spam"), t).in_room("ops");
+        let leave = LogEvent::leave("c", t).because("banned");
+        let tombstone = LogEvent::delete("m", &old.message_id, t);
+        for event in [&ban, &leave, &tombstone] {
+            store.append(event).await.unwrap();
+            assert_eq!(
+                MessageLog::get(&store, &event.message_id).await.unwrap().as_ref(),
+                Some(event),
+                "every field kept"
+            );
+        }
+        assert_eq!(MessageLog::get(&store, "00000000-0000-7000-8000-000000000000").await.unwrap(), None);
+
+        let until = t + chrono::Duration::minutes(5);
+        store.ban(&Ban::new("ops", "iss|ann", until, "Mo", Some("spam"))).await.unwrap();
+        let held = store.active("ops", "iss|ann", t).await.unwrap().expect("banned");
+        assert_eq!((held.until, held.by.as_str(), held.reason.as_deref()), (until, "Mo", Some("spam")));
+        assert_eq!(store.active("ops", "iss|ann", until).await.unwrap(), None, "over at its end");
+        assert_eq!(store.active("lobby", "iss|ann", t).await.unwrap(), None, "one room only");
+        assert!(store.unban("ops", "iss|ann").await.unwrap());
+        assert!(!store.unban("ops", "iss|ann").await.unwrap());
+        assert_eq!(store.active("ops", "iss|ann", t).await.unwrap(), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
     async fn a_database_from_before_channels_keeps_its_connections_in_their_home_rooms() {
         let (dir, path, store) = opened_after(
             "chat-local-channels",
@@ -975,14 +1105,14 @@ mod tests {
                  INSERT INTO active_connections (connection_id, connected_at, source_ip, expires_at)
                      VALUES ('older', '2026-11-24T10:00:00Z', 'ip', 1);",
         );
-        let old = store.get("old").await.unwrap().unwrap();
+        let old = ConnectionStore::get(&store, "old").await.unwrap().unwrap();
         assert_eq!((old.rooms.clone(), old.rooms()), (vec![], vec!["ops".to_owned()]), "its home room alone");
         assert_eq!(store.list("ops", None, 10).await.unwrap().items, [old.as_member_of("ops")], "still hears it");
         assert_eq!(store.count("lobby").await.unwrap(), 1, "the older row, in the lobby");
         // It can subscribe like any other, keeping its home room.
         assert_eq!(store.subscribe(&old, "dev", 100).await.unwrap(), Subscribed::New);
         assert_eq!(store.subscribe(&old, "ops", 100).await.unwrap(), Subscribed::Already);
-        assert_eq!(store.get("old").await.unwrap().unwrap().rooms, ["ops", "dev"]);
+        assert_eq!(ConnectionStore::get(&store, "old").await.unwrap().unwrap().rooms, ["ops", "dev"]);
         // Its departure leaves each room once.
         let end = SessionEnd::new("old", old.connected_at, at("2026-11-24T10:05:00Z"));
         assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 2);
@@ -1022,7 +1152,7 @@ mod tests {
                  INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
                      VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'old', 'before rooms', '2026-11-24T10:00:00Z', 'chat');",
         );
-        let old = store.get("old").await.unwrap().unwrap();
+        let old = ConnectionStore::get(&store, "old").await.unwrap().unwrap();
         assert_eq!((old.room.as_str(), old.batch), ("lobby", false));
         let history = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
         assert_eq!(history[0].message, "before rooms");
@@ -1037,7 +1167,7 @@ mod tests {
         store.open(&Session::opened(&connection)).await.unwrap();
         let joined = LogEvent::join("g", at("2026-11-24T10:00:01Z")).by(Some(&grace));
         store.append(&joined).await.unwrap();
-        assert_eq!(store.get("g").await.unwrap().unwrap().identity(), Some(grace.clone()));
+        assert_eq!(ConnectionStore::get(&store, "g").await.unwrap().unwrap().identity(), Some(grace.clone()));
         assert_eq!(store.session("g").unwrap().unwrap().identity(), Some(grace.clone()));
         let last = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 1 }).await.unwrap();
         assert_eq!(last[0].user_id.as_deref(), Some("local|grace"));
@@ -1062,9 +1192,9 @@ mod tests {
         let other = SqliteStore::open(&path).unwrap();
         other.put(&Connection::new("c", "ip", at).coalescing(true)).await.unwrap();
         assert_eq!(ids(store.clone()).await, ["a", "c"], "a put by another connection to the file");
-        assert!(store.get("c").await.unwrap().unwrap().batch);
+        assert!(ConnectionStore::get(&store, "c").await.unwrap().unwrap().batch);
         assert_eq!(store.list("ops", None, 10).await.unwrap().items, []);
-        let a = store.get("a").await.unwrap().unwrap();
+        let a = ConnectionStore::get(&store, "a").await.unwrap().unwrap();
         assert_eq!(other.subscribe(&a, "ops", 100).await.unwrap(), Subscribed::New);
         let ops = store.list("ops", None, 10).await.unwrap().items;
         assert_eq!(ops, [a.as_member_of("ops")], "a subscribe by another connection to the file");
@@ -1240,7 +1370,7 @@ mod tests {
         assert_eq!(all.len(), LIST_PAGE + 5);
         assert!(all.iter().all(|c| c.room == "lobby"));
         assert_eq!(store.count("ops").await.unwrap(), LIST_PAGE + 5);
-        assert_eq!(store.get("c00003x").await.unwrap().unwrap().room, "ops");
+        assert_eq!(ConnectionStore::get(&store, "c00003x").await.unwrap().unwrap().room, "ops");
     }
 
     #[tokio::test]
@@ -1257,6 +1387,6 @@ mod tests {
         assert!(!store.end_membership("gone", "b").await.unwrap(), "once");
         assert_eq!(ids(store.clone(), "b").await, 0, "the cached listing forgot it");
         assert_eq!(ids(store.clone(), "a").await, 1, "the other room's membership is its own call");
-        assert!(store.get("gone").await.unwrap().is_none(), "no row recreated");
+        assert!(ConnectionStore::get(&store, "gone").await.unwrap().is_none(), "no row recreated");
     }
 }

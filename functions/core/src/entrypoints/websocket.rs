@@ -11,7 +11,7 @@ use crate::handlers::{self, ConnectRequest, DefaultRoute, DisconnectRequest, Han
 use crate::identity::chosen_identity;
 use crate::model::Identity;
 use crate::origin::AllowedOrigins;
-use crate::ports::{ConnectionStore, MessageLog, ReadCursors, SessionLog, SocketPoster};
+use crate::ports::{Bans, ConnectionStore, MessageLog, ReadCursors, SessionLog, SocketPoster};
 use crate::rights::{Right, Rights};
 use crate::room::{room_or_default, valid_room};
 use crate::time::from_epoch_millis;
@@ -68,16 +68,23 @@ impl ConnectSettings {
 }
 
 /// `$connect`: 200 opens the socket; 403 refuses a web page whose `Origin` is not
-/// allowed, or a home room the connection may not read; 400 refuses a malformed `room`, `name` or `batch` query parameter
+/// allowed, a home room the connection may not read, or one its account is
+/// banned from (naming the ban's end); the token's rooms it may not read or is
+/// banned from are left out; 400 refuses a malformed `room`, `name` or `batch` query parameter
 /// (nothing is stored either way); an error refuses the upgrade. The
 /// connection's name is the authorizer's verified one when an authorizer ran,
 /// else the one the client chose with `?name=` (unverified), else none.
+///
+/// Cost per call: what [`handlers::connect`] costs, plus for a verified account
+/// one GetItem on Bans per room (the home room and each of the token's); none
+/// for an anonymous connection.
 pub async fn on_connect(
     event: &ApiGatewayWebsocketProxyRequest,
     settings: &ConnectSettings,
     connections: &dyn ConnectionStore,
     sessions: &dyn SessionLog,
     log: &dyn MessageLog,
+    bans: &dyn Bans,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let origin = origin(event);
     if !settings.allowed_origins.allows(origin.as_deref()) {
@@ -116,12 +123,24 @@ pub async fn on_connect(
             return Ok(refuse(400, &refusal.to_string()));
         }
     };
+    let connected_at = connected_at(event)?;
+    let mut rooms: Vec<String> = authorized_rooms(event).into_iter().filter(|room| readable(&rights, room)).collect();
+    // Only an account can be banned before it connects: an anonymous
+    // connection is new, so no ban names it (and this costs it nothing).
+    if let Some(account) = identity.as_ref().filter(|i| i.verified).and_then(|i| i.user_id.as_deref()) {
+        if let Some(ban) = bans.active(&room, account, connected_at).await? {
+            tracing::info!(connection_id = ?event.request_context.connection_id, room, until = %ban.until, "connection refused: banned");
+            let notice = crate::protocol::banned_notice(&room, &crate::time::format_iso(&ban.until));
+            return Ok(refuse(403, &format!("Forbidden: {notice}")));
+        }
+        rooms = not_banned(rooms, account, connected_at, bans).await?;
+    }
     let request = ConnectRequest {
         connection_id: connection_id(event)?.to_owned(),
         source_ip: event.request_context.identity.source_ip.clone().unwrap_or_default(),
-        connected_at: connected_at(event)?,
+        connected_at,
         room,
-        rooms: authorized_rooms(event).into_iter().filter(|room| readable(&rights, room)).collect(),
+        rooms,
         max_rooms: settings.routes.limits.max_rooms,
         identity,
         batch,
@@ -129,6 +148,24 @@ pub async fn on_connect(
     };
     handlers::connect(&request, connections, sessions, log).await?;
     Ok(response(None))
+}
+
+/// The token's `rooms` that `account` is not banned from at `at` (one GetItem
+/// each on Bans); the others are left out, and logged.
+async fn not_banned(
+    rooms: Vec<String>,
+    account: &str,
+    at: DateTime<Utc>,
+    bans: &dyn Bans,
+) -> Result<Vec<String>, HandlerError> {
+    let mut allowed = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        match bans.active(&room, account, at).await? {
+            Some(ban) => tracing::warn!(room, until = %ban.until, "a room of the token left out: banned there"),
+            None => allowed.push(room),
+        }
+    }
+    Ok(allowed)
 }
 
 /// `$disconnect`.
@@ -159,8 +196,8 @@ pub async fn on_send_message(
     Ok(response(reply))
 }
 
-/// `$default`: history, presence, subscriptions, rooms and read cursors, or
-/// the seed's error, posted to the sender.
+/// `$default`: history, presence, subscriptions, rooms, read cursors and
+/// moderation, or the seed's error, posted to the sender.
 pub async fn on_default(
     event: &ApiGatewayWebsocketProxyRequest,
     settings: &RouteSettings,
@@ -168,9 +205,10 @@ pub async fn on_default(
     cursors: &dyn ReadCursors,
     log: &dyn MessageLog,
     poster: &dyn SocketPoster,
+    bans: &dyn Bans,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let request = message_request(event, settings)?;
-    let route = DefaultRoute { settings, connections, cursors, log, poster };
+    let route = DefaultRoute { settings, connections, cursors, log, poster, bans };
     route.handle(&request).await?;
     Ok(response(None))
 }

@@ -5,7 +5,7 @@ use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
 use crate::model::{Connection, LogEvent};
 use crate::ports::{
-    Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, ReadCursors, SocketPoster, Subscribed,
+    Bans, Bytes, ConnectionStore, LogCursor, LogQuery, MessageLog, PostError, ReadCursors, SocketPoster, Subscribed,
     UNREAD_CAP, count_unread, id_floor_at, reader_of,
 };
 use crate::protocol::{
@@ -31,7 +31,8 @@ const UNREAD_PAGES: usize = 4;
 /// `$default`: everything API Gateway could not route to `sendmessage`. The
 /// actions that answer the sender alone are served here (this function already
 /// may post to the sender): `history`, `who`, `subscribe`, `unsubscribe`,
-/// `rooms`, `read`. Anything else gets the seed's "Invalid request" error.
+/// `rooms`, `read`, and moderation (`delete`, `kick`, `ban`, `unban`, in
+/// [`super::moderation`]). Anything else gets the seed's "Invalid request" error.
 ///
 /// Every action reads the sender's row first (one consistent GetItem: its
 /// rooms, identity and whether it coalesces), so what a connection may read or
@@ -46,6 +47,8 @@ pub struct DefaultRoute<'a> {
     pub cursors: &'a dyn ReadCursors,
     pub log: &'a dyn MessageLog,
     pub poster: &'a dyn SocketPoster,
+    /// Who may not hear which room: checked on subscribe, written by moderators.
+    pub bans: &'a dyn Bans,
 }
 
 impl DefaultRoute<'_> {
@@ -76,7 +79,7 @@ impl DefaultRoute<'_> {
         let Some(asker) = sender(connection_id, self.connections).await? else {
             return self.reply(connection_id, not_registered_frame()).await;
         };
-        let rights = &request.rights;
+        let (rights, at) = (&request.rights, request.received_at);
         match command {
             Command::History { limit, since, room } => match self.heard(&asker, room, rights).await? {
                 Some(room) => history(&asker, &room, limit, since, self.log, self.poster).await,
@@ -87,15 +90,22 @@ impl DefaultRoute<'_> {
                 None => Ok(()),
             },
             Command::Subscribe { room, since, limit } => match rights.check(&room, Right::Read) {
-                Ok(()) => self.subscribe(&asker, &room, since, limit, request.received_at, rights).await,
+                Ok(()) if self.refused_as_banned(&asker, &room, at).await? => Ok(()),
+                Ok(()) => self.subscribe(&asker, &room, since, limit, at, rights).await,
                 Err(refusal) => {
                     tracing::info!(connection_id, room, "subscribe refused: no read right");
                     self.reply(connection_id, forbidden_frame(&refusal)).await
                 }
             },
-            Command::Unsubscribe { room } => self.unsubscribe(&asker, &room, request.received_at).await,
+            Command::Unsubscribe { room } => self.unsubscribe(&asker, &room, at).await,
             Command::Rooms => self.rooms(&asker, rights).await,
             Command::Read { room, id } => self.read(&asker, &room, &id, rights).await,
+            Command::Delete { id } => self.delete(&asker, &id, rights, at).await,
+            Command::Kick { room, user } => self.kick(&asker, &room, &user, rights, at).await,
+            Command::Ban { room, user, seconds, reason } => {
+                self.ban(&asker, &room, &user, seconds, reason.as_deref(), rights, at).await
+            }
+            Command::Unban { room, user } => self.unban(&asker, &room, &user, rights, at).await,
             Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
         }
     }
@@ -270,7 +280,7 @@ impl DefaultRoute<'_> {
         self.reply(connection_id, read_frame(&room, &cursor)).await
     }
 
-    async fn reply(&self, connection_id: &str, frame: Vec<u8>) -> Result<(), HandlerError> {
+    pub(super) async fn reply(&self, connection_id: &str, frame: Vec<u8>) -> Result<(), HandlerError> {
         reply_to(connection_id, &Bytes::from(frame), self.poster).await
     }
 }
@@ -352,7 +362,7 @@ mod tests {
     use super::*;
     use crate::coalesce::COALESCED_FRAME_BYTES;
     use crate::handlers::testing::at;
-    use crate::memory::{MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
+    use crate::memory::{MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
     use crate::model::{Connection, EventKind, Identity, LogEvent};
     use crate::protocol::MAX_HISTORY_LIMIT;
 
@@ -366,7 +376,8 @@ mod tests {
     ) -> Result<(), HandlerError> {
         let cursors = MemoryCursors::default();
         let settings = RouteSettings::default();
-        let route = DefaultRoute { settings: &settings, connections, cursors: &cursors, log, poster };
+        let bans = MemoryBans::default();
+        let route = DefaultRoute { settings: &settings, connections, cursors: &cursors, log, poster, bans: &bans };
         let request = MessageRequest {
             connection_id: connection_id.into(),
             body: body.into(),
@@ -627,6 +638,7 @@ mod tests {
         log: MemoryLog,
         poster: RecordingPoster,
         settings: RouteSettings,
+        bans: MemoryBans,
     }
 
     impl Session {
@@ -642,6 +654,7 @@ mod tests {
                 log: MemoryLog::default(),
                 poster: RecordingPoster::default(),
                 settings: RouteSettings::default(),
+                bans: MemoryBans::default(),
             }
         }
 
@@ -652,6 +665,7 @@ mod tests {
                 cursors: &self.cursors,
                 log: &self.log,
                 poster: &self.poster,
+                bans: &self.bans,
             };
             let request = MessageRequest {
                 connection_id: from.into(),
