@@ -96,6 +96,7 @@ let roomsAskedAt = 0; // when `rooms` last went out
 let roomsPending = false; // and is not answered yet
 const left = new Set(); // rooms left on this connection (a `rooms` answer may still list them)
 let rateNotice = false; // "Sending too fast" is shown until the lines it held are acknowledged
+const holdTimers = new Map(); // room -> the timer that sends its rate-limited lines again
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
@@ -483,7 +484,7 @@ function acked(frame) {
   serverAcks = true;
   const line = outbox.acked(frame.clientMessageId);
   if (line) unshow(line); // the line itself comes (or came) with the broadcast
-  if (rateNotice && !outbox.lines.some((l) => l.notBefore)) {
+  if (rateNotice && !holdTimers.size) {
     rateNotice = false;
     notice("");
   }
@@ -554,9 +555,12 @@ function rateLimited(frame) {
   if (!line) return notice(`${frame.action === "sendmessage" ? "Sending" : "Asking"} too fast — wait ${seconds}s and try again.`, "warn");
   notice(`Sending too fast — retrying in ${seconds}s`, "warn");
   rateNotice = true;
-  setTimeout(() => {
-    if (outbox.lines.includes(line) && rooms.get(line.room)?.subscribed) send(outbox.command(line));
-  }, ms);
+  // One timer per room, at the end of its hold: its lines go again in order.
+  clearTimeout(holdTimers.get(line.room));
+  holdTimers.set(line.room, setTimeout(() => {
+    holdTimers.delete(line.room);
+    if (rooms.get(line.room)?.subscribed) outbox.due(line.room).forEach((l) => send(outbox.command(l)));
+  }, outbox.heldFor(line.room)));
 }
 
 // The server refused to add a room (the connection's limit): the room goes, and the page says so.
@@ -828,7 +832,8 @@ $("send-form").addEventListener("submit", (event) => {
   if (!myId && socket) idProbe = text;
   const line = outbox.add(current.name, text);
   showPending(current, line);
-  if (current.subscribed) send(outbox.command(line));
+  // While the room is held (rate limited), the line waits its turn behind the held ones.
+  if (current.subscribed && !outbox.heldFor(current.name)) send(outbox.command(line));
   ui.text.value = "";
   fitText();
   current.timeline.follow(); // you see your own line go out

@@ -5,7 +5,9 @@
 // again (same id) after every reconnect and every few seconds while connected,
 // so a line typed just before a crash, a reload or a lost connection arrives once.
 // A line the server refused for going too fast ("Rate limited", with
-// `retryAfterMs`) stays here and is not due again before that wait is over.
+// `retryAfterMs`) stays here, and its room's lines are held until that wait is
+// over, then go again together in the order typed (each line waiting on its
+// own would let a later one through first).
 
 const KEY = "websocket-chat-outbox";
 const MAX_TRIES = 20; // then the line is given up, and the user told
@@ -23,6 +25,7 @@ function newId() {
 export class Outbox {
   constructor() {
     try { this.lines = JSON.parse(localStorage.getItem(KEY)) ?? []; } catch { this.lines = []; }
+    this.holds = new Map(); // room -> when its lines may go again (rate limited)
   }
 
   save() {
@@ -47,18 +50,22 @@ export class Outbox {
   }
 
   // Lines of `room` to send now: all after a (re)connect, else those unanswered
-  // for `afterMs`; never a rate-limited line before its wait is over.
+  // for `afterMs`; none while the room is held (rate limited).
   due(room, afterMs = 0) {
-    const now = Date.now();
-    return this.pending(room).filter((l) => now - l.sentAt >= afterMs && !(l.notBefore > now));
+    if (this.heldFor(room) > 0) return [];
+    return this.pending(room).filter((l) => Date.now() - l.sentAt >= afterMs);
   }
 
-  // The server refused the line for now (rate limited): it waits `ms`, and the
-  // refused try does not count towards giving up. Returns it, if it is here.
+  // How long `room`'s lines still wait (ms; 0: they may go).
+  heldFor(room) { return Math.max(0, (this.holds.get(room) ?? 0) - Date.now()); }
+
+  // The server refused the line for now (rate limited): its room's lines wait
+  // `ms` (or longer, if held longer already), and the refused try does not count
+  // towards giving up. Returns the line, if it is here.
   limited(clientMessageId, ms) {
     const line = this.lines.find((l) => l.clientMessageId === clientMessageId);
     if (!line) return null;
-    line.notBefore = Date.now() + ms;
+    this.holds.set(line.room, Math.max(this.holds.get(line.room) ?? 0, Date.now() + ms));
     line.tries = Math.max(0, line.tries - 1);
     this.save();
     return line;

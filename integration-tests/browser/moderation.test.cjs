@@ -255,7 +255,7 @@ async function playedServer(browser) {
   await say(p, "not allowed");
   await waitForNotice(p, /^You may not write in "solo"; 1 line\(s\) not sent\.$/);
   await p.waitForFunction(() => document.getElementById("text").disabled && !document.getElementById("read-only").hidden, null, WAIT);
-  assert.equal(await p.locator("#messages li.pending").count(), 0);
+  await p.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, WAIT);
   assert.deepEqual(await p.evaluate(() => JSON.parse(localStorage.getItem("websocket-chat-outbox"))), [], "nothing left to resend");
 
   step("a phone-sized screen: the lock, Kick/Ban and the read-only box fit, no horizontal scrolling");
