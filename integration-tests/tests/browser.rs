@@ -67,7 +67,9 @@ async fn two_pages_chat_in_headless_chromium() {
 
 #[tokio::test]
 async fn rooms_members_and_recovery_in_headless_chromium() {
-    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &[]).await;
+    // A writer sends 120 lines while the page is away: past the per-user send
+    // limit (burst 20), which this test is not about.
+    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &["--send-rate", "off"]).await;
     assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
     publish(&dir, &[("rooms.png", "screenshot-rooms.png")]);
 
@@ -174,7 +176,9 @@ async fn two_accounts_named_alice_each_see_only_their_own_lines_as_theirs() {
 #[tokio::test]
 async fn coalesced_frames_reach_the_page_in_headless_chromium() {
     // A batching window gathers the burst into few broadcaster invocations.
-    let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100"]).await;
+    // A burst of 30 lines from one seed client: past the per-user send limit (burst 20), not this test's subject.
+    let (stack, dir) =
+        run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100", "--send-rate", "off"]).await;
     assert!(dir.join("batch.png").exists(), "the screenshot was saved");
     assert_eq!(
         count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE '%burst %'"),
