@@ -10,7 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::{Client, JWT_SECRET, Moto, Stack, host_of, http_post_json, scratch, with_token};
+use common::{
+    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, host_of, http_post_json, scratch,
+    with_token,
+};
 use serde_json::{Value, json};
 
 /// Subscribes and returns the answer: `subscribed`, or the error frame naming the room.
@@ -90,20 +93,6 @@ fn log_of(db: &Path) -> Vec<(String, String, String)> {
     let db = rusqlite::Connection::open(db).unwrap();
     let mut statement = db.prepare("SELECT kind, room, connection_id FROM message_history ORDER BY seq").unwrap();
     statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
-}
-
-/// How many rows a query counts in the stack's database.
-fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// Polls until `done` holds, for up to a minute.
-async fn until(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within a minute");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

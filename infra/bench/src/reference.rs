@@ -75,7 +75,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        // One room, no history, no rooms to subscribe to.
+                        // One room, no history, no rooms to subscribe to, no moderation.
                         Ok(
                             Command::History { .. }
                             | Command::Who { .. }
@@ -83,6 +83,10 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             | Command::Unsubscribe { .. }
                             | Command::Rooms
                             | Command::Read { .. }
+                            | Command::Delete { .. }
+                            | Command::Kick { .. }
+                            | Command::Ban { .. }
+                            | Command::Unban { .. }
                             | Command::Unknown,
                         ) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),

@@ -600,3 +600,17 @@ pub async fn refused_status(url: &str) -> u16 {
         Ok(_) => panic!("{url}: the upgrade was accepted"),
     }
 }
+
+/// How many rows a query counts in a stack's SQLite database.
+pub fn count_rows(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Polls until `done` holds, for up to a minute.
+pub async fn eventually(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

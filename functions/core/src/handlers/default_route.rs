@@ -361,7 +361,7 @@ fn replied(answer: Result<(), PostError>) -> Result<(), HandlerError> {
 mod tests {
     use super::*;
     use crate::coalesce::COALESCED_FRAME_BYTES;
-    use crate::handlers::testing::at;
+    use crate::handlers::testing::{Ports, at};
     use crate::memory::{MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
     use crate::model::{Connection, EventKind, Identity, LogEvent};
     use crate::protocol::MAX_HISTORY_LIMIT;
@@ -632,53 +632,35 @@ mod tests {
     }
 
     /// One connection's `$default` session against shared stores, at a clock the test moves.
-    struct Session {
-        connections: MemoryConnections,
-        cursors: MemoryCursors,
-        log: MemoryLog,
-        poster: RecordingPoster,
-        settings: RouteSettings,
-        bans: MemoryBans,
+    struct Session(Ports);
+
+    impl std::ops::Deref for Session {
+        type Target = Ports;
+        fn deref(&self) -> &Ports {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Session {
+        fn deref_mut(&mut self) -> &mut Ports {
+            &mut self.0
+        }
     }
 
     impl Session {
         /// `c1` (anonymous, home `lobby`, connected 09:00) and `o1` (in `ops`).
         async fn new() -> Self {
-            let connections = MemoryConnections::default();
+            let ports = Ports::default();
             let t = at("2026-11-24T09:00:00Z");
-            connections.put(&Connection::new("c1", "ip", t)).await.unwrap();
-            connections.put(&Connection::new("o1", "ip", t).in_room("ops")).await.unwrap();
-            Self {
-                connections,
-                cursors: MemoryCursors::default(),
-                log: MemoryLog::default(),
-                poster: RecordingPoster::default(),
-                settings: RouteSettings::default(),
-                bans: MemoryBans::default(),
-            }
+            ports.connections.put(&Connection::new("c1", "ip", t)).await.unwrap();
+            ports.connections.put(&Connection::new("o1", "ip", t).in_room("ops")).await.unwrap();
+            Self(ports)
         }
 
         async fn send(&self, from: &str, body: serde_json::Value) -> serde_json::Value {
-            let route = DefaultRoute {
-                settings: &self.settings,
-                connections: &self.connections,
-                cursors: &self.cursors,
-                log: &self.log,
-                poster: &self.poster,
-                bans: &self.bans,
-            };
-            let request = MessageRequest {
-                connection_id: from.into(),
-                body: body.to_string(),
-                received_at: at("2026-11-24T10:30:00Z"),
-                rights: Rights::default(),
-                account: None,
-            };
-            let before = self.poster.frames_to(from).len();
-            route.handle(&request).await.unwrap();
-            let frames = self.poster.frames_to(from);
-            assert!(frames.len() > before, "every action is answered");
-            frames[before].clone()
+            let frames = self.handle(from, body, "2026-11-24T10:30:00Z", Rights::default()).await;
+            assert!(!frames.is_empty(), "every action is answered");
+            frames[0].clone()
         }
 
         /// (kind, room) of every logged event.

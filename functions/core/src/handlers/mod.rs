@@ -119,9 +119,54 @@ pub enum HandlerError {
 pub(crate) mod testing {
     use chrono::{DateTime, Utc};
 
+    use super::{DefaultRoute, MessageRequest, RouteSettings};
+    use crate::memory::{MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
+    use crate::rights::Rights;
     use crate::time::parse_iso;
 
     pub fn at(iso: &str) -> DateTime<Utc> {
         parse_iso(iso).expect("test times are valid")
+    }
+
+    /// Every port `$default` uses, in memory.
+    #[derive(Default)]
+    pub struct Ports {
+        pub connections: MemoryConnections,
+        pub cursors: MemoryCursors,
+        pub log: MemoryLog,
+        pub poster: RecordingPoster,
+        pub bans: MemoryBans,
+        pub settings: RouteSettings,
+    }
+
+    impl Ports {
+        /// `from` sends `body` on `$default` at `when`, with `rights` in its
+        /// request context; the frames it got back.
+        pub async fn handle(
+            &self,
+            from: &str,
+            body: serde_json::Value,
+            when: &str,
+            rights: Rights,
+        ) -> Vec<serde_json::Value> {
+            let route = DefaultRoute {
+                settings: &self.settings,
+                connections: &self.connections,
+                cursors: &self.cursors,
+                log: &self.log,
+                poster: &self.poster,
+                bans: &self.bans,
+            };
+            let request = MessageRequest {
+                connection_id: from.into(),
+                body: body.to_string(),
+                received_at: at(when),
+                rights,
+                account: None,
+            };
+            let before = self.poster.frames_to(from).len();
+            route.handle(&request).await.unwrap();
+            self.poster.frames_to(from).split_off(before)
+        }
     }
 }

@@ -117,9 +117,8 @@ impl DefaultRoute<'_> {
         at: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        if let Err(refusal) = rights.check(room, Right::Moderate) {
-            tracing::info!(connection_id, room, "kick refused: no moderate right");
-            return self.reply(connection_id, forbidden_frame(&refusal)).await;
+        if !self.moderates(asker, room, rights, "kick").await? {
+            return Ok(());
         }
         let kick = LogEvent::kick(connection_id, user, at).in_room(room).by(asker.identity().as_ref());
         self.log.append(&kick).await?;
@@ -151,9 +150,8 @@ impl DefaultRoute<'_> {
         at: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        if let Err(refusal) = rights.check(room, Right::Moderate) {
-            tracing::info!(connection_id, room, "ban refused: no moderate right");
-            return self.reply(connection_id, forbidden_frame(&refusal)).await;
+        if !self.moderates(asker, room, rights, "ban").await? {
+            return Ok(());
         }
         let until = at + Duration::seconds(seconds);
         self.bans.ban(&Ban::new(room, user, until, &moderator_name(asker), reason)).await?;
@@ -178,9 +176,8 @@ impl DefaultRoute<'_> {
         at: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        if let Err(refusal) = rights.check(room, Right::Moderate) {
-            tracing::info!(connection_id, room, "unban refused: no moderate right");
-            return self.reply(connection_id, forbidden_frame(&refusal)).await;
+        if !self.moderates(asker, room, rights, "unban").await? {
+            return Ok(());
         }
         if self.bans.unban(room, user).await? {
             let unban = LogEvent::unban(connection_id, user, at).in_room(room).by(asker.identity().as_ref());
@@ -188,6 +185,21 @@ impl DefaultRoute<'_> {
             tracing::info!(connection_id, room, user, "member unbanned");
         }
         self.reply(connection_id, moderated_frame("unbanned", room, user, 0, None)).await
+    }
+
+    /// Whether `rights` hold `m` in `room`; if not, `asker` is told (`Forbidden`)
+    /// that it may not `action` there.
+    async fn moderates(
+        &self,
+        asker: &Connection,
+        room: &str,
+        rights: &Rights,
+        action: &str,
+    ) -> Result<bool, HandlerError> {
+        let Err(refusal) = rights.check(room, Right::Moderate) else { return Ok(true) };
+        tracing::info!(connection_id = %asker.connection_id, room, action, "refused: no moderate right");
+        self.reply(&asker.connection_id, forbidden_frame(&refusal)).await?;
+        Ok(false)
     }
 
     /// Whether `asker` is banned from `room` at `at`; if so it is told

@@ -1,7 +1,7 @@
 use super::*;
-use crate::handlers::testing::at;
-use crate::handlers::{DisconnectRequest, MessageRequest, RouteSettings, disconnect};
-use crate::memory::{MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
+use crate::handlers::testing::{Ports, at};
+use crate::handlers::{DisconnectRequest, disconnect};
+use crate::memory::MemorySessions;
 use crate::model::{Identity, Session};
 use crate::ports::{Bans, ConnectionStore, MessageLog, SessionLog};
 
@@ -10,28 +10,22 @@ const T0: &str = "2026-11-24T10:00:00Z";
 /// A room `ops` with: `mod` (a moderator, Mo), `u1` (Ann's phone, in lobby and
 /// ops), `u2` (Ann's laptop, in ops only), `x1` (anonymous, in ops), `b1` (Bob, in ops).
 struct Stage {
-    connections: MemoryConnections,
-    cursors: MemoryCursors,
-    log: MemoryLog,
-    poster: RecordingPoster,
-    bans: MemoryBans,
+    ports: Ports,
     sessions: MemorySessions,
-    settings: RouteSettings,
 }
 
 const ANN: &str = "https://id.example|ann";
 
+impl std::ops::Deref for Stage {
+    type Target = Ports;
+    fn deref(&self) -> &Ports {
+        &self.ports
+    }
+}
+
 impl Stage {
     async fn new() -> Self {
-        let stage = Self {
-            connections: MemoryConnections::default(),
-            cursors: MemoryCursors::default(),
-            log: MemoryLog::default(),
-            poster: RecordingPoster::default(),
-            bans: MemoryBans::default(),
-            sessions: MemorySessions::default(),
-            settings: RouteSettings::default(),
-        };
+        let stage = Self { ports: Ports::default(), sessions: MemorySessions::default() };
         let t = at("2026-11-24T09:00:00Z");
         let (mo, ann, bob) = (
             Identity::verified("Mo", "https://id.example|mo"),
@@ -55,23 +49,7 @@ impl Stage {
     /// `from` sends `body` on `$default` with `rights` (its request context's) at `when`;
     /// the frames it got back.
     async fn send_at(&self, from: &str, rights: &str, body: serde_json::Value, when: &str) -> Vec<serde_json::Value> {
-        let route = DefaultRoute {
-            settings: &self.settings,
-            connections: &self.connections,
-            cursors: &self.cursors,
-            log: &self.log,
-            poster: &self.poster,
-            bans: &self.bans,
-        };
-        let request = MessageRequest {
-            connection_id: from.into(),
-            body: body.to_string(),
-            received_at: at(when),
-            rights: Rights::parse(rights).unwrap(),
-        };
-        let before = self.poster.frames_to(from).len();
-        route.handle(&request).await.unwrap();
-        self.poster.frames_to(from).split_off(before)
+        self.handle(from, body, when, Rights::parse(rights).unwrap()).await
     }
 
     async fn send(&self, from: &str, rights: &str, body: serde_json::Value) -> Vec<serde_json::Value> {
