@@ -23,13 +23,16 @@ use aws_lambda_events::dynamodb::Event;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
 use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
-use chat_core::memory::{MemoryArchive, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::memory::{
+    MemoryArchive, MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster,
+};
 use chat_core::ports::{
-    Archive, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog, SocketPoster,
-    StoreError, Subscribed, SystemClock,
+    Archive, Bans, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
+    SocketPoster, StoreError, Subscribed, SystemClock,
 };
 use chat_core::room::RoomLimits;
-use chat_core::{Connection, LogEvent, Session, SessionEnd};
+use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
+use chrono::{DateTime, Utc};
 use serde_yaml::Value;
 use syn::visit::Visit;
 
@@ -157,6 +160,26 @@ impl MessageLog for Recorded<MemoryLog> {
         self.seen.note("MessageLog", "read");
         self.inner.read(query).await
     }
+    async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
+        self.seen.note("MessageLog", "get");
+        self.inner.get(message_id).await
+    }
+}
+
+#[async_trait]
+impl Bans for Recorded<MemoryBans> {
+    async fn ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.seen.note("Bans", "ban");
+        self.inner.ban(ban).await
+    }
+    async fn unban(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        self.seen.note("Bans", "unban");
+        self.inner.unban(room, user).await
+    }
+    async fn active(&self, room: &str, user: &str, now: DateTime<Utc>) -> Result<Option<Ban>, StoreError> {
+        self.seen.note("Bans", "active");
+        self.inner.active(room, user, now).await
+    }
 }
 
 #[async_trait]
@@ -164,6 +187,10 @@ impl SocketPoster for Recorded<RecordingPoster> {
     async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.seen.note("SocketPoster", "post");
         self.inner.post(connection_id, frame).await
+    }
+    async fn close(&self, connection_id: &str) -> Result<(), PostError> {
+        self.seen.note("SocketPoster", "close");
+        self.inner.close(connection_id).await
     }
 }
 
@@ -197,18 +224,36 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
     let log = recorded::<MemoryLog>(&seen);
     let cursors = recorded::<MemoryCursors>(&seen);
     let poster = recorded::<RecordingPoster>(&seen);
+    let bans = recorded::<MemoryBans>(&seen);
     let (connect, message) = (ws_event("connect.json", None), |body: &str| ws_event("message.json", Some(body)));
     match function {
         "connect" => {
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
+            // An account (the authorizer's context): its bans are read.
+            let mut verified = connect.clone();
+            verified.request_context.connection_id = Some("verified".into());
+            verified.request_context.authorizer.fields =
+                [("principalId", "iss|ann"), ("userId", "iss|ann"), ("rooms", "team")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                    .collect();
+            websocket::on_connect(&verified, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
         }
         "disconnect" => {
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
             seen.take();
             websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
         }
         "send_message" => {
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
             seen.take();
             let acked =
                 r#"{"action":"sendmessage","message":"hi","clientMessageId":"0192f3a4-5b6c-7d8e-9f01-23456789abcd"}"#;
@@ -229,11 +274,18 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             .ok();
         }
         "default" => {
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
             let hi = message(r#"{"action":"sendmessage","message":"hi"}"#);
             websocket::on_send_message(&hi, &RouteSettings::default(), &connections, &log).await.unwrap();
             seen.take();
             let line = log.inner.events().last().unwrap().message_id.clone();
+            // Members to kick and ban: one hearing only the lobby (closed when kicked).
+            let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+            for id in ["kicked", "banned"] {
+                connections.inner.put(&Connection::new(id, "203.0.113.7", at)).await.unwrap();
+            }
             let read_to = |id: &str| format!(r#"{{"action":"read","room":"lobby","id":"{id}"}}"#);
             // Two rooms at most: the second subscribe fills the connection, the third is refused.
             let settings = RouteSettings { limits: RoomLimits { max_rooms: 2 }, ..RouteSettings::default() };
@@ -251,7 +303,22 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 r#"{"action":"dance"}"#,
                 "not json",
             ] {
-                websocket::on_default(&message(body), &settings, &connections, &cursors, &log, &poster).await.unwrap();
+                websocket::on_default(&message(body), &settings, &connections, &cursors, &log, &poster, &bans)
+                    .await
+                    .unwrap();
+            }
+            // Moderation, with the moderate right.
+            let moderator =
+                RouteSettings { default_rights: chat_core::rights::Rights::parse("*=rwm").unwrap(), ..settings };
+            for body in [
+                &format!(r#"{{"action":"delete","id":"{line}"}}"#),
+                r#"{"action":"kick","room":"lobby","user":"kicked"}"#,
+                r#"{"action":"ban","room":"lobby","user":"banned","seconds":60}"#,
+                r#"{"action":"unban","room":"lobby","user":"banned"}"#,
+            ] {
+                websocket::on_default(&message(body), &moderator, &connections, &cursors, &log, &poster, &bans)
+                    .await
+                    .unwrap();
             }
         }
         "broadcaster" => {
@@ -279,7 +346,9 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
         }
         "reaper" => {
-            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log).await.unwrap();
+            websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
+                .await
+                .unwrap();
             seen.take();
             let row =
                 serde_dynamo::to_item::<_, serde_dynamo::Item>(connections.inner.get("CXzQ2cJjoAMCJ6g=").unwrap());
@@ -352,6 +421,7 @@ const ADAPTER_ENV: &[(&str, &str)] = &[
     ("DynamoCursors", "READ_CURSORS_TABLE"),
     ("DynamoSessions", "SESSIONS_TABLE"),
     ("DynamoLog", "MESSAGES_TABLE"),
+    ("DynamoBans", "BANS_TABLE"),
     ("ApiGatewayPoster", "CONNECTIONS_ENDPOINT"),
     ("S3Archive", "ARCHIVE_BUCKET"),
 ];
@@ -393,6 +463,10 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
     ("MessageLog", "append", &[("MESSAGES_TABLE", "dynamodb:PutItem")]),
     ("MessageLog", "append_once", &[("MESSAGES_TABLE", "dynamodb:PutItem"), ("MESSAGES_TABLE", "dynamodb:GetItem")]),
     ("MessageLog", "read", &[("MESSAGES_TABLE/index/room-index", "dynamodb:Query")]),
+    ("MessageLog", "get", &[("MESSAGES_TABLE", "dynamodb:GetItem")]),
+    ("Bans", "ban", &[("BANS_TABLE", "dynamodb:PutItem")]),
+    ("Bans", "unban", &[("BANS_TABLE", "dynamodb:DeleteItem")]),
+    ("Bans", "active", &[("BANS_TABLE", "dynamodb:GetItem")]),
 ];
 
 /// One grant the code needs: the adapter calling, the IAM action (with the HTTP
@@ -847,7 +921,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
     let expect = |calls: &[(&'static str, &'static str)]| calls.iter().copied().collect::<Calls>();
     assert_eq!(
         port_calls("connect", false).await,
-        expect(&[("ConnectionStore", "put"), ("SessionLog", "open"), ("MessageLog", "append")])
+        expect(&[("ConnectionStore", "put"), ("SessionLog", "open"), ("MessageLog", "append"), ("Bans", "active")])
     );
     assert_eq!(
         port_calls("disconnect", false).await,
@@ -870,11 +944,18 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "list"),
             ("ConnectionStore", "subscribe"),
             ("ConnectionStore", "unsubscribe"),
+            ("ConnectionStore", "end_membership"),
             ("ReadCursors", "cursors"),
             ("ReadCursors", "advance"),
             ("MessageLog", "read"),
             ("MessageLog", "append"),
-            ("SocketPoster", "post")
+            ("MessageLog", "append_once"),
+            ("MessageLog", "get"),
+            ("Bans", "ban"),
+            ("Bans", "unban"),
+            ("Bans", "active"),
+            ("SocketPoster", "post"),
+            ("SocketPoster", "close")
         ])
     );
     assert_eq!(
@@ -992,6 +1073,7 @@ fn channel_tables_are_keyed_as_the_adapters_write_them() {
     for (variable, env, keys, ttl) in [
         ("MEMBERSHIPS_TABLE", globals, ["room", "connection_id"], "purge_at"),
         ("READ_CURSORS_TABLE", default_env, ["reader", "room"], "expires_at"),
+        ("BANS_TABLE", default_env, ["room", "user"], "expires_at"),
     ] {
         let table = text(&env[variable]);
         let table = &template["Resources"][table.trim_start_matches("Ref:")]["Properties"];
@@ -1015,6 +1097,12 @@ fn channel_tables_are_keyed_as_the_adapters_write_them() {
         let env = &function["Properties"]["Environment"]["Variables"];
         let has_cursors = env.get("READ_CURSORS_TABLE").is_some();
         assert_eq!(has_cursors, binary == "default", "{binary}: only $default reads and moves cursors");
+        let has_bans = env.get("BANS_TABLE").is_some();
+        assert_eq!(
+            has_bans,
+            ["connect", "default"].contains(&binary.as_str()),
+            "{binary}: bans are read and written there only"
+        );
     }
     assert!(read_by_default.contains("MAX_ROOMS_PER_CONNECTION"));
 }
@@ -1186,7 +1274,10 @@ fn connect_is_configured_with_the_settings_its_code_reads() {
         None
     })
     .unwrap();
-    assert_eq!(given.keys().cloned().collect::<BTreeSet<_>>(), read.into_inner().unwrap());
+    // Table names are the adapters' (ADAPTER_ENV; the grants test checks them), not settings.
+    let settings = given.keys().filter(|name| !name.ends_with("_TABLE")).cloned().collect::<BTreeSet<_>>();
+    assert_eq!(settings, read.into_inner().unwrap());
+    assert_eq!(given["BANS_TABLE"], "Ref:BansTable");
     assert_eq!(given["ALLOWED_ORIGINS"], "Ref:AllowedOrigins");
     assert_eq!(given["SESSION_RETENTION_DAYS"], "Ref:SessionRetentionDays");
     assert_eq!(given["MAX_ROOMS_PER_CONNECTION"], "Ref:MaxRoomsPerConnection");
