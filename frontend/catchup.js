@@ -164,6 +164,21 @@ export class CatchUpQueue {
     const delay = this.backoff.next();
     if (delay === null) return this.gaveUp();
     this.on.progress("Catching up… (server busy, retrying)");
+    this.resendAfter(delay);
+  }
+
+  // "Rate limited" (the server's per-user bucket for `history` and `who`): the
+  // request waiting for its answer is sent again once the wait named is over.
+  // False when no request of ours for `action` waits: not ours.
+  limited(action, ms) {
+    if (this.asked?.action !== action) return false;
+    this.on.progress(`Catching up… (asking too fast, retrying in ${Math.ceil(ms / 1000)}s)`);
+    clearTimeout(this.retryTimer);
+    this.resendAfter(ms);
+    return true;
+  }
+
+  resendAfter(delay) {
     const command = this.asked;
     clearTimeout(this.watchdog);
     this.retryTimer = setTimeout(() => {

@@ -6,9 +6,16 @@
 // are in rooms.js, catching up room after room in catchup.js, gap-free
 // recovery in recovery.js, the outbox of unacknowledged lines in outbox.js,
 // signing in in auth.js, where to connect in address.js and the unread count
-// in the title in attention.js. "(you)" is
-// decided by the verified `userId` when a frame has one (a display name is only
-// a label anyone may share), else by connection id.
+// in the title in attention.js, the confirm dialog of moderation in confirm.js.
+// "(you)" is decided by the verified `userId` when a frame has one (a display
+// name is only a label anyone may share), else by connection id.
+//
+// Rights (issue 24): the server says a room's rights ("rw", "rwm") and whether it
+// is private in `subscribed` and in each `rooms` entry. A private room shows a
+// lock; a room without `w` disables the box ("Read-only room"); Delete goes on
+// your own lines where you have `w` and on every line where you have `m`, and
+// Kick/Ban on the member list where you have `m`. Until the server has said, the
+// page holds nothing back and shows no moderation controls (the server decides).
 //
 // The connection's first room is the `?room=` one (its "home"); the others are
 // added with `subscribe`. After every (re)connect the rooms catch up one after
@@ -18,6 +25,7 @@ import { configuredEndpoint, endpointBeside, nameProblem, roomFromHash, roomProb
 import { Unread } from "./attention.js";
 import { SignIn } from "./auth.js";
 import { CatchUpQueue, isThrottled } from "./catchup.js";
+import { Confirm } from "./confirm.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
 import { Outbox } from "./outbox.js";
@@ -54,7 +62,9 @@ const ui = {
   url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"), timelines: $("timelines"),
   jump: $("jump"), autoSeconds: $("auto-seconds"), text: $("text"), send: $("send"), notice: $("notice"),
+  readOnly: $("read-only"),
 };
+const confirm = new Confirm($("confirm"));
 const positions = new Positions();
 const outbox = new Outbox();
 const unread = new Unread(seen);
@@ -85,6 +95,8 @@ let serverRooms = null; // the server answers `rooms` (true), does not (false), 
 let roomsAskedAt = 0; // when `rooms` last went out
 let roomsPending = false; // and is not answered yet
 const left = new Set(); // rooms left on this connection (a `rooms` answer may still list them)
+let rateNotice = false; // "Sending too fast" is shown until the lines it held are acknowledged
+const holdTimers = new Map(); // room -> the timer that sends its rate-limited lines again
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
@@ -97,11 +109,17 @@ function addRoom(name) {
   list.setAttribute("aria-label", `Messages in ${name}`);
   list.setAttribute("aria-live", "polite");
   ui.timelines.insertBefore(list, ui.jump);
+  // rights: the server's letters for this room ("rw"; null until it says), private: its lock;
+  // people: everyone seen in the room, by userId (else connection id), to name a kicked member.
   const room = { name, list, names: new Names(), seen: new Set(), newest: null, caughtUp: false, subscribed: false,
-    resubscribed: false, shortfall: new Set(), unread: 0, more: false, count: null };
-  room.timeline = new Timeline({ list, jump: ui.jump, who: (event) => senderName(room, event), notice: (event) => noticeText(room, event) });
+    resubscribed: false, shortfall: new Set(), unread: 0, more: false, count: null, rights: null, private: false,
+    people: new Map() };
+  room.timeline = new Timeline({ list, jump: ui.jump, who: (event) => senderName(room, event), notice: (event) => noticeText(room, event),
+    deletable: (event) => deletable(room, event), onDelete: (event) => askDelete(room, event) });
   room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
-    list: $("members"), label: (person) => displayName(room, person) });
+    list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
+    self: (id, person) => myIds.has(id) || Boolean(myUserId && person.userId === myUserId),
+    onKick: (member, label) => askKick(room, member, label), onBan: (member, label) => askBan(room, member, label) });
   if (myId) room.members.setMe(myId);
   outbox.pending(name).forEach((line) => showPending(room, line));
   rooms.set(name, room);
@@ -135,8 +153,8 @@ function seen() {
 }
 
 function showRooms() {
-  const list = [...rooms.values()].map(({ name, unread: n, more, count, members }) =>
-    ({ name, unread: n, more, count: members.known ? members.size : count }));
+  const list = [...rooms.values()].map(({ name, unread: n, more, count, members, private: closed }) =>
+    ({ name, unread: n, more, count: members.known ? members.size : count, private: closed }));
   roomList.render(list, current?.name);
   const total = [...rooms.values()].reduce((sum, room) => sum + room.unread, 0);
   unread.show(total ? badgeText(total, [...rooms.values()].some((room) => room.more)) : 0);
@@ -188,9 +206,29 @@ function setStatus(state) {
   // While connected, Connect stays usable to open another room.
   ui.connect.disabled = busy && !(open && ui.room.value.trim() !== current?.name);
   ui.disconnect.disabled = !busy;
-  // Lines typed while reconnecting wait in the outbox.
-  ui.text.disabled = !current;
-  ui.send.disabled = !current;
+  // Lines typed while reconnecting wait in the outbox; a read-only room takes none.
+  const readOnly = Boolean(current) && !canWrite(current);
+  ui.text.disabled = !current || readOnly;
+  ui.send.disabled = !current || readOnly;
+  ui.text.placeholder = readOnly ? "" : "Type a message and press Enter"; // the reason is shown there instead
+  ui.readOnly.hidden = !readOnly;
+  ui.readOnly.textContent = readOnly ? "Read-only room: you can read here but not write." : "";
+}
+
+// ---- Rights, as the server last said them for a room.
+function canWrite(room) { return room.rights === null || room.rights.includes("w"); }
+
+function canModerate(room) { return Boolean(room.rights?.includes("m")); }
+
+// `subscribed` or a `rooms` entry: {rights, private}. The controls that depend on them are redrawn.
+function access(room, { rights, private: closed }) {
+  if (typeof rights !== "string" || (rights === room.rights && Boolean(closed) === room.private)) return;
+  room.rights = rights;
+  room.private = Boolean(closed);
+  room.timeline.draw();
+  room.members.render();
+  if (room === current) setStatus(ui.status.dataset.state);
+  showRooms();
 }
 
 function notice(text, tone = "error") {
@@ -242,6 +280,8 @@ function render(frame) {
   if (frame.kind === "subscribed") return subscribed(frame);
   if (frame.kind === "unsubscribed") return pollRooms();
   if (frame.kind === "read") return;
+  if (frame.kind === "removed") return removed(frame);
+  if (MODERATED.has(frame.kind)) return moderated(frame);
   if (isThrottled(frame) && catchUps.throttled()) return;
   // Frames without a room are the home room's (a seed server names none).
   const room = rooms.get(frame.room ?? home);
@@ -259,6 +299,10 @@ function render(frame) {
   }
   if (frame.message === "pong") return;
   const timeline = room.timeline;
+  notePerson(room, frame);
+  // A tombstone is not a line: the line it names shows "message deleted".
+  if (frame.kind === "delete") return timeline.deleteLine(frame.target);
+  if (MODERATION.has(frame.kind)) return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: false });
   if (frame.kind === "join" || frame.kind === "leave") {
     noteName(room, frame);
     room.members.event(frame.kind, frame.connectionId, frame.timestamp, frame);
@@ -281,6 +325,66 @@ function render(frame) {
   const seedLine = SEED_CHAT_LINE.exec(String(frame.message ?? ""));
   if (seedLine) echoed(room, seedLine[1], seedLine[2]);
   timeline.note(String(frame.message ?? ""));
+}
+
+// Moderation events in the log (notices), and the answers a moderator gets.
+const MODERATION = new Set(["kick", "ban", "unban"]);
+const MODERATED = new Set(["kicked", "banned", "unbanned"]);
+
+// Remembers who a connection id or user id is, to name a member in a moderation notice.
+function notePerson(room, person) {
+  if (!person.connectionId || !person.user || MODERATION.has(person.kind) || person.kind === "delete") return;
+  const seen = { user: person.user, verified: person.verified, userId: person.userId };
+  room.people.set(person.connectionId, seen);
+  if (person.userId) room.people.set(person.userId, seen);
+}
+
+// A member as moderation names them (a userId, else a connection id): their name if seen.
+function memberName(room, member) {
+  const person = room.people.get(member);
+  return (person && displayName(room, person)) ?? String(member ?? "someone");
+}
+
+// An ISO time as the reader's local date and time.
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+function when(iso) {
+  const at = new Date(iso);
+  return Number.isNaN(at.getTime()) ? String(iso) : dateTime.format(at);
+}
+
+// A kick, ban or unban in the log, as a notice: "mia removed bob", "mia banned bob until …: spam".
+function moderationText(room, event) {
+  const by = displayName(room, event) ?? "A moderator";
+  const member = memberName(room, event.member);
+  if (event.kind === "kick") return `${by} removed ${member} from the room`;
+  if (event.kind === "unban") return `${by} lifted the ban on ${member}`;
+  const until = event.until ? ` until ${when(event.until)}` : "";
+  return `${by} banned ${member}${until}${event.reason ? `: ${event.reason}` : ""}`;
+}
+
+// The moderator's own answer: {"kind":"kicked"|"banned"|"unbanned","room","user","connections","until"?}.
+function moderated(frame) {
+  const room = rooms.get(frame.room);
+  const member = room ? memberName(room, frame.user) : String(frame.user);
+  const n = Number(frame.connections) || 0;
+  const connections = `${n} connection${n === 1 ? "" : "s"}`;
+  if (frame.kind === "kicked") return notice(`Removed ${member} from "${frame.room}" (${connections}).`, "info");
+  if (frame.kind === "banned") return notice(`Banned ${member} from "${frame.room}"${frame.until ? ` until ${when(frame.until)}` : ""} (${connections} removed).`, "info");
+  notice(`Lifted the ban on ${member} in "${frame.room}".`, "info");
+}
+
+// This connection was kicked or banned from a room: said, and the room goes
+// (its last room: the page disconnects and does not reconnect by itself).
+function removed(frame) {
+  const room = rooms.get(frame.room);
+  const banned = frame.reason === "banned" ? `; you are banned${frame.until ? ` until ${when(frame.until)}` : ""}` : "";
+  const text = `You were removed from ${frame.room}${frame.by ? ` by ${frame.by}` : ""}${banned}.`;
+  if (room && rooms.size > 1) leave(room, { tell: false });
+  else if (room) {
+    room.timeline.note(text, "error");
+    disconnect();
+  }
+  notice(text);
 }
 
 // A new line from someone else: seen if its room is on screen in a visible tab,
@@ -315,10 +419,51 @@ function senderName(room, event) {
   return displayName(room, event) ?? event.connectionId;
 }
 
-// A join or leave notice as shown: "alice #k3f9 joined the chat", else the server's text.
+// A notice as shown: "alice #k3f9 joined the chat" (else the server's text),
+// "bob was removed from the chat" (a leave by kick or ban), or a moderation event.
 function noticeText(room, event) {
+  if (MODERATION.has(event.kind)) return moderationText(room, event);
   const name = displayName(room, event);
+  if (event.kind === "leave" && (event.reason === "kicked" || event.reason === "banned")) {
+    return `${name ?? `User ${event.connectionId}`} was removed from the chat`;
+  }
   return name ? `${name} ${event.kind === "join" ? "joined" : "left"} the chat` : event.text;
+}
+
+// ---- Moderation: each action is asked for in the confirm dialog first.
+// Delete: your own line where you may write, any line where you moderate (once the server has said the rights).
+function deletable(room, event) {
+  return canModerate(room) || (room.rights !== null && event.mine && canWrite(room));
+}
+
+// The first words of a line, for the dialog.
+const excerpt = (text) => (text.length > 80 ? `${text.slice(0, 80)}…` : text);
+
+async function askDelete(room, event) {
+  const answer = await confirm.ask({ title: "Delete this message?",
+    text: `${senderName(room, event)}: “${excerpt(event.text)}” — everyone in ${room.name} will see “message deleted” instead.`,
+    ok: "Delete" });
+  if (!answer) return;
+  if (!send({ action: "delete", id: event.id })) notice("Not connected: the message was not deleted.");
+  if (!room.list.contains(document.activeElement)) room.list.focus(); // its Delete button is gone
+}
+
+// Who a kick or ban names: the member's account, else (anonymous) its connection.
+const memberKey = (member) => member.userId ?? member.connectionId;
+
+async function askKick(room, member, label) {
+  const answer = await confirm.ask({ title: `Remove ${label} from ${room.name}?`,
+    text: `Every connection of ${label} leaves "${room.name}". They can join again; a ban keeps them out.`, ok: "Kick" });
+  if (answer && !send({ action: "kick", room: room.name, user: memberKey(member) })) notice("Not connected: nobody was removed.");
+}
+
+async function askBan(room, member, label) {
+  const answer = await confirm.ask({ title: `Ban ${label} from ${room.name}?`,
+    text: `${label} is removed from "${room.name}" and cannot join it again until the ban ends.`, ok: "Ban", ban: true });
+  if (!answer) return;
+  const command = { action: "ban", room: room.name, user: memberKey(member), seconds: answer.seconds };
+  if (answer.reason) command.reason = answer.reason;
+  if (!send(command)) notice("Not connected: nobody was banned.");
 }
 
 // `[<time> - UTC]\n <sender>  <text>\n`, the seed's chat line.
@@ -339,6 +484,10 @@ function acked(frame) {
   serverAcks = true;
   const line = outbox.acked(frame.clientMessageId);
   if (line) unshow(line); // the line itself comes (or came) with the broadcast
+  if (rateNotice && !holdTimers.size) {
+    rateNotice = false;
+    notice("");
+  }
 }
 
 // A user's name as the server gave it (tagged while another user shares it); a
@@ -352,6 +501,13 @@ function displayName(room, frame) {
 // request": not the user's error, so that step is skipped silently.
 function refused(frame) {
   const room = frame.room ? rooms.get(frame.room) : null;
+  if (frame.error === "Rate limited") return rateLimited(frame);
+  if (frame.error === "Forbidden" && room) return forbidden(room, frame);
+  if (frame.error === "Banned" && room) return notJoined(room, `you are banned from it${frame.until ? ` until ${when(frame.until)}` : ""}`);
+  if (frame.error === "Not found") {
+    notice(`Not found: ${frame.message ?? "that message does not exist or was already deleted."}`);
+    return current?.timeline.note(`Not found: ${frame.message ?? "no such message"}`, "error");
+  }
   if (frame.error === "Too many rooms" && room) return tooManyRooms(room, frame);
   if (frame.error === "Not subscribed" && room) return notSubscribed(room, frame);
   if (frame.error === "Invalid request" && roomsPending && !catchUps.waiting) {
@@ -361,6 +517,50 @@ function refused(frame) {
   }
   if (frame.error === "Invalid request" && catchUps.refused()) return;
   (room ?? current)?.timeline.note(`${frame.error}: ${frame.message}`, "error");
+}
+
+// A right the connection lacks in `room` (from its token, or the deployment's
+// default). Read: the room cannot be joined. Write: the room is read-only, and
+// its waiting lines cannot go. Moderate: the action was refused.
+function forbidden(room, frame) {
+  const drop = (letter) => access(room, { rights: (room.rights ?? "rw").replace(letter, ""), private: room.private });
+  if (frame.right === "read") return notJoined(room, "you may not read it");
+  if (frame.right === "write") {
+    drop("w");
+    const gone = outbox.drop(room.name);
+    gone.forEach(unshow);
+    room.timeline.note(`Read-only room: you may not write in "${room.name}".`, "error");
+    return notice(`You may not write in "${room.name}"${gone.length ? `; ${gone.length} line(s) not sent` : ""}.`);
+  }
+  if (frame.right === "moderate") drop("m");
+  room.timeline.note(`Forbidden: ${frame.message ?? `you may not ${frame.right} in "${room.name}"`}`, "error");
+  notice(`Not allowed: you may not ${frame.right ?? "do that"} in "${room.name}".`);
+}
+
+// A room the server will not let this connection hear (Forbidden to read, Banned):
+// it leaves the list (the last room stays, with the reason on it).
+function notJoined(room, why) {
+  if (rooms.size > 1) leave(room, { tell: false });
+  else room.timeline.note(`Could not join "${room.name}": ${why}.`, "error");
+  notice(`Could not join "${room.name}": ${why}.`);
+}
+
+// "Rate limited" (the server's per-user buckets): a line waits `retryAfterMs`
+// in the outbox and is sent again, still pending; a catch-up request likewise.
+function rateLimited(frame) {
+  const ms = Math.max(0, Number(frame.retryAfterMs) || 1000);
+  const seconds = Math.ceil(ms / 1000);
+  if ((frame.action === "history" || frame.action === "who") && catchUps.limited(frame.action, ms)) return;
+  const line = frame.clientMessageId ? outbox.limited(frame.clientMessageId, ms) : null;
+  if (!line) return notice(`${frame.action === "sendmessage" ? "Sending" : "Asking"} too fast — wait ${seconds}s and try again.`, "warn");
+  notice(`Sending too fast — retrying in ${seconds}s`, "warn");
+  rateNotice = true;
+  // One timer per room, at the end of its hold: its lines go again in order.
+  clearTimeout(holdTimers.get(line.room));
+  holdTimers.set(line.room, setTimeout(() => {
+    holdTimers.delete(line.room);
+    if (rooms.get(line.room)?.subscribed) outbox.due(line.room).forEach((l) => send(outbox.command(l)));
+  }, outbox.heldFor(line.room)));
 }
 
 // The server refused to add a room (the connection's limit): the room goes, and the page says so.
@@ -386,6 +586,7 @@ function subscribed(frame) {
   if (!room) return;
   room.subscribed = true;
   if (typeof frame.count === "number") room.count = frame.count;
+  access(room, frame);
   flush(0);
   catchUps.subscribed(room);
 }
@@ -393,7 +594,10 @@ function subscribed(frame) {
 function presence(room, frame) {
   if (!myId && frame.you) learnId(frame.you); // a server that says who asked
   if (frame.youUserId && frame.youUserId !== myUserId) learnUser(frame.youUserId);
-  (frame.members ?? []).forEach((member) => noteName(room, member));
+  for (const member of frame.members ?? []) {
+    noteName(room, member);
+    notePerson(room, member);
+  }
   room.members.snapshot(frame.members);
   if (typeof frame.count === "number") room.count = frame.count;
   if (frame.next) send({ action: "who", room: room.name, next: frame.next });
@@ -425,6 +629,7 @@ function roomsAnswered(frame) {
     const room = rooms.get(entry.room) ?? (left.has(entry.room) ? null : tokenRoom(entry.room));
     if (!room) continue;
     if (typeof entry.count === "number") room.count = entry.count;
+    access(room, entry);
     room.unread = Number(entry.unread) || 0;
     room.more = Boolean(entry.more);
   }
@@ -627,7 +832,8 @@ $("send-form").addEventListener("submit", (event) => {
   if (!myId && socket) idProbe = text;
   const line = outbox.add(current.name, text);
   showPending(current, line);
-  if (current.subscribed) send(outbox.command(line));
+  // While the room is held (rate limited), the line waits its turn behind the held ones.
+  if (current.subscribed && !outbox.heldFor(current.name)) send(outbox.command(line));
   ui.text.value = "";
   fitText();
   current.timeline.follow(); // you see your own line go out

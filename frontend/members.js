@@ -1,13 +1,17 @@
 // Who is in the room: a `who` snapshot (paged with `next`), then kept current by
 // the room's join and leave frames. A leave is final (connection ids are never
 // reused), so a snapshot answered late, or a replayed join, cannot bring one back.
+// A moderator of the room (its rights include `m`) gets Kick and Ban buttons
+// beside every member but themself, in tab order.
 
 export class Members {
   // One per room; the panel (box, roomName, count, list) shows the room on screen.
   // label(person): how a member is named ({user, verified, userId} as the server
-  // sent them; null when nameless), asked at every draw.
-  constructor({ room, box, roomName, count, list, label }) {
-    Object.assign(this, { room, box, roomName, count, list, label });
+  // sent them; null when nameless), asked at every draw. moderator(): whether
+  // the reader may kick and ban here; self(id, person): whether a member is the
+  // reader (any of their connections); onKick / onBan({connectionId, user, verified, userId}).
+  constructor({ room, box, roomName, count, list, label, moderator = () => false, self = () => false, onKick, onBan }) {
+    Object.assign(this, { room, box, roomName, count, list, label, moderator, self, onKick, onBan });
     this.members = new Map(); // connectionId -> {at, person: {user, verified, userId}}
     this.left = new Set();
     this.me = null;
@@ -63,6 +67,22 @@ export class Members {
     if (this.shown) this.box.hidden = true;
   }
 
+  // Kick and Ban for one member, named for screen readers ("Kick alice").
+  actions(member, name) {
+    const box = document.createElement("span");
+    box.className = "actions";
+    for (const [text, act] of [["Kick", this.onKick], ["Ban", this.onBan]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `secondary ${text.toLowerCase()}`;
+      button.textContent = text;
+      button.setAttribute("aria-label", `${text} ${name}`);
+      button.addEventListener("click", () => act(member, name));
+      box.append(button);
+    }
+    return box;
+  }
+
   add(id, at, { user, verified, userId }) {
     if (!this.left.has(id)) this.members.set(id, { at, person: { user, verified, userId } });
   }
@@ -72,6 +92,7 @@ export class Members {
     this.count.textContent = String(this.members.size);
     const me = this.me;
     const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));
+    const moderator = this.moderator();
     this.list.replaceChildren(...sorted.map(([id, { at, person }]) => {
       const name = this.label(person);
       const li = document.createElement("li");
@@ -83,6 +104,8 @@ export class Members {
         const you = document.createElement("span");
         you.textContent = " (you)";
         li.append(you);
+      } else if (moderator && !this.self(id, person)) {
+        li.append(this.actions({ connectionId: id, ...person }, name ?? id));
       }
       return li;
     }));

@@ -4,6 +4,10 @@
 // the line stays here, shown as pending and kept in localStorage, and is sent
 // again (same id) after every reconnect and every few seconds while connected,
 // so a line typed just before a crash, a reload or a lost connection arrives once.
+// A line the server refused for going too fast ("Rate limited", with
+// `retryAfterMs`) stays here, and its room's lines are held until that wait is
+// over, then go again together in the order typed (each line waiting on its
+// own would let a later one through first).
 
 const KEY = "websocket-chat-outbox";
 const MAX_TRIES = 20; // then the line is given up, and the user told
@@ -21,6 +25,7 @@ function newId() {
 export class Outbox {
   constructor() {
     try { this.lines = JSON.parse(localStorage.getItem(KEY)) ?? []; } catch { this.lines = []; }
+    this.holds = new Map(); // room -> when its lines may go again (rate limited)
   }
 
   save() {
@@ -44,9 +49,26 @@ export class Outbox {
     return { action: "sendmessage", room: line.room, message: line.text, clientMessageId: line.clientMessageId };
   }
 
-  // Lines of `room` to send now: all after a (re)connect, else those unanswered for `afterMs`.
+  // Lines of `room` to send now: all after a (re)connect, else those unanswered
+  // for `afterMs`; none while the room is held (rate limited).
   due(room, afterMs = 0) {
+    if (this.heldFor(room) > 0) return [];
     return this.pending(room).filter((l) => Date.now() - l.sentAt >= afterMs);
+  }
+
+  // How long `room`'s lines still wait (ms; 0: they may go).
+  heldFor(room) { return Math.max(0, (this.holds.get(room) ?? 0) - Date.now()); }
+
+  // The server refused the line for now (rate limited): its room's lines wait
+  // `ms` (or longer, if held longer already), and the refused try does not count
+  // towards giving up. Returns the line, if it is here.
+  limited(clientMessageId, ms) {
+    const line = this.lines.find((l) => l.clientMessageId === clientMessageId);
+    if (!line) return null;
+    this.holds.set(line.room, Math.max(this.holds.get(line.room) ?? 0, Date.now() + ms));
+    line.tries = Math.max(0, line.tries - 1);
+    this.save();
+    return line;
   }
 
   // The server has the line: forget it. Returns it, if it was here.

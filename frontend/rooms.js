@@ -90,7 +90,7 @@ function element(tag, className, text) {
 
 /**
  * The room list: one button per room (switches to it; the one on screen is
- * `aria-current`), its member count and unread badge, a Leave button, and the
+ * `aria-current`), a lock when it is private, its member count and unread badge, a Leave button, and the
  * join form. Keyboard: every control is a button or a field in tab order. Rows
  * are kept and updated in place, so a badge that changes under the pointer or
  * the focus does not swallow a click or lose the focus.
@@ -108,7 +108,7 @@ export class RoomList {
     });
   }
 
-  // rooms: [{name, unread, more, count (null: unknown)}]; current: the name on screen.
+  // rooms: [{name, unread, more, count (null: unknown), private}]; current: the name on screen.
   render(rooms, current) {
     const rows = rooms.map((room) => {
       const row = this.rows.get(room.name) ?? this.row(room.name);
@@ -128,7 +128,13 @@ export class RoomList {
     open.type = "button";
     const count = element("span", "count");
     const badge = element("span", "badge");
-    open.append(element("span", "name", name), count, badge);
+    // A private room (the deployment's default rights would not let one read it):
+    // a lock, named for screen readers ("red, private, 3 members").
+    const lock = element("span", "lock"); // drawn by the style sheet (no emoji font needed)
+    lock.setAttribute("role", "img");
+    lock.setAttribute("aria-label", "private");
+    lock.title = "Private room: only those given access can read it";
+    open.append(element("span", "name", name), lock, count, badge);
     open.addEventListener("click", () => this.onSwitch(name));
     const leave = element("button", "leave secondary", "×");
     leave.type = "button";
@@ -136,14 +142,15 @@ export class RoomList {
     leave.title = `Leave ${name}`;
     leave.addEventListener("click", () => this.onLeave(name));
     li.append(open, leave);
-    return { li, open, count, badge, leave };
+    return { li, open, lock, count, badge, leave };
   }
 }
 
-// Shows one room's state on its row: "red 3 members 2 unread" to a screen reader.
-function update({ open, count, badge, leave }, { unread, more, count: members }, current, canLeave) {
+// Shows one room's state on its row: "red private 3 members 2 unread" to a screen reader.
+function update({ open, lock, count, badge, leave }, { unread, more, count: members, private: closed }, current, canLeave) {
   if (current) open.setAttribute("aria-current", "true");
   else open.removeAttribute("aria-current");
+  lock.hidden = !closed;
   count.hidden = members === null;
   if (members !== null) {
     count.replaceChildren(String(members), element("span", "visually-hidden", members === 1 ? " member" : " members"));

@@ -6,7 +6,10 @@
 // counts them on a "N new messages ↓" button, and lines inserted above (history)
 // leave what the reader is looking at where it was. Drawing is batched per
 // animation frame, so a catch-up of thousands of events draws only a few times.
-// Every user-supplied string goes through textContent.
+// A deleted line (a `delete` event naming it as `target`, live or replayed,
+// before or after the line itself) shows "message deleted" instead of its text;
+// moderation events (kick, ban, unban) are notices of their own. Every
+// user-supplied string goes through textContent.
 
 const GROUP_MS = 5 * 60_000; // same sender, closer than this: one header
 const BOTTOM_SLACK = 40; // px still counted as "at the bottom"
@@ -65,10 +68,13 @@ export class Timeline {
   // list: the <ol> (one per room); jump: the "new messages" button, shared by the
   // rooms' timelines and used by the one on screen; who(event): the sender's
   // display name ("alice", "bob (unverified)", "you"), asked at every draw;
-  // notice(event): a join or leave as text (default: its `text`), likewise.
-  constructor({ list, jump, who, notice = (event) => event.text }) {
-    Object.assign(this, { list, jump, who, notice });
+  // notice(event): a join, leave, kick, ban or unban as text (default: its
+  // `text`), likewise; deletable(event): whether a chat line gets a Delete
+  // button (asked at every draw), onDelete(event) when it is pressed.
+  constructor({ list, jump, who, notice = (event) => event.text, deletable = () => false, onDelete = () => {} }) {
+    Object.assign(this, { list, jump, who, notice, deletable, onDelete });
     this.events = []; // as added, plus `at` (a Date or null), by id
+    this.deleted = new Set(); // ids of deleted lines (a tombstone may come before its line)
     this.loose = []; // lines without an id (seed frames, errors): {after, seq, text, cls}
     this.pending = new Map(); // clientMessageId -> text, drawn last
     this.rows = new Map(); // key -> <li>, reused between draws
@@ -109,6 +115,13 @@ export class Timeline {
 
   unshowPending(clientMessageId) { if (this.pending.delete(clientMessageId)) this.draw(); }
 
+  // A `delete` event: the line `target` shows as deleted (again: nothing changes).
+  deleteLine(target) {
+    if (!target || this.deleted.has(target)) return;
+    this.deleted.add(target);
+    this.draw();
+  }
+
   // Our connection id or user became known: the events `ours` accepts are ours.
   markMine(ours) {
     for (const event of this.events) if (ours(event)) event.mine = true;
@@ -118,6 +131,7 @@ export class Timeline {
   clear() {
     this.events = [];
     this.loose = [];
+    this.deleted.clear();
     this.pending.clear();
     this.countUnseen(0);
     this.draw();
@@ -221,9 +235,17 @@ export class Timeline {
         const grouped = Boolean(previous && previous.sender === event.sender && event.at && previous.at
           && event.at - previous.at < GROUP_MS);
         const who = this.who(event);
-        rows.push({ key: event.id, signature: `${grouped}|${event.mine}|${who}`, build: () => this.chatRow(event, who, grouped) });
+        const deleted = this.deleted.has(event.id);
+        const deletable = !deleted && this.deletable(event);
+        rows.push({ key: event.id, signature: `${grouped}|${event.mine}|${who}|${deleted}|${deletable}`,
+          build: () => this.chatRow(event, who, grouped, { deleted, deletable }) });
         previous = event;
         run = null;
+      } else if (event.kind !== "join" && event.kind !== "leave") {
+        // A moderation notice (kick, ban, unban): its own line, never folded into a run.
+        const text = this.notice(event);
+        rows.push({ key: event.id, signature: text, build: () => this.noticeRow([event]) });
+        run = previous = null;
       } else {
         if (!run) {
           run = { key: event.id, events: [] };
@@ -275,15 +297,25 @@ export class Timeline {
     return row;
   }
 
-  chatRow(event, who, grouped) {
-    const row = element("li", [event.mine && "mine", grouped && "grouped"].filter(Boolean).join(" "));
+  // The line's text is its last child (a deleted line's: the placeholder); the
+  // Delete button sits in its header, reached with the arrow keys like the times.
+  chatRow(event, who, grouped, { deleted, deletable }) {
+    const row = element("li", [event.mine && "mine", grouped && "grouped", deleted && "deleted"].filter(Boolean).join(" "));
     row.dataset.id = event.id;
     row.dataset.kind = "chat";
     row.dataset.sender = event.connectionId;
     row.title = `${event.userId ? `user ${event.userId}, ` : ""}connection ${event.connectionId}`;
     const meta = element("span", "meta");
     meta.append(element("span", "who", who), element("span", "sep", " · "), timeOf(event.at));
-    row.append(meta, document.createTextNode(event.text));
+    if (deletable) {
+      const remove = element("button", "delete secondary", "Delete");
+      remove.type = "button";
+      remove.tabIndex = -1;
+      remove.setAttribute("aria-label", `Delete the message from ${who}`);
+      remove.addEventListener("click", () => this.onDelete(event));
+      meta.append(remove);
+    }
+    row.append(meta, deleted ? element("span", "placeholder", "message deleted") : document.createTextNode(event.text));
     return row;
   }
 
@@ -320,11 +352,11 @@ export class Timeline {
     return row;
   }
 
-  // The list is one tab stop; Up/Down (Home/End) walk its times and summaries.
+  // The list is one tab stop; Up/Down (Home/End) walk its times, summaries and Delete buttons.
   arrowKeys(event) {
     const steps = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
     if (!(event.key in steps)) return;
-    const stops = [...this.list.querySelectorAll("time, summary")].filter((node) => node.offsetParent);
+    const stops = [...this.list.querySelectorAll("time, summary, button.delete")].filter((node) => node.offsetParent);
     if (!stops.length) return;
     event.preventDefault();
     const at = stops.indexOf(document.activeElement);

@@ -11,9 +11,9 @@
 "use strict";
 
 const assert = require("node:assert/strict");
-const crypto = require("node:crypto");
 const path = require("node:path");
-const { axeViolations, WAIT, Peer, runChecks, step, openChat, waitForStatus, connect, say, deleteConnection } = require("./helpers.cjs");
+const { axeViolations, WAIT, Peer, runChecks, step, waitForStatus, say, deleteConnection, mintToken, signedInPage, listOf, rowOf,
+  caughtUp, joinRoom, switchTo, waitUntil } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node channels.test.cjs <ws://host:port/stage> <output dir>");
@@ -26,68 +26,11 @@ const TUNING = { readEveryMs: 300, roomsFocusMs: 0, reconnectMs: 3000 };
 const DESKTOP = { width: 1000, height: 620 };
 const ATTACHED = { ...WAIT, state: "attached" }; // in a room's list, shown or not
 
-// An HS256 token signed with the stack's secret, as the dev sign-in page mints it.
-function token(sub, name) {
-  const now = Math.floor(Date.now() / 1000);
-  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, preferred_username: name, iat: now, exp: now + 900 })}`;
-  return { token: `${unsigned}.${crypto.createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`, exp: now + 900, name };
-}
-
+const token = (sub, name) => mintToken(SECRET, sub, name);
 const numbered = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}-${String(i + 1).padStart(2, "0")}`);
-const listOf = (room) => `ol.messages[aria-label="Messages in ${room}"]`;
-const rowOf = (room) => `#room-list li[data-room="${room}"]`;
-
-// Every command the page sent, parsed, in order.
-function sentCommands(page) {
-  const sent = [];
-  page.on("websocket", (ws) => ws.on("framesent", ({ payload }) => {
-    try { sent.push(JSON.parse(payload)); } catch { /* not JSON */ }
-  }));
-  return sent;
-}
-
-// Every frame the page received (coalesced ones unpacked).
-function receivedFrames(page) {
-  const got = [];
-  page.on("websocket", (ws) => ws.on("framereceived", ({ payload }) => {
-    try {
-      const frame = JSON.parse(payload);
-      got.push(...(Array.isArray(frame.events) ? frame.events : [frame]));
-    } catch { /* not JSON */ }
-  }));
-  return got;
-}
-
-// A page signed in with `minted`, showing `room`, connected (routes set before it connects).
-async function signedIn(browser, minted, room, { viewport = DESKTOP, route } = {}) {
-  const page = await openChat(browser, `${origin}/#room=${room}`, { viewport, tuning: TUNING });
-  if (route) await page.context().routeWebSocket(/\/dev/, route);
-  await page.evaluate(({ token: t, exp }) => { localStorage.setItem("authToken", t); localStorage.setItem("exp", String(exp)); }, minted);
-  page.sent = sentCommands(page);
-  page.got = receivedFrames(page);
-  await page.reload();
-  await page.waitForFunction((n) => document.getElementById("login-status").textContent === `Logged in as ${n}`, minted.name, WAIT);
-  await connect(page);
-  return page;
-}
-
-async function caughtUp(page, room) {
-  await page.waitForFunction((selector) => document.querySelector(selector)?.getAttribute("aria-busy") === "false"
-    && document.getElementById("status").dataset.state === "connected", listOf(room), WAIT);
-}
-
-async function join(page, room) {
-  await page.fill("#join-room", room);
-  await page.press("#join-room", "Enter");
-  await page.locator(rowOf(room)).waitFor(WAIT);
-  await caughtUp(page, room);
-}
-
-async function switchTo(page, room) {
-  await page.click(`${rowOf(room)} .switch`);
-  await page.waitForFunction((r) => document.getElementById("messages")?.getAttribute("aria-label") === `Messages in ${r}`, room, WAIT);
-}
+const signedIn = (browser, minted, room, { viewport = DESKTOP, route } = {}) =>
+  signedInPage(browser, origin, minted, room, { viewport, tuning: TUNING, route });
+const join = joinRoom;
 
 // The badge of `room` as shown ("" when none).
 const badge = (page, room) => page.evaluate((selector) => {
@@ -281,14 +224,6 @@ async function notSubscribed(browser) {
   await page.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, { timeout: 15_000 });
   assert.equal(commands.filter((c) => c.action === "sendmessage" && c.message === "hello solo").length, 2, "sent again after subscribing");
   await page.context().close();
-}
-
-async function waitUntil(check, what) {
-  const until = Date.now() + WAIT.timeout;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`no ${what} within ${WAIT.timeout} ms`);
-    await new Promise((resolve) => { setTimeout(resolve, 50); });
-  }
 }
 
 runChecks(async (browser) => {

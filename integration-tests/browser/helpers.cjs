@@ -217,5 +217,84 @@ async function axeViolations(page) {
   });
 }
 
-module.exports = { axeViolations, takeCspViolations, WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
+// An HS256 token signed with the stack's --jwt-secret, as the dev sign-in page
+// mints it; `chat` (optional) is the rights claim: {rights: {pattern: letters}, rooms}.
+function mintToken(secret, sub, name, chat) {
+  const crypto = require("node:crypto");
+  const now = Math.floor(Date.now() / 1000);
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const claims = { sub, preferred_username: name, iat: now, exp: now + 900, ...(chat ? { chat } : {}) };
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return { token: `${unsigned}.${crypto.createHmac("sha256", secret).update(unsigned).digest("base64url")}`, exp: now + 900, name };
+}
+
+// Every command the page sent, parsed, in order.
+function sentCommands(page) {
+  const sent = [];
+  page.on("websocket", (ws) => ws.on("framesent", ({ payload }) => {
+    try { sent.push(JSON.parse(payload)); } catch { /* not JSON */ }
+  }));
+  return sent;
+}
+
+// Every frame the page received (coalesced ones unpacked).
+function receivedFrames(page) {
+  const got = [];
+  page.on("websocket", (ws) => ws.on("framereceived", ({ payload }) => {
+    try {
+      const frame = JSON.parse(payload);
+      got.push(...(Array.isArray(frame.events) ? frame.events : [frame]));
+    } catch { /* not JSON */ }
+  }));
+  return got;
+}
+
+// A page of the stack at `origin` signed in with `minted`, showing `room`,
+// connected (a `route` — a server played by the test — is set before it
+// connects); `page.sent` and `page.got` keep what it sends and receives.
+async function signedInPage(browser, origin, minted, room, { viewport = { width: 1000, height: 620 }, tuning, route } = {}) {
+  const page = await openChat(browser, `${origin}/#room=${room}`, { viewport, tuning });
+  if (route) await page.context().routeWebSocket(/\/dev/, route);
+  await page.evaluate(({ token: t, exp }) => { localStorage.setItem("authToken", t); localStorage.setItem("exp", String(exp)); }, minted);
+  page.sent = sentCommands(page);
+  page.got = receivedFrames(page);
+  await page.reload();
+  await page.waitForFunction((n) => document.getElementById("login-status").textContent === `Logged in as ${n}`, minted.name, WAIT);
+  await connect(page);
+  return page;
+}
+
+const listOf = (room) => `ol.messages[aria-label="Messages in ${room}"]`;
+const rowOf = (room) => `#room-list li[data-room="${room}"]`;
+
+// Connected, and `room` has caught up.
+async function caughtUp(page, room) {
+  await page.waitForFunction((selector) => document.querySelector(selector)?.getAttribute("aria-busy") === "false"
+    && document.getElementById("status").dataset.state === "connected", listOf(room), WAIT);
+}
+
+// Joins `room` with the join form and waits until it has caught up.
+async function joinRoom(page, room) {
+  await page.fill("#join-room", room);
+  await page.press("#join-room", "Enter");
+  await page.locator(rowOf(room)).waitFor(WAIT);
+  await caughtUp(page, room);
+}
+
+async function switchTo(page, room) {
+  await page.click(`${rowOf(room)} .switch`);
+  await page.waitForFunction((r) => document.getElementById("messages")?.getAttribute("aria-label") === `Messages in ${r}`, room, WAIT);
+}
+
+// Polls `check` (a test-side condition) until it holds.
+async function waitUntil(check, what) {
+  const until = Date.now() + WAIT.timeout;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`no ${what} within ${WAIT.timeout} ms`);
+    await new Promise((resolve) => { setTimeout(resolve, 50); });
+  }
+}
+
+module.exports = { mintToken, sentCommands, receivedFrames, signedInPage, listOf, rowOf, caughtUp, joinRoom, switchTo, waitUntil,
+  axeViolations, takeCspViolations, WAIT, WebSocket, Peer, startStack, stopStack, runChecks, deleteConnection, step, launch, openChat, status, line,
   waitForStatus, connect, say };

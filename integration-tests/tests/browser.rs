@@ -67,7 +67,9 @@ async fn two_pages_chat_in_headless_chromium() {
 
 #[tokio::test]
 async fn rooms_members_and_recovery_in_headless_chromium() {
-    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &[]).await;
+    // A writer sends 120 lines while the page is away: past the per-user send
+    // limit (burst 20), which this test is not about.
+    let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &["--send-rate", "off"]).await;
     assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
     publish(&dir, &[("rooms.png", "screenshot-rooms.png")]);
 
@@ -174,7 +176,9 @@ async fn two_accounts_named_alice_each_see_only_their_own_lines_as_theirs() {
 #[tokio::test]
 async fn coalesced_frames_reach_the_page_in_headless_chromium() {
     // A batching window gathers the burst into few broadcaster invocations.
-    let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100"]).await;
+    // A burst of 30 lines from one seed client: past the per-user send limit (burst 20), not this test's subject.
+    let (stack, dir) =
+        run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100", "--send-rate", "off"]).await;
     assert!(dir.join("batch.png").exists(), "the screenshot was saved");
     assert_eq!(
         count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE '%burst %'"),
@@ -209,5 +213,45 @@ async fn a_throttled_catch_up_is_retried_until_nothing_is_missing() {
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 't-%'"), 40);
     // So were the page's own lines, re-sent by its outbox after "Too Many Requests".
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'o-%'"), 6);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn rights_and_moderation_on_the_page_in_headless_chromium() {
+    // Tokens minted with this secret; by default mod-* is writable, news read-only
+    // and anything else (the "secret" room) private: only mia's claim opens it.
+    // Sends: 2 a second per user, 3 at once.
+    let (stack, dir) = run_script(
+        "moderation.test.cjs",
+        "browser-moderation",
+        &[
+            "--jwt-secret",
+            "browser-test-secret-of-32-bytes-or-more",
+            "--default-rights",
+            "mod-*=rw;news=r",
+            // Lines typed at once run past the burst: the outbox waits and resends.
+            "--send-rate",
+            "2",
+            "--send-burst",
+            "3",
+        ],
+    )
+    .await;
+    assert!(
+        dir.join("moderation.png").exists() && dir.join("moderation-ban.png").exists(),
+        "the screenshots were saved"
+    );
+    publish(&dir, &[("moderation.png", "screenshot-moderation.png")]);
+    // The deleted line stays in the log (the audit trail), its tombstone beside it;
+    // the read-only and private rooms got nothing.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE message = 'a line to delete'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND room IN ('news', 'secret')"),
+        0
+    );
+    // The rate-limited lines were resent until stored, each once.
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'fast-%'"), 6);
+    assert_eq!(count(&stack, "SELECT count(DISTINCT message) FROM message_history WHERE message LIKE 'fast-%'"), 6);
     stack.stop().await;
 }

@@ -1386,6 +1386,55 @@ fn rights_are_configured_where_the_code_reads_them() {
 }
 
 #[test]
+fn rate_limits_are_parameters_given_to_the_functions_that_count_them() {
+    use chat_core::rate::RateLimits;
+    let raw = template();
+    let functions = functions(&raw);
+    let wired = [("send_message", [("SEND_RATE", "SendRate"), ("SEND_BURST", "SendBurst")]), ("default", [
+        ("READ_RATE", "ReadRate"),
+        ("READ_BURST", "ReadBurst"),
+    ])];
+    let mut defaults = BTreeMap::new();
+    for (binary, settings) in wired {
+        let env = &functions[binary]["Properties"]["Environment"]["Variables"];
+        for (name, parameter) in settings {
+            assert_eq!(text(&env[name]), format!("Ref:{parameter}"), "{binary}: {name}");
+            let default = &raw["Parameters"][parameter]["Default"];
+            let default = default.as_str().map(str::to_owned).or_else(|| default.as_u64().map(|n| n.to_string()));
+            defaults.insert(name, default.unwrap_or_else(|| panic!("{parameter} has a default")));
+        }
+        // Read once per cold start, with the rest of the route settings.
+        let source = std::fs::read_to_string(repo().join(format!("functions/lambdas/src/bin/{binary}.rs"))).unwrap();
+        assert!(source.contains("RouteSettings::from_settings(|name| std::env::var(name).ok())"), "{binary}");
+    }
+    // The template's defaults are the code's, and what the parameters allow the code accepts.
+    let from = |vars: &BTreeMap<&str, String>| RateLimits::from_settings(|name| vars.get(name).cloned());
+    assert_eq!(from(&defaults).unwrap(), RateLimits::default());
+    for burst in ["SendBurst", "ReadBurst"] {
+        let (min, max) = (&raw["Parameters"][burst]["MinValue"], &raw["Parameters"][burst]["MaxValue"]);
+        for (value, ok) in [(min.as_u64().unwrap(), true), (max.as_u64().unwrap(), true), (0, false)] {
+            let vars = BTreeMap::from([("SEND_BURST", value.to_string()), ("READ_BURST", value.to_string())]);
+            assert_eq!(from(&vars).is_ok(), ok, "{burst} {value}");
+        }
+    }
+    let pattern = raw["Parameters"]["SendRate"]["AllowedPattern"].as_str().unwrap();
+    assert_eq!(pattern, raw["Parameters"]["ReadRate"]["AllowedPattern"].as_str().unwrap());
+    assert_eq!(pattern, r"^(off|[0-9]+(\.[0-9]+)?)$", "off, or a decimal the code parses");
+    for rate in ["off", "0.5", "10", "250"] {
+        assert!(from(&BTreeMap::from([("SEND_RATE", rate.to_owned())])).is_ok(), "{rate}");
+    }
+    // No other function holds them: the limits live where the tokens are taken.
+    for (binary, function) in &functions {
+        let env = &function["Properties"]["Environment"]["Variables"];
+        for name in ["SEND_RATE", "SEND_BURST", "READ_RATE", "READ_BURST"] {
+            let expected = matches!((binary.as_str(), name), ("send_message", "SEND_RATE" | "SEND_BURST"))
+                || matches!((binary.as_str(), name), ("default", "READ_RATE" | "READ_BURST"));
+            assert_eq!(env.get(name).is_some(), expected, "{binary}: {name}");
+        }
+    }
+}
+
+#[test]
 fn routes_match_the_local_stack() {
     let template = template();
     let resources = template["Resources"].as_mapping().unwrap();

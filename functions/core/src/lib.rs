@@ -17,6 +17,7 @@ pub mod model;
 pub mod origin;
 pub mod ports;
 pub mod protocol;
+pub mod rate;
 pub mod replay;
 pub mod rights;
 pub mod room;

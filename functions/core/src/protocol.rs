@@ -564,6 +564,22 @@ pub fn ack_frame(message_id: &str, client_message_id: &str) -> Vec<u8> {
         .expect("strings always serialize")
 }
 
+/// A request over its user's rate limit ([`crate::rate`]):
+/// `{"error":"Rate limited","retryAfterMs":N,"action","clientMessageId"?,"message"}`,
+/// `action` the refused one (`sendmessage`, `history`, `who`); a send's
+/// `clientMessageId` comes back so an outbox knows which line to retry after
+/// `retryAfterMs`. Nothing was stored or read.
+pub fn rate_limited_frame(action: &str, retry_after_ms: u64, client_message_id: Option<&str>) -> Vec<u8> {
+    let detail = format!("Too many requests from this user; try again in {retry_after_ms} ms.");
+    let mut frame = serde_json::json!({
+        "error": "Rate limited", "retryAfterMs": retry_after_ms, "action": action, "message": detail
+    });
+    if let Some(id) = client_message_id {
+        frame["clientMessageId"] = id.into();
+    }
+    serde_json::to_vec(&frame).expect("strings always serialize")
+}
+
 /// The heartbeat answer, `{"message":"pong"}`.
 pub fn pong_frame() -> Vec<u8> {
     br#"{"message":"pong"}"#.to_vec()

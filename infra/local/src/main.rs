@@ -1,6 +1,7 @@
 //! `cargo run --release`: the local chat stack.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_aws::TableNames;
@@ -8,6 +9,7 @@ use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::origin::Origin;
+use chat_core::rate::{RateLimiter, RateLimits};
 use chat_core::rights::Rights;
 use chat_core::room::RoomLimits;
 use chat_local::metrics::{MetricsPeers, PeerRule};
@@ -131,6 +133,22 @@ struct Args {
     /// authorizer's GROUP_RIGHTS; the development sign-in's `groups` fill the claim.
     #[arg(long, env = "GROUP_RIGHTS", value_name = "GROUP:RIGHTS ...")]
     group_rights: Option<String>,
+    /// Per-user rate limit of chat lines (a verified account, else a
+    /// connection): lines per second, or `off`; past it a send is answered
+    /// "Rate limited" with `retryAfterMs` and not stored. As the Lambdas'
+    /// SEND_RATE (default 10). Pings never count.
+    #[arg(long, env = "SEND_RATE", value_parser = rate_setting("SEND_RATE"))]
+    send_rate: Option<String>,
+    /// Lines a user may send at once above the rate (default 20), as SEND_BURST.
+    #[arg(long, env = "SEND_BURST", value_parser = rate_setting("SEND_BURST"))]
+    send_burst: Option<String>,
+    /// Per-user rate limit of `history` and `who` together: requests per
+    /// second, or `off`, as READ_RATE (default 2).
+    #[arg(long, env = "READ_RATE", value_parser = rate_setting("READ_RATE"))]
+    read_rate: Option<String>,
+    /// `history`/`who` requests a user may make at once (default 10), as READ_BURST.
+    #[arg(long, env = "READ_BURST", value_parser = rate_setting("READ_BURST"))]
+    read_burst: Option<String>,
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
@@ -215,6 +233,17 @@ impl Args {
         })
     }
 
+    /// The per-user rate limits, read by the Lambdas' own rule under their names.
+    fn rate_limits(&self) -> anyhow::Result<RateLimits> {
+        Ok(RateLimits::from_settings(|name| match name {
+            "SEND_RATE" => self.send_rate.clone(),
+            "SEND_BURST" => self.send_burst.clone(),
+            "READ_RATE" => self.read_rate.clone(),
+            "READ_BURST" => self.read_burst.clone(),
+            _ => None,
+        })?)
+    }
+
     /// The authorizer's settings, under the names the Lambda reads from its environment.
     fn auth(&self) -> anyhow::Result<Option<AuthSettings>> {
         if self.jwt_secret.is_none() && self.oidc_issuer.is_none() {
@@ -285,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
         routes: RouteSettings {
             limits: RoomLimits { max_rooms: args.max_rooms },
             default_rights: args.default_rights.clone(),
+            rate: Arc::new(RateLimiter::new(args.rate_limits()?)),
         },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
@@ -318,6 +348,15 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
 /// `--max-rooms`: read by the Lambdas' own rule, so the range and its message are theirs.
 fn parse_max_rooms(value: &str) -> Result<usize, String> {
     RoomLimits::from_settings(|_| Some(value.to_owned())).map(|limits| limits.max_rooms).map_err(|e| e.to_string())
+}
+
+/// `--send-rate` and the like: checked at parse time by the Lambdas' own rule
+/// for the setting `name`, so the ranges and messages are theirs.
+fn rate_setting(name: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |value: &str| {
+        RateLimits::from_settings(|n| (n == name).then(|| value.to_owned())).map_err(|e| e.to_string())?;
+        Ok(value.to_owned())
+    }
 }
 
 /// `--default-rights`: the Lambdas' own parser, so the rules and messages are theirs.

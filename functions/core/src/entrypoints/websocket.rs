@@ -17,7 +17,7 @@ use crate::room::{room_or_default, valid_room};
 use crate::time::from_epoch_millis;
 
 /// How `$connect` is configured for a deployment; read once per cold start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct ConnectSettings {
     /// Web pages allowed to open a socket (see [`crate::origin`]); empty = any.
     pub allowed_origins: AllowedOrigins,
@@ -59,7 +59,11 @@ impl ConnectSettings {
             None => 0,
         };
         let session_retention = (days > 0).then(|| Duration::days(days.into()));
-        Ok(Self { allowed_origins, session_retention, routes: RouteSettings::from_settings(var)? })
+        // $connect takes no token from any bucket, so it reads no rate setting.
+        let default_rights = crate::rights::Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
+        let limits = crate::room::RoomLimits::from_settings(&var)?;
+        let routes = RouteSettings { limits, default_rights, ..RouteSettings::default() };
+        Ok(Self { allowed_origins, session_retention, routes })
     }
 }
 
@@ -188,7 +192,7 @@ pub async fn on_send_message(
     log: &dyn MessageLog,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let request = message_request(event, settings)?;
-    let reply = handlers::send_message(&request, connections, log).await?;
+    let reply = handlers::send_message(&request, &settings.rate, connections, log).await?;
     Ok(response(reply))
 }
 
@@ -219,6 +223,7 @@ fn message_request(
         body: event.body.clone().unwrap_or_default(),
         received_at: request_time(event)?,
         rights: connection_rights(event, &settings.default_rights),
+        account: authorized_identity(event).and_then(|identity| identity.user_id),
     })
 }
 

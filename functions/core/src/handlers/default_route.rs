@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{HandlerError, MessageRequest, RouteSettings, heard_room, not_registered_frame, sender};
+use super::{HandlerError, MessageRequest, RouteSettings, heard_room, not_registered_frame, sender, within_rate};
 use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
 use crate::model::{Connection, LogEvent};
@@ -13,6 +13,7 @@ use crate::protocol::{
     last_room_frame, parse_command, presence_frame, protocol_error_frame, read_frame, rooms_frame, subscribed_frame,
     too_many_rooms_frame, unsubscribed_frame,
 };
+use crate::rate::Budget;
 use crate::rights::{Right, Rights, RoomAccess};
 
 /// Posts one reply may have in flight at once: a `history` answer to a
@@ -37,6 +38,8 @@ const UNREAD_PAGES: usize = 4;
 /// rooms, identity and whether it coalesces), so what a connection may read or
 /// change comes from the connection, never from the frame; an unknown or
 /// malformed request is one post and no read. Each action's own cost is on its method.
+/// `history` and `who` first take a token from the user's reads bucket
+/// ([`crate::rate`]); past it: `Rate limited` with `retryAfterMs`, one post, no read.
 pub struct DefaultRoute<'a> {
     /// The room limit, and the default rights (which tell private rooms).
     pub settings: &'a RouteSettings,
@@ -62,6 +65,17 @@ impl DefaultRoute<'_> {
                 return self.reply(connection_id, protocol_error_frame(&refusal)).await;
             }
         };
+        // The reads that cost a Query take a token before any read (the sender's row included).
+        let metered = match command {
+            Command::History { .. } => Some("history"),
+            Command::Who { .. } => Some("who"),
+            _ => None,
+        };
+        if let Some(action) = metered
+            && let Err(refusal) = within_rate(request, &self.settings.rate, Budget::Reads, action, None)
+        {
+            return self.reply(connection_id, refusal).await;
+        }
         let Some(asker) = sender(connection_id, self.connections).await? else {
             return self.reply(connection_id, not_registered_frame()).await;
         };
@@ -369,6 +383,7 @@ mod tests {
             body: body.into(),
             received_at: at("2026-11-24T10:30:00Z"),
             rights: Rights::default(),
+            account: None,
         };
         route.handle(&request).await
     }
@@ -667,6 +682,37 @@ mod tests {
             }
             ids
         }
+    }
+
+    #[tokio::test]
+    async fn history_and_who_share_a_reads_bucket_per_user_and_past_it_nothing_is_read() {
+        let session = Session::new().await;
+        session.lines("lobby", 3).await;
+        // The bucket holds 10 (2/s): history and who alike take from it, all at 10:30:00.
+        for n in 0..10 {
+            let action = if n % 2 == 0 { "history" } else { "who" };
+            let answer = session.send("c1", serde_json::json!({"action": action})).await;
+            assert!(answer.get("error").is_none(), "read {n}: {answer}");
+        }
+        for action in ["history", "who"] {
+            let refused = session.send("c1", serde_json::json!({"action": action, "limit": 5})).await;
+            assert_eq!(refused["error"], "Rate limited", "{refused}");
+            assert_eq!((&refused["retryAfterMs"], &refused["action"]), (&500.into(), &action.into()), "{refused}");
+            assert!(refused["message"].as_str().unwrap().contains("500 ms"), "{refused}");
+            assert!(refused.get("clientMessageId").is_none());
+        }
+        // Other actions are not metered, and another user has its own bucket.
+        let rooms = session.send("c1", serde_json::json!({"action":"rooms"})).await;
+        assert_eq!(rooms["kind"], "rooms", "{rooms}");
+        let other = session.send("o1", serde_json::json!({"action":"who"})).await;
+        assert_eq!(other["kind"], "presence", "{other}");
+        // Checked before the sender's row is read: a connection with no row is
+        // told to wait, not "Not connected", once its bucket is empty.
+        for _ in 0..10 {
+            session.send("gone", serde_json::json!({"action":"who"})).await;
+        }
+        let refused = session.send("gone", serde_json::json!({"action":"who"})).await;
+        assert_eq!(refused["error"], "Rate limited", "{refused}");
     }
 
     #[tokio::test]

@@ -13,25 +13,34 @@ pub use disconnect::{DisconnectRequest, depart, disconnect};
 pub use moderation::{ban_key, is_member};
 pub use send_message::{MessageRequest, send_message};
 
+use std::sync::Arc;
+
 use crate::auth::SettingsError;
 use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
-use crate::protocol::{error_frame, forbidden_frame, not_subscribed_frame};
+use crate::protocol::{error_frame, forbidden_frame, not_subscribed_frame, rate_limited_frame};
+use crate::rate::{Budget, RateLimiter, RateLimits};
 use crate::rights::{Right, Rights};
 use crate::room::RoomLimits;
 
 /// What every route of a connection is configured with; read once per cold start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Cloning shares the rate limiter: every clone counts against the same buckets.
+#[derive(Clone, Debug, Default)]
 pub struct RouteSettings {
     /// How many rooms a connection may hold (the token's rooms past it are left out).
     pub limits: RoomLimits,
     /// The rights of a connection the authorizer gave none (no authorizer runs).
     pub default_rights: Rights,
+    /// The per-user buckets for sends and reads: process state, built once with
+    /// the settings (so once per cold start; see [`crate::rate`] for what that
+    /// means across instances).
+    pub rate: Arc<RateLimiter>,
 }
 
 impl RouteSettings {
-    /// Reads `MAX_ROOMS_PER_CONNECTION` ([`RoomLimits`]) and `DEFAULT_RIGHTS`
-    /// ([`Rights::default_from_settings`]) through `var`.
+    /// Reads `MAX_ROOMS_PER_CONNECTION` ([`RoomLimits`]), `DEFAULT_RIGHTS`
+    /// ([`Rights::default_from_settings`]) and `SEND_RATE`, `SEND_BURST`,
+    /// `READ_RATE`, `READ_BURST` ([`RateLimits::from_settings`]) through `var`.
     ///
     /// ```
     /// use chat_core::entrypoints::websocket::RouteSettings;
@@ -41,8 +50,30 @@ impl RouteSettings {
     /// ```
     pub fn from_settings(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let default_rights = Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
-        Ok(Self { limits: RoomLimits::from_settings(&var)?, default_rights })
+        let rate = Arc::new(RateLimiter::new(RateLimits::from_settings(&var)?));
+        Ok(Self { limits: RoomLimits::from_settings(&var)?, default_rights, rate })
     }
+
+    /// The same settings with a fresh limiter of `limits`.
+    pub fn with_rate_limits(self, limits: RateLimits) -> Self {
+        Self { rate: Arc::new(RateLimiter::new(limits)), ..self }
+    }
+}
+
+/// Takes a token from the sender's `budget`, or answers with the refusal frame
+/// for `action` (nothing else is done for the request).
+fn within_rate(
+    request: &MessageRequest,
+    limiter: &RateLimiter,
+    budget: Budget,
+    action: &str,
+    client_message_id: Option<&str>,
+) -> Result<(), Vec<u8>> {
+    let user = request.user_key();
+    limiter.check(budget, &user, request.received_at).map_err(|refused| {
+        tracing::info!(connection_id = %request.connection_id, %user, action, retry_after_ms = refused.retry_after_ms, "rate limited");
+        rate_limited_frame(action, refused.retry_after_ms, client_message_id)
+    })
 }
 
 /// The row of the connection a request came on: its room and identity. `None`
@@ -126,8 +157,13 @@ pub(crate) mod testing {
                 poster: &self.poster,
                 bans: &self.bans,
             };
-            let request =
-                MessageRequest { connection_id: from.into(), body: body.to_string(), received_at: at(when), rights };
+            let request = MessageRequest {
+                connection_id: from.into(),
+                body: body.to_string(),
+                received_at: at(when),
+                rights,
+                account: None,
+            };
             let before = self.poster.frames_to(from).len();
             route.handle(&request).await.unwrap();
             self.poster.frames_to(from).split_off(before)

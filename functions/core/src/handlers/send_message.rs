@@ -1,9 +1,10 @@
 use chrono::{DateTime, Utc};
 
-use super::{HandlerError, heard_room, not_registered_frame, sender};
+use super::{HandlerError, heard_room, not_registered_frame, sender, within_rate};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
 use crate::protocol::{Command, ack_frame, invalid_request_frame, parse_command, pong_frame, protocol_error_frame};
+use crate::rate::{Budget, RateLimiter, UserKey};
 use crate::rights::{Right, Rights};
 
 /// An inbound frame: on the `sendmessage` route, or on `$default`.
@@ -14,6 +15,17 @@ pub struct MessageRequest {
     pub received_at: DateTime<Utc>,
     /// What the connection may do where: from the authorizer's context, never the frame.
     pub rights: Rights,
+    /// The verified account behind the connection (the authorizer's `userId`,
+    /// as [`Connection::account`](crate::Connection::account) of its row), known
+    /// without a read; `None` for anonymous and `?name=` connections.
+    pub account: Option<String>,
+}
+
+impl MessageRequest {
+    /// Whose rate limit the request counts against: the account, else the connection.
+    pub fn user_key(&self) -> UserKey {
+        UserKey::of(self.account.as_deref(), &self.connection_id)
+    }
 }
 
 /// Appends a chat line to the log and nothing else: the broadcaster delivers it,
@@ -31,15 +43,21 @@ pub struct MessageRequest {
 /// conditional write) and acked with the first line's id ([`Receipt`] says who
 /// "the same sender" is).
 ///
+/// A chat line takes a token from its user's send bucket (`limiter`, right
+/// after the parse, before any read): past it the sender gets `Rate limited`
+/// with `retryAfterMs` and nothing is read or stored. `ping` never counts.
+///
 /// [`RECEIPT_TTL`]: crate::model::RECEIPT_TTL
 /// [`Receipt`]: crate::model::Receipt
 pub async fn send_message(
     request: &MessageRequest,
+    limiter: &RateLimiter,
     connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<Option<Vec<u8>>, HandlerError> {
     let (text, client_message_id, room) = match parse_command(&request.body) {
         Ok(Command::SendMessage { text, client_message_id, room }) => (text, client_message_id, room),
+        // The heartbeat is never limited: a client that is told to wait must not look dead.
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
         // Other actions never reach this route: API Gateway selects it by action.
         Ok(_) => return Ok(Some(invalid_request_frame())),
@@ -48,6 +66,10 @@ pub async fn send_message(
             return Ok(Some(protocol_error_frame(&refusal)));
         }
     };
+    // Checked before any read: a flood past the bucket costs no DynamoDB call.
+    if let Err(refusal) = within_rate(request, limiter, Budget::Sends, "sendmessage", client_message_id.as_deref()) {
+        return Ok(Some(refusal));
+    }
     let Some(sender) = sender(&request.connection_id, connections).await? else {
         tracing::warn!(connection_id = %request.connection_id, "message from an unregistered connection refused");
         return Ok(Some(not_registered_frame()));
@@ -91,6 +113,7 @@ mod tests {
             body: body.into(),
             received_at: at("2026-11-24T10:15:32Z"),
             rights: Rights::default(),
+            account: None,
         }
     }
 
@@ -103,6 +126,15 @@ mod tests {
             .await
             .unwrap();
         store
+    }
+
+    /// The handler with a fresh limiter, for the tests that are not about rates.
+    async fn send_message(
+        request: &MessageRequest,
+        connections: &dyn ConnectionStore,
+        log: &dyn MessageLog,
+    ) -> Result<Option<Vec<u8>>, HandlerError> {
+        super::send_message(request, &RateLimiter::default(), connections, log).await
     }
 
     fn reply_json(reply: Option<Vec<u8>>) -> serde_json::Value {
@@ -159,6 +191,7 @@ mod tests {
             body: body.to_string(),
             received_at: at,
             rights: Rights::default(),
+            account: None,
         };
         let ack = reply_json(send_message(&request, connections, log).await.unwrap());
         assert_eq!(ack["clientMessageId"], CLIENT_MESSAGE_ID);
@@ -225,6 +258,86 @@ mod tests {
         assert_ne!(late, first, "past the window the id is free again");
         assert_eq!(acked("a1", "hello", clock.now(), &connections, &log).await, late, "and dedupes anew");
         assert_eq!(log.events().len(), 2);
+    }
+
+    /// `from` sends `body` at `at` through `limiter` (as its account when verified); the reply.
+    async fn limited_send(
+        limiter: &RateLimiter,
+        from: &str,
+        body: serde_json::Value,
+        at: chrono::DateTime<chrono::Utc>,
+        connections: &MemoryConnections,
+        log: &MemoryLog,
+    ) -> Option<serde_json::Value> {
+        let request = MessageRequest {
+            connection_id: from.into(),
+            body: body.to_string(),
+            received_at: at,
+            rights: Rights::default(),
+            account: connections.get(from).and_then(|row| row.account().map(str::to_owned)),
+        };
+        let reply = super::send_message(&request, limiter, connections, log).await.unwrap();
+        reply.map(|frame| serde_json::from_slice(&frame).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_21st_line_within_a_second_is_refused_with_the_wait_and_not_stored() {
+        let (connections, log, limiter) = (room_of_accounts().await, MemoryLog::default(), RateLimiter::default());
+        let t = at("2026-11-24T10:15:32Z");
+        for n in 0..20 {
+            let line = serde_json::json!({"action":"sendmessage","message":format!("line {n}")});
+            assert_eq!(limited_send(&limiter, "a1", line, t, &connections, &log).await, None, "line {n}");
+        }
+        let body =
+            serde_json::json!({"action":"sendmessage","message":"one too many","clientMessageId":CLIENT_MESSAGE_ID});
+        // 50 ms later: half a token back (one per 100 ms), so 50 ms to wait.
+        let at_50 = t + chrono::Duration::milliseconds(50);
+        let refused = limited_send(&limiter, "a1", body.clone(), at_50, &connections, &log).await.unwrap();
+        let expected = serde_json::json!({
+            "error": "Rate limited",
+            "retryAfterMs": 50,
+            "action": "sendmessage",
+            "clientMessageId": CLIENT_MESSAGE_ID,
+            "message": "Too many requests from this user; try again in 50 ms."
+        });
+        assert_eq!(refused, expected);
+        assert_eq!(log.events().len(), 20, "nothing stored for the refused line");
+        // Ada's other tab is the same user; the other Ada and anonymous x1 are not.
+        let again = limited_send(&limiter, "a2", body.clone(), at_50, &connections, &log).await.unwrap();
+        assert_eq!(again["error"], "Rate limited");
+        for other in ["b1", "x1"] {
+            let reply = limited_send(&limiter, other, body.clone(), at_50, &connections, &log).await.unwrap();
+            assert!(reply.get("ack").is_some(), "{other}: {reply}");
+        }
+        // retryAfterMs later the resend is stored and acked.
+        let at_100 = t + chrono::Duration::milliseconds(100);
+        let reply = limited_send(&limiter, "a1", body, at_100, &connections, &log).await;
+        assert!(reply.unwrap().get("ack").is_some());
+        assert_eq!(log.events().len(), 23);
+    }
+
+    #[tokio::test]
+    async fn pings_are_never_limited_and_refusals_read_nothing() {
+        let (connections, log, limiter) = (room_of_accounts().await, MemoryLog::default(), RateLimiter::default());
+        let t = at("2026-11-24T10:15:32Z");
+        let line = serde_json::json!({"action":"sendmessage","message":"hi"});
+        for _ in 0..20 {
+            limited_send(&limiter, "x1", line.clone(), t, &connections, &log).await;
+        }
+        let refused = limited_send(&limiter, "x1", line.clone(), t, &connections, &log).await.unwrap();
+        assert_eq!((&refused["error"], &refused["retryAfterMs"]), (&"Rate limited".into(), &100.into()));
+        assert!(refused.get("clientMessageId").is_none(), "none sent, none echoed");
+        let ping = serde_json::json!({"action":"sendmessage","message":"ping"});
+        for _ in 0..100 {
+            let pong = limited_send(&limiter, "x1", ping.clone(), t, &connections, &log).await;
+            assert_eq!(pong, Some(serde_json::json!({"message":"pong"})));
+        }
+        // Checked before the sender's row is read: with no row (x1 is anonymous, its
+        // key is the connection), still "Rate limited", not "Not connected".
+        connections.delete("x1").await.unwrap();
+        let refused = limited_send(&limiter, "x1", line, t, &connections, &log).await.unwrap();
+        assert_eq!(refused["error"], "Rate limited");
+        assert_eq!(log.events().len(), 20);
     }
 
     #[tokio::test]

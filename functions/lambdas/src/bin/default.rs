@@ -1,6 +1,9 @@
 //! `$default`: serves `history`, `who`, `subscribe`, `unsubscribe`, `rooms`,
-//! `read` and moderation — `delete`, `kick`, `ban`, `unban` (Bans, `BANS_TABLE`) — (room limit `MAX_ROOMS_PER_CONNECTION`; rights of connections without
-//! an authorizer `DEFAULT_RIGHTS`), answers anything else with the seed's error.
+//! `read` and moderation — `delete`, `kick`, `ban`, `unban` (Bans, `BANS_TABLE`)
+//! — (room limit `MAX_ROOMS_PER_CONNECTION`; rights of connections without an
+//! authorizer `DEFAULT_RIGHTS`; `history`/`who` per-user limit
+//! `READ_RATE`/`READ_BURST`, kept in this instance's memory), answers anything
+//! else with the seed's error.
 
 use chat_aws::ApiGatewayPoster;
 use chat_core::entrypoints::websocket::RouteSettings;

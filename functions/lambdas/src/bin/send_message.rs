@@ -1,6 +1,7 @@
 //! `sendmessage`: appends to MessageHistory only (reading the sender's room from
 //! its ActiveConnections row; rights of connections without an authorizer
-//! `DEFAULT_RIGHTS`); pong and refusals go back as the route response.
+//! `DEFAULT_RIGHTS`; per-user limit `SEND_RATE`/`SEND_BURST`, kept in this
+//! instance's memory); pong and refusals go back as the route response.
 
 use chat_core::entrypoints::websocket::RouteSettings;
 use chat_lambdas::{Error, WebsocketEvent, init, run_websocket, websocket};
