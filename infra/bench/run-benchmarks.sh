@@ -66,6 +66,9 @@ done
 step "channels: the subscribes one at a time"
 "$loadgen" channels --subscribe-concurrency 1 --json "$out/channels-subscribe-1.json"
 
+step "flood (issue #24): 50 users' delivery p99 without and with one flooding client, default per-user limits"
+"$loadgen" flood --json "$out/flood.json"
+
 step "cost model"
 "$loadgen" cost --json "$out/cost.json"
 

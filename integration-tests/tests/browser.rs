@@ -67,8 +67,7 @@ async fn two_pages_chat_in_headless_chromium() {
 
 #[tokio::test]
 async fn rooms_members_and_recovery_in_headless_chromium() {
-    // A writer sends 120 lines while the page is away: past the per-user send
-    // limit (burst 20), which this test is not about.
+    // Its sender fills rooms with 120 lines at once: past the per-user send burst, so no limit here.
     let (stack, dir) = run_script("rooms.test.cjs", "browser-rooms", &["--send-rate", "off"]).await;
     assert!(dir.join("rooms.png").exists(), "the two-room screenshot was saved");
     publish(&dir, &[("rooms.png", "screenshot-rooms.png")]);
@@ -176,9 +175,9 @@ async fn two_accounts_named_alice_each_see_only_their_own_lines_as_theirs() {
 #[tokio::test]
 async fn coalesced_frames_reach_the_page_in_headless_chromium() {
     // A batching window gathers the burst into few broadcaster invocations.
-    // A burst of 30 lines from one seed client: past the per-user send limit (burst 20), not this test's subject.
-    let (stack, dir) =
-        run_script("batch.test.cjs", "browser-batch", &["--batching-window-ms", "100", "--send-rate", "off"]).await;
+    // A burst of 30 lines from one sender: past the per-user send burst (20), so no limit here.
+    let flags = ["--batching-window-ms", "100", "--send-rate", "off"];
+    let (stack, dir) = run_script("batch.test.cjs", "browser-batch", &flags).await;
     assert!(dir.join("batch.png").exists(), "the screenshot was saved");
     assert_eq!(
         count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE '%burst %'"),

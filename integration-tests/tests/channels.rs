@@ -179,7 +179,8 @@ async fn unsubscribe_stops_delivery_and_says_one_leave() {
 async fn a_line_sent_right_after_subscribed_reaches_the_new_member_every_time() {
     const TIMES: usize = 200;
     let dir = scratch("channels_right_after");
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    // One speaker says 200 lines as fast as the member subscribes: no per-user limit here.
+    let stack = Stack::start(&dir.join("chat.db"), &["--send-rate", "off"]).await;
     let mut speaker = Client::connect(&format!("{}?room=hot", stack.ws_url)).await;
     let mut member = Client::connect(&stack.ws_url).await;
     let (mut missed, mut latencies, started) = (Vec::new(), Vec::new(), Instant::now());
@@ -550,7 +551,8 @@ async fn next_second(since: chrono::DateTime<chrono::Utc>) {
 #[tokio::test]
 async fn unread_counts_follow_the_account_across_devices() {
     let dir = scratch("channels_unread");
-    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", JWT_SECRET]).await;
+    // One speaker fills the rooms with 115 lines: no per-user send limit here.
+    let stack = Stack::start(&dir.join("chat.db"), &["--jwt-secret", JWT_SECRET, "--send-rate", "off"]).await;
     let address = host_of(&stack.http_url);
     let mut devices = Vec::new();
     for _ in 0..2 {

@@ -43,7 +43,8 @@ fn chat_texts(frames: &[(usize, Vec<Value>)]) -> Vec<String> {
 async fn a_coalescing_and_a_seed_client_in_one_room_both_get_every_line_once_in_order() {
     let dir = scratch("coalescing");
     // A 300 ms batching window gathers a burst of lines into one invocation.
-    let stack = Stack::start(&dir.join("chat.db"), &["--batching-window-ms", "300"]).await;
+    // 41 lines from one writer at once: past the per-user send burst (20), so no limit here.
+    let stack = Stack::start(&dir.join("chat.db"), &["--batching-window-ms", "300", "--send-rate", "off"]).await;
     let mut seed = Client::connect(&stack.ws_url).await;
     seed.my_id().await;
     let mut coalescing = Client::connect(&format!("{}?batch=1", stack.ws_url)).await;
@@ -123,7 +124,8 @@ async fn a_coalescing_connection_whose_socket_is_gone_is_pruned_by_the_next_broa
 #[tokio::test]
 async fn history_to_a_coalescing_client_comes_packed_with_its_end_last() {
     let dir = scratch("coalescing_history");
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    // 60 lines from one writer to fill the history: past the per-user send burst, so no limit here.
+    let stack = Stack::start(&dir.join("chat.db"), &["--send-rate", "off"]).await;
     let mut seed = Client::connect(&stack.ws_url).await;
     let lines: Vec<String> = (0..60).map(|i| format!("past {i:02} {}", "y".repeat(500))).collect();
     for line in &lines {

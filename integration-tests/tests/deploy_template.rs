@@ -1390,10 +1390,10 @@ fn rate_limits_are_parameters_given_to_the_functions_that_count_them() {
     use chat_core::rate::RateLimits;
     let raw = template();
     let functions = functions(&raw);
-    let wired = [("send_message", [("SEND_RATE", "SendRate"), ("SEND_BURST", "SendBurst")]), ("default", [
-        ("READ_RATE", "ReadRate"),
-        ("READ_BURST", "ReadBurst"),
-    ])];
+    let wired = [
+        ("send_message", [("SEND_RATE", "SendRate"), ("SEND_BURST", "SendBurst")]),
+        ("default", [("READ_RATE", "ReadRate"), ("READ_BURST", "ReadBurst")]),
+    ];
     let mut defaults = BTreeMap::new();
     for (binary, settings) in wired {
         let env = &functions[binary]["Properties"]["Environment"]["Variables"];

@@ -161,7 +161,8 @@ const ESTABLISHED: u8 = 1;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     let dir = scratch("hardening_slow");
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    // One talker fills the slow reader's socket as fast as it can: no per-user limit (rate_limits.rs tests those).
+    let stack = Stack::start(&dir.join("chat.db"), &["--send-rate", "off"]).await;
     let pid = stack.pid();
 
     // The talker reads everything it is sent, so only the raw socket falls behind.
@@ -330,7 +331,9 @@ async fn disconnects_with(stack: &Stack, code: u16) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_reading_flooder_of_pings_and_history_is_held_under_its_send_budget() {
     let dir = scratch("hardening_budget");
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    // 200 lines from one writer, and a flood of history requests whose answers must pile up
+    // unread: no per-user limits here (rate_limits.rs tests those).
+    let stack = Stack::start(&dir.join("chat.db"), &["--send-rate", "off", "--read-rate", "off"]).await;
     let pid = stack.pid();
     let room = format!("{}?room=big", stack.ws_url);
 

@@ -69,7 +69,10 @@ async fn a_flooder_gets_refusals_past_its_bucket_and_the_others_are_unaffected()
 
     // Pings are never limited, even with an empty bucket.
     flooder.send_json(json!({"action":"sendmessage","message":"ping"})).await;
-    assert_eq!(flooder.until(|f| f.get("message").is_some() && f.get("kind").is_none()).await, json!({"message":"pong"}));
+    assert_eq!(
+        flooder.until(|f| f.get("message").is_some() && f.get("kind").is_none()).await,
+        json!({"message":"pong"})
+    );
 
     // Reads: history and who share a bucket of 3.
     for action in ["who", "history", "who"] {
@@ -92,8 +95,10 @@ async fn one_accounts_tabs_share_a_bucket_and_another_account_has_its_own() {
     let flags = ["--jwt-secret", JWT_SECRET, "--send-rate", "0.1", "--send-burst", "3"];
     let stack = Stack::start(&dir.join("chat.db"), &flags).await;
     let ada = hs256_token(JWT_SECRET, "ada", "Ada");
-    let (mut tab1, mut tab2) =
-        (Client::connect(&with_token(&stack.ws_url, &ada)).await, Client::connect(&with_token(&stack.ws_url, &ada)).await);
+    let (mut tab1, mut tab2) = (
+        Client::connect(&with_token(&stack.ws_url, &ada)).await,
+        Client::connect(&with_token(&stack.ws_url, &ada)).await,
+    );
     let mut bob = Client::connect(&with_token(&stack.ws_url, &hs256_token(JWT_SECRET, "bob", "Bob"))).await;
     for n in 0..3 {
         tab1.say(&format!("ada {n}")).await;

@@ -59,7 +59,8 @@ async fn excess_connections_are_refused_with_429() {
 #[tokio::test]
 async fn without_limits_nothing_is_throttled() {
     let dir = scratch("throttling_off");
-    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    // The stage's throttle is off by default; the per-user limits (rate_limits.rs) are not, so off here.
+    let stack = Stack::start(&dir.join("chat.db"), &["--send-rate", "off"]).await;
     let mut client = Client::connect(&stack.ws_url).await;
     for i in 0..200 {
         client.say(&format!("line {i}")).await;

@@ -25,6 +25,11 @@
 //! item per busy user. The memory bucket costs nothing per call and no latency;
 //! API Gateway's stage throttling remains the hard account-wide ceiling.
 //!
+//! Cost per call: the check is a hash-map lookup under a mutex (no AWS call). A
+//! refused send is answered as its route response (one API Gateway message, like
+//! any answer); a refused `history`/`who` is one @connections post; nothing is
+//! read from or written to DynamoDB for either.
+//!
 //! # How a bucket is kept
 //!
 //! As the time it will be full again (the "generic cell rate algorithm", the same
@@ -375,6 +380,21 @@ mod tests {
         assert_eq!((refused.budget, refused.retry_after_ms), (Budget::Reads, 500));
         // An account named like a connection key is still another user.
         assert_ne!(UserKey::of(Some("connection#c1"), "x"), UserKey::of(None, "c1"));
+    }
+
+    /// The deployed approximation, stated as a number: a user whose frames are
+    /// spread over k instances (k limiters) gets k bursts at once, and k × the rate.
+    #[test]
+    fn a_user_spread_over_k_instances_gets_k_times_the_burst_and_the_rate() {
+        let t = at("2026-11-24T10:15:32Z");
+        for k in 1..=4 {
+            let instances: Vec<RateLimiter> = (0..k).map(|_| RateLimiter::new(RateLimits::default())).collect();
+            let accepted_within = |from: chrono::DateTime<Utc>, tries: usize| {
+                (0..tries).filter(|n| instances[n % k].check(Budget::Sends, &user("ada"), from).is_ok()).count()
+            };
+            assert_eq!(accepted_within(t, 1000), 20 * k, "burst with {k} instances");
+            assert_eq!(accepted_within(t + Duration::seconds(1), 1000), 10 * k, "one second's refill with {k}");
+        }
     }
 
     #[test]

@@ -625,3 +625,45 @@ async fn connect_refuses_a_home_room_the_account_is_banned_from_and_drops_banned
     let back = websocket::on_connect(&later, &settings, &connections, &sessions, &log, &bans).await.unwrap();
     assert_eq!(back.status_code, 200, "the ban has ended");
 }
+
+/// The send route keys its bucket by the authorizer's `userId` (no read needed):
+/// two connections of one account share it; without an authorizer each
+/// connection has its own. Limits come from the route settings (`SEND_BURST=2`).
+#[tokio::test]
+async fn the_rate_limit_is_the_accounts_from_the_authorizer_context_else_the_connections() {
+    let settings = RouteSettings::from_settings(|name| (name == "SEND_BURST").then(|| "2".to_owned())).unwrap();
+    let (connections, log) = (MemoryConnections::default(), MemoryLog::default());
+    let send = |connection: &str, authorizer: Option<Value>| {
+        let mut raw = fixture("message.json");
+        raw["requestContext"]["connectionId"] = connection.into();
+        if let Some(context) = authorizer {
+            raw["requestContext"]["authorizer"] = context;
+        }
+        serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(raw).unwrap()
+    };
+    let at = parse_iso("2026-11-24T10:00:00Z").unwrap();
+    for id in ["ada-phone", "ada-laptop", "anon-1", "anon-2"] {
+        connections.put(&Connection::new(id, "ip", at)).await.unwrap();
+    }
+    let ada = || Some(json!({"principalId": "iss|ada", "name": "Ada", "userId": "iss|ada"}));
+    let reply = |response: aws_lambda_events::apigw::ApiGatewayProxyResponse| match response.body {
+        Some(Body::Text(text)) => serde_json::from_str::<Value>(&text).unwrap(),
+        None => Value::Null,
+        other => panic!("{other:?}"),
+    };
+    for (connection, authorizer, refused) in [
+        ("ada-phone", ada(), false),
+        ("ada-laptop", ada(), false),
+        ("ada-phone", ada(), true),
+        ("ada-laptop", ada(), true),
+        ("anon-1", None, false),
+        ("anon-1", None, false),
+        ("anon-1", None, true),
+        ("anon-2", None, false),
+    ] {
+        let response = websocket::on_send_message(&send(connection, authorizer), &settings, &connections, &log).await;
+        let answer = reply(response.unwrap());
+        assert_eq!(answer["error"] == "Rate limited", refused, "{connection}: {answer}");
+    }
+    assert_eq!(log.events().len(), 5, "the refused lines were not stored");
+}

@@ -8,6 +8,7 @@
 //! - [`target`]: starting and stopping those servers as child processes
 //! - [`soak`]: hundreds of clients churning for minutes, RSS and descriptors over time (`loadgen soak`)
 //! - [`chart`]: the soak's picture (SVG)
+//! - [`flood`]: 50 users' delivery p99 without and with one flooding client, same run (`loadgen flood`)
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
 //! - [`idle`]: memory per idle connection, and the connect rate (`loadgen idle`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
@@ -25,6 +26,7 @@ pub mod cost;
 pub mod counters;
 pub mod envelope;
 pub mod fanout;
+pub mod flood;
 pub mod idle;
 pub mod load;
 pub mod procstat;

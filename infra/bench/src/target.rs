@@ -13,6 +13,14 @@ use tokio::process::{Child, Command};
 /// How long a server may take to print its address.
 pub const STARTUP: Duration = Duration::from_secs(30);
 
+/// The stack's per-user send limit off (`--send-rate off`), for the load tests
+/// whose few senders each stand for many users (a sender of `compare` at 4000
+/// lines/s is 200 lines/s, `channels`' 10 senders 1000 lines each as fast as a
+/// window allows): with one user's limit (10/s, burst 20) they would measure
+/// refusals, not fan-out; the reference has no such limit either. `loadgen
+/// flood` measures the limit itself, with the defaults.
+pub const UNLIMITED_SENDERS: [&str; 2] = ["--send-rate", "off"];
+
 /// Which server to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -75,6 +83,16 @@ impl Server {
         Self::spawn(kind, binaries, log_level, extra_args, true).await
     }
 
+    /// [`Server::start_default`] with more arguments (e.g. [`UNLIMITED_SENDERS`]).
+    pub async fn start_default_with(
+        kind: Kind,
+        binaries: &Binaries,
+        log_level: &str,
+        extra_args: &[String],
+    ) -> anyhow::Result<Server> {
+        Self::spawn(kind, binaries, log_level, extra_args, false).await
+    }
+
     /// The stack (or the reference) exactly as a user starts it: none of the
     /// load tests' settings (the stack's `--send-queue`), so that what is
     /// measured is the default.
@@ -100,6 +118,7 @@ impl Server {
                 // under overload both buffer the same before a client is cut off.
                 if load_settings {
                     command.arg(format!("--send-queue={}", crate::reference::CHANNEL_CAPACITY));
+                    command.args(UNLIMITED_SENDERS);
                 }
                 command
             }

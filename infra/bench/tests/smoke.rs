@@ -325,3 +325,42 @@ fn channels_deliver_every_line_of_every_room_to_its_members_exactly_once() {
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     assert!(!cmdline.contains("chat-local"), "the stack (pid {pid}) still runs");
 }
+
+#[test]
+fn flood_times_50_users_without_and_with_a_flooder_that_the_default_limits_hold() {
+    let json = scratch("flood").join("flood.json");
+    let stack = chat_local();
+    let (stack, json_arg) = (format!("--stack-bin={}", stack.display()), format!("--json={}", json.display()));
+    let output =
+        loadgen(&["flood", "--users=50", "--line-every-ms=500", "--phase-secs=3", "--quiet", &stack, &json_arg]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("| **latency p99 ms** |") && stdout.contains("| flooder refused (Rate limited) |"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON parses");
+    for phase in ["without_flooder", "with_flooder"] {
+        let p = &report[phase];
+        let number = |field: &str| p[field].as_u64().unwrap_or_else(|| panic!("{phase}: {field} in {p}"));
+        // 50 users, a line each every 500 ms for 3 s: about 6 lines each, each to all 50.
+        assert!(number("lines_sent") >= 250, "{phase}: {p}");
+        assert_eq!(number("expected_deliveries"), number("lines_sent") * 50, "{phase}");
+        assert_eq!(number("delivered"), number("expected_deliveries"), "{phase}: {p}");
+        assert_eq!(number("lost"), 0, "{phase}");
+        assert_eq!(number("users_refused"), 0, "{phase}: a normal pace is never limited");
+        assert_eq!(p["latency_ms"]["count"].as_u64(), Some(number("delivered")), "{phase}");
+        assert!(p["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{phase}");
+    }
+    let quiet = &report["without_flooder"];
+    assert_eq!((quiet["flooder_sent"].as_u64(), quiet["flooder_accepted"].as_u64()), (Some(0), Some(0)));
+    let flooded = &report["with_flooder"];
+    let number = |field: &str| flooded[field].as_u64().unwrap_or_else(|| panic!("{field} in {flooded}"));
+    // The default send bucket: 20 at once, then 10 a second over the 3 s phase.
+    let (sent, accepted, refused) = (number("flooder_sent"), number("flooder_accepted"), number("flooder_refused"));
+    assert_eq!(accepted + refused, sent, "every flooder line answered: {flooded}");
+    assert!((20..=20 + 10 * 3 + 2).contains(&accepted), "accepted {accepted}: {flooded}");
+    assert!(refused > accepted, "the flooder sent far past its bucket: {flooded}");
+    assert!((1..=100).contains(&number("flooder_max_retry_after_ms")), "one token is 100 ms away at most: {flooded}");
+    assert!(report["p99_ratio"].as_f64().is_some_and(f64::is_finite), "{report}");
+}

@@ -60,8 +60,8 @@ impl ConnectSettings {
         };
         let session_retention = (days > 0).then(|| Duration::days(days.into()));
         // $connect takes no token from any bucket, so it reads no rate setting.
-        let default_rights = crate::rights::Rights::default_from_settings(&var).map_err(|e| SettingsError(e.0))?;
-        let limits = crate::room::RoomLimits::from_settings(&var)?;
+        let default_rights = crate::rights::Rights::default_from_settings(var).map_err(|e| SettingsError(e.0))?;
+        let limits = crate::room::RoomLimits::from_settings(var)?;
         let routes = RouteSettings { limits, default_rights, ..RouteSettings::default() };
         Ok(Self { allowed_origins, session_retention, routes })
     }

@@ -71,7 +71,8 @@ fn within_rate(
 ) -> Result<(), Vec<u8>> {
     let user = request.user_key();
     limiter.check(budget, &user, request.received_at).map_err(|refused| {
-        tracing::info!(connection_id = %request.connection_id, %user, action, retry_after_ms = refused.retry_after_ms, "rate limited");
+        // Debug, not info: a flood would write a log line per refused frame, and log ingestion is billed per GB.
+        tracing::debug!(connection_id = %request.connection_id, %user, action, retry_after_ms = refused.retry_after_ms, "rate limited");
         rate_limited_frame(action, refused.retry_after_ms, client_message_id)
     })
 }

@@ -10,11 +10,12 @@ use chat_bench::coldstart;
 use chat_bench::cost::{self, Assumptions};
 use chat_bench::envelope;
 use chat_bench::fanout::{self, CaseReport, PosterModel};
+use chat_bench::flood::{self, FloodConfig};
 use chat_bench::idle::{self, IdleConfig};
 use chat_bench::load::{self, LoadConfig};
 use chat_bench::report::{self, Comparison};
 use chat_bench::soak::{self, SoakConfig, SoakTarget};
-use chat_bench::target::{Binaries, Kind, Server};
+use chat_bench::target::{Binaries, Kind, Server, UNLIMITED_SENDERS};
 use clap::{Args, Parser, Subcommand};
 
 /// Benchmarks of the chat: WebSocket load against the local stack and the
@@ -98,6 +99,27 @@ enum Command {
         /// Write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        servers: ServerArgs,
+    },
+    /// `users` clients in one room each send a line every --line-every-ms while
+    /// every client times each line's delivery; then again while one more client
+    /// floods as fast as the stack answers it. The stack runs with its defaults
+    /// (per-user limits included): prints both p99s and the flooder's accepted
+    /// and refused lines.
+    Flood {
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        #[arg(long, default_value_t = 1000)]
+        line_every_ms: u64,
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 20.0)]
+        phase_secs: f64,
+        /// The flooder's unanswered lines at most.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        #[command(flatten)]
+        setup: SetupArgs,
         #[command(flatten)]
         servers: ServerArgs,
     },
@@ -619,8 +641,11 @@ async fn main() -> anyhow::Result<()> {
                 progress: !setup.quiet,
             };
             chat_bench::procstat::raise_open_files_limit();
-            // Default settings: what is measured is what a user runs.
-            let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
+            // Default settings: what is measured is what a user runs, except that its
+            // few senders stand for many users (no per-user send limit).
+            let unlimited = UNLIMITED_SENDERS.map(str::to_owned);
+            let server =
+                Server::start_default_with(Kind::Stack, &servers.binaries(), &servers.server_log, &unlimited).await?;
             if config.progress {
                 announce("channels", &server);
             }
@@ -628,6 +653,28 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await?;
             let report = result?;
             print!("{}", report::channels_table(&report));
+            write_json(setup.json.as_deref(), &report)?;
+        }
+        Command::Flood { users, line_every_ms, phase_secs, window, setup, servers } => {
+            let config = FloodConfig {
+                users,
+                line_every: Duration::from_millis(line_every_ms),
+                phase: Duration::from_secs_f64(phase_secs),
+                flooder_window: window,
+                connect_concurrency: setup.connect_concurrency,
+                drain_timeout: Duration::from_secs(setup.idle_timeout_secs),
+                progress: !setup.quiet,
+            };
+            chat_bench::procstat::raise_open_files_limit();
+            // Default settings, per-user limits included: what is measured is what a user runs.
+            let server = Server::start_default(Kind::Stack, &servers.binaries(), &servers.server_log).await?;
+            if config.progress {
+                announce("flood", &server);
+            }
+            let result = flood::run(&server.url, &config).await;
+            server.stop().await?;
+            let report = result?;
+            print!("{}", flood::flood_table(&report));
             write_json(setup.json.as_deref(), &report)?;
         }
         Command::Soak { url, pid, db, soak: args, servers } => {
