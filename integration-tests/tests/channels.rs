@@ -101,7 +101,8 @@ async fn one_connection_in_three_rooms_hears_each_rooms_lines_once_and_nothing_e
     let stack = Stack::start(&dir.join("chat.db"), &[]).await;
     let mut member = Client::connect(&stack.ws_url).await; // home: the lobby
     for room in ["red", "blue"] {
-        assert_eq!(subscribe(&mut member, room).await, json!({"kind": "subscribed", "room": room, "count": 1}));
+        let subscribed = json!({"kind": "subscribed", "room": room, "count": 1, "rights": "rw", "private": false});
+        assert_eq!(subscribe(&mut member, room).await, subscribed, "the open default: read and write");
     }
     assert_eq!(subscribe(&mut member, "red").await["kind"], "subscribed", "twice is harmless");
     let mut speakers = Vec::new();

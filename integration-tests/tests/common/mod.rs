@@ -219,7 +219,8 @@ fn fastrand_u16() -> u16 {
 }
 
 /// moto's server (every AWS API on one port), installed by `run-all.sh` in a
-/// virtualenv. Killed (by PID) when dropped.
+/// virtualenv, answering one request at a time as `moto_one_at_a_time.py`
+/// says why (DynamoDB's per-request atomicity). Killed (by PID) when dropped.
 pub struct Moto {
     child: Child,
     pub url: String,
@@ -228,9 +229,11 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let exe = prerequisite(here.join(".tools/venv/bin/moto_server"), "moto_server");
-        let mut child = Command::new(exe)
-            .args(["-H", "127.0.0.1", "-p", "0"])
+        prerequisite(here.join(".tools/venv/bin/moto_server"), "moto_server");
+        let python = prerequisite(here.join(".tools/venv/bin/python"), "the moto virtualenv's python");
+        let mut child = Command::new(python)
+            .arg(here.join("moto_one_at_a_time.py"))
+            .args(["127.0.0.1", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
