@@ -624,7 +624,9 @@ async fn a_connection_hears_a_second_room_through_moto() {
     let mut ops = Client::connect(&format!("{}?room=ops", stack.ws_url)).await;
     lobby.send_json(serde_json::json!({"action": "subscribe", "room": "ops"})).await;
     let subscribed = lobby.until(|f| f["kind"] == "subscribed").await;
-    assert_eq!(subscribed, serde_json::json!({"kind": "subscribed", "room": "ops", "count": 2}));
+    let expected =
+        serde_json::json!({"kind": "subscribed", "room": "ops", "count": 2, "rights": "rw", "private": false});
+    assert_eq!(subscribed, expected);
     ops.say("right after").await;
     let heard = lobby.chat("right after").await;
     assert_eq!(heard["room"], "ops");
