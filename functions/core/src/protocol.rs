@@ -864,6 +864,33 @@ mod tests {
         );
     }
 
+    /// Issue #25 adds event kinds and fields; a row stored before it, and the
+    /// frames of chat, join and leave, must not change by a byte.
+    #[test]
+    fn old_rows_and_the_seeds_frames_are_unchanged_byte_for_byte() {
+        let seed_row = r#"{"message_id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connection_id":"CXzQ2cJjoAMCJ6g=","message":"hello","timestamp":"2026-11-24T10:15:30Z"}"#;
+        let old: LogEvent = serde_json::from_str(seed_row).unwrap();
+        assert_eq!(
+            String::from_utf8(event_frame(&old)).unwrap(),
+            r#"{"message":"[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hello\n","id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connectionId":"CXzQ2cJjoAMCJ6g=","text":"hello","timestamp":"2026-11-24T10:15:30Z","kind":"chat","room":"lobby"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"message_id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connection_id":"CXzQ2cJjoAMCJ6g=","message":"hello","timestamp":"2026-11-24T10:15:30Z","kind":"chat","room":"lobby"}"#,
+            "a line stored today has the attributes it had"
+        );
+        let join = String::from_utf8(event_frame(&event(EventKind::Join, "x"))).unwrap();
+        assert_eq!(
+            join,
+            r#"{"message":"A new user has joined the chat - CXzQ2cJjoAMCJ6g=","id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connectionId":"CXzQ2cJjoAMCJ6g=","timestamp":"2026-11-24T10:15:30Z","kind":"join","room":"lobby"}"#
+        );
+        let leave = frame_json(&event(EventKind::Leave, "x"));
+        assert_eq!(leave["message"], "User CXzQ2cJjoAMCJ6g= has left the chat.");
+        for field in ["editedAt", "emoji", "on", "counts", "replyTo", "quote"] {
+            assert!(leave.get(field).is_none(), "{field}");
+        }
+    }
+
     #[test]
     fn named_lines_carry_the_user_and_keep_the_seed_line() {
         let named = event(EventKind::Chat, "hi").by(Some(&crate::model::Identity::chosen("Ada")));

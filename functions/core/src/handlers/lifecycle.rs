@@ -262,3 +262,6 @@ pub async fn folded_history(
     tracing::info!(connection_id = %asker.connection_id, room, events = events.len(), more, "folded history served");
     super::default_route::reply_with(&asker.connection_id, &frames, poster).await
 }
+
+#[cfg(test)]
+mod tests;
