@@ -170,7 +170,10 @@ async fn a_lines_life_on_the_local_stack() {
     assert_eq!(common::count_rows(&db, "SELECT COUNT(*) FROM reactions"), 2, "Carol's 👍 and 🎉");
     let folded = common::run_binary("replay", &["--from", &format!("sqlite:{}", db.display()), "--fold"]).await;
     assert!(folded.contains("hello (edited "), "{folded}");
-    assert!(folded.contains("(deleted)") && folded.contains("[🎉 1, 👍 1]") && folded.contains(": \"hello\")"), "{folded}");
+    assert!(
+        folded.contains("(deleted)") && folded.contains("[🎉 1, 👍 1]") && folded.contains(": \"hello\")"),
+        "{folded}"
+    );
     assert!(!folded.contains("helo") && !folded.contains("oops"), "{folded}");
 }
 
@@ -195,9 +198,8 @@ async fn toggles_are_decided_one_at_a_time(log: std::sync::Arc<dyn chat_core::Me
     let toggle = |reactor: usize| {
         let log = log.clone();
         let identity = Identity::verified(&format!("r{reactor}"), &format!("iss|r{reactor}"));
-        let reaction = LogEvent::reaction(&format!("c{reactor}"), &line.message_id, "👍", at)
-            .in_room("race")
-            .by(Some(&identity));
+        let reaction =
+            LogEvent::reaction(&format!("c{reactor}"), &line.message_id, "👍", at).in_room("race").by(Some(&identity));
         tokio::spawn(async move { log.toggle_reaction(&reaction, None).await.unwrap() })
     };
     let mut seen: Vec<u32> = Vec::new();
@@ -217,10 +219,7 @@ async fn toggles_are_decided_one_at_a_time(log: std::sync::Arc<dyn chat_core::Me
     assert_eq!(ons, 4, "one reactor's racing toggles alternate");
     counts.sort();
     assert_eq!(counts, [5, 5, 5, 5, 6, 6, 6, 6], "each toggle's counts are the line's after it");
-    let events = log
-        .read(&chat_core::ports::LogQuery { room: "race".into(), after: None, limit: 100 })
-        .await
-        .unwrap();
+    let events = log.read(&chat_core::ports::LogQuery { room: "race".into(), after: None, limit: 100 }).await.unwrap();
     let folded = chat_core::fold::fold(&events);
     assert_eq!(folded[0].reactions["👍"].len(), 6);
 }

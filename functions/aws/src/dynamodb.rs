@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
-use chat_core::reaction::{decided, reactor_of};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
+use chat_core::reaction::{decided, reactor_of};
 use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -766,7 +766,10 @@ impl MessageLog for DynamoLog {
             if let Some(receipt) = &receipt
                 && let Some(first) = self.receipt(receipt).await?
             {
-                return self.get(&first).await?.ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
+                return self
+                    .get(&first)
+                    .await?
+                    .ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
             }
             // The counts item first: a toggle committed after this read bumps its
             // version (and fails ours), so the state read next is never older

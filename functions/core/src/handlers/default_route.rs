@@ -349,7 +349,11 @@ pub async fn history(
 
 /// Posts `frames` to one connection: all but the last concurrently, the last
 /// after every other has been answered, so that it arrives last.
-pub(super) async fn reply_with(connection_id: &str, frames: &[Bytes], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
+pub(super) async fn reply_with(
+    connection_id: &str,
+    frames: &[Bytes],
+    poster: &dyn SocketPoster,
+) -> Result<(), HandlerError> {
     let Some((last, rest)) = frames.split_last() else { return Ok(()) };
     let posts: Vec<(&str, &Bytes)> = rest.iter().map(|frame| (connection_id, frame)).collect();
     for answer in poster.post_each(&posts, REPLY_POSTS_IN_FLIGHT).await {
