@@ -13,7 +13,7 @@ use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
-use chat_core::reaction::{decided, reactor_of};
+use chat_core::reaction::{Toggle, decided};
 use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -566,6 +566,20 @@ impl DynamoLog {
     /// The line id the stored receipt of `receipt` points at, read consistently;
     /// `None` when there is none or it expired (the TTL deletes items only
     /// eventually, so an expired one may still be there).
+    /// The Put claiming `receipt` for event `event_id`, for a transaction with
+    /// the event: it fails while another unexpired receipt holds the key.
+    fn receipt_put(&self, receipt: &Receipt, event_id: &str) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.0.name)
+            .item("message_id", AttributeValue::S(receipt.key.clone()))
+            .item("event_id", AttributeValue::S(event_id.to_owned()))
+            .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
+            .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
+            .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))
+    }
+
     async fn receipt(&self, receipt: &Receipt) -> Result<Option<String>, StoreError> {
         let Some(item) = self.0.get_consistent("message_id", &receipt.key).await? else { return Ok(None) };
         // A receipt without expires_at (written before receipts expired) never does.
@@ -640,15 +654,7 @@ impl MessageLog for DynamoLog {
             .condition_expression("attribute_not_exists(message_id)")
             .build()
             .map_err(malformed)?;
-        let receipt_item = Put::builder()
-            .table_name(&self.0.name)
-            .item("message_id", AttributeValue::S(receipt.key.clone()))
-            .item("event_id", AttributeValue::S(event.message_id.clone()))
-            .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
-            .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
-            .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
-            .build()
-            .map_err(malformed)?;
+        let receipt_item = self.receipt_put(&receipt, &event.message_id)?;
         let result = self
             .0
             .client
@@ -752,10 +758,9 @@ impl MessageLog for DynamoLog {
         reaction: &LogEvent,
         client_message_id: Option<&str>,
     ) -> Result<LogEvent, StoreError> {
-        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
-        let (target, emoji) = (reaction.target.as_deref().unwrap_or(""), reaction.emoji.as_deref().unwrap_or(""));
-        let state_key = chat_core::reaction::state_key(target, emoji, reactor_of(reaction));
-        let counts_key = chat_core::reaction::counts_key(target);
+        let Toggle { target, emoji, reactor, receipt } = Toggle::of(reaction, client_message_id);
+        let state_key = chat_core::reaction::state_key(&target, &emoji, &reactor);
+        let counts_key = chat_core::reaction::counts_key(&target);
         let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
         // Jitter from the event's random id bits, so racing writers retry apart.
         let jitter = u64::from(reaction.message_id.bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b)) % 16);
@@ -820,15 +825,7 @@ impl MessageLog for DynamoLog {
                 .transact_items(TransactWriteItem::builder().put(state_item).build())
                 .transact_items(TransactWriteItem::builder().put(counts_put).build());
             if let Some(receipt) = &receipt {
-                let receipt_item = Put::builder()
-                    .table_name(&self.0.name)
-                    .item("message_id", AttributeValue::S(receipt.key.clone()))
-                    .item("event_id", AttributeValue::S(event.message_id.clone()))
-                    .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
-                    .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
-                    .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
-                    .build()
-                    .map_err(malformed)?;
+                let receipt_item = self.receipt_put(receipt, &event.message_id)?;
                 transaction = transaction.transact_items(TransactWriteItem::builder().put(receipt_item).build());
             }
             match transaction.send().await {

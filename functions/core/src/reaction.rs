@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{LogEvent, RECEIPT_KEY_PREFIX};
+use crate::model::{LogEvent, RECEIPT_KEY_PREFIX, Receipt};
 
 /// Longest emoji accepted, in UTF-8 bytes (a family or a flag with tags fits).
 pub const MAX_EMOJI_BYTES: usize = 32;
@@ -103,6 +103,28 @@ pub fn reactor_of(event: &LogEvent) -> &str {
     match (event.verified, event.user_id.as_deref()) {
         (Some(true), Some(account)) => account,
         _ => &event.connection_id,
+    }
+}
+
+/// What a store decides a toggle on: the line, the emoji, the reactor, and
+/// the receipt a `clientMessageId` claims (so a resend toggles once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toggle {
+    pub target: String,
+    pub emoji: String,
+    pub reactor: String,
+    pub receipt: Option<Receipt>,
+}
+
+impl Toggle {
+    /// The toggle `reaction` ([`LogEvent::reaction`]) asks for, sent as `client_message_id`.
+    pub fn of(reaction: &LogEvent, client_message_id: Option<&str>) -> Self {
+        Self {
+            target: reaction.target.clone().unwrap_or_default(),
+            emoji: reaction.emoji.clone().unwrap_or_default(),
+            reactor: reactor_of(reaction).to_owned(),
+            receipt: client_message_id.map(|id| Receipt::for_send(reaction, id)),
+        }
     }
 }
 

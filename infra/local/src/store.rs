@@ -13,7 +13,7 @@ use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
-use chat_core::reaction::{decided, reactor_of};
+use chat_core::reaction::{Toggle, decided};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -894,9 +894,7 @@ impl MessageLog for SqliteStore {
         reaction: &LogEvent,
         client_message_id: Option<&str>,
     ) -> Result<LogEvent, StoreError> {
-        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
-        let (target, emoji) = (reaction.target.clone().unwrap_or_default(), reaction.emoji.clone().unwrap_or_default());
-        let reactor = reactor_of(reaction).to_owned();
+        let Toggle { target, emoji, reactor, receipt } = Toggle::of(reaction, client_message_id);
         let (stored, new) = self.with(|db| {
             in_transaction(db, |tx| {
                 if let Some(receipt) = &receipt {
