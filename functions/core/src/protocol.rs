@@ -58,6 +58,9 @@ pub enum Command {
     Ban { room: String, user: String, seconds: i64, reason: Option<String> },
     /// `{"action":"unban","room":R,"user":U}`.
     Unban { room: String, user: String },
+    /// `{"action":"typing","room"?:R}`: a hint to R's other members, never stored
+    /// (see [`crate::handlers`]' typing module).
+    Typing { room: Option<String> },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -131,6 +134,7 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
         Some("kick") => Ok(Command::Kick { room: required_room(&fields)?, user: required_member(&fields)? }),
         Some("ban") => parse_ban(&fields),
         Some("unban") => Ok(Command::Unban { room: required_room(&fields)?, user: required_member(&fields)? }),
+        Some("typing") => Ok(Command::Typing { room: optional_room(&fields)? }),
         _ => Ok(Command::Unknown),
     }
 }

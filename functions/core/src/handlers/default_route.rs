@@ -59,6 +59,7 @@ impl DefaultRoute<'_> {
                 tracing::info!(connection_id, "unrecognized request");
                 return self.reply(connection_id, invalid_request_frame()).await;
             }
+            Ok(Command::Typing { room }) => return self.typing(request, room.as_deref()).await,
             Ok(command) => command,
             Err(refusal) => {
                 tracing::info!(connection_id, %refusal, "malformed request");
@@ -106,7 +107,9 @@ impl DefaultRoute<'_> {
                 self.ban(&asker, &room, &user, seconds, reason.as_deref(), rights, at).await
             }
             Command::Unban { room, user } => self.unban(&asker, &room, &user, rights, at).await,
-            Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
+            Command::SendMessage { .. } | Command::Ping | Command::Unknown | Command::Typing { .. } => {
+                unreachable!("answered above")
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod default_route;
 mod disconnect;
 mod moderation;
 mod send_message;
+mod typing;
 
 pub use connect::{ConnectRequest, connect};
 pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};
