@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Client, JWT_SECRET, Stack, count_rows, scratch, with_token};
+use common::{Client, JWT_SECRET, Stack, count_rows, rights_token as token, scratch, with_token};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -20,15 +20,6 @@ const EVERY: Duration = Duration::from_millis(500);
 /// How long a member keeps listening after its own last signal, for the
 /// others' last ones to arrive (a collection window, not a readiness wait).
 const DRAIN: Duration = Duration::from_secs(3);
-
-/// An HS256 token for `sub` (also its display name) with `chat.rights`.
-fn token(sub: &str, rights: Value) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims =
-        json!({"sub": sub, "preferred_username": sub, "iat": now, "exp": now + 600, "chat": {"rights": rights}});
-    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
-}
 
 /// Types (when `types`) a signal every [`EVERY`] while recording every typing
 /// frame heard, with when it arrived; stops [`DRAIN`] after the last signal.
@@ -116,8 +107,9 @@ async fn fifty_typists_store_nothing_and_each_member_hears_each_other_typist_onc
             // 13 signals over 6 s: the limiter lets through those at 0, 3 and 6 s.
             assert!(arrivals.len() <= 3, "{me} heard {typist} {} times in {took:?}", arrivals.len());
             for gap in arrivals.windows(2).map(|w| w[1] - w[0]) {
-                // 3 s apart when sent; arrival times differ by the delivery jitter only.
-                assert!(gap >= Duration::from_millis(2500), "{me} heard {typist} twice within {gap:?}");
+                // ≥ 3 s apart when accepted; arrivals differ by the delivery jitter (a
+                // busy 2-core machine: up to ~1 s), while unthrottled ones would be 500 ms apart.
+                assert!(gap >= Duration::from_secs(2), "{me} heard {typist} twice within {gap:?}");
             }
             signals += arrivals.len();
         }
