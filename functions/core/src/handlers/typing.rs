@@ -41,13 +41,13 @@
 //! - the inbound frame: 1 API Gateway message ($1 per million) and one
 //!   `$default` Lambda invocation (~$0.2 per million plus a few ms of duration);
 //! - the sender's row: one consistent GetItem (1 read unit), as every `$default` action;
-//! - one consistent Query of R's Memberships: ~90 bytes a membership, so
-//!   ⌈N × 90 B / 4 KB⌉ read units (1 up to ~45 members, ~3 for 100, ~23 for
-//!   1 000; $0.125 per million read units), paginated per 1 MB;
+//! - one consistent Query of R's Memberships: ~100 bytes a membership (~250
+//!   with an account's `userId`), so ⌈N × 100–250 B / 4 KB⌉ read units (3–7
+//!   for 100 members, 25–62 for 1 000; $0.125 per million), paged per 1 MB;
 //! - N − 1 @connections posts (N − 1 API Gateway messages, $1 per million each).
 //!
-//! So about (N − 1 + 1) messages + ⌈N/45⌉ + 1 read units per signal: for
-//! N = 100, ~$0.0001 (the posts are ~99 % of it). 50 typists in a room of 100
+//! So N messages (1 in, N − 1 out) and ~N/16 + 1 read units per signal: for
+//! N = 100, ~$0.0001, the posts ~99 % of it. 50 typists in a room of 100
 //! signal at most 50 / 3 s ≈ 17/s, i.e. ~1 650 posts/s; a dropped signal costs
 //! the inbound message and the invocation only (no read, no post).
 
