@@ -66,6 +66,9 @@ pub enum Command {
     React { id: String, emoji: String, client_message_id: Option<String> },
     /// `{"action":"reply","to":ID,"message":TEXT,"clientMessageId"?}`: a line quoting line ID.
     Reply { to: String, text: String, client_message_id: Option<String> },
+    /// `{"action":"typing","room"?:R}`: a hint to R's other members, never stored
+    /// (see [`crate::handlers`]' typing module).
+    Typing { room: Option<String> },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -153,6 +156,7 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
             text: required_text(&fields)?,
             client_message_id: client_message_id(&fields)?,
         }),
+        Some("typing") => Ok(Command::Typing { room: optional_room(&fields)? }),
         _ => Ok(Command::Unknown),
     }
 }

@@ -75,7 +75,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        // One room, no history, no rooms to subscribe to, no moderation, no line lifecycle.
+                        // One room, no history, no rooms to subscribe to, no moderation, no line lifecycle, no typing.
                         Ok(
                             Command::History { .. }
                             | Command::Who { .. }
@@ -90,6 +90,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             | Command::Edit { .. }
                             | Command::React { .. }
                             | Command::Reply { .. }
+                            | Command::Typing { .. }
                             | Command::Unknown,
                         ) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),
