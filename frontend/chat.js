@@ -17,6 +17,14 @@
 // Kick/Ban on the member list where you have `m`. Until the server has said, the
 // page holds nothing back and shows no moderation controls (the server decides).
 //
+// Lifecycle (issue 25): Edit on your own lines (and ↑ in an empty box edits your
+// newest line), Reply (a quote above the box while composing; Esc cancels
+// either), reactions (chips and a picker, timeline.js) and "alice is typing…":
+// a `typing` signal goes at most every TYPING_EVERY_MS while the user types,
+// and another's shows for TYPING_SHOWN_MS unless renewed (never your own).
+// Edits, deletes and reactions are folded by id in the timeline, so a reload's
+// history shows what the live page showed.
+//
 // The connection's first room is the `?room=` one (its "home"); the others are
 // added with `subscribe`. After every (re)connect the rooms catch up one after
 // another: home first, then the room on screen, then the rest.
@@ -28,7 +36,7 @@ import { CatchUpQueue, isThrottled } from "./catchup.js";
 import { Confirm } from "./confirm.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
-import { Outbox } from "./outbox.js";
+import { Outbox, newId } from "./outbox.js";
 import { Positions } from "./recovery.js";
 import { ReadMarks, RoomList, badgeText, storeRooms, storedRooms } from "./rooms.js";
 import { Timeline } from "./timeline.js";
@@ -52,6 +60,8 @@ const TUNING = {
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
+const TYPING_EVERY_MS = 3000; // at most one `typing` signal this often (the server drops extra ones)
+const TYPING_SHOWN_MS = 5000; // another's signal shows this long unless renewed
 const ANSWER_WAIT_MS = 5_000; // a `read` this recent may still be answered
 const MAX_TEXT_BYTES = 32 * 1024;
 const URL_KEY = "websocket-chat-url";
@@ -62,7 +72,7 @@ const ui = {
   url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"), timelines: $("timelines"),
   jump: $("jump"), autoSeconds: $("auto-seconds"), text: $("text"), send: $("send"), notice: $("notice"),
-  readOnly: $("read-only"),
+  readOnly: $("read-only"), composing: $("composing"), composingText: $("composing-text"), typing: $("typing"),
 };
 const confirm = new Confirm($("confirm"));
 const positions = new Positions();
@@ -98,6 +108,8 @@ const left = new Set(); // rooms left on this connection (a `rooms` answer may s
 let rateNotice = false; // "Sending too fast" is shown until the lines it held are acknowledged
 const holdTimers = new Map(); // room -> the timer that sends its rate-limited lines again
 let idProbe = null; // the text of our first line: its echo tells our connection id
+let composing = null; // {mode: "edit"|"reply", room, event} while editing a line or replying to one
+let typingSentAt = 0; // when our last `typing` signal went
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
 
@@ -113,9 +125,12 @@ function addRoom(name) {
   // people: everyone seen in the room, by userId (else connection id), to name a kicked member.
   const room = { name, list, names: new Names(), seen: new Set(), newest: null, caughtUp: false, subscribed: false,
     resubscribed: false, shortfall: new Set(), unread: 0, more: false, count: null, rights: null, private: false,
-    people: new Map() };
+    people: new Map(), typists: new Map() };
   room.timeline = new Timeline({ list, jump: ui.jump, who: (event) => senderName(room, event), notice: (event) => noticeText(room, event),
-    deletable: (event) => deletable(room, event), onDelete: (event) => askDelete(room, event) });
+    deletable: (event) => deletable(room, event), onDelete: (event) => askDelete(room, event),
+    editable: () => canWrite(room), onEdit: (event) => compose("edit", room, event),
+    writable: () => canWrite(room), onReply: (event) => compose("reply", room, event),
+    onReact: (event, emoji) => react(room, event, emoji) });
   room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
     list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
     self: (id, person) => myIds.has(id) || Boolean(myUserId && person.userId === myUserId),
@@ -134,8 +149,10 @@ function show(room) {
   current?.members.hide();
   before = current;
   current = room;
+  if (composing) cancelCompose();
   room.timeline.show();
   room.members.show();
+  showTyping();
   ui.room.value = room.name;
   ui.room.setAttribute("aria-invalid", "false");
   history.replaceState(null, "", `#room=${encodeURIComponent(room.name)}`);
@@ -281,6 +298,7 @@ function render(frame) {
   if (frame.kind === "unsubscribed") return pollRooms();
   if (frame.kind === "read") return;
   if (frame.kind === "removed") return removed(frame);
+  if (frame.kind === "typing") return typing(frame);
   if (MODERATED.has(frame.kind)) return moderated(frame);
   if (isThrottled(frame) && catchUps.throttled()) return;
   // Frames without a room are the home room's (a seed server names none).
@@ -302,6 +320,8 @@ function render(frame) {
   notePerson(room, frame);
   // A tombstone is not a line: the line it names shows "message deleted".
   if (frame.kind === "delete") return timeline.deleteLine(frame.target);
+  if (frame.kind === "edit") return timeline.editLine(frame);
+  if (frame.kind === "reaction") return timeline.react(frame, isMine(frame));
   if (MODERATION.has(frame.kind)) return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: false });
   if (frame.kind === "join" || frame.kind === "leave") {
     noteName(room, frame);
@@ -313,8 +333,9 @@ function render(frame) {
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
     noteName(room, frame);
-    const mine = myIds.has(frame.connectionId) || isMyUser(frame);
+    const mine = isMine(frame);
     echoed(room, frame.connectionId, frame.text);
+    stoppedTyping(room, frame);
     // Grouped by verified user (any of their connections), else by connection.
     const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
     timeline.add({ ...frame, sender, mine }, { fresh });
@@ -396,6 +417,9 @@ function arrived(room) {
   showRooms();
 }
 
+// Whether an event is the reader's: by this page's connections, else its verified user.
+function isMine(frame) { return myIds.has(frame.connectionId) || isMyUser(frame); }
+
 // Whether a line is from the user this page is signed in as: by the verified
 // userId; a server that sends none (older) is trusted on the verified name.
 function isMyUser(frame) {
@@ -446,6 +470,87 @@ async function askDelete(room, event) {
   if (!answer) return;
   if (!send({ action: "delete", id: event.id })) notice("Not connected: the message was not deleted.");
   if (!room.list.contains(document.activeElement)) room.list.focus(); // its Delete button is gone
+}
+
+// ---- Lifecycle: edit, reply, react, typing.
+// Composing an edit of `event` (the box gets its text) or a reply to it (a quote above the box).
+function compose(mode, room, event) {
+  if (room !== current) return;
+  composing = { mode, room, event };
+  ui.composing.hidden = false;
+  ui.composing.dataset.mode = mode;
+  ui.composingText.textContent = mode === "edit" ? "Editing your message"
+    : `Replying to ${senderName(room, event)}: “${excerpt(event.text)}”`;
+  if (mode === "edit") ui.text.value = event.text;
+  fitText();
+  ui.text.focus();
+  if (mode === "edit") ui.text.setSelectionRange(ui.text.value.length, ui.text.value.length);
+}
+
+// Esc or Cancel: back to an ordinary box (an edit's text goes; a reply keeps what was typed).
+function cancelCompose() {
+  if (composing?.mode === "edit") ui.text.value = "";
+  composing = null;
+  ui.composing.hidden = true;
+  ui.composingText.textContent = "";
+  fitText();
+}
+
+// The box's text as an edit of the line being edited (unchanged: nothing is sent).
+function sendEdit(text) {
+  const { room, event } = composing;
+  cancelCompose();
+  if (text === event.text) return;
+  if (!send({ action: "edit", room: room.name, id: event.id, message: text })) notice("Not connected: the message was not edited.");
+}
+
+// A reaction toggles (the server decides on or off and sends the counts to everyone).
+function react(room, event, emoji) {
+  if (!send({ action: "react", room: room.name, id: event.id, emoji, clientMessageId: newId() })) {
+    notice("Not connected: the reaction was not sent.");
+  }
+}
+
+// The user types: one `typing` signal at most every TYPING_EVERY_MS (not while editing).
+function typed() {
+  if (!current || !ui.text.value.trim() || composing?.mode === "edit" || !canWrite(current)) return;
+  if (Date.now() - typingSentAt < TYPING_EVERY_MS) return;
+  if (send({ action: "typing", room: current.name })) typingSentAt = Date.now();
+}
+
+// {"kind":"typing","room","user"?,"userId"?,"connectionId"}: shown for TYPING_SHOWN_MS, never our own.
+function typing(frame) {
+  const room = rooms.get(frame.room ?? home);
+  if (!room || isMine(frame) || (frame.userId && frame.userId === myUserId)) return;
+  const key = frame.userId ?? frame.connectionId;
+  if (!key) return;
+  const name = displayName(room, frame) ?? "Someone";
+  const known = room.typists.get(key);
+  clearTimeout(known?.timer);
+  const timer = setTimeout(() => {
+    room.typists.delete(key);
+    if (room === current) showTyping();
+  }, TYPING_SHOWN_MS);
+  room.typists.set(key, { name, timer });
+  if (room === current) showTyping();
+}
+
+// A line from a typist ends their "typing…".
+function stoppedTyping(room, frame) {
+  const key = frame.userId ?? frame.connectionId;
+  const known = room.typists.get(key);
+  if (!known) return;
+  clearTimeout(known.timer);
+  room.typists.delete(key);
+  if (room === current) showTyping();
+}
+
+// "alice is typing…", "alice and bob are typing…", "3 people are typing…".
+function showTyping() {
+  const names = current ? [...current.typists.values()].map((t) => t.name) : [];
+  const text = names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…`
+    : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : `${names.length} people are typing…`;
+  if (ui.typing.textContent !== text) ui.typing.textContent = text;
 }
 
 // Who a kick or ban names: the member's account, else (anonymous) its connection.
@@ -829,8 +934,11 @@ $("send-form").addEventListener("submit", (event) => {
   }
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
+  if (composing?.mode === "edit") return sendEdit(text);
+  const replyTo = composing?.mode === "reply" ? composing.event.id : undefined;
+  if (composing) cancelCompose();
   if (!myId && socket) idProbe = text;
-  const line = outbox.add(current.name, text);
+  const line = outbox.add(current.name, text, replyTo);
   showPending(current, line);
   // While the room is held (rate limited), the line waits its turn behind the held ones.
   if (current.subscribed && !outbox.heldFor(current.name)) send(outbox.command(line));
@@ -847,9 +955,21 @@ ui.text.addEventListener("keydown", (event) => {
     event.preventDefault();
     $("send-form").requestSubmit();
   } else if (event.key === "Escape") {
-    current?.list.focus();
+    if (composing) cancelCompose();
+    else current?.list.focus();
+  } else if (event.key === "ArrowUp" && !ui.text.value && !composing && current && canWrite(current)) {
+    // As in Slack: ↑ in an empty box edits your newest line.
+    const last = current.timeline.lastOwnLine();
+    if (!last) return;
+    event.preventDefault();
+    compose("edit", current, last);
   }
 });
+$("composing-cancel").addEventListener("click", () => {
+  cancelCompose();
+  ui.text.focus();
+});
+ui.text.addEventListener("input", typed);
 // The box grows with its text, up to a few lines.
 function fitText() {
   ui.text.style.height = "auto";
@@ -873,7 +993,9 @@ function learnId(connectionId) {
 // from any connection, and only theirs, whatever name others chose.
 function learnUser(userId) {
   myUserId = userId;
-  for (const room of rooms.values()) room.timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
+  for (const room of rooms.values()) {
+    room.timeline.markMine((event) => (event.kind === "chat" || event.kind === "reaction") && event.userId === userId);
+  }
 }
 
 // The tab got focus: fresh unread counts, unless asked a moment ago.
