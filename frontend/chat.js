@@ -110,6 +110,7 @@ const holdTimers = new Map(); // room -> the timer that sends its rate-limited l
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let composing = null; // {mode: "edit"|"reply", room, event} while editing a line or replying to one
 let typingSentAt = 0; // when our last `typing` signal went
+let serverTyping = null; // false: the server answered `typing` with "Invalid request" (it has none); else not known
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
 
@@ -512,9 +513,11 @@ function react(room, event, emoji) {
 }
 
 // The user types: one `typing` signal at most every TYPING_EVERY_MS (not while editing).
+// Never while a catch-up or `rooms` waits for an answer: a server without `typing`
+// answers "Invalid request", which must not be taken for theirs (see refused).
 function typed() {
   if (!current || !ui.text.value.trim() || composing?.mode === "edit" || !canWrite(current)) return;
-  if (Date.now() - typingSentAt < TYPING_EVERY_MS) return;
+  if (serverTyping === false || catchUps.waiting || roomsPending || Date.now() - typingSentAt < TYPING_EVERY_MS) return;
   if (send({ action: "typing", room: current.name })) typingSentAt = Date.now();
 }
 
@@ -615,6 +618,11 @@ function refused(frame) {
   }
   if (frame.error === "Too many rooms" && room) return tooManyRooms(room, frame);
   if (frame.error === "Not subscribed" && room) return notSubscribed(room, frame);
+  if (frame.error === "Invalid request" && serverTyping === null && Date.now() - typingSentAt < ANSWER_WAIT_MS
+    && !catchUps.waiting && !roomsPending) {
+    serverTyping = false; // an older (or the seed's) server: no more typing signals to it, and nothing to show
+    return;
+  }
   if (frame.error === "Invalid request" && roomsPending && !catchUps.waiting) {
     serverRooms = false; // an older server: no badges from it
     roomsPending = false;
@@ -843,6 +851,7 @@ function open(base, reconnecting) {
   ws.onopen = () => {
     opened = true;
     myId = null; // a new connection has a new id
+    serverTyping = null;
     home = name;
     reconnectDelay = TUNING.reconnectMs;
     connectedAt = new Date();

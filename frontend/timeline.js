@@ -569,7 +569,8 @@ export class Timeline {
     return row;
   }
 
-  // The list is one tab stop; Up/Down (Home/End) walk its times, summaries and Delete buttons.
+  // The list is one tab stop; Up/Down (Home/End) walk its times, summaries,
+  // buttons, quotes and chips. Up from outside them starts at the newest time.
   arrowKeys(event) {
     const steps = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
     if (!(event.key in steps)) return;
@@ -578,6 +579,10 @@ export class Timeline {
     event.preventDefault();
     const at = stops.indexOf(document.activeElement);
     const step = steps[event.key];
+    if (at < 0 && step === -1) {
+      const times = stops.filter((node) => node.matches("time:not(.edited), summary"));
+      if (times.length) return times.at(-1).focus();
+    }
     const from = at >= 0 ? at : step > 0 ? -1 : stops.length;
     stops[Math.max(0, Math.min(stops.length - 1, from + step))].focus();
   }
