@@ -20,7 +20,8 @@
 // Lifecycle (issue 25): Edit on your own lines (and ↑ in an empty box edits your
 // newest line), Reply (a quote above the box while composing; Esc cancels
 // either), reactions (chips and a picker, timeline.js) and "alice is typing…":
-// a `typing` signal goes at most every TYPING_EVERY_MS while the user types,
+// a `typing` signal goes at most every TYPING_EVERY_MS while the user types
+// (TYPING_DELAY_MS after a burst's first key, unless the line went already),
 // and another's shows for TYPING_SHOWN_MS unless renewed (never your own).
 // Edits, deletes and reactions are folded by id in the timeline, so a reload's
 // history shows what the live page showed.
@@ -62,6 +63,9 @@ const TUNING = {
 const HEARTBEAT_MS = 30_000;
 const TYPING_EVERY_MS = 3000; // at most one `typing` signal this often (the server drops extra ones)
 const TYPING_SHOWN_MS = 5000; // another's signal shows this long unless renewed
+// A signal goes this long after the first key of a burst, if the box still has
+// text: a line pasted and sent at once is no one "typing" (and costs no frame).
+const TYPING_DELAY_MS = 300;
 const ANSWER_WAIT_MS = 5_000; // a `read` this recent may still be answered
 const MAX_TEXT_BYTES = 32 * 1024;
 const URL_KEY = "websocket-chat-url";
@@ -110,6 +114,7 @@ const holdTimers = new Map(); // room -> the timer that sends its rate-limited l
 let idProbe = null; // the text of our first line: its echo tells our connection id
 let composing = null; // {mode: "edit"|"reply", room, event} while editing a line or replying to one
 let typingSentAt = 0; // when our last `typing` signal went
+let typingTimer = null; // the signal waiting for TYPING_DELAY_MS
 let serverTyping = null; // false: the server answered `typing` with "Invalid request" (it has none); else not known
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
@@ -516,9 +521,13 @@ function react(room, event, emoji) {
 // Never while a catch-up or `rooms` waits for an answer: a server without `typing`
 // answers "Invalid request", which must not be taken for theirs (see refused).
 function typed() {
-  if (!current || !ui.text.value.trim() || composing?.mode === "edit" || !canWrite(current)) return;
-  if (serverTyping === false || catchUps.waiting || roomsPending || Date.now() - typingSentAt < TYPING_EVERY_MS) return;
-  if (send({ action: "typing", room: current.name })) typingSentAt = Date.now();
+  if (typingTimer || Date.now() - typingSentAt < TYPING_EVERY_MS) return;
+  typingTimer = setTimeout(() => {
+    typingTimer = null;
+    if (!current || !ui.text.value.trim() || composing?.mode === "edit" || !canWrite(current)) return;
+    if (serverTyping === false || catchUps.waiting || roomsPending) return;
+    if (send({ action: "typing", room: current.name })) typingSentAt = Date.now();
+  }, TYPING_DELAY_MS);
 }
 
 // {"kind":"typing","room","user"?,"userId"?,"connectionId"}: shown for TYPING_SHOWN_MS, never our own.
@@ -943,6 +952,8 @@ $("send-form").addEventListener("submit", (event) => {
   }
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
+  clearTimeout(typingTimer); // sent: nobody is typing it any more
+  typingTimer = null;
   if (composing?.mode === "edit") return sendEdit(text);
   const replyTo = composing?.mode === "reply" ? composing.event.id : undefined;
   if (composing) cancelCompose();
