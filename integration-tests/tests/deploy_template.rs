@@ -164,6 +164,18 @@ impl MessageLog for Recorded<MemoryLog> {
         self.seen.note("MessageLog", "get");
         self.inner.get(message_id).await
     }
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError> {
+        self.seen.note("MessageLog", "deleted");
+        self.inner.deleted(room, id).await
+    }
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError> {
+        self.seen.note("MessageLog", "toggle_reaction");
+        self.inner.toggle_reaction(reaction, client_message_id).await
+    }
 }
 
 #[async_trait]
@@ -272,6 +284,10 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             )
             .await
             .ok();
+            // A reply quotes its parent: the parent read, its tombstone, its edits.
+            let parent = log.inner.events().last().unwrap().message_id.clone();
+            let reply = format!(r#"{{"action":"sendmessage","message":"re","replyTo":"{parent}"}}"#);
+            websocket::on_send_message(&message(&reply), &RouteSettings::default(), &connections, &log).await.unwrap();
         }
         "default" => {
             websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
@@ -300,6 +316,10 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 // Behind the cursor: answered with where the cursor is.
                 &read_to("00000000-0000-7000-8000-000000000000"),
                 r#"{"action":"unsubscribe","room":"ops"}"#,
+                &format!(r#"{{"action":"edit","id":"{line}","message":"hi!"}}"#),
+                &format!(r#"{{"action":"react","id":"{line}","emoji":"👍"}}"#),
+                &format!(r#"{{"action":"reply","to":"{line}","message":"re"}}"#),
+                r#"{"action":"history","fold":true}"#,
                 r#"{"action":"dance"}"#,
                 "not json",
             ] {
@@ -464,6 +484,12 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
     ("MessageLog", "append_once", &[("MESSAGES_TABLE", "dynamodb:PutItem"), ("MESSAGES_TABLE", "dynamodb:GetItem")]),
     ("MessageLog", "read", &[("MESSAGES_TABLE/index/room-index", "dynamodb:Query")]),
     ("MessageLog", "get", &[("MESSAGES_TABLE", "dynamodb:GetItem")]),
+    ("MessageLog", "deleted", &[("MESSAGES_TABLE", "dynamodb:GetItem")]),
+    (
+        "MessageLog",
+        "toggle_reaction",
+        &[("MESSAGES_TABLE", "dynamodb:PutItem"), ("MESSAGES_TABLE", "dynamodb:GetItem")],
+    ),
     ("Bans", "ban", &[("BANS_TABLE", "dynamodb:PutItem")]),
     ("Bans", "unban", &[("BANS_TABLE", "dynamodb:DeleteItem")]),
     ("Bans", "active", &[("BANS_TABLE", "dynamodb:GetItem")]),
@@ -934,7 +960,14 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
     );
     assert_eq!(
         port_calls("send_message", false).await,
-        expect(&[("ConnectionStore", "get"), ("MessageLog", "append"), ("MessageLog", "append_once")])
+        expect(&[
+            ("ConnectionStore", "get"),
+            ("MessageLog", "append"),
+            ("MessageLog", "append_once"),
+            ("MessageLog", "get"),
+            ("MessageLog", "deleted"),
+            ("MessageLog", "read")
+        ])
     );
     assert_eq!(
         port_calls("default", false).await,
@@ -951,6 +984,8 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("MessageLog", "append"),
             ("MessageLog", "append_once"),
             ("MessageLog", "get"),
+            ("MessageLog", "deleted"),
+            ("MessageLog", "toggle_reaction"),
             ("Bans", "ban"),
             ("Bans", "unban"),
             ("Bans", "active"),

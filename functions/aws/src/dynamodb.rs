@@ -1,6 +1,6 @@
 //! ActiveConnections and Memberships, ReadCursors, SessionHistory, MessageHistory and Bans on DynamoDB.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
+use chat_core::reaction::{decided, reactor_of};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
@@ -722,6 +723,103 @@ impl MessageLog for DynamoLog {
             Some(item) if !is_receipt(&item) => Ok(Some(from_item(item)?)),
             _ => Ok(None),
         }
+    }
+
+    /// One consistent GetItem of the line's tombstone receipt.
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.0.get_consistent("message_id", &Receipt::tombstone_key(room, id)).await?.is_some())
+    }
+
+    /// The line's counts item (`client#~counts#<line>`: `counts`, a map, and
+    /// `version`) and the reactor's state item (`client#~reaction#…`: `on`) are
+    /// read consistently, the toggle decided, then one transaction writes the
+    /// event, the state item and the counts item (on the version read: a
+    /// toggle by anyone on the line in between cancels it, and it is decided
+    /// again), with a `clientMessageId` also its receipt (as a send's). Neither
+    /// item has a `room`, so the room index never holds them, and their key's
+    /// prefix keeps them out of the stream's events. Per toggle: 2–3 consistent
+    /// GetItems (1 RCU each) and a TransactWriteItems of 3–4 Puts (2 WCU per
+    /// item up to 1 KB); [`TRANSACTION_ATTEMPTS`] tries in all.
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError> {
+        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
+        let (target, emoji) = (reaction.target.as_deref().unwrap_or(""), reaction.emoji.as_deref().unwrap_or(""));
+        let state_key = chat_core::reaction::state_key(target, emoji, reactor_of(reaction));
+        let counts_key = chat_core::reaction::counts_key(target);
+        let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            if let Some(receipt) = &receipt
+                && let Some(first) = self.receipt(receipt).await?
+            {
+                return self.get(&first).await?.ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
+            }
+            let state = self.0.get_consistent("message_id", &state_key).await?;
+            let was_on = state.as_ref().and_then(|item| item.get("on")).and_then(|v| v.as_bool().ok()).copied();
+            let counts_item = self.0.get_consistent("message_id", &counts_key).await?.unwrap_or_default();
+            let version = counts_item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<i64>().ok());
+            let counts: BTreeMap<String, u32> = match counts_item.get("counts") {
+                Some(value) => serde_dynamo::from_attribute_value(value.clone())
+                    .map_err(|e| StoreError::Malformed(e.to_string()))?,
+                None => BTreeMap::new(),
+            };
+            let event = decided(reaction.clone(), was_on == Some(true), counts);
+            let line = Put::builder()
+                .table_name(&self.0.name)
+                .set_item(Some(to_item(&event)?))
+                .condition_expression("attribute_not_exists(message_id)")
+                .build()
+                .map_err(malformed)?;
+            let state_item = Put::builder()
+                .table_name(&self.0.name)
+                .item("message_id", AttributeValue::S(state_key.clone()))
+                .item("on", AttributeValue::Bool(event.on == Some(true)))
+                .build()
+                .map_err(malformed)?;
+            let new_counts = serde_dynamo::to_attribute_value(event.counts.clone().unwrap_or_default())
+                .map_err(|e| StoreError::Malformed(e.to_string()))?;
+            let counts_put = Put::builder()
+                .table_name(&self.0.name)
+                .item("message_id", AttributeValue::S(counts_key.clone()))
+                .item("counts", new_counts)
+                .item("version", AttributeValue::N((version.unwrap_or(0) + 1).to_string()));
+            let counts_put = match version {
+                Some(version) => counts_put
+                    .condition_expression("version = :version")
+                    .expression_attribute_values(":version", AttributeValue::N(version.to_string())),
+                None => counts_put.condition_expression("attribute_not_exists(message_id)"),
+            }
+            .build()
+            .map_err(malformed)?;
+            let mut transaction = self
+                .0
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(line).build())
+                .transact_items(TransactWriteItem::builder().put(state_item).build())
+                .transact_items(TransactWriteItem::builder().put(counts_put).build());
+            if let Some(receipt) = &receipt {
+                let receipt_item = Put::builder()
+                    .table_name(&self.0.name)
+                    .item("message_id", AttributeValue::S(receipt.key.clone()))
+                    .item("event_id", AttributeValue::S(event.message_id.clone()))
+                    .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
+                    .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
+                    .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
+                    .build()
+                    .map_err(malformed)?;
+                transaction = transaction.transact_items(TransactWriteItem::builder().put(receipt_item).build());
+            }
+            match transaction.send().await {
+                Ok(_) => return Ok(event),
+                // Another toggle on the line (or the same resend) got there first: decide again.
+                Err(error) if cancellation_reasons(&error).is_some() => continue,
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+        Err(StoreError::Unavailable(format!("toggles on {target} kept conflicting")))
     }
 }
 

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{JwksError, JwksSource};
-use crate::model::{Ban, Connection, LogEvent, Receipt, Session, SessionEnd};
+use crate::model::{Ban, Connection, EventKind, LogEvent, Receipt, Session, SessionEnd};
+use crate::reaction::{decided, reactor_of};
 use crate::ports::{
     Archive, Bans, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
     SocketPoster, StoreError, Subscribed,
@@ -278,6 +279,41 @@ impl MessageLog for MemoryLog {
     async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
         self.outage.check()?;
         Ok(self.events.lock().unwrap().iter().find(|e| e.message_id == message_id).cloned())
+    }
+
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError> {
+        self.outage.check()?;
+        Ok(self.receipts.lock().unwrap().contains_key(&Receipt::tombstone_key(room, id)))
+    }
+
+    /// Decided from the log itself under the receipts' lock (one toggle at a
+    /// time): the reactor's state is the parity of its toggles, the counts the
+    /// line's last reaction's.
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError> {
+        self.outage.check()?;
+        let mut receipts = self.receipts.lock().unwrap();
+        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
+        let mut events = self.events.lock().unwrap();
+        if let Some(receipt) = &receipt {
+            receipts.retain(|_, (_, expires_at)| receipt.is_held_by(*expires_at));
+            if let Some((stored, _)) = receipts.get(&receipt.key) {
+                return events.iter().find(|e| &e.message_id == stored).cloned().ok_or_else(|| StoreError::Malformed(format!("receipt {} without its event", receipt.key)));
+            }
+        }
+        let on_line: Vec<&LogEvent> =
+            events.iter().filter(|e| e.kind == EventKind::Reaction && e.target == reaction.target).collect();
+        let toggles = on_line.iter().filter(|e| e.emoji == reaction.emoji && reactor_of(e) == reactor_of(reaction));
+        let counts = on_line.last().and_then(|e| e.counts.clone()).unwrap_or_default();
+        let event = decided(reaction.clone(), toggles.count() % 2 == 1, counts);
+        events.push(event.clone());
+        if let Some(receipt) = receipt {
+            receipts.insert(receipt.key, (event.message_id.clone(), receipt.expires_at));
+        }
+        Ok(event)
     }
 }
 

@@ -2,6 +2,8 @@
 //! of the seed's tables (`../shared/spec/protocol.md`), so serde_dynamo maps them
 //! one to one.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -256,6 +258,10 @@ pub enum EventKind {
     Kick,
     Ban,
     Unban,
+    /// A line's new text (`target`, `message`), by its author.
+    Edit,
+    /// A reaction toggled on a line (`target`, `emoji`, `on`, `counts`).
+    Reaction,
 }
 
 impl EventKind {
@@ -269,6 +275,8 @@ impl EventKind {
             Self::Kick => "kick",
             Self::Ban => "ban",
             Self::Unban => "unban",
+            Self::Edit => "edit",
+            Self::Reaction => "reaction",
         }
     }
 
@@ -278,8 +286,17 @@ impl EventKind {
     }
 
     /// Every kind.
-    pub const ALL: [EventKind; 7] =
-        [Self::Chat, Self::Join, Self::Leave, Self::Delete, Self::Kick, Self::Ban, Self::Unban];
+    pub const ALL: [EventKind; 9] = [
+        Self::Chat,
+        Self::Join,
+        Self::Leave,
+        Self::Delete,
+        Self::Kick,
+        Self::Ban,
+        Self::Unban,
+        Self::Edit,
+        Self::Reaction,
+    ];
 }
 
 /// Key prefix of the receipts of acknowledged sends (a [`Receipt`] key → message
@@ -353,6 +370,12 @@ impl Receipt {
         format!("delete#{target}")
     }
 
+    /// The key of line `target`'s tombstone receipt in `room` (what
+    /// [`Receipt::for_send`] gives the line's delete): present once it is deleted.
+    pub fn tombstone_key(room: &str, target: &str) -> String {
+        format!("{RECEIPT_KEY_PREFIX}{room}#{}", Self::tombstone_id(target))
+    }
+
     /// Whether a stored receipt expiring at `stored_expires_at` still answers this send.
     pub fn is_held_by(&self, stored_expires_at: i64) -> bool {
         stored_expires_at > self.sent_at
@@ -383,7 +406,8 @@ pub struct LogEvent {
     /// The speaker's account ([`Identity::user_id`]), when verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// A `delete`'s line: the message id it removes from view (the line stays in the log).
+    /// The line a `delete`, `edit` or `reaction` is about: its message id (the
+    /// line itself stays in the log as it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// A `kick`'s, `ban`'s or `unban`'s member: a `userId`, or an anonymous member's connection id.
@@ -395,7 +419,26 @@ pub struct LogEvent {
     /// Why: a ban's reason as the moderator gave it, or a leave's `kicked` / `banned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A `reaction`'s emoji (one grapheme, [`crate::reaction::valid_emoji`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// A `reaction`'s toggle: `true` added, `false` removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// A `reaction`'s line's counts after it (emoji → reactors; none at 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<BTreeMap<String, u32>>,
+    /// A reply's parent line (a chat line of the same room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// A reply's quote of its parent: the parent's text when replied to, first
+    /// [`QUOTE_CHARS`] characters (none when the parent was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
 }
+
+/// How much of its parent a reply quotes, in characters.
+pub const QUOTE_CHARS: usize = 80;
 
 fn chat_kind() -> EventKind {
     EventKind::Chat
@@ -419,6 +462,30 @@ impl LogEvent {
         let mut event = Self::new(EventKind::Delete, connection_id, DELETED_NOTICE.to_owned(), at);
         event.target = Some(target.to_owned());
         event
+    }
+
+    /// `target`'s line now reads `text` (only its author edits: the handler and the fold check it).
+    pub fn edit(connection_id: &str, target: &str, text: &str, at: DateTime<Utc>) -> Self {
+        let mut event = Self::new(EventKind::Edit, connection_id, text.to_owned(), at);
+        event.target = Some(target.to_owned());
+        event
+    }
+
+    /// A toggle of `emoji` on `target`'s line, before the store decides it:
+    /// [`MessageLog::toggle_reaction`](crate::ports::MessageLog::toggle_reaction)
+    /// sets `on`, `counts` and the notice.
+    pub fn reaction(connection_id: &str, target: &str, emoji: &str, at: DateTime<Utc>) -> Self {
+        let mut event = Self::new(EventKind::Reaction, connection_id, String::new(), at);
+        (event.target, event.emoji) = (Some(target.to_owned()), Some(emoji.to_owned()));
+        event
+    }
+
+    /// The same line, a reply to `parent` (its id; the quote is its current
+    /// text cut to [`QUOTE_CHARS`], none when it is deleted).
+    pub fn replying_to(mut self, parent: &str, quote: Option<&str>) -> Self {
+        self.reply_to = Some(parent.to_owned());
+        self.quote = quote.map(|text| text.chars().take(QUOTE_CHARS).collect());
+        self
     }
 
     /// `member` was removed from the room by a moderator (`by` names them).
@@ -487,6 +554,11 @@ impl LogEvent {
             member: None,
             until: None,
             reason: None,
+            emoji: None,
+            on: None,
+            counts: None,
+            reply_to: None,
+            quote: None,
         }
     }
 }

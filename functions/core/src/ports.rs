@@ -296,6 +296,22 @@ pub trait MessageLog: Send + Sync {
     /// The event with this id (read consistently: a line just sent can be
     /// deleted at once); `None` when there is none. Receipts are not events.
     async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError>;
+    /// Toggles `reaction`'s emoji ([`LogEvent::reaction`]) on its target for
+    /// its reactor ([`reactor_of`](crate::reaction::reactor_of)) and appends
+    /// it, deciding `on` and the line's `counts` ([`decided`](crate::reaction::decided))
+    /// atomically with the append: two racing toggles by one reactor are one on
+    /// and one off, and each event's counts are the line's after it. With
+    /// `client_message_id`, a resend (as [`append_once`](Self::append_once)
+    /// tells it) toggles nothing and returns the first toggle's event.
+    /// Whether line `id` of `room` is deleted: its tombstone receipt
+    /// ([`Receipt::tombstone_key`](crate::model::Receipt::tombstone_key)) is
+    /// stored. One consistent read.
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError>;
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError>;
 }
 
 /// Bans: who may not hear a room, until when. Read at `$connect` (the home

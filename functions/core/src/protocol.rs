@@ -33,11 +33,13 @@ pub enum Command {
     /// with an optional `"clientMessageId"` (a UUID) that asks for an ack and makes
     /// a resend idempotent.
     /// `"room"` names one of the connection's rooms; none means its home room.
-    SendMessage { text: String, client_message_id: Option<String>, room: Option<String> },
+    /// `"replyTo"` (a message id) makes it a reply to that line.
+    SendMessage { text: String, client_message_id: Option<String>, room: Option<String>, reply_to: Option<String> },
     /// `{"action":"sendmessage","message":"ping"}`, the seed page's heartbeat.
     Ping,
     /// `{"action":"history","limit":50,"since":"<id or ISO time>"}`.
-    History { limit: usize, since: Option<LogCursor>, room: Option<String> },
+    /// `"fold":true` answers folded lines ([`crate::fold`]) instead of raw events.
+    History { limit: usize, since: Option<LogCursor>, room: Option<String>, fold: bool },
     /// `{"action":"who","next":"<cursor>"}`: who is in the sender's room.
     Who { after: Option<String>, room: Option<String> },
     /// `{"action":"subscribe","room":R,"since":"<id or ISO time>","limit":N}`:
@@ -58,6 +60,12 @@ pub enum Command {
     Ban { room: String, user: String, seconds: i64, reason: Option<String> },
     /// `{"action":"unban","room":R,"user":U}`.
     Unban { room: String, user: String },
+    /// `{"action":"edit","id":ID,"message":TEXT}`: the author's new text for its line.
+    Edit { id: String, text: String },
+    /// `{"action":"react","id":ID,"emoji":E,"clientMessageId"?}`: toggles E on the line.
+    React { id: String, emoji: String, client_message_id: Option<String> },
+    /// `{"action":"reply","to":ID,"message":TEXT,"clientMessageId"?}`: a line quoting line ID.
+    Reply { to: String, text: String, client_message_id: Option<String> },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -106,6 +114,13 @@ pub enum ProtocolError {
     BadSeconds,
     #[error("Field \"reason\" is {0} characters; the limit is {MAX_REASON_CHARS}.")]
     ReasonTooLong(usize),
+    #[error(
+        "Field \"emoji\" must be one emoji (a single emoji grapheme, at most {} bytes).",
+        crate::reaction::MAX_EMOJI_BYTES
+    )]
+    BadEmoji,
+    #[error("Field \"{0}\" must be a message id.")]
+    BadLineId(&'static str),
 }
 
 /// Parses one inbound text frame.
@@ -131,6 +146,13 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
         Some("kick") => Ok(Command::Kick { room: required_room(&fields)?, user: required_member(&fields)? }),
         Some("ban") => parse_ban(&fields),
         Some("unban") => Ok(Command::Unban { room: required_room(&fields)?, user: required_member(&fields)? }),
+        Some("edit") => Ok(Command::Edit { id: required_message_id(&fields)?, text: required_text(&fields)? }),
+        Some("react") => parse_react(&fields),
+        Some("reply") => Ok(Command::Reply {
+            to: required_line_id(&fields, "to")?.ok_or(ProtocolError::Missing("to"))?,
+            text: required_text(&fields)?,
+            client_message_id: client_message_id(&fields)?,
+        }),
         _ => Ok(Command::Unknown),
     }
 }
@@ -151,15 +173,54 @@ fn parse_send_message(fields: &Map<String, Value>) -> Result<Command, ProtocolEr
         return Ok(Command::Ping);
     }
     validate_text(text)?;
-    let client_message_id = match fields.get("clientMessageId") {
-        None | Some(Value::Null) => None,
-        // Normalized, so "ABC…" and "abc…" are the same send.
+    Ok(Command::SendMessage {
+        text: text.clone(),
+        client_message_id: client_message_id(fields)?,
+        room: optional_room(fields)?,
+        reply_to: required_line_id(fields, "replyTo")?,
+    })
+}
+
+/// A frame's `"clientMessageId"`, if any: a UUID, normalized, so "ABC…" and "abc…" are the same send.
+fn client_message_id(fields: &Map<String, Value>) -> Result<Option<String>, ProtocolError> {
+    match fields.get("clientMessageId") {
+        None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) => {
-            Some(uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadClientMessageId)?.to_string())
+            Ok(Some(uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadClientMessageId)?.to_string()))
         }
-        Some(_) => return Err(ProtocolError::WrongType("clientMessageId")),
+        Some(_) => Err(ProtocolError::WrongType("clientMessageId")),
+    }
+}
+
+/// A message id in field `name` (normalized), if the frame has one.
+fn required_line_id(fields: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ProtocolError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => {
+            Ok(Some(uuid::Uuid::parse_str(id).map_err(|_| ProtocolError::BadLineId(name))?.to_string()))
+        }
+        Some(_) => Err(ProtocolError::WrongType(name)),
+    }
+}
+
+/// An edit's or reply's `"message"`: text as a send's (not empty, within the size).
+fn required_text(fields: &Map<String, Value>) -> Result<String, ProtocolError> {
+    match fields.get("message") {
+        None | Some(Value::Null) => Err(ProtocolError::MissingText),
+        Some(Value::String(text)) => validate_text(text).map(|()| text.clone()),
+        Some(_) => Err(ProtocolError::WrongType("message")),
+    }
+}
+
+fn parse_react(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
+    let id = required_message_id(fields)?;
+    let emoji = match fields.get("emoji") {
+        None | Some(Value::Null) => return Err(ProtocolError::Missing("emoji")),
+        Some(Value::String(emoji)) if crate::reaction::valid_emoji(emoji) => emoji.clone(),
+        Some(Value::String(_)) => return Err(ProtocolError::BadEmoji),
+        Some(_) => return Err(ProtocolError::WrongType("emoji")),
     };
-    Ok(Command::SendMessage { text: text.clone(), client_message_id, room: optional_room(fields)? })
+    Ok(Command::React { id, emoji, client_message_id: client_message_id(fields)? })
 }
 
 /// The `"room"` a frame names, checked; `None` when it names none (the home room).
@@ -249,7 +310,12 @@ fn encoded_len(text: &str) -> usize {
 
 fn parse_history(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
     let (limit, since) = (parse_limit(fields)?, parse_since(fields)?);
-    Ok(Command::History { limit, since, room: optional_room(fields)? })
+    let fold = match fields.get("fold") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(fold)) => *fold,
+        Some(_) => return Err(ProtocolError::WrongType("fold")),
+    };
+    Ok(Command::History { limit, since, room: optional_room(fields)?, fold })
 }
 
 fn parse_limit(fields: &Map<String, Value>) -> Result<usize, ProtocolError> {
@@ -318,6 +384,18 @@ struct EventFrame<'a> {
     until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counts: Option<&'a std::collections::BTreeMap<String, u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quote: Option<&'a str>,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
@@ -329,7 +407,9 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         EventKind::Join => (join_notice(&event.connection_id), None),
         EventKind::Leave => (leave_notice(&event.connection_id), None),
         EventKind::Delete => (DELETED_NOTICE.to_owned(), None),
-        EventKind::Kick | EventKind::Ban | EventKind::Unban => (event.message.clone(), None),
+        // A plain client shows the new text as a line of its own, marked.
+        EventKind::Edit => (edited_line(event), Some(event.message.as_str())),
+        EventKind::Kick | EventKind::Ban | EventKind::Unban | EventKind::Reaction => (event.message.clone(), None),
     };
     let frame = EventFrame {
         message,
@@ -346,8 +426,50 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         member: event.member.as_deref(),
         until: event.until.as_ref().map(format_iso),
         reason: event.reason.as_deref(),
+        edited_at: (event.kind == EventKind::Edit).then(|| format_iso(&event.timestamp)),
+        emoji: event.emoji.as_deref(),
+        on: event.on,
+        counts: event.counts.as_ref(),
+        reply_to: event.reply_to.as_deref(),
+        quote: event.quote.as_deref(),
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
+}
+
+/// An edit as the seed's chat line shows it: the new text, marked `(edited)`.
+pub fn edited_line(event: &LogEvent) -> String {
+    format!("[{} - UTC]\n {}  {} (edited)\n", format_iso(&event.timestamp), event.connection_id, event.message)
+}
+
+/// One folded line ([`crate::fold`]) of a `history` with `fold:true`:
+/// `{"kind":"line","id","room","connectionId","timestamp","user"?,"userId"?,
+/// "text"|"deleted":true,"editedAt"?,"reactions":[{"emoji","count","users"}],"replyTo"?,"quote"?}`.
+pub fn line_frame(line: &crate::fold::Line) -> Vec<u8> {
+    let sent = &line.sent;
+    let mut frame = serde_json::json!({
+        "kind": "line", "id": sent.message_id, "room": sent.room, "connectionId": sent.connection_id,
+        "timestamp": format_iso(&sent.timestamp),
+        "reactions": line.reactions.iter().map(|(emoji, users)| serde_json::json!({
+            "emoji": emoji, "count": users.len(), "users": users,
+        })).collect::<Vec<_>>(),
+    });
+    let fields = [
+        ("user", sent.user.clone()),
+        ("userId", sent.user_id.clone()),
+        ("text", line.text.clone()),
+        ("editedAt", line.edited_at.as_ref().map(format_iso)),
+        ("replyTo", sent.reply_to.clone()),
+        ("quote", line.quote.clone()),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            frame[name] = value.into();
+        }
+    }
+    if line.deleted {
+        frame["deleted"] = true.into();
+    }
+    serde_json::to_vec(&frame).expect("strings always serialize")
 }
 
 /// One page of `who`: `{"kind":"presence","room","count"?,"members":[…],"you","youUserId"?,"next"?}`,
@@ -494,9 +616,25 @@ pub fn too_many_rooms_frame(room: &str, max_rooms: usize) -> Vec<u8> {
 /// chat line, deleted already, or in a room the asker does not hear (which
 /// says nothing of that room): `{"error":"Not found","id","message"}`.
 pub fn not_found_frame(id: &str) -> Vec<u8> {
-    let detail = format!("There is no chat line {id} to delete in a room this connection hears.");
+    let detail = format!("There is no chat line {id} in a room this connection hears.");
     serde_json::to_vec(&serde_json::json!({ "error": "Not found", "id": id, "message": detail }))
         .expect("strings always serialize")
+}
+
+/// An edit, reaction or reply to a deleted line: `{"error":"Deleted","id","message"}`. Nothing was stored.
+pub fn deleted_frame(id: &str) -> Vec<u8> {
+    let detail = format!("Chat line {id} was deleted.");
+    serde_json::to_vec(&serde_json::json!({ "error": "Deleted", "id": id, "message": detail }))
+        .expect("strings always serialize")
+}
+
+/// An edit of someone else's line: `{"error":"Forbidden","room","right":"write","id","message"}`. Nothing was stored.
+pub fn not_author_frame(room: &str, id: &str) -> Vec<u8> {
+    let detail = format!("Only the author of chat line {id} may edit it.");
+    serde_json::to_vec(&serde_json::json!({
+        "error": "Forbidden", "room": room, "right": "write", "id": id, "message": detail
+    }))
+    .expect("strings always serialize")
 }
 
 /// A subscribe (or `$connect`) to a room the account is banned from:
@@ -610,7 +748,7 @@ mod tests {
 
     #[test]
     fn parses_seed_and_aws_sample_sends() {
-        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None, room: None });
+        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None, room: None, reply_to: None });
         assert_eq!(send("hello"), chat("hello"));
         assert_eq!(parse_command(r#"{"action":"sendmessage","data":"hi"}"#), chat("hi"));
         assert_eq!(send("ping"), Ok(Command::Ping));
@@ -623,7 +761,7 @@ mod tests {
         let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":"{id}"}}"#);
         assert_eq!(
             parse_command(&body),
-            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()), room: None })
+            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()), room: None, reply_to: None })
         );
         for bad in [r#""nope""#, r#""""#, "7"] {
             let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":{bad}}}"#);
@@ -656,14 +794,14 @@ mod tests {
     fn parses_history_with_defaults_and_bounds() {
         assert_eq!(
             parse_command(r#"{"action":"history"}"#),
-            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: None, room: None })
+            Ok(Command::History { limit: DEFAULT_HISTORY_LIMIT, since: None, room: None, fold: false })
         );
         assert_eq!(
             parse_command(r#"{"action":"history","limit":3,"since":"2026-11-24T00:00:00Z"}"#),
             Ok(Command::History {
                 limit: 3,
                 since: Some(LogCursor::Time(parse_iso("2026-11-24T00:00:00Z").unwrap())),
-                room: None
+                room: None, fold: false
             })
         );
         let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
@@ -672,7 +810,7 @@ mod tests {
             Ok(Command::History {
                 limit: DEFAULT_HISTORY_LIMIT,
                 since: Some(LogCursor::MessageId(id.into())),
-                room: None
+                room: None, fold: false
             })
         );
         assert_eq!(parse_command(r#"{"action":"history","since":"last tuesday"}"#), Err(ProtocolError::BadSince));
@@ -698,6 +836,11 @@ mod tests {
             member: None,
             until: None,
             reason: None,
+            emoji: None,
+            on: None,
+            counts: None,
+            reply_to: None,
+            quote: None,
         }
     }
 
@@ -719,6 +862,33 @@ mod tests {
             ["user", "verified", "userId"].iter().all(|field| frame.get(field).is_none()),
             "anonymous: no name fields"
         );
+    }
+
+    /// Issue #25 adds event kinds and fields; a row stored before it, and the
+    /// frames of chat, join and leave, must not change by a byte.
+    #[test]
+    fn old_rows_and_the_seeds_frames_are_unchanged_byte_for_byte() {
+        let seed_row = r#"{"message_id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connection_id":"CXzQ2cJjoAMCJ6g=","message":"hello","timestamp":"2026-11-24T10:15:30Z"}"#;
+        let old: LogEvent = serde_json::from_str(seed_row).unwrap();
+        assert_eq!(
+            String::from_utf8(event_frame(&old)).unwrap(),
+            r#"{"message":"[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hello\n","id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connectionId":"CXzQ2cJjoAMCJ6g=","text":"hello","timestamp":"2026-11-24T10:15:30Z","kind":"chat","room":"lobby"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"message_id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connection_id":"CXzQ2cJjoAMCJ6g=","message":"hello","timestamp":"2026-11-24T10:15:30Z","kind":"chat","room":"lobby"}"#,
+            "a line stored today has the attributes it had"
+        );
+        let join = String::from_utf8(event_frame(&event(EventKind::Join, "x"))).unwrap();
+        assert_eq!(
+            join,
+            r#"{"message":"A new user has joined the chat - CXzQ2cJjoAMCJ6g=","id":"019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55","connectionId":"CXzQ2cJjoAMCJ6g=","timestamp":"2026-11-24T10:15:30Z","kind":"join","room":"lobby"}"#
+        );
+        let leave = frame_json(&event(EventKind::Leave, "x"));
+        assert_eq!(leave["message"], "User CXzQ2cJjoAMCJ6g= has left the chat.");
+        for field in ["editedAt", "emoji", "on", "counts", "replyTo", "quote"] {
+            assert!(leave.get(field).is_none(), "{field}");
+        }
     }
 
     #[test]
@@ -851,7 +1021,7 @@ mod tests {
         );
         assert_eq!(
             parse_command(r#"{"action":"sendmessage","message":"hi","room":"ops"}"#),
-            Ok(Command::SendMessage { text: "hi".into(), client_message_id: None, room: Some("ops".into()) })
+            Ok(Command::SendMessage { text: "hi".into(), client_message_id: None, room: Some("ops".into()), reply_to: None })
         );
         assert_eq!(
             parse_command(r#"{"action":"who","room":"ops"}"#),

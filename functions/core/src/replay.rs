@@ -49,8 +49,21 @@ pub fn text_line(event: &LogEvent) -> String {
         EventKind::Chat => escape_for_terminal(&event.message),
         EventKind::Join => join_notice(&connection),
         EventKind::Leave => leave_notice(&connection),
-        EventKind::Delete | EventKind::Kick | EventKind::Ban | EventKind::Unban => escape_for_terminal(&event.message),
+        EventKind::Edit => format!(
+            "(edit of {}) {}",
+            escape_for_terminal(event.target.as_deref().unwrap_or("?")),
+            escape_for_terminal(&event.message)
+        ),
+        EventKind::Delete | EventKind::Kick | EventKind::Ban | EventKind::Unban | EventKind::Reaction => {
+            escape_for_terminal(&event.message)
+        }
     };
+    sender_line(event, &text)
+}
+
+/// `<time>  <id>  <room>  <sender>  <text>`, everything from the log escaped but `text` (escaped by the caller).
+fn sender_line(event: &LogEvent, text: &str) -> String {
+    let connection = escape_for_terminal(&event.connection_id);
     let at = format_iso(&event.timestamp);
     let (id, room) = (escape_for_terminal(&event.message_id), escape_for_terminal(&event.room));
     let sender = match (&event.user, event.verified) {
@@ -59,6 +72,32 @@ pub fn text_line(event: &LogEvent) -> String {
         (None, _) => connection,
     };
     format!("{at}  {id}  {room}  {sender}  {text}")
+}
+
+/// One folded line ([`crate::fold`], `replay --fold`): as [`text_line`] prints
+/// the line as sent, with its current text (`(deleted)` for a tombstone), then
+/// `(edited <time>)`, `(reply to <id>: "<quote>")` and `[👍 2, 🎉 1]` when they apply.
+pub fn folded_text_line(line: &crate::fold::Line) -> String {
+    let mut text = match &line.text {
+        Some(text) => escape_for_terminal(text),
+        None => "(deleted)".to_owned(),
+    };
+    if let Some(at) = &line.edited_at {
+        text.push_str(&format!(" (edited {})", format_iso(at)));
+    }
+    if let Some(parent) = &line.sent.reply_to {
+        let quote = line.quote.as_deref().map(escape_for_terminal).unwrap_or_default();
+        text.push_str(&format!(" (reply to {}: \"{quote}\")", escape_for_terminal(parent)));
+    }
+    if !line.reactions.is_empty() {
+        let counts: Vec<String> = line
+            .reactions
+            .iter()
+            .map(|(emoji, users)| format!("{} {}", escape_for_terminal(emoji), users.len()))
+            .collect();
+        text.push_str(&format!(" [{}]", counts.join(", ")));
+    }
+    sender_line(&line.sent, &text)
 }
 
 /// One event as a JSON line (the archive's format), with no character a

@@ -39,6 +39,11 @@ fn log_event(
         member,
         until,
         reason,
+        emoji: None,
+        on: None,
+        counts: None,
+        reply_to: None,
+        quote: None,
     }
 }
 
@@ -64,7 +69,12 @@ fn event() -> impl Strategy<Value = LogEvent> {
                 EventKind::Join => join_notice(&connection_id),
                 EventKind::Leave => leave_notice(&connection_id),
                 // Not drawn (see kind()): moderation events carry their own notice.
-                EventKind::Delete | EventKind::Kick | EventKind::Ban | EventKind::Unban => text,
+                EventKind::Delete
+                | EventKind::Kick
+                | EventKind::Ban
+                | EventKind::Unban
+                | EventKind::Edit
+                | EventKind::Reaction => text,
             };
             log_event(id, connection_id, message, at, kind)
         },
@@ -145,7 +155,7 @@ proptest! {
         if text == PING {
             prop_assert_eq!(parsed, Ok(Command::Ping));
         } else if accepted(&text) {
-            prop_assert_eq!(parsed, Ok(Command::SendMessage { text, client_message_id: None, room: None }));
+            prop_assert_eq!(parsed, Ok(Command::SendMessage { text, client_message_id: None, room: None, reply_to: None }));
         } else {
             prop_assert!(parsed.is_err(), "{parsed:?}");
         }
@@ -159,7 +169,7 @@ proptest! {
             (format_iso(&at), LogCursor::Time(at))
         };
         let body = json!({"action": "history", "limit": limit, "since": since}).to_string();
-        prop_assert_eq!(parse_command(&body), Ok(Command::History { limit, since: Some(cursor), room: None }));
+        prop_assert_eq!(parse_command(&body), Ok(Command::History { limit, since: Some(cursor), room: None, fold: false }));
     }
 
     #[test]

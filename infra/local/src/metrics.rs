@@ -320,6 +320,23 @@ impl MessageLog for CountingLog {
     async fn get(&self, message_id: &str) -> Result<Option<LogEvent>, StoreError> {
         self.0.get(message_id).await
     }
+
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError> {
+        self.0.deleted(room, id).await
+    }
+
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError> {
+        let stored = self.0.toggle_reaction(reaction, client_message_id).await?;
+        // Another id means a resend answered with the first toggle: nothing new.
+        if stored.message_id == reaction.message_id {
+            count_append(&stored);
+        }
+        Ok(stored)
+    }
 }
 
 #[cfg(test)]

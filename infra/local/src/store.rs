@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chat_core::model::{Ban, Receipt};
+use chat_core::reaction::{decided, reactor_of};
 #[cfg(test)]
 use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{
@@ -85,8 +86,24 @@ CREATE TABLE IF NOT EXISTS message_history (
     target        TEXT,
     member        TEXT,
     until         TEXT,
-    reason        TEXT
+    reason        TEXT,
+    -- A reaction's emoji, toggle (1 on, 0 off) and the line's counts after it
+    -- (a JSON object); a reply's parent and quote. NULL on every other event.
+    emoji         TEXT,
+    toggled_on    INTEGER,
+    counts        TEXT,
+    reply_to      TEXT,
+    quote         TEXT
 );
+-- Who has which emoji on which line: a reaction toggle inserts or deletes its
+-- row in the transaction that appends the event, so toggles are decided one
+-- at a time and the counts are a GROUP BY.
+CREATE TABLE IF NOT EXISTS reactions (
+    target  TEXT NOT NULL,
+    emoji   TEXT NOT NULL,
+    reactor TEXT NOT NULL,
+    PRIMARY KEY (target, emoji, reactor)
+) WITHOUT ROWID;
 -- Who may not hear which room until when (`until`, ISO; `expires_at`, epoch
 -- seconds, for the purge of ended bans).
 CREATE TABLE IF NOT EXISTS bans (
@@ -148,6 +165,11 @@ const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[
     ("message_history", "target", "TEXT"),
     ("message_history", "member", "TEXT"),
     ("message_history", "until", "TEXT"),
+    ("message_history", "emoji", "TEXT"),
+    ("message_history", "toggled_on", "INTEGER"),
+    ("message_history", "counts", "TEXT"),
+    ("message_history", "reply_to", "TEXT"),
+    ("message_history", "quote", "TEXT"),
     ("message_history", "reason", "TEXT"),
 ];
 
@@ -221,7 +243,7 @@ fn unavailable(error: rusqlite::Error) -> StoreError {
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
     "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
-     target, member, until, reason FROM message_history";
+     target, member, until, reason, emoji, toggled_on, counts, reply_to, quote FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -242,8 +264,14 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
         Some(Some(until)) => Ok(Some(until)),
         Some(None) => Err(()),
     };
-    let event = match (parse_iso(&timestamp), kind, until) {
-        (Some(timestamp), Some(kind), Ok(until)) => Ok(LogEvent {
+    let counts: Option<String> = row.get(16)?;
+    let counts = match counts.as_deref().map(serde_json::from_str) {
+        None => Ok(None),
+        Some(Ok(counts)) => Ok(Some(counts)),
+        Some(Err(_)) => Err(()),
+    };
+    let event = match (parse_iso(&timestamp), kind, until, counts) {
+        (Some(timestamp), Some(kind), Ok(until), Ok(counts)) => Ok(LogEvent {
             message_id,
             connection_id,
             message,
@@ -257,6 +285,11 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
             member: row.get(11)?,
             until,
             reason: row.get(13)?,
+            emoji: row.get(14)?,
+            on: row.get(15)?,
+            counts,
+            reply_to: row.get(17)?,
+            quote: row.get(18)?,
         }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
@@ -268,8 +301,8 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
     db.prepare_cached(
         "INSERT OR IGNORE INTO message_history
              (message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
-              target, member, until, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+              target, member, until, reason, emoji, toggled_on, counts, reply_to, quote)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         event.message_id,
@@ -284,7 +317,12 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.target,
         event.member,
         event.until.as_ref().map(format_iso),
-        event.reason
+        event.reason,
+        event.emoji,
+        event.on,
+        event.counts.as_ref().map(|counts| serde_json::to_string(counts).unwrap_or_default()),
+        event.reply_to,
+        event.quote
     ])
     .map(|inserted| inserted == 1)
 }
@@ -841,6 +879,61 @@ impl MessageLog for SqliteStore {
         let rows =
             self.with(|db| select_events(db, &format!("{EVENT_COLUMNS} WHERE message_id = ?1"), params![message_id]))?;
         rows.into_iter().next().map(|(_, event)| event).transpose()
+    }
+
+    async fn deleted(&self, room: &str, id: &str) -> Result<bool, StoreError> {
+        let key = Receipt::tombstone_key(room, id);
+        self.with(|db| db.prepare_cached("SELECT 1 FROM client_messages WHERE receipt_key = ?1")?.exists(params![key]))
+    }
+
+    /// One IMMEDIATE transaction: the receipt (with a `clientMessageId`), the
+    /// reactor's row in `reactions` read and flipped, the line's counts grouped
+    /// from it, and the event, so toggles are decided one at a time.
+    async fn toggle_reaction(
+        &self,
+        reaction: &LogEvent,
+        client_message_id: Option<&str>,
+    ) -> Result<LogEvent, StoreError> {
+        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
+        let (target, emoji) = (reaction.target.clone().unwrap_or_default(), reaction.emoji.clone().unwrap_or_default());
+        let reactor = reactor_of(reaction).to_owned();
+        let (stored, new) = self.with(|db| {
+            in_transaction(db, |tx| {
+                if let Some(receipt) = &receipt {
+                    tx.prepare_cached("DELETE FROM client_messages WHERE expires_at <= ?1")?
+                        .execute(params![receipt.sent_at])?;
+                    let first: Option<String> = tx
+                        .prepare_cached("SELECT message_id FROM client_messages WHERE receipt_key = ?1")?
+                        .query_row(params![receipt.key], |r| r.get(0))
+                        .optional()?;
+                    if let Some(first) = first {
+                        let rows = select_events(tx, &format!("{EVENT_COLUMNS} WHERE message_id = ?1"), params![first])?;
+                        return Ok((rows.into_iter().next().map(|(_, event)| event), false));
+                    }
+                    tx.prepare_cached("INSERT INTO client_messages (receipt_key, message_id, expires_at) VALUES (?1, ?2, ?3)")?
+                        .execute(params![receipt.key, reaction.message_id, receipt.expires_at])?;
+                }
+                let counts: std::collections::BTreeMap<String, u32> = tx
+                    .prepare_cached("SELECT emoji, COUNT(*) FROM reactions WHERE target = ?1 GROUP BY emoji")?
+                    .query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let was_on = tx
+                    .prepare_cached("DELETE FROM reactions WHERE target = ?1 AND emoji = ?2 AND reactor = ?3")?
+                    .execute(params![target, emoji, reactor])?
+                    == 1;
+                if !was_on {
+                    tx.prepare_cached("INSERT INTO reactions (target, emoji, reactor) VALUES (?1, ?2, ?3)")?
+                        .execute(params![target, emoji, reactor])?;
+                }
+                let event = decided(reaction.clone(), was_on, counts);
+                insert_event(tx, &event)?;
+                Ok((Some(Ok(event)), true))
+            })
+        })?;
+        if new {
+            self.appended.notify_one();
+        }
+        stored.unwrap_or_else(|| Err(StoreError::Malformed("a reaction receipt without its event".into())))
     }
 }
 

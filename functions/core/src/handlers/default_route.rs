@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 
+use super::lifecycle::folded_history;
 use super::{HandlerError, MessageRequest, RouteSettings, heard_room, not_registered_frame, sender, within_rate};
 use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
@@ -31,8 +32,8 @@ const UNREAD_PAGES: usize = 4;
 /// `$default`: everything API Gateway could not route to `sendmessage`. The
 /// actions that answer the sender alone are served here (this function already
 /// may post to the sender): `history`, `who`, `subscribe`, `unsubscribe`,
-/// `rooms`, `read`, and moderation (`delete`, `kick`, `ban`, `unban`, in
-/// [`super::moderation`]). Anything else gets the seed's "Invalid request" error.
+/// `rooms`, `read`, moderation (`delete`, `kick`, `ban`, `unban`, in
+/// [`super::moderation`]) and a line's life (`edit`, `react`, `reply`, in [`super::lifecycle`]). Anything else gets the seed's "Invalid request" error.
 ///
 /// Every action reads the sender's row first (one consistent GetItem: its
 /// rooms, identity and whether it coalesces), so what a connection may read or
@@ -66,13 +67,17 @@ impl DefaultRoute<'_> {
             }
         };
         // The reads that cost a Query take a token before any read (the sender's row included).
-        let metered = match command {
-            Command::History { .. } => Some("history"),
-            Command::Who { .. } => Some("who"),
+        // Edits, reactions and replies write: they take a token from the send bucket, as a line does.
+        let metered = match &command {
+            Command::History { .. } => Some((Budget::Reads, "history", None)),
+            Command::Who { .. } => Some((Budget::Reads, "who", None)),
+            Command::Edit { .. } => Some((Budget::Sends, "edit", None)),
+            Command::React { client_message_id, .. } => Some((Budget::Sends, "react", client_message_id.as_deref())),
+            Command::Reply { client_message_id, .. } => Some((Budget::Sends, "reply", client_message_id.as_deref())),
             _ => None,
         };
-        if let Some(action) = metered
-            && let Err(refusal) = within_rate(request, &self.settings.rate, Budget::Reads, action, None)
+        if let Some((budget, action, client_message_id)) = metered
+            && let Err(refusal) = within_rate(request, &self.settings.rate, budget, action, client_message_id)
         {
             return self.reply(connection_id, refusal).await;
         }
@@ -81,7 +86,8 @@ impl DefaultRoute<'_> {
         };
         let (rights, at) = (&request.rights, request.received_at);
         match command {
-            Command::History { limit, since, room } => match self.heard(&asker, room, rights).await? {
+            Command::History { limit, since, room, fold } => match self.heard(&asker, room, rights).await? {
+                Some(room) if fold => folded_history(&asker, &room, limit, since, self.log, self.poster).await,
                 Some(room) => history(&asker, &room, limit, since, self.log, self.poster).await,
                 None => Ok(()),
             },
@@ -106,6 +112,13 @@ impl DefaultRoute<'_> {
                 self.ban(&asker, &room, &user, seconds, reason.as_deref(), rights, at).await
             }
             Command::Unban { room, user } => self.unban(&asker, &room, &user, rights, at).await,
+            Command::Edit { id, text } => self.edit(request, &asker, &id, &text).await,
+            Command::React { id, emoji, client_message_id } => {
+                self.react(request, &asker, &id, &emoji, client_message_id.as_deref()).await
+            }
+            Command::Reply { to, text, client_message_id } => {
+                self.reply_to(request, &asker, &to, &text, client_message_id.as_deref()).await
+            }
             Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
         }
     }
@@ -336,7 +349,7 @@ pub async fn history(
 
 /// Posts `frames` to one connection: all but the last concurrently, the last
 /// after every other has been answered, so that it arrives last.
-async fn reply_with(connection_id: &str, frames: &[Bytes], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
+pub(super) async fn reply_with(connection_id: &str, frames: &[Bytes], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
     let Some((last, rest)) = frames.split_last() else { return Ok(()) };
     let posts: Vec<(&str, &Bytes)> = rest.iter().map(|frame| (connection_id, frame)).collect();
     for answer in poster.post_each(&posts, REPLY_POSTS_IN_FLIGHT).await {

@@ -4,12 +4,14 @@
 mod connect;
 mod default_route;
 mod disconnect;
+mod lifecycle;
 mod moderation;
 mod send_message;
 
 pub use connect::{ConnectRequest, connect};
 pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};
 pub use disconnect::{DisconnectRequest, depart, disconnect};
+pub use lifecycle::folded_history;
 pub use moderation::{ban_key, is_member};
 pub use send_message::{MessageRequest, send_message};
 

@@ -32,7 +32,7 @@ pub fn ban_key(connection: &Connection) -> &str {
 }
 
 /// Whether `asker` wrote `line`: the same account, or — both anonymous — the same connection.
-fn is_author(asker: &Connection, line: &LogEvent) -> bool {
+pub(super) fn is_author(asker: &Connection, line: &LogEvent) -> bool {
     match asker.account() {
         Some(account) => line.verified == Some(true) && line.user_id.as_deref() == Some(account),
         None => line.verified != Some(true) && line.connection_id == asker.connection_id,

@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 
+use super::lifecycle::{Refused, reply_line};
 use super::{HandlerError, heard_room, not_registered_frame, sender, within_rate};
 use crate::model::LogEvent;
 use crate::ports::{ConnectionStore, MessageLog};
@@ -43,6 +44,11 @@ impl MessageRequest {
 /// conditional write) and acked with the first line's id ([`Receipt`] says who
 /// "the same sender" is).
 ///
+/// With `replyTo`, the line is a reply: the parent must be a chat line of the
+/// same room (else `Not found`), and the line quotes its current text
+/// ([`LogEvent::replying_to`]); that costs one consistent GetItem of the
+/// parent, one of its tombstone receipt and one Query of up to 200 events.
+///
 /// A chat line takes a token from its user's send bucket (`limiter`, right
 /// after the parse, before any read): past it the sender gets `Rate limited`
 /// with `retryAfterMs` and nothing is read or stored. `ping` never counts.
@@ -55,8 +61,8 @@ pub async fn send_message(
     connections: &dyn ConnectionStore,
     log: &dyn MessageLog,
 ) -> Result<Option<Vec<u8>>, HandlerError> {
-    let (text, client_message_id, room) = match parse_command(&request.body) {
-        Ok(Command::SendMessage { text, client_message_id, room }) => (text, client_message_id, room),
+    let (text, client_message_id, room, reply_to) = match parse_command(&request.body) {
+        Ok(Command::SendMessage { text, client_message_id, room, reply_to }) => (text, client_message_id, room, reply_to),
         // The heartbeat is never limited: a client that is told to wait must not look dead.
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
         // Other actions never reach this route: API Gateway selects it by action.
@@ -81,8 +87,18 @@ pub async fn send_message(
             return Ok(Some(refusal));
         }
     };
-    let event =
-        LogEvent::chat(&request.connection_id, &text, request.received_at).in_room(room).by(sender.identity().as_ref());
+    let event = match reply_to {
+        None => LogEvent::chat(&request.connection_id, &text, request.received_at)
+            .in_room(room)
+            .by(sender.identity().as_ref()),
+        Some(to) => {
+            match reply_line(log, &sender, &to, Some(room), &text, &request.rights, request.received_at).await {
+                Ok(line) => line,
+                Err(Refused::Frame(refusal)) => return Ok(Some(refusal)),
+                Err(Refused::Store(error)) => return Err(error.into()),
+            }
+        }
+    };
     let Some(client_message_id) = client_message_id else {
         log.append(&event).await?;
         tracing::info!(connection_id = %request.connection_id, message_id = %event.message_id, %room, "message logged");

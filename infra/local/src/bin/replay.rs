@@ -6,7 +6,8 @@ use std::io::Write;
 
 use chat_core::ports::LogCursor;
 use chat_core::protocol::parse_cursor;
-use chat_core::replay::{ReplayFilter, json_line, text_line};
+use chat_core::protocol::line_frame;
+use chat_core::replay::{ReplayFilter, folded_text_line, json_line, text_line};
 use chat_local::replay::{Endpoints, Location, publish, read};
 use clap::{Parser, ValueEnum};
 
@@ -18,6 +19,7 @@ use clap::{Parser, ValueEnum};
 ///   replay --from s3:my-archive --since 2026-11-24T10:00:00Z --until 2026-11-24T11:00:00Z
 ///   replay --from s3:my-archive --publish sqlite:chat-local.db
 ///   replay --from sqlite:chat-local.db --room rust-users
+///   replay --from sqlite:chat-local.db --room rust-users --fold
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -41,6 +43,12 @@ struct Args {
     /// raw: text lines show them as `\u{1b}`, JSON as `\u001b`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Print the final conversation instead of the events: each chat line once,
+    /// with its current text (or `(deleted)`), `(edited …)`, its reply quote
+    /// and reaction counts (the fold of the selected events; JSON: the
+    /// `{"kind":"line"}` frames `history` with `fold:true` answers).
+    #[arg(long, conflicts_with = "publish")]
+    fold: bool,
     /// Instead of printing, append the events (ids kept) to this log:
     /// sqlite:PATH or dynamodb:TABLE. Ids already there are skipped.
     #[arg(long, value_name = "LOCATION")]
@@ -91,6 +99,16 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.fold {
+        for line in chat_core::fold::fold(&events) {
+            match args.format {
+                Format::Text => writeln!(out, "{}", folded_text_line(&line))?,
+                Format::Json => writeln!(out, "{}", String::from_utf8_lossy(&line_frame(&line)))?,
+            }
+        }
+        out.flush()?;
+        return Ok(());
+    }
     for event in &events {
         match args.format {
             Format::Text => writeln!(out, "{}", text_line(event))?,
