@@ -308,6 +308,8 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             for body in [
                 r#"{"action":"history","limit":5}"#,
                 r#"{"action":"who"}"#,
+                // Posted to the room's other members, never stored.
+                r#"{"action":"typing"}"#,
                 r#"{"action":"subscribe","room":"ops","since":"2026-11-24T10:00:00Z"}"#,
                 r#"{"action":"subscribe","room":"ops"}"#,
                 r#"{"action":"subscribe","room":"dev"}"#,
@@ -1172,6 +1174,12 @@ fn the_stage_throttles_every_route_within_bounds() {
             let own = default_of(&own[limit]);
             assert!(default_route < own && own <= stage, "{route} {limit} {own}: above $default's, within the stage's");
         }
+        // Typing: each signal is a Query and a post per member, so a bucket of its own
+        // (a typing room must not use up $default's history), within the stage's.
+        let typing = stage_routes(stage_properties(&template), "typing").expect("typing has settings");
+        assert_eq!(text(&typing[limit]), format!("Ref:TypingRoute{limit}"), "typing's own parameter");
+        let own = default_of(&typing[limit]);
+        assert!(default_route < own && own <= stage, "typing {limit} {own}: above $default's, within the stage's");
     }
 }
 
@@ -1203,7 +1211,7 @@ fn the_stage_logs_every_request_but_never_a_body() {
         assert_eq!(format[field], variable, "access log field {field}");
     }
     let parameter = |setting: &Value| raw["Parameters"][text(setting).trim_start_matches("Ref:")].clone();
-    let routes = ["$default", "rooms", "read", "unsubscribe"].map(|route| &stage["RouteSettings"][route]);
+    let routes = ["$default", "rooms", "read", "unsubscribe", "typing"].map(|route| &stage["RouteSettings"][route]);
     for settings in routes.into_iter().chain([&stage["DefaultRouteSettings"]]) {
         assert_eq!(settings["DataTraceEnabled"], false, "message bodies are never logged");
         assert_eq!(parameter(&settings["LoggingLevel"])["Default"], "ERROR", "execution logs: errors by default");

@@ -7,19 +7,10 @@
 mod common;
 
 use common::{
-    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, hs256_token, refused_status, scratch,
-    with_token,
+    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, hs256_token, refused_status,
+    rights_token as token, scratch, with_token,
 };
-use serde_json::{Value, json};
-
-/// An HS256 token for `sub` with `chat.rights` (room pattern → "r" / "rw" / "rwm").
-fn token(sub: &str, rights: Value) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims =
-        json!({"sub": sub, "preferred_username": sub, "iat": now, "exp": now + 600, "chat": {"rights": rights}});
-    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
-}
+use serde_json::json;
 
 fn moderator() -> String {
     token("mo", json!({"*": "rwm"}))

@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
-use chat_core::reaction::{decided, reactor_of};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
+use chat_core::reaction::{decided, reactor_of};
 use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -754,7 +754,10 @@ impl MessageLog for DynamoLog {
             if let Some(receipt) = &receipt
                 && let Some(first) = self.receipt(receipt).await?
             {
-                return self.get(&first).await?.ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
+                return self
+                    .get(&first)
+                    .await?
+                    .ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
             }
             let state = self.0.get_consistent("message_id", &state_key).await?;
             let was_on = state.as_ref().and_then(|item| item.get("on")).and_then(|v| v.as_bool().ok()).copied();

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 
 use crate::auth::{JwksError, JwksSource};
 use crate::model::{Ban, Connection, EventKind, LogEvent, Receipt, Session, SessionEnd};
-use crate::reaction::{decided, reactor_of};
 use crate::ports::{
     Archive, Bans, Bytes, Clock, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
     SocketPoster, StoreError, Subscribed,
 };
+use crate::reaction::{decided, reactor_of};
 
 /// A switch that makes a store answer [`StoreError::Unavailable`].
 #[derive(Debug, Default)]
@@ -301,7 +301,11 @@ impl MessageLog for MemoryLog {
         if let Some(receipt) = &receipt {
             receipts.retain(|_, (_, expires_at)| receipt.is_held_by(*expires_at));
             if let Some((stored, _)) = receipts.get(&receipt.key) {
-                return events.iter().find(|e| &e.message_id == stored).cloned().ok_or_else(|| StoreError::Malformed(format!("receipt {} without its event", receipt.key)));
+                return events
+                    .iter()
+                    .find(|e| &e.message_id == stored)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Malformed(format!("receipt {} without its event", receipt.key)));
             }
         }
         let on_line: Vec<&LogEvent> =

@@ -66,6 +66,9 @@ pub enum Command {
     React { id: String, emoji: String, client_message_id: Option<String> },
     /// `{"action":"reply","to":ID,"message":TEXT,"clientMessageId"?}`: a line quoting line ID.
     Reply { to: String, text: String, client_message_id: Option<String> },
+    /// `{"action":"typing","room"?:R}`: a hint to R's other members, never stored
+    /// (see [`crate::handlers`]' typing module).
+    Typing { room: Option<String> },
     /// Anything API Gateway would route to `$default`: not JSON, no action, unknown action.
     Unknown,
 }
@@ -153,6 +156,7 @@ pub fn parse_command(body: &str) -> Result<Command, ProtocolError> {
             text: required_text(&fields)?,
             client_message_id: client_message_id(&fields)?,
         }),
+        Some("typing") => Ok(Command::Typing { room: optional_room(&fields)? }),
         _ => Ok(Command::Unknown),
     }
 }
@@ -748,7 +752,9 @@ mod tests {
 
     #[test]
     fn parses_seed_and_aws_sample_sends() {
-        let chat = |text: &str| Ok(Command::SendMessage { text: text.into(), client_message_id: None, room: None, reply_to: None });
+        let chat = |text: &str| {
+            Ok(Command::SendMessage { text: text.into(), client_message_id: None, room: None, reply_to: None })
+        };
         assert_eq!(send("hello"), chat("hello"));
         assert_eq!(parse_command(r#"{"action":"sendmessage","data":"hi"}"#), chat("hi"));
         assert_eq!(send("ping"), Ok(Command::Ping));
@@ -761,7 +767,12 @@ mod tests {
         let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":"{id}"}}"#);
         assert_eq!(
             parse_command(&body),
-            Ok(Command::SendMessage { text: "hi".into(), client_message_id: Some(id.to_lowercase()), room: None, reply_to: None })
+            Ok(Command::SendMessage {
+                text: "hi".into(),
+                client_message_id: Some(id.to_lowercase()),
+                room: None,
+                reply_to: None
+            })
         );
         for bad in [r#""nope""#, r#""""#, "7"] {
             let body = format!(r#"{{"action":"sendmessage","message":"hi","clientMessageId":{bad}}}"#);
@@ -801,7 +812,8 @@ mod tests {
             Ok(Command::History {
                 limit: 3,
                 since: Some(LogCursor::Time(parse_iso("2026-11-24T00:00:00Z").unwrap())),
-                room: None, fold: false
+                room: None,
+                fold: false
             })
         );
         let id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55";
@@ -810,7 +822,8 @@ mod tests {
             Ok(Command::History {
                 limit: DEFAULT_HISTORY_LIMIT,
                 since: Some(LogCursor::MessageId(id.into())),
-                room: None, fold: false
+                room: None,
+                fold: false
             })
         );
         assert_eq!(parse_command(r#"{"action":"history","since":"last tuesday"}"#), Err(ProtocolError::BadSince));
@@ -1021,7 +1034,12 @@ mod tests {
         );
         assert_eq!(
             parse_command(r#"{"action":"sendmessage","message":"hi","room":"ops"}"#),
-            Ok(Command::SendMessage { text: "hi".into(), client_message_id: None, room: Some("ops".into()), reply_to: None })
+            Ok(Command::SendMessage {
+                text: "hi".into(),
+                client_message_id: None,
+                room: Some("ops".into()),
+                reply_to: None
+            })
         );
         assert_eq!(
             parse_command(r#"{"action":"who","room":"ops"}"#),

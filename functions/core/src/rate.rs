@@ -1,6 +1,7 @@
 //! Per-user rate limits: a token bucket per user for chat lines (`sendmessage`)
 //! and one for the reads that cost a Query (`history` and `who` share it), so a
 //! flooding client is told to wait instead of filling the room and the bill.
+//! A third, fixed bucket holds `typing` signals to one per user per 3 s ([`TYPING`]).
 //!
 //! A user is the verified account behind a connection (all its tabs share one
 //! bucket), else the connection itself (anonymous or `?name=` connections).
@@ -55,6 +56,12 @@ pub const DEFAULT_SEND: Limit = Limit { rate: 10.0, burst: 20 };
 /// `history` and `who` together: 2 a second, 10 at once (a page load asks for a few rooms).
 pub const DEFAULT_READ: Limit = Limit { rate: 2.0, burst: 10 };
 
+/// Typing signals: one per 3 s, none saved up. Not a setting: "at most one
+/// per user per 3 s" is part of the protocol (a client shows "is typing…" for
+/// 5 s), so `SEND_RATE=off` does not lift it. Extra signals are dropped
+/// silently ([`crate::handlers`]' `typing`): they are hints.
+pub const TYPING: Limit = Limit { rate: 1.0 / 3.0, burst: 1 };
+
 /// Users one limiter keeps buckets for, per budget. A bucket refills in
 /// burst / rate (2 s for sends, 5 s for reads), so this is 20 000 users refused
 /// or bursting within the last few seconds on one instance.
@@ -86,6 +93,8 @@ pub enum Budget {
     Sends,
     /// `history` and `who`.
     Reads,
+    /// `typing` signals ([`TYPING`], fixed).
+    Typing,
 }
 
 /// The two limits; `None` = that budget is not limited (`SEND_RATE=off`).
@@ -141,6 +150,7 @@ impl RateLimits {
         match budget {
             Budget::Sends => self.send,
             Budget::Reads => self.read,
+            Budget::Typing => Some(TYPING),
         }
     }
 }
@@ -206,7 +216,7 @@ pub struct RateLimited {
 pub struct RateLimiter {
     limits: RateLimits,
     max_users: usize,
-    tables: Mutex<[Table; 2]>,
+    tables: Mutex<[Table; 3]>,
 }
 
 impl Default for RateLimiter {
@@ -318,6 +328,22 @@ mod tests {
 
     fn user(name: &str) -> UserKey {
         UserKey::of(Some(name), "c")
+    }
+
+    #[test]
+    fn typing_is_one_signal_per_user_per_three_seconds_whatever_the_settings() {
+        let (limiter, t) = (RateLimiter::new(RateLimits::OFF), at("2026-11-24T10:15:32Z"));
+        let typing =
+            |user: &UserKey, after_ms: i64| limiter.check(Budget::Typing, user, t + Duration::milliseconds(after_ms));
+        assert_eq!(typing(&user("ada"), 0), Ok(()));
+        for after_ms in [0, 500, 2999] {
+            let refused = typing(&user("ada"), after_ms).unwrap_err();
+            assert_eq!(refused, RateLimited { budget: Budget::Typing, retry_after_ms: (3000 - after_ms) as u64 });
+        }
+        assert_eq!(typing(&user("bob"), 500), Ok(()), "a bucket per user");
+        assert_eq!(typing(&user("ada"), 3000), Ok(()), "the next one 3 s later");
+        assert!(typing(&user("ada"), 5999).is_err(), "and none saved up");
+        assert_eq!(limiter.check(Budget::Sends, &user("ada"), t), Ok(()), "sends are not typing's bucket");
     }
 
     #[test]

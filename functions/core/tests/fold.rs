@@ -127,7 +127,12 @@ fn run(ops: &[Op]) -> (Vec<LogEvent>, Vec<Shown>) {
 fn folded(events: &[LogEvent]) -> Vec<Shown> {
     fold(events)
         .into_iter()
-        .map(|line| Shown { id: line.sent.message_id, text: line.text, edited_at: line.edited_at, reactions: line.reactions })
+        .map(|line| Shown {
+            id: line.sent.message_id,
+            text: line.text,
+            edited_at: line.edited_at,
+            reactions: line.reactions,
+        })
         .collect()
 }
 

@@ -75,7 +75,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        // One room, no history, no rooms to subscribe to, no moderation.
+                        // One room, no history, no rooms to subscribe to, no moderation, no typing.
                         Ok(
                             Command::History { .. }
                             | Command::Who { .. }
@@ -87,6 +87,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             | Command::Kick { .. }
                             | Command::Ban { .. }
                             | Command::Unban { .. }
+                            | Command::Typing { .. }
                             | Command::Unknown,
                         ) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),

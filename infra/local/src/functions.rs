@@ -13,10 +13,12 @@ use crate::metrics::Invocations;
 use crate::sockets::LocalPoster;
 
 /// Custom routes and whether each has a route response (its returned body goes
-/// back to the caller). Everything else goes to `$default`. `rooms`, `read` and
-/// `unsubscribe` are served by the `$default` function too; deployed they are
-/// routes of their own only to have a throttle of their own.
-pub const ROUTES: &[(&str, bool)] = &[("sendmessage", true), ("rooms", false), ("read", false), ("unsubscribe", false)];
+/// back to the caller). Everything else goes to `$default`. `rooms`, `read`,
+/// `unsubscribe` and `typing` are served by the `$default` function too; deployed
+/// they are routes of their own only to have a throttle of their own (typing's
+/// is set by its fan-out: each signal is a post per member of the room).
+pub const ROUTES: &[(&str, bool)] =
+    &[("sendmessage", true), ("rooms", false), ("read", false), ("unsubscribe", false), ("typing", false)];
 
 /// The route key API Gateway selects with `$request.body.action`, and whether
 /// that route returns its response body to the caller.
@@ -88,7 +90,7 @@ mod tests {
     #[test]
     fn routes_by_action_like_api_gateway() {
         assert_eq!(select_route(r#"{"action":"sendmessage","message":"x"}"#), ("sendmessage".into(), true));
-        for action in ["rooms", "read", "unsubscribe"] {
+        for action in ["rooms", "read", "unsubscribe", "typing"] {
             let body = format!(r#"{{"action":"{action}","room":"ops"}}"#);
             assert_eq!(select_route(&body), (action.into(), false), "a route of its own, answered by posts");
         }

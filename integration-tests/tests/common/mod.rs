@@ -585,9 +585,20 @@ pub const JWT_SECRET: &str = "a-local-secret-of-at-least-32-bytes";
 /// for ten minutes: what a stack started with `--jwt-secret secret` accepts.
 pub fn hs256_token(secret: &str, sub: &str, name: &str) -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({"sub": sub, "preferred_username": name, "iat": now, "exp": now + 600});
+    hs256(secret, &serde_json::json!({"sub": sub, "preferred_username": name, "iat": now, "exp": now + 600}))
+}
+
+/// An [`hs256_token`] signed with [`JWT_SECRET`] for `sub` (also its name) with
+/// `chat.rights` (room pattern → "r" / "rw" / "rwm").
+pub fn rights_token(sub: &str, rights: Value) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({"sub": sub, "preferred_username": sub, "iat": now, "exp": now + 600, "chat": {"rights": rights}});
+    hs256(JWT_SECRET, &claims)
+}
+
+fn hs256(secret: &str, claims: &Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
 }
 
 /// `ws_url` (which may already have a query) with `token` as the identity source.

@@ -60,6 +60,7 @@ impl DefaultRoute<'_> {
                 tracing::info!(connection_id, "unrecognized request");
                 return self.reply(connection_id, invalid_request_frame()).await;
             }
+            Ok(Command::Typing { room }) => return self.typing(request, room.as_deref()).await,
             Ok(command) => command,
             Err(refusal) => {
                 tracing::info!(connection_id, %refusal, "malformed request");
@@ -119,7 +120,9 @@ impl DefaultRoute<'_> {
             Command::Reply { to, text, client_message_id } => {
                 self.reply_to(request, &asker, &to, &text, client_message_id.as_deref()).await
             }
-            Command::SendMessage { .. } | Command::Ping | Command::Unknown => unreachable!("answered above"),
+            Command::SendMessage { .. } | Command::Ping | Command::Unknown | Command::Typing { .. } => {
+                unreachable!("answered above")
+            }
         }
     }
 
@@ -349,7 +352,11 @@ pub async fn history(
 
 /// Posts `frames` to one connection: all but the last concurrently, the last
 /// after every other has been answered, so that it arrives last.
-pub(super) async fn reply_with(connection_id: &str, frames: &[Bytes], poster: &dyn SocketPoster) -> Result<(), HandlerError> {
+pub(super) async fn reply_with(
+    connection_id: &str,
+    frames: &[Bytes],
+    poster: &dyn SocketPoster,
+) -> Result<(), HandlerError> {
     let Some((last, rest)) = frames.split_last() else { return Ok(()) };
     let posts: Vec<(&str, &Bytes)> = rest.iter().map(|frame| (connection_id, frame)).collect();
     for answer in poster.post_each(&posts, REPLY_POSTS_IN_FLIGHT).await {

@@ -7,6 +7,7 @@ mod disconnect;
 mod lifecycle;
 mod moderation;
 mod send_message;
+mod typing;
 
 pub use connect::{ConnectRequest, connect};
 pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};

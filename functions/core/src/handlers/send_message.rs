@@ -62,7 +62,9 @@ pub async fn send_message(
     log: &dyn MessageLog,
 ) -> Result<Option<Vec<u8>>, HandlerError> {
     let (text, client_message_id, room, reply_to) = match parse_command(&request.body) {
-        Ok(Command::SendMessage { text, client_message_id, room, reply_to }) => (text, client_message_id, room, reply_to),
+        Ok(Command::SendMessage { text, client_message_id, room, reply_to }) => {
+            (text, client_message_id, room, reply_to)
+        }
         // The heartbeat is never limited: a client that is told to wait must not look dead.
         Ok(Command::Ping) => return Ok(Some(pong_frame())),
         // Other actions never reach this route: API Gateway selects it by action.

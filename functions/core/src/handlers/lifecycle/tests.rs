@@ -48,10 +48,16 @@ fn of_kind(ports: &Ports, kind: EventKind) -> Vec<LogEvent> {
 async fn the_author_edits_from_any_of_its_connections_and_nothing_is_answered() {
     let ports = stage().await;
     let id = line(&ports, "u1", "helo").await;
-    assert_eq!(send(&ports, "u2", json!({"action":"edit","id":id,"message":"hello"})).await, Vec::<serde_json::Value>::new());
+    assert_eq!(
+        send(&ports, "u2", json!({"action":"edit","id":id,"message":"hello"})).await,
+        Vec::<serde_json::Value>::new()
+    );
     let edits = of_kind(&ports, EventKind::Edit);
     assert_eq!(edits.len(), 1);
-    assert_eq!((edits[0].target.as_deref(), edits[0].message.as_str(), edits[0].room.as_str()), (Some(id.as_str()), "hello", "ops"));
+    assert_eq!(
+        (edits[0].target.as_deref(), edits[0].message.as_str(), edits[0].room.as_str()),
+        (Some(id.as_str()), "hello", "ops")
+    );
     let frame: serde_json::Value = serde_json::from_slice(&crate::protocol::event_frame(&edits[0])).unwrap();
     assert_eq!(frame["kind"], "edit");
     assert_eq!(frame["text"], "hello");
@@ -94,7 +100,11 @@ async fn unknown_other_rooms_and_non_chat_ids_are_not_found_and_deleted_lines_ar
             json!({"action":"reply","to":id,"message":"x"}),
         ] {
             let frames = send(&ports, "u1", body.clone()).await;
-            assert_eq!((frames[0]["error"].as_str(), frames[0]["id"].as_str()), (Some("Not found"), Some(id.as_str())), "{body}");
+            assert_eq!(
+                (frames[0]["error"].as_str(), frames[0]["id"].as_str()),
+                (Some("Not found"), Some(id.as_str())),
+                "{body}"
+            );
         }
     }
     let id = line(&ports, "u1", "gone").await;
@@ -181,7 +191,11 @@ async fn writes_need_w_in_the_lines_room_from_the_request_context() {
         json!({"action":"reply","to":id,"message":"x"}),
     ] {
         let frames = ports.handle("u1", body.clone(), T0, read_only.clone()).await;
-        assert_eq!((frames[0]["error"].as_str(), frames[0]["right"].as_str()), (Some("Forbidden"), Some("write")), "{body}");
+        assert_eq!(
+            (frames[0]["error"].as_str(), frames[0]["right"].as_str()),
+            (Some("Forbidden"), Some("write")),
+            "{body}"
+        );
     }
     assert_eq!(ports.log.events().len(), 1);
 }
