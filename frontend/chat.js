@@ -536,7 +536,8 @@ function typing(frame) {
   if (!room || isMine(frame) || (frame.userId && frame.userId === myUserId)) return;
   const key = frame.userId ?? frame.connectionId;
   if (!key) return;
-  const name = displayName(room, frame) ?? "Someone";
+  // The signal says no `verified`: a userId only ever comes from a verified token.
+  const name = displayName(room, { ...frame, verified: frame.verified ?? Boolean(frame.userId) }) ?? "Someone";
   const known = room.typists.get(key);
   clearTimeout(known?.timer);
   const timer = setTimeout(() => {

@@ -155,14 +155,10 @@ runChecks(async (browser) => {
   const alice = await signedInPage(browser, origin, mintToken(SECRET, "alice", "alice"), ROOM, options);
   const bob = await signedInPage(browser, origin, mintToken(SECRET, "bob", "bob"), ROOM, options);
   for (const p of [alice, bob]) await caughtUp(p, ROOM);
-  // What each page sent ({...command, user, at}): the played server keeps it, else the pages' sockets tell.
-  const commands = played?.commands ?? [];
-  for (const [user, p] of played ? [] : [["alice", alice], ["bob", bob]]) {
-    p.on("websocket", (ws) => ws.on("framesent", ({ payload }) => {
-      try { commands.push({ ...JSON.parse(payload), user, at: Date.now() }); } catch { /* not JSON */ }
-    }));
-  }
-  const sent = (user, action) => commands.filter((c) => c.user === user && c.action === action);
+  // What each page sent (with `at`): the played server keeps it, else the pages' sockets tell (helpers.cjs).
+  const pages = { alice, bob };
+  const sent = (user, action) => (played ? played.commands.filter((c) => c.user === user) : pages[user].sent)
+    .filter((c) => c.action === action);
   const typingSent = { get length() { return sent("alice", "typing").length; }, at: (i) => sent("alice", "typing").at(i)?.at };
   console.log(`browser: against ${PLAYED ? "a server played by the test" : "the local stack"}`);
 
@@ -269,8 +265,9 @@ runChecks(async (browser) => {
   await alice.locator("#confirm[open]").waitFor(WAIT);
   started = Date.now();
   await alice.click("#confirm-ok");
-  await within(bob, "a delete reached the other page", started, ({ list, id }) =>
-    document.querySelector(`${list} li.deleted[data-id="${id}"] .placeholder`)?.textContent === "message deleted", { list: listOf(ROOM), id: doomed });
+  const tombstone = ({ list, id }) => document.querySelector(`${list} li.deleted[data-id="${id}"] .placeholder`)?.textContent === "message deleted";
+  await within(bob, "a delete reached the other page", started, tombstone, { list: listOf(ROOM), id: doomed });
+  await alice.waitForFunction(tombstone, { list: listOf(ROOM), id: doomed }, WAIT);
 
   const before = { alice: await view(alice), bob: await view(bob) };
   await alice.screenshot({ path: path.join(outputDir, "lifecycle.png") });

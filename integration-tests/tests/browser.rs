@@ -277,3 +277,36 @@ async fn message_lifecycle_on_the_page_against_a_played_server() {
     assert!(dir.join("lifecycle.png").exists(), "the screenshot was saved");
     stack.stop().await;
 }
+
+/// The lifecycle UI against the local stack's own handlers (edit, delete, react,
+/// reply/replyTo, typing; history folded on the page after a reload): two
+/// signed-in pages see each other's changes within 1 s. The store keeps the raw
+/// events (an edit and a delete beside their lines) and no typing signal.
+#[tokio::test]
+async fn message_lifecycle_on_the_page_against_the_local_stack() {
+    let (stack, dir) = run_script(
+        "lifecycle.test.cjs",
+        "browser-lifecycle",
+        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"],
+    )
+    .await;
+    assert!(dir.join("lifecycle.png").exists(), "the screenshot was saved");
+    publish(&dir, &[("lifecycle.png", "screenshot-lifecycle.png")]);
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE message = 'helo wrold'"),
+        1,
+        "the original stays"
+    );
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'edit'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'reaction'"), 3);
+    assert_eq!(
+        count(
+            &stack,
+            "SELECT count(*) FROM message_history WHERE kind NOT IN ('chat', 'join', 'leave', 'edit', 'delete', 'reaction')"
+        ),
+        0,
+        "typing is never stored"
+    );
+    stack.stop().await;
+}

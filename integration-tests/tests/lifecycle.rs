@@ -169,7 +169,10 @@ async fn a_lines_life_on_the_local_stack() {
     assert_eq!(common::count_rows(&db, "SELECT COUNT(*) FROM reactions"), 2, "Carol's 👍 and 🎉");
     let folded = common::run_binary("replay", &["--from", &format!("sqlite:{}", db.display()), "--fold"]).await;
     assert!(folded.contains("hello (edited "), "{folded}");
-    assert!(folded.contains("(deleted)") && folded.contains("[🎉 1, 👍 1]") && folded.contains(": \"hello\")"), "{folded}");
+    assert!(
+        folded.contains("(deleted)") && folded.contains("[🎉 1, 👍 1]") && folded.contains(": \"hello\")"),
+        "{folded}"
+    );
     assert!(!folded.contains("helo") && !folded.contains("oops"), "{folded}");
 }
 
