@@ -13,7 +13,7 @@ use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
-use chat_core::reaction::{decided, reactor_of};
+use chat_core::reaction::{Toggle, decided};
 use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -148,6 +148,10 @@ const MEMBERSHIP_WRITES_IN_FLIGHT: usize = 16;
 /// How often a subscription's transaction is sent while it conflicts with
 /// another write to its items (a page subscribing to several rooms at once).
 const TRANSACTION_ATTEMPTS: usize = 5;
+
+/// Tries of one reaction toggle: every toggle on a line contends for the line's
+/// counts item, so a popular line needs more than other transactions.
+const TOGGLE_ATTEMPTS: usize = 12;
 
 /// ActiveConnections (`connection_id` partition key; `rooms`, a string set,
 /// lists the connection's rooms) and Memberships (`room` partition key,
@@ -562,6 +566,20 @@ impl DynamoLog {
     /// The line id the stored receipt of `receipt` points at, read consistently;
     /// `None` when there is none or it expired (the TTL deletes items only
     /// eventually, so an expired one may still be there).
+    /// The Put claiming `receipt` for event `event_id`, for a transaction with
+    /// the event: it fails while another unexpired receipt holds the key.
+    fn receipt_put(&self, receipt: &Receipt, event_id: &str) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.0.name)
+            .item("message_id", AttributeValue::S(receipt.key.clone()))
+            .item("event_id", AttributeValue::S(event_id.to_owned()))
+            .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
+            .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
+            .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))
+    }
+
     async fn receipt(&self, receipt: &Receipt) -> Result<Option<String>, StoreError> {
         let Some(item) = self.0.get_consistent("message_id", &receipt.key).await? else { return Ok(None) };
         // A receipt without expires_at (written before receipts expired) never does.
@@ -636,15 +654,7 @@ impl MessageLog for DynamoLog {
             .condition_expression("attribute_not_exists(message_id)")
             .build()
             .map_err(malformed)?;
-        let receipt_item = Put::builder()
-            .table_name(&self.0.name)
-            .item("message_id", AttributeValue::S(receipt.key.clone()))
-            .item("event_id", AttributeValue::S(event.message_id.clone()))
-            .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
-            .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
-            .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
-            .build()
-            .map_err(malformed)?;
+        let receipt_item = self.receipt_put(&receipt, &event.message_id)?;
         let result = self
             .0
             .client
@@ -739,18 +749,25 @@ impl MessageLog for DynamoLog {
     /// item has a `room`, so the room index never holds them, and their key's
     /// prefix keeps them out of the stream's events. Per toggle: 2–3 consistent
     /// GetItems (1 RCU each) and a TransactWriteItems of 3–4 Puts (2 WCU per
-    /// item up to 1 KB); [`TRANSACTION_ATTEMPTS`] tries in all.
+    /// item up to 1 KB). A toggle that lost the race to another toggle on the
+    /// same line reads and tries again, [`TOGGLE_ATTEMPTS`] times in all, after
+    /// a growing, jittered pause: a line taking that many simultaneous toggles
+    /// answers an error for the last ones (measured on moto: 6 at once all land).
     async fn toggle_reaction(
         &self,
         reaction: &LogEvent,
         client_message_id: Option<&str>,
     ) -> Result<LogEvent, StoreError> {
-        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
-        let (target, emoji) = (reaction.target.as_deref().unwrap_or(""), reaction.emoji.as_deref().unwrap_or(""));
-        let state_key = chat_core::reaction::state_key(target, emoji, reactor_of(reaction));
-        let counts_key = chat_core::reaction::counts_key(target);
+        let Toggle { target, emoji, reactor, receipt } = Toggle::of(reaction, client_message_id);
+        let state_key = chat_core::reaction::state_key(&target, &emoji, &reactor);
+        let counts_key = chat_core::reaction::counts_key(&target);
         let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
-        for _ in 0..TRANSACTION_ATTEMPTS {
+        // Jitter from the event's random id bits, so racing writers retry apart.
+        let jitter = u64::from(reaction.message_id.bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b)) % 16);
+        for attempt in 0..TOGGLE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 * (10 + jitter))).await;
+            }
             if let Some(receipt) = &receipt
                 && let Some(first) = self.receipt(receipt).await?
             {
@@ -759,16 +776,20 @@ impl MessageLog for DynamoLog {
                     .await?
                     .ok_or_else(|| StoreError::Unavailable(format!("{first} not readable yet")));
             }
+            // The counts item first: a toggle committed after this read bumps its
+            // version (and fails ours), so the state read next is never older
+            // than the version the transaction is conditioned on.
+            let counts_item = self.0.get_consistent("message_id", &counts_key).await?.unwrap_or_default();
             let state = self.0.get_consistent("message_id", &state_key).await?;
             let was_on = state.as_ref().and_then(|item| item.get("on")).and_then(|v| v.as_bool().ok()).copied();
-            let counts_item = self.0.get_consistent("message_id", &counts_key).await?.unwrap_or_default();
             let version = counts_item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<i64>().ok());
             let counts: BTreeMap<String, u32> = match counts_item.get("counts") {
                 Some(value) => serde_dynamo::from_attribute_value(value.clone())
                     .map_err(|e| StoreError::Malformed(e.to_string()))?,
                 None => BTreeMap::new(),
             };
-            let event = decided(reaction.clone(), was_on == Some(true), counts);
+            let tried = if attempt == 0 { reaction.clone() } else { reaction.clone().renewed() };
+            let event = decided(tried, was_on == Some(true), counts);
             let line = Put::builder()
                 .table_name(&self.0.name)
                 .set_item(Some(to_item(&event)?))
@@ -804,15 +825,7 @@ impl MessageLog for DynamoLog {
                 .transact_items(TransactWriteItem::builder().put(state_item).build())
                 .transact_items(TransactWriteItem::builder().put(counts_put).build());
             if let Some(receipt) = &receipt {
-                let receipt_item = Put::builder()
-                    .table_name(&self.0.name)
-                    .item("message_id", AttributeValue::S(receipt.key.clone()))
-                    .item("event_id", AttributeValue::S(event.message_id.clone()))
-                    .item("expires_at", AttributeValue::N(receipt.expires_at.to_string()))
-                    .condition_expression("attribute_not_exists(message_id) OR expires_at <= :sent_at")
-                    .expression_attribute_values(":sent_at", AttributeValue::N(receipt.sent_at.to_string()))
-                    .build()
-                    .map_err(malformed)?;
+                let receipt_item = self.receipt_put(receipt, &event.message_id)?;
                 transaction = transaction.transact_items(TransactWriteItem::builder().put(receipt_item).build());
             }
             match transaction.send().await {

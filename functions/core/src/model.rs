@@ -522,6 +522,13 @@ impl LogEvent {
         self
     }
 
+    /// The same event under a new id (a retried reaction toggle takes one
+    /// per try, so ids follow the order toggles are decided in, nearly).
+    pub fn renewed(mut self) -> Self {
+        self.message_id = Uuid::now_v7().to_string();
+        self
+    }
+
     /// The same event said in `room` (constructors start in the default room).
     pub fn in_room(mut self, room: &str) -> Self {
         room.clone_into(&mut self.room);

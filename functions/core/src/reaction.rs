@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{LogEvent, RECEIPT_KEY_PREFIX};
+use crate::model::{LogEvent, RECEIPT_KEY_PREFIX, Receipt};
 
 /// Longest emoji accepted, in UTF-8 bytes (a family or a flag with tags fits).
 pub const MAX_EMOJI_BYTES: usize = 32;
@@ -106,6 +106,28 @@ pub fn reactor_of(event: &LogEvent) -> &str {
     }
 }
 
+/// What a store decides a toggle on: the line, the emoji, the reactor, and
+/// the receipt a `clientMessageId` claims (so a resend toggles once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toggle {
+    pub target: String,
+    pub emoji: String,
+    pub reactor: String,
+    pub receipt: Option<Receipt>,
+}
+
+impl Toggle {
+    /// The toggle `reaction` ([`LogEvent::reaction`]) asks for, sent as `client_message_id`.
+    pub fn of(reaction: &LogEvent, client_message_id: Option<&str>) -> Self {
+        Self {
+            target: reaction.target.clone().unwrap_or_default(),
+            emoji: reaction.emoji.clone().unwrap_or_default(),
+            reactor: reactor_of(reaction).to_owned(),
+            receipt: client_message_id.map(|id| Receipt::for_send(reaction, id)),
+        }
+    }
+}
+
 /// The key of the state item saying `reactor` has `emoji` on line `target`
 /// (in MessageHistory next to the receipts: the prefix keeps it out of every
 /// reader, and `~` is in no room name, so it is no receipt's key).
@@ -154,6 +176,6 @@ mod tests {
     fn state_keys_are_no_receipt_keys() {
         let key = state_key("t", "👍", "iss|u");
         assert!(key.starts_with(RECEIPT_KEY_PREFIX));
-        assert!(!crate::room::valid_room("~reaction").is_ok(), "no room is named so");
+        assert!(crate::room::valid_room("~reaction").is_err(), "no room is named so");
     }
 }

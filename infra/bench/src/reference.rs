@@ -75,7 +75,7 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             None
                         }
                         Ok(Command::Ping) => Some(pong_frame()),
-                        // One room, no history, no rooms to subscribe to, no moderation, no typing.
+                        // One room, no history, no rooms to subscribe to, no moderation, no line lifecycle, no typing.
                         Ok(
                             Command::History { .. }
                             | Command::Who { .. }
@@ -88,6 +88,9 @@ async fn client(stream: TcpStream, _peer: SocketAddr, room: broadcast::Sender<Ut
                             | Command::Ban { .. }
                             | Command::Unban { .. }
                             | Command::Typing { .. }
+                            | Command::Edit { .. }
+                            | Command::React { .. }
+                            | Command::Reply { .. }
                             | Command::Unknown,
                         ) => Some(invalid_request_frame()),
                         Err(error) => Some(protocol_error_frame(&error)),

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chat_core::model::{Ban, Receipt};
-use chat_core::reaction::{decided, reactor_of};
 #[cfg(test)]
 use chat_core::ports::LIST_PAGE;
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
+use chat_core::reaction::{Toggle, decided};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -894,9 +894,7 @@ impl MessageLog for SqliteStore {
         reaction: &LogEvent,
         client_message_id: Option<&str>,
     ) -> Result<LogEvent, StoreError> {
-        let receipt = client_message_id.map(|id| Receipt::for_send(reaction, id));
-        let (target, emoji) = (reaction.target.clone().unwrap_or_default(), reaction.emoji.clone().unwrap_or_default());
-        let reactor = reactor_of(reaction).to_owned();
+        let Toggle { target, emoji, reactor, receipt } = Toggle::of(reaction, client_message_id);
         let (stored, new) = self.with(|db| {
             in_transaction(db, |tx| {
                 if let Some(receipt) = &receipt {
@@ -907,11 +905,14 @@ impl MessageLog for SqliteStore {
                         .query_row(params![receipt.key], |r| r.get(0))
                         .optional()?;
                     if let Some(first) = first {
-                        let rows = select_events(tx, &format!("{EVENT_COLUMNS} WHERE message_id = ?1"), params![first])?;
+                        let rows =
+                            select_events(tx, &format!("{EVENT_COLUMNS} WHERE message_id = ?1"), params![first])?;
                         return Ok((rows.into_iter().next().map(|(_, event)| event), false));
                     }
-                    tx.prepare_cached("INSERT INTO client_messages (receipt_key, message_id, expires_at) VALUES (?1, ?2, ?3)")?
-                        .execute(params![receipt.key, reaction.message_id, receipt.expires_at])?;
+                    tx.prepare_cached(
+                        "INSERT INTO client_messages (receipt_key, message_id, expires_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![receipt.key, reaction.message_id, receipt.expires_at])?;
                 }
                 let counts: std::collections::BTreeMap<String, u32> = tx
                     .prepare_cached("SELECT emoji, COUNT(*) FROM reactions WHERE target = ?1 GROUP BY emoji")?

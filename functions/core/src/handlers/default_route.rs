@@ -328,7 +328,25 @@ pub async fn history(
     poster: &dyn SocketPoster,
 ) -> Result<(), HandlerError> {
     let connection_id = asker.connection_id.as_str();
-    // One event past the limit tells whether the answer was cut.
+    let (events, more) = history_page(room, limit, since, log).await?;
+    let mut frames: Vec<Bytes> = events.iter().map(|event| Bytes::from(event_frame(event))).collect();
+    frames.push(Bytes::from(history_end_frame(room, events.len(), more)));
+    if asker.batch {
+        frames = coalesce(&frames).into_iter().map(|frame| frame.bytes).collect();
+    }
+    tracing::info!(connection_id, room, count = events.len(), more, posts = frames.len(), "history served");
+    reply_with(connection_id, &frames, poster).await
+}
+
+/// One page of `room`'s log as `history` answers it: the newest `limit`
+/// events, or the oldest `limit` after `since`; and whether there are more
+/// (one event past the limit is read to tell).
+pub(super) async fn history_page(
+    room: &str,
+    limit: usize,
+    since: Option<LogCursor>,
+    log: &dyn MessageLog,
+) -> Result<(Vec<LogEvent>, bool), HandlerError> {
     let forward = since.is_some();
     let query = LogQuery { room: room.to_owned(), after: since, limit: limit + 1 };
     let mut events = log.read(&query).await?;
@@ -341,13 +359,7 @@ pub async fn history(
             events.remove(0);
         }
     }
-    let mut frames: Vec<Bytes> = events.iter().map(|event| Bytes::from(event_frame(event))).collect();
-    frames.push(Bytes::from(history_end_frame(room, events.len(), more)));
-    if asker.batch {
-        frames = coalesce(&frames).into_iter().map(|frame| frame.bytes).collect();
-    }
-    tracing::info!(connection_id, room, count = events.len(), more, posts = frames.len(), "history served");
-    reply_with(connection_id, &frames, poster).await
+    Ok((events, more))
 }
 
 /// Posts `frames` to one connection: all but the last concurrently, the last

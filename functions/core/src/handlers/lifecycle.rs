@@ -243,16 +243,7 @@ pub async fn folded_history(
     log: &dyn MessageLog,
     poster: &dyn crate::ports::SocketPoster,
 ) -> Result<(), HandlerError> {
-    let forward = since.is_some();
-    let mut events = log.read(&LogQuery { room: room.to_owned(), after: since, limit: limit + 1 }).await?;
-    let more = events.len() > limit;
-    if more {
-        if forward {
-            events.truncate(limit)
-        } else {
-            events.remove(0);
-        }
-    }
+    let (events, more) = super::default_route::history_page(room, limit, since, log).await?;
     let mut frames: Vec<crate::ports::Bytes> =
         crate::fold::fold(&events).iter().map(|line| crate::protocol::line_frame(line).into()).collect();
     frames.push(crate::protocol::history_end_frame(room, events.len(), more).into());

@@ -5,8 +5,8 @@
 use std::io::Write;
 
 use chat_core::ports::LogCursor;
-use chat_core::protocol::parse_cursor;
 use chat_core::protocol::line_frame;
+use chat_core::protocol::parse_cursor;
 use chat_core::replay::{ReplayFilter, folded_text_line, json_line, text_line};
 use chat_local::replay::{Endpoints, Location, publish, read};
 use clap::{Parser, ValueEnum};
