@@ -325,7 +325,14 @@ function render(frame) {
   const timeline = room.timeline;
   notePerson(room, frame);
   // A tombstone is not a line: the line it names shows "message deleted".
-  if (frame.kind === "delete") return timeline.deleteLine(frame.target);
+  if (frame.kind === "delete") {
+    if (composing?.room === room && composing.event.id === frame.target) {
+      // The line being edited or replied to is gone: the bar goes (a reply's typed text stays).
+      notice(`The message you were ${composing.mode === "edit" ? "editing" : "replying to"} was deleted.`, "warn");
+      cancelCompose();
+    }
+    return timeline.deleteLine(frame.target);
+  }
   if (frame.kind === "edit") return timeline.editLine(frame);
   if (frame.kind === "reaction") return timeline.react(frame, isMine(frame));
   if (MODERATION.has(frame.kind)) return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: false });
@@ -622,6 +629,13 @@ function refused(frame) {
   if (frame.error === "Rate limited") return rateLimited(frame);
   if (frame.error === "Forbidden" && room) return forbidden(room, frame);
   if (frame.error === "Banned" && room) return notJoined(room, `you are banned from it${frame.until ? ` until ${when(frame.until)}` : ""}`);
+  // A reply whose parent is gone is refused every time: it leaves the outbox.
+  const orphans = (frame.error === "Not found" || frame.error === "Deleted") && frame.id ? outbox.orphans(frame.id) : [];
+  if (orphans.length) {
+    orphans.forEach(unshow);
+    return notice(`Not sent: the message you replied to ${frame.error === "Deleted" ? "was deleted" : "does not exist"} (${orphans.length} line(s)).`);
+  }
+  if (frame.error === "Deleted") return notice("That message was deleted.");
   if (frame.error === "Not found") {
     notice(`Not found: ${frame.message ?? "that message does not exist or was already deleted."}`);
     return current?.timeline.note(`Not found: ${frame.message ?? "no such message"}`, "error");

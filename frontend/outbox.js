@@ -95,6 +95,13 @@ export class Outbox {
     return gone;
   }
 
+  // Replies to line `id`, which is gone (deleted, or not found): they cannot go.
+  orphans(id) {
+    const gone = this.lines.filter((l) => l.replyTo === id);
+    gone.forEach((l) => this.remove(l));
+    return gone;
+  }
+
   // Lines tried too often: removed and returned, so the page can say so.
   exhausted() {
     const gone = this.lines.filter((l) => l.tries >= MAX_TRIES);

@@ -261,6 +261,8 @@ runChecks(async (browser) => {
 
   step("alice deletes a line: \"message deleted\" on bob's page within 1 s");
   const doomed = await chatRow(alice, "a line to delete").getAttribute("data-id");
+  await chatRow(bob, "a line to delete").locator("button.reply").click(); // bob is replying to it meanwhile
+  await bob.fill("#text", "too late");
   await chatRow(alice, "a line to delete").locator("button.delete").click();
   await alice.locator("#confirm[open]").waitFor(WAIT);
   started = Date.now();
@@ -268,6 +270,11 @@ runChecks(async (browser) => {
   const tombstone = ({ list, id }) => document.querySelector(`${list} li.deleted[data-id="${id}"] .placeholder`)?.textContent === "message deleted";
   await within(bob, "a delete reached the other page", started, tombstone, { list: listOf(ROOM), id: doomed });
   await alice.waitForFunction(tombstone, { list: listOf(ROOM), id: doomed }, WAIT);
+  step("bob's reply to the deleted line: the quote bar goes, his text stays, and he is told");
+  await bob.waitForFunction(() => document.getElementById("composing").hidden, null, WAIT);
+  assert.equal(await bob.inputValue("#text"), "too late");
+  assert.equal(await bob.textContent("#notice"), "The message you were replying to was deleted.");
+  await bob.fill("#text", "");
 
   const before = { alice: await view(alice), bob: await view(bob) };
   await alice.screenshot({ path: path.join(outputDir, "lifecycle.png") });
