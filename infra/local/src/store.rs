@@ -1187,6 +1187,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn edits_reactions_and_replies_are_stored_in_a_database_from_before_them() {
+        let (dir, _, store) = opened_after(
+            "chat-local-lifecycle",
+            "CREATE TABLE message_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+                     connection_id TEXT NOT NULL, message TEXT NOT NULL, timestamp TEXT NOT NULL, kind TEXT NOT NULL,
+                     room TEXT NOT NULL DEFAULT 'lobby', user TEXT, verified INTEGER, user_id TEXT, target TEXT,
+                     member TEXT, until TEXT, reason TEXT);
+                 INSERT INTO message_history (message_id, connection_id, message, timestamp, kind)
+                     VALUES ('019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55', 'c', 'old', '2026-11-24T10:00:00Z', 'chat');",
+        );
+        let old = MessageLog::get(&store, "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55").await.unwrap().unwrap();
+        let expected =
+            LogEvent { message_id: old.message_id.clone(), ..LogEvent::chat("c", "old", at("2026-11-24T10:00:00Z")) };
+        assert_eq!(old, expected, "an old row reads as before, with no new field");
+        let t = at("2026-11-24T10:01:00Z");
+        let edit = LogEvent::edit("c", &old.message_id, "new", t);
+        let reply = LogEvent::chat("d", "re", t).replying_to(&old.message_id, Some("old"));
+        for event in [&edit, &reply] {
+            store.append(event).await.unwrap();
+            assert_eq!(MessageLog::get(&store, &event.message_id).await.unwrap().as_ref(), Some(event));
+        }
+        let reaction = LogEvent::reaction("d", &old.message_id, "👍", t);
+        let on = store.toggle_reaction(&reaction, Some("0192f3a4-5b6c-7d8e-9f01-23456789abcd")).await.unwrap();
+        let again = reaction.clone().renewed();
+        let resent = store.toggle_reaction(&again, Some("0192f3a4-5b6c-7d8e-9f01-23456789abcd"));
+        assert_eq!(resent.await.unwrap(), on, "a resend is answered with the first toggle");
+        assert_eq!(MessageLog::get(&store, &on.message_id).await.unwrap(), Some(on.clone()), "every field kept");
+        let off = store.toggle_reaction(&reaction.renewed(), None).await.unwrap();
+        assert_eq!((on.on, off.on, off.counts), (Some(true), Some(false), Some(Default::default())));
+        assert!(!store.deleted("lobby", &old.message_id).await.unwrap());
+        store
+            .append_once(&LogEvent::delete("c", &old.message_id, t), &Receipt::tombstone_id(&old.message_id))
+            .await
+            .unwrap();
+        assert!(store.deleted("lobby", &old.message_id).await.unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
     async fn a_database_from_before_channels_keeps_its_connections_in_their_home_rooms() {
         let (dir, path, store) = opened_after(
             "chat-local-channels",
