@@ -17,6 +17,15 @@
 // Kick/Ban on the member list where you have `m`. Until the server has said, the
 // page holds nothing back and shows no moderation controls (the server decides).
 //
+// Lifecycle (issue 25): Edit on your own lines (and ↑ in an empty box edits your
+// newest line), Reply (a quote above the box while composing; Esc cancels
+// either), reactions (chips and a picker, timeline.js) and "alice is typing…":
+// a `typing` signal goes at most every TYPING_EVERY_MS while the user types
+// (TYPING_DELAY_MS after a burst's first key, unless the line went already),
+// and another's shows for TYPING_SHOWN_MS unless renewed (never your own).
+// Edits, deletes and reactions are folded by id in the timeline, so a reload's
+// history shows what the live page showed.
+//
 // The connection's first room is the `?room=` one (its "home"); the others are
 // added with `subscribe`. After every (re)connect the rooms catch up one after
 // another: home first, then the room on screen, then the rest.
@@ -28,7 +37,7 @@ import { CatchUpQueue, isThrottled } from "./catchup.js";
 import { Confirm } from "./confirm.js";
 import { Members } from "./members.js";
 import { Names } from "./names.js";
-import { Outbox } from "./outbox.js";
+import { Outbox, newId } from "./outbox.js";
 import { Positions } from "./recovery.js";
 import { ReadMarks, RoomList, badgeText, storeRooms, storedRooms } from "./rooms.js";
 import { Timeline } from "./timeline.js";
@@ -52,6 +61,11 @@ const TUNING = {
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
+const TYPING_EVERY_MS = 3000; // at most one `typing` signal this often (the server drops extra ones)
+const TYPING_SHOWN_MS = 5000; // another's signal shows this long unless renewed
+// A signal goes this long after the first key of a burst, if the box still has
+// text: a line pasted and sent at once is no one "typing" (and costs no frame).
+const TYPING_DELAY_MS = 300;
 const ANSWER_WAIT_MS = 5_000; // a `read` this recent may still be answered
 const MAX_TEXT_BYTES = 32 * 1024;
 const URL_KEY = "websocket-chat-url";
@@ -62,7 +76,7 @@ const ui = {
   url: $("url"), room: $("room"), name: $("name"), connect: $("connect"), disconnect: $("disconnect"), status: $("status"),
   connectedAt: $("connected-at"), duration: $("duration"), auto: $("auto-disconnect"), timelines: $("timelines"),
   jump: $("jump"), autoSeconds: $("auto-seconds"), text: $("text"), send: $("send"), notice: $("notice"),
-  readOnly: $("read-only"),
+  readOnly: $("read-only"), composing: $("composing"), composingText: $("composing-text"), typing: $("typing"),
 };
 const confirm = new Confirm($("confirm"));
 const positions = new Positions();
@@ -98,6 +112,10 @@ const left = new Set(); // rooms left on this connection (a `rooms` answer may s
 let rateNotice = false; // "Sending too fast" is shown until the lines it held are acknowledged
 const holdTimers = new Map(); // room -> the timer that sends its rate-limited lines again
 let idProbe = null; // the text of our first line: its echo tells our connection id
+let composing = null; // {mode: "edit"|"reply", room, event} while editing a line or replying to one
+let typingSentAt = 0; // when our last `typing` signal went
+let typingTimer = null; // the signal waiting for TYPING_DELAY_MS
+let serverTyping = null; // false: the server answered `typing` with "Invalid request" (it has none); else not known
 let unsignedAt = null; // the origin of a socket opened without the sign-in (not the configured endpoint), or null
 globalThis.chatStats = { pages: 0, events: 0, ms: 0, throttled: 0, rooms: {} }; // the last catch-up, for tests
 
@@ -113,9 +131,12 @@ function addRoom(name) {
   // people: everyone seen in the room, by userId (else connection id), to name a kicked member.
   const room = { name, list, names: new Names(), seen: new Set(), newest: null, caughtUp: false, subscribed: false,
     resubscribed: false, shortfall: new Set(), unread: 0, more: false, count: null, rights: null, private: false,
-    people: new Map() };
+    people: new Map(), typists: new Map() };
   room.timeline = new Timeline({ list, jump: ui.jump, who: (event) => senderName(room, event), notice: (event) => noticeText(room, event),
-    deletable: (event) => deletable(room, event), onDelete: (event) => askDelete(room, event) });
+    deletable: (event) => deletable(room, event), onDelete: (event) => askDelete(room, event),
+    editable: () => canWrite(room), onEdit: (event) => compose("edit", room, event),
+    writable: () => canWrite(room), onReply: (event) => compose("reply", room, event),
+    onReact: (event, emoji) => react(room, event, emoji) });
   room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
     list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
     self: (id, person) => myIds.has(id) || Boolean(myUserId && person.userId === myUserId),
@@ -134,8 +155,10 @@ function show(room) {
   current?.members.hide();
   before = current;
   current = room;
+  if (composing) cancelCompose();
   room.timeline.show();
   room.members.show();
+  showTyping();
   ui.room.value = room.name;
   ui.room.setAttribute("aria-invalid", "false");
   history.replaceState(null, "", `#room=${encodeURIComponent(room.name)}`);
@@ -281,6 +304,7 @@ function render(frame) {
   if (frame.kind === "unsubscribed") return pollRooms();
   if (frame.kind === "read") return;
   if (frame.kind === "removed") return removed(frame);
+  if (frame.kind === "typing") return typing(frame);
   if (MODERATED.has(frame.kind)) return moderated(frame);
   if (isThrottled(frame) && catchUps.throttled()) return;
   // Frames without a room are the home room's (a seed server names none).
@@ -301,7 +325,16 @@ function render(frame) {
   const timeline = room.timeline;
   notePerson(room, frame);
   // A tombstone is not a line: the line it names shows "message deleted".
-  if (frame.kind === "delete") return timeline.deleteLine(frame.target);
+  if (frame.kind === "delete") {
+    if (composing?.room === room && composing.event.id === frame.target) {
+      // The line being edited or replied to is gone: the bar goes (a reply's typed text stays).
+      notice(`The message you were ${composing.mode === "edit" ? "editing" : "replying to"} was deleted.`, "warn");
+      cancelCompose();
+    }
+    return timeline.deleteLine(frame.target);
+  }
+  if (frame.kind === "edit") return timeline.editLine(frame);
+  if (frame.kind === "reaction") return timeline.react(frame, isMine(frame));
   if (MODERATION.has(frame.kind)) return timeline.add({ ...frame, text: frame.message, sender: frame.connectionId, mine: false });
   if (frame.kind === "join" || frame.kind === "leave") {
     noteName(room, frame);
@@ -313,8 +346,9 @@ function render(frame) {
   if (frame.kind === "chat") {
     if (!myId && idProbe === frame.text) learnId(frame.connectionId);
     noteName(room, frame);
-    const mine = myIds.has(frame.connectionId) || isMyUser(frame);
+    const mine = isMine(frame);
     echoed(room, frame.connectionId, frame.text);
+    stoppedTyping(room, frame);
     // Grouped by verified user (any of their connections), else by connection.
     const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
     timeline.add({ ...frame, sender, mine }, { fresh });
@@ -396,6 +430,9 @@ function arrived(room) {
   showRooms();
 }
 
+// Whether an event is the reader's: by this page's connections, else its verified user.
+function isMine(frame) { return myIds.has(frame.connectionId) || isMyUser(frame); }
+
 // Whether a line is from the user this page is signed in as: by the verified
 // userId; a server that sends none (older) is trusted on the verified name.
 function isMyUser(frame) {
@@ -446,6 +483,94 @@ async function askDelete(room, event) {
   if (!answer) return;
   if (!send({ action: "delete", id: event.id })) notice("Not connected: the message was not deleted.");
   if (!room.list.contains(document.activeElement)) room.list.focus(); // its Delete button is gone
+}
+
+// ---- Lifecycle: edit, reply, react, typing.
+// Composing an edit of `event` (the box gets its text) or a reply to it (a quote above the box).
+function compose(mode, room, event) {
+  if (room !== current) return;
+  composing = { mode, room, event };
+  ui.composing.hidden = false;
+  ui.composing.dataset.mode = mode;
+  ui.composingText.textContent = mode === "edit" ? "Editing your message"
+    : `Replying to ${senderName(room, event)}: “${excerpt(event.text)}”`;
+  if (mode === "edit") ui.text.value = event.text;
+  fitText();
+  ui.text.focus();
+  if (mode === "edit") ui.text.setSelectionRange(ui.text.value.length, ui.text.value.length);
+}
+
+// Esc or Cancel: back to an ordinary box (an edit's text goes; a reply keeps what was typed).
+function cancelCompose() {
+  if (composing?.mode === "edit") ui.text.value = "";
+  composing = null;
+  ui.composing.hidden = true;
+  ui.composingText.textContent = "";
+  fitText();
+}
+
+// The box's text as an edit of the line being edited (unchanged: nothing is sent).
+function sendEdit(text) {
+  const { room, event } = composing;
+  cancelCompose();
+  if (text === event.text) return;
+  if (!send({ action: "edit", room: room.name, id: event.id, message: text })) notice("Not connected: the message was not edited.");
+}
+
+// A reaction toggles (the server decides on or off and sends the counts to everyone).
+function react(room, event, emoji) {
+  if (!send({ action: "react", room: room.name, id: event.id, emoji, clientMessageId: newId() })) {
+    notice("Not connected: the reaction was not sent.");
+  }
+}
+
+// The user types: one `typing` signal at most every TYPING_EVERY_MS (not while editing).
+// Never while a catch-up or `rooms` waits for an answer: a server without `typing`
+// answers "Invalid request", which must not be taken for theirs (see refused).
+function typed() {
+  if (typingTimer || Date.now() - typingSentAt < TYPING_EVERY_MS) return;
+  typingTimer = setTimeout(() => {
+    typingTimer = null;
+    if (!current || !ui.text.value.trim() || composing?.mode === "edit" || !canWrite(current)) return;
+    if (serverTyping === false || catchUps.waiting || roomsPending) return;
+    if (send({ action: "typing", room: current.name })) typingSentAt = Date.now();
+  }, TYPING_DELAY_MS);
+}
+
+// {"kind":"typing","room","user"?,"userId"?,"connectionId"}: shown for TYPING_SHOWN_MS, never our own.
+function typing(frame) {
+  const room = rooms.get(frame.room ?? home);
+  if (!room || isMine(frame) || (frame.userId && frame.userId === myUserId)) return;
+  const key = frame.userId ?? frame.connectionId;
+  if (!key) return;
+  // The signal says no `verified`: a userId only ever comes from a verified token.
+  const name = displayName(room, { ...frame, verified: frame.verified ?? Boolean(frame.userId) }) ?? "Someone";
+  const known = room.typists.get(key);
+  clearTimeout(known?.timer);
+  const timer = setTimeout(() => {
+    room.typists.delete(key);
+    if (room === current) showTyping();
+  }, TYPING_SHOWN_MS);
+  room.typists.set(key, { name, timer });
+  if (room === current) showTyping();
+}
+
+// A line from a typist ends their "typing…".
+function stoppedTyping(room, frame) {
+  const key = frame.userId ?? frame.connectionId;
+  const known = room.typists.get(key);
+  if (!known) return;
+  clearTimeout(known.timer);
+  room.typists.delete(key);
+  if (room === current) showTyping();
+}
+
+// "alice is typing…", "alice and bob are typing…", "3 people are typing…".
+function showTyping() {
+  const names = current ? [...current.typists.values()].map((t) => t.name) : [];
+  const text = names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…`
+    : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : `${names.length} people are typing…`;
+  if (ui.typing.textContent !== text) ui.typing.textContent = text;
 }
 
 // Who a kick or ban names: the member's account, else (anonymous) its connection.
@@ -504,12 +629,24 @@ function refused(frame) {
   if (frame.error === "Rate limited") return rateLimited(frame);
   if (frame.error === "Forbidden" && room) return forbidden(room, frame);
   if (frame.error === "Banned" && room) return notJoined(room, `you are banned from it${frame.until ? ` until ${when(frame.until)}` : ""}`);
+  // A reply whose parent is gone is refused every time: it leaves the outbox.
+  const orphans = (frame.error === "Not found" || frame.error === "Deleted") && frame.id ? outbox.orphans(frame.id) : [];
+  if (orphans.length) {
+    orphans.forEach(unshow);
+    return notice(`Not sent: the message you replied to ${frame.error === "Deleted" ? "was deleted" : "does not exist"} (${orphans.length} line(s)).`);
+  }
+  if (frame.error === "Deleted") return notice("That message was deleted.");
   if (frame.error === "Not found") {
     notice(`Not found: ${frame.message ?? "that message does not exist or was already deleted."}`);
     return current?.timeline.note(`Not found: ${frame.message ?? "no such message"}`, "error");
   }
   if (frame.error === "Too many rooms" && room) return tooManyRooms(room, frame);
   if (frame.error === "Not subscribed" && room) return notSubscribed(room, frame);
+  if (frame.error === "Invalid request" && serverTyping === null && Date.now() - typingSentAt < ANSWER_WAIT_MS
+    && !catchUps.waiting && !roomsPending) {
+    serverTyping = false; // an older (or the seed's) server: no more typing signals to it, and nothing to show
+    return;
+  }
   if (frame.error === "Invalid request" && roomsPending && !catchUps.waiting) {
     serverRooms = false; // an older server: no badges from it
     roomsPending = false;
@@ -738,6 +875,7 @@ function open(base, reconnecting) {
   ws.onopen = () => {
     opened = true;
     myId = null; // a new connection has a new id
+    serverTyping = null;
     home = name;
     reconnectDelay = TUNING.reconnectMs;
     connectedAt = new Date();
@@ -829,8 +967,13 @@ $("send-form").addEventListener("submit", (event) => {
   }
   const bytes = new TextEncoder().encode(JSON.stringify(text)).length - 2;
   if (bytes > MAX_TEXT_BYTES) return notice(`Message too long: ${bytes} bytes, the limit is ${MAX_TEXT_BYTES}.`);
+  clearTimeout(typingTimer); // sent: nobody is typing it any more
+  typingTimer = null;
+  if (composing?.mode === "edit") return sendEdit(text);
+  const replyTo = composing?.mode === "reply" ? composing.event.id : undefined;
+  if (composing) cancelCompose();
   if (!myId && socket) idProbe = text;
-  const line = outbox.add(current.name, text);
+  const line = outbox.add(current.name, text, replyTo);
   showPending(current, line);
   // While the room is held (rate limited), the line waits its turn behind the held ones.
   if (current.subscribed && !outbox.heldFor(current.name)) send(outbox.command(line));
@@ -847,9 +990,21 @@ ui.text.addEventListener("keydown", (event) => {
     event.preventDefault();
     $("send-form").requestSubmit();
   } else if (event.key === "Escape") {
-    current?.list.focus();
+    if (composing) cancelCompose();
+    else current?.list.focus();
+  } else if (event.key === "ArrowUp" && !ui.text.value && !composing && current && canWrite(current)) {
+    // As in Slack: ↑ in an empty box edits your newest line.
+    const last = current.timeline.lastOwnLine();
+    if (!last) return;
+    event.preventDefault();
+    compose("edit", current, last);
   }
 });
+$("composing-cancel").addEventListener("click", () => {
+  cancelCompose();
+  ui.text.focus();
+});
+ui.text.addEventListener("input", typed);
 // The box grows with its text, up to a few lines.
 function fitText() {
   ui.text.style.height = "auto";
@@ -873,7 +1028,9 @@ function learnId(connectionId) {
 // from any connection, and only theirs, whatever name others chose.
 function learnUser(userId) {
   myUserId = userId;
-  for (const room of rooms.values()) room.timeline.markMine((event) => event.kind === "chat" && event.userId === userId);
+  for (const room of rooms.values()) {
+    room.timeline.markMine((event) => (event.kind === "chat" || event.kind === "reaction") && event.userId === userId);
+  }
 }
 
 // The tab got focus: fresh unread counts, unless asked a moment ago.

@@ -12,7 +12,7 @@
 const KEY = "websocket-chat-outbox";
 const MAX_TRIES = 20; // then the line is given up, and the user told
 
-function newId() {
+export function newId() {
   if (crypto.randomUUID) return crypto.randomUUID();
   // Pages opened from file:// are not a secure context: a v4 UUID by hand.
   const b = crypto.getRandomValues(new Uint8Array(16));
@@ -33,8 +33,9 @@ export class Outbox {
   }
 
   // A new line for `room`; returns it (send it with `command`).
-  add(room, text) {
-    const line = { clientMessageId: newId(), room, text, tries: 0, sentAt: 0 };
+  // `replyTo`: the id of the line it answers (a reply), if any.
+  add(room, text, replyTo) {
+    const line = { clientMessageId: newId(), room, text, tries: 0, sentAt: 0, ...(replyTo ? { replyTo } : {}) };
     this.lines.push(line);
     this.save();
     return line;
@@ -46,7 +47,9 @@ export class Outbox {
     line.tries += 1;
     line.sentAt = Date.now();
     this.save();
-    return { action: "sendmessage", room: line.room, message: line.text, clientMessageId: line.clientMessageId };
+    const command = { action: "sendmessage", room: line.room, message: line.text, clientMessageId: line.clientMessageId };
+    if (line.replyTo) command.replyTo = line.replyTo;
+    return command;
   }
 
   // Lines of `room` to send now: all after a (re)connect, else those unanswered
@@ -88,6 +91,13 @@ export class Outbox {
   // Lines of a room the page left: they cannot go any more.
   drop(room) {
     const gone = this.pending(room);
+    gone.forEach((l) => this.remove(l));
+    return gone;
+  }
+
+  // Replies to line `id`, which is gone (deleted, or not found): they cannot go.
+  orphans(id) {
+    const gone = this.lines.filter((l) => l.replyTo === id);
     gone.forEach((l) => this.remove(l));
     return gone;
   }

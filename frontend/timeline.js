@@ -10,6 +10,19 @@
 // before or after the line itself) shows "message deleted" instead of its text;
 // moderation events (kick, ban, unban) are notices of their own. Every
 // user-supplied string goes through textContent.
+//
+// Lifecycle (issue 25), folded here by id whatever the order events arrive in
+// (live or from `history` after a reload): an `edit` replaces its target's text
+// (the newest edit by id, and only one by the line's author: same account, else
+// same connection), marked "(edited)" with the time; a `reaction` carries the
+// line's counts after it, so the newest reaction by id gives the chips, and the
+// reader's own toggles (newest per emoji) highlight theirs; a reply (`replyTo`,
+// `quote`) shows its quote, which jumps to the parent. Nothing shows on a
+// deleted line but the placeholder.
+
+// The picker's emoji (any other the server accepts still shows as a chip).
+export const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+const HIGHLIGHT_MS = 2000; // a parent jumped to stays highlighted this long
 
 const GROUP_MS = 5 * 60_000; // same sender, closer than this: one header
 const BOTTOM_SLACK = 40; // px still counted as "at the bottom"
@@ -71,8 +84,16 @@ export class Timeline {
   // notice(event): a join, leave, kick, ban or unban as text (default: its
   // `text`), likewise; deletable(event): whether a chat line gets a Delete
   // button (asked at every draw), onDelete(event) when it is pressed.
-  constructor({ list, jump, who, notice = (event) => event.text, deletable = () => false, onDelete = () => {} }) {
-    Object.assign(this, { list, jump, who, notice, deletable, onDelete });
+  // editable(event), onEdit(event): an Edit button on the reader's own lines;
+  // writable(): Reply and React on every line; onReply(event), onReact(event, emoji).
+  constructor({ list, jump, who, notice = (event) => event.text, deletable = () => false, onDelete = () => {},
+    editable = () => false, onEdit = () => {}, writable = () => false, onReply = () => {}, onReact = () => {} }) {
+    Object.assign(this, { list, jump, who, notice, deletable, onDelete, editable, onEdit, writable, onReply, onReact });
+    this.edits = new Map(); // target -> its edit events, by id
+    this.reactions = new Map(); // target -> the newest reaction event (by id): its counts are the line's
+    this.myReactions = new Map(); // `${target} ${emoji}` -> the reader's newest toggle of it {id, on}
+    this.reactors = []; // reaction events not known to be the reader's (a later markMine may claim them)
+    this.picking = null; // the line whose reaction picker is open
     this.events = []; // as added, plus `at` (a Date or null), by id
     this.deleted = new Set(); // ids of deleted lines (a tombstone may come before its line)
     this.loose = []; // lines without an id (seed frames, errors): {after, seq, text, cls}
@@ -125,13 +146,106 @@ export class Timeline {
   // Our connection id or user became known: the events `ours` accepts are ours.
   markMine(ours) {
     for (const event of this.events) if (ours(event)) event.mine = true;
+    const theirs = [];
+    for (const event of this.reactors) {
+      if (ours(event)) this.toggled(event);
+      else theirs.push(event);
+    }
+    this.reactors = theirs;
     this.draw();
+  }
+
+  // An `edit` event: {id, target, text, editedAt?, userId?, connectionId}.
+  editLine(event) {
+    if (!event.target) return;
+    const edits = this.edits.get(event.target) ?? [];
+    edits.splice(insertionIndex(edits, event.id), 0, event);
+    this.edits.set(event.target, edits);
+    this.draw();
+  }
+
+  // A `reaction` event: {id, target, emoji, on, counts}; `mine` when the reader toggled it.
+  react(event, mine) {
+    if (!event.target) return;
+    const newest = this.reactions.get(event.target);
+    if (!newest || newest.id < event.id) this.reactions.set(event.target, event);
+    if (mine) this.toggled(event);
+    else this.reactors.push(event);
+    this.draw();
+  }
+
+  toggled(event) {
+    const key = `${event.target} ${event.emoji}`;
+    const known = this.myReactions.get(key);
+    if (!known || known.id < event.id) this.myReactions.set(key, { id: event.id, on: Boolean(event.on) });
+  }
+
+  // What a chat line shows now: its text after the author's newest edit, when edited.
+  current(event) {
+    const edits = this.edits.get(event.id) ?? [];
+    for (let i = edits.length - 1; i >= 0; i -= 1) {
+      const edit = edits[i];
+      const byAuthor = event.userId ? edit.userId === event.userId : edit.connectionId === event.connectionId;
+      if (byAuthor && edit.id > event.id) {
+        const at = new Date(edit.editedAt ?? edit.timestamp ?? NaN);
+        return { text: String(edit.text ?? ""), editedAt: Number.isNaN(at.getTime()) ? null : at };
+      }
+    }
+    return { text: event.text, editedAt: null };
+  }
+
+  // The line's chips: [{emoji, count, mine}] (counts from its newest reaction event).
+  chips(id) {
+    const counts = this.reactions.get(id)?.counts ?? {};
+    return Object.entries(counts).filter(([, n]) => Number(n) > 0)
+      .map(([emoji, n]) => ({ emoji, count: Number(n), mine: Boolean(this.myReactions.get(`${id} ${emoji}`)?.on) }));
+  }
+
+  // The newest line of the reader's that can be edited (↑ on an empty box), or null.
+  lastOwnLine() {
+    for (let i = this.events.length - 1; i >= 0; i -= 1) {
+      const event = this.events[i];
+      if (event.kind === "chat" && event.mine && !this.deleted.has(event.id)) return { ...event, text: this.current(event).text };
+    }
+    return null;
+  }
+
+  // The chat line `id` as shown now (text after edits), or null.
+  line(id) {
+    const event = this.events[insertionIndex(this.events, id)];
+    if (!event || event.id !== id || event.kind !== "chat") return null;
+    return { ...event, text: this.current(event).text, deleted: this.deleted.has(id) };
+  }
+
+  // Opens (or closes) the reaction picker of line `id`; its first emoji gets the focus.
+  pick(id) {
+    this.picking = this.picking === id ? null : id;
+    this.flush();
+    if (this.picking) this.list.querySelector(`li[data-id="${CSS.escape(id)}"] .picker button`)?.focus();
+  }
+
+  // Scrolls to line `id` and highlights it for a moment (a reply's quote was followed).
+  jumpTo(id) {
+    this.flush();
+    const row = this.rows.get(id);
+    if (!row) return false;
+    this.following = false;
+    row.scrollIntoView({ block: "center" });
+    row.classList.add("highlight");
+    row.tabIndex = -1;
+    row.focus({ preventScroll: true });
+    setTimeout(() => row.classList.remove("highlight"), HIGHLIGHT_MS);
+    return true;
   }
 
   clear() {
     this.events = [];
     this.loose = [];
     this.deleted.clear();
+    this.edits.clear();
+    this.reactions.clear();
+    this.myReactions.clear();
+    this.reactors = [];
     this.pending.clear();
     this.countUnseen(0);
     this.draw();
@@ -237,8 +351,15 @@ export class Timeline {
         const who = this.who(event);
         const deleted = this.deleted.has(event.id);
         const deletable = !deleted && this.deletable(event);
-        rows.push({ key: event.id, signature: `${grouped}|${event.mine}|${who}|${deleted}|${deletable}`,
-          build: () => this.chatRow(event, who, grouped, { deleted, deletable }) });
+        const editable = !deleted && event.mine && this.editable(event);
+        const writable = !deleted && this.writable(event);
+        const { text, editedAt } = deleted ? { text: "", editedAt: null } : this.current(event);
+        const chips = deleted ? [] : this.chips(event.id);
+        const picking = writable && this.picking === event.id;
+        const quote = event.replyTo ? this.quoteOf(event) : null;
+        const state = { deleted, deletable, editable, writable, text, editedAt, chips, picking, quote };
+        rows.push({ key: event.id, signature: `${grouped}|${event.mine}|${who}|${JSON.stringify(state)}`,
+          build: () => this.chatRow(event, who, grouped, state) });
         previous = event;
         run = null;
       } else if (event.kind !== "join" && event.kind !== "leave") {
@@ -297,9 +418,19 @@ export class Timeline {
     return row;
   }
 
-  // The line's text is its last child (a deleted line's: the placeholder); the
-  // Delete button sits in its header, reached with the arrow keys like the times.
-  chatRow(event, who, grouped, { deleted, deletable }) {
+  // A reply's quote as shown: the parent's author and the quoted words ("message
+  // deleted" once the parent is).
+  quoteOf(event) {
+    const parent = this.line(event.replyTo);
+    const words = parent?.deleted ? "message deleted" : String(event.quote ?? parent?.text ?? "").slice(0, 80);
+    return { who: parent ? this.who(parent) : null, words, deleted: Boolean(parent?.deleted) };
+  }
+
+  // The line's text is its last child when it has no reactions (a deleted line's:
+  // the placeholder), else the chips follow it; a reply's quote comes before it.
+  // Its buttons (Reply, React, Edit, Delete) sit in its header, reached with the
+  // arrow keys like the times.
+  chatRow(event, who, grouped, { deleted, deletable, editable, writable, text, editedAt, chips, picking, quote }) {
     const row = element("li", [event.mine && "mine", grouped && "grouped", deleted && "deleted"].filter(Boolean).join(" "));
     row.dataset.id = event.id;
     row.dataset.kind = "chat";
@@ -307,6 +438,27 @@ export class Timeline {
     row.title = `${event.userId ? `user ${event.userId}, ` : ""}connection ${event.connectionId}`;
     const meta = element("span", "meta");
     meta.append(element("span", "who", who), element("span", "sep", " · "), timeOf(event.at));
+    if (editedAt) {
+      const marker = timeOf(editedAt);
+      marker.className = "edited";
+      marker.textContent = "(edited)";
+      marker.title = `edited ${marker.title}`;
+      meta.append(" ", marker);
+    }
+    const button = (cls, label, aria, action) => {
+      const node = element("button", `${cls} secondary`, label);
+      node.type = "button";
+      node.tabIndex = -1;
+      node.setAttribute("aria-label", aria);
+      node.addEventListener("click", action);
+      meta.append(node);
+      return node;
+    };
+    if (writable) {
+      button("reply", "Reply", `Reply to ${who}`, () => this.onReply({ ...event, text }));
+      button("react", "React", `React to the message from ${who}`, () => this.pick(event.id)).setAttribute("aria-expanded", String(picking));
+    }
+    if (editable) button("edit", "Edit", "Edit your message", () => this.onEdit({ ...event, text }));
     if (deletable) {
       const remove = element("button", "delete secondary", "Delete");
       remove.type = "button";
@@ -315,8 +467,73 @@ export class Timeline {
       remove.addEventListener("click", () => this.onDelete(event));
       meta.append(remove);
     }
-    row.append(meta, deleted ? element("span", "placeholder", "message deleted") : document.createTextNode(event.text));
+    row.append(meta);
+    if (quote) row.append(this.quoteButton(event, quote));
+    if (picking) row.append(this.picker(event, who));
+    row.append(deleted ? element("span", "placeholder", "message deleted") : element("span", "text", text));
+    if (chips.length) row.append(this.chipRow(event, chips));
     return row;
+  }
+
+  // A reply's quote: a button that scrolls to the parent and highlights it.
+  quoteButton(event, quote) {
+    const node = element("button", `quote${quote.deleted ? " gone" : ""}`);
+    node.type = "button";
+    node.tabIndex = -1;
+    node.setAttribute("aria-label", `In reply to ${quote.who ?? "a message"}: ${quote.words}. Show it`);
+    if (quote.who) node.append(element("span", "who", quote.who), " ");
+    node.append(element("span", "", quote.words));
+    node.addEventListener("click", () => this.jumpTo(event.replyTo));
+    return node;
+  }
+
+  // The chips: "👍 2", the reader's own pressed; a click toggles the reader's reaction.
+  chipRow(event, chips) {
+    const box = element("span", "reactions");
+    for (const { emoji, count, mine } of chips) {
+      const chip = element("button", `chip${mine ? " mine" : ""}`, `${emoji} ${count}`);
+      chip.type = "button";
+      chip.tabIndex = -1;
+      chip.setAttribute("aria-pressed", String(mine));
+      chip.setAttribute("aria-label", `${emoji} ${count}${mine ? ", including you" : ""}`);
+      chip.addEventListener("click", () => this.onReact(event, emoji));
+      box.append(chip);
+    }
+    return box;
+  }
+
+  // The picker: a few emoji; Left/Right move, Escape closes it (the focus goes back to React).
+  picker(event, who) {
+    const box = element("span", "picker");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", `Reactions for the message from ${who}`);
+    for (const emoji of REACTIONS) {
+      const choice = element("button", "secondary", emoji);
+      choice.type = "button";
+      choice.addEventListener("click", () => {
+        this.picking = null;
+        this.onReact(event, emoji);
+        this.draw();
+        this.list.focus();
+      });
+      box.append(choice);
+    }
+    box.addEventListener("keydown", (key) => {
+      const choices = [...box.querySelectorAll("button")];
+      const at = choices.indexOf(document.activeElement);
+      const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -1, ArrowDown: 1 }[key.key];
+      if (step) choices[(at + step + choices.length) % choices.length].focus();
+      if (key.key === "Escape") {
+        this.picking = null;
+        this.flush();
+        this.list.querySelector(`li[data-id="${CSS.escape(event.id)}"] button.react`)?.focus();
+      }
+      if (step || key.key === "Escape") {
+        key.preventDefault();
+        key.stopPropagation();
+      }
+    });
+    return box;
   }
 
   // One notice as its own line; several in a row as "2 joined, 3 left", expandable.
@@ -352,15 +569,20 @@ export class Timeline {
     return row;
   }
 
-  // The list is one tab stop; Up/Down (Home/End) walk its times, summaries and Delete buttons.
+  // The list is one tab stop; Up/Down (Home/End) walk its times, summaries,
+  // buttons, quotes and chips. Up from outside them starts at the newest time.
   arrowKeys(event) {
     const steps = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
     if (!(event.key in steps)) return;
-    const stops = [...this.list.querySelectorAll("time, summary, button.delete")].filter((node) => node.offsetParent);
+    const stops = [...this.list.querySelectorAll("time, summary, button")].filter((node) => node.offsetParent);
     if (!stops.length) return;
     event.preventDefault();
     const at = stops.indexOf(document.activeElement);
     const step = steps[event.key];
+    if (at < 0 && step === -1) {
+      const times = stops.filter((node) => node.matches("time:not(.edited), summary"));
+      if (times.length) return times.at(-1).focus();
+    }
     const from = at >= 0 ? at : step > 0 ? -1 : stops.length;
     stops[Math.max(0, Math.min(stops.length - 1, from + step))].focus();
   }

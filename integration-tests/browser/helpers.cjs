@@ -228,11 +228,11 @@ function mintToken(secret, sub, name, chat) {
   return { token: `${unsigned}.${crypto.createHmac("sha256", secret).update(unsigned).digest("base64url")}`, exp: now + 900, name };
 }
 
-// Every command the page sent, parsed, in order.
+// Every command the page sent, parsed, in order (each with a non-enumerable `at`, ms).
 function sentCommands(page) {
   const sent = [];
   page.on("websocket", (ws) => ws.on("framesent", ({ payload }) => {
-    try { sent.push(JSON.parse(payload)); } catch { /* not JSON */ }
+    try { sent.push(Object.defineProperty(JSON.parse(payload), "at", { value: Date.now() })); } catch { /* not JSON */ }
   }));
   return sent;
 }

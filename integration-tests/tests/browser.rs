@@ -11,6 +11,11 @@ use common::{Stack, prerequisite, scratch};
 /// Starts a stack (with `extra` flags) on a fresh database, runs one browser script against it
 /// (`node <script> <ws url> <output dir> <stack pid>`), and hands the stack back to check the store.
 async fn run_script(script: &str, output: &str, extra: &[&str]) -> (Stack, PathBuf) {
+    run_script_with(script, output, extra, &[]).await
+}
+
+/// `run_script` with environment variables for the script (`env`).
+async fn run_script_with(script: &str, output: &str, extra: &[&str], env: &[(&str, &str)]) -> (Stack, PathBuf) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     prerequisite(here.join(".tools/node_modules/playwright-core"), "playwright-core");
     let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
@@ -27,6 +32,7 @@ async fn run_script(script: &str, output: &str, extra: &[&str]) -> (Stack, PathB
         // For scripts that restart the stack themselves.
         .env("CHAT_LOCAL_BIN", common::binary())
         .env("CHAT_DB", &stack.db)
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .status();
     // Generous: the machine may be busy compiling; a run takes ~15 s when idle.
@@ -252,5 +258,55 @@ async fn rights_and_moderation_on_the_page_in_headless_chromium() {
     // The rate-limited lines were resent until stored, each once.
     assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'chat' AND message LIKE 'fast-%'"), 6);
     assert_eq!(count(&stack, "SELECT count(DISTINCT message) FROM message_history WHERE message LIKE 'fast-%'"), 6);
+    stack.stop().await;
+}
+
+/// The lifecycle UI (issue 25) against a server played by the test (PLAYED=1:
+/// routeWebSocket, the stack only serves the page): edit, react, reply, typing,
+/// delete on two pages, and the reload's fold, with the played server's exact
+/// counts (one `typing` signal per burst).
+#[tokio::test]
+async fn message_lifecycle_on_the_page_against_a_played_server() {
+    let (stack, dir) = run_script_with(
+        "lifecycle.test.cjs",
+        "browser-lifecycle-played",
+        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"],
+        &[("PLAYED", "1")],
+    )
+    .await;
+    assert!(dir.join("lifecycle.png").exists(), "the screenshot was saved");
+    stack.stop().await;
+}
+
+/// The lifecycle UI against the local stack's own handlers (edit, delete, react,
+/// reply/replyTo, typing; history folded on the page after a reload): two
+/// signed-in pages see each other's changes within 1 s. The store keeps the raw
+/// events (an edit and a delete beside their lines) and no typing signal.
+#[tokio::test]
+async fn message_lifecycle_on_the_page_against_the_local_stack() {
+    let (stack, dir) = run_script(
+        "lifecycle.test.cjs",
+        "browser-lifecycle",
+        &["--jwt-secret", "browser-test-secret-of-32-bytes-or-more"],
+    )
+    .await;
+    assert!(dir.join("lifecycle.png").exists(), "the screenshot was saved");
+    publish(&dir, &[("lifecycle.png", "screenshot-lifecycle.png")]);
+    assert_eq!(
+        count(&stack, "SELECT count(*) FROM message_history WHERE message = 'helo wrold'"),
+        1,
+        "the original stays"
+    );
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'edit'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'delete'"), 1);
+    assert_eq!(count(&stack, "SELECT count(*) FROM message_history WHERE kind = 'reaction'"), 3);
+    assert_eq!(
+        count(
+            &stack,
+            "SELECT count(*) FROM message_history WHERE kind NOT IN ('chat', 'join', 'leave', 'edit', 'delete', 'reaction')"
+        ),
+        0,
+        "typing is never stored"
+    );
     stack.stop().await;
 }
