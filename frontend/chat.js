@@ -61,7 +61,7 @@ const TUNING = {
   ...globalThis.CHAT_TUNING,
 };
 const HEARTBEAT_MS = 30_000;
-const TYPING_EVERY_MS = 3000; // at most one `typing` signal this often (the server drops extra ones)
+const TYPING_EVERY_MS = 3000; // at most one `typing` signal this often (the server refuses extra ones)
 const TYPING_SHOWN_MS = 5000; // another's signal shows this long unless renewed
 // A signal goes this long after the first key of a burst, if the box still has
 // text: a line pasted and sent at once is no one "typing" (and costs no frame).
@@ -687,6 +687,12 @@ function notJoined(room, why) {
 function rateLimited(frame) {
   const ms = Math.max(0, Number(frame.retryAfterMs) || 1000);
   const seconds = Math.ceil(ms / 1000);
+  // A typing signal too soon is only a hint lost: the next one waits for the server's time.
+  if (frame.action === "typing") {
+    serverTyping = true;
+    typingSentAt = Date.now() + ms - TYPING_EVERY_MS;
+    return;
+  }
   if ((frame.action === "history" || frame.action === "who") && catchUps.limited(frame.action, ms)) return;
   const line = frame.clientMessageId ? outbox.limited(frame.clientMessageId, ms) : null;
   if (!line) return notice(`${frame.action === "sendmessage" ? "Sending" : "Asking"} too fast — wait ${seconds}s and try again.`, "warn");

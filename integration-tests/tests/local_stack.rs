@@ -186,7 +186,7 @@ async fn a_copied_binary_serves_the_built_in_page() {
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let first = tokio::time::timeout(common::WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
     let address = first.trim_start_matches("websocket: ws://").trim_end_matches("/dev").to_owned();
-    for (path, expected) in [("/", "<title>WebSocket chat</title>"), ("/chat.js", "import { Outbox }")] {
+    for (path, expected) in [("/", "<title>WebSocket chat</title>"), ("/chat.js", "from \"./outbox.js\"")] {
         let response = common::http_get(&address, path).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
         assert!(response.contains(expected), "{path} is the page's own file");

@@ -14,13 +14,14 @@
 //! POST to each other member: no write anywhere, and the 3 s limit below is
 //! the only state, in the function's memory.
 //!
-//! # The limit: one signal per user per 3 s, dropped silently past it
+//! # The limit: one signal per user per 3 s
 //!
 //! [`crate::rate::TYPING`], a bucket of one per user (the account, else the
 //! connection) in the process's [`crate::rate::RateLimiter`], taken before
-//! anything is read. An extra signal gets no answer at all: typing is a hint,
-//! and a client that types keeps sending, so telling it to wait would cost a
-//! post to say nothing useful. Deployed, the bucket is per warm instance (see
+//! anything is read. An extra signal is not passed on; its sender is told
+//! `{"error":"Rate limited","retryAfterMs","action":"typing"}` (one post), so a
+//! client that signals too often learns when it may again (the web chat paces
+//! itself at one per 3 s and takes the answer as its next start). Deployed, the bucket is per warm instance (see
 //! [`crate::rate`]): a user whose signals land on k instances at once may
 //! reach k per 3 s, which the clients' own 3 s pacing and the route's own
 //! stage throttle (`TypingRouteThrottlingRateLimit`) bound.
@@ -48,13 +49,14 @@
 //!
 //! So N messages (1 in, N − 1 out) and ~N/16 + 1 read units per signal: for
 //! N = 100, ~$0.0001, the posts ~99 % of it. 50 typists in a room of 100
-//! signal at most 50 / 3 s ≈ 17/s, i.e. ~1 650 posts/s; a dropped signal costs
-//! the inbound message and the invocation only (no read, no post).
+//! signal at most 50 / 3 s ≈ 17/s, i.e. ~1 650 posts/s; a refused signal costs
+//! the inbound message, the invocation and the one post that answers it (no read).
 
 use super::default_route::DefaultRoute;
 use super::{HandlerError, MessageRequest, heard_room, not_registered_frame, sender};
 use crate::model::Connection;
 use crate::ports::{Bytes, PostError, list_all_connections};
+use crate::protocol::rate_limited_frame;
 use crate::rate::Budget;
 use crate::rights::Right;
 
@@ -64,14 +66,14 @@ const TYPING_POSTS_IN_FLIGHT: usize = 256;
 
 impl DefaultRoute<'_> {
     /// Tells `room` (or the sender's home room) that the sender is typing:
-    /// one frame to each other member, nothing stored. Silent when the user's
-    /// 3 s bucket is empty. Cost per call: see the [module](self) doc.
+    /// one frame to each other member, nothing stored; `Rate limited` to the
+    /// sender when its 3 s bucket is empty. Cost per call: see the [module](self) doc.
     pub(super) async fn typing(&self, request: &MessageRequest, room: Option<&str>) -> Result<(), HandlerError> {
         let connection_id = request.connection_id.as_str();
         if let Err(refused) = self.settings.rate.check(Budget::Typing, &request.user_key(), request.received_at) {
             // Debug: a typist sends a signal every few hundred ms, a log line each would be billed.
-            tracing::debug!(connection_id, retry_after_ms = refused.retry_after_ms, "typing dropped");
-            return Ok(());
+            tracing::debug!(connection_id, retry_after_ms = refused.retry_after_ms, "typing refused: too often");
+            return self.reply(connection_id, rate_limited_frame("typing", refused.retry_after_ms, None)).await;
         }
         let Some(typist) = sender(connection_id, self.connections).await? else {
             return self.reply(connection_id, not_registered_frame()).await;
@@ -142,7 +144,7 @@ mod tests {
 
     async fn typing(ports: &Ports, from: &str, body: serde_json::Value, when: &str, rights: &str) {
         let answer = ports.handle(from, body, when, Rights::parse(rights).unwrap()).await;
-        assert!(answer.is_empty(), "the typist is never answered: {answer:?}");
+        assert!(answer.is_empty(), "a signal that goes through is not answered: {answer:?}");
     }
 
     fn typing_frames(ports: &Ports, to: &str) -> Vec<serde_json::Value> {
@@ -177,12 +179,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_signal_per_user_per_three_seconds_and_the_extras_are_dropped_silently() {
+    async fn one_signal_per_user_per_three_seconds_and_the_extras_are_answered_rate_limited() {
         let ports = ports().await;
+        let mut refusals = Vec::new();
         for when in ["10:00:00", "10:00:00.5", "10:00:02.9", "10:00:03", "10:00:05", "10:00:06.1"] {
-            typing(&ports, "x1", json!({"action":"typing"}), &format!("2026-11-24T{when}Z"), "*=rw").await;
+            let at = format!("2026-11-24T{when}Z");
+            let answers = ports.handle("x1", json!({"action":"typing"}), &at, Rights::default()).await;
+            let summary = |f: serde_json::Value| (f["error"].clone(), f["action"].clone(), f["retryAfterMs"].clone());
+            refusals.extend(answers.into_iter().map(summary));
         }
         assert_eq!(typing_frames(&ports, "x2").len(), 3, "at 0, 3 and 6.1 s");
+        let limited = |ms: u64| (json!("Rate limited"), json!("typing"), json!(ms));
+        assert_eq!(refusals, [limited(2500), limited(100), limited(1000)], "each extra is told when it may go");
         typing(&ports, "ann", json!({"action":"typing"}), "2026-11-24T10:00:05Z", "*=rw").await;
         assert_eq!(typing_frames(&ports, "x2").len(), 4, "another user has a bucket of its own");
     }
