@@ -548,31 +548,16 @@ async fn connect_needs_the_read_right_in_the_home_room_and_drops_unreadable_toke
         serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(raw).unwrap()
     };
     let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
-    let refused = websocket::on_connect(
-        &connect(json!({"room": "secret"}), "team-*=rw"),
-        &ConnectSettings::default(),
-        &connections,
-        &sessions,
-        &log,
-        &MemoryBans::default(),
-    )
-    .await
-    .unwrap();
+    let (settings, bans) = (ConnectSettings::default(), MemoryBans::default());
+    let home = |room: &str| connect(json!({ "room": room }), "team-*=rw");
+    let refused =
+        websocket::on_connect(&home("secret"), &settings, &connections, &sessions, &log, &bans).await.unwrap();
     assert_eq!(refused.status_code, 403);
     let Some(Body::Text(body)) = refused.body else { panic!("a reason") };
     assert!(body.contains("may not read room \\\"secret\\\""), "{body}");
     assert!(connections.ids().is_empty() && log.events().is_empty(), "nothing stored");
 
-    let ok = websocket::on_connect(
-        &connect(json!({"room": "team-x"}), "team-*=rw"),
-        &ConnectSettings::default(),
-        &connections,
-        &sessions,
-        &log,
-        &MemoryBans::default(),
-    )
-    .await
-    .unwrap();
+    let ok = websocket::on_connect(&home("team-x"), &settings, &connections, &sessions, &log, &bans).await.unwrap();
     assert_eq!(ok.status_code, 200);
     assert_eq!(connections.get(CONNECTION).unwrap().rooms, ["team-x", "team-a", "team-b"], "secret left out");
 }
