@@ -835,26 +835,10 @@ mod tests {
     }
 
     fn event(kind: EventKind, message: &str) -> LogEvent {
-        LogEvent {
-            message_id: "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55".into(),
-            connection_id: "CXzQ2cJjoAMCJ6g=".into(),
-            message: message.into(),
-            timestamp: parse_iso("2026-11-24T10:15:30Z").unwrap(),
-            kind,
-            room: "lobby".into(),
-            user: None,
-            verified: None,
-            user_id: None,
-            target: None,
-            member: None,
-            until: None,
-            reason: None,
-            emoji: None,
-            on: None,
-            counts: None,
-            reply_to: None,
-            quote: None,
-        }
+        let mut event = LogEvent::chat("CXzQ2cJjoAMCJ6g=", message, parse_iso("2026-11-24T10:15:30Z").unwrap());
+        event.message_id = "019ab5e1-3c44-7d2a-9f1e-2b7c1d0e4a55".into();
+        event.kind = kind;
+        event
     }
 
     fn frame_json(event: &LogEvent) -> Value {
