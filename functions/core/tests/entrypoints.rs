@@ -29,20 +29,23 @@ fn ws_event(name: &str) -> ApiGatewayWebsocketProxyRequest {
 
 const CONNECTION: &str = "CXzQ2cJjoAMCJ6g=";
 
+/// `$connect` with the deployment's default settings and no bans.
+async fn upgrade(
+    event: &ApiGatewayWebsocketProxyRequest,
+    connections: &MemoryConnections,
+    sessions: &MemorySessions,
+    log: &MemoryLog,
+) -> aws_lambda_events::apigw::ApiGatewayProxyResponse {
+    websocket::on_connect(event, &ConnectSettings::default(), connections, sessions, log, &MemoryBans::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_session_from_connect_to_disconnect() {
     let (connections, sessions, log) = (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
 
-    let response = websocket::on_connect(
-        &ws_event("connect.json"),
-        &ConnectSettings::default(),
-        &connections,
-        &sessions,
-        &log,
-        &MemoryBans::default(),
-    )
-    .await
-    .unwrap();
+    let response = upgrade(&ws_event("connect.json"), &connections, &sessions, &log).await;
     assert_eq!(response.status_code, 200);
     let row = connections.get(CONNECTION).unwrap();
     assert_eq!(row.source_ip, "203.0.113.7");
@@ -72,20 +75,7 @@ async fn the_room_query_parameter_places_the_connection_and_its_lines() {
     let mut connect = fixture("connect.json");
     connect["queryStringParameters"]["room"] = json!("rust-users");
     let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
-    assert_eq!(
-        websocket::on_connect(
-            &connect,
-            &ConnectSettings::default(),
-            &connections,
-            &sessions,
-            &log,
-            &MemoryBans::default()
-        )
-        .await
-        .unwrap()
-        .status_code,
-        200
-    );
+    assert_eq!(upgrade(&connect, &connections, &sessions, &log).await.status_code, 200);
     assert_eq!(connections.get(CONNECTION).unwrap().room, "rust-users");
     websocket::on_send_message(&ws_event("message.json"), &RouteSettings::default(), &connections, &log).await.unwrap();
     websocket::on_disconnect(&ws_event("disconnect.json"), &connections, &sessions, &log).await.unwrap();
@@ -102,16 +92,7 @@ async fn a_malformed_room_refuses_the_upgrade_with_400_and_stores_nothing() {
         let mut connect = fixture("connect.json");
         connect["queryStringParameters"]["room"] = json!(room);
         let connect: ApiGatewayWebsocketProxyRequest = serde_json::from_value(connect).unwrap();
-        let response = websocket::on_connect(
-            &connect,
-            &ConnectSettings::default(),
-            &connections,
-            &sessions,
-            &log,
-            &MemoryBans::default(),
-        )
-        .await
-        .unwrap();
+        let response = upgrade(&connect, &connections, &sessions, &log).await;
         assert_eq!(response.status_code, 400, "{room:?}");
         let Some(Body::Text(body)) = response.body else { panic!("a reason") };
         assert!(body.contains("Room must be"), "{body}");
@@ -132,16 +113,7 @@ async fn batch_1_on_connect_is_remembered_on_the_row_and_a_bad_value_refused() {
         let mut raw = fixture("connect.json");
         raw["queryStringParameters"] = query.clone();
         let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-        let response = websocket::on_connect(
-            &event,
-            &ConnectSettings::default(),
-            &connections,
-            &sessions,
-            &log,
-            &MemoryBans::default(),
-        )
-        .await
-        .unwrap();
+        let response = upgrade(&event, &connections, &sessions, &log).await;
         match expected {
             Some(batch) => {
                 assert_eq!(response.status_code, 200, "{query}");
@@ -168,17 +140,7 @@ async fn connect_with(query: Value, authorizer: Option<Value>) -> (i64, Option<S
         raw["requestContext"]["authorizer"] = context;
     }
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(raw).unwrap();
-    let status = websocket::on_connect(
-        &event,
-        &ConnectSettings::default(),
-        &connections,
-        &sessions,
-        &log,
-        &MemoryBans::default(),
-    )
-    .await
-    .unwrap()
-    .status_code;
+    let status = upgrade(&event, &connections, &sessions, &log).await.status_code;
     let join = log.events().first().map(|e| (e.user.clone(), e.verified, e.user_id.clone()));
     if let Some(row) = connections.get(CONNECTION) {
         let session = sessions.get(CONNECTION).unwrap();
