@@ -305,6 +305,17 @@ impl EventKind {
 /// they are not events.
 pub const RECEIPT_KEY_PREFIX: &str = "client#";
 
+/// A room's member counter: one item of the Memberships table per room, under
+/// this sort key (it sorts before every connection id, which are base64), that
+/// holds the room's member count in [`ROOM_COUNTER_ATTRIBUTE`]. Every membership
+/// write changes it in the same transaction, so its stream records' old and new
+/// counts say exactly when a room became occupied (0 → 1) or vacated (1 → 0).
+/// Listings of a room never return it.
+pub const ROOM_COUNTER_ID: &str = "#members";
+
+/// The counter item's count attribute (a number).
+pub const ROOM_COUNTER_ATTRIBUTE: &str = "members";
+
 /// The resend window: for this long after a send, resending its
 /// `clientMessageId` (from the same sender, to the same room) is answered with
 /// the first line's ack instead of storing it again. A client that still has an
