@@ -16,6 +16,7 @@ pub mod sockets;
 pub mod store;
 pub mod stream;
 pub mod throttle;
+pub mod webhook;
 pub mod webpage;
 
 use std::net::SocketAddr;
