@@ -48,8 +48,10 @@ use crate::same_origin::SameOrigin;
 pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
-use crate::stream::{SqliteSource, StreamSettings};
+use crate::stream::{EventsFunction, SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
+pub use crate::webhook::WebhookSettings;
+use crate::webhook::Webhook;
 
 /// `GET /metrics`: Prometheus text, on the same port as everything else.
 pub const METRICS_PATH: &str = "metrics";
@@ -92,6 +94,8 @@ pub struct Config {
     pub allowed_origins: Vec<Origin>,
     /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
     pub auth: Option<AuthSettings>,
+    /// Where the events function POSTs events (`--webhook`); `None`: it does not run.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// Where the tables live.
@@ -149,6 +153,8 @@ pub async fn serve(
     };
     let (stop, stopped) = watch::channel(false);
     let settings = config.stream.clone();
+    let webhook = config.webhook.clone().map(Webhook::new).transpose()?;
+    let mut mappings = Vec::new();
     let (tables, stream) = match &config.backend {
         Backend::Embedded { database } => {
             let store = SqliteStore::open(database)?;
@@ -161,6 +167,15 @@ pub async fn serve(
             };
             let broadcaster = broadcaster(&tables);
             end_previous_run(&store, &broadcaster).await;
+            if let Some(webhook) = &webhook {
+                // The events function's two mappings: the message table again
+                // (its own checkpoint) and the member counters.
+                let sink = Arc::new(webhook.clone());
+                for source in [SqliteSource::messages_for(store.clone(), "events")?, SqliteSource::counters_for(store.clone(), "events")?] {
+                    let function = EventsFunction(sink.clone());
+                    mappings.push(tokio::spawn(stream::run(source, function, settings.clone(), stopped.clone())));
+                }
+            }
             let source = SqliteSource::new(store)?;
             let stream = tokio::spawn(stream::run(source, broadcaster, settings, stopped));
             (tables, stream)
@@ -234,6 +249,9 @@ pub async fn serve(
         .await?;
     stop.send(true).ok();
     stream.await.ok();
+    for mapping in mappings {
+        mapping.await.ok();
+    }
     Ok(())
 }
 

@@ -316,6 +316,26 @@ impl StreamFunction for Arc<Broadcaster> {
     }
 }
 
+/// The events function (`chat_core::entrypoints::events`, the deployed
+/// EventBridge function's handler) with its sink: a mapping's second reader of
+/// the message table, and the reader of the counter stream.
+pub struct EventsFunction(pub Arc<dyn chat_core::outbound::EventSink>);
+
+#[async_trait]
+impl StreamFunction for EventsFunction {
+    async fn invoke(&self, event: &Event, _backlog: Option<u64>) -> DynamoDbEventResponse {
+        chat_core::entrypoints::events::on_stream(event, self.0.as_ref()).await
+    }
+
+    fn retried(&self) {
+        metrics::record_events_retry();
+    }
+
+    fn given_up(&self) {
+        metrics::record_events_given_up();
+    }
+}
+
 /// The event source mapping: batches from `source` into `function` until
 /// `stop` turns true.
 pub async fn run(

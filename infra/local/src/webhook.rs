@@ -19,8 +19,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chat_core::broadcaster::RetryPolicy;
+use chat_core::outbound::{EventSink, OutboundEvent, SinkError};
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -35,7 +37,7 @@ use crate::metrics;
 pub const SIGNATURE_HEADER: &str = "x-chat-signature";
 
 /// Events waiting for delivery, all rooms together, before new ones are dropped.
-pub const DEFAULT_QUEUE: usize = 1000;
+pub const DEFAULT_QUEUE: u32 = 1000;
 /// One attempt's limit, connect included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests in flight at once, all rooms together (one per room at most).
@@ -259,6 +261,19 @@ impl Webhook {
             }
             Ok(Ok(status)) => Attempt::Failed(format!("HTTP {status}")),
         }
+    }
+}
+
+/// The events function's sink: each event queued for its own POST. Never
+/// fails: what the full queue cannot take is dropped and counted, not retried
+/// through the stream (which would stall the mapping on a down receiver).
+#[async_trait]
+impl EventSink for Webhook {
+    async fn put(&self, events: &[OutboundEvent]) -> Result<(), SinkError> {
+        for event in events {
+            self.enqueue(&event.detail.room, &event.id, event.to_json().into_bytes());
+        }
+        Ok(())
     }
 }
 
