@@ -50,8 +50,8 @@ use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
 use crate::stream::{EventsFunction, SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
-pub use crate::webhook::WebhookSettings;
 use crate::webhook::Webhook;
+pub use crate::webhook::WebhookSettings;
 
 /// `GET /metrics`: Prometheus text, on the same port as everything else.
 pub const METRICS_PATH: &str = "metrics";
@@ -171,7 +171,10 @@ pub async fn serve(
                 // The events function's two mappings: the message table again
                 // (its own checkpoint) and the member counters.
                 let sink = Arc::new(webhook.clone());
-                for source in [SqliteSource::messages_for(store.clone(), "events")?, SqliteSource::counters_for(store.clone(), "events")?] {
+                for source in [
+                    SqliteSource::messages_for(store.clone(), "events")?,
+                    SqliteSource::counters_for(store.clone(), "events")?,
+                ] {
                     let function = EventsFunction(sink.clone());
                     mappings.push(tokio::spawn(stream::run(source, function, settings.clone(), stopped.clone())));
                 }

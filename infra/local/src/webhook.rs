@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -116,6 +116,10 @@ struct Queues {
     /// Events waiting or being delivered, all rooms together.
     queued: usize,
     rooms: HashMap<String, VecDeque<Job>>,
+    /// Drops not logged yet, and when the last were: a down receiver under load
+    /// drops thousands a second, logged once a second.
+    unlogged_drops: u64,
+    last_drop_log: Option<Instant>,
 }
 
 struct Inner {
@@ -164,9 +168,20 @@ impl Webhook {
     pub fn enqueue(&self, room: &str, id: &str, body: Vec<u8>) -> bool {
         let mut queues = self.0.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if queues.queued >= self.0.settings.queue {
-            drop(queues);
-            tracing::warn!(room, id, queue = self.0.settings.queue, "webhook: queue full, event dropped");
             metrics::record_webhook_dropped("queue_full");
+            queues.unlogged_drops += 1;
+            if queues.last_drop_log.is_none_or(|last| last.elapsed() >= Duration::from_secs(1)) {
+                let dropped = std::mem::take(&mut queues.unlogged_drops);
+                queues.last_drop_log = Some(Instant::now());
+                drop(queues);
+                tracing::warn!(
+                    room,
+                    id,
+                    dropped,
+                    queue = self.0.settings.queue,
+                    "webhook: queue full, events dropped (this one and those since the last such line)"
+                );
+            }
             return false;
         }
         queues.queued += 1;
