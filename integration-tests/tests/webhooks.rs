@@ -35,7 +35,8 @@ impl Received {
 }
 
 /// A webhook receiver: records each request as it arrives, then answers 200
-/// after `delay`. Stops (its task aborted) when dropped.
+/// after `delay` (or, if it fails first attempts, 503 to an event's first
+/// request). Stops (its task aborted) when dropped.
 struct Receiver {
     url: String,
     seen: Arc<Mutex<Vec<Received>>>,
@@ -50,6 +51,10 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(delay: Duration) -> Receiver {
+        Self::start_with(delay, false).await
+    }
+
+    async fn start_with(delay: Duration, fail_first_attempts: bool) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -57,7 +62,7 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
-                connections.spawn(serve(tcp, recorded.clone(), delay));
+                connections.spawn(serve(tcp, recorded.clone(), delay, fail_first_attempts));
             }
         });
         Receiver { url, seen, task }
@@ -69,7 +74,7 @@ impl Receiver {
 }
 
 /// Answers the requests of one kept-alive connection in turn.
-async fn serve(tcp: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Received>>>, delay: Duration) {
+async fn serve(tcp: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Received>>>, delay: Duration, fail_first: bool) {
     let mut tcp = BufReader::new(tcp);
     loop {
         let mut request_line = String::new();
@@ -95,9 +100,21 @@ async fn serve(tcp: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Received>>>, dela
         }
         let mut body = vec![0; length];
         tcp.read_exact(&mut body).await.unwrap();
-        seen.lock().unwrap().push(Received { path, content_type, signature, body });
+        let received = Received { path, content_type, signature, body };
+        let first = {
+            let mut seen = seen.lock().unwrap();
+            let id = received.json()["id"].clone();
+            let first = !seen.iter().any(|earlier| earlier.json()["id"] == id);
+            seen.push(received);
+            first
+        };
         tokio::time::sleep(delay).await;
-        if tcp.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+        let answer: &[u8] = if fail_first && first {
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        };
+        if tcp.get_mut().write_all(answer).await.is_err() {
             return;
         }
     }
@@ -222,6 +239,40 @@ async fn a_scripted_session_reaches_the_receiver_once_per_event_in_log_order_and
     for reason in ["queue_full", "gave_up", "refused"] {
         assert_eq!(sample(&metrics, &format!("chat_webhook_dropped_total{{reason=\"{reason}\"}}")), 0.0);
     }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_retried_before_the_rooms_next_event() {
+    let _serial = SERIAL.lock().await;
+    let receiver = Receiver::start_with(Duration::ZERO, true).await;
+    let dir = scratch("webhooks-retry");
+    let stack = Stack::start(&dir.join("chat.db"), &["--webhook", &receiver.url, "--webhook-secret", SECRET]).await;
+    let mut client = Client::connect(&format!("{}?room=retry", stack.ws_url)).await;
+    for i in 0..3 {
+        client.say(&format!("line {i}")).await;
+        client.chat(&format!("line {i}")).await;
+    }
+    client.socket.close(None).await.ok();
+    drop(client);
+    // occupied, joined, 3 lines, left, vacated: each refused once (503), then accepted.
+    let expected = 7;
+    eventually(|| receiver.received().len() >= 2 * expected, "every event twice at the receiver").await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 2 * expected, "no third attempt");
+    let ids: Vec<String> = received.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
+    for pair in ids.chunks(2) {
+        assert_eq!(pair[0], pair[1], "the retry comes before the room's next event: {ids:?}");
+    }
+    for request in &received {
+        verify(request, SECRET).unwrap();
+    }
+    let texts: Vec<String> =
+        received.iter().step_by(2).filter_map(|r| r.json()["detail"]["message"].as_str().map(str::to_owned)).collect();
+    assert_eq!(texts, ["line 0", "line 1", "line 2"]);
+    let metrics = scrape(&stack).await;
+    assert_eq!(sample(&metrics, "chat_webhook_delivered_total"), expected as f64);
+    assert_eq!(sample(&metrics, "chat_webhook_retried_total"), expected as f64);
     stack.stop().await;
 }
 
