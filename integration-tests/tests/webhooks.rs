@@ -344,3 +344,28 @@ async fn a_receiver_that_takes_5_s_per_call_does_not_slow_the_chat_and_the_full_
     assert!(receiver.received().len() <= 2, "at most one call in flight per room and the first done");
     stack.stop().await;
 }
+
+/// DynamoDB mode (moto): the events function reads MessageHistory's real
+/// stream with a reader of its own (LATEST). Memberships has no stream in
+/// tables created before the room counters, so no occupied/vacated there.
+#[tokio::test]
+async fn dynamodb_mode_posts_the_message_streams_events_from_a_second_reader() {
+    let _serial = SERIAL.lock().await;
+    let moto = Moto::start().await;
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let dir = scratch("webhooks-dynamodb");
+    let args =
+        ["--dynamodb-endpoint", &moto.url, "--create-tables", "--webhook", &receiver.url, "--webhook-secret", SECRET];
+    let stack = Stack::start(&dir.join("unused.db"), &args).await;
+    let mut client = Client::connect(&format!("{}?room=moto", stack.ws_url)).await;
+    client.say("through moto").await;
+    // The broadcaster's reader still gets every record: the line is delivered.
+    client.chat("through moto").await;
+    eventually(|| receiver.received().len() >= 2, "the join and the line at the receiver").await;
+    let events: Vec<Value> = receiver.received().iter().map(Received::json).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["detail-type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["chat.member.joined", "chat.message.created"]);
+    assert_eq!(events[1]["detail"]["message"], "through moto");
+    verify(&receiver.received()[1], SECRET).unwrap();
+    stack.stop().await;
+}

@@ -34,6 +34,7 @@ use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::origin::Origin;
+use chat_core::outbound::EventSink;
 use chat_core::ports::{Archive, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -170,14 +171,11 @@ pub async fn serve(
             if let Some(webhook) = &webhook {
                 // The events function's two mappings: the message table again
                 // (its own checkpoint) and the member counters.
-                let sink = Arc::new(webhook.clone());
-                for source in [
+                let sources = [
                     SqliteSource::messages_for(store.clone(), "events")?,
                     SqliteSource::counters_for(store.clone(), "events")?,
-                ] {
-                    let function = EventsFunction(sink.clone());
-                    mappings.push(tokio::spawn(stream::run(source, function, settings.clone(), stopped.clone())));
-                }
+                ];
+                mappings.extend(spawn_events(sources, webhook, &settings, &stopped));
             }
             let source = SqliteSource::new(store)?;
             let stream = tokio::spawn(stream::run(source, broadcaster, settings, stopped));
@@ -186,6 +184,9 @@ pub async fn serve(
         Backend::DynamoDb(dynamo) => {
             let (mut tables, source) = dynamo::open(dynamo).await?;
             tables.log = Arc::new(CountingLog(tables.log));
+            if let Some(webhook) = &webhook {
+                mappings.extend(spawn_events(dynamo::event_sources(dynamo).await?, webhook, &settings, &stopped));
+            }
             let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
             (tables, stream)
         }
@@ -256,6 +257,19 @@ pub async fn serve(
         mapping.await.ok();
     }
     Ok(())
+}
+
+/// The events function behind a mapping per source, each putting on `webhook`.
+fn spawn_events<S: stream::RecordSource + 'static>(
+    sources: impl IntoIterator<Item = S>,
+    webhook: &Webhook,
+    settings: &StreamSettings,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sink: Arc<dyn EventSink> = Arc::new(webhook.clone());
+    let spawn =
+        |source| tokio::spawn(stream::run(source, EventsFunction(sink.clone()), settings.clone(), stopped.clone()));
+    sources.into_iter().map(spawn).collect()
 }
 
 /// No socket outlives this process: rows a crash left behind are departures
