@@ -21,14 +21,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chat_aws::http_client::{HttpClient, http_client};
 use chat_core::broadcaster::RetryPolicy;
 use chat_core::outbound::{EventSink, OutboundEvent, SinkError};
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use crate::metrics;
@@ -124,7 +121,7 @@ struct Queues {
 
 struct Inner {
     settings: WebhookSettings,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient<Full<Bytes>>,
     queues: Mutex<Queues>,
     in_flight: Semaphore,
 }
@@ -145,15 +142,9 @@ enum Attempt {
 impl Webhook {
     /// Trusts the system's root certificates for `https://` receivers.
     pub fn new(settings: WebhookSettings) -> std::io::Result<Self> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self(Arc::new(Inner {
             settings,
-            client,
+            client: http_client()?,
             queues: Mutex::default(),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
         })))
