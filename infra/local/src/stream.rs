@@ -1,6 +1,9 @@
 //! The DynamoDB Streams → Lambda event source mapping, emulated over the
-//! store's message table: batches of real `dynamodb::Event`s, woken on append,
-//! a checkpoint that only moves past delivered records, bounded retries.
+//! store's change streams: batches of real `dynamodb::Event`s, woken on write,
+//! a checkpoint that only moves past delivered records, bounded retries. The
+//! message table feeds the broadcaster and, with `--webhook`, a second mapping
+//! of the events function (its own checkpoint), which also reads the room
+//! member counters' changes as the Memberships stream's counter records.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -297,6 +297,35 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_full_queue_drops_at_once_while_the_receiver_hangs() {
+        // A receiver that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = parse_url(&format!("http://{}/events", listener.local_addr().unwrap())).unwrap();
+        let hanging = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let secret = Secret::new("s").unwrap();
+        let webhook =
+            Webhook::new(WebhookSettings { url, secret, queue: 3, timeout: Duration::from_secs(60) }).unwrap();
+        let started = Instant::now();
+        let taken: Vec<bool> =
+            (0..8).map(|i| webhook.enqueue(["a", "b"][i % 2], &i.to_string(), b"{}".to_vec())).collect();
+        assert_eq!(taken, [true, true, true, false, false, false, false, false]);
+        tokio::task::yield_now().await;
+        let event = chat_core::outbound::OutboundEvent::of_room_count("c", 0, 1, chrono::Utc::now(), "1").unwrap();
+        assert!(webhook.put(&[event]).await.is_ok(), "a put never fails: the drop is counted");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "nothing waited on the receiver: {:?}",
+            started.elapsed()
+        );
+        hanging.abort();
+    }
+
     #[test]
     fn secrets_never_print() {
         let settings = WebhookSettings {
