@@ -150,6 +150,11 @@ CREATE TABLE IF NOT EXISTS stream_checkpoints (
 ) WITHOUT ROWID;
 ";
 
+/// How long counter changes are kept: a DynamoDB stream's 24 hours.
+const MEMBER_CHANGES_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Creates the counters (seeded on a database from before them) and trims
+/// their change stream to its retention, as DynamoDB trims a stream.
 fn add_counters(db: &rusqlite::Connection) -> rusqlite::Result<()> {
     let present = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'room_members'")?.exists([])?;
     db.execute_batch(COUNTERS)?;
@@ -158,6 +163,8 @@ fn add_counters(db: &rusqlite::Connection) -> rusqlite::Result<()> {
             "INSERT OR IGNORE INTO room_members (room, members) SELECT room, COUNT(*) FROM memberships GROUP BY room",
         )?;
     }
+    let oldest_kept = chrono::Utc::now().timestamp_millis() - MEMBER_CHANGES_KEPT_MS;
+    db.execute("DELETE FROM member_changes WHERE at_ms < ?1", params![oldest_kept])?;
     Ok(())
 }
 
@@ -1743,6 +1750,22 @@ mod tests {
         }
         let listed = chat_core::ports::list_all_connections(&store, "dev").await.unwrap();
         assert_eq!(listed.iter().map(|c| c.connection_id.as_str()).collect::<Vec<_>>(), ["c"], "no counter listed");
+    }
+
+    #[tokio::test]
+    async fn counter_changes_older_than_a_streams_24_hours_are_trimmed_on_open() {
+        let (dir, path) = scratch_db("chat-local-counter-trim", "trim.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.put(&Connection::new("a", "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+        store.put(&Connection::new("b", "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+        let day_ago = chrono::Utc::now().timestamp_millis() - MEMBER_CHANGES_KEPT_MS - 1000;
+        store.with(|db| db.execute("UPDATE member_changes SET at_ms = ?1 WHERE seq = 1", params![day_ago])).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let kept: Vec<i64> = store.member_changes_after(0, 10).unwrap().iter().map(|c| c.seq).collect();
+        assert_eq!(kept, [2]);
+        assert_eq!(store.members("lobby").unwrap(), 2, "the counter itself is kept");
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[tokio::test]
