@@ -305,6 +305,17 @@ pub fn record_given_up() {
     metrics::counter!(BATCHES_GIVEN_UP).increment(1);
 }
 
+/// Shows every webhook series at 0 from the start (when `--webhook` is on), so
+/// a dashboard or an alert on drops sees them before the first event.
+pub fn register_webhook() {
+    metrics::counter!(WEBHOOK_DELIVERED).absolute(0);
+    metrics::counter!(WEBHOOK_RETRIED).absolute(0);
+    for reason in ["queue_full", "gave_up", "refused"] {
+        metrics::counter!(WEBHOOK_DROPPED, "reason" => reason).absolute(0);
+    }
+    metrics::gauge!(WEBHOOK_QUEUED).set(0.0);
+}
+
 /// Counts a webhook event the receiver accepted.
 pub fn record_webhook_delivered() {
     metrics::counter!(WEBHOOK_DELIVERED).increment(1);

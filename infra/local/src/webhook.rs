@@ -142,6 +142,7 @@ enum Attempt {
 impl Webhook {
     /// Trusts the system's root certificates for `https://` receivers.
     pub fn new(settings: WebhookSettings) -> std::io::Result<Self> {
+        metrics::register_webhook();
         Ok(Self(Arc::new(Inner {
             settings,
             client: http_client()?,
