@@ -50,13 +50,12 @@ fn anchors(text: &str) -> BTreeSet<String> {
         if in_code {
             continue;
         }
-        if let Some(heading) = line.strip_prefix('#').map(|rest| rest.trim_start_matches('#')) {
-            if heading.starts_with(' ') {
-                let base = slug(heading);
-                let count = seen.entry(base.clone()).or_insert(0);
-                anchors.insert(if *count == 0 { base.clone() } else { format!("{base}-{count}") });
-                *count += 1;
-            }
+        let heading = line.strip_prefix('#').map(|rest| rest.trim_start_matches('#'));
+        if let Some(heading) = heading.filter(|h| h.starts_with(' ')) {
+            let base = slug(heading);
+            let count = seen.entry(base.clone()).or_insert(0);
+            anchors.insert(if *count == 0 { base.clone() } else { format!("{base}-{count}") });
+            *count += 1;
         }
         for attribute in ["id=\"", "name=\""] {
             for (at, _) in line.match_indices(attribute) {
