@@ -142,3 +142,19 @@ fn anchors_are_named_as_github_names_them() {
         [(1, "b.md#c".to_owned()), (1, "q.png".to_owned())]
     );
 }
+
+#[test]
+fn every_test_file_is_listed_with_what_it_proves() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(here.join("README.md")).unwrap();
+    let mut unlisted = Vec::new();
+    for (dir, suffix) in [("tests", ".rs"), ("browser", ".test.cjs")] {
+        for entry in std::fs::read_dir(here.join(dir)).unwrap().map(Result::unwrap) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(suffix) && !readme.contains(&format!("| `{dir}/{name}` |")) {
+                unlisted.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    assert!(unlisted.is_empty(), "integration-tests/README.md's table lacks {unlisted:?}");
+}
