@@ -1,7 +1,10 @@
-//! `chat-local --webhook URL --webhook-secret S`: a receiver in the test (a
-//! minimal HTTP/1.1 server on 127.0.0.1) sees every event of a scripted session
-//! exactly once, in log order per room, each signed; and a receiver that takes
-//! 5 s per call neither slows the chat nor grows the queue past its bound.
+//! Webhooks on the real binary (issue #26, `--webhook URL --webhook-secret S`): a
+//! receiver in the test (a minimal HTTP/1.1 server on 127.0.0.1) sees every event
+//! of a scripted session (3 joins, 10 lines, 3 leaves) exactly once, in log order
+//! per room, each HMAC verified; a refused delivery is retried before the room's
+//! next event; a receiver that takes 5 s per call leaves the chat's p99 within
+//! 2× + 20 ms of a run without webhooks while the full queue drops and counts;
+//! in DynamoDB mode (moto) the events come from a second stream reader.
 
 mod common;
 
