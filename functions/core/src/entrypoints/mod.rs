@@ -3,5 +3,6 @@
 
 pub mod authorizer;
 pub mod expiry;
+pub mod publish;
 pub mod stream;
 pub mod websocket;
