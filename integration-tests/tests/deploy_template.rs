@@ -403,7 +403,11 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
         }
         "publish" => {
             // A line without a key (append), then one with a key twice (append_once; the retry).
-            for (body, key) in [(r#"{"message":"hi"}"#, None), (r#"{"message":"once"}"#, Some("k")), (r#"{"message":"once"}"#, Some("k"))] {
+            for (body, key) in [
+                (r#"{"message":"hi"}"#, None),
+                (r#"{"message":"once"}"#, Some("k")),
+                (r#"{"message":"once"}"#, Some("k")),
+            ] {
                 let event = publish_event(body, key);
                 let response = chat_core::entrypoints::publish::on_publish(&event, &log).await;
                 assert!(response.status_code < 300, "{:?}", response.body);
@@ -1507,7 +1511,9 @@ fn routes_match_the_local_stack() {
     assert_eq!(api["Properties"]["RouteSelectionExpression"], "$request.body.action");
     let routes: BTreeMap<String, (String, bool)> = resources
         .iter()
-        .filter(|(_, r)| r["Type"] == "AWS::ApiGatewayV2::Route" && text(&r["Properties"]["ApiId"]) == "Ref:WebSocketApi")
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::ApiGatewayV2::Route" && text(&r["Properties"]["ApiId"]) == "Ref:WebSocketApi"
+        })
         .map(|(id, r)| {
             let two_way = resources.values().any(|rr| {
                 rr["Type"] == "AWS::ApiGatewayV2::RouteResponse"
@@ -1555,7 +1561,10 @@ fn the_publish_api_is_one_iam_authorized_throttled_route_to_the_publish_function
     assert_eq!(route["AuthorizationType"], "AWS_IAM", "SigV4-signed callers only");
     assert_eq!(text(&route["Target"]), "Sub:integrations/${PublishIntegration}");
     let integration = &resources["PublishIntegration"]["Properties"];
-    assert_eq!((integration["IntegrationType"].as_str(), integration["PayloadFormatVersion"].as_str()), (Some("AWS_PROXY"), Some("2.0")));
+    assert_eq!(
+        (integration["IntegrationType"].as_str(), integration["PayloadFormatVersion"].as_str()),
+        (Some("AWS_PROXY"), Some("2.0"))
+    );
     assert_eq!(text(&integration["IntegrationUri"]), "GetAtt:PublishFunction.Arn");
     let stages = on_api("AWS::ApiGatewayV2::Stage");
     assert_eq!(stages.len(), 1);

@@ -122,10 +122,11 @@ pub fn outcome(answer: &Answer) -> anyhow::Result<String> {
     match (answer.status, answer.body.get("id").and_then(|id| id.as_str())) {
         (200 | 201, Some(id)) => Ok(format!("{} {id}", answer.status)),
         (status, _) => {
-            let reason = answer.body.get("message").and_then(|m| m.as_str()).map_or_else(
-                || answer.body.to_string(),
-                str::to_owned,
-            );
+            let reason = answer
+                .body
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map_or_else(|| answer.body.to_string(), str::to_owned);
             bail!("refused with {status}: {reason}")
         }
     }
