@@ -351,7 +351,7 @@ impl Receipt {
     /// assert_eq!(Receipt::for_send(&line, "k").key, "client#ops#k");
     /// let ada = line.by(Some(&Identity::verified("Ada", "https://id.example|u-1")));
     /// assert_eq!(Receipt::for_send(&ada, "k").key, "client#ops#k#https://id.example|u-1");
-    /// let bot = line.published_by("arn:aws:iam::123456789012:user/ci");
+    /// let bot = LogEvent::chat("api", "hi", at).in_room("ops").published_by("arn:aws:iam::123456789012:user/ci");
     /// assert_eq!(Receipt::for_send(&bot, "k").key, "client#ops#k#arn:aws:iam::123456789012:user/ci");
     /// ```
     ///
