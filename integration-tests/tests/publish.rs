@@ -14,24 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROOM: &str = "ops";
 
-/// SigV4 headers for a POST of `body` to `url`, signed for `service` in us-east-1 with `key`.
+/// SigV4 headers for a POST of `body` to `url`, signed for `service` in us-east-1
+/// with `key` by the SDKs' own signer, as an IAM caller signs.
 fn signed(service: &str, url: &str, body: &[u8], key: (&str, &str)) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let identity = aws_sdk_apigatewaymanagement::config::Credentials::new(key.0, key.1, None, None, "tests").into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name(service)
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let (host, target) = (host_of(url), common::target_of(url));
-    let request =
-        SignableRequest::new("POST", target, [("host", host.as_str())].into_iter(), SignableBody::Bytes(body)).unwrap();
-    let (instructions, _) = sign(request, &params).unwrap().into_parts();
-    instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
+    common::sigv4_headers_as(service, "us-east-1", "POST", url, body, key)
 }
 
 /// The publish API of a stack.

@@ -119,10 +119,10 @@ struct Args {
     /// Publish API calls per second (`POST /rooms/{room}/messages`, all
     /// callers together), as the template's PublishThrottlingRateLimit;
     /// excess calls are answered 429 {"message":"Too Many Requests"}.
-    #[arg(long, env = "CHAT_PUBLISH_RATE", default_value_t = 50.0)]
+    #[arg(long, env = "CHAT_PUBLISH_RATE", default_value_t = 50.0, value_parser = parse_positive_rate)]
     publish_rate: f64,
     /// Publish API calls accepted at once above the rate, as PublishThrottlingBurstLimit.
-    #[arg(long, env = "CHAT_PUBLISH_BURST", default_value_t = 100)]
+    #[arg(long, env = "CHAT_PUBLISH_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     publish_burst: u32,
     /// Rooms one connection may be subscribed to at once (its home room
     /// included); one more is refused with "Too many rooms". As the Lambdas'
@@ -472,6 +472,14 @@ fn parse_budget(text: &str) -> Result<usize, String> {
         return Err(format!("{bytes} bytes cannot hold the largest frame: at least {least}"));
     }
     Ok(bytes)
+}
+
+/// `--publish-rate`: calls per second, a positive number (a bucket refilled at 0 would close the API for good).
+fn parse_positive_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a positive number of calls per second (e.g. 50 or 0.5)")),
+    }
 }
 
 fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
