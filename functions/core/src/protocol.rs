@@ -479,6 +479,9 @@ pub fn line_frame(line: &crate::fold::Line) -> Vec<u8> {
     if line.deleted {
         frame["deleted"] = true.into();
     }
+    if sent.principal.is_some() {
+        frame["server"] = true.into(); // as its event frame: the mark, never the ARN
+    }
     serde_json::to_vec(&frame).expect("strings always serialize")
 }
 
@@ -914,6 +917,10 @@ mod tests {
         assert_eq!(frame["server"], true);
         assert!(!String::from_utf8(event_frame(&published)).unwrap().contains("arn:aws"), "{frame}");
         assert!(frame_json(&event(EventKind::Chat, "hi")).get("server").is_none(), "a member's line: no field");
+        let folded = crate::fold::fold(std::slice::from_ref(&published)).remove(0);
+        let line: Value = serde_json::from_slice(&line_frame(&folded)).unwrap();
+        assert_eq!(line["server"], true, "a folded history line too");
+        assert!(!line.to_string().contains("arn:aws"), "{line}");
         let row = serde_json::to_value(&published).unwrap();
         assert_eq!(row["principal"], arn, "the log keeps it");
         assert_eq!(serde_json::from_value::<LogEvent>(row).unwrap(), published, "and reads it back");
