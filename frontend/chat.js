@@ -349,8 +349,10 @@ function render(frame) {
     const mine = isMine(frame);
     echoed(room, frame.connectionId, frame.text);
     stoppedTyping(room, frame);
-    // Grouped by verified user (any of their connections), else by connection.
-    const sender = frame.userId ? `user:${frame.userId}` : frame.verified ? `name:${frame.user}` : frame.connectionId;
+    // Grouped by verified user (any of their connections), a server sender by its
+    // label (the publish API's lines all come on connection "api"), else by connection.
+    const sender = frame.userId ? `user:${frame.userId}` : frame.server ? `server:${frame.user}`
+      : frame.verified ? `name:${frame.user}` : frame.connectionId;
     timeline.add({ ...frame, sender, mine }, { fresh });
     if (fresh && !mine) arrived(room);
     return;
@@ -619,6 +621,7 @@ function acked(frame) {
 // name the client chose itself says so.
 function displayName(room, frame) {
   if (!frame.user) return null;
+  if (frame.server) return frame.user; // a backend's label (the "bot" badge says what it is)
   return frame.verified ? room.names.label(frame.user, frame.userId) : `${frame.user} (unverified)`;
 }
 

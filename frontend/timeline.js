@@ -437,7 +437,13 @@ export class Timeline {
     row.dataset.sender = event.connectionId;
     row.title = `${event.userId ? `user ${event.userId}, ` : ""}connection ${event.connectionId}`;
     const meta = element("span", "meta");
-    meta.append(element("span", "who", who), element("span", "sep", " · "), timeOf(event.at));
+    meta.append(element("span", "who", who));
+    // A line of the publish API (a bot, CI, a service): marked, so no one takes it for a person.
+    if (event.server) {
+      const badge = meta.appendChild(element("span", "badge server", "bot"));
+      badge.title = "Sent by a server through the publish API";
+    }
+    meta.append(element("span", "sep", " · "), timeOf(event.at));
     if (editedAt) {
       const marker = timeOf(editedAt);
       marker.className = "edited";

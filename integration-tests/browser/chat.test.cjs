@@ -138,10 +138,29 @@ async function main() {
     await waitForStatus(carol, "disconnected");
     await carol.click("#connect");
     await carol.waitForFunction(() => document.getElementById("notice").textContent.includes("at most 32"), null, WAIT);
+
+    step("a line of the publish API (chat-local publish, signed) shows its label with a bot badge, as text");
+    await publishLine(stackUrl.origin, "lobby", "<b>Deploy</b>", "build 42 is green");
+    const published = line(bob, "build 42 is green");
+    await published.waitFor(WAIT);
+    assert.equal(await published.locator(".meta .who").textContent(), "<b>Deploy</b>");
+    assert.equal(await published.locator(".meta .badge.server").textContent(), "bot");
+    assert.equal(await bob.locator("#messages b").count(), 0, "the label is text, not markup");
+    assert.equal(await line(bob, "hello from alice").locator(".badge").count(), 0, "people's lines have no badge");
     step("all checks passed");
   } finally {
     await browser.close();
   }
+}
+
+// `chat-local publish` (CHAT_LOCAL_BIN), signed with the stack's default key.
+function publishLine(endpoint, room, user, text) {
+  const { execFile } = require("node:child_process");
+  const env = { ...process.env, AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test", AWS_REGION: "us-east-1", AWS_EC2_METADATA_DISABLED: "true" };
+  return new Promise((resolve, reject) => {
+    execFile(process.env.CHAT_LOCAL_BIN, ["publish", "--endpoint", endpoint, "--room", room, "--user", user, text], { env },
+      (error, stdout, stderr) => (error ? reject(new Error(`chat-local publish: ${stderr}`)) : resolve(stdout.trim())));
+  });
 }
 
 main().catch((error) => {

@@ -53,6 +53,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "broadcaster", entrypoint: "broadcast_with_metrics" },
     Function { binary: "reaper", entrypoint: "expiry::on_expired_connections" },
     Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
+    Function { binary: "publish", entrypoint: "publish::on_publish" },
 ];
 
 /// `(port trait, method)` pairs a run called.
@@ -400,9 +401,37 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let verifier = chat_core::auth::Verifier::new(config, Arc::new(chat_core::memory::MemoryJwks::default()));
             chat_core::entrypoints::authorizer::on_authorize(&request, &verifier, 0).await;
         }
+        "publish" => {
+            // A line without a key (append), then one with a key twice (append_once; the retry).
+            for (body, key) in [
+                (r#"{"message":"hi"}"#, None),
+                (r#"{"message":"once"}"#, Some("k")),
+                (r#"{"message":"once"}"#, Some("k")),
+            ] {
+                let event = publish_event(body, key);
+                let response = chat_core::entrypoints::publish::on_publish(&event, &log).await;
+                assert!(response.status_code < 300, "{:?}", response.body);
+            }
+        }
         other => panic!("no scenario for {other}"),
     }
     seen.take()
+}
+
+/// A publish API call as API Gateway delivers it (HTTP API, payload 2.0, IAM-authorized).
+fn publish_event(body: &str, key: Option<&str>) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest {
+    let mut headers = serde_json::json!({"content-type": "application/json"});
+    if let Some(key) = key {
+        headers["idempotency-key"] = key.into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0", "routeKey": "POST /rooms/{room}/messages", "rawPath": "/rooms/ops/messages",
+        "headers": headers, "pathParameters": {"room": "ops"},
+        "requestContext": {"http": {"method": "POST", "path": "/rooms/ops/messages"}, "timeEpoch": 1795515332000_i64,
+            "authorizer": {"iam": {"userArn": "arn:aws:iam::123456789012:user/ci"}}},
+        "body": body, "isBase64Encoded": false
+    }))
+    .unwrap()
 }
 
 // ------------------------------------------------------ SDK calls per adapter
@@ -1004,6 +1033,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("MessageLog", "append")
         ])
     );
+    assert_eq!(port_calls("publish", false).await, expect(&[("MessageLog", "append"), ("MessageLog", "append_once")]));
     assert_eq!(
         port_calls("broadcaster", true).await,
         expect(&[
@@ -1147,12 +1177,8 @@ fn channel_tables_are_keyed_as_the_adapters_write_them() {
 #[test]
 fn the_stage_throttles_every_route_within_bounds() {
     let template = template();
-    let stage = template["Resources"]
-        .as_mapping()
-        .unwrap()
-        .values()
-        .find(|r| r["Type"] == "AWS::ApiGatewayV2::Stage")
-        .expect("a stage");
+    let stage = &template["Resources"]["Stage"];
+    assert_eq!(stage["Type"], "AWS::ApiGatewayV2::Stage", "the WebSocket API's stage");
     let settings = &stage["Properties"]["DefaultRouteSettings"];
     let default_route = stage["Properties"].get("RouteSettings").and_then(|r| r.get("$default"));
     let default_route = default_route.expect("$default has route settings of its own");
@@ -1481,11 +1507,13 @@ fn rate_limits_are_parameters_given_to_the_functions_that_count_them() {
 fn routes_match_the_local_stack() {
     let template = template();
     let resources = template["Resources"].as_mapping().unwrap();
-    let api = resources.values().find(|r| r["Type"] == "AWS::ApiGatewayV2::Api").unwrap();
+    let api = &template["Resources"]["WebSocketApi"];
     assert_eq!(api["Properties"]["RouteSelectionExpression"], "$request.body.action");
     let routes: BTreeMap<String, (String, bool)> = resources
         .iter()
-        .filter(|(_, r)| r["Type"] == "AWS::ApiGatewayV2::Route")
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::ApiGatewayV2::Route" && text(&r["Properties"]["ApiId"]) == "Ref:WebSocketApi"
+        })
         .map(|(id, r)| {
             let two_way = resources.values().any(|rr| {
                 rr["Type"] == "AWS::ApiGatewayV2::RouteResponse"
@@ -1506,6 +1534,62 @@ fn routes_match_the_local_stack() {
         template["Resources"][sendmessage.as_str()]["Properties"]["RouteResponseSelectionExpression"],
         "$default"
     );
+}
+
+/// The publish API: an HTTP API whose one route, the local stack's, is
+/// IAM-authorized and proxied (payload 2.0) to the publish function, on an
+/// auto-deployed stage throttled by its own parameters, invokable by that API
+/// alone, with its URL as an output.
+#[test]
+fn the_publish_api_is_one_iam_authorized_throttled_route_to_the_publish_function() {
+    let template = template();
+    let resources = &template["Resources"];
+    assert_eq!(resources["PublishApi"]["Type"], "AWS::ApiGatewayV2::Api");
+    assert_eq!(resources["PublishApi"]["Properties"]["ProtocolType"], "HTTP");
+    let on_api = |kind: &str| -> Vec<&Value> {
+        resources
+            .as_mapping()
+            .unwrap()
+            .values()
+            .filter(|r| r["Type"] == kind && text(&r["Properties"]["ApiId"]) == "Ref:PublishApi")
+            .collect()
+    };
+    let routes = on_api("AWS::ApiGatewayV2::Route");
+    assert_eq!(routes.len(), 1, "one route");
+    let route = &routes[0]["Properties"];
+    assert_eq!(route["RouteKey"], format!("POST {}", chat_local::publish::ROUTE_PATH));
+    assert_eq!(route["AuthorizationType"], "AWS_IAM", "SigV4-signed callers only");
+    assert_eq!(text(&route["Target"]), "Sub:integrations/${PublishIntegration}");
+    let integration = &resources["PublishIntegration"]["Properties"];
+    assert_eq!(
+        (integration["IntegrationType"].as_str(), integration["PayloadFormatVersion"].as_str()),
+        (Some("AWS_PROXY"), Some("2.0"))
+    );
+    assert_eq!(text(&integration["IntegrationUri"]), "GetAtt:PublishFunction.Arn");
+    let stages = on_api("AWS::ApiGatewayV2::Stage");
+    assert_eq!(stages.len(), 1);
+    let stage = &stages[0]["Properties"];
+    assert_eq!(stage["AutoDeploy"], true);
+    for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        let parameter = text(&stage["DefaultRouteSettings"][limit]);
+        assert_eq!(parameter, format!("Ref:Publish{limit}"));
+        let parameter = &template["Parameters"][parameter.trim_start_matches("Ref:")];
+        assert!(parameter["Default"].as_u64().is_some_and(|d| d > 0) && parameter.get("MaxValue").is_some());
+    }
+    let access = &stage["AccessLogSettings"];
+    assert_eq!(text(&access["DestinationArn"]), "GetAtt:PublishAccessLogGroup.Arn");
+    let format: serde_json::Value = serde_json::from_str(access["Format"].as_str().unwrap()).unwrap();
+    assert_eq!(format["caller"], "$context.identity.userArn", "who published");
+    let permission = &resources["PublishInvokePermission"]["Properties"];
+    assert_eq!(text(&permission["FunctionName"]), "Ref:PublishFunction");
+    assert_eq!(
+        text(&permission["SourceArn"]),
+        "Sub:arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${PublishApi}/*/POST/rooms/*/messages"
+    );
+    let url = text(&template["Outputs"]["PublishApiUrl"]["Value"]);
+    assert_eq!(url, "Sub:https://${PublishApi}.execute-api.${AWS::Region}.amazonaws.com");
+    let function = &functions(&template)["publish"];
+    assert_eq!(text(&function["Properties"]["LoggingConfig"]["LogGroup"]), "Ref:PublishLogGroup");
 }
 
 #[test]

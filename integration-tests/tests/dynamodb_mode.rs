@@ -365,6 +365,53 @@ async fn acknowledged_sends_are_stored_once_on_moto() {
     stack.stop().await;
 }
 
+/// The publish API on the Lambdas' DynamoDB adapter: the line carries its
+/// principal in the table (never to clients: they get `server:true`), a keyed
+/// retry is answered from the receipt, keyed by the caller's ARN, and stores nothing.
+#[tokio::test]
+async fn published_lines_keep_their_principal_on_moto() {
+    let moto = Moto::start().await;
+    let dir = scratch("dynamodb-mode-publish");
+    let stack = Stack::start(&dir.join("unused.db"), &["--dynamodb-endpoint", &moto.url, "--create-tables"]).await;
+    let mut member = Client::connect(&format!("{}?room=ops", stack.ws_url)).await;
+    member.my_id().await;
+    let url = format!("http://{}/rooms/ops/messages", common::host_of(&stack.ws_url));
+    let body = br#"{"message":"released","user":"CI","clientMessageId":"rel-1"}"#;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let headers = common::sigv4_headers("POST", &url, body, common::TEST_KEY);
+        let lines: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let host = common::host_of(&url);
+        let request = format!(
+            "POST /rooms/ops/messages HTTP/1.1\r\nhost: {host}\r\n{lines}content-length: {}\r\nconnection: close\r\n\r\n{}",
+            body.len(),
+            std::str::from_utf8(body).unwrap()
+        );
+        answers.push(common::http_exchange(&host, request).await);
+    }
+    assert!(answers[0].starts_with("HTTP/1.1 201"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.1 200"), "{}", answers[1]);
+    let id =
+        |answer: &str| serde_json::from_str::<Value>(answer.split_once("\r\n\r\n").unwrap().1).unwrap()["id"].clone();
+    assert_eq!(id(&answers[0]), id(&answers[1]));
+    let line = member.chat("released").await;
+    assert_eq!(
+        (&line["id"], &line["server"], &line["user"]),
+        (&id(&answers[0]), &Value::Bool(true), &Value::from("CI"))
+    );
+    assert!(!line.to_string().contains("arn:aws"));
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let items = scan(&dynamodb, "MessageHistory").await;
+    let arn = "arn:aws:iam::000000000000:user/test";
+    let stored: Vec<_> = items.iter().filter(|item| item.get("principal").is_some()).collect();
+    assert_eq!(stored.len(), 1, "stored once");
+    assert_eq!((s(stored[0], "principal"), s(stored[0], "connection_id")), (arn, "api"));
+    let receipts: Vec<_> =
+        items.iter().map(|item| s(item, "message_id")).filter(|key| key.starts_with("client#")).collect();
+    assert_eq!(receipts, [format!("client#ops#rel-1#{arn}")], "keyed by the caller");
+    stack.stop().await;
+}
+
 /// A stalled DynamoDB (moto paused with SIGSTOP for 5 s): a send gets API
 /// Gateway's `Internal server error` within the SDK's timeout instead of hanging,
 /// and once DynamoDB is back the chat and the stream reader carry on, with every

@@ -254,6 +254,14 @@ async fn the_banner_lists_every_url_and_each_answers() {
     // Unsigned, so refused — but by the @connections API, in AWS's shape.
     let refused = http_get(&host, "/dev/@connections/abc").await;
     assert!(refused.contains("Missing Authentication Token"), "{refused}");
+    let publish = format!("POST http://{host}/rooms/{{room}}/messages (SigV4, service execute-api, region us-east-1)");
+    assert_eq!(banner["publish"], publish);
+    let unsigned = common::http_post_json(&host, "/rooms/ops/messages", &serde_json::json!({"message": "x"})).await;
+    assert_eq!(
+        unsigned,
+        (403, serde_json::json!({"message": "Missing Authentication Token"})),
+        "signed like @connections"
+    );
     child.kill().await.unwrap();
 
     let output = tokio::process::Command::new(common::binary()).arg("--version").output().await.unwrap();

@@ -220,7 +220,9 @@ mod tests {
 
     #[test]
     fn sdk_records_become_the_records_lambda_delivers() {
-        let event = LogEvent::chat("CXzQ2cJjoAMCJ6g=", "hello", parse_iso("2026-11-24T10:15:32Z").unwrap());
+        // A published line: its principal rides the item and the stream image too.
+        let event = LogEvent::chat("CXzQ2cJjoAMCJ6g=", "hello", parse_iso("2026-11-24T10:15:32Z").unwrap())
+            .published_by("arn:aws:iam::123456789012:user/ci");
         let image: HashMap<String, AttributeValue> = serde_dynamo::to_item(&event).unwrap();
         let record = Record::builder()
             .event_id("e1")
@@ -245,6 +247,7 @@ mod tests {
         let json = serde_json::to_value(&converted).unwrap();
         assert_eq!(json["dynamodb"]["StreamViewType"], "NEW_IMAGE");
         assert_eq!(json["dynamodb"]["NewImage"]["message"]["S"], "hello");
+        assert_eq!(json["dynamodb"]["NewImage"]["principal"]["S"], "arn:aws:iam::123456789012:user/ci");
         let decoded = decode(&converted).unwrap().unwrap();
         assert_eq!(decoded.event, event);
     }

@@ -336,12 +336,15 @@ pub const TOMBSTONE_TTL: Duration = Duration::days(3650);
 /// account can present; an anonymous sender's by room and client message id
 /// alone, so the page's outbox still dedupes a resend from a new connection
 /// after a reconnect (the client message id is a random UUID that only its
-/// sender ever sees: it is in the ack, never in a broadcast, history or replay).
+/// sender ever sees: it is in the ack, never in a broadcast, history or replay);
+/// a publish API caller's by its IAM principal, so two callers' keys never meet.
 /// A resend after a room switch is a new line in the new room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     /// `client#<room>#<clientMessageId>`, with `#<userId>` after it for a verified
-    /// sender. Room names and UUIDs hold no `#`, so keys never collide.
+    /// sender, or `#<principal ARN>` for a line of the publish API. Room names,
+    /// client message ids and ARNs hold no `#`, and a `userId` always holds a `|`
+    /// (`<iss>|<sub>`) where an ARN never does, so keys never collide.
     pub key: String,
     /// The send's time, epoch seconds: a stored receipt counts while it expires later.
     pub sent_at: i64,
@@ -359,6 +362,8 @@ impl Receipt {
     /// assert_eq!(Receipt::for_send(&line, "k").key, "client#ops#k");
     /// let ada = line.by(Some(&Identity::verified("Ada", "https://id.example|u-1")));
     /// assert_eq!(Receipt::for_send(&ada, "k").key, "client#ops#k#https://id.example|u-1");
+    /// let bot = LogEvent::chat("api", "hi", at).in_room("ops").published_by("arn:aws:iam::123456789012:user/ci");
+    /// assert_eq!(Receipt::for_send(&bot, "k").key, "client#ops#k#arn:aws:iam::123456789012:user/ci");
     /// ```
     ///
     /// A tombstone ([`EventKind::Delete`], sent as [`Receipt::tombstone_id`] of
@@ -370,6 +375,9 @@ impl Receipt {
         if let (Some(true), Some(user_id), false) = (event.verified, &event.user_id, tombstone) {
             key.push('#');
             key.push_str(user_id);
+        } else if let (Some(principal), false) = (&event.principal, tombstone) {
+            key.push('#');
+            key.push_str(principal);
         }
         let ttl = if tombstone { TOMBSTONE_TTL } else { RECEIPT_TTL };
         Self { key, sent_at: event.timestamp.timestamp(), expires_at: (event.timestamp + ttl).timestamp() }
@@ -446,8 +454,10 @@ pub struct LogEvent {
     /// [`QUOTE_CHARS`] characters (none when the parent was deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote: Option<String>,
-    /// The IAM principal (ARN) of a line published through the publish API: a
-    /// server sender. Kept in the log and sent to integrations, never to clients.
+    /// The IAM principal (its ARN) that published the line through the publish
+    /// API ([`crate::handlers::publish`]); its presence marks a server sender.
+    /// Kept in the log and handed to integrations, never sent to clients (their
+    /// frames carry only `"server":true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
 }
@@ -553,6 +563,12 @@ impl LogEvent {
     /// The same event, said by `identity` (none: anonymous).
     pub fn by(mut self, identity: Option<&Identity>) -> Self {
         (self.user, self.verified, self.user_id) = split(identity);
+        self
+    }
+
+    /// The same line, published by the IAM `principal` (an ARN) through the publish API.
+    pub fn published_by(mut self, principal: &str) -> Self {
+        self.principal = Some(principal.to_owned());
         self
     }
 

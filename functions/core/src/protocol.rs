@@ -295,7 +295,9 @@ fn parse_ban(fields: &Map<String, Value>) -> Result<Command, ProtocolError> {
     Ok(Command::Ban { room, user, seconds, reason })
 }
 
-fn validate_text(text: &str) -> Result<(), ProtocolError> {
+/// Checks a chat line's text as `sendmessage` does: not blank, at most
+/// [`MAX_TEXT_BYTES`] as JSON.
+pub fn validate_text(text: &str) -> Result<(), ProtocolError> {
     if text.trim().is_empty() {
         return Err(ProtocolError::EmptyText);
     }
@@ -400,6 +402,9 @@ struct EventFrame<'a> {
     reply_to: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quote: Option<&'a str>,
+    /// A line of the publish API: a server sender (its principal stays in the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<bool>,
 }
 
 /// Renders the frame every connection receives for `event`. Old clients read only
@@ -436,6 +441,7 @@ pub fn event_frame(event: &LogEvent) -> Vec<u8> {
         counts: event.counts.as_ref(),
         reply_to: event.reply_to.as_deref(),
         quote: event.quote.as_deref(),
+        server: event.principal.as_ref().map(|_| true),
     };
     serde_json::to_vec(&frame).expect("a struct of strings always serializes")
 }
@@ -472,6 +478,9 @@ pub fn line_frame(line: &crate::fold::Line) -> Vec<u8> {
     }
     if line.deleted {
         frame["deleted"] = true.into();
+    }
+    if sent.principal.is_some() {
+        frame["server"] = true.into(); // as its event frame: the mark, never the ARN
     }
     serde_json::to_vec(&frame).expect("strings always serialize")
 }
@@ -916,6 +925,23 @@ mod tests {
             frame["message"], "[2026-11-24T10:15:30Z - UTC]\n CXzQ2cJjoAMCJ6g=  hi\n",
             "the seed line is unchanged"
         );
+    }
+
+    #[test]
+    fn a_published_line_is_marked_server_and_never_carries_its_principal() {
+        let arn = "arn:aws:iam::123456789012:user/ci-bot";
+        let published = event(EventKind::Chat, "deployed").published_by(arn);
+        let frame = frame_json(&published);
+        assert_eq!(frame["server"], true);
+        assert!(!String::from_utf8(event_frame(&published)).unwrap().contains("arn:aws"), "{frame}");
+        assert!(frame_json(&event(EventKind::Chat, "hi")).get("server").is_none(), "a member's line: no field");
+        let folded = crate::fold::fold(std::slice::from_ref(&published)).remove(0);
+        let line: Value = serde_json::from_slice(&line_frame(&folded)).unwrap();
+        assert_eq!(line["server"], true, "a folded history line too");
+        assert!(!line.to_string().contains("arn:aws"), "{line}");
+        let row = serde_json::to_value(&published).unwrap();
+        assert_eq!(row["principal"], arn, "the log keeps it");
+        assert_eq!(serde_json::from_value::<LogEvent>(row).unwrap(), published, "and reads it back");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod functions;
 pub mod gateway;
 pub mod management;
 pub mod metrics;
+pub mod publish;
+pub mod publisher;
 pub mod replay;
 pub mod same_origin;
 pub mod signature;
@@ -83,6 +85,8 @@ pub struct Config {
     pub message_limit: Option<Limit>,
     /// New connections per second; `None`: off.
     pub connect_limit: Option<Limit>,
+    /// Publish API calls per second (the template's `PublishThrottling*`); `None`: off.
+    pub publish_limit: Option<Limit>,
     /// The key @connections requests must be signed with (SigV4).
     pub access_key: AccessKey,
     /// The region @connections requests must be signed for (their credential
@@ -196,7 +200,7 @@ pub async fn serve(
     let frontend = config.frontend.clone();
     let functions = Functions { tables, poster, routes: config.routes.clone(), invocations: Invocations };
     ready(&config);
-    let throttles = Throttles::new(config.message_limit, config.connect_limit);
+    let throttles = Throttles::new(config.message_limit, config.connect_limit).with_publishes(config.publish_limit);
     let authorizer = config.auth.clone().map(Authorizer::new).transpose()?;
     let page_config = auth::page_config(authorizer.as_ref());
     let dev_signin = authorizer.as_ref().is_some_and(Authorizer::dev_signin);
@@ -225,6 +229,14 @@ pub async fn serve(
                 .fallback(management::no_route)
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), management::require_signature))
                 .layer(DefaultBodyLimit::max(chat_core::protocol::MAX_FRAME_BYTES)),
+        )
+        // The publish API (an HTTP API when deployed), signed as @connections is.
+        .route(
+            publish::ROUTE_PATH,
+            post(publish::post)
+                .fallback(publish::no_route)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), management::require_signature))
+                .layer(DefaultBodyLimit::max(chat_core::handlers::publish::MAX_PUBLISH_BODY_BYTES)),
         )
         .route("/dev/token", post(auth::dev_token))
         .route("/config.json", get(move || std::future::ready(axum::Json(page_config.clone()))))

@@ -28,6 +28,9 @@ use tokio::net::TcpListener;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    /// Instead of serving: a client command (`publish`).
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on (loopback by default). Any other address needs a
     /// key of your own (--access-key-id and --secret-access-key).
     #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
@@ -114,6 +117,14 @@ struct Args {
     /// New connections accepted at once above the rate.
     #[arg(long, env = "CHAT_CONNECT_BURST", requires = "connect_rate")]
     connect_burst: Option<u32>,
+    /// Publish API calls per second (`POST /rooms/{room}/messages`, all
+    /// callers together), as the template's PublishThrottlingRateLimit;
+    /// excess calls are answered 429 {"message":"Too Many Requests"}.
+    #[arg(long, env = "CHAT_PUBLISH_RATE", default_value_t = 50.0, value_parser = parse_positive_rate)]
+    publish_rate: f64,
+    /// Publish API calls accepted at once above the rate, as PublishThrottlingBurstLimit.
+    #[arg(long, env = "CHAT_PUBLISH_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    publish_burst: u32,
     /// Rooms one connection may be subscribed to at once (its home room
     /// included); one more is refused with "Too many rooms". As the Lambdas'
     /// MAX_ROOMS_PER_CONNECTION (1–1000).
@@ -236,6 +247,52 @@ struct Args {
     s3_endpoint: Option<String>,
 }
 
+/// Client commands: talk to a running stack (or a deployment) instead of serving.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Say a line into a room through the publish API (POST /rooms/{room}/messages),
+    /// signed with SigV4 (service execute-api) by the standard AWS credential chain.
+    /// Prints "<status> <id>": 201 for a new line, 200 for a retry of the same
+    /// --client-message-id (the first line's id). Exits 1 with the reason otherwise.
+    Publish(PublishArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PublishArgs {
+    /// The room to publish into.
+    #[arg(long)]
+    room: String,
+    /// The label shown as the sender (default: the last part of your IAM principal's ARN).
+    #[arg(long)]
+    user: Option<String>,
+    /// An idempotency key: a retry with the same key stores nothing new and answers the first id.
+    #[arg(long, value_name = "KEY")]
+    client_message_id: Option<String>,
+    /// The publish API: a deployment's PublishApiUrl output, or a local stack's http://HOST:PORT.
+    #[arg(long, env = "CHAT_PUBLISH_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// The region to sign for (default: the credential chain's, e.g. AWS_REGION).
+    #[arg(long)]
+    region: Option<String>,
+    /// The line.
+    text: String,
+}
+
+/// `chat-local publish`: one call, its outcome on stdout or its error on stderr.
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let publication = chat_local::publisher::Publication {
+        endpoint: args.endpoint,
+        room: args.room,
+        text: args.text,
+        user: args.user,
+        client_message_id: args.client_message_id,
+        region: args.region,
+    };
+    let answer = chat_local::publisher::publish(&publication).await?;
+    println!("{}", chat_local::publisher::outcome(&answer)?);
+    Ok(())
+}
+
 impl Args {
     fn backend(&self) -> Backend {
         if self.dynamodb_endpoint.is_none() && !self.dynamodb {
@@ -325,7 +382,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Publish(publish_args)) = args.command.take() {
+        // One clear line (no backtrace) for a script's log, and exit status 1.
+        if let Err(error) = publish(publish_args).await {
+            eprintln!("chat-local publish: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     raise_open_files_limit();
     let access_key = AccessKey { id: args.access_key_id.clone(), secret: args.secret_access_key.clone() };
     refuse_to_expose_the_default_key(&args.host, args.port, &access_key).await?;
@@ -360,6 +425,7 @@ async fn main() -> anyhow::Result<()> {
         },
         message_limit: limit(args.throttle_rate, args.throttle_burst),
         connect_limit: limit(args.connect_rate, args.connect_burst),
+        publish_limit: Some(Limit { rate: args.publish_rate, burst: args.publish_burst }),
         access_key,
         region: args.region.clone(),
         allowed_hosts: std::iter::once(args.host.clone()).chain(args.allowed_hosts.iter().cloned()).collect(),
@@ -472,6 +538,14 @@ fn parse_budget(text: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// `--publish-rate`: calls per second, a positive number (a bucket refilled at 0 would close the API for good).
+fn parse_positive_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a positive number of calls per second (e.g. 50 or 0.5)")),
+    }
+}
+
 fn limit(rate: Option<f64>, burst: Option<u32>) -> Option<Limit> {
     Some(Limit { rate: rate?, burst: burst? })
 }
@@ -488,6 +562,11 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
     let key = &config.access_key;
     let which = if key.is_default() { " (the default test/test pair)" } else { "" };
     println!("signed by: AWS SigV4, access key id {}{which}", key.id);
+    println!(
+        "publish:   POST http://{address}{} (SigV4, service execute-api, region {})",
+        chat_local::publish::ROUTE_PATH,
+        config.region
+    );
     println!("metrics:   http://{address}/{}", chat_local::METRICS_PATH);
     if let Some(auth) = &config.auth {
         let sign_in = if auth.dev_signin { format!(" (sign in: http://{address}/login.html)") } else { String::new() };

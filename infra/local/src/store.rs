@@ -93,7 +93,9 @@ CREATE TABLE IF NOT EXISTS message_history (
     toggled_on    INTEGER,
     counts        TEXT,
     reply_to      TEXT,
-    quote         TEXT
+    quote         TEXT,
+    -- The IAM principal (ARN) of a line of the publish API; NULL otherwise.
+    principal     TEXT
 );
 -- Who has which emoji on which line: a reaction toggle inserts or deletes its
 -- row in the transaction that appends the event, so toggles are decided one
@@ -259,6 +261,7 @@ const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[
     ("message_history", "reply_to", "TEXT"),
     ("message_history", "quote", "TEXT"),
     ("message_history", "reason", "TEXT"),
+    ("message_history", "principal", "TEXT"),
 ];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -352,7 +355,7 @@ fn unavailable(error: rusqlite::Error) -> StoreError {
 /// The columns [`event_from_row`] reads, in its order.
 const EVENT_COLUMNS: &str =
     "SELECT seq, message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
-     target, member, until, reason, emoji, toggled_on, counts, reply_to, quote FROM message_history";
+     target, member, until, reason, emoji, toggled_on, counts, reply_to, quote, principal FROM message_history";
 
 fn select_events(
     db: &rusqlite::Connection,
@@ -399,8 +402,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
             counts,
             reply_to: row.get(17)?,
             quote: row.get(18)?,
-            // Published lines' principal is not a column yet (the publish API's work).
-            principal: None,
+            principal: row.get(19)?,
         }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
@@ -412,8 +414,8 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
     db.prepare_cached(
         "INSERT OR IGNORE INTO message_history
              (message_id, connection_id, message, timestamp, kind, room, user, verified, user_id,
-              target, member, until, reason, emoji, toggled_on, counts, reply_to, quote)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+              target, member, until, reason, emoji, toggled_on, counts, reply_to, quote, principal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         event.message_id,
@@ -433,7 +435,8 @@ fn insert_event(db: &rusqlite::Connection, event: &LogEvent) -> rusqlite::Result
         event.on,
         event.counts.as_ref().map(|counts| serde_json::to_string(counts).unwrap_or_default()),
         event.reply_to,
-        event.quote
+        event.quote,
+        event.principal
     ])
     .map(|inserted| inserted == 1)
 }
@@ -1397,7 +1400,8 @@ mod tests {
         let t = at("2026-11-24T10:01:00Z");
         let edit = LogEvent::edit("c", &old.message_id, "new", t);
         let reply = LogEvent::chat("d", "re", t).replying_to(&old.message_id, Some("old"));
-        for event in [&edit, &reply] {
+        let published = LogEvent::chat("api", "deployed", t).published_by("arn:aws:iam::000000000000:user/ci");
+        for event in [&edit, &reply, &published] {
             store.append(event).await.unwrap();
             assert_eq!(MessageLog::get(&store, &event.message_id).await.unwrap().as_ref(), Some(event));
         }

@@ -52,11 +52,24 @@ impl TokenBucket {
 pub struct Throttles {
     pub messages: Option<TokenBucket>,
     pub connects: Option<TokenBucket>,
+    /// The publish API's stage (`PublishThrottlingRateLimit` / `BurstLimit`).
+    pub publishes: Option<TokenBucket>,
 }
 
 impl Throttles {
     pub fn new(messages: Option<Limit>, connects: Option<Limit>) -> Self {
-        Self { messages: messages.map(TokenBucket::new), connects: connects.map(TokenBucket::new) }
+        Self { messages: messages.map(TokenBucket::new), connects: connects.map(TokenBucket::new), publishes: None }
+    }
+
+    /// The same throttles, with the publish API limited to `limit` (`None`: off).
+    pub fn with_publishes(mut self, limit: Option<Limit>) -> Self {
+        self.publishes = limit.map(TokenBucket::new);
+        self
+    }
+
+    /// Whether one more publish API call may pass.
+    pub fn publish(&self) -> bool {
+        self.publishes.as_ref().is_none_or(TokenBucket::try_take)
     }
 
     /// Whether one more inbound message may pass.
@@ -92,6 +105,6 @@ mod tests {
     #[test]
     fn no_limit_never_throttles() {
         let throttles = Throttles::default();
-        assert!((0..10_000).all(|_| throttles.message() && throttles.connect()));
+        assert!((0..10_000).all(|_| throttles.message() && throttles.connect() && throttles.publish()));
     }
 }

@@ -324,12 +324,24 @@ pub fn sigv4_headers_for(
     body: &[u8],
     key: (&str, &str),
 ) -> Vec<(String, String)> {
+    sigv4_headers_as("execute-api", region, method, url, body, key)
+}
+
+/// [`sigv4_headers_for`] signed for `service` (a wrong one must be refused).
+pub fn sigv4_headers_as(
+    service: &str,
+    region: &str,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    key: (&str, &str),
+) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let identity = aws_sdk_apigatewaymanagement::config::Credentials::new(key.0, key.1, None, None, "tests").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name("execute-api")
+        .name(service)
         .time(std::time::SystemTime::now())
         .settings(SigningSettings::default())
         .build()

@@ -4,5 +4,6 @@
 pub mod authorizer;
 pub mod events;
 pub mod expiry;
+pub mod publish;
 pub mod stream;
 pub mod websocket;

@@ -6,6 +6,7 @@ mod default_route;
 mod disconnect;
 mod lifecycle;
 mod moderation;
+pub mod publish;
 mod send_message;
 mod typing;
 
