@@ -12,8 +12,6 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// What to publish, where.
@@ -100,13 +98,7 @@ pub async fn publish(publication: &Publication) -> anyhow::Result<Answer> {
         request = request.header(name, value);
     }
     let request = request.body(Full::new(Bytes::from(body))).context("building the request")?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .context("reading the system's TLS roots")?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = chat_aws::http_client::http_client::<Full<Bytes>>().context("reading the system's TLS roots")?;
     let response = client.request(request).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.with_context(|| format!("reading the answer of {url}"))?;
