@@ -458,7 +458,16 @@ type Tables = &'static [(&'static str, &'static str)];
 /// to is declared, as one adapter reaches two tables (DynamoConnections: the
 /// rows and the memberships).
 const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
-    ("ConnectionStore", "put", &[("CONNECTIONS_TABLE", "dynamodb:PutItem"), ("MEMBERSHIPS_TABLE", "dynamodb:PutItem")]),
+    // Memberships' UpdateItem: the room counter, in a transaction with each membership write.
+    (
+        "ConnectionStore",
+        "put",
+        &[
+            ("CONNECTIONS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
+        ],
+    ),
     ("ConnectionStore", "get", &[("CONNECTIONS_TABLE", "dynamodb:GetItem")]),
     ("ConnectionStore", "delete", &[("CONNECTIONS_TABLE", "dynamodb:DeleteItem")]),
     (
@@ -466,6 +475,7 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
         "subscribe",
         &[
             ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:GetItem"),
         ],
@@ -473,9 +483,17 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
     (
         "ConnectionStore",
         "unsubscribe",
-        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("CONNECTIONS_TABLE", "dynamodb:UpdateItem")],
+        &[
+            ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
+            ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
+        ],
     ),
-    ("ConnectionStore", "end_membership", &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem")]),
+    (
+        "ConnectionStore",
+        "end_membership",
+        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem")],
+    ),
     ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ReadCursors", "cursors", &[("READ_CURSORS_TABLE", "dynamodb:Query")]),
@@ -1033,7 +1051,11 @@ async fn no_request_or_broadcast_path_scans_a_table() {
 fn the_adapter_scan_finds_each_sdk_call() {
     let bodies = adapter_sources();
     let actions = |port, method| iam_actions(&bodies, port, method).into_iter().map(|(_, a)| a).collect::<Vec<_>>();
-    assert_eq!(actions("ConnectionStore", "put"), ["dynamodb:PutItem"], "through the Table helper");
+    assert_eq!(
+        actions("ConnectionStore", "put"),
+        ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "through the Table helper, and add_membership's transaction with the room counter"
+    );
     assert_eq!(actions("ConnectionStore", "get"), ["dynamodb:GetItem"]);
     assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Query"]);
     assert_eq!(actions("ConnectionStore", "count"), ["dynamodb:Query"]);
@@ -1044,7 +1066,11 @@ fn the_adapter_scan_finds_each_sdk_call() {
         ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     );
     assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
-    assert_eq!(actions("ConnectionStore", "end_membership"), ["dynamodb:DeleteItem"], "the row is not touched");
+    assert_eq!(
+        actions("ConnectionStore", "end_membership"),
+        ["dynamodb:DeleteItem", "dynamodb:UpdateItem"],
+        "the membership and its room counter; the row is not touched"
+    );
     assert_eq!(actions("ReadCursors", "cursors"), ["dynamodb:Query"]);
     assert_eq!(actions("ReadCursors", "advance"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("MessageLog", "read"), ["dynamodb:Query"]);
