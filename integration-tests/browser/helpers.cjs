@@ -2,6 +2,7 @@
 // and the few page actions every test needs. Waits have timeouts, never sleeps.
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const readline = require("node:readline");
 const { spawn } = require("node:child_process");
@@ -42,9 +43,19 @@ async function watchCsp(context) {
   });
 }
 
+// The Chromium to drive: $CHROMIUM, else apt's. Missing, it is one line that says
+// how to get it, not Playwright's page of launch diagnostics.
+function chromiumPath() {
+  const executable = process.env.CHROMIUM || "/usr/bin/chromium";
+  if (!fs.existsSync(executable)) {
+    throw new Error(`Chromium not found at ${executable}: run integration-tests/run-all.sh (it installs Chromium with apt), or set CHROMIUM=/path/to/chromium`);
+  }
+  return executable;
+}
+
 async function launch() {
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    executablePath: chromiumPath(),
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync"],
   });

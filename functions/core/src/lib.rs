@@ -16,6 +16,7 @@ pub mod identity;
 pub mod memory;
 pub mod model;
 pub mod origin;
+pub mod outbound;
 pub mod ports;
 pub mod protocol;
 pub mod rate;

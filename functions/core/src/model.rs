@@ -446,6 +446,10 @@ pub struct LogEvent {
     /// [`QUOTE_CHARS`] characters (none when the parent was deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote: Option<String>,
+    /// The IAM principal (ARN) of a line published through the publish API: a
+    /// server sender. Kept in the log and sent to integrations, never to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// How much of its parent a reply quotes, in characters.
@@ -577,6 +581,7 @@ impl LogEvent {
             counts: None,
             reply_to: None,
             quote: None,
+            principal: None,
         }
     }
 }

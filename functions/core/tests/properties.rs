@@ -44,6 +44,7 @@ fn log_event(
         counts: None,
         reply_to: None,
         quote: None,
+        principal: None,
     }
 }
 

@@ -289,7 +289,9 @@ async fn main() -> anyhow::Result<()> {
     raise_open_files_limit();
     let access_key = AccessKey { id: args.access_key_id.clone(), secret: args.secret_access_key.clone() };
     refuse_to_expose_the_default_key(&args.host, args.port, &access_key).await?;
-    let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|error| cannot_listen(&args.host, args.port, &error))?;
     let address = listener.local_addr()?;
     if let Some(dir) = args.frontend.as_ref().filter(|dir| !dir.is_dir()) {
         anyhow::bail!("--frontend {}: not a directory", dir.display());
@@ -343,6 +345,22 @@ async fn refuse_to_expose_the_default_key(host: &str, port: u16, key: &AccessKey
         );
     }
     Ok(())
+}
+
+/// One line that says what to do when the port cannot be had: the first thing a
+/// second `cargo run --release` meets.
+fn cannot_listen(host: &str, port: u16, error: &std::io::Error) -> anyhow::Error {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "port {port} on {host} is in use (is the chat already running?): stop that process, or choose \
+             another port with --port N or CHAT_PORT=N (--port 0 picks a free one)"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "not allowed to listen on port {port} of {host} (ports below 1024 need privileges): choose \
+             another with --port N, e.g. the default 8080"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {host}:{port}: {error}"),
+    }
 }
 
 /// `--max-rooms`: read by the Lambdas' own rule, so the range and its message are theirs.

@@ -236,6 +236,18 @@ struct RoomCache {
 /// A message table row with its sequence number; the event fails to decode if the row is corrupt.
 pub type StreamRow = (i64, Result<LogEvent, StoreError>);
 
+/// Opens the file and brings its schema up to date.
+fn open_schema(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let db = rusqlite::Connection::open(path)?;
+    db.execute_batch(SCHEMA)?;
+    add_missing_columns(&db)?;
+    add_rooms_column(&db)?;
+    db.execute_batch(ROOM_INDEXES)?;
+    drop_unkeyed_receipts(&db)?;
+    db.execute_batch(RECEIPTS)?;
+    Ok(db)
+}
+
 fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
@@ -290,6 +302,8 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
             counts,
             reply_to: row.get(17)?,
             quote: row.get(18)?,
+            // Published lines' principal is not a column yet (the publish API's work).
+            principal: None,
         }),
         _ => Err(StoreError::Malformed(format!("message_history row {seq}"))),
     };
@@ -442,13 +456,17 @@ fn in_transaction<T>(
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`; `:memory:` for a throwaway one.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = rusqlite::Connection::open(path).map_err(unavailable)?;
-        db.execute_batch(SCHEMA).map_err(unavailable)?;
-        add_missing_columns(&db).map_err(unavailable)?;
-        add_rooms_column(&db).map_err(unavailable)?;
-        db.execute_batch(ROOM_INDEXES).map_err(unavailable)?;
-        drop_unkeyed_receipts(&db).map_err(unavailable)?;
-        db.execute_batch(RECEIPTS).map_err(unavailable)?;
+        let db = open_schema(path).map_err(|error| match error.sqlite_error_code() {
+            // Another process holds a write lock past the busy timeout.
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!(
+                    "the database {} is locked by another process (another chat-local, a replay, an sqlite3 \
+                     shell?): stop it, or use another file with --db PATH",
+                    path.display()
+                ))
+            }
+            _ => unavailable(error),
+        })?;
         Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
     }
 

@@ -2,6 +2,7 @@
 //! exact `aws_lambda_events` type AWS delivers and returns what AWS expects back.
 
 pub mod authorizer;
+pub mod events;
 pub mod expiry;
 pub mod stream;
 pub mod websocket;
