@@ -2,7 +2,9 @@
 //! adapters write the tables, the broadcaster is driven by the table's
 //! real DynamoDB Stream, batches land in the S3 archive, and `replay` reads the
 //! archive back equal to the table. The channel stores (Memberships,
-//! ReadCursors) answer as the in-memory reference does.
+//! ReadCursors) answer as the in-memory reference does, and each room's member
+//! counter equals its memberships however subscribes, unsubscribes and
+//! departures race.
 
 mod common;
 
