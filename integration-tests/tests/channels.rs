@@ -405,10 +405,26 @@ async fn churn_on_moto_gives_every_join_one_leave() {
     let churned = started.elapsed();
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(scan(&dynamodb, "ActiveConnections").await.is_empty() && scan(&dynamodb, "Memberships").await.is_empty()) {
+    // Each room's member counter (sort key #members) stays, at 0 once its room is empty.
+    let is_counter = |item: &HashMap<String, AttributeValue>| {
+        item["connection_id"].as_s().unwrap() == chat_core::model::ROOM_COUNTER_ID
+    };
+    let counters = loop {
+        let (counters, members): (Vec<_>, Vec<_>) =
+            scan(&dynamodb, "Memberships").await.into_iter().partition(is_counter);
+        if scan(&dynamodb, "ActiveConnections").await.is_empty() && members.is_empty() {
+            break counters;
+        }
         assert!(tokio::time::Instant::now() < deadline, "every row and membership ends with its connection");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    let counts: Vec<(String, String)> = counters
+        .iter()
+        .map(|c| {
+            (c["room"].as_s().unwrap().clone(), c[chat_core::model::ROOM_COUNTER_ATTRIBUTE].as_n().unwrap().clone())
+        })
+        .collect();
+    assert!(!counts.is_empty() && counts.iter().all(|(_, n)| n == "0"), "every room counted back to 0: {counts:?}");
     stack.stop().await;
     let text = |item: &HashMap<String, AttributeValue>, name: &str| item[name].as_s().unwrap().clone();
     let log = scan(&dynamodb, "MessageHistory").await;

@@ -26,6 +26,7 @@ use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
 use chat_core::memory::{
     MemoryArchive, MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster,
 };
+use chat_core::outbound::{EventSink, OutboundEvent, SinkError};
 use chat_core::ports::{
     Archive, Bans, Bytes, ConnectionStore, LogQuery, MessageLog, Page, PostError, ReadCursors, SessionLog,
     SocketPoster, StoreError, Subscribed, SystemClock,
@@ -54,6 +55,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "reaper", entrypoint: "expiry::on_expired_connections" },
     Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
     Function { binary: "publish", entrypoint: "publish::on_publish" },
+    Function { binary: "events", entrypoint: "events::on_stream" },
 ];
 
 /// `(port trait, method)` pairs a run called.
@@ -413,6 +415,27 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 assert!(response.status_code < 300, "{:?}", response.body);
             }
         }
+        "events" => {
+            // A line from the MessageHistory stream and a room counter's 0 -> 1 from Memberships'.
+            let mut event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
+            let counter = serde_json::json!({
+                "eventID": "2", "eventName": "INSERT", "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/Memberships/stream/2026",
+                "dynamodb": {
+                    "Keys": {"room": {"S": "lobby"}, "connection_id": {"S": "#members"}},
+                    "NewImage": {"room": {"S": "lobby"}, "connection_id": {"S": "#members"}, "members": {"N": "1"}},
+                    "SequenceNumber": "2", "SizeBytes": 60, "StreamViewType": "NEW_AND_OLD_IMAGES"
+                }
+            });
+            event
+                .records
+                .extend(serde_json::from_value::<Event>(serde_json::json!({"Records": [counter]})).unwrap().records);
+            let sink = recorded::<MemorySink>(&seen);
+            let response = chat_core::entrypoints::events::on_stream(&event, &sink).await;
+            assert!(response.batch_item_failures.is_empty());
+            let kinds: Vec<&str> = sink.inner.0.lock().unwrap().iter().map(|e| e.detail_type.as_str()).collect();
+            assert_eq!(kinds, ["chat.message.created", "chat.room.occupied"], "both streams were read");
+        }
         other => panic!("no scenario for {other}"),
     }
     seen.take()
@@ -432,6 +455,19 @@ fn publish_event(body: &str, key: Option<&str>) -> aws_lambda_events::apigw::Api
         "body": body, "isBase64Encoded": false
     }))
     .unwrap()
+}
+
+/// Events out: kept in memory.
+#[derive(Default)]
+struct MemorySink(Mutex<Vec<OutboundEvent>>);
+
+#[async_trait]
+impl EventSink for Recorded<MemorySink> {
+    async fn put(&self, events: &[OutboundEvent]) -> Result<(), SinkError> {
+        self.seen.note("EventSink", "put");
+        self.inner.0.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
 }
 
 // ------------------------------------------------------ SDK calls per adapter
@@ -459,6 +495,7 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
     ("put_object", "s3:PutObject"),
     ("get_object", "s3:GetObject"),
     ("get_secret_value", "secretsmanager:GetSecretValue"),
+    ("put_events", "events:PutEvents"),
 ];
 
 /// What a binary reads through the SDK once per cold start, outside any port:
@@ -475,6 +512,7 @@ const ADAPTER_ENV: &[(&str, &str)] = &[
     ("DynamoBans", "BANS_TABLE"),
     ("ApiGatewayPoster", "CONNECTIONS_ENDPOINT"),
     ("S3Archive", "ARCHIVE_BUCKET"),
+    ("EventBridgeSink", "EVENT_BUS_NAME"),
 ];
 
 /// `(table variable, IAM action)` pairs of one port method.
@@ -487,7 +525,16 @@ type Tables = &'static [(&'static str, &'static str)];
 /// to is declared, as one adapter reaches two tables (DynamoConnections: the
 /// rows and the memberships).
 const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
-    ("ConnectionStore", "put", &[("CONNECTIONS_TABLE", "dynamodb:PutItem"), ("MEMBERSHIPS_TABLE", "dynamodb:PutItem")]),
+    // Memberships' UpdateItem: the room counter, in a transaction with each membership write.
+    (
+        "ConnectionStore",
+        "put",
+        &[
+            ("CONNECTIONS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
+        ],
+    ),
     ("ConnectionStore", "get", &[("CONNECTIONS_TABLE", "dynamodb:GetItem")]),
     ("ConnectionStore", "delete", &[("CONNECTIONS_TABLE", "dynamodb:DeleteItem")]),
     (
@@ -495,6 +542,7 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
         "subscribe",
         &[
             ("MEMBERSHIPS_TABLE", "dynamodb:PutItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:GetItem"),
         ],
@@ -502,9 +550,17 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
     (
         "ConnectionStore",
         "unsubscribe",
-        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("CONNECTIONS_TABLE", "dynamodb:UpdateItem")],
+        &[
+            ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
+            ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
+        ],
     ),
-    ("ConnectionStore", "end_membership", &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem")]),
+    (
+        "ConnectionStore",
+        "end_membership",
+        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem")],
+    ),
     ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ReadCursors", "cursors", &[("READ_CURSORS_TABLE", "dynamodb:Query")]),
@@ -817,6 +873,11 @@ fn needed(
                 None => format!("GetAtt:{}.Arn", logical(&env(variable))),
             },
             "S3Archive" => format!("Sub:${{{}.Arn}}/*", logical(&env(variable))),
+            // The bus is named by a parameter; a name, so its ARN is built in this account and Region.
+            "EventBridgeSink" => format!(
+                "Sub:arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}:event-bus/${{{}}}",
+                logical(&env(variable))
+            ),
             "ApiGatewayPoster" => {
                 let endpoint = text(&env(variable));
                 let stage = endpoint
@@ -1034,6 +1095,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         ])
     );
     assert_eq!(port_calls("publish", false).await, expect(&[("MessageLog", "append"), ("MessageLog", "append_once")]));
+    assert_eq!(port_calls("events", false).await, expect(&[("EventSink", "put")]));
     assert_eq!(
         port_calls("broadcaster", true).await,
         expect(&[
@@ -1063,7 +1125,11 @@ async fn no_request_or_broadcast_path_scans_a_table() {
 fn the_adapter_scan_finds_each_sdk_call() {
     let bodies = adapter_sources();
     let actions = |port, method| iam_actions(&bodies, port, method).into_iter().map(|(_, a)| a).collect::<Vec<_>>();
-    assert_eq!(actions("ConnectionStore", "put"), ["dynamodb:PutItem"], "through the Table helper");
+    assert_eq!(
+        actions("ConnectionStore", "put"),
+        ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "through the Table helper, and add_membership's transaction with the room counter"
+    );
     assert_eq!(actions("ConnectionStore", "get"), ["dynamodb:GetItem"]);
     assert_eq!(actions("ConnectionStore", "list"), ["dynamodb:Query"]);
     assert_eq!(actions("ConnectionStore", "count"), ["dynamodb:Query"]);
@@ -1074,7 +1140,11 @@ fn the_adapter_scan_finds_each_sdk_call() {
         ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     );
     assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
-    assert_eq!(actions("ConnectionStore", "end_membership"), ["dynamodb:DeleteItem"], "the row is not touched");
+    assert_eq!(
+        actions("ConnectionStore", "end_membership"),
+        ["dynamodb:DeleteItem", "dynamodb:UpdateItem"],
+        "the membership and its room counter; the row is not touched"
+    );
     assert_eq!(actions("ReadCursors", "cursors"), ["dynamodb:Query"]);
     assert_eq!(actions("ReadCursors", "advance"), ["dynamodb:UpdateItem"]);
     assert_eq!(actions("MessageLog", "read"), ["dynamodb:Query"]);
@@ -1308,6 +1378,72 @@ fn the_broadcaster_hears_inserts_only() {
         filters.iter().map(|f| serde_json::from_str(f["Pattern"].as_str().unwrap()).unwrap()).collect();
     // The TTL's deletions of receipts are REMOVE records: they must not invoke the broadcaster.
     assert_eq!(patterns, [serde_json::json!({"eventName": ["INSERT"]})]);
+}
+
+/// The events function (#26): its role may put events on the one bus the
+/// `EventBusName` parameter names and do nothing else outside its streams, logs
+/// and failure queue; it hears lines, joins and leaves of MessageHistory and
+/// the room counters of Memberships (whose stream has both images), and only
+/// exists while a bus is named.
+#[test]
+fn the_events_function_puts_exactly_on_its_bus() {
+    let raw = template();
+    let template = resolve(&raw, &template_conditions("none", false, false)).unwrap();
+    let grants = granted(&template, "EventsRole");
+    let bus = "Sub:arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}";
+    let outside: Vec<&(String, String)> = grants
+        .iter()
+        .filter(|(action, _)| !action.starts_with("logs:") && !action.starts_with("sqs:"))
+        .filter(|(action, resource)| !(action.starts_with("dynamodb:") && resource.ends_with("/stream/*")))
+        .collect();
+    assert_eq!(outside, [&("events:PutEvents".to_owned(), bus.to_owned())], "exactly PutEvents on the bus");
+    let streams: BTreeSet<&str> =
+        grants.iter().filter(|(a, _)| a.starts_with("dynamodb:")).map(|(_, r)| r.as_str()).collect();
+    assert_eq!(streams, BTreeSet::from(["Sub:${MembershipsTable.Arn}/stream/*", "Sub:${MessagesTable.Arn}/stream/*"]));
+
+    let function = &functions(&template)["events"];
+    assert_eq!(text(&function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"]), "Ref:EventBusName");
+    assert_eq!(raw["Parameters"]["EventBusName"]["Default"], "default", "the account's default bus");
+    let pattern = regex::Regex::new(raw["Parameters"]["EventBusName"]["AllowedPattern"].as_str().unwrap()).unwrap();
+    for (name, allowed) in [("default", true), ("chat-events", true), ("", true), ("arn:aws:events:x", false)] {
+        assert_eq!(pattern.is_match(name), allowed, "{name:?}");
+    }
+    for resource in ["EventsFunction", "EventsRole", "EventsLogGroup"] {
+        assert_eq!(raw["Resources"][resource]["Condition"], "EventsEnabled", "{resource}");
+    }
+    let enabled: Value = serde_yaml::from_str("!Not [!Equals [!Ref EventBusName, \"\"]]").unwrap();
+    assert_eq!(raw["Conditions"]["EventsEnabled"], enabled, "an empty EventBusName deploys no events function");
+
+    let events = &function["Properties"]["Events"];
+    let pattern_of = |source: &str| -> Vec<serde_json::Value> {
+        let properties = &events[source]["Properties"];
+        assert_eq!(
+            properties["FunctionResponseTypes"],
+            serde_yaml::from_str::<Value>("[ReportBatchItemFailures]").unwrap()
+        );
+        assert_eq!(properties["BisectBatchOnFunctionError"], true);
+        assert_eq!(text(&properties["MaximumRetryAttempts"]), "Ref:StreamMaximumRetryAttempts");
+        assert_eq!(
+            text(&properties["DestinationConfig"]["OnFailure"]["Destination"]),
+            "GetAtt:BroadcastFailureQueue.Arn"
+        );
+        let filters = properties["FilterCriteria"]["Filters"].as_sequence().unwrap();
+        filters.iter().map(|f| serde_json::from_str(f["Pattern"].as_str().unwrap()).unwrap()).collect()
+    };
+    assert_eq!(text(&events["MessageEvents"]["Properties"]["Stream"]), "GetAtt:MessagesTable.StreamArn");
+    assert_eq!(
+        pattern_of("MessageEvents"),
+        [
+            serde_json::json!({"eventName": ["INSERT"], "dynamodb": {"NewImage": {"kind": {"S": ["chat", "join", "leave"]}}}})
+        ]
+    );
+    assert_eq!(text(&events["RoomCounters"]["Properties"]["Stream"]), "GetAtt:MembershipsTable.StreamArn");
+    assert_eq!(
+        pattern_of("RoomCounters"),
+        [serde_json::json!({"dynamodb": {"Keys": {"connection_id": {"S": [chat_core::model::ROOM_COUNTER_ID]}}}})]
+    );
+    let memberships = &raw["Resources"]["MembershipsTable"]["Properties"]["StreamSpecification"];
+    assert_eq!(memberships["StreamViewType"], "NEW_AND_OLD_IMAGES", "a counter record carries its old and new count");
 }
 
 #[test]
@@ -1627,6 +1763,7 @@ fn template_conditions(mode: &str, archive: bool, cmk: bool) -> HashMap<&'static
     let shared_secret = mode.starts_with("shared-secret");
     HashMap::from([
         ("ArchiveEnabled", archive),
+        ("EventsEnabled", true),
         ("AuthorizerEnabled", mode != "none"),
         ("SharedSecretMode", shared_secret),
         ("CreateJwtSecret", mode == "shared-secret"),

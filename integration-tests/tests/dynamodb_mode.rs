@@ -2,7 +2,9 @@
 //! adapters write the tables, the broadcaster is driven by the table's
 //! real DynamoDB Stream, batches land in the S3 archive, and `replay` reads the
 //! archive back equal to the table. The channel stores (Memberships,
-//! ReadCursors) answer as the in-memory reference does.
+//! ReadCursors) answer as the in-memory reference does, and each room's member
+//! counter equals its memberships however subscribes, unsubscribes and
+//! departures race.
 
 mod common;
 
@@ -473,10 +475,15 @@ async fn moto_tables() -> (Moto, aws_sdk_dynamodb::Client) {
     (moto, dynamodb)
 }
 
-/// The keys of every item of `table`, sorted: `(partition, sort)`.
+/// The keys of every item of `table`, sorted: `(partition, sort)`; Memberships'
+/// room counters (sort key `#members`) are no memberships and are left out.
 async fn keys_of(client: &aws_sdk_dynamodb::Client, table: &str, keys: (&str, &str)) -> Vec<(String, String)> {
-    let mut all: Vec<_> =
-        scan(client, table).await.iter().map(|item| (s(item, keys.0).to_owned(), s(item, keys.1).to_owned())).collect();
+    let mut all: Vec<_> = scan(client, table)
+        .await
+        .iter()
+        .map(|item| (s(item, keys.0).to_owned(), s(item, keys.1).to_owned()))
+        .filter(|(_, sort)| sort != chat_core::model::ROOM_COUNTER_ID)
+        .collect();
     all.sort();
     all
 }
@@ -769,4 +776,131 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
     assert_eq!(store.count("busy").await.unwrap(), 0, "no membership outlives its connection");
     println!("subscribe racing a departure, 40 times: {joins} joined and left, {} refused", 40 - joins);
     assert_eq!(joins, leaves);
+}
+
+/// `room`'s member counter as stored (`None` before any membership was written).
+async fn counter_of(client: &aws_sdk_dynamodb::Client, room: &str) -> Option<i64> {
+    let item = client
+        .get_item()
+        .table_name("Memberships")
+        .key("room", AttributeValue::S(room.into()))
+        .key("connection_id", AttributeValue::S(chat_core::model::ROOM_COUNTER_ID.into()))
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    Some(item[chat_core::model::ROOM_COUNTER_ATTRIBUTE].as_n().unwrap().parse().unwrap())
+}
+
+/// Many connections of one room subscribing, unsubscribing, resubscribing and
+/// departing at once (a departure racing its own subscribe, and two departures
+/// of the same connection racing each other, as `$disconnect` and a 410 prune
+/// do) on the DynamoDB adapter: each room's counter ends equal to its
+/// memberships, every membership that appeared was counted once and every one
+/// that went was taken off once (joins − leaves = counter), no listing or count
+/// ever includes the counter, and a membership older than its counter never
+/// takes the count below zero. Memberships has a NEW_AND_OLD_IMAGES stream.
+#[tokio::test]
+async fn room_counters_follow_racing_memberships_on_moto() {
+    use chat_core::Subscribed;
+    use chat_core::ports::{ConnectionStore, list_all_connections};
+
+    let (_moto, dynamodb) = moto_tables().await;
+    let described = dynamodb.describe_table().table_name("Memberships").send().await.unwrap().table.unwrap();
+    let stream = described.stream_specification.expect("Memberships has a stream");
+    assert_eq!(stream.stream_view_type, Some(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages));
+    let store = chat_aws::DynamoConnections::new(dynamodb.clone(), "ActiveConnections", "Memberships");
+    let now = chrono::Utc::now();
+    const N: usize = 24;
+    let connections: Vec<_> =
+        (0..N).map(|i| chat_core::Connection::new(&format!("racer{i:02}="), "ip", now).in_room("lobby")).collect();
+    // $connect: the row and a membership in the home room each (counted by the same transaction).
+    futures::future::join_all(connections.iter().map(|c| store.put(c))).await.into_iter().for_each(|r| r.unwrap());
+    assert_eq!(counter_of(&dynamodb, "lobby").await, Some(N as i64));
+
+    // What each connection does in "busy", all at once; returns (joins, leaves) there.
+    let run = |i: usize| {
+        let (store, connection) = (&store, &connections[i]);
+        async move {
+            let id = connection.connection_id.as_str();
+            let (mut joins, mut leaves) = (0i64, 0i64);
+            let subscribed = store.subscribe(connection, "busy", 10).await.unwrap();
+            joins += i64::from(subscribed == Subscribed::New);
+            match i % 4 {
+                0 => {
+                    // Subscribed twice: the second changes nothing.
+                    assert_eq!(store.subscribe(connection, "busy", 10).await.unwrap(), Subscribed::Already);
+                }
+                1 => {
+                    // Leaves, then comes back.
+                    leaves += i64::from(store.unsubscribe(id, "busy").await.unwrap());
+                    assert!(
+                        !store.unsubscribe(id, "busy").await.unwrap(),
+                        "{id}: a second unsubscribe removes nothing"
+                    );
+                    joins += i64::from(store.subscribe(connection, "busy", 10).await.unwrap() == Subscribed::New);
+                }
+                _ => {
+                    // Departs: the row goes, then two departures race to end each membership.
+                    let rooms = match store.delete(id).await.unwrap() {
+                        Some(row) => row.rooms(),
+                        None => Vec::new(),
+                    };
+                    for room in rooms {
+                        let (a, b) = tokio::join!(store.end_membership(id, &room), store.end_membership(id, &room));
+                        let ended = u8::from(a.unwrap()) + u8::from(b.unwrap());
+                        assert_eq!(ended, 1, "{id} leaves {room} exactly once");
+                        leaves += i64::from(room == "busy");
+                    }
+                }
+            }
+            (joins, leaves)
+        }
+    };
+    // Listings taken while the race runs never include the counter.
+    let watcher = async {
+        let mut looks = 0;
+        for _ in 0..20 {
+            for room in ["busy", "lobby"] {
+                let listed = list_all_connections(&store, room).await.unwrap();
+                assert!(listed.iter().all(|m| m.connection_id.starts_with("racer")), "{room}: {listed:?}");
+                looks += 1;
+            }
+        }
+        looks
+    };
+    let (outcomes, looks) = tokio::join!(futures::future::join_all((0..N).map(run)), watcher);
+    let (joins, leaves) = outcomes.iter().fold((0, 0), |(j, l), (dj, dl)| (j + dj, l + dl));
+
+    for room in ["busy", "lobby"] {
+        let members = keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await;
+        let stored = members.iter().filter(|(r, _)| r == room).count() as i64;
+        assert_eq!(counter_of(&dynamodb, room).await, Some(stored), "{room}: the counter is its memberships");
+        assert_eq!(store.count(room).await.unwrap() as i64, stored, "{room}: count leaves the counter out");
+        assert_eq!(list_all_connections(&store, room).await.unwrap().len() as i64, stored, "{room}: so does list");
+    }
+    let busy = counter_of(&dynamodb, "busy").await.unwrap();
+    assert_eq!(joins - leaves, busy, "{joins} joins and {leaves} leaves in busy");
+    let departed = (0..N).filter(|i| i % 4 >= 2).count() as i64;
+    assert_eq!(busy, N as i64 - departed);
+    assert_eq!(counter_of(&dynamodb, "lobby").await, Some(N as i64 - departed));
+
+    // Every remaining connection departs: both rooms are vacated, their counters at 0.
+    for connection in &connections {
+        let id = connection.connection_id.as_str();
+        for room in store.delete(id).await.unwrap().map(|row| row.rooms()).unwrap_or_default() {
+            assert!(store.end_membership(id, &room).await.unwrap());
+        }
+    }
+    assert_eq!((counter_of(&dynamodb, "busy").await, counter_of(&dynamodb, "lobby").await), (Some(0), Some(0)));
+    assert!(keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await.is_empty());
+
+    // A membership written before counters existed: ending it removes it, and the count stays at 0.
+    let legacy = chat_core::Connection::new("legacy=", "ip", now).in_room("busy").as_member_of("busy");
+    let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&legacy).unwrap();
+    dynamodb.put_item().table_name("Memberships").set_item(Some(item)).send().await.unwrap();
+    assert!(store.end_membership("legacy=", "busy").await.unwrap());
+    assert!(!store.end_membership("legacy=", "busy").await.unwrap());
+    assert_eq!(counter_of(&dynamodb, "busy").await, Some(0), "never below zero");
+    println!("{N} racers in one room: {joins} joins, {leaves} leaves, {looks} listings taken during the race");
 }

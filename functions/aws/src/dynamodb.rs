@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, Select, TransactWriteItem, Update};
-use chat_core::model::{RECEIPT_KEY_PREFIX, Receipt};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Select, TransactWriteItem, Update};
+use chat_core::model::{RECEIPT_KEY_PREFIX, ROOM_COUNTER_ATTRIBUTE, ROOM_COUNTER_ID, Receipt};
 use chat_core::ports::{
     Bans, ConnectionStore, LogCursor, LogQuery, MessageLog, Page, ReadCursors, SessionLog, StoreError, Subscribed,
 };
@@ -162,6 +162,14 @@ const TOGGLE_ATTEMPTS: usize = 12;
 /// plain writes), so no listing ever sees a membership whose row refuses it: a
 /// membership written before a departure's row delete, and taken back after,
 /// would let that departure announce a leave with no join.
+///
+/// Each room also has its member counter in Memberships (sort key
+/// [`ROOM_COUNTER_ID`], the count in [`ROOM_COUNTER_ATTRIBUTE`]): every write
+/// that creates a membership adds 1 to it, and every one that removes a
+/// membership takes 1 off, in the same transaction, so the counter's stream
+/// records (old and new count) say when a room became occupied or vacated. A
+/// write that changes no membership (its condition cancels the transaction)
+/// changes no counter. Listings never see it: they read sort keys after it.
 #[derive(Clone, Debug)]
 pub struct DynamoConnections {
     rows: Table,
@@ -187,20 +195,128 @@ impl DynamoConnections {
         Ok(item)
     }
 
-    /// Deletes the membership: `true` if there was one (this call removed it).
+    /// The Update of `room`'s member counter by `delta` (±1), for a transaction
+    /// with the membership write that makes the change. A decrement holds only
+    /// while the count is positive: a membership older than its counter (written
+    /// before counters existed) must not take it below zero.
+    fn counter_update(&self, room: &str, delta: i64) -> Result<Update, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.members.name)
+            .key("room", AttributeValue::S(room.to_owned()))
+            .key("connection_id", AttributeValue::S(ROOM_COUNTER_ID.to_owned()))
+            .update_expression("ADD #members :delta")
+            .expression_attribute_names("#members", ROOM_COUNTER_ATTRIBUTE)
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()));
+        let update = if delta < 0 {
+            update
+                .condition_expression("#members > :zero")
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        } else {
+            update
+        };
+        update.build().map_err(|e| StoreError::Malformed(e.to_string()))
+    }
+
+    /// Sends the transaction of `items` until it is not cancelled by a conflict
+    /// with another write in flight (every membership write of a room contends
+    /// for the room's counter), [`TRANSACTION_ATTEMPTS`] times in all, after a
+    /// growing, jittered pause. `Ok(None)`: written; `Ok(Some(codes))`: cancelled
+    /// by a condition, the codes of its items in order (nothing was written).
+    async fn transact(&self, items: &[TransactWriteItem], what: &str) -> Result<Option<Vec<String>>, StoreError> {
+        // Jitter from the request's own text, so racing writers retry apart.
+        let jitter = u64::from(what.bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b)) % 16);
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 * (5 + jitter))).await;
+            }
+            let result =
+                self.members.client.transact_write_items().set_transact_items(Some(items.to_vec())).send().await;
+            match result {
+                Ok(_) => return Ok(None),
+                Err(error) => match cancellation_reasons(&error) {
+                    Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => return Ok(Some(codes)),
+                    Some(_) => continue, // TransactionConflict: try again
+                    None => return Err(unavailable(error)),
+                },
+            }
+        }
+        Err(StoreError::Unavailable(format!("{what}: transaction kept conflicting")))
+    }
+
+    /// Deletes the membership and takes 1 off the room's counter, in one
+    /// transaction conditional on the membership existing: `true` if there was
+    /// one (this call removed it). 4 write units (2 per item), a cancelled one
+    /// too. A counter already at 0 (the membership predates it) refuses the
+    /// decrement: the membership is then deleted alone (1 more write unit).
     async fn remove_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+        let key = |id: &str| HashMap::from([string_key("room", room), string_key("connection_id", id)]);
+        let membership = Delete::builder()
+            .table_name(&self.members.name)
+            .set_key(Some(key(connection_id)))
+            .condition_expression("attribute_exists(connection_id)")
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let items = [
+            TransactWriteItem::builder().delete(membership).build(),
+            TransactWriteItem::builder().update(self.counter_update(room, -1)?).build(),
+        ];
+        let codes = match self.transact(&items, &format!("leave {room} by {connection_id}")).await? {
+            None => return Ok(true),
+            Some(codes) => codes,
+        };
+        if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+            return Ok(false); // no membership: someone else ended it
+        }
+        tracing::warn!(room, connection_id, "room counter already 0: deleting the membership alone");
         let output = self
             .members
             .client
             .delete_item()
             .table_name(&self.members.name)
-            .key("room", AttributeValue::S(room.to_owned()))
-            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .set_key(Some(key(connection_id)))
             .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(unavailable)?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    /// Writes the membership of `connection` in `room` and adds 1 to the room's
+    /// counter, in one transaction conditional on there being no membership (4
+    /// write units). An existing membership is rewritten alone (a PutItem on
+    /// condition it still exists, 1 write unit), its counter unchanged.
+    async fn add_membership(&self, connection: &Connection, room: &str) -> Result<(), StoreError> {
+        let item = Self::membership(connection, room)?;
+        let membership = Put::builder()
+            .table_name(&self.members.name)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(connection_id)")
+            .build()
+            .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let items = [
+            TransactWriteItem::builder().put(membership).build(),
+            TransactWriteItem::builder().update(self.counter_update(room, 1)?).build(),
+        ];
+        let what = format!("join {room} by {}", connection.connection_id);
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            if self.transact(&items, &what).await?.is_none() {
+                return Ok(());
+            }
+            let rewrite = self
+                .members
+                .client
+                .put_item()
+                .table_name(&self.members.name)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_exists(connection_id)")
+                .send()
+                .await;
+            if conditional(rewrite)?.is_some() {
+                return Ok(());
+            }
+            // Ended in between: create it again, with its count.
+        }
+        Err(StoreError::Unavailable(format!("{what}: the membership kept changing")))
     }
 
     /// An UpdateItem of the connection's row, its `rooms` set named `#rooms`.
@@ -220,7 +336,9 @@ impl DynamoConnections {
     /// row (within days, AWS says), and must not linger in `who` or be posted
     /// to meanwhile. No live socket outlasts it (API Gateway closes it at 2 h,
     /// the TTL is 2 h 15 min). Consistent, so a member subscribed a moment ago
-    /// hears the next line (a GSI would lag).
+    /// hears the next line (a GSI would lag). Only sort keys after
+    /// [`ROOM_COUNTER_ID`] are read: the room's counter is no member (connection
+    /// ids are base64, whose every character sorts after its `#`).
     fn live_in_room(&self, room: &str) -> QueryFluentBuilder {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         self.members
@@ -228,10 +346,11 @@ impl DynamoConnections {
             .query()
             .table_name(&self.members.name)
             .consistent_read(true)
-            .key_condition_expression("#room = :room")
+            .key_condition_expression("#room = :room AND connection_id > :counter")
             .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
             .expression_attribute_names("#room", "room")
             .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
+            .expression_attribute_values(":counter", AttributeValue::S(ROOM_COUNTER_ID.to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
     }
 }
@@ -265,21 +384,13 @@ where
 
 #[async_trait]
 impl ConnectionStore for DynamoConnections {
-    /// One PutItem for the row, then one per room for its membership
-    /// ([`MEMBERSHIP_WRITES_IN_FLIGHT`] at a time).
+    /// One PutItem for the row (1 write unit per KB), then per room a
+    /// transaction of its membership's Put and its counter's Update (4 write
+    /// units; see `add_membership`), [`MEMBERSHIP_WRITES_IN_FLIGHT`] at a time.
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
         self.rows.put(connection).await?;
-        let writes = connection.rooms().into_iter().map(|room| async move {
-            let item = Self::membership(connection, &room)?;
-            self.members
-                .client
-                .put_item()
-                .table_name(&self.members.name)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(unavailable)
-        });
+        let writes =
+            connection.rooms().into_iter().map(|room| async move { self.add_membership(connection, &room).await });
         let results: Vec<_> =
             futures::stream::iter(writes).buffer_unordered(MEMBERSHIP_WRITES_IN_FLIGHT).collect().await;
         results.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -308,9 +419,11 @@ impl ConnectionStore for DynamoConnections {
         self.rows.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
     }
 
-    /// One transaction: the membership's Put (if there is none) and the row's
+    /// One transaction: the membership's Put (if there is none), the row's
     /// Update (`ADD rooms`, if the row exists and lists the room already or has
-    /// fewer than `max_rooms`), 4 write units. A refused row reads it
+    /// fewer than `max_rooms`) and the room counter's Update (+1), 6 write
+    /// units (2 per item of up to 1 KB; a cancelled transaction is billed
+    /// too). A refused row reads it
     /// (consistent GetItem) to tell a departed connection from a full one;
     /// nothing is ever taken back, so a listing never sees a membership that
     /// then vanishes without its leave. Conflicts with another write in flight
@@ -344,22 +457,14 @@ impl ConnectionStore for DynamoConnections {
             .expression_attribute_values(":max", AttributeValue::N(max_rooms.to_string()))
             .build()
             .map_err(malformed)?;
+        let items = [
+            TransactWriteItem::builder().put(membership).build(),
+            TransactWriteItem::builder().update(row).build(),
+            TransactWriteItem::builder().update(self.counter_update(room, 1)?).build(),
+        ];
+        let what = format!("subscribe {id} to {room}");
         for _ in 0..TRANSACTION_ATTEMPTS {
-            let result = self
-                .members
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(membership.clone()).build())
-                .transact_items(TransactWriteItem::builder().update(row.clone()).build())
-                .send()
-                .await;
-            let reasons = match result {
-                Ok(_) => return Ok(Subscribed::New),
-                Err(error) => match cancellation_reasons(&error) {
-                    Some(reasons) => reasons,
-                    None => return Err(unavailable(error)),
-                },
-            };
+            let Some(reasons) = self.transact(&items, &what).await? else { return Ok(Subscribed::New) };
             let failed = |at: usize| reasons.get(at).map(String::as_str) == Some("ConditionalCheckFailed");
             if failed(1) {
                 // Gone, or full: the row says which (the rule every store shares).
@@ -372,15 +477,15 @@ impl ConnectionStore for DynamoConnections {
             if failed(0) {
                 return Ok(Subscribed::Already);
             }
-            // A transaction conflict (another write to either item in flight): try again.
         }
-        Err(StoreError::Unavailable(format!("subscribe {id} to {room}: transaction kept conflicting")))
+        Err(StoreError::Unavailable(format!("{what}: the row kept changing")))
     }
 
-    /// The membership's DeleteItem (returning what it deleted), then the row's
-    /// UpdateItem (`DELETE rooms`) on condition the row exists, so a departed
-    /// connection's row is never recreated: two writes, the second refused
-    /// (still billed) once the row is gone.
+    /// The membership's conditional Delete with the counter's Update (−1) in
+    /// one transaction (4 write units; see `remove_membership`), then the row's
+    /// UpdateItem (`DELETE rooms`, 1 write unit) on condition the row exists, so
+    /// a departed connection's row is never recreated (refused, still billed,
+    /// once the row is gone).
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
         let removed = self.remove_membership(connection_id, room).await?;
         let result = self
@@ -394,7 +499,8 @@ impl ConnectionStore for DynamoConnections {
         Ok(removed)
     }
 
-    /// The membership's DeleteItem alone (a departure: the row is gone already).
+    /// The membership's conditional Delete with the counter's Update (−1), one
+    /// transaction of 4 write units (a departure: the row is gone already).
     async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
         self.remove_membership(connection_id, room).await
     }
@@ -916,6 +1022,27 @@ mod tests {
         assert_eq!(query.get_index_name(), &None, "the table itself: a GSI cannot be read consistently");
         let cursors = DynamoCursors::new(offline_client(), "ReadCursors").of_reader("ada");
         assert_eq!(cursors.get_consistent_read(), &Some(true));
+    }
+
+    /// The room's counter item sorts before every member and is never listed:
+    /// the listing Query reads sort keys after it, and every character of a
+    /// connection id (base64, as API Gateway's and the local stack's) sorts after
+    /// its `#`.
+    #[test]
+    fn room_listings_start_after_the_room_counter() {
+        let connections = DynamoConnections::new(offline_client(), "ActiveConnections", "Memberships");
+        let query = connections.live_in_room("ops");
+        assert_eq!(query.get_key_condition_expression().as_deref(), Some("#room = :room AND connection_id > :counter"));
+        let values = query.get_expression_attribute_values().as_ref().unwrap();
+        assert_eq!(values[":counter"], AttributeValue::S(ROOM_COUNTER_ID.into()));
+        let base64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
+        assert!(base64.chars().all(|c| c.to_string().as_str() > ROOM_COUNTER_ID), "{base64}");
+        // A decrement never takes the count below zero; an increment is unconditional.
+        let down = connections.counter_update("ops", -1).unwrap();
+        assert_eq!(down.condition_expression(), Some("#members > :zero"));
+        assert_eq!(down.update_expression(), "ADD #members :delta");
+        assert_eq!(down.key()["connection_id"], AttributeValue::S(ROOM_COUNTER_ID.into()));
+        assert_eq!(connections.counter_update("ops", 1).unwrap().condition_expression(), None);
     }
 
     #[test]

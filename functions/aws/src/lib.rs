@@ -1,5 +1,6 @@
 //! AWS implementations of the chat ports: DynamoDB tables through serde_dynamo,
-//! socket posts through the API Gateway Management API, the archive on S3; and
+//! socket posts through the API Gateway Management API, the archive on S3, the
+//! events out on EventBridge; and
 //! the authorizer's JWK Sets over HTTPS and its shared secret from Secrets Manager.
 //!
 //! Every client honours the SDK's standard endpoint overrides (`AWS_ENDPOINT_URL`,
@@ -8,6 +9,7 @@
 
 pub mod connections_api;
 pub mod dynamodb;
+pub mod eventbridge;
 pub mod http_client;
 pub mod jwks;
 pub mod provision;
@@ -17,6 +19,7 @@ pub mod streams;
 
 pub use connections_api::{ApiGatewayPoster, management_endpoint};
 pub use dynamodb::{DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, TableNames};
+pub use eventbridge::EventBridgeSink;
 pub use jwks::HttpJwks;
 pub use s3::S3Archive;
 pub use secrets::secret_string;

@@ -21,8 +21,10 @@ struct Layout<'a> {
     name: &'a str,
     partition_key: &'static str,
     sort_key: Option<&'static str>,
-    /// A NEW_IMAGE stream (MessageHistory's, which drives the broadcaster).
-    stream: bool,
+    /// The table's stream: MessageHistory's NEW_IMAGE (the broadcaster and the
+    /// events function read it), Memberships' NEW_AND_OLD_IMAGES (the events
+    /// function reads each room counter's old and new count).
+    stream: Option<StreamViewType>,
     /// The room GSI (MessageHistory's, which history reads).
     room_index: bool,
     /// The TTL attribute, if the table has one.
@@ -38,7 +40,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.connections,
             partition_key: "connection_id",
             sort_key: None,
-            stream: false,
+            stream: None,
             room_index: false,
             ttl: Some("expires_at"),
         },
@@ -46,7 +48,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.sessions,
             partition_key: "connection_id",
             sort_key: None,
-            stream: false,
+            stream: None,
             room_index: false,
             ttl: None,
         },
@@ -54,7 +56,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.messages,
             partition_key: "message_id",
             sort_key: None,
-            stream: true,
+            stream: Some(StreamViewType::NewImage),
             room_index: true,
             ttl: None,
         },
@@ -62,7 +64,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.memberships,
             partition_key: "room",
             sort_key: Some("connection_id"),
-            stream: false,
+            stream: Some(StreamViewType::NewAndOldImages),
             room_index: false,
             ttl: Some("purge_at"),
         },
@@ -70,7 +72,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.cursors,
             partition_key: "reader",
             sort_key: Some("room"),
-            stream: false,
+            stream: None,
             room_index: false,
             ttl: Some("expires_at"),
         },
@@ -78,7 +80,7 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<(), St
             name: &names.bans,
             partition_key: "room",
             sort_key: Some("user"),
-            stream: false,
+            stream: None,
             room_index: false,
             ttl: Some("expires_at"),
         },
@@ -141,10 +143,19 @@ async fn create_table(client: &Client, layout: &Layout<'_>) -> Result<(), StoreE
     let described = client.describe_table().table_name(name).send().await;
     match described {
         Ok(output) => {
-            let indexes = output.table.map(|t| t.global_secondary_indexes.unwrap_or_default()).unwrap_or_default();
+            let indexes = output
+                .table
+                .as_ref()
+                .map(|t| t.global_secondary_indexes.clone().unwrap_or_default())
+                .unwrap_or_default();
             let has_index = indexes.iter().any(|i| i.index_name() == Some(ROOM_INDEX));
             if layout.room_index && !has_index {
                 add_room_index(client, name, table_key).await?;
+            }
+            let streaming =
+                output.table.as_ref().and_then(|t| t.stream_specification.as_ref()).is_some_and(|s| s.stream_enabled);
+            if let (Some(view), false) = (&layout.stream, streaming) {
+                add_stream(client, name, view.clone()).await?;
             }
             return Ok(());
         }
@@ -164,14 +175,8 @@ async fn create_table(client: &Client, layout: &Layout<'_>) -> Result<(), StoreE
         request =
             request.attribute_definitions(string_attribute("room")?).global_secondary_indexes(room_index(table_key)?);
     }
-    if layout.stream {
-        request = request.stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .map_err(malformed)?,
-        );
+    if let Some(view) = &layout.stream {
+        request = request.stream_specification(stream(view.clone())?);
     }
     match request.send().await {
         Ok(_) => {
@@ -182,6 +187,18 @@ async fn create_table(client: &Client, layout: &Layout<'_>) -> Result<(), StoreE
         Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => Ok(()),
         Err(error) => Err(unavailable(error)),
     }
+}
+
+fn stream(view: StreamViewType) -> Result<StreamSpecification, StoreError> {
+    StreamSpecification::builder().stream_enabled(true).stream_view_type(view).build().map_err(malformed)
+}
+
+/// A table made before its stream was declared (Memberships before the room
+/// counters' events) gains it; records start from then on.
+async fn add_stream(client: &Client, name: &str, view: StreamViewType) -> Result<(), StoreError> {
+    client.update_table().table_name(name).stream_specification(stream(view)?).send().await.map_err(unavailable)?;
+    tracing::info!(table = name, "enabled the table's stream");
+    Ok(())
 }
 
 /// A table made before rooms gains the room GSI (DynamoDB backfills it).

@@ -3,7 +3,8 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chat_aws::{
-    ApiGatewayPoster, DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, S3Archive, TableNames,
+    ApiGatewayPoster, DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, EventBridgeSink,
+    S3Archive, TableNames,
 };
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
@@ -16,7 +17,7 @@ use std::time::Instant;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use chat_core::broadcaster::Broadcaster;
-pub use chat_core::entrypoints::{expiry, stream, websocket};
+pub use chat_core::entrypoints::{events, expiry, stream, websocket};
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracing::Instrument;
 
@@ -70,6 +71,11 @@ impl Aws {
 
     pub fn poster(&self, endpoint: &str) -> ApiGatewayPoster {
         ApiGatewayPoster::new(&self.sdk, endpoint)
+    }
+
+    /// The EventBridge bus the events out go to, when `EVENT_BUS_NAME` names one.
+    pub fn event_bus(&self) -> Option<EventBridgeSink> {
+        std::env::var("EVENT_BUS_NAME").ok().filter(|b| !b.is_empty()).map(|bus| EventBridgeSink::new(&self.sdk, bus))
     }
 
     /// The S3 archive, when `ARCHIVE_BUCKET` names one.
