@@ -92,3 +92,24 @@ async fn a_missing_chromium_says_how_to_install_it() {
     assert!(said.contains("Chromium not found at /nonexistent/chromium"), "{said}");
     assert!(said.contains("run integration-tests/run-all.sh"), "{said}");
 }
+
+#[tokio::test]
+async fn a_bad_webhook_url_or_a_missing_secret_says_what_to_give() {
+    let output =
+        run_to_exit(&["--port", "0", "--db", ":memory:", "--webhook", "localhost:9000", "--webhook-secret", "s"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let said = stderr(&output);
+    let first = said.lines().next().unwrap_or("");
+    assert!(first.contains("invalid value 'localhost:9000' for '--webhook <URL>'"), "{said}");
+    assert!(first.contains("e.g. http://127.0.0.1:9000/events"), "{said}");
+
+    let output = run_to_exit(&["--port", "0", "--db", ":memory:", "--webhook", "http://127.0.0.1:9000/events"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let said = error_line(&output);
+    assert!(said.contains("--webhook needs --webhook-secret SECRET (or CHAT_WEBHOOK_SECRET)"), "{said}");
+    assert!(output.stdout.is_empty(), "no endpoint was announced");
+
+    let output = run_to_exit(&["--port", "0", "--db", ":memory:", "--webhook-secret", "s"]).await;
+    assert_eq!(output.status.code(), Some(2), "a secret alone is a mistake too");
+    assert!(stderr(&output).contains("--webhook <URL>"), "{}", stderr(&output));
+}

@@ -11,15 +11,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chat_core::auth::{JwksError, JwksSource};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use crate::http_client::{HttpClient, http_client};
 
 /// Fetches JWK Sets; build once per cold start so connections are reused.
 #[derive(Clone)]
 pub struct HttpJwks {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: HttpClient<Empty<Bytes>>,
     timeout: Duration,
 }
 
@@ -32,13 +30,7 @@ impl HttpJwks {
 
     /// Trusts the system's root certificates (Lambda's images carry them).
     pub fn new() -> std::io::Result<Self> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { client, timeout: Self::TIMEOUT })
+        Ok(Self { client: http_client()?, timeout: Self::TIMEOUT })
     }
 
     /// The same client with another overall timeout.

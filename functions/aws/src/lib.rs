@@ -8,6 +8,7 @@
 
 pub mod connections_api;
 pub mod dynamodb;
+pub mod http_client;
 pub mod jwks;
 pub mod provision;
 pub mod s3;

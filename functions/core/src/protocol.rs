@@ -748,6 +748,24 @@ pub fn rate_limited_frame(action: &str, retry_after_ms: u64, client_message_id: 
     serde_json::to_vec(&frame).expect("strings always serialize")
 }
 
+/// `{"kind":"typing","room":R,"connectionId":C,"user"?:NAME,"userId"?:ID}`: someone in
+/// R is typing (told to R's other members, never stored).
+pub fn typing_frame(room: &str, typist: &Connection) -> Vec<u8> {
+    let mut frame = serde_json::json!({"kind": "typing", "room": room, "connectionId": typist.connection_id});
+    if let Some(user) = &typist.user {
+        frame["user"] = user.as_str().into();
+    }
+    if let Some(account) = typist.account() {
+        frame["userId"] = account.into();
+    }
+    serde_json::to_vec(&frame).expect("strings always serialize")
+}
+
+/// The answer to a sender whose connection row is gone.
+pub fn not_registered_frame() -> Vec<u8> {
+    error_frame("Not connected", "This connection is no longer registered; reconnect to keep chatting.")
+}
+
 /// The heartbeat answer, `{"message":"pong"}`.
 pub fn pong_frame() -> Vec<u8> {
     br#"{"message":"pong"}"#.to_vec()

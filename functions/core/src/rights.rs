@@ -28,7 +28,7 @@ pub enum Right {
 }
 
 impl Right {
-    const ALL: [Right; 3] = [Right::Read, Right::Write, Right::Moderate];
+    pub const ALL: [Right; 3] = [Right::Read, Right::Write, Right::Moderate];
 
     fn letter(self) -> char {
         match self {

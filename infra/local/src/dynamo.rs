@@ -62,6 +62,31 @@ pub async fn open_with(
     Ok((tables, DynamoSource { reader, in_flight: None }))
 }
 
+/// The events function's record sources (`--webhook`): a second reader of
+/// MessageHistory's stream, and the Memberships stream for the room counters,
+/// both from records written from now on (LATEST). A Memberships table without
+/// a stream (one created before the counters) gives no occupied/vacated
+/// events, said once in the log, and the rest still flows.
+pub async fn event_sources(settings: &DynamoSettings) -> Result<Vec<DynamoSource>, StoreError> {
+    let sdk = chat_aws::sdk_config_for(settings.endpoint.as_deref()).await;
+    let (client, streams) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_dynamodbstreams::Client::new(&sdk));
+    let names = &settings.tables;
+    let mut sources = Vec::new();
+    for table in [&names.messages, &names.memberships] {
+        match StreamReader::open(&client, streams.clone(), table, StartingPosition::Latest).await {
+            Ok(reader) => {
+                tracing::info!(stream = reader.stream_arn(), "events: reading the {table} stream");
+                sources.push(DynamoSource { reader, in_flight: None });
+            }
+            Err(StoreError::Malformed(reason)) if table == &names.memberships => {
+                tracing::warn!(%reason, "events: no chat.room.occupied/vacated (the {table} table has no stream)");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(sources)
+}
+
 /// The S3 archive, its bucket created first if asked.
 pub async fn archive(settings: &ArchiveSettings) -> Result<S3Archive, StoreError> {
     let archive = S3Archive::new(&chat_aws::sdk_config_for(settings.endpoint.as_deref()).await, &settings.bucket);

@@ -16,6 +16,7 @@ pub mod sockets;
 pub mod store;
 pub mod stream;
 pub mod throttle;
+pub mod webhook;
 pub mod webpage;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use axum::serve::ListenerExt;
 use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket::RouteSettings;
 use chat_core::origin::Origin;
+use chat_core::outbound::EventSink;
 use chat_core::ports::{Archive, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,8 +49,10 @@ use crate::same_origin::SameOrigin;
 pub use crate::signature::AccessKey;
 use crate::sockets::{LocalPoster, SendLimits, ServerClose, Sockets};
 use crate::store::SqliteStore;
-use crate::stream::{SqliteSource, StreamSettings};
+use crate::stream::{EventsFunction, SqliteSource, StreamSettings};
 use crate::throttle::{Limit, Throttles};
+use crate::webhook::Webhook;
+pub use crate::webhook::WebhookSettings;
 
 /// `GET /metrics`: Prometheus text, on the same port as everything else.
 pub const METRICS_PATH: &str = "metrics";
@@ -91,6 +95,8 @@ pub struct Config {
     pub allowed_origins: Vec<Origin>,
     /// The `$connect` authorizer; `None`: anyone may connect (with an optional `?name=`).
     pub auth: Option<AuthSettings>,
+    /// Where the events function POSTs events (`--webhook`); `None`: it does not run.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// Where the tables live.
@@ -149,6 +155,8 @@ pub async fn serve(
     };
     let (stop, stopped) = watch::channel(false);
     let settings = config.stream.clone();
+    let webhook = config.webhook.clone().map(Webhook::new).transpose()?;
+    let mut mappings = Vec::new();
     let (tables, stream) = match &config.backend {
         Backend::Embedded { database } => {
             let store = SqliteStore::open(database)?;
@@ -161,6 +169,15 @@ pub async fn serve(
             };
             let broadcaster = broadcaster(&tables);
             end_previous_run(&store, &broadcaster).await;
+            if let Some(webhook) = &webhook {
+                // The events function's two mappings: the message table again
+                // (its own checkpoint) and the member counters.
+                let sources = [
+                    SqliteSource::messages_for(store.clone(), "events")?,
+                    SqliteSource::counters_for(store.clone(), "events")?,
+                ];
+                mappings.extend(spawn_events(sources, webhook, &settings, &stopped));
+            }
             let source = SqliteSource::new(store)?;
             let stream = tokio::spawn(stream::run(source, broadcaster, settings, stopped));
             (tables, stream)
@@ -168,6 +185,9 @@ pub async fn serve(
         Backend::DynamoDb(dynamo) => {
             let (mut tables, source) = dynamo::open(dynamo).await?;
             tables.log = Arc::new(CountingLog(tables.log));
+            if let Some(webhook) = &webhook {
+                mappings.extend(spawn_events(dynamo::event_sources(dynamo).await?, webhook, &settings, &stopped));
+            }
             let stream = tokio::spawn(stream::run(source, broadcaster(&tables), settings, stopped));
             (tables, stream)
         }
@@ -234,7 +254,23 @@ pub async fn serve(
         .await?;
     stop.send(true).ok();
     stream.await.ok();
+    for mapping in mappings {
+        mapping.await.ok();
+    }
     Ok(())
+}
+
+/// The events function behind a mapping per source, each putting on `webhook`.
+fn spawn_events<S: stream::RecordSource + 'static>(
+    sources: impl IntoIterator<Item = S>,
+    webhook: &Webhook,
+    settings: &StreamSettings,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sink: Arc<dyn EventSink> = Arc::new(webhook.clone());
+    let spawn =
+        |source| tokio::spawn(stream::run(source, EventsFunction(sink.clone()), settings.clone(), stopped.clone()));
+    sources.into_iter().map(spawn).collect()
 }
 
 /// No socket outlives this process: rows a crash left behind are departures

@@ -17,7 +17,8 @@ use chat_local::metrics::{MetricsPeers, PeerRule};
 use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
-use chat_local::{AccessKey, ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings};
+use chat_local::webhook::Secret;
+use chat_local::{AccessKey, ArchiveSettings, AuthSettings, Backend, Config, DynamoSettings, WebhookSettings};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -215,6 +216,27 @@ struct Args {
     /// tokens, `client_id` of Cognito access tokens.
     #[arg(long, env = "OIDC_AUDIENCE", requires = "oidc_issuer")]
     audience: Option<String>,
+    /// POST every event out — chat.message.created, chat.member.joined,
+    /// chat.member.left, chat.room.occupied, chat.room.vacated — to this URL,
+    /// one JSON event per request (EventBridge's envelope), signed with
+    /// --webhook-secret in the X-Chat-Signature header; retried with back-off,
+    /// in order per room. A slow or down receiver never slows the chat: past
+    /// --webhook-queue waiting events, new ones are dropped and counted in /metrics.
+    #[arg(long, env = "CHAT_WEBHOOK", value_name = "URL", value_parser = chat_local::webhook::parse_url)]
+    webhook: Option<http::Uri>,
+    /// The secret webhook requests are signed with (HMAC-SHA256): required
+    /// with --webhook, so the receiver can refuse forgeries. Never printed.
+    #[arg(long, env = "CHAT_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true,
+          value_parser = parse_secret, requires = "webhook")]
+    webhook_secret: Option<Secret>,
+    /// Webhook events waiting for delivery (all rooms together) before new ones are dropped.
+    #[arg(long, env = "CHAT_WEBHOOK_QUEUE", value_name = "EVENTS", default_value_t = chat_local::webhook::DEFAULT_QUEUE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    webhook_queue: u32,
+    /// One webhook attempt's limit, connect included; past it the attempt is retried.
+    #[arg(long, env = "CHAT_WEBHOOK_TIMEOUT_SECS", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    webhook_timeout_secs: u64,
     /// The S3 API for the archive (moto, MinIO); default: AWS.
     #[arg(long, env = "CHAT_S3_ENDPOINT", value_name = "URL", requires = "archive_bucket")]
     s3_endpoint: Option<String>,
@@ -273,6 +295,24 @@ impl Args {
         })?;
         let dev_signin = self.jwt_secret.is_some() && chat_local::same_origin::is_loopback_host(&self.host);
         Ok(Some(AuthSettings { verifier, dev_signin }))
+    }
+
+    /// The webhook's settings; a URL without a secret is refused (unsigned
+    /// events could be forged by anyone who can reach the receiver).
+    fn webhook(&self) -> anyhow::Result<Option<WebhookSettings>> {
+        let Some(url) = self.webhook.clone() else { return Ok(None) };
+        let Some(secret) = self.webhook_secret.clone() else {
+            anyhow::bail!(
+                "--webhook needs --webhook-secret SECRET (or CHAT_WEBHOOK_SECRET): every request is signed with it \
+                 so the receiver can refuse forgeries"
+            );
+        };
+        Ok(Some(WebhookSettings {
+            url,
+            secret,
+            queue: self.webhook_queue as usize,
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+        }))
     }
 
     fn archive(&self) -> Option<ArchiveSettings> {
@@ -340,6 +380,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_hosts: std::iter::once(args.host.clone()).chain(args.allowed_hosts.iter().cloned()).collect(),
         allowed_origins: args.allowed_origins.clone(),
         auth: args.auth()?,
+        webhook: args.webhook()?,
     };
     let ready = move |config: &Config| print_endpoints(address, config);
     serve_until_ctrl_c(config, listener, ready).await
@@ -390,6 +431,11 @@ fn rate_setting(name: &'static str) -> impl Fn(&str) -> Result<String, String> +
         RateLimits::from_settings(|n| (n == name).then(|| value.to_owned())).map_err(|e| e.to_string())?;
         Ok(value.to_owned())
     }
+}
+
+/// `--webhook-secret`: any non-empty text.
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Secret::new(value)
 }
 
 /// `--default-rights`: the Lambdas' own parser, so the rules and messages are theirs.
@@ -461,6 +507,10 @@ fn print_endpoints(address: std::net::SocketAddr, config: &Config) {
     if let Some(auth) = &config.auth {
         let sign_in = if auth.dev_signin { format!(" (sign in: http://{address}/login.html)") } else { String::new() };
         println!("auth:      a token is required on connect{sign_in}");
+    }
+    if let Some(webhook) = &config.webhook {
+        // The URL, never the secret.
+        println!("webhooks:  POST {} (signed: X-Chat-Signature; queue {})", webhook.url, webhook.queue);
     }
     match &config.backend {
         Backend::Embedded { database } => println!("database:  {}", database.display()),

@@ -48,6 +48,19 @@ pub const STREAM_LAG_RECORDS: &str = "chat_stream_lag_records";
 pub const BATCHES_RETRIED: &str = "chat_stream_batches_retried_total";
 /// Batches whose failing record was given up after the retries (on-failure destination).
 pub const BATCHES_GIVEN_UP: &str = "chat_stream_batches_given_up_total";
+/// Webhook events the receiver accepted (2xx), once each (`--webhook`).
+pub const WEBHOOK_DELIVERED: &str = "chat_webhook_delivered_total";
+/// Webhook attempts that failed and were tried again (errors, timeouts, 5xx, 408, 429).
+pub const WEBHOOK_RETRIED: &str = "chat_webhook_retried_total";
+/// Webhook events not delivered, by `reason`: queue_full (the bounded queue was
+/// full when the event came), gave_up (out of attempts), refused (a 4xx).
+pub const WEBHOOK_DROPPED: &str = "chat_webhook_dropped_total";
+/// Webhook events waiting or being delivered (gauge).
+pub const WEBHOOK_QUEUED: &str = "chat_webhook_queued";
+/// Batches the events function's mappings retried from a failed record.
+pub const EVENTS_BATCHES_RETRIED: &str = "chat_events_batches_retried_total";
+/// Batches whose failing record the events function's mappings gave up.
+pub const EVENTS_BATCHES_GIVEN_UP: &str = "chat_events_batches_given_up_total";
 /// Function invocations that failed (API Gateway's "Internal server error"), by `route`.
 pub const HANDLER_ERRORS: &str = "chat_handler_errors_total";
 
@@ -89,6 +102,12 @@ fn describe() {
     describe_counter!(BATCHES_RETRIED, "Stream batches retried from a failed record.");
     describe_counter!(BATCHES_GIVEN_UP, "Stream batches whose failing record was given up.");
     describe_counter!(HANDLER_ERRORS, "Function invocations that failed, by route.");
+    describe_counter!(WEBHOOK_DELIVERED, "Webhook events the receiver accepted.");
+    describe_counter!(WEBHOOK_RETRIED, "Webhook attempts that failed and were tried again.");
+    describe_counter!(WEBHOOK_DROPPED, "Webhook events not delivered, by reason (queue_full, gave_up, refused).");
+    describe_gauge!(WEBHOOK_QUEUED, "Webhook events waiting or being delivered.");
+    describe_counter!(EVENTS_BATCHES_RETRIED, "Events function batches retried from a failed record.");
+    describe_counter!(EVENTS_BATCHES_GIVEN_UP, "Events function batches whose failing record was given up.");
     describe_counter!(crate::sockets::FRAMES_SENT, "Text frames written to clients' sockets.");
     describe_counter!(
         crate::sockets::APIGW_MESSAGES,
@@ -284,6 +303,47 @@ pub fn record_retry() {
 /// Counts a batch whose failing record was given up.
 pub fn record_given_up() {
     metrics::counter!(BATCHES_GIVEN_UP).increment(1);
+}
+
+/// Shows every webhook series at 0 from the start (when `--webhook` is on), so
+/// a dashboard or an alert on drops sees them before the first event.
+pub fn register_webhook() {
+    metrics::counter!(WEBHOOK_DELIVERED).absolute(0);
+    metrics::counter!(WEBHOOK_RETRIED).absolute(0);
+    for reason in ["queue_full", "gave_up", "refused"] {
+        metrics::counter!(WEBHOOK_DROPPED, "reason" => reason).absolute(0);
+    }
+    metrics::gauge!(WEBHOOK_QUEUED).set(0.0);
+}
+
+/// Counts a webhook event the receiver accepted.
+pub fn record_webhook_delivered() {
+    metrics::counter!(WEBHOOK_DELIVERED).increment(1);
+}
+
+/// Counts a failed webhook attempt that will be tried again.
+pub fn record_webhook_retried() {
+    metrics::counter!(WEBHOOK_RETRIED).increment(1);
+}
+
+/// Counts a webhook event not delivered, and why.
+pub fn record_webhook_dropped(reason: &'static str) {
+    metrics::counter!(WEBHOOK_DROPPED, "reason" => reason).increment(1);
+}
+
+/// Sets how many webhook events are waiting or being delivered.
+pub fn set_webhook_queued(queued: usize) {
+    metrics::gauge!(WEBHOOK_QUEUED).set(queued as f64);
+}
+
+/// Counts a batch the events function's mapping retried.
+pub fn record_events_retry() {
+    metrics::counter!(EVENTS_BATCHES_RETRIED).increment(1);
+}
+
+/// Counts a batch whose failing record the events function's mapping gave up.
+pub fn record_events_given_up() {
+    metrics::counter!(EVENTS_BATCHES_GIVEN_UP).increment(1);
 }
 
 /// A [`MessageLog`] that counts the events actually appended (not the no-op

@@ -17,7 +17,7 @@ use chat_core::reaction::{Toggle, decided};
 use chat_core::time::{format_iso, parse_iso};
 use chat_core::{Connection, EventKind, LogEvent, Session, SessionEnd};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -122,6 +122,94 @@ CREATE TABLE IF NOT EXISTS stream_checkpoint (
 );
 ";
 
+/// Each room's member counter (the Memberships table's `{room, "#members"}`
+/// item, [`chat_core::model::ROOM_COUNTER_ID`]) and its change stream: every
+/// membership created or removed moves the room's counter by one in the same
+/// transaction and appends the change, as the counter item's record on the
+/// Memberships stream (NEW_AND_OLD_IMAGES) would. A counter is never deleted,
+/// like the item, which stays at 0 once its room empties. Named consumers'
+/// checkpoints (the events pipeline's of both streams) live beside them.
+/// Created after [`add_rooms_column`]; a database from before gains counters
+/// seeded from its memberships, with no change recorded.
+const COUNTERS: &str = "
+CREATE TABLE IF NOT EXISTS room_members (
+    room    TEXT PRIMARY KEY,
+    members INTEGER NOT NULL
+) WITHOUT ROWID;
+-- before is NULL when the counter did not exist yet (the item's INSERT record).
+CREATE TABLE IF NOT EXISTS member_changes (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    room   TEXT NOT NULL,
+    before INTEGER,
+    after  INTEGER NOT NULL,
+    at_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_checkpoints (
+    consumer TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// How long counter changes are kept: a DynamoDB stream's 24 hours.
+const MEMBER_CHANGES_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Creates the counters (seeded on a database from before them) and trims
+/// their change stream to its retention, as DynamoDB trims a stream.
+fn add_counters(db: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let present = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'room_members'")?.exists([])?;
+    db.execute_batch(COUNTERS)?;
+    if !present {
+        db.execute_batch(
+            "INSERT OR IGNORE INTO room_members (room, members) SELECT room, COUNT(*) FROM memberships GROUP BY room",
+        )?;
+    }
+    let oldest_kept = chrono::Utc::now().timestamp_millis() - MEMBER_CHANGES_KEPT_MS;
+    db.execute("DELETE FROM member_changes WHERE at_ms < ?1", params![oldest_kept])?;
+    Ok(())
+}
+
+/// One change of a room's member counter, in the order they were committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// The change stream's sequence number.
+    pub seq: i64,
+    pub room: String,
+    /// `None`: the counter did not exist before (its first membership ever).
+    pub before: Option<i64>,
+    pub after: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Moves `room`'s member counter by `delta` (±1) and appends the change to the
+/// counter stream. Called inside the transaction that created or removed the membership.
+fn count_member(tx: &rusqlite::Connection, room: &str, delta: i64) -> rusqlite::Result<()> {
+    let before: Option<i64> = tx
+        .prepare_cached("SELECT members FROM room_members WHERE room = ?1")?
+        .query_row(params![room], |r| r.get(0))
+        .optional()?;
+    let after = (before.unwrap_or(0) + delta).max(0);
+    tx.prepare_cached(
+        "INSERT INTO room_members (room, members) VALUES (?1, ?2)
+         ON CONFLICT (room) DO UPDATE SET members = excluded.members",
+    )?
+    .execute(params![room, after])?;
+    tx.prepare_cached("INSERT INTO member_changes (room, before, after, at_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![room, before, after, chrono::Utc::now().timestamp_millis()])?;
+    Ok(())
+}
+
+/// Deletes `connection_id`'s membership of `room` and counts it out; `true` if there was one.
+fn delete_membership(tx: &rusqlite::Connection, connection_id: &str, room: &str) -> rusqlite::Result<bool> {
+    let deleted = tx
+        .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
+        .execute(params![room, connection_id])?
+        == 1;
+    if deleted {
+        count_member(tx, room, -1)?;
+    }
+    Ok(deleted)
+}
+
 /// Receipts of acknowledged sends, keyed by sender, room and clientMessageId
 /// ([`Receipt`]): a resend within the window finds its line here. Created after
 /// [`drop_unkeyed_receipts`].
@@ -216,8 +304,16 @@ fn add_rooms_column(db: &rusqlite::Connection) -> rusqlite::Result<()> {
 #[derive(Clone)]
 pub struct SqliteStore {
     db: Arc<Mutex<rusqlite::Connection>>,
-    appended: Arc<Notify>,
+    /// Bumped after every append: each stream consumer watches it (a second
+    /// consumer must not take the first one's wake-up).
+    appended: Arc<watch::Sender<u64>>,
+    /// Bumped after every member counter change.
+    counted: Arc<watch::Sender<u64>>,
     rooms: Arc<Mutex<RoomCache>>,
+}
+
+fn bump(signal: &watch::Sender<u64>) {
+    signal.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 /// Each room's members as last read, in id order. The broadcaster lists the
@@ -245,6 +341,7 @@ fn open_schema(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     db.execute_batch(ROOM_INDEXES)?;
     drop_unkeyed_receipts(&db)?;
     db.execute_batch(RECEIPTS)?;
+    add_counters(&db)?;
     Ok(db)
 }
 
@@ -420,8 +517,12 @@ fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     })
 }
 
-/// Writes `connection`'s membership of `room` (replacing one there was).
-fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &str) -> rusqlite::Result<()> {
+/// Writes `connection`'s membership of `room` (replacing one there was);
+/// a new one is counted in. `true` if it is new.
+fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &str) -> rusqlite::Result<bool> {
+    let existed = db
+        .prepare_cached("SELECT 1 FROM memberships WHERE room = ?1 AND connection_id = ?2")?
+        .exists(params![room, connection.connection_id])?;
     db.prepare_cached(
         "INSERT OR REPLACE INTO memberships
              (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
@@ -436,8 +537,11 @@ fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &
         connection.verified,
         connection.user_id,
         connection.batch
-    ])
-    .map(drop)
+    ])?;
+    if !existed {
+        count_member(db, room, 1)?;
+    }
+    Ok(!existed)
 }
 
 /// Runs `f` in an IMMEDIATE transaction (it takes the write lock first, so two
@@ -467,7 +571,12 @@ impl SqliteStore {
             }
             _ => unavailable(error),
         })?;
-        Ok(Self { db: Arc::new(Mutex::new(db)), appended: Arc::new(Notify::new()), rooms: Arc::default() })
+        Ok(Self {
+            db: Arc::new(Mutex::new(db)),
+            appended: Arc::new(watch::channel(0).0),
+            counted: Arc::new(watch::channel(0).0),
+            rooms: Arc::default(),
+        })
     }
 
     /// Every member of `room` in id order, from the cache when no membership
@@ -514,9 +623,69 @@ impl SqliteStore {
         f(&db).map_err(unavailable)
     }
 
-    /// Signalled after every append: the stream emulator waits on it instead of polling.
-    pub fn appended(&self) -> Arc<Notify> {
-        self.appended.clone()
+    /// Changes after every append: a stream consumer waits on it instead of polling.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Changes after every member counter change: the counter stream's consumer waits on it.
+    pub fn counted(&self) -> watch::Receiver<u64> {
+        self.counted.subscribe()
+    }
+
+    /// Up to `limit` member counter changes after sequence number `after`, in commit order.
+    pub fn member_changes_after(&self, after: i64, limit: usize) -> Result<Vec<MemberChange>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "SELECT seq, room, before, after, at_ms FROM member_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after, limit as i64], |r| {
+                let at_ms: i64 = r.get(4)?;
+                Ok(MemberChange {
+                    seq: r.get(0)?,
+                    room: r.get(1)?,
+                    before: r.get(2)?,
+                    after: r.get(3)?,
+                    at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The newest member counter change's sequence number (0 for none).
+    pub fn newest_member_change(&self) -> Result<i64, StoreError> {
+        self.with(|db| db.query_row("SELECT COALESCE(MAX(seq), 0) FROM member_changes", [], |r| r.get(0)))
+    }
+
+    /// `room`'s member counter (0 for a room never joined).
+    pub fn members(&self, room: &str) -> Result<i64, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT members FROM room_members WHERE room = ?1")?
+                .query_row(params![room], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// A named consumer's checkpoint (`None`: it never ran).
+    pub fn consumer_checkpoint(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT seq FROM stream_checkpoints WHERE consumer = ?1")?
+                .query_row(params![consumer], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    pub fn set_consumer_checkpoint(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "INSERT INTO stream_checkpoints (consumer, seq) VALUES (?1, ?2)
+                 ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
+            )?
+            .execute(params![consumer, seq])
+            .map(drop)
+        })
     }
 
     /// Up to `limit` log entries after sequence number `after`, in append order.
@@ -603,7 +772,7 @@ impl ConnectionStore for SqliteStore {
     async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
         let rooms = connection.rooms();
         self.with(|db| {
-            in_transaction(db, |tx| {
+            let created = in_transaction(db, |tx| {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO active_connections
                          (connection_id, connected_at, source_ip, expires_at, room, user, verified, batch, user_id,
@@ -622,12 +791,16 @@ impl ConnectionStore for SqliteStore {
                     connection.user_id,
                     rooms_column(&connection.rooms)
                 ])?;
+                let mut created = false;
                 for room in &rooms {
-                    insert_membership(tx, connection, room)?;
+                    created |= insert_membership(tx, connection, room)?;
                 }
-                Ok(())
+                Ok(created)
             })?;
             self.forget_rooms(rooms.iter().map(String::as_str));
+            if created {
+                bump(&self.counted);
+            }
             Ok(())
         })
     }
@@ -664,15 +837,20 @@ impl ConnectionStore for SqliteStore {
                     .optional()?;
                 let rooms = match Subscribed::rooms_after(row.as_ref(), room, max_rooms) {
                     Ok(rooms) => rooms,
-                    Err(unchanged) => return Ok(unchanged),
+                    Err(unchanged) => return Ok((unchanged, false)),
                 };
                 tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
                     .execute(params![id, rooms_column(&rooms)])?;
-                insert_membership(tx, connection, room)?;
-                Ok(Subscribed::New)
-            })?;
+                // A membership without its room in the row (cut short) is rewritten, not counted twice.
+                let counted = insert_membership(tx, connection, room)?;
+                Ok((Subscribed::New, counted))
+            });
+            let (subscribed, counted) = subscribed?;
             if subscribed == Subscribed::New {
                 self.forget_rooms([room]);
+            }
+            if counted {
+                bump(&self.counted);
             }
             Ok(subscribed)
         })
@@ -692,13 +870,11 @@ impl ConnectionStore for SqliteStore {
                     tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
                         .execute(params![connection_id, rooms_column(&rooms)])?;
                 }
-                let deleted = tx
-                    .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
-                    .execute(params![room, connection_id])?;
-                Ok(deleted == 1)
+                delete_membership(tx, connection_id, room)
             })?;
             if removed {
                 self.forget_rooms([room]);
+                bump(&self.counted);
             }
             Ok(removed)
         })
@@ -707,13 +883,12 @@ impl ConnectionStore for SqliteStore {
     /// Deletes the membership alone (a departure: the row is gone already).
     async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
         self.with(|db| {
-            let deleted = db
-                .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
-                .execute(params![room, connection_id])?;
-            if deleted == 1 {
+            let deleted = in_transaction(db, |tx| delete_membership(tx, connection_id, room))?;
+            if deleted {
                 self.forget_rooms([room]);
+                bump(&self.counted);
             }
-            Ok(deleted == 1)
+            Ok(deleted)
         })
     }
 
@@ -823,7 +998,7 @@ impl MessageLog for SqliteStore {
     async fn append(&self, event: &LogEvent) -> Result<bool, StoreError> {
         let new = self.with(|db| insert_event(db, event))?;
         if new {
-            self.appended.notify_one();
+            bump(&self.appended);
         }
         Ok(new)
     }
@@ -854,7 +1029,7 @@ impl MessageLog for SqliteStore {
             Ok((stored, claimed))
         })?;
         if new {
-            self.appended.notify_one();
+            bump(&self.appended);
         }
         Ok(stored)
     }
@@ -950,7 +1125,7 @@ impl MessageLog for SqliteStore {
             })
         })?;
         if new {
-            self.appended.notify_one();
+            bump(&self.appended);
         }
         stored.unwrap_or_else(|| Err(StoreError::Malformed("a reaction receipt without its event".into())))
     }
@@ -1260,6 +1435,8 @@ mod tests {
         assert_eq!((old.rooms.clone(), old.rooms()), (vec![], vec!["ops".to_owned()]), "its home room alone");
         assert_eq!(store.list("ops", None, 10).await.unwrap().items, [old.as_member_of("ops")], "still hears it");
         assert_eq!(store.count("lobby").await.unwrap(), 1, "the older row, in the lobby");
+        assert_eq!((store.members("ops").unwrap(), store.members("lobby").unwrap()), (1, 1), "counters seeded");
+        assert_eq!(store.newest_member_change().unwrap(), 0, "seeding is no change");
         // It can subscribe like any other, keeping its home room.
         assert_eq!(store.subscribe(&old, "dev", 100).await.unwrap(), Subscribed::New);
         assert_eq!(store.subscribe(&old, "ops", 100).await.unwrap(), Subscribed::Already);
@@ -1501,11 +1678,93 @@ mod tests {
             leaves += departing.await.unwrap();
         }
         assert_eq!(joiner.orphan_memberships().unwrap(), []);
+        // Every room's counter changes form one chain of ±1 steps back to 0,
+        // with one step up per join: exact however the two writers interleaved.
+        let changes = joiner.member_changes_after(0, 100_000).unwrap();
+        let mut counters: HashMap<String, i64> = HashMap::new();
+        for change in &changes {
+            let counter = counters.entry(change.room.clone()).or_default();
+            assert_eq!(change.before.unwrap_or(0), *counter, "{change:?} follows the last change of its room");
+            assert_eq!((change.after - *counter).abs(), 1, "{change:?}");
+            *counter = change.after;
+        }
+        assert!(counters.values().all(|&n| n == 0), "{counters:?}");
+        for room in ["lobby", "r1", "r2", "r3", "r4", "r5"] {
+            assert_eq!(joiner.members(room).unwrap(), 0, "{room}");
+        }
+        let ups = changes.iter().filter(|c| c.after > c.before.unwrap_or(0)).count();
+        assert_eq!(ups, joins, "one step up per membership created");
         let memberships: i64 =
             joiner.with(|db| db.query_row("SELECT count(*) FROM memberships", [], |r| r.get(0))).unwrap();
         assert_eq!(memberships, 0);
         assert_eq!(joins, leaves, "one leave per membership");
         assert!(joins > 200, "some subscribes won the race ({joins} joins)");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// `(room, before, after)` of the counter changes after `seq`.
+    fn changes_after(store: &SqliteStore, seq: i64) -> Vec<(String, Option<i64>, i64)> {
+        let changes = store.member_changes_after(seq, 100).unwrap();
+        changes.into_iter().map(|c| (c.room, c.before, c.after)).collect()
+    }
+
+    #[tokio::test]
+    async fn each_membership_created_or_removed_moves_its_rooms_counter_once_and_nothing_else_does() {
+        let store = SqliteStore::open(Path::new(":memory:")).unwrap();
+        let t = at("2026-11-24T10:00:00Z");
+        let change = |room: &str, before: Option<i64>, after: i64| (room.to_owned(), before, after);
+        let a = Connection::new("a", "ip", t).in_room("ops").also_in(["dev"]);
+        store.put(&a).await.unwrap();
+        assert_eq!(changes_after(&store, 0), [change("ops", None, 1), change("dev", None, 1)], "first ever: INSERTs");
+        let mut seen = store.newest_member_change().unwrap();
+        let mut expect = |store: &SqliteStore, wanted: &[(String, Option<i64>, i64)], what: &str| {
+            assert_eq!(changes_after(store, seen), wanted, "{what}");
+            seen = store.newest_member_change().unwrap();
+        };
+        store.put(&a).await.unwrap();
+        expect(&store, &[], "a put of the same memberships");
+        store.put(&Connection::new("b", "ip", t).in_room("ops")).await.unwrap();
+        expect(&store, &[change("ops", Some(1), 2)], "b joins ops");
+        assert_eq!(store.subscribe(&a, "ops", 100).await.unwrap(), Subscribed::Already);
+        assert_eq!(store.subscribe(&a, "qa", 2).await.unwrap(), Subscribed::Full);
+        assert_eq!(store.subscribe(&Connection::new("x", "ip", t), "qa", 100).await.unwrap(), Subscribed::NotConnected);
+        expect(&store, &[], "subscribes that change no membership");
+        assert_eq!(store.subscribe(&a, "qa", 100).await.unwrap(), Subscribed::New);
+        expect(&store, &[change("qa", None, 1)], "a subscribes to qa");
+        assert!(store.unsubscribe("a", "dev").await.unwrap());
+        assert!(!store.unsubscribe("a", "dev").await.unwrap());
+        assert!(!store.unsubscribe("x", "ops").await.unwrap());
+        expect(&store, &[change("dev", Some(1), 0)], "one unsubscribe, twice, and a stranger's");
+        assert!(store.delete("a").await.unwrap().is_some());
+        expect(&store, &[], "deleting the row ends no membership");
+        assert!(store.end_membership("a", "ops").await.unwrap());
+        assert!(!store.end_membership("a", "ops").await.unwrap());
+        assert!(store.end_membership("a", "qa").await.unwrap());
+        expect(&store, &[change("ops", Some(2), 1), change("qa", Some(1), 0)], "the departure, each room once");
+        assert!(store.subscribe(&a, "dev", 100).await.unwrap() == Subscribed::NotConnected);
+        store.put(&Connection::new("c", "ip", t).in_room("dev")).await.unwrap();
+        expect(&store, &[change("dev", Some(0), 1)], "a counter at 0 is kept: MODIFY 0 → 1");
+        for (room, members) in [("ops", 1), ("dev", 1), ("qa", 0), ("never", 0)] {
+            assert_eq!(store.members(room).unwrap(), members, "{room}");
+            assert_eq!(store.count(room).await.unwrap(), members as usize, "{room}: the listing agrees");
+        }
+        let listed = chat_core::ports::list_all_connections(&store, "dev").await.unwrap();
+        assert_eq!(listed.iter().map(|c| c.connection_id.as_str()).collect::<Vec<_>>(), ["c"], "no counter listed");
+    }
+
+    #[tokio::test]
+    async fn counter_changes_older_than_a_streams_24_hours_are_trimmed_on_open() {
+        let (dir, path) = scratch_db("chat-local-counter-trim", "trim.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.put(&Connection::new("a", "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+        store.put(&Connection::new("b", "ip", at("2026-11-24T10:00:00Z"))).await.unwrap();
+        let day_ago = chrono::Utc::now().timestamp_millis() - MEMBER_CHANGES_KEPT_MS - 1000;
+        store.with(|db| db.execute("UPDATE member_changes SET at_ms = ?1 WHERE seq = 1", params![day_ago])).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let kept: Vec<i64> = store.member_changes_after(0, 10).unwrap().iter().map(|c| c.seq).collect();
+        assert_eq!(kept, [2]);
+        assert_eq!(store.members("lobby").unwrap(), 2, "the counter itself is kept");
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -1,6 +1,9 @@
 //! The DynamoDB Streams → Lambda event source mapping, emulated over the
-//! store's message table: batches of real `dynamodb::Event`s, woken on append,
-//! a checkpoint that only moves past delivered records, bounded retries.
+//! store's change streams: batches of real `dynamodb::Event`s, woken on write,
+//! a checkpoint that only moves past delivered records, bounded retries. The
+//! message table feeds the broadcaster and, with `--webhook`, a second mapping
+//! of the events function (its own checkpoint), which also reads the room
+//! member counters' changes as the Memberships stream's counter records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +14,10 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use chat_core::broadcaster::{Broadcaster, RetryPolicy};
 use chat_core::entrypoints::stream::{batch_response, broadcast_records};
 use chat_core::{LogEvent, StoreError};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::metrics;
-use crate::store::SqliteStore;
+use crate::store::{MemberChange, SqliteStore};
 
 /// The event source mapping's settings.
 #[derive(Clone, Debug)]
@@ -76,28 +79,126 @@ pub trait RecordSource: Send {
     }
 }
 
+/// The Memberships stream's record of a room's member counter item
+/// (`{room, connection_id: "#members", members}`), as DynamoDB writes it with
+/// NEW_AND_OLD_IMAGES: INSERT for the item's first write, MODIFY after.
+fn counter_record(change: &MemberChange, table_arn: &str) -> EventRecord {
+    use chat_core::model::{ROOM_COUNTER_ATTRIBUTE, ROOM_COUNTER_ID};
+    let image = |members: i64| -> serde_dynamo::Item {
+        let item = serde_json::json!({
+            "room": change.room, "connection_id": ROOM_COUNTER_ID, ROOM_COUNTER_ATTRIBUTE: members,
+        });
+        serde_dynamo::to_item(item).expect("a counter item converts")
+    };
+    let keys: serde_dynamo::Item =
+        serde_dynamo::to_item(serde_json::json!({ "room": change.room, "connection_id": ROOM_COUNTER_ID }))
+            .expect("string keys convert");
+    let mut record = EventRecord::default();
+    record.aws_region = "local".into();
+    record.event_id = format!("{:032x}", change.seq);
+    record.event_name = if change.before.is_some() { "MODIFY" } else { "INSERT" }.into();
+    record.event_source = Some("aws:dynamodb".into());
+    record.event_version = Some("1.1".into());
+    record.event_source_arn = Some(format!("{table_arn}/stream/local"));
+    record.change.approximate_creation_date_time = change.at;
+    record.change.keys = keys;
+    record.change.new_image = image(change.after);
+    if let Some(before) = change.before {
+        record.change.old_image = image(before);
+    }
+    record.change.size_bytes = serde_json::to_vec(&record.change.new_image).map_or(0, |b| b.len() as i64);
+    record.change.sequence_number = Some(sequence_number(change.seq));
+    record.change.stream_view_type = Some(StreamViewType::NewAndOldImages);
+    record
+}
+
 /// How often a source with no wake-up signal (or written by another process) is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The embedded store's message table; its row numbers are the sequence numbers.
+/// Which of the embedded store's change streams a [`SqliteSource`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    /// The message table (MessageHistory's stream); its row numbers are the sequence numbers.
+    Messages,
+    /// The member counter changes (the counter items' records on Memberships' stream).
+    Counters,
+}
+
+/// One of the embedded store's change streams, read by one consumer (an event
+/// source mapping) with its own checkpoint.
 pub struct SqliteSource {
     store: SqliteStore,
-    appended: Arc<Notify>,
+    table: Table,
+    /// `None`: the broadcaster, whose checkpoint predates named ones.
+    consumer: Option<String>,
+    signal: watch::Receiver<u64>,
     position: i64,
 }
 
 const LOCAL_TABLE_ARN: &str = "arn:aws:dynamodb:local:000000000000:table/MessageHistory";
+const LOCAL_MEMBERSHIPS_ARN: &str = "arn:aws:dynamodb:local:000000000000:table/Memberships";
 
 impl SqliteSource {
-    /// Resumes from the persisted checkpoint.
+    /// The broadcaster's: the message table, resumed from its persisted checkpoint.
     pub fn new(store: SqliteStore) -> Result<Self, StoreError> {
         let position = store.checkpoint()?;
-        Ok(Self { appended: store.appended(), store, position })
+        Ok(Self { signal: store.appended(), store, table: Table::Messages, consumer: None, position })
+    }
+
+    /// Another mapping on the message table, named `consumer`: its own
+    /// checkpoint, independent of the broadcaster's. Its first run starts at
+    /// the newest record (a new mapping's LATEST), not at the whole history.
+    pub fn messages_for(store: SqliteStore, consumer: &str) -> Result<Self, StoreError> {
+        Self::named(store, Table::Messages, consumer)
+    }
+
+    /// The member counter stream, read by `consumer` (from its newest change the first time).
+    pub fn counters_for(store: SqliteStore, consumer: &str) -> Result<Self, StoreError> {
+        Self::named(store, Table::Counters, consumer)
+    }
+
+    fn named(store: SqliteStore, table: Table, consumer: &str) -> Result<Self, StoreError> {
+        let consumer = format!("{consumer}:{}", if table == Table::Messages { "messages" } else { "members" });
+        let position = match store.consumer_checkpoint(&consumer)? {
+            Some(seq) => seq,
+            None => {
+                let latest =
+                    if table == Table::Messages { store.newest_sequence()? } else { store.newest_member_change()? };
+                store.set_consumer_checkpoint(&consumer, latest)?;
+                latest
+            }
+        };
+        let signal = if table == Table::Messages { store.appended() } else { store.counted() };
+        Ok(Self { store, table, consumer: Some(consumer), signal, position })
     }
 
     fn checkpoint_at(&mut self, seq: i64) -> Result<(), StoreError> {
         self.position = seq;
-        self.store.set_checkpoint(seq)
+        match &self.consumer {
+            None => self.store.set_checkpoint(seq),
+            Some(consumer) => self.store.set_consumer_checkpoint(consumer, seq),
+        }
+    }
+
+    fn poll_messages(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = self.store.stream_after(self.position, max)?;
+        let mut records = Vec::with_capacity(rows.len());
+        for (seq, row) in rows {
+            self.position = seq;
+            match row {
+                Ok(event) => records.push(record(seq, &event, LOCAL_TABLE_ARN)),
+                Err(error) => tracing::error!(seq, %error, "stream: skipping unreadable row"),
+            }
+        }
+        Ok(records)
+    }
+
+    fn poll_counters(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let changes = self.store.member_changes_after(self.position, max)?;
+        if let Some(last) = changes.last() {
+            self.position = last.seq;
+        }
+        Ok(changes.iter().map(|change| counter_record(change, LOCAL_MEMBERSHIPS_ARN)).collect())
     }
 }
 
@@ -118,22 +219,16 @@ fn seq_of(record: &EventRecord) -> Result<i64, StoreError> {
 #[async_trait]
 impl RecordSource for SqliteSource {
     async fn poll(&mut self, max: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = self.store.stream_after(self.position, max)?;
-        let mut records = Vec::with_capacity(rows.len());
-        for (seq, row) in rows {
-            self.position = seq;
-            match row {
-                Ok(event) => records.push(record(seq, &event, LOCAL_TABLE_ARN)),
-                Err(error) => tracing::error!(seq, %error, "stream: skipping unreadable row"),
-            }
+        match self.table {
+            Table::Messages => self.poll_messages(max),
+            Table::Counters => self.poll_counters(max),
         }
-        Ok(records)
     }
 
     async fn wait(&mut self) {
-        // Appends in this process wake us at once; the poll catches other writers (replay).
+        // Writes in this process wake us at once; the poll catches other writers (replay).
         tokio::select! {
-            () = self.appended.notified() => {}
+            _ = self.signal.changed() => {}
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     }
@@ -147,7 +242,10 @@ impl RecordSource for SqliteSource {
     }
 
     fn backlog(&self) -> Option<u64> {
-        let newest = self.store.newest_sequence().ok()?;
+        let newest = match self.table {
+            Table::Messages => self.store.newest_sequence().ok()?,
+            Table::Counters => self.store.newest_member_change().ok()?,
+        };
         Some(newest.saturating_sub(self.position).max(0) as u64)
     }
 }
@@ -185,11 +283,67 @@ fn newest_age(records: &[EventRecord]) -> Option<Duration> {
     Some((chrono::Utc::now() - newest).to_std().unwrap_or_default())
 }
 
-/// The event source mapping: batches from `source` into the broadcaster until
+/// A function a stream invokes: the broadcaster, or the events function.
+#[async_trait]
+pub trait StreamFunction: Send + Sync {
+    /// One invocation with `event`; `backlog` is what the source still holds
+    /// (for the function's metrics).
+    async fn invoke(&self, event: &Event, backlog: Option<u64>) -> DynamoDbEventResponse;
+    /// Counts a batch retried from a failed record.
+    fn retried(&self);
+    /// Counts a batch whose failing record was given up.
+    fn given_up(&self);
+}
+
+#[async_trait]
+impl StreamFunction for Arc<Broadcaster> {
+    async fn invoke(&self, event: &Event, backlog: Option<u64>) -> DynamoDbEventResponse {
+        let started = std::time::Instant::now();
+        let report = broadcast_records(event, self).await;
+        metrics::record_broadcast(&metrics::Invocation {
+            records: event.records.len(),
+            report: &report,
+            took: started.elapsed(),
+            lag: newest_age(&event.records),
+            backlog,
+        });
+        batch_response(report)
+    }
+
+    fn retried(&self) {
+        metrics::record_retry();
+    }
+
+    fn given_up(&self) {
+        metrics::record_given_up();
+    }
+}
+
+/// The events function (`chat_core::entrypoints::events`, the deployed
+/// EventBridge function's handler) with its sink: a mapping's second reader of
+/// the message table, and the reader of the counter stream.
+pub struct EventsFunction(pub Arc<dyn chat_core::outbound::EventSink>);
+
+#[async_trait]
+impl StreamFunction for EventsFunction {
+    async fn invoke(&self, event: &Event, _backlog: Option<u64>) -> DynamoDbEventResponse {
+        chat_core::entrypoints::events::on_stream(event, self.0.as_ref()).await
+    }
+
+    fn retried(&self) {
+        metrics::record_events_retry();
+    }
+
+    fn given_up(&self) {
+        metrics::record_events_given_up();
+    }
+}
+
+/// The event source mapping: batches from `source` into `function` until
 /// `stop` turns true.
 pub async fn run(
     mut source: impl RecordSource,
-    broadcaster: Arc<Broadcaster>,
+    function: impl StreamFunction,
     settings: StreamSettings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -221,16 +375,7 @@ pub async fn run(
         }
         let mut event = Event::default();
         event.records = batch;
-        let started = std::time::Instant::now();
-        let report = broadcast_records(&event, &broadcaster).await;
-        metrics::record_broadcast(&metrics::Invocation {
-            records: event.records.len(),
-            report: &report,
-            took: started.elapsed(),
-            lag: newest_age(&event.records),
-            backlog: source.backlog(),
-        });
-        let response = batch_response(report);
+        let response = function.invoke(&event, source.backlog()).await;
         let batch = event.records;
         let moved = match next_step(&batch, &response) {
             Next::Advance => {
@@ -241,7 +386,7 @@ pub async fn run(
                 let record = &batch[index];
                 let seq = record.change.sequence_number.as_deref().unwrap_or_default();
                 tracing::error!(seq, retries, "stream: record given up after retries (on-failure destination)");
-                metrics::record_given_up();
+                function.given_up();
                 retries = 0;
                 source.resume_after(record).await
             }
@@ -249,7 +394,7 @@ pub async fn run(
                 retries += 1;
                 let seq = batch[index].change.sequence_number.as_deref().unwrap_or_default();
                 tracing::warn!(seq, retries, "stream: retrying from a failed record");
-                metrics::record_retry();
+                function.retried();
                 tokio::time::sleep(backoff.delay(retries)).await;
                 source.resume_at(&batch[index]).await
             }
@@ -313,6 +458,41 @@ mod tests {
         let poison_tries = poster.attempts() - 2;
         assert_eq!(poison_tries, 3);
         assert_eq!(store.checkpoint().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn counter_changes_read_as_the_counter_items_stream_records_from_a_consumers_own_checkpoint() {
+        let store = SqliteStore::open(std::path::Path::new(":memory:")).unwrap();
+        let at = parse_iso("2026-11-24T10:15:32Z").unwrap();
+        store.put(&chat_core::Connection::new("before", "ip", at).in_room("old")).await.unwrap();
+        // A new consumer starts at the newest change (LATEST), not at the history.
+        let mut source = SqliteSource::counters_for(store.clone(), "events").unwrap();
+        assert!(source.poll(10).await.unwrap().is_empty());
+        store.put(&chat_core::Connection::new("a", "ip", at).in_room("ops")).await.unwrap();
+        store.put(&chat_core::Connection::new("b", "ip", at).in_room("ops")).await.unwrap();
+        assert!(store.unsubscribe("a", "ops").await.unwrap());
+        let records = source.poll(10).await.unwrap();
+        let json: Vec<serde_json::Value> = records.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+        let names: Vec<&str> = json.iter().map(|r| r["eventName"].as_str().unwrap()).collect();
+        assert_eq!(names, ["INSERT", "MODIFY", "MODIFY"]);
+        let members = |image: &serde_json::Value| image["members"]["N"].as_str().map(str::to_owned);
+        let steps: Vec<_> =
+            json.iter().map(|r| (members(&r["dynamodb"]["OldImage"]), members(&r["dynamodb"]["NewImage"]))).collect();
+        let n = |v: &str| Some(v.to_owned());
+        assert_eq!(steps, [(None, n("1")), (n("1"), n("2")), (n("2"), n("1"))]);
+        let first = &json[0]["dynamodb"];
+        assert_eq!(first["Keys"], serde_json::json!({"room": {"S": "ops"}, "connection_id": {"S": "#members"}}));
+        assert_eq!(first["NewImage"]["connection_id"]["S"], "#members");
+        assert_eq!(first["StreamViewType"], "NEW_AND_OLD_IMAGES");
+        assert!(json[0]["eventSourceARN"].as_str().unwrap().contains("table/Memberships/stream"));
+        // Its checkpoint is its own: the broadcaster's and the message consumer's do not move.
+        source.resume_after(&records[1]).await.unwrap();
+        assert_eq!(store.consumer_checkpoint("events:members").unwrap(), Some(3));
+        assert_eq!(store.checkpoint().unwrap(), 0);
+        let again = SqliteSource::counters_for(store.clone(), "events").unwrap();
+        assert_eq!(again.position, 3, "a restart resumes there");
+        let messages = SqliteSource::messages_for(store.clone(), "events").unwrap();
+        assert_eq!(store.consumer_checkpoint("events:messages").unwrap(), Some(messages.position));
     }
 
     #[test]

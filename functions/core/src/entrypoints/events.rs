@@ -143,7 +143,7 @@ mod tests {
         record.change.keys = item(json!({"room": "lobby", "connection_id": ROOM_COUNTER_ID}));
         let image = |count: Option<i64>| match count {
             Some(n) => item(json!({"room": "lobby", "connection_id": ROOM_COUNTER_ID, "members": n})),
-            None => serde_dynamo::Item::from(std::collections::HashMap::new()),
+            None => serde_dynamo::Item::default(),
         };
         record.change.old_image = image(before);
         record.change.new_image = image(after);

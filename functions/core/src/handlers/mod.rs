@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::auth::SettingsError;
 use crate::model::Connection;
 use crate::ports::{ConnectionStore, PostError, StoreError};
-use crate::protocol::{error_frame, forbidden_frame, not_subscribed_frame, rate_limited_frame};
+use crate::protocol::{forbidden_frame, not_registered_frame, not_subscribed_frame, rate_limited_frame};
 use crate::rate::{Budget, RateLimiter, RateLimits};
 use crate::rights::{Right, Rights};
 use crate::room::RoomLimits;
@@ -100,11 +100,6 @@ fn heard_room<'a>(
     let room = requested.unwrap_or(&sender.room);
     rights.check(room, right).map_err(|refusal| forbidden_frame(&refusal))?;
     if sender.is_subscribed_to(room) { Ok(room) } else { Err(not_subscribed_frame(room)) }
-}
-
-/// The answer to a sender whose connection row is gone.
-fn not_registered_frame() -> Vec<u8> {
-    error_frame("Not connected", "This connection is no longer registered; reconnect to keep chatting.")
 }
 
 /// A handler could not do its work; the edge turns this into a Lambda error

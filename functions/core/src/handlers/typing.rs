@@ -54,9 +54,8 @@
 
 use super::default_route::DefaultRoute;
 use super::{HandlerError, MessageRequest, heard_room, not_registered_frame, sender};
-use crate::model::Connection;
 use crate::ports::{Bytes, PostError, list_all_connections};
-use crate::protocol::rate_limited_frame;
+use crate::protocol::{rate_limited_frame, typing_frame};
 use crate::rate::Budget;
 use crate::rights::Right;
 
@@ -100,25 +99,12 @@ impl DefaultRoute<'_> {
     }
 }
 
-/// `{"kind":"typing","room":R,"connectionId":C,"user"?:NAME,"userId"?:ID}`.
-fn typing_frame(room: &str, typist: &Connection) -> Vec<u8> {
-    let mut frame = serde_json::json!({"kind": "typing", "room": room, "connectionId": typist.connection_id});
-    if let Some(user) = &typist.user {
-        frame["user"] = user.as_str().into();
-    }
-    if let Some(account) = typist.account() {
-        frame["userId"] = account.into();
-    }
-    serde_json::to_vec(&frame).expect("strings always serialize")
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::*;
     use crate::handlers::testing::{Ports, at};
-    use crate::model::Identity;
+    use crate::model::{Connection, Identity};
     use crate::ports::ConnectionStore;
     use crate::rights::Rights;
 
