@@ -248,7 +248,7 @@ impl Broadcaster {
     ) -> (HashMap<String, Bytes>, Vec<(String, Instant)>) {
         let presence = &self.config.presence;
         let now = Instant::now();
-        let may_wait = !presence.full_batch.is_some_and(|full| batch_len >= full);
+        let may_wait = presence.full_batch.is_none_or(|full| batch_len < full);
         let (mut due_now, mut later) = (HashMap::new(), Vec::new());
         for (room, at) in self.occupancy.due(now, presence.interval) {
             if at > now && !may_wait {
