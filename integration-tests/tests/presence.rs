@@ -137,16 +137,10 @@ async fn a_room_of_20_still_gets_the_seed_s_join_and_leave_notices() {
 
 #[tokio::test]
 async fn the_presence_limit_is_a_documented_flag_checked_at_start() {
-    let help = std::process::Command::new(common::binary()).arg("--help").output().unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    let help = common::help_text();
     assert!(help.contains("--presence-limit <MEMBERS>") && help.contains("[default: 100]"), "{help}");
     for bad in ["0", "many", "1.5"] {
-        let output = std::process::Command::new(common::binary())
-            .args(["--port", "0", "--db", ":memory:", "--presence-limit", bad])
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "--presence-limit {bad} is refused");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = common::refused_args(&["--presence-limit", bad]);
         assert!(stderr.contains("--presence-limit") && stderr.contains("from 1 up, or off"), "{stderr}");
     }
 }
