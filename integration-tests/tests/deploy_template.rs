@@ -363,6 +363,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 archive: archive.then(|| Arc::new(recorded::<MemoryArchive>(&seen)) as Arc<dyn Archive>),
                 clock: Arc::new(SystemClock),
                 config: FanoutConfig::default(),
+                occupancy: Default::default(),
             };
             let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
             // The binary's own wrapper (EMF counting around stream::broadcast_records), minus the printing.
@@ -1464,6 +1465,34 @@ fn the_shared_secret_key_is_granted_only_when_named_and_only_through_secrets_man
         }
     }
     assert_eq!(raw["Parameters"]["JwtSecretKmsKeyArn"]["Default"], "", "the AWS-managed key by default");
+}
+
+#[test]
+fn the_broadcaster_gets_the_presence_limit_its_code_reads() {
+    let raw = template();
+    let broadcaster = &functions(&raw)["broadcaster"];
+    let env = &broadcaster["Properties"]["Environment"]["Variables"];
+    assert_eq!(text(&env["PRESENCE_LIMIT"]), "Ref:PresenceLimit");
+    assert_eq!(text(&env["STREAM_BATCH_SIZE"]), "Ref:StreamBatchSize", "the event source mapping's BatchSize");
+    let read = Mutex::new(BTreeSet::new());
+    chat_lambdas::presence_config_from(|name| {
+        read.lock().unwrap().insert(name.to_owned());
+        None
+    })
+    .unwrap();
+    assert_eq!(
+        read.into_inner().unwrap(),
+        BTreeSet::from(["PRESENCE_LIMIT".to_owned(), "STREAM_BATCH_SIZE".to_owned()])
+    );
+    // The parameter admits exactly what the code accepts, its default included.
+    let parameter = &raw["Parameters"]["PresenceLimit"];
+    let default = parameter["Default"].as_str().unwrap();
+    assert_eq!(default, chat_core::occupancy::DEFAULT_PRESENCE_LIMIT.to_string());
+    let pattern = regex::Regex::new(parameter["AllowedPattern"].as_str().unwrap()).unwrap();
+    for value in [default, "1", "50000", "off", "0", "-1", "", "Off", "1e3", "many"] {
+        let accepted = chat_lambdas::presence_config_from(|name| (name == "PRESENCE_LIMIT").then(|| value.to_owned()));
+        assert_eq!(pattern.is_match(value), accepted.is_ok(), "{value:?}: template and code agree");
+    }
 }
 
 #[test]

@@ -85,6 +85,7 @@ fn broadcaster(runtime: &tokio::runtime::Runtime, connections: usize, also_in: &
         archive: None,
         clock: Arc::new(SystemClock),
         config: FanoutConfig::default(),
+        occupancy: Default::default(),
     }
 }
 

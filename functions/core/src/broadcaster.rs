@@ -1,20 +1,25 @@
 //! The fan-out policy: deliver each new log event to every active connection of
 //! its room, concurrently but bounded, pruning connections API Gateway reports
 //! gone, and say which stream records must be retried (partial batch failure).
+//! In rooms above the presence limit, joins and leaves become occupancy frames
+//! ([`crate::occupancy`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::archive;
 use crate::bounded::for_each_bounded;
 use crate::coalesce::{CoalescedFrame, coalesce};
 use crate::handlers::depart;
 use crate::model::{Connection, EventKind, LogEvent, SessionEnd};
+use crate::occupancy::{Occupancy, PresenceConfig};
 use crate::ports::{
     Archive, Bytes, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, list_all_connections,
 };
-use crate::protocol::event_frame;
+use crate::protocol::{event_frame, occupancy_frame};
 
 /// How hard to push and when to give up.
 #[derive(Clone, Debug)]
@@ -26,13 +31,20 @@ pub struct FanoutConfig {
     /// reported for retry. Below it, a few broken sockets do not make everyone
     /// receive the message again.
     pub max_failed_share: f64,
+    /// When joins and leaves give way to occupancy frames.
+    pub presence: PresenceConfig,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
         // 256 posts in flight fan one message out to 10 000 connections in under a
         // second at 20 ms per post (BENCHMARKS.md, fan-out simulation).
-        Self { max_in_flight: 256, retry: RetryPolicy::default(), max_failed_share: 0.5 }
+        Self {
+            max_in_flight: 256,
+            retry: RetryPolicy::default(),
+            max_failed_share: 0.5,
+            presence: PresenceConfig::default(),
+        }
     }
 }
 
@@ -76,6 +88,17 @@ pub struct BatchReport {
     pub delivered: usize,
     pub pruned: usize,
     pub undeliverable: usize,
+    /// Occupancy frames posted (one per member told; a coalescing member's may
+    /// share a post with its events).
+    pub occupancy: usize,
+}
+
+impl BatchReport {
+    /// Counts what a round of occupancy frames did.
+    fn add_occupancy(&mut self, told: &FanoutOutcome) {
+        self.occupancy += told.occupancy;
+        self.pruned += told.gone.len();
+    }
 }
 
 /// Outcome of one post after retries.
@@ -95,6 +118,8 @@ pub struct Broadcaster {
     pub archive: Option<Arc<dyn Archive>>,
     pub clock: Arc<dyn Clock>,
     pub config: FanoutConfig,
+    /// What rooms above the presence limit have not been told yet.
+    pub occupancy: Occupancy,
 }
 
 impl Broadcaster {
@@ -102,6 +127,14 @@ impl Broadcaster {
     /// each to its own room. A room's connections are listed once per batch.
     /// Connections that coalesce ([`Connection::batch`]) get the events they
     /// would have got one by one, after the others, in `{"events":[…]}` frames.
+    ///
+    /// In a room of more members than the presence limit (as listed for this
+    /// batch), joins and leaves are not posted one by one: after its events the
+    /// room gets one occupancy frame, if its previous one went an interval ago.
+    /// What that holds back is announced when the interval ends, by this
+    /// invocation, which waits for it (at most an interval, only while such a
+    /// room has something pending) — unless the batch is full: more records are
+    /// then waiting and the next invocation, following at once, announces it.
     pub async fn broadcast(&self, batch: &[SequencedEvent]) -> BatchReport {
         let mut report = BatchReport::default();
         if batch.is_empty() {
@@ -114,16 +147,17 @@ impl Broadcaster {
             report.failed = from(0);
             return report;
         }
-        let mut rooms: HashMap<&str, Vec<Connection>> = HashMap::new();
-        // Per event: its frame (rendered once, shared by every post) and its tally so far.
-        let mut frames: Vec<Bytes> = Vec::with_capacity(batch.len());
+        let mut rooms: HashMap<String, Vec<Connection>> = HashMap::new();
+        // Per event: its frame (rendered once, shared by every post; `None` for a
+        // join or leave left to an occupancy frame) and its tally so far.
+        let mut frames: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
         let mut tallies: Vec<Tally> = Vec::with_capacity(batch.len());
 
         for (index, record) in batch.iter().enumerate() {
             let room = record.event.room.as_str();
             if !rooms.contains_key(room) {
                 match list_all_connections(self.connections.as_ref(), room).await {
-                    Ok(connections) => rooms.insert(room, connections),
+                    Ok(connections) => rooms.insert(room.to_owned(), connections),
                     Err(error) => {
                         tracing::error!(%error, room, "listing the room failed; this record and the rest will be retried");
                         report.failed = from(index);
@@ -132,14 +166,19 @@ impl Broadcaster {
                 };
             }
             let recipients = rooms.get_mut(room).expect("listed above");
+            if is_presence(&record.event) && self.config.presence.aggregates(recipients.len()) {
+                self.occupancy.note(&record.event);
+                frames.push(None);
+                tallies.push(Tally::default());
+                continue;
+            }
             let frame = Bytes::from(event_frame(&record.event));
             let outcome = self.deliver(&record.event, &frame, recipients.iter().filter(|c| !c.batch)).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
             if !outcome.gone.is_empty() {
                 report.pruned += outcome.gone.len();
-                let gone: HashSet<&str> = outcome.gone.iter().map(|g| g.connection_id.as_str()).collect();
-                recipients.retain(|c| !gone.contains(c.connection_id.as_str()));
+                forget(recipients, &outcome.gone);
                 self.prune(&outcome.gone).await;
             }
             let tally = Tally { attempted: outcome.attempted, failed: outcome.failed };
@@ -153,19 +192,35 @@ impl Broadcaster {
                 report.failed = from(index);
                 break;
             }
-            frames.push(frame);
+            frames.push(Some(frame));
             tallies.push(tally);
+        }
+
+        // Occupancy due now goes to the plain connections after the room's events,
+        // and to the coalescing ones as the last event of their frames.
+        let (now, later) = self.occupancy_due(batch.len(), &mut rooms).await;
+        let plain = now.iter().flat_map(|(room, frame)| {
+            rooms.get(room).into_iter().flatten().filter(|c| !c.batch).map(move |c| (c, frame))
+        });
+        let told = self.tell(plain.collect()).await;
+        report.add_occupancy(&told);
+        for connections in rooms.values_mut() {
+            forget(connections, &told.gone);
         }
 
         // The events every other connection got (up to a failed record) now go to
         // the coalescing ones; a failed coalesced post counts against its events.
         let reached = &batch[..frames.len()];
-        let coalesced = self.deliver_coalesced(reached, &frames, &rooms, &mut tallies).await;
+        let coalesced = self.deliver_coalesced(reached, &frames, &rooms, &now, &mut tallies).await;
         report.delivered += coalesced.delivered;
         report.undeliverable += coalesced.failed;
+        report.occupancy += coalesced.occupancy;
         if !coalesced.gone.is_empty() {
             report.pruned += coalesced.gone.len();
             self.prune(&coalesced.gone).await;
+            for connections in rooms.values_mut() {
+                forget(connections, &coalesced.gone);
+            }
         }
         if let Some(index) = tallies.iter().position(|t| t.too_many_failed(self.config.max_failed_share)) {
             tracing::warn!(
@@ -174,7 +229,83 @@ impl Broadcaster {
             );
             report.failed = from(index);
         }
+
+        for (room, at) in later {
+            tokio::time::sleep_until(at).await;
+            let told = self.tell_held_back(&room, rooms.get(&room).map_or(&[][..], Vec::as_slice)).await;
+            report.add_occupancy(&told);
+        }
         report
+    }
+
+    /// Which rooms get an occupancy frame now (with it, rendered) and which are
+    /// to be told later in this invocation (with when), listing those this batch
+    /// did not; a room that cannot be listed stays pending.
+    async fn occupancy_due(
+        &self,
+        batch_len: usize,
+        rooms: &mut HashMap<String, Vec<Connection>>,
+    ) -> (HashMap<String, Bytes>, Vec<(String, Instant)>) {
+        let presence = &self.config.presence;
+        let now = Instant::now();
+        let may_wait = presence.full_batch.is_none_or(|full| batch_len < full);
+        let (mut due_now, mut later) = (HashMap::new(), Vec::new());
+        for (room, at) in self.occupancy.due(now, presence.interval) {
+            if at > now && !may_wait {
+                continue;
+            }
+            if !rooms.contains_key(&room) {
+                match list_all_connections(self.connections.as_ref(), &room).await {
+                    Ok(connections) => rooms.insert(room.clone(), connections),
+                    Err(error) => {
+                        tracing::warn!(%error, room, "listing the room failed; its occupancy stays pending");
+                        continue;
+                    }
+                };
+            }
+            if at > now {
+                later.push((room, at));
+            } else if let Some(changes) = self.occupancy.take(&room, now, presence.interval) {
+                let frame = Bytes::from(occupancy_frame(&room, rooms[&room].len(), &changes));
+                due_now.insert(room, frame);
+            }
+        }
+        (due_now, later)
+    }
+
+    /// Tells `members` of `room` what was held back for it, now that its
+    /// interval is over: plain connections the frame, coalescing ones the frame
+    /// in `{"events":[…]}`.
+    async fn tell_held_back(&self, room: &str, members: &[Connection]) -> FanoutOutcome {
+        let Some(changes) = self.occupancy.take(room, Instant::now(), self.config.presence.interval) else {
+            return FanoutOutcome::default();
+        };
+        let frame = Bytes::from(occupancy_frame(room, members.len(), &changes));
+        let wrapped = coalesce(std::slice::from_ref(&frame)).remove(0).bytes;
+        let posts = members.iter().map(|c| (c, if c.batch { &wrapped } else { &frame })).collect();
+        self.tell(posts).await
+    }
+
+    /// Posts occupancy frames. They announce no record, so a failure is logged
+    /// and never retried: the room's next frame carries the count again.
+    async fn tell(&self, posts: Vec<(&Connection, &Bytes)>) -> FanoutOutcome {
+        let mut outcome = FanoutOutcome::default();
+        if posts.is_empty() {
+            return outcome;
+        }
+        for ((connection, _), delivery) in posts.iter().zip(self.post_all(&posts).await) {
+            match delivery {
+                Delivery::Delivered => outcome.occupancy += 1,
+                Delivery::Gone => outcome.gone.push((*connection).clone()),
+                Delivery::Failed(error) => {
+                    tracing::warn!(connection_id = %connection.connection_id, %error, "occupancy frame not delivered");
+                }
+            }
+        }
+        if !outcome.gone.is_empty() {
+            self.prune(&outcome.gone).await;
+        }
+        outcome
     }
 
     async fn archive_batch(&self, batch: &[SequencedEvent]) -> Result<(), crate::ports::StoreError> {
@@ -223,36 +354,43 @@ impl Broadcaster {
     }
 
     /// Sends every coalescing connection of `rooms` its events of `batch` (those of
-    /// its room, but its own join), packed by [`coalesce`] once per distinct list
-    /// of events and shared. Frames go out in waves — every connection's first
-    /// frame, then every second one — so each connection's frames stay in order.
-    /// A frame that fails counts as failed for each of its events and every later
-    /// one of that connection, whose later frames are then not sent.
+    /// its room, but its own join; not those left to occupancy frames) and then
+    /// its room's occupancy frame of `occupancy`, if any, packed by [`coalesce`]
+    /// once per distinct list and shared. Frames go out in waves — every
+    /// connection's first frame, then every second one — so each connection's
+    /// frames stay in order. A frame that fails counts as failed for each of its
+    /// events and every later one of that connection, whose later frames are then
+    /// not sent.
     async fn deliver_coalesced(
         &self,
         batch: &[SequencedEvent],
-        frames: &[Bytes],
-        rooms: &HashMap<&str, Vec<Connection>>,
+        frames: &[Option<Bytes>],
+        rooms: &HashMap<String, Vec<Connection>>,
+        occupancy: &HashMap<String, Bytes>,
         tallies: &mut [Tally],
     ) -> FanoutOutcome {
         let mut outcome = FanoutOutcome::default();
-        let mut room_events: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut room_events: HashMap<&str, Vec<usize>> = occupancy.keys().map(|room| (room.as_str(), vec![])).collect();
         for (index, record) in batch.iter().enumerate() {
-            room_events.entry(record.event.room.as_str()).or_default().push(index);
+            if frames[index].is_some() {
+                room_events.entry(record.event.room.as_str()).or_default().push(index);
+            }
         }
         // A plan per (room, own join in this batch): everyone else in the room shares one.
         let mut plans: HashMap<(&str, Option<usize>), Arc<Plan>> = HashMap::new();
         let mut work: Vec<(&Connection, Arc<Plan>)> = Vec::new();
         for (&room, events) in &room_events {
             let Some(connections) = rooms.get(room) else { continue };
+            let told = occupancy.get(room);
             for connection in connections.iter().filter(|c| c.batch) {
                 let own_join = events.iter().copied().find(|&i| is_own_join(&batch[i].event, connection));
                 let plan = plans.entry((room, own_join)).or_insert_with(|| {
                     let events: Vec<usize> = events.iter().copied().filter(|&i| Some(i) != own_join).collect();
-                    let packed = coalesce(&events.iter().map(|&i| frames[i].clone()).collect::<Vec<_>>());
-                    Arc::new(Plan { events, frames: packed })
+                    let mut items: Vec<Bytes> = events.iter().filter_map(|&i| frames[i].clone()).collect();
+                    items.extend(told.cloned());
+                    Arc::new(Plan { events, frames: coalesce(&items), occupancy: told.is_some() })
                 });
-                if !plan.events.is_empty() {
+                if !plan.frames.is_empty() {
                     outcome.attempted += plan.events.len();
                     for &index in &plan.events {
                         tallies[index].attempted += 1;
@@ -261,7 +399,8 @@ impl Broadcaster {
                 }
             }
         }
-        // Per connection of `work`: events delivered so far, or `None` once it stopped.
+        // Per connection of `work`: items (events, then the occupancy frame)
+        // delivered so far, or `None` once it stopped.
         let mut sent: Vec<Option<usize>> = vec![Some(0); work.len()];
         for wave in 0.. {
             let (indexes, posts): (Vec<usize>, Vec<(&Connection, &Bytes)>) = work
@@ -276,11 +415,15 @@ impl Broadcaster {
             for (i, delivery) in indexes.into_iter().zip(self.post_all(&posts).await) {
                 let (connection, plan) = &work[i];
                 let done = sent[i].unwrap_or_default();
+                let events = plan.events.len();
                 match delivery {
                     Delivery::Delivered => {
-                        let events = plan.frames[wave].events;
-                        outcome.delivered += events;
-                        sent[i] = Some(done + events);
+                        let now_done = done + plan.frames[wave].events;
+                        outcome.delivered += now_done.min(events) - done.min(events);
+                        if plan.occupancy && now_done > events {
+                            outcome.occupancy += 1;
+                        }
+                        sent[i] = Some(now_done);
                     }
                     Delivery::Gone => {
                         outcome.gone.push((*connection).clone());
@@ -288,8 +431,8 @@ impl Broadcaster {
                     }
                     Delivery::Failed(error) => {
                         tracing::warn!(connection_id = %connection.connection_id, %error, "coalesced delivery failed");
-                        outcome.failed += plan.events.len() - done;
-                        for &index in &plan.events[done..] {
+                        outcome.failed += events - done.min(events);
+                        for &index in &plan.events[done.min(events)..] {
                             tallies[index].failed += 1;
                         }
                         sent[i] = None;
@@ -378,10 +521,25 @@ fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
     event.kind == EventKind::Join && event.connection_id == connection.connection_id
 }
 
-/// What one coalescing connection is sent: indexes into the batch, and their frames.
+/// Joins and leaves are what occupancy frames stand for.
+fn is_presence(event: &LogEvent) -> bool {
+    matches!(event.kind, EventKind::Join | EventKind::Leave)
+}
+
+/// Drops the `gone` from a room's listing, so later posts of the batch skip them.
+fn forget(connections: &mut Vec<Connection>, gone: &[Connection]) {
+    if !gone.is_empty() {
+        let gone: HashSet<&str> = gone.iter().map(|g| g.connection_id.as_str()).collect();
+        connections.retain(|c| !gone.contains(c.connection_id.as_str()));
+    }
+}
+
+/// What one coalescing connection is sent: indexes into the batch, and their
+/// frames, the room's occupancy frame last when `occupancy`.
 struct Plan {
     events: Vec<usize>,
     frames: Vec<CoalescedFrame>,
+    occupancy: bool,
 }
 
 /// One event's posts so far, coalesced or not.
@@ -404,5 +562,7 @@ struct FanoutOutcome {
     attempted: usize,
     delivered: usize,
     failed: usize,
+    /// Occupancy frames delivered.
+    occupancy: usize,
     gone: Vec<Connection>,
 }

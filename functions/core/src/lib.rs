@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod identity;
 pub mod memory;
 pub mod model;
+pub mod occupancy;
 pub mod origin;
 pub mod outbound;
 pub mod ports;

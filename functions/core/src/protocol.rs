@@ -534,6 +534,32 @@ pub fn presence_frame(
     serde_json::to_vec(&frame).expect("strings and numbers always serialize")
 }
 
+/// The aggregated presence of a room above the presence limit
+/// ([`crate::occupancy`]): `{"message","kind":"occupancy","room","count","joined","left","recent":[{"connectionId","user"?}]}`.
+/// `count` is the room's members now; `joined`/`left` what happened since the
+/// room's previous occupancy frame; `recent` the latest joiners among `joined`.
+/// `message` keeps a seed client's page readable: one line a second instead of
+/// a notice per join.
+pub fn occupancy_frame(room: &str, count: usize, changes: &crate::occupancy::Changes) -> Vec<u8> {
+    let recent: Vec<serde_json::Value> = changes
+        .recent
+        .iter()
+        .map(|joiner| {
+            let mut entry = serde_json::json!({ "connectionId": joiner.connection_id });
+            if let Some(user) = &joiner.user {
+                entry["user"] = user.as_str().into();
+            }
+            entry
+        })
+        .collect();
+    let message = format!("{count} here in {room}: {} joined, {} left", changes.joined, changes.left);
+    serde_json::to_vec(&serde_json::json!({
+        "message": message, "kind": "occupancy", "room": room, "count": count,
+        "joined": changes.joined, "left": changes.left, "recent": recent,
+    }))
+    .expect("strings and numbers always serialize")
+}
+
 /// Ends a `history` answer: `{"kind":"history","room","count","more"}`. `more`
 /// says a further request (`since` the last id) has events to give, so a client
 /// recovering a gap knows when it has caught up.
@@ -981,6 +1007,25 @@ mod tests {
         assert_eq!(parse_command(r#"{"action":"who","next":""}"#), Err(ProtocolError::BadCursor));
         let long = format!(r#"{{"action":"who","next":"{}"}}"#, "x".repeat(129));
         assert_eq!(parse_command(&long), Err(ProtocolError::BadCursor));
+    }
+
+    #[test]
+    fn occupancy_frames_carry_the_count_the_changes_and_the_latest_joiners() {
+        use crate::occupancy::{Changes, Joiner};
+        let changes = Changes {
+            joined: 12,
+            left: 3,
+            recent: vec![
+                Joiner { connection_id: "a=".into(), user: Some("Ada".into()) },
+                Joiner { connection_id: "b=".into(), user: None },
+            ],
+        };
+        let frame: Value = serde_json::from_slice(&occupancy_frame("ops", 301, &changes)).unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({"message":"301 here in ops: 12 joined, 3 left","kind":"occupancy","room":"ops",
+                "count":301,"joined":12,"left":3,"recent":[{"connectionId":"a=","user":"Ada"},{"connectionId":"b="}]})
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chat_core::broadcaster::{Broadcaster, FanoutConfig, RetryPolicy, SequencedEvent};
 use chat_core::memory::{FixedClock, MemoryArchive, MemoryConnections, MemoryLog, MemorySessions, RecordingPoster};
+use chat_core::occupancy::PresenceConfig;
 use chat_core::ports::{ConnectionStore, PostError, SessionLog};
 use chat_core::time::parse_iso;
 use chat_core::{Connection, LogEvent, Session, archive};
@@ -49,6 +50,7 @@ impl Fixture {
             archive: archived.then(|| self.archive.clone() as Arc<dyn chat_core::Archive>),
             clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
             config,
+            occupancy: Default::default(),
         }
     }
 }
@@ -62,6 +64,7 @@ fn fast() -> FanoutConfig {
             max_delay: Duration::from_millis(4),
         },
         max_failed_share: 0.5,
+        presence: PresenceConfig::default(),
     }
 }
 
@@ -465,4 +468,159 @@ async fn a_few_failing_coalescing_clients_do_not_fail_the_record() {
     let report = f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "a")), record(2, chat(0, "b"))]).await;
     assert!(report.failed.is_empty());
     assert_eq!((report.delivered, report.undeliverable), (16, 2));
+}
+
+// Presence that scales: occupancy frames above the presence limit.
+
+/// Limit 5, a short interval, always waiting out a held-back tail.
+fn presence(limit: usize, interval_ms: u64) -> FanoutConfig {
+    let presence =
+        PresenceConfig { limit: Some(limit), interval: Duration::from_millis(interval_ms), full_batch: None };
+    FanoutConfig { presence, ..fast() }
+}
+
+fn join(i: usize) -> LogEvent {
+    LogEvent::join(&id(i), parse_iso(T0).unwrap())
+}
+
+fn leave(i: usize) -> LogEvent {
+    LogEvent::leave(&id(i), parse_iso(T0).unwrap())
+}
+
+/// The kinds of what connection `i` got, with each occupancy frame as `occupancy:count:joined:left`.
+fn seen(f: &Fixture, i: usize) -> Vec<String> {
+    events_to(f, i)
+        .0
+        .iter()
+        .map(|e| match e["kind"].as_str() {
+            Some("occupancy") => format!("occupancy:{}:{}:{}", e["count"], e["joined"], e["left"]),
+            Some(kind) => e["text"].as_str().unwrap_or(kind).to_owned(),
+            None => "?".into(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn at_the_limit_the_seed_notices_above_it_one_occupancy_frame() {
+    // 5 members (the joiner listed already: its membership is written before its join).
+    let f = Fixture::with_connections(5).await;
+    let report = f.broadcaster(presence(5, 100), false).broadcast(&[record(1, join(4))]).await;
+    assert_eq!((report.delivered, report.occupancy), (4, 0));
+    for i in 0..4 {
+        let frames = f.poster.frames_to(&id(i));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["message"], format!("A new user has joined the chat - {}", id(4)), "the seed's text");
+    }
+
+    // A sixth member: more than the limit, so everyone (the joiner too) gets the count instead.
+    let f = Fixture::with_connections(6).await;
+    let report = f.broadcaster(presence(5, 100), false).broadcast(&[record(1, join(5))]).await;
+    assert_eq!((report.delivered, report.occupancy), (0, 6));
+    for i in 0..6 {
+        assert_eq!(seen(&f, i), ["occupancy:6:1:0"], "connection {i}");
+    }
+    let frame = &f.poster.frames_to(&id(0))[0];
+    assert_eq!(frame["recent"], serde_json::json!([{ "connectionId": id(5) }]));
+    assert_eq!(frame["message"], "6 here in lobby: 1 joined, 0 left");
+
+    // `off`: notices at any size.
+    let f = Fixture::with_connections(6).await;
+    let off = FanoutConfig { presence: PresenceConfig { limit: None, ..PresenceConfig::default() }, ..fast() };
+    let report = f.broadcaster(off, false).broadcast(&[record(1, join(5))]).await;
+    assert_eq!((report.delivered, report.occupancy), (5, 0));
+}
+
+#[tokio::test]
+async fn a_batch_s_joins_and_leaves_become_one_frame_after_its_lines() {
+    let f = Fixture::with_connections(10).await;
+    let batch = [
+        record(1, join(7)),
+        record(2, chat(0, "one")),
+        record(3, join(8)),
+        record(4, leave(42)),
+        record(5, join(9)),
+        record(6, chat(1, "two")),
+    ];
+    let report = f.broadcaster(presence(5, 100), false).broadcast(&batch).await;
+    assert!(report.failed.is_empty());
+    assert_eq!((report.delivered, report.occupancy), (20, 10));
+    for i in 0..10 {
+        assert_eq!(seen(&f, i), ["one", "two", "occupancy:10:3:1"], "connection {i}");
+    }
+    let recent: Vec<_> =
+        f.poster.frames_to(&id(0))[2]["recent"].as_array().unwrap().iter().map(|j| j["connectionId"].clone()).collect();
+    assert_eq!(recent, [id(7), id(8), id(9)]);
+    assert!(f.log.events().is_empty(), "the broadcaster writes nothing: the joins stay as they were logged");
+}
+
+#[tokio::test]
+async fn one_frame_per_interval_and_a_held_back_tail_is_announced_when_it_ends() {
+    let f = Fixture::with_connections(8).await;
+    let broadcaster = f.broadcaster(presence(5, 300), false);
+    let started = std::time::Instant::now();
+    broadcaster.broadcast(&[record(1, join(5))]).await;
+    assert!(started.elapsed() < Duration::from_millis(250), "the first frame goes at once");
+    // Within the interval: held back, and the batch waits until the interval is over.
+    let report = broadcaster.broadcast(&[record(2, join(6)), record(3, leave(42)), record(4, chat(0, "hi"))]).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!((report.delivered, report.occupancy), (8, 8), "the tail went before the batch returned");
+    for i in 0..8 {
+        assert_eq!(seen(&f, i), ["occupancy:8:1:0", "hi", "occupancy:8:1:1"], "connection {i}");
+    }
+    // A quiet room is not told again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    broadcaster.broadcast(&[record(5, chat(0, "later"))]).await;
+    assert_eq!(seen(&f, 0).last().map(String::as_str), Some("later"));
+}
+
+#[tokio::test]
+async fn a_full_batch_leaves_its_tail_to_the_next_invocation_even_one_of_another_room() {
+    let f = Fixture::with_connections(8).await;
+    f.connections.put(&Connection::new(&id(99), "198.51.100.1", parse_iso(T0).unwrap()).in_room("ops")).await.unwrap();
+    let mut config = presence(5, 200);
+    config.presence.full_batch = Some(2);
+    let broadcaster = f.broadcaster(config, false);
+    broadcaster.broadcast(&[record(1, join(5))]).await;
+    let started = std::time::Instant::now();
+    broadcaster.broadcast(&[record(2, join(6)), record(3, join(7))]).await;
+    assert!(started.elapsed() < Duration::from_millis(150), "a full batch does not wait");
+    assert_eq!(seen(&f, 0), ["occupancy:8:1:0"]);
+    // The next invocation, about another room, announces the lobby's tail once its interval is over.
+    broadcaster.broadcast(&[record(4, chat(99, "ops line").in_room("ops"))]).await;
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert_eq!(seen(&f, 0), ["occupancy:8:1:0", "occupancy:8:2:0"]);
+    assert_eq!(seen(&f, 99), ["ops line"]);
+}
+
+#[tokio::test]
+async fn coalescing_connections_get_the_occupancy_frame_last_in_their_events() {
+    let f = Fixture::with_connections(6).await;
+    add_coalescing(&f, 6).await;
+    add_coalescing(&f, 7).await;
+    let broadcaster = f.broadcaster(presence(5, 200), false);
+    let batch = [record(1, chat(0, "one")), record(2, join(7)), record(3, chat(1, "two"))];
+    let report = broadcaster.broadcast(&batch).await;
+    assert!(report.failed.is_empty());
+    assert_eq!((report.delivered, report.occupancy), (6 * 2 + 2 * 2, 8));
+    for i in 0..8 {
+        assert_eq!(seen(&f, i), ["one", "two", "occupancy:8:1:0"], "connection {i}");
+    }
+    for i in [6, 7] {
+        let frames = f.poster.frames_to(&id(i));
+        assert_eq!(frames.len(), 1, "lines and count in one post");
+        assert!(frames[0].get("events").is_some());
+    }
+    // A held-back tail reaches them wrapped too: {"events":[occupancy]}.
+    broadcaster.broadcast(&[record(4, leave(42))]).await;
+    for i in [6, 7] {
+        let frames = f.poster.frames_to(&id(i));
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1]["events"][0]["kind"], "occupancy");
+        assert_eq!(
+            (frames[1]["events"][0]["count"].as_u64(), frames[1]["events"][0]["left"].as_u64()),
+            (Some(8), Some(1))
+        );
+    }
+    assert_eq!(seen(&f, 0).last().unwrap(), "occupancy:8:0:1");
 }

@@ -252,6 +252,7 @@ fn broadcaster(connections: Arc<MemoryConnections>, poster: Arc<RecordingPoster>
         archive: None,
         clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
         config: FanoutConfig::default(),
+        occupancy: Default::default(),
     }
 }
 

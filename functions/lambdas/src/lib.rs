@@ -8,6 +8,7 @@ use chat_aws::{
 };
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
+use chat_core::occupancy::{PresenceConfig, parse_presence_limit};
 
 pub mod emf;
 pub mod logs;
@@ -163,17 +164,36 @@ pub fn connections_endpoint(event: &ApiGatewayWebsocketProxyRequest) -> String {
 }
 
 /// The broadcaster's policy from `FANOUT_CONCURRENCY`, `FANOUT_MAX_ATTEMPTS` and
-/// `FANOUT_MAX_FAILED_SHARE`, each defaulting to [`FanoutConfig::default`].
-pub fn fanout_config_from_env() -> FanoutConfig {
+/// `FANOUT_MAX_FAILED_SHARE`, each defaulting to [`FanoutConfig::default`], and
+/// its presence policy ([`presence_config_from`]), which must be valid: a stack
+/// with a mistyped `PresenceLimit` fails at cold start, not silently.
+pub fn fanout_config_from_env() -> Result<FanoutConfig, Error> {
     let defaults = FanoutConfig::default();
-    FanoutConfig {
+    Ok(FanoutConfig {
         max_in_flight: env_or("FANOUT_CONCURRENCY", defaults.max_in_flight),
         retry: RetryPolicy {
             max_attempts: env_or("FANOUT_MAX_ATTEMPTS", defaults.retry.max_attempts),
             ..defaults.retry
         },
         max_failed_share: env_or("FANOUT_MAX_FAILED_SHARE", defaults.max_failed_share),
+        presence: presence_config_from(|name| std::env::var(name).ok())?,
+    })
+}
+
+/// When joins and leaves give way to occupancy frames: `PRESENCE_LIMIT` (members
+/// ≥ 1, or `off`; default [`chat_core::occupancy::DEFAULT_PRESENCE_LIMIT`]) and
+/// `STREAM_BATCH_SIZE` (the event source mapping's `BatchSize`: a batch that
+/// full is followed at once, so it does not wait to announce what it held back).
+pub fn presence_config_from(get: impl Fn(&str) -> Option<String>) -> Result<PresenceConfig, Error> {
+    let mut config = PresenceConfig::default();
+    if let Some(limit) = get("PRESENCE_LIMIT") {
+        config.limit = parse_presence_limit(&limit).map_err(|error| format!("PRESENCE_LIMIT: {error}"))?;
     }
+    if let Some(size) = get("STREAM_BATCH_SIZE") {
+        let size = size.trim().parse::<usize>().ok().filter(|&size| size >= 1);
+        config.full_batch = Some(size.ok_or("STREAM_BATCH_SIZE must be a number of records from 1 up")?);
+    }
+    Ok(config)
 }
 
 /// The variable parsed as `T`; unset or unparsable (logged) gives `default`.
@@ -198,4 +218,24 @@ pub async fn verifier_config_from_env() -> Result<VerifierConfig, Error> {
         _ => std::env::var(name).ok(),
     })?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_presence_limit_comes_from_the_environment_and_a_bad_one_is_refused() {
+        let settings = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(presence_config_from(settings(&[])).unwrap(), PresenceConfig::default());
+        let config =
+            presence_config_from(settings(&[("PRESENCE_LIMIT", "250"), ("STREAM_BATCH_SIZE", "100")])).unwrap();
+        assert_eq!((config.limit, config.full_batch), (Some(250), Some(100)));
+        assert_eq!(presence_config_from(settings(&[("PRESENCE_LIMIT", "off")])).unwrap().limit, None);
+        let error = presence_config_from(settings(&[("PRESENCE_LIMIT", "0")])).unwrap_err().to_string();
+        assert!(error.starts_with("PRESENCE_LIMIT: presence limit \"0\" is not a number"), "{error}");
+        assert!(presence_config_from(settings(&[("STREAM_BATCH_SIZE", "lots")])).is_err());
+    }
 }

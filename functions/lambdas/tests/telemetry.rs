@@ -212,6 +212,7 @@ async fn one_broadcast_gives_one_valid_emf_document_with_its_counters() {
         archive: None,
         clock: Arc::new(FixedClock::at(at)),
         config: FanoutConfig { retry, ..FanoutConfig::default() },
+        occupancy: Default::default(),
     };
     let mut event = Event::default();
     event.records =

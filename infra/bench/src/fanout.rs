@@ -128,6 +128,7 @@ pub async fn run_case(connections: usize, concurrency: usize, model: PosterModel
         archive: None,
         clock: Arc::new(SystemClock),
         config: FanoutConfig { max_in_flight: concurrency, ..FanoutConfig::default() },
+        occupancy: Default::default(),
     };
 
     let listed = Instant::now();

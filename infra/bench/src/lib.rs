@@ -12,6 +12,7 @@
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
 //! - [`idle`]: memory per idle connection, and the connect rate (`loadgen idle`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
+//! - [`presence`]: join notices against occupancy frames as a room fills (`loadgen presence-cost`)
 //! - [`envelope`]: calls/s, delivery time and price per room size × rate, coalesced or not (`loadgen envelope`)
 //! - [`coldstart`]: the Lambda binaries' init time against a Runtime API emulator (`loadgen coldstart`)
 //! - [`coalescing`]: frames and API Gateway messages per 1000 lines, coalesced or not (`loadgen coalescing`)
@@ -29,6 +30,7 @@ pub mod fanout;
 pub mod flood;
 pub mod idle;
 pub mod load;
+pub mod presence;
 pub mod procstat;
 pub mod reference;
 pub mod report;

@@ -154,6 +154,7 @@ pub async fn serve(
             archive: archive.clone(),
             clock: Arc::new(SystemClock),
             config: config.fanout.clone(),
+            occupancy: Default::default(),
         })
     };
     let (stop, stopped) = watch::channel(false);

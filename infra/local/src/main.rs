@@ -8,6 +8,7 @@ use chat_aws::TableNames;
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::FanoutConfig;
 use chat_core::entrypoints::websocket::RouteSettings;
+use chat_core::occupancy::{BadPresenceLimit, PresenceConfig};
 use chat_core::origin::Origin;
 use chat_core::rate::{RateLimiter, RateLimits};
 use chat_core::rights::Rights;
@@ -164,6 +165,11 @@ struct Args {
     /// Broadcaster: posts in flight at once per message.
     #[arg(long, env = "FANOUT_CONCURRENCY", default_value_t = 256)]
     fanout_concurrency: usize,
+    /// Broadcaster: rooms with more members than this get one occupancy frame a
+    /// second (count, joined, left) instead of a join or leave notice per member;
+    /// `off` keeps the notices at any size.
+    #[arg(long, env = "PRESENCE_LIMIT", value_name = "MEMBERS", default_value = "100", value_parser = parse_presence_limit)]
+    presence_limit: PresenceLimit,
     /// Use this DynamoDB API (moto, DynamoDB Local, AWS) through the AWS adapters
     /// instead of SQLite; the broadcaster then reads the table's real stream.
     #[arg(long, env = "CHAT_DYNAMODB_ENDPOINT", value_name = "URL")]
@@ -417,7 +423,16 @@ async fn main() -> anyhow::Result<()> {
             batching_window: Duration::from_millis(args.batching_window_ms),
             max_retries: args.max_retries,
         },
-        fanout: FanoutConfig { max_in_flight: args.fanout_concurrency, ..FanoutConfig::default() },
+        fanout: FanoutConfig {
+            max_in_flight: args.fanout_concurrency,
+            presence: PresenceConfig {
+                limit: args.presence_limit.0,
+                // A full batch is followed at once: it leaves what it held back to the next.
+                full_batch: Some(args.batch_size.into()),
+                ..PresenceConfig::default()
+            },
+            ..FanoutConfig::default()
+        },
         routes: RouteSettings {
             limits: RoomLimits { max_rooms: args.max_rooms },
             default_rights: args.default_rights.clone(),
@@ -596,6 +611,14 @@ async fn serve_until_ctrl_c(config: Config, listener: TcpListener, ready: impl F
         tracing::info!("shutting down: closing sockets");
     };
     chat_local::serve(config, listener, ready, shutdown).await
+}
+
+/// `--presence-limit`: members, or `None` for `off`.
+#[derive(Clone, Debug)]
+struct PresenceLimit(Option<usize>);
+
+fn parse_presence_limit(text: &str) -> Result<PresenceLimit, BadPresenceLimit> {
+    chat_core::occupancy::parse_presence_limit(text).map(PresenceLimit)
 }
 
 #[cfg(test)]

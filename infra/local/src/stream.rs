@@ -430,6 +430,7 @@ mod tests {
             archive: None,
             clock: Arc::new(FixedClock::at(at)),
             config: fanout,
+            occupancy: Default::default(),
         });
         for text in ["before", "poison", "after"] {
             store.append(&LogEvent::chat("writer", text, at)).await.unwrap();

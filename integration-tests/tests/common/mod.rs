@@ -43,6 +43,21 @@ pub fn package_binary(name: &str) -> PathBuf {
     path
 }
 
+/// `chat-local --help`, as a newcomer reads it.
+pub fn help_text() -> String {
+    let help = std::process::Command::new(binary()).arg("--help").output().unwrap();
+    String::from_utf8(help.stdout).unwrap()
+}
+
+/// Starts `chat-local` (a free port, an in-memory database) with `args` it must
+/// refuse at start: what it said on stderr.
+pub fn refused_args(args: &[&str]) -> String {
+    let output =
+        std::process::Command::new(binary()).args(["--port", "0", "--db", ":memory:"]).args(args).output().unwrap();
+    assert!(!output.status.success(), "{args:?} is refused");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A tool the tests need, installed by `run-all.sh`: its path, or a loud failure.
 pub fn prerequisite(path: PathBuf, what: &str) -> PathBuf {
     assert!(

@@ -23,7 +23,8 @@ async fn main() -> Result<(), Error> {
         poster: Arc::new(CountingPoster { inner: aws.poster(&endpoint), counts: counts.clone() }),
         archive: aws.archive().map(|a| Arc::new(a) as Arc<dyn Archive>),
         clock: Arc::new(SystemClock),
-        config: fanout_config_from_env(),
+        config: fanout_config_from_env()?,
+        occupancy: Default::default(),
     };
     let counts = &counts;
     run(service_fn(move |event: LambdaEvent<Event>| async move {

@@ -13,6 +13,7 @@ use chat_bench::fanout::{self, CaseReport, PosterModel};
 use chat_bench::flood::{self, FloodConfig};
 use chat_bench::idle::{self, IdleConfig};
 use chat_bench::load::{self, LoadConfig};
+use chat_bench::presence;
 use chat_bench::report::{self, Comparison};
 use chat_bench::soak::{self, SoakConfig, SoakTarget};
 use chat_bench::target::{Binaries, Kind, Server, UNLIMITED_SENDERS};
@@ -249,6 +250,17 @@ enum Command {
         svg: Option<PathBuf>,
         #[command(flatten)]
         servers: ServerArgs,
+    },
+    /// What join presence costs as a room fills to 1 000 / 10 000 / 50 000
+    /// members: the seed's notices against occupancy frames (deliveries, $, seconds
+    /// of the account's 10 000 calls/s).
+    PresenceCost {
+        /// Rooms with more members than this get occupancy frames (the stack's default).
+        #[arg(long, default_value_t = chat_core::occupancy::DEFAULT_PRESENCE_LIMIT as u64)]
+        presence_limit: u64,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Price a million messages of the deployed design at several room sizes.
     Cost {
@@ -728,6 +740,11 @@ async fn main() -> anyhow::Result<()> {
         Command::FanoutCase { connections, concurrency, poster, messages } => {
             let case = fanout::run_case(connections, concurrency, poster.model(), messages).await;
             println!("{}", serde_json::to_string(&case)?);
+        }
+        Command::PresenceCost { presence_limit, json } => {
+            let rows = presence::filling_rooms(presence_limit);
+            print!("{}", presence::table(presence_limit, &rows));
+            write_json(json.as_deref(), &rows)?;
         }
         Command::Cost {
             room_sizes,
