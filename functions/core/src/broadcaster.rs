@@ -15,6 +15,7 @@ use crate::ports::{
     Archive, Bytes, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, list_all_connections,
 };
 use crate::protocol::event_frame;
+use crate::split::Split;
 
 /// How hard to push and when to give up.
 #[derive(Clone, Debug)]
@@ -26,13 +27,16 @@ pub struct FanoutConfig {
     /// reported for retry. Below it, a few broken sockets do not make everyone
     /// receive the message again.
     pub max_failed_share: f64,
+    /// Large rooms handed to parallel workers instead of posted here
+    /// ([`crate::split`]); `None`: every room is posted by this invocation.
+    pub split: Option<Split>,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
         // 256 posts in flight fan one message out to 10 000 connections in under a
         // second at 20 ms per post (BENCHMARKS.md, fan-out simulation).
-        Self { max_in_flight: 256, retry: RetryPolicy::default(), max_failed_share: 0.5 }
+        Self { max_in_flight: 256, retry: RetryPolicy::default(), max_failed_share: 0.5, split: None }
     }
 }
 
@@ -76,10 +80,12 @@ pub struct BatchReport {
     pub delivered: usize,
     pub pruned: usize,
     pub undeliverable: usize,
+    /// Recipients handed to fan-out workers ([`crate::split`]).
+    pub handed_off: usize,
 }
 
 /// Outcome of one post after retries.
-enum Delivery {
+pub(crate) enum Delivery {
     Delivered,
     Gone,
     Failed(PostError),
@@ -133,6 +139,22 @@ impl Broadcaster {
             }
             let recipients = rooms.get_mut(room).expect("listed above");
             let frame = Bytes::from(event_frame(&record.event));
+            if let Some(split) = &self.config.split {
+                match split.hand_off(&record.event, &frame, recipients).await {
+                    Ok(None) => {}
+                    Ok(Some(handed_off)) => {
+                        report.handed_off += handed_off;
+                        frames.push(frame);
+                        tallies.push(Tally::default());
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, room, "handing the room to fan-out workers failed; this record and the rest will be retried");
+                        report.failed = from(index);
+                        break;
+                    }
+                }
+            }
             let outcome = self.deliver(&record.event, &frame, recipients.iter().filter(|c| !c.batch)).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
@@ -303,7 +325,7 @@ impl Broadcaster {
     /// Makes every post once in one [`SocketPoster::post_each`] call, then retries
     /// the throttled and transient failures with backoff, at most `max_in_flight`
     /// at a time. What became of each post, in order.
-    async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
+    pub(crate) async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
         let ids: Vec<(&str, &Bytes)> = posts.iter().map(|(c, frame)| (c.connection_id.as_str(), *frame)).collect();
         let answers = self.poster.post_each(&ids, self.config.max_in_flight).await;
         let mut to_retry = Vec::new();
@@ -374,7 +396,7 @@ impl Broadcaster {
 }
 
 /// A join is announced to everyone but the joiner.
-fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
+pub(crate) fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
     event.kind == EventKind::Join && event.connection_id == connection.connection_id
 }
 

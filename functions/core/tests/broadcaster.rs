@@ -62,6 +62,7 @@ fn fast() -> FanoutConfig {
             max_delay: Duration::from_millis(4),
         },
         max_failed_share: 0.5,
+        split: None,
     }
 }
 

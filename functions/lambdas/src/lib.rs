@@ -167,6 +167,7 @@ pub fn fanout_config_from_env() -> FanoutConfig {
             ..defaults.retry
         },
         max_failed_share: env_or("FANOUT_MAX_FAILED_SHARE", defaults.max_failed_share),
+        split: None,
     }
 }
 

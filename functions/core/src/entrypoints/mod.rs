@@ -4,5 +4,6 @@
 pub mod authorizer;
 pub mod events;
 pub mod expiry;
+pub mod fanout;
 pub mod stream;
 pub mod websocket;
