@@ -294,7 +294,9 @@ mod tests {
         let at = parse_iso("2026-11-24T10:15:30Z").unwrap();
         let identity = Identity::verified(&"n".repeat(64), &format!("https://issuer.example/{}|sub", "x".repeat(200)));
         (0..n)
-            .map(|i| Connection::new(&format!("c{i:014}="), "", at).of(account.then_some(&identity)).as_member_of("big"))
+            .map(|i| {
+                Connection::new(&format!("c{i:014}="), "", at).of(account.then_some(&identity)).as_member_of("big")
+            })
             .collect()
     }
 

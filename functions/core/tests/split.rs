@@ -83,7 +83,11 @@ impl Room {
 fn fast() -> FanoutConfig {
     FanoutConfig {
         max_in_flight: 16,
-        retry: RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(4) },
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+        },
         ..FanoutConfig::default()
     }
 }
@@ -161,7 +165,10 @@ async fn the_jobs_reach_every_recipient_exactly_once_and_coalescing_members_stil
     assert_eq!(received.len(), 2_346);
     assert!(received.values().all(|&n| n == 1), "every member exactly once");
     let frame = event_frame(&line.event);
-    assert!(room.poster.delivered().iter().all(|(to, got)| to == "batched" || *got == frame), "the frame, as posted directly");
+    assert!(
+        room.poster.delivered().iter().all(|(to, got)| to == "batched" || *got == frame),
+        "the frame, as posted directly"
+    );
 }
 
 #[tokio::test]
