@@ -89,3 +89,35 @@ impl FanoutQueue for SqsFanoutQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_core::ports::Bytes;
+
+    fn job(frame_len: usize, attempt: u32) -> FanoutJob {
+        FanoutJob {
+            room: "big".into(),
+            message_id: "m".into(),
+            frame: Bytes::from(vec![b'x'; frame_len]),
+            members: Vec::new(),
+            attempt,
+        }
+    }
+
+    #[test]
+    fn batches_hold_ten_entries_and_256_kib_at_most_and_carry_each_jobs_delay() {
+        let jobs: Vec<FanoutJob> =
+            (0..23).map(|_| job(100, 0)).chain([job(120_000, 0), job(120_000, 2), job(100, 3)]).collect();
+        let batches = batches(&jobs).unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 4, 2], "the two large bodies (160 KB each) cannot share a call");
+        for batch in &batches {
+            assert!(batch.iter().map(|e| e.message_body().len()).sum::<usize>() <= MAX_JOB_BYTES);
+        }
+        let ids: Vec<String> = batches.iter().flatten().map(|e| e.id().to_owned()).collect();
+        assert_eq!(ids, (0..26).map(|i| i.to_string()).collect::<Vec<_>>());
+        let delays: Vec<Option<i32>> = batches.iter().flatten().skip(23).map(|e| e.delay_seconds()).collect();
+        assert_eq!(delays, [Some(0), Some(4), Some(8)]);
+    }
+}
