@@ -24,7 +24,8 @@ use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::entrypoints::websocket;
 use chat_core::entrypoints::websocket::{ConnectSettings, RouteSettings};
 use chat_core::memory::{
-    MemoryArchive, MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, MemorySessions, RecordingPoster,
+    MemoryArchive, MemoryBans, MemoryConnections, MemoryCursors, MemoryFanoutQueue, MemoryLog, MemorySessions,
+    RecordingPoster,
 };
 use chat_core::outbound::{EventSink, OutboundEvent, SinkError};
 use chat_core::ports::{
@@ -32,6 +33,7 @@ use chat_core::ports::{
     SocketPoster, StoreError, Subscribed, SystemClock,
 };
 use chat_core::room::RoomLimits;
+use chat_core::split::{FanoutJob, FanoutQueue, Split};
 use chat_core::{Ban, Connection, LogEvent, Session, SessionEnd};
 use chrono::{DateTime, Utc};
 use serde_yaml::Value;
@@ -52,6 +54,7 @@ const FUNCTIONS: &[Function] = &[
     Function { binary: "send_message", entrypoint: "websocket::on_send_message" },
     Function { binary: "default", entrypoint: "websocket::on_default" },
     Function { binary: "broadcaster", entrypoint: "broadcast_with_metrics" },
+    Function { binary: "fanout", entrypoint: "fanout::on_sqs" },
     Function { binary: "reaper", entrypoint: "expiry::on_expired_connections" },
     Function { binary: "authorizer", entrypoint: "authorizer::on_authorize" },
     Function { binary: "publish", entrypoint: "publish::on_publish" },
@@ -210,6 +213,14 @@ impl SocketPoster for Recorded<RecordingPoster> {
 }
 
 #[async_trait]
+impl FanoutQueue for Recorded<MemoryFanoutQueue> {
+    async fn enqueue(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        self.seen.note("FanoutQueue", "enqueue");
+        self.inner.enqueue(jobs).await
+    }
+}
+
+#[async_trait]
 impl Archive for Recorded<MemoryArchive> {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         self.seen.note("Archive", "put");
@@ -355,6 +366,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             }
             poster.inner.mark_gone("gone");
             seen.take();
+            let queue = Arc::new(recorded::<MemoryFanoutQueue>(&seen));
             let broadcaster = Broadcaster {
                 connections: Arc::new(connections),
                 sessions: Arc::new(sessions),
@@ -362,7 +374,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 poster: Arc::new(poster),
                 archive: archive.then(|| Arc::new(recorded::<MemoryArchive>(&seen)) as Arc<dyn Archive>),
                 clock: Arc::new(SystemClock),
-                config: FanoutConfig::default(),
+                config: FanoutConfig { split: Some(Split::new(queue.clone())), ..FanoutConfig::default() },
                 occupancy: Default::default(),
             };
             let event: Event = serde_json::from_value(fixture("stream-insert.json")).unwrap();
@@ -370,6 +382,54 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             let counts = chat_lambdas::emf::PostCounts::default();
             let (response, _) = chat_lambdas::measured_broadcast(&event, &broadcaster, &counts).await;
             assert!(response.batch_item_failures.is_empty(), "the broadcast itself must succeed");
+            // A room above the threshold is handed to the fan-out workers.
+            let split = Split { above: 0, ..Split::new(queue.clone()) };
+            let splitting =
+                Broadcaster { config: FanoutConfig { split: Some(split), ..FanoutConfig::default() }, ..broadcaster };
+            let (response, _) = chat_lambdas::measured_broadcast(&event, &splitting, &counts).await;
+            assert!(response.batch_item_failures.is_empty());
+            assert_eq!(queue.inner.take().len(), 1, "one job");
+        }
+        "fanout" => {
+            // A job of three members: one gets it, one is gone (pruned), one stays throttled (re-enqueued).
+            let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+            let mut members = Vec::new();
+            for id in ["alive", "gone", "throttled"] {
+                let connection = Connection::new(id, "203.0.113.7", at);
+                connections.put(&connection).await.unwrap();
+                sessions.open(&Session::opened(&connection)).await.unwrap();
+                members.push(connection.as_member_of("lobby"));
+            }
+            poster.inner.mark_gone("gone");
+            poster.inner.fail_next("throttled", std::iter::repeat_n(PostError::Throttled, 5));
+            seen.take();
+            let queue = Arc::new(recorded::<MemoryFanoutQueue>(&seen));
+            let job = FanoutJob {
+                room: "lobby".into(),
+                message_id: "m".into(),
+                frame: Bytes::from_static(b"{}"),
+                members,
+                attempt: 0,
+            };
+            let mut message = aws_lambda_events::sqs::SqsMessage::default();
+            (message.message_id, message.body) = (Some("1".into()), Some(job.to_body()));
+            let mut jobs = aws_lambda_events::sqs::SqsEvent::default();
+            jobs.records.push(message);
+            let worker = Broadcaster {
+                connections: Arc::new(connections),
+                sessions: Arc::new(sessions),
+                log: Arc::new(log),
+                poster: Arc::new(poster),
+                archive: None,
+                clock: Arc::new(SystemClock),
+                config: chat_core::split::worker_config(FanoutConfig {
+                    split: Some(Split::new(queue.clone())),
+                    ..FanoutConfig::default()
+                }),
+            };
+            let response = chat_core::entrypoints::fanout::on_sqs(&jobs, &worker).await;
+            assert!(response.batch_item_failures.is_empty());
+            assert_eq!(queue.inner.take().len(), 1, "the throttled member, re-enqueued");
         }
         "reaper" => {
             websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
@@ -497,6 +557,8 @@ const SDK_ACTIONS: &[(&str, &str)] = &[
     ("get_object", "s3:GetObject"),
     ("get_secret_value", "secretsmanager:GetSecretValue"),
     ("put_events", "events:PutEvents"),
+    // SendMessageBatch is authorized as SendMessage.
+    ("send_message_batch", "sqs:SendMessage"),
 ];
 
 /// What a binary reads through the SDK once per cold start, outside any port:
@@ -514,6 +576,7 @@ const ADAPTER_ENV: &[(&str, &str)] = &[
     ("ApiGatewayPoster", "CONNECTIONS_ENDPOINT"),
     ("S3Archive", "ARCHIVE_BUCKET"),
     ("EventBridgeSink", "EVENT_BUS_NAME"),
+    ("SqsFanoutQueue", "FANOUT_QUEUE_URL"),
 ];
 
 /// `(table variable, IAM action)` pairs of one port method.
@@ -879,6 +942,8 @@ fn needed(
                 "Sub:arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}:event-bus/${{{}}}",
                 logical(&env(variable))
             ),
+            // `Ref` of a queue is its URL, which the code needs; IAM names it by ARN.
+            "SqsFanoutQueue" => format!("GetAtt:{}.Arn", logical(&env(variable))),
             "ApiGatewayPoster" => {
                 let endpoint = text(&env(variable));
                 let stage = endpoint
@@ -915,7 +980,15 @@ fn needed(
     }
     if let Some(events) = function["Properties"].get("Events").and_then(Value::as_mapping) {
         for event in events.values() {
-            assert_eq!(event["Type"], "DynamoDB", "only stream events are modelled");
+            if event["Type"] == "SQS" {
+                // What the event source mapping does with the function's role.
+                let queue = text(&event["Properties"]["Queue"]);
+                for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+                    needs.insert((action.to_owned(), queue.clone()));
+                }
+                continue;
+            }
+            assert_eq!(event["Type"], "DynamoDB", "only stream and queue events are modelled");
             let table = text(&event["Properties"]["Stream"]);
             let table = table.strip_prefix("GetAtt:").and_then(|t| t.strip_suffix(".StreamArn")).unwrap();
             for action in
@@ -1107,6 +1180,18 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("MessageLog", "append"),
             ("SocketPoster", "post"),
             ("Archive", "put"),
+            ("FanoutQueue", "enqueue"),
+        ])
+    );
+    assert_eq!(
+        port_calls("fanout", false).await,
+        expect(&[
+            ("ConnectionStore", "delete"),
+            ("ConnectionStore", "end_membership"),
+            ("SessionLog", "close"),
+            ("MessageLog", "append"),
+            ("SocketPoster", "post"),
+            ("FanoutQueue", "enqueue"),
         ])
     );
 }

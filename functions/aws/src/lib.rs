@@ -1,6 +1,6 @@
 //! AWS implementations of the chat ports: DynamoDB tables through serde_dynamo,
 //! socket posts through the API Gateway Management API, the archive on S3, the
-//! events out on EventBridge; and
+//! events out on EventBridge, the fan-out queue of large rooms on SQS; and
 //! the authorizer's JWK Sets over HTTPS and its shared secret from Secrets Manager.
 //!
 //! Every client honours the SDK's standard endpoint overrides (`AWS_ENDPOINT_URL`,
@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod provision;
 pub mod s3;
 pub mod secrets;
+pub mod sqs;
 pub mod streams;
 
 pub use connections_api::{ApiGatewayPoster, management_endpoint};
@@ -23,6 +24,7 @@ pub use eventbridge::EventBridgeSink;
 pub use jwks::HttpJwks;
 pub use s3::S3Archive;
 pub use secrets::secret_string;
+pub use sqs::SqsFanoutQueue;
 pub use streams::{StartingPosition, StreamBatch, StreamReader};
 
 use std::time::Duration;

@@ -20,6 +20,7 @@ use crate::ports::{
     Archive, Bytes, Clock, ConnectionStore, MessageLog, PostError, SessionLog, SocketPoster, list_all_connections,
 };
 use crate::protocol::{event_frame, occupancy_frame};
+use crate::split::Split;
 
 /// How hard to push and when to give up.
 #[derive(Clone, Debug)]
@@ -33,6 +34,9 @@ pub struct FanoutConfig {
     pub max_failed_share: f64,
     /// When joins and leaves give way to occupancy frames.
     pub presence: PresenceConfig,
+    /// Large rooms handed to parallel workers instead of posted here
+    /// ([`crate::split`]); `None`: every room is posted by this invocation.
+    pub split: Option<Split>,
 }
 
 impl Default for FanoutConfig {
@@ -44,6 +48,7 @@ impl Default for FanoutConfig {
             retry: RetryPolicy::default(),
             max_failed_share: 0.5,
             presence: PresenceConfig::default(),
+            split: None,
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct BatchReport {
     /// Occupancy frames posted (one per member told; a coalescing member's may
     /// share a post with its events).
     pub occupancy: usize,
+    /// Recipients handed to fan-out workers ([`crate::split`]).
+    pub handed_off: usize,
 }
 
 impl BatchReport {
@@ -102,7 +109,7 @@ impl BatchReport {
 }
 
 /// Outcome of one post after retries.
-enum Delivery {
+pub(crate) enum Delivery {
     Delivered,
     Gone,
     Failed(PostError),
@@ -173,6 +180,22 @@ impl Broadcaster {
                 continue;
             }
             let frame = Bytes::from(event_frame(&record.event));
+            if let Some(split) = &self.config.split {
+                match split.hand_off(&record.event, &frame, recipients).await {
+                    Ok(None) => {}
+                    Ok(Some(handed_off)) => {
+                        report.handed_off += handed_off;
+                        frames.push(Some(frame));
+                        tallies.push(Tally::default());
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, room, "handing the room to fan-out workers failed; this record and the rest will be retried");
+                        report.failed = from(index);
+                        break;
+                    }
+                }
+            }
             let outcome = self.deliver(&record.event, &frame, recipients.iter().filter(|c| !c.batch)).await;
             report.delivered += outcome.delivered;
             report.undeliverable += outcome.failed;
@@ -446,7 +469,7 @@ impl Broadcaster {
     /// Makes every post once in one [`SocketPoster::post_each`] call, then retries
     /// the throttled and transient failures with backoff, at most `max_in_flight`
     /// at a time. What became of each post, in order.
-    async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
+    pub(crate) async fn post_all(&self, posts: &[(&Connection, &Bytes)]) -> Vec<Delivery> {
         let ids: Vec<(&str, &Bytes)> = posts.iter().map(|(c, frame)| (c.connection_id.as_str(), *frame)).collect();
         let answers = self.poster.post_each(&ids, self.config.max_in_flight).await;
         let mut to_retry = Vec::new();
@@ -517,7 +540,7 @@ impl Broadcaster {
 }
 
 /// A join is announced to everyone but the joiner.
-fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
+pub(crate) fn is_own_join(event: &LogEvent, connection: &Connection) -> bool {
     event.kind == EventKind::Join && event.connection_id == connection.connection_id
 }
 

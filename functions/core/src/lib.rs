@@ -25,6 +25,7 @@ pub mod reaction;
 pub mod replay;
 pub mod rights;
 pub mod room;
+pub mod split;
 pub mod text;
 pub mod time;
 

@@ -17,6 +17,7 @@ use crate::ports::{
     SocketPoster, StoreError, Subscribed,
 };
 use crate::reaction::{decided, reactor_of};
+use crate::split::{FanoutJob, FanoutQueue};
 
 /// A switch that makes a store answer [`StoreError::Unavailable`].
 #[derive(Debug, Default)]
@@ -544,5 +545,29 @@ impl JwksSource for MemoryJwks {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         self.outage.check().map_err(|e| JwksError(e.to_string()))?;
         self.documents.lock().unwrap().get(url).cloned().ok_or_else(|| JwksError(format!("{url}: 404")))
+    }
+}
+
+/// A fan-out queue that keeps the jobs for a test to look at or run
+/// ([`crate::split`]); `outage` makes it refuse them.
+#[derive(Debug, Default)]
+pub struct MemoryFanoutQueue {
+    jobs: Mutex<Vec<FanoutJob>>,
+    pub outage: Outage,
+}
+
+impl MemoryFanoutQueue {
+    /// Every job enqueued so far, emptying the queue.
+    pub fn take(&self) -> Vec<FanoutJob> {
+        std::mem::take(&mut self.jobs.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl FanoutQueue for MemoryFanoutQueue {
+    async fn enqueue(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        self.outage.check()?;
+        self.jobs.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
     }
 }

@@ -65,6 +65,7 @@ fn fast() -> FanoutConfig {
         },
         max_failed_share: 0.5,
         presence: PresenceConfig::default(),
+        split: None,
     }
 }
 

@@ -4,21 +4,23 @@
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use chat_aws::{
     ApiGatewayPoster, DynamoBans, DynamoConnections, DynamoCursors, DynamoLog, DynamoSessions, EventBridgeSink,
-    S3Archive, TableNames,
+    S3Archive, SqsFanoutQueue, TableNames,
 };
 use chat_core::auth::VerifierConfig;
 use chat_core::broadcaster::{FanoutConfig, RetryPolicy};
 use chat_core::occupancy::{PresenceConfig, parse_presence_limit};
+use chat_core::split::{DEFAULT_CHUNK, DEFAULT_SPLIT_ABOVE, Split};
 
 pub mod emf;
 pub mod logs;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use chat_core::broadcaster::Broadcaster;
-pub use chat_core::entrypoints::{events, expiry, stream, websocket};
+pub use chat_core::entrypoints::{events, expiry, fanout, stream, websocket};
 pub use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracing::Instrument;
 
@@ -82,6 +84,11 @@ impl Aws {
     /// The S3 archive, when `ARCHIVE_BUCKET` names one.
     pub fn archive(&self) -> Option<S3Archive> {
         std::env::var("ARCHIVE_BUCKET").ok().filter(|b| !b.is_empty()).map(|bucket| S3Archive::new(&self.sdk, bucket))
+    }
+
+    /// The fan-out queue of large rooms, when `FANOUT_QUEUE_URL` names one.
+    pub fn fanout_queue(&self) -> Option<SqsFanoutQueue> {
+        std::env::var("FANOUT_QUEUE_URL").ok().filter(|u| !u.is_empty()).map(|url| SqsFanoutQueue::new(&self.sdk, url))
     }
 }
 
@@ -177,6 +184,7 @@ pub fn fanout_config_from_env() -> Result<FanoutConfig, Error> {
         },
         max_failed_share: env_or("FANOUT_MAX_FAILED_SHARE", defaults.max_failed_share),
         presence: presence_config_from(|name| std::env::var(name).ok())?,
+        split: None,
     })
 }
 
@@ -194,6 +202,15 @@ pub fn presence_config_from(get: impl Fn(&str) -> Option<String>) -> Result<Pres
         config.full_batch = Some(size.ok_or("STREAM_BATCH_SIZE must be a number of records from 1 up")?);
     }
     Ok(config)
+}
+
+/// How large rooms are split ([`chat_core::split`]): onto `queue` above
+/// `FANOUT_SPLIT_ABOVE` recipients (default [`DEFAULT_SPLIT_ABOVE`]; 0 never
+/// splits), in jobs of at most `FANOUT_CHUNK` members (default [`DEFAULT_CHUNK`]).
+pub fn split_from_env(queue: SqsFanoutQueue) -> Option<Split> {
+    let above = env_or("FANOUT_SPLIT_ABOVE", DEFAULT_SPLIT_ABOVE);
+    let chunk = env_or("FANOUT_CHUNK", DEFAULT_CHUNK).max(1);
+    (above > 0).then(|| Split { queue: Arc::new(queue), above, chunk })
 }
 
 /// The variable parsed as `T`; unset or unparsable (logged) gives `default`.

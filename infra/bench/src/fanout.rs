@@ -3,6 +3,7 @@
 //! simulated @connections API with API Gateway's latency and its 410s and 429s.
 //! Measures the time to fan one message out against the concurrency bound.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ pub struct SimPoster {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     posts: AtomicUsize,
+    /// Connections that answer every post 429 (a throttled or stuck client).
+    stuck: HashSet<String>,
+    /// The frame being timed and when each post of it succeeded.
+    timed: Mutex<Option<(Bytes, Vec<Instant>)>>,
 }
 
 impl SimPoster {
@@ -45,17 +50,39 @@ impl SimPoster {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             posts: AtomicUsize::new(0),
+            stuck: HashSet::new(),
+            timed: Mutex::default(),
         }
     }
 
-    fn take_gone(&self) -> Vec<String> {
+    /// A poster whose `stuck` connections answer every post 429.
+    pub fn with_stuck(model: PosterModel, stuck: HashSet<String>) -> Self {
+        Self { stuck, ..Self::new(model) }
+    }
+
+    /// From now on, notes when each post of `frame` succeeds (see [`take_timed`](Self::take_timed)).
+    pub fn time(&self, frame: Bytes) {
+        *self.timed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((frame, Vec::new()));
+    }
+
+    /// When each successful post of the timed frame returned, in order; stops timing.
+    pub fn take_timed(&self) -> Vec<Instant> {
+        let timed = self.timed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        timed.map(|(_, times)| times).unwrap_or_default()
+    }
+
+    pub fn posts(&self) -> usize {
+        self.posts.load(Ordering::Relaxed)
+    }
+
+    pub fn take_gone(&self) -> Vec<String> {
         std::mem::take(&mut *self.gone.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
 #[async_trait]
 impl SocketPoster for SimPoster {
-    async fn post(&self, connection_id: &str, _frame: &Bytes) -> Result<(), PostError> {
+    async fn post(&self, connection_id: &str, frame: &Bytes) -> Result<(), PostError> {
         self.posts.fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
@@ -65,6 +92,9 @@ impl SocketPoster for SimPoster {
             tokio::time::sleep(Duration::from_secs_f64(wait / 1e3)).await;
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.stuck.contains(connection_id) {
+            return Err(PostError::Throttled);
+        }
         let roll = fastrand::f64();
         if roll < self.model.gone {
             self.gone.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(connection_id.to_owned());
@@ -72,6 +102,11 @@ impl SocketPoster for SimPoster {
         } else if roll < self.model.gone + self.model.throttled {
             Err(PostError::Throttled)
         } else {
+            if let Some((timed, times)) = self.timed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_mut()
+                && timed == frame
+            {
+                times.push(Instant::now());
+            }
             Ok(())
         }
     }
@@ -105,7 +140,7 @@ pub struct CaseReport {
     pub peak_rss_mib: f64,
 }
 
-fn connection_id(i: usize) -> String {
+pub fn connection_id(i: usize) -> String {
     // 16 characters ending in '=', like API Gateway's.
     format!("c{i:014}=")
 }

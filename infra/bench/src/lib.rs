@@ -10,6 +10,7 @@
 //! - [`chart`]: the soak's picture (SVG)
 //! - [`flood`]: 50 users' delivery p99 without and with one flooding client, same run (`loadgen flood`)
 //! - [`fanout`]: the broadcaster at 1k–100k connections (`loadgen fanout`)
+//! - [`split`]: the same event split across parallel workers (`loadgen fanout --split`)
 //! - [`idle`]: memory per idle connection, and the connect rate (`loadgen idle`)
 //! - [`cost`]: the price of a million messages (`loadgen cost`)
 //! - [`presence`]: join notices against occupancy frames as a room fills (`loadgen presence-cost`)
@@ -35,5 +36,6 @@ pub mod procstat;
 pub mod reference;
 pub mod report;
 pub mod soak;
+pub mod split;
 pub mod stats;
 pub mod target;

@@ -245,6 +245,37 @@ pub fn fanout_table(cases: &[CaseReport]) -> String {
     out
 }
 
+/// `loadgen fanout --split`: per room, split across workers and posted alone.
+pub fn split_table(cases: &[crate::split::SplitCaseReport]) -> String {
+    let mut out = String::from(
+        "| connections | fan-out | jobs / event | workers at once | stuck | shard waits ms | p50 ms | p99 ms | last ms (mean) | last ms (max) | requeued / event | posts / event |\n\
+         | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for c in cases {
+        let mode = match c.model.above {
+            Some(above) => format!("split above {above}, {} / job", c.model.chunk),
+            None => format!("broadcaster alone, {} in flight", c.concurrency),
+        };
+        writeln!(
+            out,
+            "| {} | {mode} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |",
+            c.connections,
+            c.jobs_per_message,
+            c.max_workers,
+            c.model.stuck,
+            c.shard_ms,
+            c.p50_ms,
+            c.p99_ms,
+            c.last_ms,
+            c.last_ms_max,
+            c.requeued_per_message,
+            c.posts_per_message
+        )
+        .ok();
+    }
+    out
+}
+
 pub fn cost_table(report: &CostReport) -> String {
     let rooms = &report.rooms;
     let mut out = format!(

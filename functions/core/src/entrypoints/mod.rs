@@ -4,6 +4,7 @@
 pub mod authorizer;
 pub mod events;
 pub mod expiry;
+pub mod fanout;
 pub mod publish;
 pub mod stream;
 pub mod websocket;

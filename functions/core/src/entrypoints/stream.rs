@@ -65,6 +65,7 @@ pub async fn broadcast_records(event: &Event, broadcaster: &Broadcaster) -> Batc
         delivered = report.delivered,
         pruned = report.pruned,
         undeliverable = report.undeliverable,
+        handed_off = report.handed_off,
         retry = report.failed.len(),
         "batch done"
     );

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use aws_lambda_events::dynamodb::Event;
-use chat_core::broadcaster::Broadcaster;
+use chat_core::broadcaster::{Broadcaster, FanoutConfig};
 use chat_core::ports::{Archive, SystemClock};
 use chat_lambdas::emf::{CountingPoster, PostCounts};
-use chat_lambdas::{Error, LambdaEvent, broadcast_with_metrics, fanout_config_from_env, init, run, service_fn};
+use chat_lambdas::{
+    Error, LambdaEvent, broadcast_with_metrics, fanout_config_from_env, init, run, service_fn, split_from_env,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -23,7 +25,8 @@ async fn main() -> Result<(), Error> {
         poster: Arc::new(CountingPoster { inner: aws.poster(&endpoint), counts: counts.clone() }),
         archive: aws.archive().map(|a| Arc::new(a) as Arc<dyn Archive>),
         clock: Arc::new(SystemClock),
-        config: fanout_config_from_env()?,
+        // Large rooms go to the fan-out workers (bin/fanout.rs) when a queue is configured.
+        config: FanoutConfig { split: aws.fanout_queue().and_then(split_from_env), ..fanout_config_from_env()? },
         occupancy: Default::default(),
     };
     let counts = &counts;

@@ -178,6 +178,9 @@ enum Command {
         /// Write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Time each room split across workers (and posted by the broadcaster alone, to compare).
+        #[command(flatten)]
+        split: SplitArgs,
     },
     /// One fan-out case; prints its JSON report (used by `fanout`).
     #[command(hide = true)]
@@ -313,6 +316,48 @@ impl BroadcasterArgs {
     /// Posts that always succeed, after the latency.
     fn poster(&self) -> PosterModel {
         PosterModel { latency_ms: self.latency_ms, jitter_ms: self.jitter_ms, gone: 0.0, throttled: 0.0 }
+    }
+}
+
+/// `loadgen fanout --split`: the deployment around the broadcaster (see `chat_bench::split`).
+#[derive(Args, Debug, Clone)]
+struct SplitArgs {
+    /// Split rooms across fan-out workers, each case also timed without the split.
+    #[arg(long)]
+    split: bool,
+    /// FANOUT_SPLIT_ABOVE: rooms of more recipients are split.
+    #[arg(long, default_value_t = chat_core::split::DEFAULT_SPLIT_ABOVE)]
+    split_above: usize,
+    /// Members per job.
+    #[arg(long, default_value_t = chat_core::split::DEFAULT_CHUNK)]
+    chunk: usize,
+    /// One SendMessageBatch call.
+    #[arg(long, default_value_t = 15.0)]
+    send_ms: f64,
+    /// From a job's send to a warm worker starting on it.
+    #[arg(long, default_value_t = 40.0)]
+    handoff_ms: f64,
+    #[arg(long, default_value_t = 10.0)]
+    handoff_jitter_ms: f64,
+    /// One page (1 000 members) of the room's listing.
+    #[arg(long, default_value_t = 5.0)]
+    list_page_ms: f64,
+    /// Members that answer every post 429.
+    #[arg(long, default_value_t = 0)]
+    stuck: usize,
+}
+
+impl SplitArgs {
+    fn model(&self, split: bool) -> chat_bench::split::SplitModel {
+        chat_bench::split::SplitModel {
+            above: split.then_some(self.split_above),
+            chunk: self.chunk,
+            send_ms: self.send_ms,
+            handoff_ms: self.handoff_ms,
+            handoff_jitter_ms: self.handoff_jitter_ms,
+            list_page_ms: self.list_page_ms,
+            stuck: self.stuck,
+        }
     }
 }
 
@@ -719,7 +764,21 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        Command::Fanout { connections, concurrency, poster, messages, budget_secs, in_process, json } => {
+        Command::Fanout { connections, concurrency, poster, messages, json, split, .. } if split.split => {
+            let mut cases = Vec::new();
+            for &n in &connections {
+                for &c in &concurrency {
+                    for split_on in [true, false] {
+                        eprintln!("fan-out: {n} connections, concurrency {c}, split {split_on}, {messages} message(s)");
+                        let model = split.model(split_on);
+                        cases.push(chat_bench::split::run_split_case(n, c, poster.model(), model, messages).await);
+                    }
+                }
+            }
+            print!("{}", report::split_table(&cases));
+            write_json(json.as_deref(), &cases)?;
+        }
+        Command::Fanout { connections, concurrency, poster, messages, budget_secs, in_process, json, .. } => {
             let mut cases: Vec<CaseReport> = Vec::new();
             for &n in &connections {
                 for &c in &concurrency {
