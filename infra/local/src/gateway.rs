@@ -581,6 +581,25 @@ mod tests {
         }
     }
 
+    /// An outbox whose socket may take nothing for 300 ms: the lag, and the outbox.
+    fn with_short_lag() -> (Duration, Arc<Outbox>) {
+        let lag = Duration::from_millis(300);
+        (lag, Outbox::new(SendLimits { lag, ..SendLimits::default() }))
+    }
+
+    /// The socket's writer, forwarding `outbox` to `kernel`.
+    fn spawn_forward(kernel: &Kernel, outbox: &Arc<Outbox>) -> tokio::task::JoinHandle<Forwarded> {
+        let (mut sink, outbox) = (kernel.clone(), outbox.clone());
+        tokio::spawn(async move { forward(&mut sink, &outbox).await })
+    }
+
+    /// Ends the outbox and checks that the writer writes what is left and stops.
+    async fn drains_and_ends(outbox: &Outbox, writer: tokio::task::JoinHandle<Forwarded>) {
+        outbox.end();
+        let ended = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer drains").unwrap();
+        assert!(matches!(ended, Forwarded::Ended), "{ended:?}");
+    }
+
     fn text(len: usize) -> Outbound {
         Outbound::Text("x".repeat(len).into())
     }
@@ -591,10 +610,7 @@ mod tests {
         let kernel = Kernel::new(16 * 1024);
         // Starts a quarter second late and then reads as fast as frames come (800 KB/s).
         let reader = kernel.reader(Duration::from_millis(250), Duration::from_millis(10), 4000 * 200);
-        let writer = tokio::spawn({
-            let (mut sink, outbox) = (kernel.clone(), outbox.clone());
-            async move { forward(&mut sink, &outbox).await }
-        });
+        let writer = spawn_forward(&kernel, &outbox);
         // 4 000 frames of 200 bytes a second for 2 s, 40 every 10 ms.
         let (mut pushed, mut most) = (0, 0);
         let started = tokio::time::Instant::now();
@@ -609,16 +625,13 @@ mod tests {
         assert!(!writer.is_finished(), "the writer gave up: {:?}", writer.await);
         // About 1 000 frames waited at most: a few hundred KB, far under the budget.
         assert!(most < SEND_BUDGET / 16, "{most} bytes queued at most");
-        outbox.end();
-        let ended = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer drains").unwrap();
-        assert!(matches!(ended, Forwarded::Ended), "{ended:?} after {pushed} frames");
+        drains_and_ends(&outbox, writer).await;
         reader.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_far_behind_that_keeps_reading_is_not_cut_off_however_old_its_frames() {
-        let lag = Duration::from_millis(300);
-        let outbox = Outbox::new(SendLimits { lag, ..SendLimits::default() });
+        let (lag, outbox) = with_short_lag();
         let kernel = Kernel::new(4 * 1024);
         // 40 KB queued at once, read at 27 KB/s with pauses under the lag: the
         // last frames wait about 1.5 s, five times the lag.
@@ -627,25 +640,19 @@ mod tests {
         }
         let reader = kernel.reader(Duration::ZERO, lag / 2, 27_000);
         let started = tokio::time::Instant::now();
-        let writer = tokio::spawn({
-            let (mut sink, outbox) = (kernel.clone(), outbox.clone());
-            async move { forward(&mut sink, &outbox).await }
-        });
+        let writer = spawn_forward(&kernel, &outbox);
         while outbox.pending_bytes() > 0 {
             assert!(!writer.is_finished(), "the writer gave up: {:?}", writer.await);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(started.elapsed() > 2 * lag, "the frames waited longer than the lag: {:?}", started.elapsed());
-        outbox.end();
-        let ended = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer ends").unwrap();
-        assert!(matches!(ended, Forwarded::Ended), "{ended:?}");
+        drains_and_ends(&outbox, writer).await;
         reader.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_never_reads_is_cut_off_one_lag_after_its_socket_fills_and_its_queue_freed() {
-        let lag = Duration::from_millis(300);
-        let outbox = Outbox::new(SendLimits { lag, ..SendLimits::default() });
+        let (lag, outbox) = with_short_lag();
         let kernel = Kernel::new(256 * 1024);
         let (cut, cut_off) = oneshot::channel();
         let (close, abandon) = oneshot::channel();
