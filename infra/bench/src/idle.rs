@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::connect_async_with_config;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::procstat;
@@ -20,6 +21,9 @@ pub struct IdleConfig {
     pub connections: usize,
     /// Handshakes in flight at once.
     pub connect_concurrency: usize,
+    /// Each client first says a line of this many bytes and reads its broadcast
+    /// back, then idles (0: none): what a connection keeps after a large frame.
+    pub line_bytes: usize,
     /// How long connecting, or settling, may take before the run fails.
     pub setup_timeout: Duration,
     pub progress: bool,
@@ -29,6 +33,8 @@ pub struct IdleConfig {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IdleReport {
     pub connections: usize,
+    /// The line each client said first, in bytes (0: none).
+    pub line_bytes: usize,
     /// The server's RSS once started and settled, before any client.
     pub rest_rss_kib: u64,
     /// Its RSS with every client connected, once settled.
@@ -83,7 +89,8 @@ pub async fn run(url: &str, pid: u32, config: &IdleConfig) -> anyhow::Result<Idl
     if let Some(limit) = procstat::raise_open_files_limit() {
         say(format!("open files limit of this process: {limit}"));
     }
-    let mut report = IdleReport { connections: config.connections, ..IdleReport::default() };
+    let mut report =
+        IdleReport { connections: config.connections, line_bytes: config.line_bytes, ..IdleReport::default() };
     report.rest_rss_kib = settled_rss(pid, config.setup_timeout).await?;
     say(format!("server at rest: {} KiB; connecting {} clients to {url}", report.rest_rss_kib, config.connections));
 
@@ -91,16 +98,27 @@ pub async fn run(url: &str, pid: u32, config: &IdleConfig) -> anyhow::Result<Idl
     let client = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
+    let line = (config.line_bytes > 0).then(|| "x".repeat(config.line_bytes));
     let mut attempts = futures::stream::iter(0..config.connections)
         .map(|index| {
             let url = format!("{url}?room=idle-{index}");
-            async move { (index, connect_async_with_config(url, Some(client), false).await) }
+            let line = line.as_deref();
+            async move {
+                let connected = async {
+                    let (mut socket, _) = connect_async_with_config(url, Some(client), false).await?;
+                    if let Some(line) = line {
+                        say_and_hear(&mut socket, line).await?;
+                    }
+                    anyhow::Ok(socket)
+                };
+                (index, connected.await)
+            }
         })
         .buffer_unordered(config.connect_concurrency.max(1));
     let mut clients = Vec::with_capacity(config.connections);
     let connecting = async {
         while let Some((index, result)) = attempts.next().await {
-            let (socket, _) = result.with_context(|| format!("client {index} could not connect"))?;
+            let socket = result.with_context(|| format!("client {index} could not connect"))?;
             clients.push(tokio::spawn(idle_client(socket, stopped.clone())));
             if config.progress && clients.len() % 1000 == 0 {
                 eprintln!("[idle]   {} connected", clients.len());
@@ -127,11 +145,27 @@ pub async fn run(url: &str, pid: u32, config: &IdleConfig) -> anyhow::Result<Idl
     Ok(report)
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Says `line` in the client's room and reads until its broadcast comes back.
+async fn say_and_hear(socket: &mut Socket, line: &str) -> anyhow::Result<()> {
+    let frame = serde_json::json!({"action": "sendmessage", "message": line}).to_string();
+    socket.send(Message::text(frame)).await?;
+    let heard = async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Text(text) = frame?
+                && text.contains(r#""kind":"chat""#)
+            {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("closed before the line came back")
+    };
+    tokio::time::timeout(Duration::from_secs(60), heard).await.context("the line did not come back")?
+}
+
 /// One idle client: reads (whatever comes) until told to stop, then closes.
-async fn idle_client(
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn idle_client(socket: Socket, mut stopped: watch::Receiver<bool>) {
     let (mut sink, mut source) = socket.split();
     loop {
         tokio::select! {

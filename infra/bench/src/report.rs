@@ -425,10 +425,11 @@ pub fn channels_table(report: &ChannelsReport) -> String {
 pub fn idle_table(report: &IdleReport) -> String {
     let mib = |kib: u64| kib as f64 / 1024.0;
     format!(
-        "| connections | server RSS at rest | with all open | per connection | connect rate | connect time | server sockets | RSS after all closed |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
-         | {} | {:.1} MiB | {:.1} MiB | **{:.1} KiB** | {:.0} /s | {:.1} s | {} | {:.1} MiB |\n",
+        "| connections | line first | server RSS at rest | with all open | per connection | connect rate | connect time | server sockets | RSS after all closed |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | {} | {} | {:.1} MiB | {:.1} MiB | **{:.1} KiB** | {:.0} /s | {:.1} s | {} | {:.1} MiB |\n",
         report.connections,
+        if report.line_bytes == 0 { "none".to_owned() } else { format!("{} B", report.line_bytes) },
         mib(report.rest_rss_kib),
         mib(report.open_rss_kib),
         report.kib_per_connection,

@@ -2,9 +2,12 @@
 //! `$disconnect` with the status code the socket actually closed with.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::task::Poll;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
@@ -13,14 +16,13 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
-use crate::sockets::{Outbound, Outbox, Push, ServerClose, SocketInfo, count_frames_sent};
+use crate::sockets::{Outbound, Outbox, Push, ServerClose, SocketInfo, TooSlow, WRITE_CHUNK_BYTES, count_frames_sent};
 
 /// API Gateway's message size limit; a larger message (or any frame announcing
 /// more) closes the socket with 1009 as soon as its header arrives.
@@ -214,7 +216,11 @@ async fn run_socket(
 ) {
     let (sink, mut stream) = socket.split();
     let (close_now, abandon) = oneshot::channel();
-    let mut writer = tokio::spawn(write_frames(sink, outbox.clone(), abandon));
+    let lagging = {
+        let (sockets, connection_id) = (app.sockets.clone(), context.connection_id.clone());
+        move || sockets.too_slow(&connection_id, TooSlow::Lagging)
+    };
+    let mut writer = tokio::spawn(write_frames(sink, outbox.clone(), abandon, lagging));
 
     let idle = app.config.idle_timeout;
     let lifetime = tokio::time::sleep(app.config.max_lifetime);
@@ -253,7 +259,11 @@ async fn run_socket(
 
     app.sockets.unregister(&context.connection_id);
     let grace = match ending.close {
-        Closing::Nothing => ORDERLY_CLOSE,
+        Closing::Nothing => {
+            // No close frame: a writer waiting for one stops waiting.
+            drop(close_now);
+            ORDERLY_CLOSE
+        }
         Closing::AfterQueued(code, reason) => {
             // Queued behind what is waiting; refused only if the client already
             // overflowed its send budget, and then closed as failed instead.
@@ -310,15 +320,29 @@ fn release_freed_memory() {
 
 /// The socket's writer: sends queued frames until the queue ends or a close frame
 /// is sent; `abandon` makes it drop the queue and send just that close frame.
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
+/// If the socket takes nothing for the send lag while frames wait, it calls
+/// `lagging` (which closes the client as too slow) and waits for that close frame.
+async fn write_frames<S>(
+    mut sink: S,
     outbox: Arc<Outbox>,
     mut abandon: oneshot::Receiver<CloseFrame>,
-) {
+    lagging: impl FnOnce(),
+) where
+    S: Sink<Message> + Unpin,
+{
     let close = tokio::select! {
         biased;
         Ok(frame) = &mut abandon => Some(frame),
-        close = forward(&mut sink, &outbox) => close,
+        forwarded = forward(&mut sink, &outbox) => match forwarded {
+            Forwarded::Close(frame) => Some(frame),
+            Forwarded::Ended => None,
+            Forwarded::Lagging => {
+                // Nothing queued will be read: freed now, not after the close frame.
+                outbox.abandon();
+                lagging();
+                (&mut abandon).await.ok()
+            }
+        },
     };
     // The socket's task sends `abandon` just before it ends the queue;
     // this select may have looked at `abandon` a moment before, and at the closed
@@ -332,37 +356,93 @@ async fn write_frames(
     sink.close().await.ok();
 }
 
-/// Writes queued frames, everything already queued with one flush (one write, not
-/// one per frame). Returns the close frame to end with, if one was queued.
-async fn forward(sink: &mut SplitSink<WebSocket, Message>, outbox: &Outbox) -> Option<CloseFrame> {
+/// How the writer's forwarding ended.
+#[derive(Debug, PartialEq)]
+enum Forwarded {
+    /// The queue ended, or the socket failed.
+    Ended,
+    /// A close frame was queued: the last thing to send.
+    Close(CloseFrame),
+    /// The socket took nothing for the send lag while frames waited.
+    Lagging,
+}
+
+/// Writes queued frames: everything already queued, in chunks of at most
+/// [`WRITE_CHUNK_BYTES`] with one flush each (one write per chunk, not one per
+/// frame). A feed or flush the socket leaves waiting for the send lag ends it:
+/// each completes as soon as the kernel takes the few KiB tungstenite has
+/// gathered, so a client that reads at all, however far behind, keeps it going.
+async fn forward<S>(sink: &mut S, outbox: &Outbox) -> Forwarded
+where
+    S: Sink<Message> + Unpin,
+{
     let mut batch = VecDeque::new();
     while outbox.take(&mut batch).await {
-        let (mut written, mut cost) = (0, 0);
-        while let Some(out) = batch.pop_front() {
-            cost += out.cost();
-            match out {
-                Outbound::Text(text) => {
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        return None;
-                    }
-                    written += 1;
-                }
-                Outbound::Close { code, reason } => {
-                    count_frames_sent(written);
-                    return Some(CloseFrame { code, reason: reason.into() });
-                }
+        while !batch.is_empty() {
+            if let Err(end) = write_chunk(sink, &mut batch, outbox).await {
+                return end;
             }
         }
-        // Counted as handed to the socket, before the flush: a client may read a
-        // frame before the flush returns, and a reader of the counter must not lag it.
-        count_frames_sent(written);
-        if sink.flush().await.is_err() {
-            return None;
-        }
-        // In the kernel's buffers now: no longer this process's memory.
-        outbox.written(cost);
     }
-    None
+    Forwarded::Ended
+}
+
+/// Feeds frames from the front of `batch`, up to [`WRITE_CHUNK_BYTES`] of text,
+/// and flushes them; `Err` if forwarding ends here.
+async fn write_chunk<S>(sink: &mut S, batch: &mut VecDeque<Outbound>, outbox: &Outbox) -> Result<(), Forwarded>
+where
+    S: Sink<Message> + Unpin,
+{
+    let lag = outbox.lag();
+    let (mut written, mut bytes, mut cost) = (0, 0, 0);
+    while bytes < WRITE_CHUNK_BYTES
+        && let Some(out) = batch.pop_front()
+    {
+        cost += out.cost();
+        match out {
+            Outbound::Text(text) => {
+                bytes += text.len();
+                taken(lag, sink.feed(Message::Text(text))).await?;
+                written += 1;
+            }
+            Outbound::Close { code, reason } => {
+                count_frames_sent(written);
+                return Err(Forwarded::Close(CloseFrame { code, reason: reason.into() }));
+            }
+        }
+    }
+    // Counted as handed to the socket, before the flush: a client may read a
+    // frame before the flush returns, and a reader of the counter must not lag it.
+    count_frames_sent(written);
+    taken(lag, sink.flush()).await?;
+    // In the kernel's buffers now: no longer this process's memory.
+    outbox.written(cost);
+    Ok(())
+}
+
+/// A feed or flush, unless the socket fails or leaves it waiting for `lag`.
+async fn taken<E>(lag: Duration, step: impl Future<Output = Result<(), E>>) -> Result<(), Forwarded> {
+    match within(lag, step).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(Forwarded::Ended),
+        None => Err(Forwarded::Lagging),
+    }
+}
+
+/// `future`'s output, or `None` if it is still pending `limit` after it first
+/// had to wait. A timer is made only then: a chunk the socket takes at once (the
+/// usual case) costs no clock reading and no timer.
+async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Routes one inbound frame and invokes its function; a handler failure is
@@ -382,7 +462,7 @@ async fn dispatch(app: &AppState, context: &ConnectionContext, body: &str, outbo
     if let Some(reply) = reply
         && outbox.push(Outbound::Text(reply.into())) == Push::Full
     {
-        app.sockets.too_slow(&context.connection_id);
+        app.sockets.too_slow(&context.connection_id, TooSlow::OverBudget);
     }
 }
 
@@ -420,9 +500,186 @@ async fn invoke(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::task::{Context, Waker};
+
     use tungstenite::error::{CapacityError, Error, ProtocolError};
 
     use super::*;
+    use crate::sockets::{SEND_BUDGET, SendLimits};
+
+    /// A socket as the writer sees it: the kernel takes frames while it holds
+    /// less than `capacity` bytes, and the client reads some of them now and then.
+    #[derive(Clone)]
+    struct Kernel(Arc<Mutex<KernelState>>);
+
+    struct KernelState {
+        held: usize,
+        capacity: usize,
+        waker: Option<Waker>,
+    }
+
+    impl Kernel {
+        fn new(capacity: usize) -> Self {
+            Self(Arc::new(Mutex::new(KernelState { held: 0, capacity, waker: None })))
+        }
+
+        /// Ready once the kernel has room; a writer waiting for it is woken by a read.
+        fn room(&self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+            let mut state = self.0.lock().unwrap();
+            if state.held < state.capacity {
+                return Poll::Ready(Ok(()));
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+
+        /// The client reads up to `bytes`.
+        fn read(&self, bytes: usize) {
+            let mut state = self.0.lock().unwrap();
+            state.held -= state.held.min(bytes);
+            if let Some(waker) = state.waker.take() {
+                waker.wake();
+            }
+        }
+
+        /// A client that starts reading after `delay`, then looks every `every`
+        /// and reads what it can at `rate` bytes a second on average, until aborted.
+        fn reader(&self, delay: Duration, every: Duration, rate: usize) -> tokio::task::JoinHandle<()> {
+            let kernel = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let (started, mut read) = (tokio::time::Instant::now(), 0);
+                loop {
+                    tokio::time::sleep(every).await;
+                    let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
+                    kernel.read(due - read);
+                    read = due;
+                }
+            })
+        }
+    }
+
+    impl Sink<Message> for Kernel {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.room(cx)
+        }
+
+        fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().held += message.into_data().len();
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.room(cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// An outbox whose socket may take nothing for 300 ms: the lag, and the outbox.
+    fn with_short_lag() -> (Duration, Arc<Outbox>) {
+        let lag = Duration::from_millis(300);
+        (lag, Outbox::new(SendLimits { lag, ..SendLimits::default() }))
+    }
+
+    /// The socket's writer, forwarding `outbox` to `kernel`.
+    fn spawn_forward(kernel: &Kernel, outbox: &Arc<Outbox>) -> tokio::task::JoinHandle<Forwarded> {
+        let (mut sink, outbox) = (kernel.clone(), outbox.clone());
+        tokio::spawn(async move { forward(&mut sink, &outbox).await })
+    }
+
+    /// Ends the outbox and checks that the writer writes what is left and stops.
+    async fn drains_and_ends(outbox: &Outbox, writer: tokio::task::JoinHandle<Forwarded>) {
+        outbox.end();
+        let ended = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer drains").unwrap();
+        assert!(matches!(ended, Forwarded::Ended), "{ended:?}");
+    }
+
+    fn text(len: usize) -> Outbound {
+        Outbound::Text("x".repeat(len).into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_a_quarter_second_behind_at_4000_frames_a_second_is_not_cut_off_on_default_settings() {
+        let outbox = Outbox::new(SendLimits::default());
+        let kernel = Kernel::new(16 * 1024);
+        // Starts a quarter second late and then reads as fast as frames come (800 KB/s).
+        let reader = kernel.reader(Duration::from_millis(250), Duration::from_millis(10), 4000 * 200);
+        let writer = spawn_forward(&kernel, &outbox);
+        // 4 000 frames of 200 bytes a second for 2 s, 40 every 10 ms.
+        let (mut pushed, mut most) = (0, 0);
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            for _ in 0..40 {
+                assert_eq!(outbox.push(text(200)), Push::Queued, "frame {pushed} refused");
+                pushed += 1;
+            }
+            most = most.max(outbox.pending_bytes());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!writer.is_finished(), "the writer gave up: {:?}", writer.await);
+        // About 1 000 frames waited at most: a few hundred KB, far under the budget.
+        assert!(most < SEND_BUDGET / 16, "{most} bytes queued at most");
+        drains_and_ends(&outbox, writer).await;
+        reader.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_far_behind_that_keeps_reading_is_not_cut_off_however_old_its_frames() {
+        let (lag, outbox) = with_short_lag();
+        let kernel = Kernel::new(4 * 1024);
+        // 40 KB queued at once, read at 27 KB/s with pauses under the lag: the
+        // last frames wait about 1.5 s, five times the lag.
+        for _ in 0..200 {
+            outbox.push(text(200));
+        }
+        let reader = kernel.reader(Duration::ZERO, lag / 2, 27_000);
+        let started = tokio::time::Instant::now();
+        let writer = spawn_forward(&kernel, &outbox);
+        while outbox.pending_bytes() > 0 {
+            assert!(!writer.is_finished(), "the writer gave up: {:?}", writer.await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started.elapsed() > 2 * lag, "the frames waited longer than the lag: {:?}", started.elapsed());
+        drains_and_ends(&outbox, writer).await;
+        reader.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_reads_is_cut_off_one_lag_after_its_socket_fills_and_its_queue_freed() {
+        let (lag, outbox) = with_short_lag();
+        let kernel = Kernel::new(256 * 1024);
+        let (cut, cut_off) = oneshot::channel();
+        let (close, abandon) = oneshot::channel();
+        let writer = tokio::spawn(write_frames(kernel.clone(), outbox.clone(), abandon, move || {
+            cut.send(tokio::time::Instant::now()).unwrap();
+        }));
+        // 60 KB lines, 20 a second: the kernel is full after the fifth.
+        let started = tokio::time::Instant::now();
+        let pushing = tokio::spawn({
+            let outbox = outbox.clone();
+            async move {
+                while outbox.push(text(60_000)) == Push::Queued {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        let at = tokio::time::timeout(Duration::from_secs(10), cut_off).await.expect("cut off").unwrap();
+        let after = at - started;
+        assert!(after >= lag && after < 10 * lag, "cut off {after:?} after the first line");
+        // Its queue is dropped at once, before any close frame, and takes nothing more.
+        assert_eq!((outbox.waiting(), outbox.pending_bytes()), (0, 0));
+        assert_eq!(outbox.push(text(1)), Push::Closed);
+        tokio::time::timeout(Duration::from_secs(5), pushing).await.expect("pushes refused").unwrap();
+        // The socket's task answers with the close frame (a full socket never takes it).
+        close.send(CloseFrame { code: 1008, reason: "Client too slow".into() }).unwrap();
+        writer.abort();
+    }
 
     fn code_for(error: Error) -> (u16, Option<u16>) {
         let ending = Ending::from_read_error(axum::Error::new(error));

@@ -72,7 +72,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     /// What a socket may hold for its client before the client is closed as too
-    /// slow (1008): a byte budget over every frame, and optionally a frame count.
+    /// slow (1008): a byte budget over every frame, a lag (how long the socket may
+    /// take nothing while frames wait), and optionally a frame count.
     pub send_limits: SendLimits,
     /// Who may scrape `/metrics` besides loopback peers.
     pub metrics_peers: MetricsPeers,

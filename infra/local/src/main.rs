@@ -14,7 +14,7 @@ use chat_core::rate::{RateLimiter, RateLimits};
 use chat_core::rights::Rights;
 use chat_core::room::RoomLimits;
 use chat_local::metrics::{MetricsPeers, PeerRule};
-use chat_local::sockets::{FRAME_OVERHEAD, SendLimits};
+use chat_local::sockets::{FRAME_OVERHEAD, SEND_LAG, SendLimits};
 use chat_local::stream::StreamSettings;
 use chat_local::throttle::Limit;
 use chat_local::webhook::Secret;
@@ -85,8 +85,15 @@ struct Args {
     /// with a KiB, MiB or GiB suffix; more than 128 KiB (the largest frame fits).
     #[arg(long, env = "CHAT_SEND_BUDGET", value_name = "BYTES", default_value = "16MiB", value_parser = parse_budget)]
     send_budget: usize,
+    /// Seconds a socket may take nothing while frames wait for it (its client's
+    /// TCP window stays shut: it stopped reading) before the client counts as too
+    /// slow and is closed with 1008, however little is queued (1–3600). A reader
+    /// that is only behind keeps taking bytes and is never cut off by this.
+    #[arg(long, env = "CHAT_SEND_LAG_SECS", value_name = "SECS", default_value_t = SEND_LAG.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    send_lag_secs: u64,
     /// Also close a client with this many frames queued (off by default: the
-    /// send budget alone decides).
+    /// send budget and the send lag decide).
     #[arg(long, env = "CHAT_SEND_QUEUE", value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..))]
     send_queue: Option<u32>,
     /// Also serve /metrics to these peers (loopback peers always may; others get
@@ -416,7 +423,11 @@ async fn main() -> anyhow::Result<()> {
         frontend,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_lifetime: Duration::from_secs(args.max_lifetime_secs),
-        send_limits: SendLimits { budget: args.send_budget, frames: args.send_queue.map(|frames| frames as usize) },
+        send_limits: SendLimits {
+            budget: args.send_budget,
+            lag: Duration::from_secs(args.send_lag_secs),
+            frames: args.send_queue.map(|frames| frames as usize),
+        },
         metrics_peers: MetricsPeers(args.metrics_host.clone()),
         stream: StreamSettings {
             batch_size: args.batch_size.into(),

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -23,6 +24,28 @@ use tokio::sync::{Notify, oneshot};
 /// off in the test) — while a client that stops reading pins at most this much
 /// before it is cut off and its queue freed.
 pub const SEND_BUDGET: usize = 16 * 1024 * 1024;
+
+/// How long a socket may take nothing while frames wait for it before its client
+/// counts as too slow and is closed with 1008 (the default of `--send-lag-secs`).
+///
+/// The lag rule, next to the byte budget: the writer hands its frames to the
+/// kernel in chunks of at most [`WRITE_CHUNK_BYTES`]; a chunk the socket has not
+/// taken this long after it first refused more means the client's TCP window has
+/// stayed shut — it stopped reading — however few bytes wait. So a client that
+/// never reads is cut off seconds after the kernel's buffers for it fill, not
+/// only once it has pinned the whole budget (16 MiB). A reader that is merely
+/// behind keeps taking chunks, and the time its frames spend queued behind a busy
+/// server does not count: at 4 000 frames/s a reader 0.25 s behind holds about
+/// 1 000 small frames (a few hundred KB, far under the budget) and is never idle
+/// for seconds. 5 s is far above any pause of a live reader (a browser tab in the
+/// background still reads its socket) and short enough that a dead one holds
+/// little: what arrives for it in 5 s.
+pub const SEND_LAG: Duration = Duration::from_secs(5);
+
+/// At most this many bytes of frames are fed to a socket between two flushes:
+/// each flushed chunk is progress for the lag rule ([`SEND_LAG`]) and leaves the
+/// send budget ([`Outbox::written`]) at once, not only when a long batch is done.
+pub const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What each queued frame costs beyond its text, as counted against the budget:
 /// its slot in the queue and the heap block of its text (allocator header and
@@ -80,12 +103,15 @@ impl Outbound {
     }
 }
 
-/// What a socket may hold for its client before the client counts as too slow.
+/// What a socket may hold for its client, and for how long, before the client
+/// counts as too slow: bytes and lag decide, not a count of frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendLimits {
     /// Bytes of every frame queued or being written (broadcasts, replies,
     /// errors), each with [`FRAME_OVERHEAD`]: the memory the client can pin.
     pub budget: usize,
+    /// How long the socket may take nothing while frames wait ([`SEND_LAG`]).
+    pub lag: Duration,
     /// Frames queued at most, if capped (`--send-queue`; off by default: the
     /// budget decides, so a healthy reader of small frames is never cut off by a count).
     pub frames: Option<usize>,
@@ -93,8 +119,17 @@ pub struct SendLimits {
 
 impl Default for SendLimits {
     fn default() -> Self {
-        Self { budget: SEND_BUDGET, frames: None }
+        Self { budget: SEND_BUDGET, lag: SEND_LAG, frames: None }
     }
+}
+
+/// Why a client is closed as too slow (logged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooSlow {
+    /// Its frames would exceed [`SendLimits::budget`] (or the frame cap).
+    OverBudget,
+    /// Its socket took nothing for [`SendLimits::lag`] while frames waited.
+    Lagging,
 }
 
 /// One socket's queue of frames to write: filled by posts and replies from any
@@ -140,7 +175,7 @@ pub enum Push {
 impl Outbox {
     /// An outbox for a socket whose client is cut off past `limits`.
     pub fn new(limits: SendLimits) -> Arc<Self> {
-        let limits = SendLimits { budget: limits.budget, frames: limits.frames.map(|cap| cap.max(1)) };
+        let limits = SendLimits { frames: limits.frames.map(|cap| cap.max(1)), ..limits };
         Arc::new(Self { queue: Default::default(), ready: Notify::new(), limits })
     }
 
@@ -179,6 +214,11 @@ impl Outbox {
     fn fits(&self, queue: &Queue, cost: usize) -> bool {
         let frames_fit = self.limits.frames.is_none_or(|cap| queue.frames.len() < cap);
         frames_fit && queue.bytes + cost <= self.limits.budget
+    }
+
+    /// How long the socket may take nothing while frames wait ([`SendLimits::lag`]).
+    pub fn lag(&self) -> Duration {
+        self.limits.lag
     }
 
     /// Frames waiting now.
@@ -351,10 +391,14 @@ impl Sockets {
         self.ask_to_close(connection_id, why).is_some()
     }
 
-    /// Closes a client whose frames exceeded its [`SendLimits`] (1008), once.
-    pub fn too_slow(&self, connection_id: &str) {
+    /// Closes a client past its [`SendLimits`] (1008), once.
+    pub fn too_slow(&self, connection_id: &str, why: TooSlow) {
         if self.ask_to_close(connection_id, ServerClose::TooSlow) == Some(true) {
-            tracing::warn!(connection_id, "client too slow: send budget exceeded, closing it");
+            let why = match why {
+                TooSlow::OverBudget => "send budget exceeded",
+                TooSlow::Lagging => "its socket took nothing for the send lag",
+            };
+            tracing::warn!(connection_id, why, "client too slow: closing it");
         }
     }
 
@@ -415,7 +459,7 @@ impl Sockets {
         }
         count_apigw_messages(billed);
         for connection_id in too_slow {
-            self.too_slow(connection_id);
+            self.too_slow(connection_id, TooSlow::OverBudget);
         }
         answers
     }
@@ -487,7 +531,7 @@ mod tests {
 
     /// Room for `frames` texts of `len` bytes each.
     fn budget_for(frames: usize, len: usize) -> SendLimits {
-        SendLimits { budget: frames * (len + FRAME_OVERHEAD), frames: None }
+        SendLimits { budget: frames * (len + FRAME_OVERHEAD), ..SendLimits::default() }
     }
 
     #[tokio::test]
@@ -535,7 +579,7 @@ mod tests {
         assert_eq!(outbox.push(Outbound::Close { code: 1001, reason: "Going away" }), Push::Queued);
         assert_eq!(outbox.waiting(), 2);
 
-        let outbox = Outbox::new(SendLimits { budget: SEND_BUDGET, frames: Some(2) });
+        let outbox = Outbox::new(SendLimits { frames: Some(2), ..SendLimits::default() });
         assert_eq!(outbox.push(text("a")), Push::Queued);
         assert_eq!(outbox.push(text("b")), Push::Queued);
         assert_eq!(outbox.push(text("c")), Push::Full, "two frames at most");

@@ -91,6 +91,11 @@ enum Command {
         /// Handshakes in flight at once.
         #[arg(long, default_value_t = 64)]
         connect_concurrency: usize,
+        /// Each client first says one line of this many bytes in its room and
+        /// reads its broadcast back (a frame of twice the size), then idles: what
+        /// a connection keeps after one large frame each way (0: no line).
+        #[arg(long, default_value_t = 0)]
+        line_bytes: usize,
         /// How long connecting, or the RSS settling, may take.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
@@ -665,10 +670,11 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report::coldstart_table(&starts));
             write_json(json.as_deref(), &starts)?;
         }
-        Command::Idle { connections, connect_concurrency, timeout_secs, quiet, json, servers } => {
+        Command::Idle { connections, connect_concurrency, line_bytes, timeout_secs, quiet, json, servers } => {
             let config = IdleConfig {
                 connections,
                 connect_concurrency,
+                line_bytes,
                 setup_timeout: Duration::from_secs(timeout_secs),
                 progress: !quiet,
             };
