@@ -138,7 +138,7 @@ function addRoom(name) {
     writable: () => canWrite(room), onReply: (event) => compose("reply", room, event),
     onReact: (event, emoji) => react(room, event, emoji) });
   room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
-    list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
+    recent: $("recent"), list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
     self: (id, person) => myIds.has(id) || Boolean(myUserId && person.userId === myUserId),
     onKick: (member, label) => askKick(room, member, label), onBan: (member, label) => askBan(room, member, label) });
   if (myId) room.members.setMe(myId);
@@ -177,7 +177,7 @@ function seen() {
 
 function showRooms() {
   const list = [...rooms.values()].map(({ name, unread: n, more, count, members, private: closed }) =>
-    ({ name, unread: n, more, count: members.known ? members.size : count, private: closed }));
+    ({ name, unread: n, more, count: members.known || members.occupancy ? members.total : count, private: closed }));
   roomList.render(list, current?.name);
   const total = [...rooms.values()].reduce((sum, room) => sum + room.unread, 0);
   unread.show(total ? badgeText(total, [...rooms.values()].some((room) => room.more)) : 0);
@@ -311,6 +311,7 @@ function render(frame) {
   const room = rooms.get(frame.room ?? home);
   if (!room) return; // a room the page left: its late frames
   if (frame.kind === "presence") return presence(room, frame);
+  if (frame.kind === "occupancy") return occupancy(room, frame);
   if (frame.kind === "history") return catchUps.historyEnd(room, frame);
   let fresh = false; // newer than anything shown, after catching up: news for the reader
   if (frame.id) {
@@ -749,6 +750,15 @@ function presence(room, frame) {
   if (frame.next) send({ action: "who", room: room.name, next: frame.next });
   showRooms();
   catchUps.presence(room);
+}
+
+// A room past the server's presence limit: one frame a second says how many are
+// here and who joined, instead of a join or leave notice per member.
+function occupancy(room, frame) {
+  for (const person of frame.recent ?? []) noteName(room, person);
+  room.members.occupied(frame, new Date().toISOString());
+  room.count = frame.count;
+  showRooms();
 }
 
 // ---- Unread counts from the server: `rooms` (costs in rooms.js). Asked only

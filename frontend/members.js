@@ -2,7 +2,9 @@
 // the room's join and leave frames. A leave is final (connection ids are never
 // reused), so a snapshot answered late, or a replayed join, cannot bring one back.
 // A moderator of the room (its rights include `m`) gets Kick and Ban buttons
-// beside every member but themself, in tab order.
+// beside every member but themself, in tab order. Past the server's presence
+// limit a room's joins and leaves come as one `occupancy` frame a second: the
+// count is then the server's, and the newest joiners are named under it.
 
 export class Members {
   // One per room; the panel (box, roomName, count, list) shows the room on screen.
@@ -10,17 +12,22 @@ export class Members {
   // sent them; null when nameless), asked at every draw. moderator(): whether
   // the reader may kick and ban here; self(id, person): whether a member is the
   // reader (any of their connections); onKick / onBan({connectionId, user, verified, userId}).
-  constructor({ room, box, roomName, count, list, label, moderator = () => false, self = () => false, onKick, onBan }) {
-    Object.assign(this, { room, box, roomName, count, list, label, moderator, self, onKick, onBan });
+  constructor({ room, box, roomName, count, recent, list, label, moderator = () => false, self = () => false, onKick, onBan }) {
+    Object.assign(this, { room, box, roomName, count, recent, list, label, moderator, self, onKick, onBan });
     this.members = new Map(); // connectionId -> {at, person: {user, verified, userId}}
     this.left = new Set();
     this.me = null;
     this.shown = false;
     this.known = false; // a `who` snapshot came on this connection
     this.missing = false; // the server has no `who`
+    this.occupancy = null; // the room's last occupancy frame: {count, joined, left, recent}
   }
 
   get size() { return this.members.size; }
+
+  // How many are here: the server's count in a room past the presence limit
+  // (whose leavers are counted, not named), else the members listed.
+  get total() { return this.occupancy ? this.occupancy.count : this.members.size; }
 
   show() {
     this.shown = true;
@@ -35,6 +42,7 @@ export class Members {
   forget() {
     this.members.clear();
     this.known = false;
+    this.occupancy = null;
     this.render();
   }
 
@@ -53,6 +61,14 @@ export class Members {
       this.left.add(id);
       this.members.delete(id);
     } else this.add(id, at, person);
+    if (this.occupancy) this.occupancy.count = Math.max(0, this.occupancy.count + (kind === "leave" ? -1 : 1));
+    this.render();
+  }
+
+  // An occupancy frame: the count, and who joined (newest last) since the one before.
+  occupied({ count, joined, left, recent }, at) {
+    this.occupancy = { count, joined, left, recent: recent ?? [] };
+    for (const person of this.occupancy.recent) this.add(person.connectionId, at, person);
     this.render();
   }
 
@@ -87,9 +103,23 @@ export class Members {
     if (!this.left.has(id)) this.members.set(id, { at, person: { user, verified, userId } });
   }
 
+  // "Just joined: ana, bo and 3 more · 2 left", from the last occupancy frame.
+  recentText() {
+    const { joined, left, recent } = this.occupancy;
+    const names = recent.slice(-5).reverse().map((person) => this.label(person) ?? person.connectionId);
+    const more = joined - names.length;
+    const parts = [];
+    if (names.length) parts.push(`Just joined: ${names.join(", ")}${more > 0 ? ` and ${more} more` : ""}`);
+    else if (joined) parts.push(`${joined} joined`);
+    if (left) parts.push(`${left} left`);
+    return parts.join(" · ");
+  }
+
   render() {
     if (!this.shown) return;
-    this.count.textContent = String(this.members.size);
+    this.count.textContent = String(this.total);
+    this.recent.textContent = this.occupancy ? this.recentText() : "";
+    this.recent.hidden = !this.recent.textContent;
     const me = this.me;
     const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));
     const moderator = this.moderator();

@@ -167,6 +167,12 @@ async fn the_page_sends_its_token_only_to_its_endpoint_and_runs_under_a_csp() {
 }
 
 #[tokio::test]
+async fn a_room_past_the_presence_limit_shows_the_count_and_the_newest_joiners() {
+    // A low limit, so a handful of peers crosses it; the small room stays under it.
+    run_script("occupancy.test.cjs", "browser-occupancy", &["--presence-limit", "3"]).await.0.stop().await;
+}
+
+#[tokio::test]
 async fn people_who_share_a_name_are_told_apart_by_user_id_on_the_page() {
     // The page talks to a scripted loopback server of the script's own, with exact frames.
     run_script("people.test.cjs", "browser-people", &[]).await.0.stop().await;

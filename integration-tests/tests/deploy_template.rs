@@ -422,6 +422,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 poster: Arc::new(poster),
                 archive: None,
                 clock: Arc::new(SystemClock),
+                occupancy: Default::default(),
                 config: chat_core::split::worker_config(FanoutConfig {
                     split: Some(Split::new(queue.clone())),
                     ..FanoutConfig::default()

@@ -63,7 +63,8 @@ async fn jobs_round_trip_through_sqs_batches_and_the_worker_consumes_them() {
     queue.enqueue(&sent).await.expect("every batch is accepted");
 
     let messages = receive(&sqs, &url, sent.len(), Duration::from_secs(20)).await;
-    let mut got: Vec<FanoutJob> = messages.iter().map(|m| FanoutJob::from_body(m.body.as_deref().unwrap()).unwrap()).collect();
+    let mut got: Vec<FanoutJob> =
+        messages.iter().map(|m| FanoutJob::from_body(m.body.as_deref().unwrap()).unwrap()).collect();
     let key = |job: &FanoutJob| job.members[0].connection_id.clone();
     got.sort_by_key(key);
     sent.sort_by_key(key);
@@ -80,6 +81,7 @@ async fn jobs_round_trip_through_sqs_batches_and_the_worker_consumes_them() {
         poster: poster.clone(),
         archive: None,
         clock: Arc::new(SystemClock),
+        occupancy: Default::default(),
         config: worker_config(FanoutConfig { split: Some(Split::new(Arc::new(queue))), ..FanoutConfig::default() }),
     };
     let mut event = SqsEvent::default();

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chat_core::coalesce::coalesce;
 use chat_core::fold::Line;
 use chat_core::model::{Connection, EventKind, LogEvent};
+use chat_core::occupancy::{Changes, Joiner};
 use chat_core::ports::{Bytes, Unread};
 use chat_core::protocol::{self, Command, ProtocolError, Removal, RoomSummary};
 use chat_core::reaction;
@@ -87,10 +88,11 @@ const ACTIONS: [&str; 17] = [
 ];
 
 /// Every outbound frame the renderers make, by the name its examples carry.
-const FRAMES: [&str; 26] = [
+const FRAMES: [&str; 27] = [
     "event",
     "events",
     "typing",
+    "occupancy",
     "pong",
     "ack",
     "history",
@@ -169,6 +171,10 @@ fn event_of(example: &Value) -> LogEvent {
     event.user = optional(example, "user").map(str::to_owned);
     event.verified = example.get("verified").and_then(Value::as_bool);
     event.user_id = optional(example, "userId").map(str::to_owned);
+    if example.get("server").and_then(Value::as_bool) == Some(true) {
+        // The publish API's caller; its frames carry only the mark.
+        event = event.published_by("arn:aws:iam::123456789012:user/ci");
+    }
     if event.kind == EventKind::Reaction {
         // The store decides the toggle from the counts before it.
         let emoji = text(example, "emoji");
@@ -233,6 +239,15 @@ fn render(name: &str, example: &Value, last_invalid: Option<&ProtocolError>) -> 
             typist.user_id = optional(example, "userId").map(str::to_owned);
             typist.verified = typist.user_id.as_ref().map(|_| true);
             protocol::typing_frame(room(), &typist)
+        }
+        "occupancy" => {
+            let recent = example["recent"].as_array().expect("recent").iter().map(|joiner| Joiner {
+                connection_id: text(joiner, "connectionId").to_owned(),
+                user: optional(joiner, "user").map(str::to_owned),
+            });
+            let changes =
+                Changes { joined: number(example, "joined"), left: number(example, "left"), recent: recent.collect() };
+            protocol::occupancy_frame(room(), number(example, "count") as usize, &changes)
         }
         "pong" => protocol::pong_frame(),
         "ack" => protocol::ack_frame(text(example, "ack"), text(example, "clientMessageId")),

@@ -58,6 +58,7 @@ impl Room {
             poster: self.poster.clone(),
             archive: None,
             clock: Arc::new(FixedClock::at(parse_iso("2026-11-24T10:20:00Z").unwrap())),
+            occupancy: Default::default(),
             config,
         }
     }

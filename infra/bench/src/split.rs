@@ -197,6 +197,7 @@ pub async fn run_split_case(
         poster: sim.clone(),
         archive: None,
         clock: Arc::new(SystemClock),
+        occupancy: Default::default(),
         config,
     };
     let split = model.above.map(|above| Split { queue: queue.clone(), above, chunk: model.chunk });

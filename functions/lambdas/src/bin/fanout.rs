@@ -23,7 +23,8 @@ async fn main() -> Result<(), Error> {
         poster: Arc::new(aws.poster(&endpoint)),
         archive: None,
         clock: Arc::new(SystemClock),
-        config: worker_config(FanoutConfig { split: Some(Split::new(Arc::new(queue))), ..fanout_config_from_env() }),
+        config: worker_config(FanoutConfig { split: Some(Split::new(Arc::new(queue))), ..fanout_config_from_env()? }),
+        occupancy: Default::default(),
     };
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(fanout::on_sqs(&event.payload, broadcaster).await)
