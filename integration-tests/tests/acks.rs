@@ -4,7 +4,7 @@
 //! A receipt is its sender's and its room's: another account reusing the id, or
 //! a resend to another room, is a new line.
 
-mod common;
+use crate::common;
 
 use common::{Client, JWT_SECRET, Stack, hs256_token, scratch, with_token};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! (`browser/*.test.cjs`), against the real local stack serving `frontend/`.
 //! `run-all.sh` installs Chromium (apt) and playwright-core (npm).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! leave however the connection ends; a seed client and a `?room=` client see
 //! exactly what they saw before.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

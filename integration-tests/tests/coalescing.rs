@@ -3,7 +3,7 @@
 //! `{"events":[…]}` frames of at most 32 KB; a coalescing connection whose socket
 //! is gone is pruned by the broadcast that finds it.
 
-mod common;
+use crate::common;
 
 use chat_core::coalesce::COALESCED_FRAME_BYTES;
 use chat_core::ports::{ConnectionStore, SessionLog};

@@ -1,6 +1,6 @@
 //! The official AWS SDK for Rust against the local @connections API.
 
-mod common;
+use crate::common;
 
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::{Credentials, Region};

@@ -1,7 +1,7 @@
 //! Every departure is announced exactly once, whoever notices it first: the
 //! socket's `$disconnect`, the broadcaster's 410 prune, or a restart's sweep.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -151,10 +151,26 @@ fn every_test_file_is_listed_with_what_it_proves() {
     for (dir, suffix) in [("tests", ".rs"), ("browser", ".test.cjs")] {
         for entry in std::fs::read_dir(here.join(dir)).unwrap().map(Result::unwrap) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(suffix) && !readme.contains(&format!("| `{dir}/{name}` |")) {
+            if name.ends_with(suffix) && name != "main.rs" && !readme.contains(&format!("| `{dir}/{name}` |")) {
                 unlisted.push(format!("{dir}/{name}"));
             }
         }
     }
     assert!(unlisted.is_empty(), "integration-tests/README.md's table lacks {unlisted:?}");
+}
+
+#[test]
+fn every_test_file_runs_as_a_module_of_the_one_test_binary() {
+    // autotests = false: a file tests/main.rs does not name would never run.
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let main = std::fs::read_to_string(tests.join("main.rs")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap().map(Result::unwrap) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(module) = name.strip_suffix(".rs").filter(|m| *m != "main") else { continue };
+        if !main.lines().any(|line| line == format!("mod {module};")) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "tests/main.rs does not name {missing:?} (add `mod NAME;`)");
 }

@@ -6,7 +6,7 @@
 //! counter equals its memberships however subscribes, unsubscribes and
 //! departures race.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

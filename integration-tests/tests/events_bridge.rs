@@ -7,7 +7,7 @@
 //! bus (source `websocket-chat`) sends every event to an SQS queue, which must
 //! receive each expected event, once, with its detail.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! `SendMessageBatch` calls round-trip every job, and the worker's entry point
 //! consumes them as Lambda delivers them, sending a throttled member back.
 
-#[allow(dead_code)]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! 400, a client that stops reading is cut off and its memory released, and
 //! every @connections error comes in AWS's shape.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! store: after a restart, a range, a connection, and re-publishing into a
 //! running stack whose clients then see the replayed lines.
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, run_binary, scratch};
 use serde_json::{Value, json};

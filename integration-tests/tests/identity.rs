@@ -3,7 +3,7 @@
 //! bad one → 403, a good one → every line names its user, verified. With
 //! `--jwt-secret` on loopback, the development sign-in mints such tokens.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

@@ -3,7 +3,7 @@
 //! in order; a non-author's edit gets an error and stores nothing; `history`
 //! with `fold:true` after a reconnect equals the view folded from the live frames.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

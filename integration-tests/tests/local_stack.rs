@@ -1,6 +1,6 @@
 //! The local stack end to end: the real binary, real WebSocket clients.
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, scratch};
 use futures::SinkExt;

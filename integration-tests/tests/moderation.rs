@@ -4,7 +4,7 @@
 //! is lifted. The same ban scenario runs on SQLite and, through the DynamoDB
 //! adapters, on moto.
 
-mod common;
+use crate::common;
 
 use common::{
     Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, hs256_token, refused_status,

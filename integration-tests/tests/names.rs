@@ -2,7 +2,7 @@
 //! every chat, join and leave frame, `who`, history and replay carry; a client
 //! with none stays exactly as the seed's.
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, refused_status, run_binary, scratch};
 use serde_json::json;

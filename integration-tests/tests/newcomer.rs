@@ -1,7 +1,7 @@
 //! The errors a newcomer meets first: a port in use, a bad flag, a locked
 //! database, a missing Chromium. Each is one line that names the thing and the fix.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! chat, the Prometheus text parses and its counters equal what the test did),
 //! the startup banner and `--version`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! and the upgrade and `POST /dev/token` only the stack's own page, an
 //! `--allowed-origin`, or a client that is no page at all (no `Origin`: wscat, SDKs).
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, TEST_KEY, WAIT, host_of, http_exchange, raw_request, scratch, sigv4_headers};
 use serde_json::{Value, json};

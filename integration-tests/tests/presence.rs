@@ -3,7 +3,7 @@
 //! instead of a join notice per member per join; a small room still gets the
 //! seed's join and leave notices; the flag is checked at start.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

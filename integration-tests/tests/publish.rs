@@ -4,7 +4,7 @@
 //! caller's ARN stays in the log); a retry of a key stores nothing new; bad
 //! signatures, bad input and floods get API Gateway's answers.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

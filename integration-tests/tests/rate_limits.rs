@@ -4,7 +4,7 @@
 //! lines all go through; one account's tabs share a bucket; bad settings stop
 //! the stack before it listens.
 
-mod common;
+use crate::common;
 
 use common::{Client, JWT_SECRET, Stack, binary, hs256_token, scratch, with_token};
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@
 //! `{"error":"Forbidden","room","right","message"}` and store nothing; what a
 //! frame's body says about rights is never read.
 
-mod common;
+use crate::common;
 
 use common::issuer::{CLIENT, Issuer};
 use common::{Client, Moto, Stack, refused_status, scratch, with_token};

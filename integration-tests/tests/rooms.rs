@@ -1,7 +1,7 @@
 //! Rooms on the real binary: every line reaches exactly its room, a seed client
 //! with no room is in the lobby, `who` lists the room, bad names are refused.
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, refused_status, run_binary, scratch};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! answers excess messages "Too Many Requests" without running any function, and
 //! the new-connections limit refuses excess upgrades with 429.
 
-mod common;
+use crate::common;
 
 use common::{Client, Stack, host_of, http_get, refused_status, scratch};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! the room's other members through the `typing` route (the `$default`
 //! function), never into MessageHistory, at most one per user per 3 s.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! 2× + 20 ms of a run without webhooks while the full queue drops and counts;
 //! in DynamoDB mode (moto) the events come from a second stream reader.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The tutorial's terminal client, npm's `wscat`, chats with the local stack.
 //! `run-all.sh` installs it under `integration-tests/.tools`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
