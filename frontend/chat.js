@@ -140,7 +140,8 @@ function addRoom(name) {
   room.members = new Members({ room: name, box: $("people"), roomName: $("room-name"), count: $("member-count"),
     recent: $("recent"), list: $("members"), label: (person) => displayName(room, person), moderator: () => canModerate(room),
     self: (id, person) => myIds.has(id) || Boolean(myUserId && person.userId === myUserId),
-    onKick: (member, label) => askKick(room, member, label), onBan: (member, label) => askBan(room, member, label) });
+    onKick: (member, label) => askKick(room, member, label), onBan: (member, label) => askBan(room, member, label),
+    onRefresh: () => send({ action: "who", room: name }) });
   if (myId) room.members.setMe(myId);
   outbox.pending(name).forEach((line) => showPending(room, line));
   rooms.set(name, room);

@@ -4,7 +4,8 @@
 // A moderator of the room (its rights include `m`) gets Kick and Ban buttons
 // beside every member but themself, in tab order. Past the server's presence
 // limit a room's joins and leaves come as one `occupancy` frame a second: the
-// count is then the server's, and the newest joiners are named under it.
+// count is then the server's, and the newest joiners are named under it; leavers
+// are counted, not named, so once some have left, "Refresh list" asks `who` again.
 
 export class Members {
   // One per room; the panel (box, roomName, count, list) shows the room on screen.
@@ -12,8 +13,8 @@ export class Members {
   // sent them; null when nameless), asked at every draw. moderator(): whether
   // the reader may kick and ban here; self(id, person): whether a member is the
   // reader (any of their connections); onKick / onBan({connectionId, user, verified, userId}).
-  constructor({ room, box, roomName, count, recent, list, label, moderator = () => false, self = () => false, onKick, onBan }) {
-    Object.assign(this, { room, box, roomName, count, recent, list, label, moderator, self, onKick, onBan });
+  constructor({ room, box, roomName, count, recent, list, label, moderator = () => false, self = () => false, onKick, onBan, onRefresh }) {
+    Object.assign(this, { room, box, roomName, count, recent, list, label, moderator, self, onKick, onBan, onRefresh });
     this.members = new Map(); // connectionId -> {at, person: {user, verified, userId}}
     this.left = new Set();
     this.me = null;
@@ -21,6 +22,7 @@ export class Members {
     this.known = false; // a `who` snapshot came on this connection
     this.missing = false; // the server has no `who`
     this.occupancy = null; // the room's last occupancy frame: {count, joined, left, recent}
+    this.stale = false; // someone left uncounted by name since the list was asked for
   }
 
   get size() { return this.members.size; }
@@ -68,8 +70,17 @@ export class Members {
   // An occupancy frame: the count, and who joined (newest last) since the one before.
   occupied({ count, joined, left, recent }, at) {
     this.occupancy = { count, joined, left, recent: recent ?? [] };
+    if (left) this.stale = true;
     for (const person of this.occupancy.recent) this.add(person.connectionId, at, person);
     this.render();
+  }
+
+  // The list again from the server (paged `who`, one read per page).
+  refresh() {
+    this.members.clear();
+    this.stale = false;
+    this.render();
+    this.onRefresh?.();
   }
 
   setMe(id) {
@@ -119,6 +130,14 @@ export class Members {
     if (!this.shown) return;
     this.count.textContent = String(this.total);
     this.recent.textContent = this.occupancy ? this.recentText() : "";
+    if (this.stale) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary refresh";
+      button.textContent = "Refresh list";
+      button.addEventListener("click", () => this.refresh());
+      this.recent.append(" ", button);
+    }
     this.recent.hidden = !this.recent.textContent;
     const me = this.me;
     const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));

@@ -9,6 +9,7 @@
 #
 #   infra/bench/run-benchmarks.sh          # everything (~40 min)
 #   infra/bench/run-benchmarks.sh scale    # only the scale set (~10 min)
+#   infra/bench/run-benchmarks.sh large    # only the large-rooms set of issue #27 (~10 min)
 #
 # Run it on a quiet machine: each table reports how much CPU other programs took.
 set -euo pipefail
@@ -39,8 +40,24 @@ scale() {
   cargo build --release -p chat-lambdas
   "$loadgen" coldstart --bin-dir "$target/release" --runs 20 --json "$out/coldstart.json"
 }
+large() {
+  step "large rooms (issue #27): join presence as a room fills, seed notices against occupancy frames"
+  "$loadgen" presence-cost --json "$out/presence-cost.json"
+  step "large rooms: split fan-out simulation, then with 10 members stuck on 429"
+  "$loadgen" fanout --split --connections 1000,10000,50000 --concurrency 256 --json "$out/fanout-split.json"
+  "$loadgen" fanout --split --connections 10000 --concurrency 256 --stuck 10 --json "$out/fanout-split-stuck.json"
+  for run in 1 2 3 4 5 6; do
+    step "large rooms, run $run: 1000 clients, 20 senders × 200 msg/s on the stack's default settings"
+    "$loadgen" compare --clients 1000 --senders 20 --messages 600 --rate 4000 \
+      --json "$out/compare-1000-rate4000-defaults-$run.json" --svg "$out/latency-cdf-1000-rate4000-defaults-$run.svg" --quiet
+  done
+}
 if [ "$only" = scale ]; then
   scale
+  exit 0
+fi
+if [ "$only" = large ]; then
+  large
   exit 0
 fi
 
@@ -76,3 +93,4 @@ step "criterion: hot paths"
 cargo bench -p chat-core --bench hot_paths
 
 scale
+large

@@ -37,7 +37,8 @@ async fn receive(sqs: &aws_sdk_sqs::Client, url: &str, count: usize, patience: D
 }
 
 fn members(from: usize, n: usize) -> Vec<Connection> {
-    let at = chrono::Utc::now();
+    // Whole seconds: a connection's time is stored (and serialized) to the second.
+    let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
     (from..from + n).map(|i| Connection::new(&format!("c{i:014}="), "", at).as_member_of("big")).collect()
 }
 
