@@ -1,5 +1,7 @@
 //! The broadcaster's fan-out policy against in-memory ports.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use chat_core::occupancy::PresenceConfig;
 use chat_core::ports::{ConnectionStore, PostError, SessionLog};
 use chat_core::time::parse_iso;
 use chat_core::{Connection, LogEvent, Session, archive};
+use common::fast;
 
 struct Fixture {
     connections: Arc<MemoryConnections>,
@@ -52,20 +55,6 @@ impl Fixture {
             config,
             occupancy: Default::default(),
         }
-    }
-}
-
-fn fast() -> FanoutConfig {
-    FanoutConfig {
-        max_in_flight: 16,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(4),
-        },
-        max_failed_share: 0.5,
-        presence: PresenceConfig::default(),
-        split: None,
     }
 }
 

@@ -1,11 +1,13 @@
 //! A large room's fan-out split across workers ([`chat_core::split`]): the
 //! broadcaster's hand-off and the worker's entry point, against in-memory ports.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
-use chat_core::broadcaster::{Broadcaster, FanoutConfig, RetryPolicy, SequencedEvent};
+use chat_core::broadcaster::{Broadcaster, FanoutConfig, SequencedEvent};
 use chat_core::entrypoints::fanout::on_sqs;
 use chat_core::memory::{FixedClock, MemoryConnections, MemoryFanoutQueue, MemoryLog, MemorySessions, RecordingPoster};
 use chat_core::ports::{ConnectionStore, PostError, SessionLog};
@@ -13,6 +15,7 @@ use chat_core::protocol::event_frame;
 use chat_core::split::{FanoutJob, MAX_JOB_ATTEMPTS, Split, worker_config};
 use chat_core::time::parse_iso;
 use chat_core::{Connection, EventKind, LogEvent, Session};
+use common::fast;
 
 const T0: &str = "2026-11-24T10:15:30Z";
 
@@ -78,18 +81,6 @@ impl Room {
             *counts.entry(to).or_default() += 1;
         }
         counts
-    }
-}
-
-fn fast() -> FanoutConfig {
-    FanoutConfig {
-        max_in_flight: 16,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(4),
-        },
-        ..FanoutConfig::default()
     }
 }
 
