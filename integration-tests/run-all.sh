@@ -87,11 +87,11 @@ step "cargo test"
 # Every test binary runs even after a failure, so one CI run reports all of them.
 cargo test --workspace --no-fail-fast
 
-# The deployable artifacts: all Lambda binaries cross-built for arm64 (~6 min cold
+# The deployable artifacts: all Lambda binaries cross-built for arm64 (~3 min cold
 # on 2 cores, seconds when warm). Its own target dir keeps the release cross build
 # from waiting on, or evicting, the test build's.
 step "arm64 Lambda build"
-# It checks with the `ci-arm64` profile (no LTO, parallel codegen; Cargo.toml): the
-# release profile's fat LTO took 13.5 of CI's 29 minutes, for the same code.
+# It checks with the `ci-arm64` profile (unoptimized, no LTO, parallel codegen;
+# Cargo.toml): the release profile's fat LTO took 13.5 of CI's 29 minutes.
 CARGO_TARGET_DIR="${LAMBDA_TARGET_DIR:-$PWD/target/lambda-arm64}" LAMBDA_PROFILE="${LAMBDA_PROFILE:-ci-arm64}" \
   bash infra/build-lambdas.sh
