@@ -22,7 +22,8 @@ export class Members {
     this.known = false; // a `who` snapshot came on this connection
     this.missing = false; // the server has no `who`
     this.occupancy = null; // the room's last occupancy frame: {count, joined, left, recent}
-    this.stale = false; // someone left uncounted by name since the list was asked for
+    this.stale = false; // members left (counted, not named) since the list was asked for
+    this.recentLine = null; // the occupancy line and its Refresh list button, made once
   }
 
   get size() { return this.members.size; }
@@ -45,6 +46,7 @@ export class Members {
     this.members.clear();
     this.known = false;
     this.occupancy = null;
+    this.stale = false;
     this.render();
   }
 
@@ -126,19 +128,27 @@ export class Members {
     return parts.join(" · ");
   }
 
+  // The line under the count, kept across draws (the panel is every room's) so
+  // a focused Refresh list button keeps its focus while frames arrive.
+  renderRecent() {
+    if (!this.recentLine) {
+      this.recentLine = document.createElement("span");
+      this.refreshButton = document.createElement("button");
+      this.refreshButton.type = "button";
+      this.refreshButton.className = "secondary refresh";
+      this.refreshButton.textContent = "Refresh list";
+      this.refreshButton.addEventListener("click", () => this.refresh());
+    }
+    if (this.recent.firstChild !== this.recentLine) this.recent.replaceChildren(this.recentLine, " ", this.refreshButton);
+    this.recentLine.textContent = this.occupancy ? this.recentText() : "";
+    this.refreshButton.hidden = !this.stale;
+    this.recent.hidden = !this.recentLine.textContent && !this.stale;
+  }
+
   render() {
     if (!this.shown) return;
     this.count.textContent = String(this.total);
-    this.recent.textContent = this.occupancy ? this.recentText() : "";
-    if (this.stale) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "secondary refresh";
-      button.textContent = "Refresh list";
-      button.addEventListener("click", () => this.refresh());
-      this.recent.append(" ", button);
-    }
-    this.recent.hidden = !this.recent.textContent;
+    this.renderRecent();
     const me = this.me;
     const sorted = [...this.members].sort(([a, x], [b, y]) => (b === me) - (a === me) || String(x.at).localeCompare(String(y.at)));
     const moderator = this.moderator();

@@ -3,13 +3,14 @@
 // member is there, joins come as one occupancy frame a second, and the page shows
 // the server's count ("N here", in the panel and the room list) and names the
 // newest joiners; leavers are counted, and "Refresh list" asks `who` for the list
-// again; a room below the limit still gets the seed's join notices.
+// again (axe-core finds nothing in that panel); a room below the limit still gets
+// the seed's join notices.
 // Usage: node occupancy.test.cjs <ws url of a stack> <output dir>
 "use strict";
 
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { WAIT, Peer, runChecks, step, openChat, connect } = require("./helpers.cjs");
+const { WAIT, Peer, axeViolations, runChecks, step, openChat, connect } = require("./helpers.cjs");
 
 const [wsUrl, outputDir] = process.argv.slice(2);
 if (!wsUrl || !outputDir) throw new Error("usage: node occupancy.test.cjs <ws://host:port/stage> <output dir>");
@@ -49,6 +50,7 @@ runChecks(async (browser) => {
     await page.waitForFunction(() => document.getElementById("member-count").textContent === "4", null, WAIT);
     await page.waitForFunction(() => /\d left/.test(document.getElementById("recent").textContent), null, WAIT);
     await page.screenshot({ path: path.join(outputDir, "occupancy.png") });
+    assert.deepEqual(await axeViolations(page), [], "axe finds nothing in the panel with its count and button");
 
     step("leavers are not named: Refresh list asks the server again");
     await page.click("#recent button.refresh");
