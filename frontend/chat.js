@@ -746,7 +746,7 @@ function presence(room, frame) {
     noteName(room, member);
     notePerson(room, member);
   }
-  room.members.snapshot(frame.members);
+  room.members.snapshot(frame.members, frame.count);
   if (typeof frame.count === "number") room.count = frame.count;
   if (frame.next) send({ action: "who", room: room.name, next: frame.next });
   showRooms();

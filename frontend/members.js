@@ -50,10 +50,12 @@ export class Members {
     this.render();
   }
 
-  snapshot(members) {
+  // A `who` page; `count` (the first page's) is newer than the last occupancy frame's.
+  snapshot(members, count) {
     this.missing = false;
     this.known = true;
     if (this.shown) this.box.hidden = false;
+    if (this.occupancy && typeof count === "number") this.occupancy.count = count;
     for (const m of members ?? []) this.add(m.connectionId, m.connectedAt, m);
     this.render();
   }

@@ -57,6 +57,7 @@ runChecks(async (browser) => {
     await page.waitForFunction(() => document.querySelectorAll("#members li").length === 4, null, WAIT);
     const names = await page.$$eval("#members li", (items) => items.map((li) => li.textContent));
     assert.ok(!names.some((name) => /gus|fay|eve/.test(name)), `the leavers are gone from the list: ${names}`);
+    assert.equal(await text(page, "#member-count"), "4", "the count agrees with the list");
     await page.context().close();
     await quiet.context().close();
   } finally {

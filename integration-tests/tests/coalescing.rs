@@ -116,10 +116,7 @@ async fn a_coalescing_connection_whose_socket_is_gone_is_pruned_by_the_next_broa
     assert_eq!(leave["message"], format!("User {} has left the chat.", ghost.connection_id));
     // The prune closes the session after it logs the leave, so it may still be at it.
     let closed = || store.session(&ghost.connection_id).unwrap().is_some_and(|s| s.disconnected_at.is_some());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !closed() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::eventually(closed, "pruning closed the ghost's session").await;
     stack.stop().await;
 
     assert!(store.get(&ghost.connection_id).await.unwrap().is_none(), "the 410 deleted the ghost's row");
