@@ -115,9 +115,10 @@ async fn messages_over_128_kib_close_with_1009_at_any_size() {
     stack.stop().await;
 }
 
-/// The sockets' read buffer is 4 KiB and their write buffer gathers 8 KiB
-/// (`READ_BUFFER_BYTES`, `WRITE_BUFFER_BYTES`): a frame larger than either must
-/// still arrive whole, in both directions, and the socket must keep working after.
+/// The sockets' read buffer is 4 KiB and their writer gathers 8 KiB
+/// (`READ_BUFFER_BYTES`, `WRITE_GATHER_BYTES` in `infra/local/src/wire.rs`): a
+/// frame larger than either must still arrive whole, in both directions, and the
+/// socket must keep working after.
 #[tokio::test]
 async fn large_frames_pass_the_small_socket_buffers_both_ways() {
     let dir = scratch("hardening_large");
@@ -139,6 +140,36 @@ async fn large_frames_pass_the_small_socket_buffers_both_ways() {
     reader.chat("after the large ones").await;
     sender.chat("after the large ones").await;
     stack.stop().await;
+}
+
+/// The gateway's own framing (infra/local/src/wire.rs) answers what tungstenite
+/// answered for it: a ping with a pong of the same payload, a client's close
+/// frame with its own code.
+#[tokio::test]
+async fn a_ping_is_answered_with_its_payload_and_a_client_close_with_its_code() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let dir = scratch("hardening_ping");
+    let stack = Stack::start(&dir.join("chat.db"), &[]).await;
+    let mut client = Client::connect(&stack.ws_url).await;
+    client.socket.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    assert_eq!(next_not_text(&mut client).await, Message::Pong(b"are you there".to_vec().into()));
+    let bye = CloseFrame { code: 4000.into(), reason: "bye".into() };
+    client.socket.send(Message::Close(Some(bye.clone()))).await.unwrap();
+    assert_eq!(next_not_text(&mut client).await, Message::Close(Some(bye)));
+    still_chats(&stack).await;
+    stack.stop().await;
+}
+
+/// The next frame that is not text (chat frames may come first).
+async fn next_not_text(client: &mut Client) -> Message {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(WAIT, client.socket.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(_))) => continue,
+            Some(Ok(message)) => return message,
+            other => panic!("the socket ended: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -12,41 +12,21 @@ use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::encodings::Body;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{Sink, SinkExt};
 use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::events::{ConnectionContext, Route, aws_id, now_ms, websocket_event};
 use crate::functions::select_route;
 use crate::sockets::{Outbound, Outbox, Push, ServerClose, SocketInfo, TooSlow, WRITE_CHUNK_BYTES, count_frames_sent};
+use crate::wire::{BadUpgrade, CloseFrame, Inbound, Outgoing, ReadError, Socket, Upgrade};
 
 /// API Gateway's message size limit; a larger message (or any frame announcing
 /// more) closes the socket with 1009 as soon as its header arrives.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
-
-/// Read buffer of each socket, allocated (and zero-filled, so resident) when the
-/// socket opens. tungstenite's default is 128 KiB, which made an idle connection
-/// cost 136 KB. A chat frame is a few hundred bytes, so 4 KiB holds a whole one
-/// (or several) per read; a larger frame does not need it bigger: once its
-/// header is read, tungstenite reserves room for the whole payload (up to
-/// [`MAX_MESSAGE_BYTES`], checked first), so the buffer grows only for a
-/// connection that sends a large frame.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
-
-/// Frames the writer feeds are gathered up to this many bytes before they are
-/// written (tungstenite's default: 128 KiB). The writer flushes once per batch
-/// anyway, so this only splits a long batch into writes of about this size: few
-/// system calls per batch, and a buffer that grows from nothing (it is not
-/// allocated up front) to a few KiB plus one frame, not 128 KiB, on a busy
-/// socket. A large frame is written through as soon as it is fed. Its ceiling
-/// (`max_write_buffer_size`) stays unlimited: what is queued or unflushed counts
-/// against the socket's send budget ([`crate::sockets::Outbox::written`] after
-/// the flush), which decides when a client is too slow.
-pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// `GET /{stage}` with an upgrade: runs `$connect`, and opens the socket only if it returns 2xx.
 pub async fn upgrade(
@@ -55,13 +35,12 @@ pub async fn upgrade(
     RawQuery(query): RawQuery,
     uri: Uri,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<Upgrade, BadUpgrade>,
 ) -> Response {
-    if !valid_key(&headers) {
-        return refused(
-            (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes, base64-encoded").into_response(),
-        );
-    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(bad) => return refused(bad.into_response()),
+    };
     // Another site's page (cross-site WebSocket hijacking): refused before the
     // authorizer or `$connect` runs, and before it spends the connect budget.
     if let Err(refusal) = app.same_origin.check_origin(&headers, &uri) {
@@ -118,11 +97,7 @@ pub async fn upgrade(
         return status.into_response();
     }
     tracing::info!(connection_id = %context.connection_id, peer = %peer, "socket open");
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| run_socket(app, context, info, socket, outbox, closed))
+    ws.open(MAX_MESSAGE_BYTES, move |socket| run_socket(app, context, info, socket, outbox, closed))
 }
 
 /// An upgrade refused before `$connect` ran (which counts its own answers), counted
@@ -130,14 +105,6 @@ pub async fn upgrade(
 fn refused(response: Response) -> Response {
     crate::metrics::record_refused_upgrade(response.status());
     response
-}
-
-/// RFC 6455 §4.2.1: the key is a nonce of 16 bytes in base64; axum only checks
-/// that the header is there, and an empty or short one is a bad upgrade (400).
-fn valid_key(headers: &HeaderMap) -> bool {
-    use base64::Engine;
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else { return false };
-    base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|nonce| nonce.len() == 16)
 }
 
 fn parse_query(query: &str) -> Vec<(String, String)> {
@@ -161,9 +128,13 @@ struct Ending {
 }
 
 /// What the server still sends before the TCP connection goes.
+#[derive(Debug, PartialEq)]
 enum Closing {
-    /// The client closed (tungstenite answers its close frame) or vanished.
+    /// The client vanished: nothing to send.
     Nothing,
+    /// The client closed: its close frame is answered at once (RFC 6455 §5.5.1),
+    /// and what was queued is dropped.
+    Answer(Option<CloseFrame>),
     /// An orderly close: what was queued first, then the close frame.
     AfterQueued(u16, &'static str),
     /// A failure (slow reader, protocol error, limit): queued frames are dropped
@@ -186,16 +157,27 @@ impl Ending {
 
     /// Maps a read error to the close code RFC 6455 asks for (§7.4.1): 1009 over
     /// the size limit, 1007 for invalid UTF-8, 1002 for any other protocol
-    /// violation; an I/O error or a vanished peer gets no frame (1006).
-    fn from_read_error(error: axum::Error) -> Self {
-        use tungstenite::error::{Error, ProtocolError};
-        let Ok(error) = error.into_inner().downcast::<Error>() else { return Self::lost() };
-        match *error {
-            Error::Capacity(_) => Self::failed(1009, "Message too big"),
-            Error::Utf8(_) => Self::failed(1007, "Invalid frame payload data"),
-            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Self::lost(),
-            Error::Protocol(_) => Self::failed(1002, "Protocol error"),
-            _ => Self::lost(),
+    /// violation; a vanished peer gets no frame (1006).
+    fn from_read_error(error: ReadError) -> Self {
+        match error {
+            ReadError::TooBig => Self::failed(1009, "Message too big"),
+            ReadError::NotUtf8 => Self::failed(1007, "Invalid frame payload data"),
+            ReadError::Protocol(_) => Self::failed(1002, "Protocol error"),
+            ReadError::Lost => Self::lost(),
+        }
+    }
+
+    /// The client's close frame, answered with its own code (§5.5.1).
+    fn answer(frame: Option<CloseFrame>) -> Self {
+        match frame {
+            Some(frame) => {
+                Self { status_code: frame.code, reason: "Client closed", close: Closing::Answer(Some(frame)) }
+            }
+            None => Self {
+                status_code: 1005,
+                reason: "Client-side close frame status not set",
+                close: Closing::Answer(None),
+            },
         }
     }
 }
@@ -210,11 +192,10 @@ async fn run_socket(
     app: Arc<AppState>,
     context: ConnectionContext,
     info: Arc<SocketInfo>,
-    socket: WebSocket,
+    (sink, mut stream): Socket,
     outbox: Arc<Outbox>,
     mut closed: oneshot::Receiver<ServerClose>,
 ) {
-    let (sink, mut stream) = socket.split();
     let (close_now, abandon) = oneshot::channel();
     let lagging = {
         let (sockets, connection_id) = (app.sockets.clone(), context.connection_id.clone());
@@ -235,22 +216,25 @@ async fn run_socket(
             () = &mut lifetime => break Ending::orderly(1001, "Going away"),
             next = tokio::time::timeout(idle, stream.next()) => match next {
                 Err(_) => break Ending::orderly(1001, "Going away"),
-                Ok(None) => break Ending::lost(),
-                Ok(Some(Err(error))) => {
-                    tracing::info!(connection_id = %context.connection_id, %error, "bad frame or lost connection");
+                Ok(Err(error)) => {
+                    tracing::info!(connection_id = %context.connection_id, ?error, "bad frame or lost connection");
                     break Ending::from_read_error(error);
                 }
-                Ok(Some(Ok(message))) => {
+                Ok(Ok(message)) => {
                     info.touch(now_ms());
                     match message {
-                        // tungstenite enforces MAX_MESSAGE_BYTES (a read error, 1009).
-                        Message::Text(text) => dispatch(&app, &context, text.as_str(), &outbox).await,
-                        Message::Binary(_) => break Ending::failed(1003, "Binary frames are not supported"),
-                        Message::Close(frame) => break match frame {
-                            Some(frame) => Ending { status_code: frame.code, reason: "Client closed", close: Closing::Nothing },
-                            None => Ending { status_code: 1005, reason: "Client-side close frame status not set", close: Closing::Nothing },
-                        },
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        // The reader enforces MAX_MESSAGE_BYTES (a read error, 1009).
+                        Inbound::Text(text) => dispatch(&app, &context, text.as_str(), &outbox).await,
+                        Inbound::Binary => break Ending::failed(1003, "Binary frames are not supported"),
+                        Inbound::Close(frame) => break Ending::answer(frame),
+                        // Answered behind what is queued, and counted against the
+                        // send budget: a client that pings without reading is slow too.
+                        Inbound::Ping(payload) => {
+                            if outbox.push(Outbound::Pong(payload)) == Push::Full {
+                                app.sockets.too_slow(&context.connection_id, TooSlow::OverBudget);
+                            }
+                        }
+                        Inbound::Pong => {}
                     }
                 }
             },
@@ -268,12 +252,16 @@ async fn run_socket(
             // Queued behind what is waiting; refused only if the client already
             // overflowed its send budget, and then closed as failed instead.
             if outbox.push(Outbound::Close { code, reason }) != Push::Queued {
-                close_now.send(CloseFrame { code, reason: reason.into() }).ok();
+                close_now.send(Some(CloseFrame { code, reason: reason.into() })).ok();
             }
             ORDERLY_CLOSE
         }
+        Closing::Answer(frame) => {
+            close_now.send(frame).ok();
+            ORDERLY_CLOSE
+        }
         Closing::Now(code, reason) => {
-            close_now.send(CloseFrame { code, reason: reason.into() }).ok();
+            close_now.send(Some(CloseFrame { code, reason: reason.into() })).ok();
             FAILED_CLOSE
         }
     };
@@ -325,10 +313,10 @@ fn release_freed_memory() {
 async fn write_frames<S>(
     mut sink: S,
     outbox: Arc<Outbox>,
-    mut abandon: oneshot::Receiver<CloseFrame>,
+    mut abandon: oneshot::Receiver<Option<CloseFrame>>,
     lagging: impl FnOnce(),
 ) where
-    S: Sink<Message> + Unpin,
+    S: Sink<Outgoing> + Unpin,
 {
     let close = tokio::select! {
         biased;
@@ -351,7 +339,7 @@ async fn write_frames<S>(
     // Frames nobody will read are freed now, however long the close frame takes.
     outbox.abandon();
     if let Some(frame) = close {
-        sink.send(Message::Close(Some(frame))).await.ok();
+        sink.send(Outgoing::Close(frame)).await.ok();
     }
     sink.close().await.ok();
 }
@@ -362,7 +350,7 @@ enum Forwarded {
     /// The queue ended, or the socket failed.
     Ended,
     /// A close frame was queued: the last thing to send.
-    Close(CloseFrame),
+    Close(Option<CloseFrame>),
     /// The socket took nothing for the send lag while frames waited.
     Lagging,
 }
@@ -370,11 +358,11 @@ enum Forwarded {
 /// Writes queued frames: everything already queued, in chunks of at most
 /// [`WRITE_CHUNK_BYTES`] with one flush each (one write per chunk, not one per
 /// frame). A feed or flush the socket leaves waiting for the send lag ends it:
-/// each completes as soon as the kernel takes the few KiB tungstenite has
+/// each completes as soon as the kernel takes the few KiB the writer has
 /// gathered, so a client that reads at all, however far behind, keeps it going.
 async fn forward<S>(sink: &mut S, outbox: &Outbox) -> Forwarded
 where
-    S: Sink<Message> + Unpin,
+    S: Sink<Outgoing> + Unpin,
 {
     let mut batch = VecDeque::new();
     while outbox.take(&mut batch).await {
@@ -391,7 +379,7 @@ where
 /// and flushes them; `Err` if forwarding ends here.
 async fn write_chunk<S>(sink: &mut S, batch: &mut VecDeque<Outbound>, outbox: &Outbox) -> Result<(), Forwarded>
 where
-    S: Sink<Message> + Unpin,
+    S: Sink<Outgoing> + Unpin,
 {
     let lag = outbox.lag();
     let (mut written, mut bytes, mut cost) = (0, 0, 0);
@@ -402,12 +390,13 @@ where
         match out {
             Outbound::Text(text) => {
                 bytes += text.len();
-                taken(lag, sink.feed(Message::Text(text))).await?;
+                taken(lag, sink.feed(Outgoing::Text(text))).await?;
                 written += 1;
             }
+            Outbound::Pong(payload) => taken(lag, sink.feed(Outgoing::Pong(payload))).await?,
             Outbound::Close { code, reason } => {
                 count_frames_sent(written);
-                return Err(Forwarded::Close(CloseFrame { code, reason: reason.into() }));
+                return Err(Forwarded::Close(Some(CloseFrame { code, reason: reason.into() })));
             }
         }
     }
@@ -503,8 +492,6 @@ mod tests {
     use std::sync::Mutex;
     use std::task::{Context, Waker};
 
-    use tungstenite::error::{CapacityError, Error, ProtocolError};
-
     use super::*;
     use crate::sockets::{SEND_BUDGET, SendLimits};
 
@@ -525,7 +512,7 @@ mod tests {
         }
 
         /// Ready once the kernel has room; a writer waiting for it is woken by a read.
-        fn room(&self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        fn room(&self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
             let mut state = self.0.lock().unwrap();
             if state.held < state.capacity {
                 return Poll::Ready(Ok(()));
@@ -560,15 +547,19 @@ mod tests {
         }
     }
 
-    impl Sink<Message> for Kernel {
-        type Error = axum::Error;
+    impl Sink<Outgoing> for Kernel {
+        type Error = std::io::Error;
 
         fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             self.room(cx)
         }
 
-        fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
-            self.0.lock().unwrap().held += message.into_data().len();
+        fn start_send(self: Pin<&mut Self>, frame: Outgoing) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().held += match frame {
+                Outgoing::Text(text) => text.len(),
+                Outgoing::Pong(payload) => payload.len(),
+                Outgoing::Close(_) => 2,
+            };
             Ok(())
         }
 
@@ -677,14 +668,15 @@ mod tests {
         assert_eq!(outbox.push(text(1)), Push::Closed);
         tokio::time::timeout(Duration::from_secs(5), pushing).await.expect("pushes refused").unwrap();
         // The socket's task answers with the close frame (a full socket never takes it).
-        close.send(CloseFrame { code: 1008, reason: "Client too slow".into() }).unwrap();
+        close.send(Some(CloseFrame { code: 1008, reason: "Client too slow".into() })).unwrap();
         writer.abort();
     }
 
-    fn code_for(error: Error) -> (u16, Option<u16>) {
-        let ending = Ending::from_read_error(axum::Error::new(error));
+    fn code_for(error: ReadError) -> (u16, Option<u16>) {
+        let ending = Ending::from_read_error(error);
         let sent = match ending.close {
             Closing::Now(code, _) | Closing::AfterQueued(code, _) => Some(code),
+            Closing::Answer(frame) => frame.map(|frame| frame.code),
             Closing::Nothing => None,
         };
         (ending.status_code, sent)
@@ -692,40 +684,18 @@ mod tests {
 
     #[test]
     fn read_errors_close_with_the_rfc_6455_code() {
-        let too_long = CapacityError::MessageTooLong { size: MAX_MESSAGE_BYTES + 1, max_size: MAX_MESSAGE_BYTES };
-        assert_eq!(code_for(Error::Capacity(too_long)), (1009, Some(1009)));
-        assert_eq!(code_for(Error::Utf8("invalid".into())), (1007, Some(1007)));
-        for violation in [
-            ProtocolError::UnmaskedFrameFromClient,
-            ProtocolError::NonZeroReservedBits,
-            ProtocolError::UnexpectedContinueFrame,
-            ProtocolError::ControlFrameTooBig,
-            ProtocolError::UnknownDataFrameType(3),
-            ProtocolError::InvalidCloseSequence,
-        ] {
-            assert_eq!(code_for(Error::Protocol(violation.clone())), (1002, Some(1002)), "{violation}");
-        }
+        assert_eq!(code_for(ReadError::TooBig), (1009, Some(1009)));
+        assert_eq!(code_for(ReadError::NotUtf8), (1007, Some(1007)));
+        assert_eq!(code_for(ReadError::Protocol("unmasked frame from a client")), (1002, Some(1002)));
+        assert_eq!(code_for(ReadError::Lost), (1006, None));
     }
 
     #[test]
-    fn a_vanished_peer_gets_no_close_frame() {
-        assert_eq!(code_for(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)), (1006, None));
-        assert_eq!(code_for(Error::Io(std::io::ErrorKind::ConnectionReset.into())), (1006, None));
-        let unrelated = Ending::from_read_error(axum::Error::new(std::fmt::Error));
-        assert_eq!(unrelated.status_code, 1006);
-    }
-
-    #[test]
-    fn only_a_16_byte_base64_key_upgrades() {
-        let with_key = |key: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::SEC_WEBSOCKET_KEY, key.parse().unwrap());
-            valid_key(&headers)
-        };
-        assert!(with_key("dGhlIHNhbXBsZSBub25jZQ=="));
-        for bad in ["", "abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZSEh", "!!!!!!!!!!!!!!!!!!!!!!=="] {
-            assert!(!with_key(bad), "{bad:?}");
-        }
-        assert!(!valid_key(&HeaderMap::new()));
+    fn a_client_close_is_answered_with_its_own_code() {
+        let frame = CloseFrame { code: 4000, reason: "bye".into() };
+        let ending = Ending::answer(Some(frame.clone()));
+        assert_eq!((ending.status_code, ending.close), (4000, Closing::Answer(Some(frame))));
+        let ending = Ending::answer(None);
+        assert_eq!((ending.status_code, ending.close), (1005, Closing::Answer(None)));
     }
 }

@@ -20,6 +20,7 @@ pub mod stream;
 pub mod throttle;
 pub mod webhook;
 pub mod webpage;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,11 +7,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use chat_core::ports::Bytes;
 use chat_core::ports::{PostError, SocketPoster};
 use chat_core::protocol::MAX_FRAME_BYTES;
 use tokio::sync::{Notify, oneshot};
+
+use crate::wire::Utf8Bytes;
 
 /// Bytes a socket may have queued or in its writer's hands before its client
 /// counts as too slow and is closed with 1008 (the default of `--send-budget`).
@@ -89,7 +90,12 @@ fn count_apigw_messages(messages: u64) {
 #[derive(Debug)]
 pub enum Outbound {
     Text(Utf8Bytes),
-    Close { code: u16, reason: &'static str },
+    /// The answer to a client's ping.
+    Pong(Bytes),
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 impl Outbound {
@@ -98,6 +104,7 @@ impl Outbound {
     pub fn cost(&self) -> usize {
         match self {
             Outbound::Text(text) => text.len() + FRAME_OVERHEAD,
+            Outbound::Pong(payload) => payload.len() + FRAME_OVERHEAD,
             Outbound::Close { .. } => 0,
         }
     }
@@ -190,8 +197,8 @@ impl Outbox {
         if queue.ended {
             return Push::Closed;
         }
-        let text = matches!(out, Outbound::Text(_));
-        if (text && !self.fits(&queue, out.cost())) || queue.overflowed {
+        let counted = !matches!(out, Outbound::Close { .. });
+        if (counted && !self.fits(&queue, out.cost())) || queue.overflowed {
             queue.overflowed = true;
             let dropped = std::mem::take(&mut queue.frames);
             queue.bytes -= dropped.iter().map(Outbound::cost).sum::<usize>();
@@ -524,6 +531,7 @@ mod tests {
             .iter()
             .map(|out| match out {
                 Outbound::Text(text) => text.as_str(),
+                Outbound::Pong(_) => "pong",
                 Outbound::Close { .. } => "close",
             })
             .collect()
