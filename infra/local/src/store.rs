@@ -490,6 +490,8 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         verified: r.get(6)?,
         batch: r.get(7)?,
         user_id: r.get(8)?,
+        join_id: None,
+        joined_at: None,
     })
 }
 
@@ -517,6 +519,8 @@ fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         verified: r.get(5)?,
         batch: r.get(6)?,
         user_id: r.get(7)?,
+        join_id: None,
+        joined_at: None,
     })
 }
 
