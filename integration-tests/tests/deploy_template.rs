@@ -96,15 +96,21 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "delete");
         self.inner.delete(connection_id).await
     }
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError> {
         self.seen.note("ConnectionStore", "subscribe");
-        self.inner.subscribe(connection, room, max_rooms).await
+        self.inner.subscribe(connection, room, max_rooms, join).await
     }
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "unsubscribe");
         self.inner.unsubscribe(connection_id, room).await
     }
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "end_membership");
         self.inner.end_membership(connection_id, room).await
     }
@@ -243,6 +249,14 @@ fn ws_event(name: &str, body: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
 
 /// Runs `function`'s entrypoint through every path it has (success, refusals,
 /// history, 410 pruning, archive) and returns the port methods it called.
+/// `id` (connected) subscribes to `room` straight in the store, unrecorded:
+/// ending a subscribe's membership reads whether its join is logged.
+async fn subscribed(connections: &MemoryConnections, id: &str, room: &str) {
+    let row = connections.get(id).expect("connected");
+    let join = LogEvent::join(id, row.connected_at).in_room(room);
+    assert_eq!(connections.subscribe(&row, room, 100, &join).await.unwrap(), Subscribed::New);
+}
+
 async fn port_calls(function: &str, archive: bool) -> Calls {
     let seen = Seen::default();
     let connections = recorded::<MemoryConnections>(&seen);
@@ -273,6 +287,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
                 .await
                 .unwrap();
+            subscribed(&connections.inner, "CXzQ2cJjoAMCJ6g=", "ops").await;
             seen.take();
             websocket::on_disconnect(&ws_event("disconnect.json", None), &connections, &sessions, &log).await.unwrap();
         }
@@ -364,6 +379,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 connections.put(&connection).await.unwrap();
                 sessions.open(&Session::opened(&connection)).await.unwrap();
             }
+            subscribed(&connections.inner, "gone", "ops").await;
             poster.inner.mark_gone("gone");
             seen.take();
             let queue = Arc::new(recorded::<MemoryFanoutQueue>(&seen));
@@ -400,6 +416,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
                 sessions.open(&Session::opened(&connection)).await.unwrap();
                 members.push(connection.as_member_of("lobby"));
             }
+            subscribed(&connections.inner, "gone", "ops").await;
             poster.inner.mark_gone("gone");
             poster.inner.fail_next("throttled", std::iter::repeat_n(PostError::Throttled, 5));
             seen.take();
@@ -436,6 +453,7 @@ async fn port_calls(function: &str, archive: bool) -> Calls {
             websocket::on_connect(&connect, &ConnectSettings::default(), &connections, &sessions, &log, &bans)
                 .await
                 .unwrap();
+            subscribed(&connections.inner, "CXzQ2cJjoAMCJ6g=", "ops").await;
             seen.take();
             let row =
                 serde_dynamo::to_item::<_, serde_dynamo::Item>(connections.inner.get("CXzQ2cJjoAMCJ6g=").unwrap());
@@ -616,6 +634,7 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
         "ConnectionStore",
         "unsubscribe",
         &[
+            ("MEMBERSHIPS_TABLE", "dynamodb:GetItem"),
             ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
             ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
             ("CONNECTIONS_TABLE", "dynamodb:UpdateItem"),
@@ -624,7 +643,11 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
     (
         "ConnectionStore",
         "end_membership",
-        &[("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"), ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem")],
+        &[
+            ("MEMBERSHIPS_TABLE", "dynamodb:GetItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:DeleteItem"),
+            ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
+        ],
     ),
     ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
@@ -1122,7 +1145,8 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "delete"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
-            ("MessageLog", "append")
+            ("MessageLog", "append"),
+            ("MessageLog", "get")
         ])
     );
     assert_eq!(
@@ -1166,7 +1190,8 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "delete"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
-            ("MessageLog", "append")
+            ("MessageLog", "append"),
+            ("MessageLog", "get")
         ])
     );
     assert_eq!(port_calls("publish", false).await, expect(&[("MessageLog", "append"), ("MessageLog", "append_once")]));
@@ -1179,6 +1204,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
+            ("MessageLog", "get"),
             ("SocketPoster", "post"),
             ("Archive", "put"),
             ("FanoutQueue", "enqueue"),
@@ -1191,6 +1217,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
+            ("MessageLog", "get"),
             ("SocketPoster", "post"),
             ("FanoutQueue", "enqueue"),
         ])
@@ -1226,11 +1253,14 @@ fn the_adapter_scan_finds_each_sdk_call() {
         actions("ConnectionStore", "subscribe"),
         ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     );
-    assert_eq!(actions("ConnectionStore", "unsubscribe"), ["dynamodb:DeleteItem", "dynamodb:UpdateItem"]);
+    assert_eq!(
+        actions("ConnectionStore", "unsubscribe"),
+        ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
+    );
     assert_eq!(
         actions("ConnectionStore", "end_membership"),
-        ["dynamodb:DeleteItem", "dynamodb:UpdateItem"],
-        "the membership and its room counter; the row is not touched"
+        ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+        "the membership (read first, for its join) and its room counter; the row is not touched"
     );
     assert_eq!(actions("ReadCursors", "cursors"), ["dynamodb:Query"]);
     assert_eq!(actions("ReadCursors", "advance"), ["dynamodb:UpdateItem"]);

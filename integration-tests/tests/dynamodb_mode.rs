@@ -29,6 +29,11 @@ fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> &'a str {
     item.get(name).unwrap_or_else(|| panic!("{name} missing from {item:?}")).as_s().unwrap()
 }
 
+/// The join a subscribe of `connection` to `room` makes (at its connect time, in whole seconds).
+fn join_of(connection: &chat_core::Connection, room: &str) -> LogEvent {
+    LogEvent::join(&connection.connection_id, connection.connected_at).in_room(room).by(connection.identity().as_ref())
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
@@ -527,8 +532,9 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
         (&never, "ops", Subscribed::NotConnected),
     ];
     for (connection, room, expected) in steps {
-        let answer = store.subscribe(connection, room, max).await.unwrap();
-        assert_eq!(answer, reference.subscribe(connection, room, max).await.unwrap(), "{room}");
+        let join = join_of(connection, room);
+        let answer = store.subscribe(connection, room, max, &join).await.unwrap();
+        assert_eq!(answer, reference.subscribe(connection, room, max, &join).await.unwrap(), "{room}");
         assert_eq!(answer, expected, "{} to {room}", connection.connection_id);
         // Listed at once (consistent reads), as the reference lists it.
         let listed = list_all_connections(&store, room).await.unwrap();
@@ -540,7 +546,7 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
     assert_eq!(row.identity(), Some(ada.clone()));
     assert_eq!(keys_of(&dynamodb, "Memberships", ("room", "connection_id")).await, reference.memberships());
 
-    // A membership carries what fan-out and who need, the connection's expiry and a purge a week later.
+    // A membership carries what fan-out and who need, its join, the connection's expiry and a purge a week later.
     let item = dynamodb
         .get_item()
         .table_name("Memberships")
@@ -555,19 +561,37 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
     attributes.sort();
     assert_eq!(
         attributes,
-        ["batch", "connected_at", "connection_id", "expires_at", "purge_at", "room", "user", "user_id", "verified"]
+        [
+            "batch",
+            "connected_at",
+            "connection_id",
+            "expires_at",
+            "join_id",
+            "joined_at",
+            "purge_at",
+            "room",
+            "user",
+            "user_id",
+            "verified"
+        ]
     );
     let number = |name: &str| item[name].as_n().unwrap().parse::<i64>().unwrap();
     assert_eq!(number("expires_at"), c1.expires_at);
     assert_eq!(number("purge_at"), c1.expires_at + 7 * 24 * 3600);
 
     // Unsubscribing removes once, and the room leaves the row.
-    assert!(store.unsubscribe("c1", "ops").await.unwrap());
-    assert!(reference.unsubscribe("c1", "ops").await.unwrap());
-    assert!(!store.unsubscribe("c1", "ops").await.unwrap(), "the second unsubscribe removed nothing");
+    let ended = store.unsubscribe("c1", "ops").await.unwrap();
+    assert_eq!(ended, reference.unsubscribe("c1", "ops").await.unwrap(), "the membership, with its join");
+    assert!(ended.and_then(|m| m.join()).is_some());
+    assert!(store.unsubscribe("c1", "ops").await.unwrap().is_none(), "the second unsubscribe removed nothing");
     assert_eq!(sorted(store.get("c1").await.unwrap().unwrap().rooms), ["dev", "lobby"]);
-    assert_eq!(store.subscribe(&c1, "team", max).await.unwrap(), Subscribed::New, "room again after leaving one");
-    reference.subscribe(&c1, "team", max).await.unwrap();
+    let team = join_of(&c1, "team");
+    assert_eq!(
+        store.subscribe(&c1, "team", max, &team).await.unwrap(),
+        Subscribed::New,
+        "room again after leaving one"
+    );
+    reference.subscribe(&c1, "team", max, &team).await.unwrap();
 
     // Delete returns the row as it was, once; its memberships stay for the departure to end.
     let deleted = store.delete("c2").await.unwrap().expect("the row");
@@ -575,9 +599,12 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
     assert_eq!(sorted(deleted.rooms.clone()), sorted(expected.rooms.clone()));
     assert_eq!(chat_core::Connection { rooms: expected.rooms.clone(), ..deleted.clone() }, expected);
     assert_eq!(store.delete("c2").await.unwrap(), None);
-    assert_eq!(store.subscribe(&c2, "team", max).await.unwrap(), Subscribed::NotConnected);
+    assert_eq!(store.subscribe(&c2, "team", max, &join_of(&c2, "team")).await.unwrap(), Subscribed::NotConnected);
     for room in deleted.rooms() {
-        assert!(store.unsubscribe("c2", &room).await.unwrap(), "{room}: the departure removes each membership");
+        assert!(
+            store.unsubscribe("c2", &room).await.unwrap().is_some(),
+            "{room}: the departure removes each membership"
+        );
         reference.unsubscribe("c2", &room).await.unwrap();
     }
     assert_eq!(store.get("c2").await.unwrap(), None, "unsubscribing never recreates a deleted row");
@@ -593,7 +620,7 @@ async fn subscriptions_on_moto_answer_as_the_reference() {
     let row = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&legacy).unwrap();
     assert!(!row.contains_key("rooms"));
     dynamodb.put_item().table_name("ActiveConnections").set_item(Some(row)).send().await.unwrap();
-    assert_eq!(store.subscribe(&legacy, "dev", max).await.unwrap(), Subscribed::New);
+    assert_eq!(store.subscribe(&legacy, "dev", max, &join_of(&legacy, "dev")).await.unwrap(), Subscribed::New);
     assert_eq!(sorted(store.get("old").await.unwrap().unwrap().rooms), ["dev", "ops"]);
 }
 
@@ -737,13 +764,13 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
     // The plain outcomes first: new, repeated, full, departed.
     let alone = chat_core::Connection::new("alone", "ip", now).in_room("home");
     store.put(&alone).await.unwrap();
-    assert_eq!(store.subscribe(&alone, "a", 2).await.unwrap(), Subscribed::New);
-    assert_eq!(store.subscribe(&alone, "a", 2).await.unwrap(), Subscribed::Already);
-    assert_eq!(store.subscribe(&alone, "b", 2).await.unwrap(), Subscribed::Full);
+    assert_eq!(store.subscribe(&alone, "a", 2, &join_of(&alone, "a")).await.unwrap(), Subscribed::New);
+    assert_eq!(store.subscribe(&alone, "a", 2, &join_of(&alone, "a")).await.unwrap(), Subscribed::Already);
+    assert_eq!(store.subscribe(&alone, "b", 2, &join_of(&alone, "b")).await.unwrap(), Subscribed::Full);
     assert_eq!(store.count("b").await.unwrap(), 0, "a refused subscribe writes no membership");
     let row = store.delete("alone").await.unwrap().unwrap();
     assert_eq!(row.rooms(), ["home", "a"]);
-    assert_eq!(store.subscribe(&alone, "c", 2).await.unwrap(), Subscribed::NotConnected);
+    assert_eq!(store.subscribe(&alone, "c", 2, &join_of(&alone, "c")).await.unwrap(), Subscribed::NotConnected);
     assert_eq!(store.count("c").await.unwrap(), 0, "a departed connection gets no membership");
 
     let (mut joins, mut leaves) = (0, 0);
@@ -751,7 +778,8 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
         let id = format!("racer{i}");
         let connection = chat_core::Connection::new(&id, "ip", now).in_room("home");
         store.put(&connection).await.unwrap();
-        let (subscribed, ended) = tokio::join!(store.subscribe(&connection, "busy", 100), async {
+        let join = join_of(&connection, "busy");
+        let (subscribed, ended) = tokio::join!(store.subscribe(&connection, "busy", 100, &join), async {
             let listed = store.list("busy", None, 100).await.unwrap().items.iter().any(|m| m.connection_id == id);
             let mut rooms = store.delete(&id).await.unwrap().expect("the row was there").rooms();
             if listed && !rooms.iter().any(|room| room == "busy") {
@@ -759,7 +787,7 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
             }
             let mut ended = Vec::new();
             for room in rooms {
-                if store.end_membership(&id, &room).await.unwrap() {
+                if store.end_membership(&id, &room).await.unwrap().is_some() {
                     ended.push(room);
                 }
             }
@@ -776,6 +804,63 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
     assert_eq!(store.count("busy").await.unwrap(), 0, "no membership outlives its connection");
     println!("subscribe racing a departure, 40 times: {joins} joined and left, {} refused", 40 - joins);
     assert_eq!(joins, leaves);
+}
+
+/// A departure that ends a subscribe's membership before the subscribe logged
+/// its join (DynamoConnections and DynamoLog on moto): the store gives the
+/// membership back with its join, which is logged once, before the leave,
+/// whoever appends it first. `$connect`'s memberships end with no join; one
+/// older than its room counter still gives its join back.
+#[tokio::test]
+async fn a_membership_ended_before_its_join_is_logged_gives_the_join_back_on_moto() {
+    use chat_core::handlers::log_leave;
+    use chat_core::ports::{ConnectionStore, LogQuery, MessageLog, Subscribed};
+
+    let (_moto, dynamodb) = moto_tables().await;
+    let store = chat_aws::DynamoConnections::new(dynamodb.clone(), "ActiveConnections", "Memberships");
+    let log = chat_aws::DynamoLog::new(dynamodb.clone(), "MessageHistory");
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
+    let ada = chat_core::model::Identity::verified("Ada", "https://id.example|ada");
+    let c1 = chat_core::Connection::new("c1", "203.0.113.7", now).of(Some(&ada));
+    store.put(&c1).await.unwrap();
+
+    // The subscribe writes its membership; the departure runs before it logs the join.
+    let join = LogEvent::join("c1", now + chrono::Duration::seconds(1)).in_room("ops").by(Some(&ada));
+    assert_eq!(store.subscribe(&c1, "ops", 10, &join).await.unwrap(), Subscribed::New);
+    let ended = store.end_membership("c1", "ops").await.unwrap().expect("this call ended it");
+    assert_eq!(ended.join(), Some(join.clone()), "the same join, rebuilt from the membership");
+    let leave = LogEvent::leave("c1", now + chrono::Duration::seconds(2)).in_room("ops").by(Some(&ada));
+    log_leave(&log, &ended, leave).await.unwrap();
+    assert!(!log.append(&join).await.unwrap(), "the subscribe's own append, late, is a no-op");
+    let said = log.read(&LogQuery { room: "ops".into(), after: None, limit: 10 }).await.unwrap();
+    let kinds: Vec<&str> = said.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["join", "leave"], "in id order: one join, then the leave");
+    assert_eq!(said[0], join);
+    assert!(store.end_membership("c1", "ops").await.unwrap().is_none(), "once");
+
+    // Unsubscribing gives it back too; the join logged already is not logged again.
+    let again = LogEvent::join("c1", now + chrono::Duration::seconds(3)).in_room("ops").by(Some(&ada));
+    assert_eq!(store.subscribe(&c1, "ops", 10, &again).await.unwrap(), Subscribed::New);
+    assert!(log.append(&again).await.unwrap());
+    let ended = store.unsubscribe("c1", "ops").await.unwrap().expect("this call ended it");
+    assert_eq!(ended.join(), Some(again));
+    let leave = LogEvent::leave("c1", now + chrono::Duration::seconds(4)).in_room("ops").by(Some(&ada));
+    log_leave(&log, &ended, leave).await.unwrap();
+    let said = log.read(&LogQuery { room: "ops".into(), after: None, limit: 10 }).await.unwrap();
+    let kinds: Vec<&str> = said.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["join", "leave", "join", "leave"]);
+
+    // $connect's membership keeps no join: its leave comes alone.
+    let home = store.end_membership("c1", "lobby").await.unwrap().expect("the put's membership");
+    assert_eq!(home.join(), None);
+
+    // A membership without a room counter (older than counters) ends alone, its join given back.
+    let late = LogEvent::join("c2", now).in_room("old");
+    let member = chat_core::Connection::new("c2", "ip", now).as_member_of("old").with_join(&late);
+    let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&member).unwrap();
+    dynamodb.put_item().table_name("Memberships").set_item(Some(item)).send().await.unwrap();
+    let ended = store.end_membership("c2", "old").await.unwrap().expect("ended");
+    assert_eq!(ended.join(), Some(late));
 }
 
 /// `room`'s member counter as stored (`None` before any membership was written).
@@ -824,21 +909,27 @@ async fn room_counters_follow_racing_memberships_on_moto() {
         async move {
             let id = connection.connection_id.as_str();
             let (mut joins, mut leaves) = (0i64, 0i64);
-            let subscribed = store.subscribe(connection, "busy", 10).await.unwrap();
+            let subscribed = store.subscribe(connection, "busy", 10, &join_of(connection, "busy")).await.unwrap();
             joins += i64::from(subscribed == Subscribed::New);
             match i % 4 {
                 0 => {
                     // Subscribed twice: the second changes nothing.
-                    assert_eq!(store.subscribe(connection, "busy", 10).await.unwrap(), Subscribed::Already);
+                    assert_eq!(
+                        store.subscribe(connection, "busy", 10, &join_of(connection, "busy")).await.unwrap(),
+                        Subscribed::Already
+                    );
                 }
                 1 => {
                     // Leaves, then comes back.
-                    leaves += i64::from(store.unsubscribe(id, "busy").await.unwrap());
+                    leaves += i64::from(store.unsubscribe(id, "busy").await.unwrap().is_some());
                     assert!(
-                        !store.unsubscribe(id, "busy").await.unwrap(),
+                        store.unsubscribe(id, "busy").await.unwrap().is_none(),
                         "{id}: a second unsubscribe removes nothing"
                     );
-                    joins += i64::from(store.subscribe(connection, "busy", 10).await.unwrap() == Subscribed::New);
+                    joins += i64::from(
+                        store.subscribe(connection, "busy", 10, &join_of(connection, "busy")).await.unwrap()
+                            == Subscribed::New,
+                    );
                 }
                 _ => {
                     // Departs: the row goes, then two departures race to end each membership.
@@ -848,7 +939,7 @@ async fn room_counters_follow_racing_memberships_on_moto() {
                     };
                     for room in rooms {
                         let (a, b) = tokio::join!(store.end_membership(id, &room), store.end_membership(id, &room));
-                        let ended = u8::from(a.unwrap()) + u8::from(b.unwrap());
+                        let ended = u8::from(a.unwrap().is_some()) + u8::from(b.unwrap().is_some());
                         assert_eq!(ended, 1, "{id} leaves {room} exactly once");
                         leaves += i64::from(room == "busy");
                     }
@@ -889,7 +980,7 @@ async fn room_counters_follow_racing_memberships_on_moto() {
     for connection in &connections {
         let id = connection.connection_id.as_str();
         for room in store.delete(id).await.unwrap().map(|row| row.rooms()).unwrap_or_default() {
-            assert!(store.end_membership(id, &room).await.unwrap());
+            assert!(store.end_membership(id, &room).await.unwrap().is_some());
         }
     }
     assert_eq!((counter_of(&dynamodb, "busy").await, counter_of(&dynamodb, "lobby").await), (Some(0), Some(0)));
@@ -899,8 +990,8 @@ async fn room_counters_follow_racing_memberships_on_moto() {
     let legacy = chat_core::Connection::new("legacy=", "ip", now).in_room("busy").as_member_of("busy");
     let item = serde_dynamo::to_item::<_, HashMap<String, AttributeValue>>(&legacy).unwrap();
     dynamodb.put_item().table_name("Memberships").set_item(Some(item)).send().await.unwrap();
-    assert!(store.end_membership("legacy=", "busy").await.unwrap());
-    assert!(!store.end_membership("legacy=", "busy").await.unwrap());
+    assert!(store.end_membership("legacy=", "busy").await.unwrap().is_some());
+    assert!(store.end_membership("legacy=", "busy").await.unwrap().is_none());
     assert_eq!(counter_of(&dynamodb, "busy").await, Some(0), "never below zero");
     println!("{N} racers in one room: {joins} joins, {leaves} leaves, {looks} listings taken during the race");
 }

@@ -186,9 +186,18 @@ impl DynamoConnections {
     }
 
     /// The membership item of `connection` in `room`: the member as
-    /// [`Connection::as_member_of`] lists it (no source IP), and `purge_at`.
-    fn membership(connection: &Connection, room: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        let mut item = to_item(&connection.as_member_of(room))?;
+    /// [`Connection::as_member_of`] lists it (no source IP), the id and time of
+    /// the `join` announcing it if any (`join_id`, `joined_at`), and `purge_at`.
+    fn membership(
+        connection: &Connection,
+        room: &str,
+        join: Option<&LogEvent>,
+    ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let member = connection.as_member_of(room);
+        let mut item = to_item(&match join {
+            Some(join) => member.with_join(join),
+            None => member,
+        })?;
         item.remove("source_ip");
         let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
         item.insert("purge_at".into(), AttributeValue::N(purge_at.to_string()));
@@ -244,41 +253,69 @@ impl DynamoConnections {
     }
 
     /// Deletes the membership and takes 1 off the room's counter, in one
-    /// transaction conditional on the membership existing: `true` if there was
-    /// one (this call removed it). 4 write units (2 per item), a cancelled one
-    /// too. A counter already at 0 (the membership predates it) refuses the
+    /// transaction; returns the membership if this call removed it.
+    ///
+    /// A transaction cannot return the item it deletes, and the caller needs
+    /// the membership's join (to log it before the leave), so the membership
+    /// is read first (a consistent GetItem, 1 read unit) and the delete is
+    /// conditional on it still holding that join: a membership ended and
+    /// made again (a new join) in between is read again. (A plain DeleteItem
+    /// returns the old item but would split the counter from its membership;
+    /// an UpdateItem marking it first costs a write, not a read.) The
+    /// transaction is 4 write units (2 per item), a cancelled one too. A
+    /// counter already at 0 (the membership predates it) refuses the
     /// decrement: the membership is then deleted alone (1 more write unit).
-    async fn remove_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
-        let key = |id: &str| HashMap::from([string_key("room", room), string_key("connection_id", id)]);
-        let membership = Delete::builder()
-            .table_name(&self.members.name)
-            .set_key(Some(key(connection_id)))
-            .condition_expression("attribute_exists(connection_id)")
-            .build()
-            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let items = [
-            TransactWriteItem::builder().delete(membership).build(),
-            TransactWriteItem::builder().update(self.counter_update(room, -1)?).build(),
-        ];
-        let codes = match self.transact(&items, &format!("leave {room} by {connection_id}")).await? {
-            None => return Ok(true),
-            Some(codes) => codes,
-        };
-        if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
-            return Ok(false); // no membership: someone else ended it
+    async fn remove_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
+        let key = || HashMap::from([string_key("room", room), string_key("connection_id", connection_id)]);
+        let what = format!("leave {room} by {connection_id}");
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let read = self
+                .members
+                .client
+                .get_item()
+                .table_name(&self.members.name)
+                .set_key(Some(key()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(old) = read.item.filter(|old| !old.is_empty()) else { return Ok(None) };
+            let join_id = old.get("join_id").cloned();
+            let membership = Delete::builder().table_name(&self.members.name).set_key(Some(key()));
+            let membership = match join_id {
+                Some(join_id) => membership
+                    .condition_expression("attribute_exists(connection_id) AND join_id = :join_id")
+                    .expression_attribute_values(":join_id", join_id),
+                None => {
+                    membership.condition_expression("attribute_exists(connection_id) AND attribute_not_exists(join_id)")
+                }
+            };
+            let membership = membership.build().map_err(|e| StoreError::Malformed(e.to_string()))?;
+            let items = [
+                TransactWriteItem::builder().delete(membership).build(),
+                TransactWriteItem::builder().update(self.counter_update(room, -1)?).build(),
+            ];
+            let codes = match self.transact(&items, &what).await? {
+                None => return Ok(Some(member_of(old, connection_id, room))),
+                Some(codes) => codes,
+            };
+            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                continue; // ended by someone else, or ended and made again: read it again
+            }
+            tracing::warn!(room, connection_id, "room counter already 0: deleting the membership alone");
+            let output = self
+                .members
+                .client
+                .delete_item()
+                .table_name(&self.members.name)
+                .set_key(Some(key()))
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            return Ok(output.attributes.filter(|old| !old.is_empty()).map(|old| member_of(old, connection_id, room)));
         }
-        tracing::warn!(room, connection_id, "room counter already 0: deleting the membership alone");
-        let output = self
-            .members
-            .client
-            .delete_item()
-            .table_name(&self.members.name)
-            .set_key(Some(key(connection_id)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+        Err(StoreError::Unavailable(format!("{what}: the membership kept changing")))
     }
 
     /// Writes the membership of `connection` in `room` and adds 1 to the room's
@@ -286,7 +323,7 @@ impl DynamoConnections {
     /// write units). An existing membership is rewritten alone (a PutItem on
     /// condition it still exists, 1 write unit), its counter unchanged.
     async fn add_membership(&self, connection: &Connection, room: &str) -> Result<(), StoreError> {
-        let item = Self::membership(connection, room)?;
+        let item = Self::membership(connection, room, None)?;
         let membership = Put::builder()
             .table_name(&self.members.name)
             .set_item(Some(item.clone()))
@@ -355,6 +392,15 @@ impl DynamoConnections {
     }
 }
 
+/// A removed membership item as listed. One that does not decode was still
+/// removed (its leave is due): it is given back bare, without its join.
+fn member_of(item: HashMap<String, AttributeValue>, connection_id: &str, room: &str) -> Connection {
+    from_item(item).unwrap_or_else(|error| {
+        tracing::warn!(%error, connection_id, room, "removed a malformed membership");
+        Connection::new(connection_id, "", DateTime::UNIX_EPOCH).as_member_of(room)
+    })
+}
+
 /// The output of a conditional write, or `None` when its condition refused it
 /// (an answer, not a failure).
 /// The per-item codes of a cancelled transaction (`ConditionalCheckFailed`,
@@ -419,7 +465,8 @@ impl ConnectionStore for DynamoConnections {
         self.rows.get_consistent("connection_id", connection_id).await?.map(from_item).transpose()
     }
 
-    /// One transaction: the membership's Put (if there is none), the row's
+    /// One transaction: the membership's Put (if there is none; with `join`'s
+    /// id and time), the row's
     /// Update (`ADD rooms`, if the row exists and lists the room already or has
     /// fewer than `max_rooms`) and the room counter's Update (+1), 6 write
     /// units (2 per item of up to 1 KB; a cancelled transaction is billed
@@ -428,12 +475,18 @@ impl ConnectionStore for DynamoConnections {
     /// nothing is ever taken back, so a listing never sees a membership that
     /// then vanishes without its leave. Conflicts with another write in flight
     /// are tried again, [`TRANSACTION_ATTEMPTS`] times in all.
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError> {
         let id = connection.connection_id.as_str();
         let malformed = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Malformed(e.to_string());
         let membership = Put::builder()
             .table_name(&self.members.name)
-            .set_item(Some(Self::membership(connection, room)?))
+            .set_item(Some(Self::membership(connection, room, Some(join))?))
             .condition_expression("attribute_not_exists(connection_id)")
             .build()
             .map_err(malformed)?;
@@ -481,12 +534,13 @@ impl ConnectionStore for DynamoConnections {
         Err(StoreError::Unavailable(format!("{what}: the row kept changing")))
     }
 
-    /// The membership's conditional Delete with the counter's Update (−1) in
-    /// one transaction (4 write units; see `remove_membership`), then the row's
+    /// The membership's consistent GetItem (1 read unit, for its join) and
+    /// its conditional Delete with the counter's Update (−1) in one
+    /// transaction (4 write units; see `remove_membership`), then the row's
     /// UpdateItem (`DELETE rooms`, 1 write unit) on condition the row exists, so
     /// a departed connection's row is never recreated (refused, still billed,
     /// once the row is gone).
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         let removed = self.remove_membership(connection_id, room).await?;
         let result = self
             .rooms_update(connection_id)
@@ -499,9 +553,10 @@ impl ConnectionStore for DynamoConnections {
         Ok(removed)
     }
 
-    /// The membership's conditional Delete with the counter's Update (−1), one
-    /// transaction of 4 write units (a departure: the row is gone already).
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    /// The membership's consistent GetItem (1 read unit, for its join) and
+    /// its conditional Delete with the counter's Update (−1), one transaction
+    /// of 4 write units (a departure: the row is gone already).
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.remove_membership(connection_id, room).await
     }
 
@@ -1049,7 +1104,7 @@ mod tests {
     fn a_membership_is_the_listed_member_with_a_purge_time() {
         let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
         let connection = Connection::new("c1", "203.0.113.7", at).also_in(["ops"]);
-        let item = DynamoConnections::membership(&connection, "ops").unwrap();
+        let item = DynamoConnections::membership(&connection, "ops", None).unwrap();
         assert!(!item.contains_key("source_ip") && !item.contains_key("rooms"), "{item:?}");
         assert_eq!(item["room"], AttributeValue::S("ops".into()));
         let purge_at = connection.expires_at + MEMBERSHIP_PURGE_DELAY;
@@ -1057,5 +1112,19 @@ mod tests {
         let mut listed: HashMap<String, AttributeValue> = item;
         listed.remove("purge_at");
         assert_eq!(from_item::<Connection>(listed).unwrap(), connection.as_member_of("ops"));
+    }
+
+    #[test]
+    fn a_subscribes_membership_keeps_its_join_and_gives_it_back() {
+        let at = chat_core::time::parse_iso("2026-11-24T10:00:00Z").unwrap();
+        let ada = chat_core::model::Identity::verified("Ada", "iss|ada");
+        let connection = Connection::new("c1", "203.0.113.7", at).of(Some(&ada));
+        let join = LogEvent::join("c1", at + chrono::Duration::minutes(3)).in_room("ops").by(Some(&ada));
+        let item = DynamoConnections::membership(&connection, "ops", Some(&join)).unwrap();
+        assert_eq!(item["join_id"], AttributeValue::S(join.message_id.clone()));
+        assert_eq!(item["joined_at"], AttributeValue::S("2026-11-24T10:03:00Z".into()));
+        assert_eq!(member_of(item, "c1", "ops").join(), Some(join), "the same join, rebuilt from the item");
+        let bare = member_of(HashMap::from([string_key("room", "ops")]), "c1", "ops");
+        assert_eq!((bare.connection_id.as_str(), bare.room.as_str(), bare.join()), ("c1", "ops", None));
     }
 }

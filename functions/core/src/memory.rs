@@ -105,7 +105,13 @@ impl ConnectionStore for MemoryConnections {
         Ok(MemoryConnections::get(self, connection_id))
     }
 
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError> {
         self.outage.check()?;
         let mut rows = self.rows.lock().unwrap();
         let row = rows.get_mut(&connection.connection_id);
@@ -115,21 +121,21 @@ impl ConnectionStore for MemoryConnections {
         };
         row.expect("rooms_after answers NotConnected without one").rooms = rooms;
         let key = (room.to_owned(), connection.connection_id.clone());
-        self.members.lock().unwrap().insert(key, connection.as_member_of(room));
+        self.members.lock().unwrap().insert(key, connection.as_member_of(room).with_join(join));
         Ok(Subscribed::New)
     }
 
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.outage.check()?;
         if let Some(row) = self.rows.lock().unwrap().get_mut(connection_id) {
             row.rooms = row.rooms().into_iter().filter(|r| r != room).collect();
         }
-        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())).is_some())
+        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())))
     }
 
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.outage.check()?;
-        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())).is_some())
+        Ok(self.members.lock().unwrap().remove(&(room.to_owned(), connection_id.to_owned())))
     }
 
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {

@@ -74,6 +74,15 @@ pub struct Connection {
     /// invocation's events in as few `{"events":[…]}` frames as fit 32 KB.
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch: bool,
+    /// On a membership a subscribe made: the id of the join announcing it, so
+    /// whoever ends the membership logs that same join before its leave
+    /// ([`Connection::join`]). None on rows, on `$connect`'s memberships and
+    /// on memberships from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_id: Option<String>,
+    /// That join's time.
+    #[serde(default, with = "optional_iso_seconds", skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<DateTime<Utc>>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -94,6 +103,8 @@ impl Connection {
             verified: None,
             user_id: None,
             batch: false,
+            join_id: None,
+            joined_at: None,
         }
     }
 
@@ -141,6 +152,29 @@ impl Connection {
     /// `who` need, listed for `room` (no source IP, no room set).
     pub fn as_member_of(&self, room: &str) -> Self {
         Self { source_ip: String::new(), room: room.to_owned(), rooms: Vec::new(), ..self.clone() }
+    }
+
+    /// The same membership, announced by `join`: it keeps the join's id and time.
+    pub fn with_join(mut self, join: &LogEvent) -> Self {
+        (self.join_id, self.joined_at) = (Some(join.message_id.clone()), Some(join.timestamp));
+        self
+    }
+
+    /// The join a membership was announced with, as its subscribe logs it
+    /// (same id, time, room and identity); `None` when it kept none.
+    ///
+    /// ```
+    /// use chat_core::{Connection, LogEvent};
+    /// let at = chrono::Utc::now();
+    /// let join = LogEvent::join("c", at).in_room("ops");
+    /// let member = Connection::new("c", "ip", at).as_member_of("ops").with_join(&join);
+    /// assert_eq!(member.join(), Some(join));
+    /// assert_eq!(Connection::new("c", "ip", at).as_member_of("ops").join(), None);
+    /// ```
+    pub fn join(&self) -> Option<LogEvent> {
+        let (id, at) = (self.join_id.as_ref()?, self.joined_at?);
+        let join = LogEvent::join(&self.connection_id, at).in_room(&self.room).by(self.identity().as_ref());
+        Some(LogEvent { message_id: id.clone(), ..join })
     }
 
     /// The same connection, of `identity` (none: anonymous, as the seed's).
@@ -554,6 +588,25 @@ impl LogEvent {
         self
     }
 
+    /// The same event, under a new id that sorts after `earlier`'s if its own
+    /// does not: ids come from each host's clock, and a leave made on a host
+    /// whose clock lags the one that made its join must still follow it.
+    pub fn after(mut self, earlier: &LogEvent) -> Self {
+        if self.message_id > earlier.message_id {
+            return self;
+        }
+        let Some(millis) = Uuid::parse_str(&earlier.message_id).ok().and_then(|id| id.get_timestamp()).map(|t| {
+            let (seconds, nanos) = t.to_unix();
+            seconds.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000))
+        }) else {
+            return self; // not a UUIDv7: nothing to order by
+        };
+        let random: [u8; 10] = std::array::from_fn(|_| fastrand::u8(..));
+        self.message_id =
+            uuid::Builder::from_unix_timestamp_millis(millis.saturating_add(1), &random).into_uuid().to_string();
+        self
+    }
+
     /// The same event said in `room` (constructors start in the default room).
     pub fn in_room(mut self, room: &str) -> Self {
         room.clone_into(&mut self.room);
@@ -702,6 +755,43 @@ mod tests {
         let first = LogEvent::chat("a", "x", at);
         let second = LogEvent::chat("a", "y", at);
         assert!(first.message_id < second.message_id);
+    }
+
+    #[test]
+    fn an_event_made_after_another_on_a_lagging_clock_still_sorts_after_it() {
+        let at = from_epoch_millis(0).unwrap();
+        let lagging = LogEvent::leave("c", at);
+        let join = LogEvent::join("c", at);
+        let leave = lagging.clone().after(&join);
+        assert!(leave.message_id > join.message_id, "{} after {}", leave.message_id, join.message_id);
+        assert_eq!(
+            LogEvent { message_id: lagging.message_id.clone(), ..leave.clone() },
+            lagging,
+            "only the id changes"
+        );
+        let id = |e: &LogEvent| Uuid::parse_str(&e.message_id).unwrap();
+        assert_eq!(id(&leave).get_version_num(), 7);
+        let ms = |e: &LogEvent| id(e).get_timestamp().unwrap().to_unix();
+        assert!(ms(&leave) > ms(&join), "a millisecond later");
+        let later = LogEvent::leave("c", at);
+        assert_eq!(later.clone().after(&join), later, "an id that sorts after already is kept");
+        let seed = LogEvent { message_id: "not-a-uuid".into(), ..join };
+        assert_eq!(lagging.clone().after(&seed).message_id, lagging.message_id, "bad input never panics");
+    }
+
+    #[test]
+    fn a_membership_gives_back_the_join_its_subscribe_logged() {
+        let at = crate::time::parse_iso("2026-11-24T10:15:30Z").unwrap();
+        let ada = Identity::verified("Ada", "iss|ada");
+        let row = Connection::new("c", "ip", at - Duration::minutes(5)).of(Some(&ada));
+        let join = LogEvent::join("c", at).in_room("ops").by(Some(&ada));
+        let member = row.as_member_of("ops").with_join(&join);
+        assert_eq!((member.room.as_str(), member.join()), ("ops", Some(join.clone())));
+        let stored: Connection = serde_json::from_value(serde_json::to_value(&member).unwrap()).unwrap();
+        assert_eq!(stored.join(), Some(join), "kept through storage (times in whole seconds)");
+        assert!(serde_json::to_value(&row).unwrap().get("join_id").is_none(), "nothing on a row");
+        let half = Connection { joined_at: None, ..member };
+        assert_eq!(half.join(), None, "an id without a time is no join");
     }
 
     #[test]

@@ -73,6 +73,9 @@ impl Subscribed {
 /// room's listing reads — consistently, so a line sent right after a subscribe
 /// reaches the new member. Whoever removes a membership learns it did, so each
 /// join has exactly one leave however many callers race to end a connection.
+/// A subscribe's membership keeps its join's id and time ([`Connection::join`]):
+/// it is written before the join is logged, so whoever ends it in between logs
+/// that join (by id, once) before the leave ([`crate::handlers::log_leave`]).
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
     /// Writes the connection's row and a membership in each of its [`Connection::rooms`].
@@ -85,22 +88,31 @@ pub trait ConnectionStore: Send + Sync {
     /// memberships stay until [`unsubscribe`](Self::unsubscribe)d.
     async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError>;
     /// Adds `room` to the connection's rooms, unless it holds `max_rooms`
-    /// already, and writes the membership (of `connection`'s identity and delivery).
+    /// already, and writes the membership: `connection`'s identity and
+    /// delivery, and `join`'s id and time ([`Connection::with_join`]), the
+    /// join the caller logs after a [`Subscribed::New`].
     ///
     /// Both writes are one atomic step ([`Subscribed::rooms_after`] decides
     /// it): a membership is never visible to a listing and then taken back.
     /// A departure racing the subscribe — it deletes the row, then ends the
-    /// memberships the row listed — so finds either no membership or one
-    /// whose join is announced, and announces one leave for it.
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError>;
+    /// memberships the row listed — so finds either no membership or this
+    /// one, and logs its join (if not yet) and one leave.
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError>;
     /// Removes the membership and the room from the row (if the row is still
-    /// there: never recreating a deleted row). `true` if this call removed the
-    /// membership: the caller announces the leave.
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError>;
+    /// there: never recreating a deleted row). The membership if this call
+    /// removed it, as listed with its join ([`Connection::join`]): the caller
+    /// announces the leave ([`crate::handlers::log_leave`]).
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError>;
     /// Removes the membership alone, for a departure (whose row is already
     /// deleted: updating it would be a write refused, and billed, per room).
-    /// `true` if this call removed it: the caller announces the leave.
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError>;
+    /// The membership if this call removed it, as [`unsubscribe`](Self::unsubscribe) gives it.
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError>;
     /// Up to `limit` of `room`'s members in id order, after the previous page's
     /// `next`, each as [`Connection::as_member_of`] `room`. A store may return
     /// fewer, even none with a `next` (DynamoDB stops at 1 MB, and leaves out

@@ -15,7 +15,7 @@ use chat_core::memory::{
 use chat_core::ports::ConnectionStore;
 use chat_core::room::RoomLimits;
 use chat_core::time::{format_iso, parse_iso};
-use chat_core::{Connection, EventKind};
+use chat_core::{Connection, EventKind, LogEvent};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
@@ -475,7 +475,8 @@ async fn rights_come_from_the_authorizer_context_and_decide_every_room_action() 
             );
             assert!(answer.get("count").is_none(), "nothing leaks, not even the member count");
             // Subscribed anyway (as if an earlier grant had let it in): the other actions still check.
-            connections.subscribe(&lobby, case.room, 100).await.unwrap();
+            let join = LogEvent::join(CONNECTION, lobby.connected_at).in_room(case.room);
+            connections.subscribe(&lobby, case.room, 100, &join).await.unwrap();
         }
         let send = event(json!({"action": "sendmessage", "room": case.room, "message": "hi", "rights": forged}));
         let before = log.events().iter().filter(|e| e.kind == EventKind::Chat).count();

@@ -153,13 +153,19 @@ impl ConnectionStore for PagedStore {
     async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
         self.inner.delete(connection_id).await
     }
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
-        self.inner.subscribe(connection, room, max_rooms).await
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError> {
+        self.inner.subscribe(connection, room, max_rooms, join).await
     }
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.inner.unsubscribe(connection_id, room).await
     }
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.inner.end_membership(connection_id, room).await
     }
     async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {

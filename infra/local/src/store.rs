@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS memberships (
     verified      INTEGER,
     user_id       TEXT,
     batch         INTEGER NOT NULL DEFAULT 0,
+    -- A subscribe's join (id, ISO time), logged by whoever ends the membership
+    -- before its leave; NULL on $connect's memberships.
+    join_id       TEXT,
+    joined_at     TEXT,
     PRIMARY KEY (room, connection_id)
 ) WITHOUT ROWID;
 -- How far each reader (an account, or `connection#<id>`) has read each room;
@@ -200,13 +204,18 @@ fn count_member(tx: &rusqlite::Connection, room: &str, delta: i64) -> rusqlite::
     Ok(())
 }
 
-/// Deletes `connection_id`'s membership of `room` and counts it out; `true` if there was one.
-fn delete_membership(tx: &rusqlite::Connection, connection_id: &str, room: &str) -> rusqlite::Result<bool> {
+/// Deletes `connection_id`'s membership of `room` and counts it out; the
+/// membership as listed (with its join) if there was one.
+fn delete_membership(
+    tx: &rusqlite::Connection,
+    connection_id: &str,
+    room: &str,
+) -> rusqlite::Result<Option<Connection>> {
     let deleted = tx
-        .prepare_cached("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2")?
-        .execute(params![room, connection_id])?
-        == 1;
-    if deleted {
+        .prepare_cached(&format!("DELETE FROM memberships WHERE room = ?1 AND connection_id = ?2 {RETURNING_MEMBER}"))?
+        .query_row(params![room, connection_id], member_from_row)
+        .optional()?;
+    if deleted.is_some() {
         count_member(tx, room, -1)?;
     }
     Ok(deleted)
@@ -262,6 +271,8 @@ const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[
     ("message_history", "quote", "TEXT"),
     ("message_history", "reason", "TEXT"),
     ("message_history", "principal", "TEXT"),
+    ("memberships", "join_id", "TEXT"),
+    ("memberships", "joined_at", "TEXT"),
 ];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -490,6 +501,8 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         verified: r.get(6)?,
         batch: r.get(7)?,
         user_id: r.get(8)?,
+        join_id: None,
+        joined_at: None,
     })
 }
 
@@ -500,12 +513,20 @@ fn rooms_column(rooms: &[String]) -> Option<String> {
 }
 
 /// The columns [`member_from_row`] reads, in its order.
-const MEMBER_COLUMNS: &str =
-    "SELECT connection_id, connected_at, expires_at, room, user, verified, batch, user_id FROM memberships";
+const MEMBER_COLUMNS: &str = "SELECT connection_id, connected_at, expires_at, room, user, verified, batch, user_id,
+     join_id, joined_at FROM memberships";
 
-/// A membership as a room's listing gives it: [`Connection::as_member_of`] its room.
+/// What `DELETE … RETURNING` gives back: the membership as [`MEMBER_COLUMNS`] reads it.
+const RETURNING_MEMBER: &str =
+    "RETURNING connection_id, connected_at, expires_at, room, user, verified, batch, user_id, join_id, joined_at";
+
+/// A membership as a room's listing gives it: [`Connection::as_member_of`] its
+/// room, with its join (none if its time does not parse: no join is better
+/// than a wrong one).
 fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
+    let (join_id, joined_at): (Option<String>, Option<String>) = (r.get(8)?, r.get(9)?);
+    let joined_at = joined_at.as_deref().and_then(parse_iso);
     Ok(Connection {
         connection_id: r.get(0)?,
         connected_at: parse_iso(&connected_at).unwrap_or_default(),
@@ -517,19 +538,26 @@ fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         verified: r.get(5)?,
         batch: r.get(6)?,
         user_id: r.get(7)?,
+        join_id: join_id.filter(|_| joined_at.is_some()),
+        joined_at,
     })
 }
 
-/// Writes `connection`'s membership of `room` (replacing one there was);
-/// a new one is counted in. `true` if it is new.
-fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &str) -> rusqlite::Result<bool> {
+/// Writes `connection`'s membership of `room`, announced by `join` if given
+/// (replacing one there was); a new one is counted in. `true` if it is new.
+fn insert_membership(
+    db: &rusqlite::Connection,
+    connection: &Connection,
+    room: &str,
+    join: Option<&LogEvent>,
+) -> rusqlite::Result<bool> {
     let existed = db
         .prepare_cached("SELECT 1 FROM memberships WHERE room = ?1 AND connection_id = ?2")?
         .exists(params![room, connection.connection_id])?;
     db.prepare_cached(
         "INSERT OR REPLACE INTO memberships
-             (room, connection_id, connected_at, expires_at, user, verified, user_id, batch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (room, connection_id, connected_at, expires_at, user, verified, user_id, batch, join_id, joined_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         room,
@@ -539,7 +567,9 @@ fn insert_membership(db: &rusqlite::Connection, connection: &Connection, room: &
         connection.user,
         connection.verified,
         connection.user_id,
-        connection.batch
+        connection.batch,
+        join.map(|join| &join.message_id),
+        join.map(|join| format_iso(&join.timestamp))
     ])?;
     if !existed {
         count_member(db, room, 1)?;
@@ -796,7 +826,7 @@ impl ConnectionStore for SqliteStore {
                 ])?;
                 let mut created = false;
                 for room in &rooms {
-                    created |= insert_membership(tx, connection, room)?;
+                    created |= insert_membership(tx, connection, room, None)?;
                 }
                 Ok(created)
             })?;
@@ -827,10 +857,17 @@ impl ConnectionStore for SqliteStore {
         })
     }
 
-    /// Reads the row and writes both it and the membership in one
+    /// Reads the row and writes both it and the membership (with `join`'s id
+    /// and time) in one
     /// transaction, so a departure (which deletes the row first) either sees
     /// the room in the row or makes this answer [`Subscribed::NotConnected`].
-    async fn subscribe(&self, connection: &Connection, room: &str, max_rooms: usize) -> Result<Subscribed, StoreError> {
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        room: &str,
+        max_rooms: usize,
+        join: &LogEvent,
+    ) -> Result<Subscribed, StoreError> {
         let id = connection.connection_id.as_str();
         self.with(|db| {
             let subscribed = in_transaction(db, |tx| {
@@ -845,7 +882,7 @@ impl ConnectionStore for SqliteStore {
                 tx.prepare_cached("UPDATE active_connections SET rooms = ?2 WHERE connection_id = ?1")?
                     .execute(params![id, rooms_column(&rooms)])?;
                 // A membership without its room in the row (cut short) is rewritten, not counted twice.
-                let counted = insert_membership(tx, connection, room)?;
+                let counted = insert_membership(tx, connection, room, Some(join))?;
                 Ok((Subscribed::New, counted))
             });
             let (subscribed, counted) = subscribed?;
@@ -860,8 +897,8 @@ impl ConnectionStore for SqliteStore {
     }
 
     /// Takes the room out of the row (if there is one) and deletes the
-    /// membership, in one transaction; `true` if there was a membership.
-    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    /// membership (`DELETE … RETURNING`), in one transaction; the membership if there was one.
+    async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.with(|db| {
             let removed = in_transaction(db, |tx| {
                 let row = tx
@@ -875,7 +912,7 @@ impl ConnectionStore for SqliteStore {
                 }
                 delete_membership(tx, connection_id, room)
             })?;
-            if removed {
+            if removed.is_some() {
                 self.forget_rooms([room]);
                 bump(&self.counted);
             }
@@ -884,10 +921,10 @@ impl ConnectionStore for SqliteStore {
     }
 
     /// Deletes the membership alone (a departure: the row is gone already).
-    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<bool, StoreError> {
+    async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.with(|db| {
             let deleted = in_transaction(db, |tx| delete_membership(tx, connection_id, room))?;
-            if deleted {
+            if deleted.is_some() {
                 self.forget_rooms([room]);
                 bump(&self.counted);
             }
@@ -1197,6 +1234,13 @@ mod tests {
         parse_iso(iso).unwrap()
     }
 
+    /// The join a subscribe of `connection` to `room` makes (at its connect time).
+    fn join_of(connection: &Connection, room: &str) -> LogEvent {
+        LogEvent::join(&connection.connection_id, connection.connected_at)
+            .in_room(room)
+            .by(connection.identity().as_ref())
+    }
+
     /// A folder of this test process's own and a database path in it, with no
     /// database left from an earlier run.
     fn scratch_db(folder: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -1442,22 +1486,25 @@ mod tests {
         assert_eq!((store.members("ops").unwrap(), store.members("lobby").unwrap()), (1, 1), "counters seeded");
         assert_eq!(store.newest_member_change().unwrap(), 0, "seeding is no change");
         // It can subscribe like any other, keeping its home room.
-        assert_eq!(store.subscribe(&old, "dev", 100).await.unwrap(), Subscribed::New);
-        assert_eq!(store.subscribe(&old, "ops", 100).await.unwrap(), Subscribed::Already);
+        assert_eq!(store.subscribe(&old, "dev", 100, &join_of(&old, "dev")).await.unwrap(), Subscribed::New);
+        assert_eq!(store.subscribe(&old, "ops", 100, &join_of(&old, "ops")).await.unwrap(), Subscribed::Already);
         assert_eq!(ConnectionStore::get(&store, "old").await.unwrap().unwrap().rooms, ["ops", "dev"]);
-        // Its departure leaves each room once.
+        // Its departure leaves each room once (dev after its join: the
+        // subscribe above wrote the membership but did not log the join).
         let end = SessionEnd::new("old", old.connected_at, at("2026-11-24T10:05:00Z"));
         assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 2);
         let end = SessionEnd::new("older", old.connected_at, at("2026-11-24T10:05:00Z"));
         assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 1);
-        let leaves: Vec<(String, String)> = store
+        let said: Vec<(&str, String, String)> = store
             .stream_after(0, 10)
             .unwrap()
             .into_iter()
-            .map(|(_, e)| e.map(|e| (e.connection_id, e.room)).unwrap())
+            .map(|(_, e)| e.map(|e| (e.kind.as_str(), e.connection_id, e.room)).unwrap())
             .collect();
-        let expected = [("old", "ops"), ("old", "dev"), ("older", "lobby")].map(|(c, r)| (c.to_owned(), r.to_owned()));
-        assert_eq!(leaves, expected);
+        let expected =
+            [("leave", "old", "ops"), ("join", "old", "dev"), ("leave", "old", "dev"), ("leave", "older", "lobby")]
+                .map(|(k, c, r)| (k, c.to_owned(), r.to_owned()));
+        assert_eq!(said, expected);
         assert_eq!(store.orphan_memberships().unwrap(), []);
         let index: bool = store
             .with(|db| db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'active_connections_room'")?.exists([]))
@@ -1519,7 +1566,7 @@ mod tests {
         assert_eq!(ids(store.clone()).await, ["b"]);
         store.put(&Connection::new("a", "ip", at)).await.unwrap();
         assert_eq!(ids(store.clone()).await, ["a", "b"], "a put through this store");
-        assert!(store.unsubscribe("b", "lobby").await.unwrap());
+        assert!(store.unsubscribe("b", "lobby").await.unwrap().is_some());
         assert_eq!(ids(store.clone()).await, ["a"], "an unsubscribe through this store");
         let other = SqliteStore::open(&path).unwrap();
         other.put(&Connection::new("c", "ip", at).coalescing(true)).await.unwrap();
@@ -1527,9 +1574,10 @@ mod tests {
         assert!(ConnectionStore::get(&store, "c").await.unwrap().unwrap().batch);
         assert_eq!(store.list("ops", None, 10).await.unwrap().items, []);
         let a = ConnectionStore::get(&store, "a").await.unwrap().unwrap();
-        assert_eq!(other.subscribe(&a, "ops", 100).await.unwrap(), Subscribed::New);
+        let join = join_of(&a, "ops");
+        assert_eq!(other.subscribe(&a, "ops", 100, &join).await.unwrap(), Subscribed::New);
         let ops = store.list("ops", None, 10).await.unwrap().items;
-        assert_eq!(ops, [a.as_member_of("ops")], "a subscribe by another connection to the file");
+        assert_eq!(ops, [a.as_member_of("ops").with_join(&join)], "a subscribe by another connection to the file");
         assert_eq!((store.count("ops").await.unwrap(), store.count("lobby").await.unwrap()), (1, 2));
         std::fs::remove_dir_all(dir).ok();
     }
@@ -1593,9 +1641,10 @@ mod tests {
                 Op::Subscribe(id, room, max) => {
                     // The caller's image of itself, as a handler has it: the row, or what it was.
                     let me = reference.get(id).unwrap_or_else(|| Connection::new(id, "ip", t));
+                    let join = join_of(&me, room);
                     (
-                        format!("{:?}", store.subscribe(&me, room, *max).await),
-                        format!("{:?}", reference.subscribe(&me, room, *max).await),
+                        format!("{:?}", store.subscribe(&me, room, *max, &join).await),
+                        format!("{:?}", reference.subscribe(&me, room, *max, &join).await),
                     )
                 }
                 Op::Unsubscribe(id, room) => (
@@ -1606,10 +1655,17 @@ mod tests {
             assert_eq!(answers.0, answers.1, "{op:?}");
             assert_eq!(view(&store, &ids, &rooms).await, view(&reference, &ids, &rooms).await, "after {op:?}");
         }
+        let bare = |members: Vec<Connection>| -> Vec<Connection> {
+            members.into_iter().map(|m| Connection { join_id: None, joined_at: None, ..m }).collect()
+        };
         let members = chat_core::ports::list_all_connections(&store, "ops").await.unwrap();
-        assert_eq!(members, [b.as_member_of("ops")]);
+        assert!(members[0].join().is_some(), "a subscribe's membership keeps its join");
+        assert_eq!(bare(members), [b.as_member_of("ops")]);
         let orphans: Vec<Connection> = ["dev", "lobby", "qa"].iter().map(|room| a.as_member_of(room)).collect();
-        assert_eq!(store.orphan_memberships().unwrap(), orphans, "the rest of a's memberships outlive its row");
+        let left = store.orphan_memberships().unwrap();
+        let joined: Vec<bool> = left.iter().map(|m| m.join().is_some()).collect();
+        assert_eq!(joined, [true, true, false], "dev and lobby were subscribed; qa came with the put");
+        assert_eq!(bare(left), orphans, "the rest of a's memberships outlive its row");
     }
 
     #[tokio::test]
@@ -1645,7 +1701,9 @@ mod tests {
 
     /// A subscribe racing the connection's departure, on two connections to
     /// the file (as two processes would): however they interleave, no
-    /// membership is left without a row, and every join has exactly one leave.
+    /// membership is left without a row, and every join has exactly one leave,
+    /// logged after it (the subscriber logs its join after its membership
+    /// write, as the handler does; a departure in between logs it first).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_subscribe_racing_a_departure_leaves_no_orphan_membership() {
         let (dir, path) = scratch_db("chat-local-race", "race.db");
@@ -1662,7 +1720,12 @@ mod tests {
                 tokio::spawn(async move {
                     let mut new = 0;
                     for room in ["r1", "r2", "r3", "r4", "r5"] {
-                        new += usize::from(store.subscribe(&connection, room, 100).await.unwrap() == Subscribed::New);
+                        let join = join_of(&connection, room);
+                        if store.subscribe(&connection, room, 100, &join).await.unwrap() == Subscribed::New {
+                            tokio::task::yield_now().await;
+                            store.append(&join).await.unwrap();
+                            new += 1;
+                        }
                     }
                     new
                 })
@@ -1703,6 +1766,56 @@ mod tests {
         assert_eq!(memberships, 0);
         assert_eq!(joins, leaves, "one leave per membership");
         assert!(joins > 200, "some subscribes won the race ({joins} joins)");
+        // In the subscribed rooms (the put's lobby joins are not logged here),
+        // each (connection, room) is one join then one leave, in append order and in id order.
+        let mut events: Vec<LogEvent> =
+            joiner.stream_after(0, 100_000).unwrap().into_iter().map(|(_, e)| e.unwrap()).collect();
+        events.retain(|e| e.room != "lobby");
+        let pairs = |events: &[LogEvent]| {
+            let mut said: HashMap<(String, String), Vec<&str>> = HashMap::new();
+            for e in events {
+                said.entry((e.connection_id.clone(), e.room.clone())).or_default().push(e.kind.as_str());
+            }
+            said.into_iter().filter(|(_, kinds)| kinds != &["join", "leave"]).collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&events), [], "in append order");
+        events.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        assert_eq!(pairs(&events), [], "in id order");
+        assert_eq!(events.len(), 2 * (joins - 200), "no second join");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A subscribe's membership gives its join back when it ends, however it
+    /// ends; one from `$connect`, or from a database from before joins were
+    /// kept, gives none (and a time that does not parse is none either).
+    #[tokio::test]
+    async fn an_ended_membership_gives_back_its_join_if_it_kept_one() {
+        let (dir, _, store) = opened_after(
+            "chat-local-joins",
+            "CREATE TABLE memberships (room TEXT NOT NULL, connection_id TEXT NOT NULL, connected_at TEXT NOT NULL,
+                     expires_at INTEGER NOT NULL, user TEXT, verified INTEGER, user_id TEXT,
+                     batch INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room, connection_id)) WITHOUT ROWID;
+                 INSERT INTO memberships VALUES ('ops', 'old', '2026-11-24T10:00:00Z', 1, NULL, NULL, NULL, 0);",
+        );
+        let ended = store.end_membership("old", "ops").await.unwrap().expect("there was one");
+        assert_eq!((ended.connection_id.as_str(), ended.room.as_str(), ended.join()), ("old", "ops", None));
+
+        let ada = chat_core::Identity::verified("Ada", "iss|ada");
+        let a = Connection::new("a", "ip", at("2026-11-24T10:00:00Z")).of(Some(&ada));
+        store.put(&a).await.unwrap();
+        let (dev, ops) =
+            (join_of(&a, "dev"), LogEvent::join("a", at("2026-11-24T10:01:02Z")).in_room("ops").by(Some(&ada)));
+        for join in [&dev, &ops] {
+            assert_eq!(store.subscribe(&a, &join.room, 100, join).await.unwrap(), Subscribed::New);
+        }
+        assert_eq!(store.unsubscribe("a", "ops").await.unwrap().and_then(|m| m.join()), Some(ops));
+        assert_eq!(store.end_membership("a", "dev").await.unwrap().and_then(|m| m.join()), Some(dev));
+        let home = store.end_membership("a", "lobby").await.unwrap().expect("the put's membership");
+        assert_eq!(home.join(), None, "$connect's memberships keep no join");
+
+        assert_eq!(store.subscribe(&a, "qa", 100, &join_of(&a, "qa")).await.unwrap(), Subscribed::New);
+        store.with(|db| db.execute("UPDATE memberships SET joined_at = 'yesterday' WHERE room = 'qa'", [])).unwrap();
+        assert_eq!(store.end_membership("a", "qa").await.unwrap().and_then(|m| m.join()), None, "no wrong join");
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -1729,23 +1842,29 @@ mod tests {
         expect(&store, &[], "a put of the same memberships");
         store.put(&Connection::new("b", "ip", t).in_room("ops")).await.unwrap();
         expect(&store, &[change("ops", Some(1), 2)], "b joins ops");
-        assert_eq!(store.subscribe(&a, "ops", 100).await.unwrap(), Subscribed::Already);
-        assert_eq!(store.subscribe(&a, "qa", 2).await.unwrap(), Subscribed::Full);
-        assert_eq!(store.subscribe(&Connection::new("x", "ip", t), "qa", 100).await.unwrap(), Subscribed::NotConnected);
+        assert_eq!(store.subscribe(&a, "ops", 100, &join_of(&a, "ops")).await.unwrap(), Subscribed::Already);
+        assert_eq!(store.subscribe(&a, "qa", 2, &join_of(&a, "qa")).await.unwrap(), Subscribed::Full);
+        assert_eq!(
+            store
+                .subscribe(&Connection::new("x", "ip", t), "qa", 100, &LogEvent::join("x", t).in_room("qa"))
+                .await
+                .unwrap(),
+            Subscribed::NotConnected
+        );
         expect(&store, &[], "subscribes that change no membership");
-        assert_eq!(store.subscribe(&a, "qa", 100).await.unwrap(), Subscribed::New);
+        assert_eq!(store.subscribe(&a, "qa", 100, &join_of(&a, "qa")).await.unwrap(), Subscribed::New);
         expect(&store, &[change("qa", None, 1)], "a subscribes to qa");
-        assert!(store.unsubscribe("a", "dev").await.unwrap());
-        assert!(!store.unsubscribe("a", "dev").await.unwrap());
-        assert!(!store.unsubscribe("x", "ops").await.unwrap());
+        assert!(store.unsubscribe("a", "dev").await.unwrap().is_some());
+        assert!(store.unsubscribe("a", "dev").await.unwrap().is_none());
+        assert!(store.unsubscribe("x", "ops").await.unwrap().is_none());
         expect(&store, &[change("dev", Some(1), 0)], "one unsubscribe, twice, and a stranger's");
         assert!(store.delete("a").await.unwrap().is_some());
         expect(&store, &[], "deleting the row ends no membership");
-        assert!(store.end_membership("a", "ops").await.unwrap());
-        assert!(!store.end_membership("a", "ops").await.unwrap());
-        assert!(store.end_membership("a", "qa").await.unwrap());
+        assert!(store.end_membership("a", "ops").await.unwrap().is_some());
+        assert!(store.end_membership("a", "ops").await.unwrap().is_none());
+        assert!(store.end_membership("a", "qa").await.unwrap().is_some());
         expect(&store, &[change("ops", Some(2), 1), change("qa", Some(1), 0)], "the departure, each room once");
-        assert!(store.subscribe(&a, "dev", 100).await.unwrap() == Subscribed::NotConnected);
+        assert!(store.subscribe(&a, "dev", 100, &join_of(&a, "dev")).await.unwrap() == Subscribed::NotConnected);
         store.put(&Connection::new("c", "ip", t).in_room("dev")).await.unwrap();
         expect(&store, &[change("dev", Some(0), 1)], "a counter at 0 is kept: MODIFY 0 → 1");
         for (room, members) in [("ops", 1), ("dev", 1), ("qa", 0), ("never", 0)] {
@@ -1797,8 +1916,8 @@ mod tests {
         };
         assert_eq!(ids(store.clone(), "b").await, 1, "listed (and cached) before the departure");
         assert!(store.delete("gone").await.unwrap().is_some());
-        assert!(store.end_membership("gone", "b").await.unwrap(), "this call ended it");
-        assert!(!store.end_membership("gone", "b").await.unwrap(), "once");
+        assert!(store.end_membership("gone", "b").await.unwrap().is_some(), "this call ended it");
+        assert!(store.end_membership("gone", "b").await.unwrap().is_none(), "once");
         assert_eq!(ids(store.clone(), "b").await, 0, "the cached listing forgot it");
         assert_eq!(ids(store.clone(), "a").await, 1, "the other room's membership is its own call");
         assert!(ConnectionStore::get(&store, "gone").await.unwrap().is_none(), "no row recreated");

@@ -1,7 +1,9 @@
 use chrono::{DateTime, Utc};
 
 use super::lifecycle::folded_history;
-use super::{HandlerError, MessageRequest, RouteSettings, heard_room, not_registered_frame, sender, within_rate};
+use super::{
+    HandlerError, MessageRequest, RouteSettings, heard_room, log_leave, not_registered_frame, sender, within_rate,
+};
 use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
 use crate::model::{Connection, LogEvent};
@@ -170,6 +172,11 @@ impl DefaultRoute<'_> {
     /// `subscribed` with the room's member count and, with `since`, the gap
     /// since then as [`history`] answers it.
     ///
+    /// The join is made first and its id and time kept in the membership, so
+    /// a departure ending the membership before the join is logged logs the
+    /// same join before its leave ([`super::log_leave`]); the append here is
+    /// then a no-op.
+    ///
     /// Cost per call: the membership write and the row's conditional update in
     /// one transaction (refused for a full or departed row: plus a read), a join append when
     /// new, a `Select=COUNT` Query of the room's memberships, one post; with
@@ -184,7 +191,8 @@ impl DefaultRoute<'_> {
         rights: &Rights,
     ) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
-        match self.connections.subscribe(asker, room, self.settings.limits.max_rooms).await? {
+        let join = LogEvent::join(connection_id, at).in_room(room).by(asker.identity().as_ref());
+        match self.connections.subscribe(asker, room, self.settings.limits.max_rooms, &join).await? {
             Subscribed::NotConnected => return self.reply(connection_id, not_registered_frame()).await,
             Subscribed::Full => {
                 tracing::info!(
@@ -196,7 +204,6 @@ impl DefaultRoute<'_> {
                 return self.reply(connection_id, too_many_rooms_frame(room, self.settings.limits.max_rooms)).await;
             }
             Subscribed::New => {
-                let join = LogEvent::join(connection_id, at).in_room(room).by(asker.identity().as_ref());
                 self.log.append(&join).await?;
                 tracing::info!(connection_id, room, "subscribed");
             }
@@ -217,17 +224,18 @@ impl DefaultRoute<'_> {
     /// no use, and its row could not say which rooms it left (a DynamoDB set
     /// cannot be empty; a row without one is a row from before channels).
     ///
-    /// Cost per call: the membership's conditional delete and the row's update,
-    /// a leave append when there was a membership, one post.
+    /// Cost per call: the membership's conditional delete (DynamoDB: after a
+    /// consistent GetItem of it, for its join) and the row's update, when
+    /// there was a membership what [`super::log_leave`] costs, one post.
     async fn unsubscribe(&self, asker: &Connection, room: &str, at: DateTime<Utc>) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
         if asker.rooms() == [room] {
             tracing::info!(connection_id, room, "unsubscribe from the last room refused");
             return self.reply(connection_id, last_room_frame(room)).await;
         }
-        if self.connections.unsubscribe(connection_id, room).await? {
+        if let Some(ended) = self.connections.unsubscribe(connection_id, room).await? {
             let leave = LogEvent::leave(connection_id, at).in_room(room).by(asker.identity().as_ref());
-            self.log.append(&leave).await?;
+            log_leave(self.log, &ended, leave).await?;
             tracing::info!(connection_id, room, "unsubscribed");
         }
         self.reply(connection_id, unsubscribed_frame(room)).await
@@ -394,8 +402,10 @@ mod tests {
     use super::*;
     use crate::coalesce::COALESCED_FRAME_BYTES;
     use crate::handlers::testing::{Ports, at};
+    use crate::handlers::{DisconnectRequest, depart, disconnect};
     use crate::memory::{MemoryBans, MemoryConnections, MemoryCursors, MemoryLog, RecordingPoster};
-    use crate::model::{Connection, EventKind, Identity, LogEvent};
+    use crate::model::{Connection, EventKind, Identity, LogEvent, SessionEnd};
+    use crate::ports::{Page, StoreError};
     use crate::protocol::MAX_HISTORY_LIMIT;
 
     /// `connection_id` sends `body` on `$default` at 10:30, with a fresh set of cursors.
@@ -758,6 +768,140 @@ mod tests {
         assert_eq!(session.said(), [(EventKind::Join, "ops".to_owned())], "one join");
         assert_eq!(session.connections.get("c1").unwrap().rooms, ["lobby", "ops"]);
         assert!(session.connections.memberships().contains(&("ops".to_owned(), "c1".to_owned())));
+    }
+
+    /// The connection store, pausing each subscribe after it wrote the
+    /// membership (before the handler logs the join) until `resume`.
+    struct PausedAfterWrite<'a> {
+        inner: &'a MemoryConnections,
+        written: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl ConnectionStore for PausedAfterWrite<'_> {
+        async fn put(&self, connection: &Connection) -> Result<(), StoreError> {
+            self.inner.put(connection).await
+        }
+        async fn get(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+            ConnectionStore::get(self.inner, connection_id).await
+        }
+        async fn delete(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+            self.inner.delete(connection_id).await
+        }
+        async fn subscribe(
+            &self,
+            connection: &Connection,
+            room: &str,
+            max_rooms: usize,
+            join: &LogEvent,
+        ) -> Result<Subscribed, StoreError> {
+            let subscribed = self.inner.subscribe(connection, room, max_rooms, join).await;
+            self.written.notify_one();
+            self.resume.notified().await;
+            subscribed
+        }
+        async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
+            self.inner.unsubscribe(connection_id, room).await
+        }
+        async fn end_membership(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
+            self.inner.end_membership(connection_id, room).await
+        }
+        async fn list(&self, room: &str, after: Option<String>, limit: usize) -> Result<Page<Connection>, StoreError> {
+            self.inner.list(room, after, limit).await
+        }
+        async fn count(&self, room: &str) -> Result<usize, StoreError> {
+            self.inner.count(room).await
+        }
+    }
+
+    /// Ends `c1`'s membership of `ops` at `when` the way `how` names.
+    async fn end_membership(session: &Session, how: &str, when: &str) {
+        let (connected_at, sessions) = (at("2026-11-24T09:00:00Z"), crate::memory::MemorySessions::default());
+        match how {
+            "disconnect" => {
+                let bye = DisconnectRequest { connection_id: "c1".into(), connected_at, disconnected_at: at(when) };
+                disconnect(&bye, &session.connections, &sessions, &session.log).await.unwrap();
+            }
+            "unsubscribe" => {
+                let unsubscribe = serde_json::json!({"action":"unsubscribe","room":"ops"});
+                session.handle("c1", unsubscribe, when, Rights::default()).await;
+            }
+            "kick" => {
+                let kick = serde_json::json!({"action":"kick","room":"ops","user":"c1"});
+                session.handle("o1", kick, when, Rights::parse("ops=rwm").unwrap()).await;
+            }
+            _ => {
+                // The broadcaster's 410 prune of the member it listed.
+                let member = Connection::new("c1", "ip", connected_at).as_member_of("ops");
+                let end = SessionEnd::new("c1", connected_at, at(when));
+                depart(&end, Some(&member), &session.connections, &sessions, &session.log).await.unwrap();
+            }
+        }
+    }
+
+    /// `c1` subscribes to `ops`; between its membership write and its join's
+    /// append, each way a membership ends runs: the log still shows one join,
+    /// then the leave (in append order and in id order), and no ghost member.
+    #[tokio::test]
+    async fn a_departure_between_a_subscribes_write_and_its_join_logs_that_join_first() {
+        for departure in ["disconnect", "unsubscribe", "kick", "prune"] {
+            let session = Session::new().await;
+            let paused = PausedAfterWrite {
+                inner: &session.connections,
+                written: tokio::sync::Notify::new(),
+                resume: tokio::sync::Notify::new(),
+            };
+            let route = DefaultRoute {
+                settings: &session.settings,
+                connections: &paused,
+                cursors: &session.cursors,
+                log: &session.log,
+                poster: &session.poster,
+                bans: &session.bans,
+            };
+            let subscribe = MessageRequest {
+                connection_id: "c1".into(),
+                body: r#"{"action":"subscribe","room":"ops"}"#.into(),
+                received_at: at("2026-11-24T10:30:00Z"),
+                rights: Rights::default(),
+                account: None,
+            };
+            let departing = async {
+                paused.written.notified().await;
+                end_membership(&session, departure, "2026-11-24T10:30:01Z").await;
+                paused.resume.notify_one();
+            };
+            let (subscribed, ()) = tokio::join!(route.handle(&subscribe), departing);
+            subscribed.unwrap();
+
+            let said = |events: Vec<LogEvent>| -> Vec<EventKind> {
+                events.into_iter().filter(|e| e.connection_id == "c1" && e.room == "ops").map(|e| e.kind).collect()
+            };
+            let appended = session.log.events();
+            assert_eq!(said(appended.clone()), [EventKind::Join, EventKind::Leave], "{departure}: in append order");
+            let by_id = session.log.read(&LogQuery { room: "ops".into(), after: None, limit: 100 }).await.unwrap();
+            assert_eq!(said(by_id), [EventKind::Join, EventKind::Leave], "{departure}: in id order");
+            let join = appended.iter().find(|e| e.kind == EventKind::Join).unwrap();
+            assert_eq!(
+                (join.timestamp, join.user.as_deref()),
+                (at("2026-11-24T10:30:00Z"), None),
+                "the subscribe's own join"
+            );
+            assert!(!session.connections.memberships().contains(&("ops".into(), "c1".into())), "{departure}: no ghost");
+        }
+    }
+
+    /// A membership from `$connect` (or from before joins were kept on it)
+    /// ends with its leave alone; a subscribe's, logged already, with no second join.
+    #[tokio::test]
+    async fn ending_a_membership_logs_no_second_join() {
+        let session = Session::new().await;
+        session.send("c1", serde_json::json!({"action":"subscribe","room":"ops"})).await;
+        end_membership(&session, "disconnect", "2026-11-24T10:31:00Z").await;
+        let said: Vec<(&str, String)> = session.said().into_iter().map(|(kind, room)| (kind.as_str(), room)).collect();
+        let expected = [("join", "ops"), ("leave", "lobby"), ("leave", "ops")];
+        assert_eq!(said, expected.map(|(kind, room)| (kind, room.to_owned())), "the lobby's join was $connect's");
     }
 
     #[tokio::test]

@@ -49,8 +49,9 @@ pub async fn disconnect(
 /// Completes the session too (SessionHistory). Returns how many leaves this
 /// call announced.
 ///
-/// Cost per call: the row's delete, per room a membership delete and a leave
-/// append, the session's conditional update.
+/// Cost per call: the row's delete, per room a membership delete (DynamoDB:
+/// with a consistent GetItem of the membership first, for its join) and what
+/// [`log_leave`] costs, the session's conditional update.
 pub async fn depart(
     end: &SessionEnd,
     known: Option<&Connection>,
@@ -73,11 +74,12 @@ pub async fn depart(
     let leave_one = |room: String| {
         let (identity, legacy_home) = (identity.as_ref(), legacy_home.as_deref());
         async move {
-            let removed = connections.end_membership(id, &room).await?;
-            if !removed && legacy_home != Some(room.as_str()) {
-                return Ok(false);
+            let leave = LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity);
+            match connections.end_membership(id, &room).await? {
+                Some(ended) => log_leave(log, &ended, leave).await?,
+                None if legacy_home == Some(room.as_str()) => drop(log.append(&leave).await?),
+                None => return Ok(false),
             }
-            log.append(&LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity)).await?;
             Ok(true)
         }
     };
@@ -100,6 +102,31 @@ pub async fn depart(
 
 /// Rooms a departure leaves at once.
 const ROOMS_LEFT_AT_ONCE: usize = 16;
+
+/// Logs `leave` of a membership this call ended (`ended`, as the store gave it
+/// back), after the membership's join if it kept one. A subscribe writes its
+/// membership before it logs its join, so a departure in between would
+/// otherwise log the leave first and the join after it: a member who never
+/// left. The join is the subscribe's own event (same id, [`Connection::join`]),
+/// appended here only if absent, so it is logged once whoever comes first;
+/// the leave's id sorts after it ([`LogEvent::after`]).
+///
+/// Cost per call: with a join, one consistent read of it by id (a GetItem:
+/// cheaper than the conditional put a logged join would refuse, which
+/// DynamoDB bills as a write) and its append when missing; the leave's append.
+pub async fn log_leave(log: &dyn MessageLog, ended: &Connection, leave: LogEvent) -> Result<(), StoreError> {
+    let leave = match ended.join() {
+        Some(join) => {
+            if log.get(&join.message_id).await?.is_none() {
+                log.append(&join).await?;
+            }
+            leave.after(&join)
+        }
+        None => leave,
+    };
+    log.append(&leave).await?;
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

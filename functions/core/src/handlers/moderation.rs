@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::HandlerError;
 use super::default_route::DefaultRoute;
+use super::{HandlerError, log_leave};
 use crate::model::{Ban, Connection, EventKind, LogEvent, Receipt};
 use crate::ports::{Bytes, PostError, list_all_connections};
 use crate::protocol::{Removal, banned_frame, forbidden_frame, moderated_frame, not_found_frame, removed_frame};
@@ -105,9 +105,11 @@ impl DefaultRoute<'_> {
     ///
     /// Cost per call: the kick append; a consistent Query of the room's
     /// memberships (all pages: N/~9000 per 1 MB); per connection of the member,
-    /// one post, a GetItem of its row, the membership's delete (and the row's
-    /// update when it keeps other rooms), a leave append, and for a last room a
-    /// DeleteConnection; one post to answer. A refusal is one post.
+    /// one post, a GetItem of its row, the membership's delete (after a
+    /// consistent GetItem of it, for its join; and the row's update when it
+    /// keeps other rooms), what [`super::log_leave`] costs (a read of the join,
+    /// the leave append), and for a last room a DeleteConnection; one post to
+    /// answer. A refusal is one post.
     pub(super) async fn kick(
         &self,
         asker: &Connection,
@@ -136,8 +138,8 @@ impl DefaultRoute<'_> {
     ///
     /// Cost per call: one PutItem on Bans, the ban append, then what a kick's
     /// removal costs (the room's membership Query, per connection of the member
-    /// a post, a GetItem, one or two writes, a leave append, maybe a
-    /// DeleteConnection); one post to answer.
+    /// a post, two GetItems, one or two writes, a read of the join and a leave
+    /// append, maybe a DeleteConnection); one post to answer.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn ban(
         &self,
@@ -241,16 +243,14 @@ impl DefaultRoute<'_> {
             unless_gone(self.poster.post(id, &notice).await, id, "telling a removed member failed");
             let row = self.connections.get(id).await?;
             let last_room = row.as_ref().is_some_and(|row| row.rooms() == [room]);
-            let left = match row {
+            let ended = match row {
                 Some(_) if !last_room => self.connections.unsubscribe(id, room).await?,
                 _ => self.connections.end_membership(id, room).await?,
             };
-            if !left {
-                continue;
-            }
+            let Some(ended) = ended else { continue };
             removed += 1;
             let leave = LogEvent::leave(id, at).in_room(room).by(member.identity().as_ref()).because(reason.as_str());
-            self.log.append(&leave).await?;
+            log_leave(self.log, &ended, leave).await?;
             if last_room {
                 unless_gone(self.poster.close(id).await, id, "closing a removed member failed");
             }
