@@ -45,7 +45,8 @@ async function devSignIn(page) {
   const opened = sockets(page);
   await waitForStatus(page, "disconnected");
   assert.equal(await loginStatus(page), "Not logged in");
-  assert.ok(await page.isVisible("#sign-in"), "Sign in is offered");
+  // Shown once the page has read config.json: waited for, not sampled.
+  await page.waitForSelector("#sign-in", { state: "visible" });
   assert.ok(await page.isHidden("#name-field"), "no unverified name when the stack signs people in");
   await page.click("#connect");
   await page.waitForFunction(() => /Sign in required/.test(document.getElementById("notice").textContent), null, WAIT);
