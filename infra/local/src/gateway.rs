@@ -358,7 +358,7 @@ enum Forwarded {
 /// Writes queued frames: everything already queued, in chunks of at most
 /// [`WRITE_CHUNK_BYTES`] with one flush each (one write per chunk, not one per
 /// frame). A feed or flush the socket leaves waiting for the send lag ends it:
-/// each completes as soon as the kernel takes the few KiB the writer has
+/// each completes as soon as the kernel takes some of what the writer has
 /// gathered, so a client that reads at all, however far behind, keeps it going.
 async fn forward<S>(sink: &mut S, outbox: &Outbox) -> Forwarded
 where
@@ -418,9 +418,12 @@ async fn taken<E>(lag: Duration, step: impl Future<Output = Result<(), E>>) -> R
     }
 }
 
-/// `future`'s output, or `None` if it is still pending `limit` after it first
-/// had to wait. A timer is made only then: a chunk the socket takes at once (the
-/// usual case) costs no clock reading and no timer.
+/// `future`'s output, or `None` once it has waited `limit` without being woken.
+/// A socket wakes its writer when it takes bytes, so the limit runs from the
+/// last progress, not from the first wait: a chunk taken a little at a time by
+/// a slow reader is not cut off, however long it takes in all. A timer is made
+/// only once the future waits: a chunk the socket takes at once (the usual case)
+/// costs no clock reading and no timer.
 async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -428,7 +431,16 @@ async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let timer = match &mut timer {
+            None => timer.insert(Box::pin(tokio::time::sleep(limit))),
+            Some(timer) => {
+                if !timer.is_elapsed() {
+                    // Polled again before the limit: the future was woken.
+                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                timer
+            }
+        };
         timer.as_mut().poll(cx).map(|()| None)
     })
     .await
@@ -670,6 +682,29 @@ mod tests {
         // The socket's task answers with the close frame (a full socket never takes it).
         close.send(Some(CloseFrame { code: 1008, reason: "Client too slow".into() })).unwrap();
         writer.abort();
+    }
+
+    /// A step that ends after `steps` wake-ups `every` apart.
+    fn woken(steps: u32, every: Duration) -> impl Future<Output = ()> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..steps {
+                tokio::time::sleep(every).await;
+                tx.send(()).await.ok();
+            }
+        });
+        async move { while rx.recv().await.is_some() {} }
+    }
+
+    #[tokio::test]
+    async fn the_lag_runs_from_the_last_wake_up_not_from_the_first_wait() {
+        let limit = Duration::from_millis(300);
+        // Ten steps 100 ms apart: a second in all, never 300 ms without progress.
+        assert_eq!(within(limit, woken(10, Duration::from_millis(100))).await, Some(()));
+        // A step that never comes.
+        let started = tokio::time::Instant::now();
+        assert_eq!(within(limit, std::future::pending::<()>()).await, None);
+        assert!(started.elapsed() >= limit);
     }
 
     fn code_for(error: ReadError) -> (u16, Option<u16>) {

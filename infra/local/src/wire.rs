@@ -30,12 +30,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Frames fed to the writer are gathered up to this many bytes (by reference:
-/// headers and shared payloads) before it writes; the gateway flushes after
-/// each chunk anyway.
-pub const WRITE_GATHER_BYTES: usize = 8 * 1024;
+/// headers and shared payloads, so it costs no buffer) before it writes: the
+/// gateway's chunk, so a chunk is usually one system call. Fewer, larger writes
+/// also let the client read more per wake-up: at 1000 clients under overload,
+/// 1.44 M deliveries/s against 1.27 with 8 KiB writes (BENCHMARKS.md).
+pub const WRITE_GATHER_BYTES: usize = crate::sockets::WRITE_CHUNK_BYTES;
 
-/// Frames gathered into one vectored write (two slices each: header, payload).
-const FRAMES_PER_WRITE: usize = 128;
+/// Frames gathered into one vectored write (two slices each: header, payload),
+/// within Linux's 1024 slices a call.
+const FRAMES_PER_WRITE: usize = 512;
+
+/// Slots for pending frames kept between bursts.
+const PENDING_KEPT: usize = 16;
 
 /// Text as a frame carries it: checked to be UTF-8 once when made, then shared
 /// (one buffer for a broadcast to every socket of a room) without copying.
@@ -532,7 +538,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             }
         }
         // A burst's queue is not kept between bursts.
-        self.pending.shrink_to(FRAMES_PER_WRITE / 8);
+        self.pending.shrink_to(PENDING_KEPT);
         Poll::Ready(Ok(()))
     }
 }
@@ -837,7 +843,7 @@ mod tests {
         assert_eq!(frames[999].2, b"line 999");
         // Header and payload of up to FRAMES_PER_WRITE frames in each write.
         assert_eq!(writer.io.writes, 1000_usize.div_ceil(FRAMES_PER_WRITE));
-        assert!(writer.pending.capacity() <= FRAMES_PER_WRITE, "{} slots kept", writer.pending.capacity());
+        assert!(writer.pending.capacity() <= PENDING_KEPT, "{} slots kept", writer.pending.capacity());
     }
 
     #[test]
