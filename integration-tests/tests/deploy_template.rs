@@ -106,6 +106,15 @@ impl ConnectionStore for Recorded<MemoryConnections> {
         self.seen.note("ConnectionStore", "subscribe");
         self.inner.subscribe(connection, room, max_rooms, join).await
     }
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError> {
+        self.seen.note("ConnectionStore", "mark_leaving");
+        self.inner.mark_leaving(connection_id, room, leave).await
+    }
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.seen.note("ConnectionStore", "unsubscribe");
         self.inner.unsubscribe(connection_id, room).await
@@ -649,6 +658,7 @@ const TABLE_ACCESS: &[(&str, &str, Tables)] = &[
             ("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem"),
         ],
     ),
+    ("ConnectionStore", "mark_leaving", &[("MEMBERSHIPS_TABLE", "dynamodb:UpdateItem")]),
     ("ConnectionStore", "list", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ConnectionStore", "count", &[("MEMBERSHIPS_TABLE", "dynamodb:Query")]),
     ("ReadCursors", "cursors", &[("READ_CURSORS_TABLE", "dynamodb:Query")]),
@@ -1143,6 +1153,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("disconnect", false).await,
         expect(&[
             ("ConnectionStore", "delete"),
+            ("ConnectionStore", "mark_leaving"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
@@ -1168,6 +1179,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
             ("ConnectionStore", "list"),
             ("ConnectionStore", "subscribe"),
             ("ConnectionStore", "unsubscribe"),
+            ("ConnectionStore", "mark_leaving"),
             ("ConnectionStore", "end_membership"),
             ("ReadCursors", "cursors"),
             ("ReadCursors", "advance"),
@@ -1188,6 +1200,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("reaper", false).await,
         expect(&[
             ("ConnectionStore", "delete"),
+            ("ConnectionStore", "mark_leaving"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
@@ -1201,6 +1214,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         expect(&[
             ("ConnectionStore", "list"),
             ("ConnectionStore", "delete"),
+            ("ConnectionStore", "mark_leaving"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
@@ -1214,6 +1228,7 @@ async fn the_recorded_calls_are_the_ones_the_handlers_document() {
         port_calls("fanout", false).await,
         expect(&[
             ("ConnectionStore", "delete"),
+            ("ConnectionStore", "mark_leaving"),
             ("ConnectionStore", "end_membership"),
             ("SessionLog", "close"),
             ("MessageLog", "append"),
@@ -1257,6 +1272,7 @@ fn the_adapter_scan_finds_each_sdk_call() {
         actions("ConnectionStore", "unsubscribe"),
         ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
     );
+    assert_eq!(actions("ConnectionStore", "mark_leaving"), ["dynamodb:UpdateItem"]);
     assert_eq!(
         actions("ConnectionStore", "end_membership"),
         ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],

@@ -807,13 +807,14 @@ async fn a_subscribe_racing_a_departure_on_moto_leaves_no_leave_without_its_join
 }
 
 /// A departure that ends a subscribe's membership before the subscribe logged
-/// its join (DynamoConnections and DynamoLog on moto): the store gives the
-/// membership back with its join, which is logged once, before the leave,
-/// whoever appends it first. `$connect`'s memberships end with no join; one
-/// older than its room counter still gives its join back.
+/// its join, and is cut short after marking it (DynamoConnections and
+/// DynamoLog on moto): the mark keeps the first leave, the membership gives
+/// its join back, and whoever ends it next logs that join once, then the first
+/// leave. `$connect`'s memberships end with no join; one older than its room
+/// counter still gives its join back.
 #[tokio::test]
 async fn a_membership_ended_before_its_join_is_logged_gives_the_join_back_on_moto() {
-    use chat_core::handlers::log_leave;
+    use chat_core::handlers::{Ending, leave_room};
     use chat_core::ports::{ConnectionStore, LogQuery, MessageLog, Subscribed};
 
     let (_moto, dynamodb) = moto_tables().await;
@@ -823,32 +824,39 @@ async fn a_membership_ended_before_its_join_is_logged_gives_the_join_back_on_mot
     let ada = chat_core::model::Identity::verified("Ada", "https://id.example|ada");
     let c1 = chat_core::Connection::new("c1", "203.0.113.7", now).of(Some(&ada));
     store.put(&c1).await.unwrap();
+    let leave = |seconds| LogEvent::leave("c1", now + chrono::Duration::seconds(seconds)).in_room("ops").by(Some(&ada));
 
-    // The subscribe writes its membership; the departure runs before it logs the join.
+    // The subscribe writes its membership; a departure marks it before the
+    // join is logged, and is cut short there.
     let join = LogEvent::join("c1", now + chrono::Duration::seconds(1)).in_room("ops").by(Some(&ada));
     assert_eq!(store.subscribe(&c1, "ops", 10, &join).await.unwrap(), Subscribed::New);
-    let ended = store.end_membership("c1", "ops").await.unwrap().expect("this call ended it");
-    assert_eq!(ended.join(), Some(join.clone()), "the same join, rebuilt from the membership");
-    let leave = LogEvent::leave("c1", now + chrono::Duration::seconds(2)).in_room("ops").by(Some(&ada));
-    log_leave(&log, &ended, leave).await.unwrap();
+    let first = leave(2);
+    let marked = store.mark_leaving("c1", "ops", &first).await.unwrap().expect("a membership");
+    assert_eq!(marked.join(), Some(join.clone()), "the same join, rebuilt from the membership");
+    assert_eq!(marked.leaving.as_deref(), Some(&first), "the leave, stored as it was given");
+    let again = store.mark_leaving("c1", "ops", &leave(5)).await.unwrap().expect("still there");
+    assert_eq!(again.leaving.as_deref(), Some(&first), "the first mark stands");
+
+    // Whoever ends it next, with a leave of its own, logs the join, then the first leave.
+    assert_eq!(leave_room(&store, &log, "c1", "ops", leave(6), Ending::Departure).await.unwrap(), Some(true));
     assert!(!log.append(&join).await.unwrap(), "the subscribe's own append, late, is a no-op");
     let said = log.read(&LogQuery { room: "ops".into(), after: None, limit: 10 }).await.unwrap();
     let kinds: Vec<&str> = said.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["join", "leave"], "in id order: one join, then the leave");
-    assert_eq!(said[0], join);
-    assert!(store.end_membership("c1", "ops").await.unwrap().is_none(), "once");
+    assert_eq!((&said[0], said[1].timestamp), (&join, first.timestamp));
+    assert!(store.mark_leaving("c1", "ops", &leave(7)).await.unwrap().is_none(), "removed");
+    assert_eq!(leave_room(&store, &log, "c1", "ops", first, Ending::Departure).await.unwrap(), None, "once");
 
-    // Unsubscribing gives it back too; the join logged already is not logged again.
+    // Unsubscribing: the join logged already is not logged again; the row loses the room.
     let again = LogEvent::join("c1", now + chrono::Duration::seconds(3)).in_room("ops").by(Some(&ada));
     assert_eq!(store.subscribe(&c1, "ops", 10, &again).await.unwrap(), Subscribed::New);
     assert!(log.append(&again).await.unwrap());
-    let ended = store.unsubscribe("c1", "ops").await.unwrap().expect("this call ended it");
-    assert_eq!(ended.join(), Some(again));
-    let leave = LogEvent::leave("c1", now + chrono::Duration::seconds(4)).in_room("ops").by(Some(&ada));
-    log_leave(&log, &ended, leave).await.unwrap();
+    assert_eq!(leave_room(&store, &log, "c1", "ops", leave(4), Ending::Unsubscribe).await.unwrap(), Some(true));
     let said = log.read(&LogQuery { room: "ops".into(), after: None, limit: 10 }).await.unwrap();
     let kinds: Vec<&str> = said.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["join", "leave", "join", "leave"]);
+    let row = ConnectionStore::get(&store, "c1").await.unwrap().expect("the row stays");
+    assert!(!row.is_subscribed_to("ops"), "{:?}", row.rooms());
 
     // $connect's membership keeps no join: its leave comes alone.
     let home = store.end_membership("c1", "lobby").await.unwrap().expect("the put's membership");

@@ -534,6 +534,35 @@ impl ConnectionStore for DynamoConnections {
         Err(StoreError::Unavailable(format!("{what}: the row kept changing")))
     }
 
+    /// One UpdateItem returning the membership as it is then (1 write unit
+    /// per KB): `SET leaving = if_not_exists(leaving, :leave)` on condition
+    /// it exists (refused, still billed, when it does not). Repeated after a
+    /// timeout, it gives back the same leave: the first write's.
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError> {
+        let leave: AttributeValue =
+            serde_dynamo::to_attribute_value(leave).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let result = self
+            .members
+            .client
+            .update_item()
+            .table_name(&self.members.name)
+            .set_key(Some(HashMap::from([string_key("room", room), string_key("connection_id", connection_id)])))
+            .update_expression("SET #leaving = if_not_exists(#leaving, :leave)")
+            .condition_expression("attribute_exists(connection_id)")
+            .expression_attribute_names("#leaving", "leaving")
+            .expression_attribute_values(":leave", leave)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let marked = conditional(result)?.and_then(|output| output.attributes);
+        Ok(marked.map(|item| member_of(item, connection_id, room)))
+    }
+
     /// The membership's consistent GetItem (1 read unit, for its join) and
     /// its conditional Delete with the counter's Update (−1) in one
     /// transaction (4 write units; see `remove_membership`), then the row's

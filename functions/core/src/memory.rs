@@ -125,6 +125,19 @@ impl ConnectionStore for MemoryConnections {
         Ok(Subscribed::New)
     }
 
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError> {
+        self.outage.check()?;
+        let mut members = self.members.lock().unwrap();
+        let Some(member) = members.get_mut(&(room.to_owned(), connection_id.to_owned())) else { return Ok(None) };
+        member.leaving.get_or_insert_with(|| Box::new(leave.clone()));
+        Ok(Some(member.clone()))
+    }
+
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.outage.check()?;
         if let Some(row) = self.rows.lock().unwrap().get_mut(connection_id) {

@@ -83,6 +83,12 @@ pub struct Connection {
     /// That join's time.
     #[serde(default, with = "optional_iso_seconds", skip_serializing_if = "Option::is_none")]
     pub joined_at: Option<DateTime<Utc>>,
+    /// On a membership being ended: the leave that ends it, as the first to
+    /// end it marked it ([`crate::ports::ConnectionStore::mark_leaving`]), so
+    /// whoever finishes the departure (the same call, a retry, a racing prune)
+    /// logs that same leave, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving: Option<Box<LogEvent>>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -105,6 +111,7 @@ impl Connection {
             batch: false,
             join_id: None,
             joined_at: None,
+            leaving: None,
         }
     }
 
@@ -601,7 +608,10 @@ impl LogEvent {
         }) else {
             return self; // not a UUIDv7: nothing to order by
         };
-        let random: [u8; 10] = std::array::from_fn(|_| fastrand::u8(..));
+        // The event's own random bits, so the same two events always give the
+        // same id: racing departures log one leave, not one each.
+        let own = Uuid::parse_str(&self.message_id).map(|id| *id.as_bytes()).unwrap_or_default();
+        let random: [u8; 10] = std::array::from_fn(|i| own[6 + i]);
         self.message_id =
             uuid::Builder::from_unix_timestamp_millis(millis.saturating_add(1), &random).into_uuid().to_string();
         self
@@ -773,6 +783,7 @@ mod tests {
         assert_eq!(id(&leave).get_version_num(), 7);
         let ms = |e: &LogEvent| id(e).get_timestamp().unwrap().to_unix();
         assert!(ms(&leave) > ms(&join), "a millisecond later");
+        assert_eq!(lagging.clone().after(&join), leave, "the same two events, the same id: racing departures agree");
         let later = LogEvent::leave("c", at);
         assert_eq!(later.clone().after(&join), later, "an id that sorts after already is kept");
         let seed = LogEvent { message_id: "not-a-uuid".into(), ..join };

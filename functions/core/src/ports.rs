@@ -71,11 +71,13 @@ impl Subscribed {
 /// A connection row lists every room it is subscribed to (`rooms`); each of
 /// those is also a membership, keyed `(room, connection_id)`, which is what a
 /// room's listing reads — consistently, so a line sent right after a subscribe
-/// reaches the new member. Whoever removes a membership learns it did, so each
-/// join has exactly one leave however many callers race to end a connection.
-/// A subscribe's membership keeps its join's id and time ([`Connection::join`]):
-/// it is written before the join is logged, so whoever ends it in between logs
-/// that join (by id, once) before the leave ([`crate::handlers::log_leave`]).
+/// reaches the new member. A membership is marked with its leave before it
+/// is removed ([`mark_leaving`](ConnectionStore::mark_leaving)), so each join
+/// has exactly one leave however many callers race to end a connection, and
+/// whatever cuts one short. A subscribe's membership keeps its join's id and
+/// time ([`Connection::join`]): it is written before the join is logged, so
+/// whoever ends it in between logs that join (by id, once) before the leave
+/// ([`crate::handlers::leave_room`]).
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
     /// Writes the connection's row and a membership in each of its [`Connection::rooms`].
@@ -104,10 +106,22 @@ pub trait ConnectionStore: Send + Sync {
         max_rooms: usize,
         join: &LogEvent,
     ) -> Result<Subscribed, StoreError>;
+    /// Marks the membership as ending with `leave`, unless it is marked
+    /// already (then the first mark's leave stands): the membership as it is
+    /// then, with its [`Connection::leaving`] and join; `None` when there is
+    /// none. The first step of ending one ([`crate::handlers::leave_room`]):
+    /// the leave is logged before the membership is removed, and a departure
+    /// cut short in between leaves a marked membership that whoever ends it
+    /// next finishes with the same leave.
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError>;
     /// Removes the membership and the room from the row (if the row is still
-    /// there: never recreating a deleted row). The membership if this call
-    /// removed it, as listed with its join ([`Connection::join`]): the caller
-    /// announces the leave ([`crate::handlers::log_leave`]).
+    /// there: never recreating a deleted row), once its leave is logged. The
+    /// membership if this call removed it.
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError>;
     /// Removes the membership alone, for a departure (whose row is already
     /// deleted: updating it would be a write refused, and billed, per room).

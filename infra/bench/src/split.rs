@@ -162,6 +162,14 @@ impl ConnectionStore for PagedStore {
     ) -> Result<Subscribed, StoreError> {
         self.inner.subscribe(connection, room, max_rooms, join).await
     }
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError> {
+        self.inner.mark_leaving(connection_id, room, leave).await
+    }
     async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
         self.inner.unsubscribe(connection_id, room).await
     }

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS memberships (
     -- before its leave; NULL on $connect's memberships.
     join_id       TEXT,
     joined_at     TEXT,
+    -- The leave that ends it (a JSON event), set by the first to end it and
+    -- logged by whoever finishes; NULL while it lasts.
+    leaving       TEXT,
     PRIMARY KEY (room, connection_id)
 ) WITHOUT ROWID;
 -- How far each reader (an account, or `connection#<id>`) has read each room;
@@ -273,6 +276,7 @@ const ADDED_TABLE_COLUMNS: &[(&str, &str, &str)] = &[
     ("message_history", "principal", "TEXT"),
     ("memberships", "join_id", "TEXT"),
     ("memberships", "joined_at", "TEXT"),
+    ("memberships", "leaving", "TEXT"),
 ];
 
 fn add_missing_columns(db: &rusqlite::Connection) -> rusqlite::Result<()> {
@@ -503,6 +507,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         user_id: r.get(8)?,
         join_id: None,
         joined_at: None,
+        leaving: None,
     })
 }
 
@@ -514,19 +519,20 @@ fn rooms_column(rooms: &[String]) -> Option<String> {
 
 /// The columns [`member_from_row`] reads, in its order.
 const MEMBER_COLUMNS: &str = "SELECT connection_id, connected_at, expires_at, room, user, verified, batch, user_id,
-     join_id, joined_at FROM memberships";
+     join_id, joined_at, leaving FROM memberships";
 
 /// What `DELETE … RETURNING` gives back: the membership as [`MEMBER_COLUMNS`] reads it.
-const RETURNING_MEMBER: &str =
-    "RETURNING connection_id, connected_at, expires_at, room, user, verified, batch, user_id, join_id, joined_at";
+const RETURNING_MEMBER: &str = "RETURNING connection_id, connected_at, expires_at, room, user, verified, batch, user_id, join_id, joined_at, leaving";
 
 /// A membership as a room's listing gives it: [`Connection::as_member_of`] its
 /// room, with its join (none if its time does not parse: no join is better
-/// than a wrong one).
+/// than a wrong one) and the leave it is ending with (none if it does not
+/// parse: the next to end it marks it again).
 fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
     let connected_at: String = r.get(1)?;
     let (join_id, joined_at): (Option<String>, Option<String>) = (r.get(8)?, r.get(9)?);
     let joined_at = joined_at.as_deref().and_then(parse_iso);
+    let leaving: Option<String> = r.get(10)?;
     Ok(Connection {
         connection_id: r.get(0)?,
         connected_at: parse_iso(&connected_at).unwrap_or_default(),
@@ -540,6 +546,7 @@ fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Connection> {
         user_id: r.get(7)?,
         join_id: join_id.filter(|_| joined_at.is_some()),
         joined_at,
+        leaving: leaving.and_then(|json| serde_json::from_str(&json).ok()),
     })
 }
 
@@ -893,6 +900,26 @@ impl ConnectionStore for SqliteStore {
                 bump(&self.counted);
             }
             Ok(subscribed)
+        })
+    }
+
+    /// Sets the membership's leave unless it has one and reads it back, one
+    /// statement (`UPDATE … RETURNING`). The room's cached listing keeps the
+    /// member as it was: nothing reads a listed member's leave.
+    async fn mark_leaving(
+        &self,
+        connection_id: &str,
+        room: &str,
+        leave: &LogEvent,
+    ) -> Result<Option<Connection>, StoreError> {
+        let leave = serde_json::to_string(leave).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        self.with(|db| {
+            db.prepare_cached(&format!(
+                "UPDATE memberships SET leaving = COALESCE(leaving, ?3) WHERE room = ?1 AND connection_id = ?2
+                 {RETURNING_MEMBER}"
+            ))?
+            .query_row(params![room, connection_id, leave], member_from_row)
+            .optional()
         })
     }
 
@@ -1656,7 +1683,7 @@ mod tests {
             assert_eq!(view(&store, &ids, &rooms).await, view(&reference, &ids, &rooms).await, "after {op:?}");
         }
         let bare = |members: Vec<Connection>| -> Vec<Connection> {
-            members.into_iter().map(|m| Connection { join_id: None, joined_at: None, ..m }).collect()
+            members.into_iter().map(|m| Connection { join_id: None, joined_at: None, leaving: None, ..m }).collect()
         };
         let members = chat_core::ports::list_all_connections(&store, "ops").await.unwrap();
         assert!(members[0].join().is_some(), "a subscribe's membership keeps its join");

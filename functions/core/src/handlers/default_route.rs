@@ -2,7 +2,8 @@ use chrono::{DateTime, Utc};
 
 use super::lifecycle::folded_history;
 use super::{
-    HandlerError, MessageRequest, RouteSettings, heard_room, log_leave, not_registered_frame, sender, within_rate,
+    Ending, HandlerError, MessageRequest, RouteSettings, heard_room, leave_room, not_registered_frame, sender,
+    within_rate,
 };
 use crate::bounded::for_each_bounded;
 use crate::coalesce::coalesce;
@@ -174,7 +175,7 @@ impl DefaultRoute<'_> {
     ///
     /// The join is made first and its id and time kept in the membership, so
     /// a departure ending the membership before the join is logged logs the
-    /// same join before its leave ([`super::log_leave`]); the append here is
+    /// same join before its leave ([`super::leave_room`]); the append here is
     /// then a no-op.
     ///
     /// Cost per call: the membership write and the row's conditional update in
@@ -224,18 +225,18 @@ impl DefaultRoute<'_> {
     /// no use, and its row could not say which rooms it left (a DynamoDB set
     /// cannot be empty; a row without one is a row from before channels).
     ///
-    /// Cost per call: the membership's conditional delete (DynamoDB: after a
-    /// consistent GetItem of it, for its join) and the row's update, when
-    /// there was a membership what [`super::log_leave`] costs, one post.
+    /// Cost per call: what [`super::leave_room`] costs (its removal: the
+    /// membership's conditional delete, after a consistent GetItem of it on
+    /// DynamoDB, and the row's update), or just its mark when there was no
+    /// membership; one post.
     async fn unsubscribe(&self, asker: &Connection, room: &str, at: DateTime<Utc>) -> Result<(), HandlerError> {
         let connection_id = asker.connection_id.as_str();
         if asker.rooms() == [room] {
             tracing::info!(connection_id, room, "unsubscribe from the last room refused");
             return self.reply(connection_id, last_room_frame(room)).await;
         }
-        if let Some(ended) = self.connections.unsubscribe(connection_id, room).await? {
-            let leave = LogEvent::leave(connection_id, at).in_room(room).by(asker.identity().as_ref());
-            log_leave(self.log, &ended, leave).await?;
+        let leave = LogEvent::leave(connection_id, at).in_room(room).by(asker.identity().as_ref());
+        if leave_room(self.connections, self.log, connection_id, room, leave, Ending::Unsubscribe).await?.is_some() {
             tracing::info!(connection_id, room, "unsubscribed");
         }
         self.reply(connection_id, unsubscribed_frame(room)).await
@@ -800,6 +801,14 @@ mod tests {
             self.written.notify_one();
             self.resume.notified().await;
             subscribed
+        }
+        async fn mark_leaving(
+            &self,
+            connection_id: &str,
+            room: &str,
+            leave: &LogEvent,
+        ) -> Result<Option<Connection>, StoreError> {
+            self.inner.mark_leaving(connection_id, room, leave).await
         }
         async fn unsubscribe(&self, connection_id: &str, room: &str) -> Result<Option<Connection>, StoreError> {
             self.inner.unsubscribe(connection_id, room).await

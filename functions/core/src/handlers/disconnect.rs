@@ -40,8 +40,8 @@ pub async fn disconnect(
 /// Ends a connection and announces its departure from each room exactly once,
 /// whoever notices it first (`$disconnect`, the broadcaster's 410 prune, the
 /// reaper of expired rows, the local stack's start-up sweep), and however they
-/// race: each membership's removal has one winner, and only the winner logs
-/// that room's `leave`. The rooms are those of the connection's row (deleted
+/// race or are cut short: each membership ends with one leave
+/// ([`leave_room`]). The rooms are those of the connection's row (deleted
 /// here; the caller that deletes it learns them) and of `known` — what the
 /// caller already knows of the connection: a listed member (its room), or an
 /// expired row's last image (its rooms). A row from before channels has no
@@ -49,9 +49,8 @@ pub async fn disconnect(
 /// Completes the session too (SessionHistory). Returns how many leaves this
 /// call announced.
 ///
-/// Cost per call: the row's delete, per room a membership delete (DynamoDB:
-/// with a consistent GetItem of the membership first, for its join) and what
-/// [`log_leave`] costs, the session's conditional update.
+/// Cost per call: the row's delete, per room what [`leave_room`] costs, the
+/// session's conditional update.
 pub async fn depart(
     end: &SessionEnd,
     known: Option<&Connection>,
@@ -75,12 +74,11 @@ pub async fn depart(
         let (identity, legacy_home) = (identity.as_ref(), legacy_home.as_deref());
         async move {
             let leave = LogEvent::leave(id, end.disconnected_at).in_room(&room).by(identity);
-            match connections.end_membership(id, &room).await? {
-                Some(ended) => log_leave(log, &ended, leave).await?,
-                None if legacy_home == Some(room.as_str()) => drop(log.append(&leave).await?),
-                None => return Ok(false),
+            match leave_room(connections, log, id, &room, leave.clone(), Ending::Departure).await? {
+                Some(announced) => Ok(announced),
+                None if legacy_home == Some(room.as_str()) => log.append(&leave).await,
+                None => Ok(false),
             }
-            Ok(true)
         }
     };
     // Rooms concurrently: a hundred of them one after another would be ~300
@@ -103,19 +101,46 @@ pub async fn depart(
 /// Rooms a departure leaves at once.
 const ROOMS_LEFT_AT_ONCE: usize = 16;
 
-/// Logs `leave` of a membership this call ended (`ended`, as the store gave it
-/// back), after the membership's join if it kept one. A subscribe writes its
-/// membership before it logs its join, so a departure in between would
-/// otherwise log the leave first and the join after it: a member who never
-/// left. The join is the subscribe's own event (same id, [`Connection::join`]),
-/// appended here only if absent, so it is logged once whoever comes first;
-/// the leave's id sorts after it ([`LogEvent::after`]).
+/// How a membership ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The connection stays: its row loses the room too (an unsubscribe, a kick
+    /// from one of several rooms).
+    Unsubscribe,
+    /// The connection is gone, and its row with it.
+    Departure,
+}
+
+/// Ends `connection_id`'s membership of `room` with `leave`, in steps that can
+/// each be repeated: marks the membership with `leave` (or finds the leave
+/// whoever came first marked it with, and finishes theirs), logs the
+/// membership's join if it is not logged yet (a subscribe writes its
+/// membership before its join), logs the leave, then removes the membership.
+/// A departure cut short anywhere (a store timeout, a crash) so never loses a
+/// leave: the membership stays, still listed, until whoever ends it next — a
+/// retry, the broadcaster's 410 prune, the reaper, the local stack's start-up
+/// sweep — finishes it with the same leave, appended once (by id). The leave's
+/// id sorts after the join's ([`LogEvent::after`], the same for every caller).
 ///
-/// Cost per call: with a join, one consistent read of it by id (a GetItem:
+/// `None` when there was no membership; else whether this call logged the leave.
+///
+/// Cost per call: the mark (DynamoDB: an UpdateItem returning the item, 1
+/// write unit); with a join, one consistent read of it by id (a GetItem:
 /// cheaper than the conditional put a logged join would refuse, which
-/// DynamoDB bills as a write) and its append when missing; the leave's append.
-pub async fn log_leave(log: &dyn MessageLog, ended: &Connection, leave: LogEvent) -> Result<(), StoreError> {
-    let leave = match ended.join() {
+/// DynamoDB bills as a write) and its append when missing; the leave's
+/// append; the removal ([`ConnectionStore::unsubscribe`] or
+/// [`ConnectionStore::end_membership`]).
+pub async fn leave_room(
+    connections: &dyn ConnectionStore,
+    log: &dyn MessageLog,
+    connection_id: &str,
+    room: &str,
+    leave: LogEvent,
+    ending: Ending,
+) -> Result<Option<bool>, StoreError> {
+    let Some(member) = connections.mark_leaving(connection_id, room, &leave).await? else { return Ok(None) };
+    let leave = member.leaving.clone().map_or(leave, |marked| *marked);
+    let leave = match member.join() {
         Some(join) => {
             if log.get(&join.message_id).await?.is_none() {
                 log.append(&join).await?;
@@ -124,8 +149,12 @@ pub async fn log_leave(log: &dyn MessageLog, ended: &Connection, leave: LogEvent
         }
         None => leave,
     };
-    log.append(&leave).await?;
-    Ok(())
+    let announced = log.append(&leave).await?;
+    match ending {
+        Ending::Unsubscribe => connections.unsubscribe(connection_id, room).await?,
+        Ending::Departure => connections.end_membership(connection_id, room).await?,
+    };
+    Ok(Some(announced))
 }
 
 #[cfg(test)]
@@ -183,6 +212,56 @@ mod tests {
             "which account, not just the name"
         );
         assert_eq!(session.user_id.as_deref(), Some("https://id.example|ada"));
+    }
+
+    #[tokio::test]
+    async fn a_departure_cut_short_is_finished_by_the_next_with_its_own_leave_once() {
+        let (connections, sessions, log) =
+            (MemoryConnections::default(), MemorySessions::default(), MemoryLog::default());
+        let connected_at = at("2026-11-24T10:15:30Z");
+        let row = Connection::new("c1", "ip", connected_at).in_room("ops");
+        connections.put(&row).await.unwrap();
+        let end = |seconds| SessionEnd::new("c1", connected_at, connected_at + chrono::Duration::seconds(seconds));
+
+        // `$disconnect` deletes the row and marks the membership, then the log times out.
+        log.outage.set(true);
+        assert!(depart(&end(10), None, &connections, &sessions, &log).await.is_err());
+        log.outage.set(false);
+        assert!(log.events().is_empty());
+        assert_eq!(connections.memberships(), [("ops".to_owned(), "c1".to_owned())], "kept, so still listed");
+
+        // The broadcaster's 410 prune finds it listed and finishes with the first leave.
+        let listed = row.as_member_of("ops");
+        assert_eq!(depart(&end(20), Some(&listed), &connections, &sessions, &log).await.unwrap(), 1);
+        assert_eq!(depart(&end(30), Some(&listed), &connections, &sessions, &log).await.unwrap(), 0, "once");
+        let leaves: Vec<_> = log.events().into_iter().filter(|e| e.kind == EventKind::Leave).collect();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0].timestamp, end(10).disconnected_at, "the leave the first departure marked");
+        assert!(connections.memberships().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_membership_marked_by_another_ends_with_its_join_then_that_leave() {
+        let (connections, log) = (MemoryConnections::default(), MemoryLog::default());
+        let connected_at = at("2026-11-24T10:15:30Z");
+        let row = Connection::new("c1", "ip", connected_at).in_room("ops");
+        connections.put(&row).await.unwrap();
+        let join = LogEvent::join("c1", connected_at).in_room("dev");
+        connections.subscribe(&row, "dev", 10, &join).await.unwrap();
+        let leave = |seconds| LogEvent::leave("c1", connected_at + chrono::Duration::seconds(seconds)).in_room("dev");
+        // One caller marks it and is cut short; the subscribe has not logged its join yet.
+        let first = leave(5);
+        connections.mark_leaving("c1", "dev", &first).await.unwrap();
+
+        let ended = leave_room(&connections, &log, "c1", "dev", leave(6), Ending::Unsubscribe).await.unwrap();
+        assert_eq!(ended, Some(true));
+        let said: Vec<_> = log.events().iter().map(|e| (e.kind, e.message_id.clone(), e.timestamp)).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said[0], (EventKind::Join, join.message_id.clone(), join.timestamp));
+        assert_eq!((said[1].0, said[1].2), (EventKind::Leave, first.timestamp), "the first caller's leave");
+        assert!(said[1].1 > join.message_id, "after its join");
+        assert_eq!(connections.get("c1").unwrap().rooms(), ["ops"], "out of the row too");
+        assert_eq!(leave_room(&connections, &log, "c1", "dev", first, Ending::Departure).await.unwrap(), None);
     }
 
     #[tokio::test]

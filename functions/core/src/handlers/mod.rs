@@ -12,7 +12,7 @@ mod typing;
 
 pub use connect::{ConnectRequest, connect};
 pub use default_route::{DefaultRoute, REPLY_POSTS_IN_FLIGHT, history};
-pub use disconnect::{DisconnectRequest, depart, disconnect, log_leave};
+pub use disconnect::{DisconnectRequest, Ending, depart, disconnect, leave_room};
 pub use lifecycle::folded_history;
 pub use moderation::{ban_key, is_member};
 pub use send_message::{MessageRequest, send_message};

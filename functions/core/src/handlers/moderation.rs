@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::default_route::DefaultRoute;
-use super::{HandlerError, log_leave};
+use super::{Ending, HandlerError, leave_room};
 use crate::model::{Ban, Connection, EventKind, LogEvent, Receipt};
 use crate::ports::{Bytes, PostError, list_all_connections};
 use crate::protocol::{Removal, banned_frame, forbidden_frame, moderated_frame, not_found_frame, removed_frame};
@@ -105,10 +105,10 @@ impl DefaultRoute<'_> {
     ///
     /// Cost per call: the kick append; a consistent Query of the room's
     /// memberships (all pages: N/~9000 per 1 MB); per connection of the member,
-    /// one post, a GetItem of its row, the membership's delete (after a
-    /// consistent GetItem of it, for its join; and the row's update when it
-    /// keeps other rooms), what [`super::log_leave`] costs (a read of the join,
-    /// the leave append), and for a last room a DeleteConnection; one post to
+    /// one post, a GetItem of its row, what [`super::leave_room`] costs (the
+    /// mark, a read of the join, the leave append, the membership's delete
+    /// after a consistent GetItem of it, and the row's update when it keeps
+    /// other rooms), and for a last room a DeleteConnection; one post to
     /// answer. A refusal is one post.
     pub(super) async fn kick(
         &self,
@@ -243,14 +243,12 @@ impl DefaultRoute<'_> {
             unless_gone(self.poster.post(id, &notice).await, id, "telling a removed member failed");
             let row = self.connections.get(id).await?;
             let last_room = row.as_ref().is_some_and(|row| row.rooms() == [room]);
-            let ended = match row {
-                Some(_) if !last_room => self.connections.unsubscribe(id, room).await?,
-                _ => self.connections.end_membership(id, room).await?,
-            };
-            let Some(ended) = ended else { continue };
-            removed += 1;
+            let ending = if row.is_some() && !last_room { Ending::Unsubscribe } else { Ending::Departure };
             let leave = LogEvent::leave(id, at).in_room(room).by(member.identity().as_ref()).because(reason.as_str());
-            log_leave(self.log, &ended, leave).await?;
+            if leave_room(self.connections, self.log, id, room, leave, ending).await? != Some(true) {
+                continue;
+            }
+            removed += 1;
             if last_room {
                 unless_gone(self.poster.close(id).await, id, "closing a removed member failed");
             }
