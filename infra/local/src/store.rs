@@ -1846,6 +1846,32 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A membership's mark keeps the first leave, across a restart too, and
+    /// the departure that finds it marked logs that leave.
+    #[tokio::test]
+    async fn a_marked_membership_keeps_its_first_leave_until_it_ends() {
+        let (dir, path) = scratch_db("chat-local-leaving", "chat.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let ada = chat_core::Identity::verified("Ada", "iss|ada");
+        let a = Connection::new("a", "ip", at("2026-11-24T10:00:00Z")).of(Some(&ada));
+        store.put(&a).await.unwrap();
+        let leave = |iso| LogEvent::leave("a", at(iso)).in_room("lobby").by(Some(&ada)).because("kicked");
+        let first = leave("2026-11-24T10:05:00Z");
+        let marked = store.mark_leaving("a", "lobby", &first).await.unwrap().expect("the put's membership");
+        assert_eq!(marked.leaving.as_deref(), Some(&first));
+        assert!(store.mark_leaving("a", "nowhere", &first).await.unwrap().is_none());
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let again = store.mark_leaving("a", "lobby", &leave("2026-11-24T10:06:00Z")).await.unwrap().unwrap();
+        assert_eq!(again.leaving.as_deref(), Some(&first), "the first mark stands");
+        let end = SessionEnd::new("a", a.connected_at, at("2026-11-24T10:07:00Z"));
+        assert_eq!(chat_core::handlers::depart(&end, None, &store, &store, &store).await.unwrap(), 1);
+        let logged = store.read(&LogQuery { room: "lobby".into(), after: None, limit: 10 }).await.unwrap();
+        assert_eq!(logged, [first]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// `(room, before, after)` of the counter changes after `seq`.
     fn changes_after(store: &SqliteStore, seq: i64) -> Vec<(String, Option<i64>, i64)> {
         let changes = store.member_changes_after(seq, 100).unwrap();
