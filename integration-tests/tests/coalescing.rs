@@ -86,8 +86,10 @@ async fn a_coalescing_connection_whose_socket_is_gone_is_pruned_by_the_next_broa
     let mut live = Client::connect(&format!("{}?batch=1", stack.ws_url)).await;
 
     // A row (and session) for a coalescing socket this gateway does not hold: what a
-    // lost $disconnect leaves behind. Posting to it is a 410.
-    let ghost = Connection::new("ghostGHOSTghost=", "198.51.100.9", chrono::Utc::now()).coalescing(true);
+    // lost $disconnect leaves behind, a minute ago (a younger one may still be in
+    // its $connect: not pruned). Posting to it is a 410.
+    let connected_at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let ghost = Connection::new("ghostGHOSTghost=", "198.51.100.9", connected_at).coalescing(true);
     let store = chat_local::store::SqliteStore::open(&db).unwrap();
     store.put(&ghost).await.unwrap();
     store.open(&Session::opened(&ghost)).await.unwrap();

@@ -202,7 +202,7 @@ impl Broadcaster {
             if !outcome.gone.is_empty() {
                 report.pruned += outcome.gone.len();
                 forget(recipients, &outcome.gone);
-                self.prune(&outcome.gone).await;
+                self.prune_answered_gone(&outcome.gone).await;
             }
             let tally = Tally { attempted: outcome.attempted, failed: outcome.failed };
             if tally.too_many_failed(self.config.max_failed_share) {
@@ -240,7 +240,7 @@ impl Broadcaster {
         report.occupancy += coalesced.occupancy;
         if !coalesced.gone.is_empty() {
             report.pruned += coalesced.gone.len();
-            self.prune(&coalesced.gone).await;
+            self.prune_answered_gone(&coalesced.gone).await;
             for connections in rooms.values_mut() {
                 forget(connections, &coalesced.gone);
             }
@@ -326,7 +326,7 @@ impl Broadcaster {
             }
         }
         if !outcome.gone.is_empty() {
-            self.prune(&outcome.gone).await;
+            self.prune_answered_gone(&outcome.gone).await;
         }
         outcome
     }
@@ -517,7 +517,20 @@ impl Broadcaster {
         }
     }
 
-    /// Forgets connections API Gateway says are closed — their rows and every
+    /// Prunes the connections that answered 410 ([`prune`](Self::prune)),
+    /// except those younger than [`CONNECTING_GRACE`]: their 410 may only mean
+    /// their `$connect` has not returned yet.
+    pub async fn prune_answered_gone(&self, gone: &[Connection]) {
+        let now = self.clock.now();
+        let (connecting, gone): (Vec<Connection>, Vec<Connection>) =
+            gone.iter().cloned().partition(|connection| may_be_connecting(connection, now));
+        for connection in &connecting {
+            tracing::info!(connection_id = %connection.connection_id, "410 from a connection this young: not pruned");
+        }
+        self.prune(&gone).await;
+    }
+
+    /// Forgets connections known to be closed — their rows and every
     /// membership (the room they were listed in, and each their row lists) —
     /// completes their sessions and announces each departure from each room
     /// (once, see [`depart`]). Failures are logged only: the TTL removes the
@@ -537,6 +550,19 @@ impl Broadcaster {
             Err(error) => tracing::warn!(connection_id = %id, %error, "could not end a gone connection's session"),
         }
     }
+}
+
+/// How long after it connected a connection that answers 410 is not pruned.
+/// API Gateway answers 410 to a connection whose `$connect` has not returned
+/// yet, and `$connect` writes its row and memberships first, so a broadcast can
+/// list it before it is open; `$connect` may take up to the integration's 29 s
+/// (`connected_at` is in whole seconds: 30). Pruning it would delete the row of
+/// a connection about to open. One that is really gone is ended by its
+/// `$disconnect`, or by a 410 after this.
+pub const CONNECTING_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+
+fn may_be_connecting(connection: &Connection, now: chrono::DateTime<chrono::Utc>) -> bool {
+    now - connection.connected_at < CONNECTING_GRACE
 }
 
 /// A join is announced to everyone but the joiner.

@@ -216,7 +216,7 @@ pub fn worker_config(mut config: FanoutConfig) -> FanoutConfig {
 impl Broadcaster {
     /// A worker's part: posts `job`'s frame to its members with this
     /// broadcaster's bounded concurrency and retries, prunes the gone ones as
-    /// [`Broadcaster::prune`] does, and re-enqueues those that still failed
+    /// [`Broadcaster::prune_answered_gone`] does, and re-enqueues those that still failed
     /// (throttled, transient) as a smaller job with the next delay, until
     /// [`MAX_JOB_ATTEMPTS`]. `Err` only when that re-enqueue failed: the
     /// queue then redelivers the whole job.
@@ -236,7 +236,7 @@ impl Broadcaster {
             }
         }
         report.pruned = gone.len();
-        self.prune(&gone).await;
+        self.prune_answered_gone(&gone).await;
         if !again.is_empty() {
             let queue = self.config.split.as_ref().map(|s| &s.queue);
             match queue.filter(|_| job.attempt + 1 < MAX_JOB_ATTEMPTS) {

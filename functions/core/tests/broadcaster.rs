@@ -160,6 +160,24 @@ async fn gone_connections_are_pruned_exactly_and_their_sessions_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_may_still_be_in_its_connect_is_not_pruned_on_a_410() {
+    // The clock reads 10:20:00; API Gateway answers 410 until `$connect` returns.
+    let f = Fixture::with_connections(0).await;
+    for (i, connected) in [(1, "2026-11-24T10:19:31Z"), (2, "2026-11-24T10:19:30Z")] {
+        let connection = Connection::new(&id(i), "198.51.100.1", parse_iso(connected).unwrap());
+        f.connections.put(&connection).await.unwrap();
+        f.sessions.open(&Session::opened(&connection)).await.unwrap();
+        f.poster.mark_gone(&id(i));
+    }
+    f.broadcaster(fast(), false).broadcast(&[record(1, chat(0, "a"))]).await;
+    assert_eq!(f.connections.ids(), [id(1)], "29 s old: kept; 30 s: pruned");
+    assert_eq!(f.connections.memberships(), [("lobby".to_owned(), id(1))]);
+    let leaves: Vec<String> = f.log.events().iter().map(|e| e.connection_id.clone()).collect();
+    assert_eq!(leaves, [id(2)]);
+    assert!(f.sessions.get(&id(1)).unwrap().disconnected_at.is_none());
+}
+
+#[tokio::test]
 async fn a_pruned_connection_s_leave_names_its_account() {
     let f = Fixture::with_connections(2).await;
     let ada = chat_core::Identity::verified("Ada", "https://id.example|ada");

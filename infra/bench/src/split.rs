@@ -194,7 +194,8 @@ pub async fn run_split_case(
     model: SplitModel,
     messages: usize,
 ) -> SplitCaseReport {
-    let at = chrono::Utc::now();
+    // Open for an hour, past `CONNECTING_GRACE`: a 410 prunes them, as deployed.
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
     let store = Arc::new(PagedStore { inner: MemoryConnections::default(), page_ms: model.list_page_ms });
     for i in 0..connections {
         store.put(&Connection::new(&connection_id(i), "198.51.100.7", at)).await.ok();
