@@ -6,13 +6,12 @@
 use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
-    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, host_of, http_post_json, scratch,
-    with_token,
+    Client, JWT_SECRET, Moto, Stack, count_rows as count, eventually as until, host_of, http_post_json, log_of,
+    scratch, with_token,
 };
 use serde_json::{Value, json};
 
@@ -86,13 +85,6 @@ async fn frames_until(client: &mut Client, last: &str) -> Vec<Value> {
             return seen;
         }
     }
-}
-
-/// The log as (kind, room, connection id), in append order.
-fn log_of(db: &Path) -> Vec<(String, String, String)> {
-    let db = rusqlite::Connection::open(db).unwrap();
-    let mut statement = db.prepare("SELECT kind, room, connection_id FROM message_history ORDER BY seq").unwrap();
-    statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
 }
 
 #[tokio::test]

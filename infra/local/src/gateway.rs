@@ -79,10 +79,6 @@ pub async fn upgrade(
         source_ip: context.source_ip.clone(),
         user_agent: context.user_agent.clone(),
     });
-    // Registered before $connect runs, so a broadcast racing the upgrade is queued, not a 410.
-    let outbox = Outbox::new(app.config.send_limits);
-    let closed = app.sockets.register(&context.connection_id, outbox.clone(), info.clone());
-
     let event = websocket_event(&context, Route::Connect { headers: headers.clone(), query });
     let refusal = match app.functions.invoke(&event).await {
         Ok(response) if (200..300).contains(&response.status_code) => None,
@@ -93,9 +89,13 @@ pub async fn upgrade(
         }
     };
     if let Some(status) = refusal {
-        app.sockets.unregister(&context.connection_id);
         return status.into_response();
     }
+    // Known to @connections only once $connect has said yes, as API Gateway
+    // does: a broadcast racing the upgrade is a 410 (which the broadcaster
+    // does not prune a connection this young for), and the frame is not sent.
+    let outbox = Outbox::new(app.config.send_limits);
+    let closed = app.sockets.register(&context.connection_id, outbox.clone(), info.clone());
     tracing::info!(connection_id = %context.connection_id, peer = %peer, "socket open");
     ws.open(MAX_MESSAGE_BYTES, move |socket| run_socket(app, context, info, socket, outbox, closed))
 }

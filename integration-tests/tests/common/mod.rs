@@ -657,3 +657,10 @@ pub async fn eventually(mut done: impl FnMut() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The log as (kind, room, connection id), in append order.
+pub fn log_of(db: &Path) -> Vec<(String, String, String)> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut statement = db.prepare("SELECT kind, room, connection_id FROM message_history ORDER BY seq").unwrap();
+    statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
