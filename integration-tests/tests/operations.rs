@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The stack's metrics, parsed. Strict: the parser skips lines it cannot read,
 /// so every line is also checked against the text format's grammar first.
-async fn scrape(stack: &Stack) -> Scrape {
+pub(crate) async fn scrape(stack: &Stack) -> Scrape {
     let response = http_get(&host_of(&stack.http_url), "/metrics").await;
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -62,7 +62,7 @@ fn check_sample(line: &str) -> &str {
 
 /// The value of the sample `name` with exactly `labels` (0 if absent, as a
 /// counter never incremented is not rendered).
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matches = |sample: &&Sample| {
         sample.metric == name
             && sample.labels.len() == labels.len()

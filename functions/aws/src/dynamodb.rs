@@ -260,8 +260,11 @@ impl DynamoConnections {
     /// is read first (a consistent GetItem, 1 read unit) and the delete is
     /// conditional on it still holding that join: a membership ended and
     /// made again (a new join) in between is read again. (A plain DeleteItem
-    /// returns the old item but would split the counter from its membership;
-    /// an UpdateItem marking it first costs a write, not a read.) The
+    /// returns the old item but would split the counter from its membership.)
+    /// Since departures mark the membership first ([`ConnectionStore::mark_leaving`],
+    /// which returns it), this read repeats what the caller already has: a
+    /// delete conditional on the mark would save it, with a port that does not
+    /// return the membership. The
     /// transaction is 4 write units (2 per item), a cancelled one too. A
     /// counter already at 0 (the membership predates it) refuses the
     /// decrement: the membership is then deleted alone (1 more write unit).
